@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` (the main job on the embedded default) and `make test`.
+# Each creates .venv with Python 3.11+ if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/lifecycle demo
+
+test: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) outbox calendar_exports/customers calendar_exports/products .lifecycle lifecycle.db*

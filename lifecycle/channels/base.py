@@ -1,0 +1,59 @@
+"""The one small interface every channel implements.
+
+A channel receives a `Batch`: one recipient and the notices due for them (one or more: a digest), each
+with its delivery id. It returns the provider's message id (or None) or raises `DeliveryError`.
+Channels with `transactional = True` (the portal inbox) write into the database session that also
+records the outcome, so writing and recording are one atomic step; the others (email) are called
+outside any transaction, between the claim and the outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver.
+
+    permanent: retrying cannot help (a 400 from SendGrid, an invalid address): the delivery fails now.
+    retry_after: seconds the provider asked us to wait (Retry-After), used for the next attempt.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass
+class Item:
+    """One notice inside a batch, with everything a template needs (see lifecycle.content)."""
+
+    delivery_id: int
+    notice_id: int
+    kind: str
+    context: dict[str, Any]
+
+
+@dataclass
+class Batch:
+    channel: str
+    recipient: str  # an email address, or the customer key for the portal
+    recipient_name: str | None
+    customer: dict[str, Any]  # key, name, locale, timezone, account_rep, ...
+    audience: str  # customer | rep
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def delivery_ids(self) -> list[int]:
+        return [i.delivery_id for i in self.items]
+
+
+class Channel(Protocol):
+    name: ClassVar[str]
+    transactional: ClassVar[bool]
+
+    def send(self, batch: Batch, *, at: dt.datetime, session=None) -> str | None: ...

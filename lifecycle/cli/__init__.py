@@ -1,0 +1,65 @@
+"""The `lifecycle` command. Thin over the domain modules; each area registers its commands here.
+
+Exit codes: 0 success, 2 bad input (the message names the field, row or line), 1 anything else.
+A user never sees a traceback (set LIFECYCLE_DEBUG=1 to get one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from lifecycle.cli.common import err_console
+
+app = typer.Typer(
+    name="lifecycle",
+    help="Product-lifecycle notices: register milestones, notify every affected customer at least 3 months "
+    "ahead through email, portal and calendar, and prove it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from lifecycle.cli import registry as _registry  # noqa: F401
+
+    for name in ("importing", "schedule", "calendar", "web", "reports"):
+        try:
+            __import__(f"lifecycle.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"lifecycle.cli.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lifecycle.db import SchemaOutOfDate
+    from lifecycle.errors import InputError, LifecycleError
+
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except click.ClickException as exc:  # usage errors: bad input
+        exc.show()
+        sys.exit(2)
+    except InputError as exc:
+        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except (LifecycleError, SchemaOutOfDate) as exc:
+        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - never a traceback to a user
+        if os.environ.get("LIFECYCLE_DEBUG"):
+            raise
+        err_console.print(f"error: {type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print("(set LIFECYCLE_DEBUG=1 for the traceback)")
+        sys.exit(1)
+    sys.exit(0)

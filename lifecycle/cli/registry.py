@@ -1,0 +1,236 @@
+"""Registry commands: db, product, release, milestone, customer, contact, deployment."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lifecycle import registry
+from lifecycle import validation as v
+from lifecycle.cli import app
+from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, say, table
+from lifecycle.db import session_scope
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+product_app = typer.Typer(help="Products.", no_args_is_help=True)
+release_app = typer.Typer(help="Releases (version lines) of a product.", no_args_is_help=True)
+milestone_app = typer.Typer(help="Lifecycle milestones: end of sale, full support, maintenance, life.",
+                            no_args_is_help=True)
+customer_app = typer.Typer(help="Customers.", no_args_is_help=True)
+contact_app = typer.Typer(help="Email contacts of a customer.", no_args_is_help=True)
+deployment_app = typer.Typer(help="Which releases a customer runs.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(product_app, name="product")
+app.add_typer(release_app, name="release")
+app.add_typer(milestone_app, name="milestone")
+app.add_typer(customer_app, name="customer")
+app.add_typer(contact_app, name="contact")
+app.add_typer(deployment_app, name="deployment")
+
+ProductArg = Annotated[str, typer.Argument(help="Product slug, e.g. acp.")]
+VersionArg = Annotated[str, typer.Argument(help="Release version, e.g. 3.16. Use '-' for a product-level milestone.")]
+KindArg = Annotated[str, typer.Argument(help="end-of-sale | end-of-full-support | end-of-maintenance | end-of-life")]
+ByOption = Annotated[str | None, typer.Option("--by", help="Who makes the change (recorded in the history).")]
+
+
+def _version(version: str) -> str | None:
+    return None if version in ("-", "") else version
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the database schema to the newest revision (PostgreSQL needs this; SQLite does it itself)."""
+    from lifecycle.db import get_engine, schema_state, upgrade
+
+    upgrade()
+    current, _ = schema_state(get_engine(check=False))
+    say(f"database schema at revision {current}")
+
+
+@product_app.command("add")
+def product_add(slug: ProductArg, name: Annotated[str, typer.Option("--name", help="Display name.")],
+                at: AtOption = None) -> None:
+    """Register a product (or rename it)."""
+    when = parse_at(at)
+    with session_scope() as s:
+        product, change = registry.upsert_product(s, slug=slug, name=name, at=when)
+    say(f"product {product.slug}: {change}")
+
+
+@product_app.command("list")
+def product_list(json_: JsonOption = False) -> None:
+    """List products."""
+    from sqlmodel import select
+
+    from lifecycle.models import Product
+
+    with session_scope() as s:
+        rows = [{"slug": p.slug, "name": p.name} for p in s.exec(select(Product).order_by(Product.slug))]
+    if json_:
+        emit_json(rows)
+    else:
+        table("Products", ["slug", "name"], [[r["slug"], r["name"]] for r in rows])
+
+
+@release_app.command("add")
+def release_add(
+    product: ProductArg, version: Annotated[str, typer.Argument(help="Version, e.g. 3.16.")],
+    released: Annotated[str | None, typer.Option("--released", help="Release date YYYY-MM-DD.")] = None,
+    upgrade_to: Annotated[str | None, typer.Option("--upgrade-to", help="Recommended upgrade target version.")] = None,
+    at: AtOption = None,
+) -> None:
+    """Register a release (version line) of a product."""
+    when = parse_at(at)
+    with session_scope() as s:
+        release, change = registry.upsert_release(
+            s, product=product, version=version, released=v.optional_date(released, "--released"),
+            upgrade_to=upgrade_to, at=when)
+    say(f"release {product} {release.version}: {change}")
+
+
+@milestone_app.command("add")
+def milestone_add(
+    product: ProductArg, version: VersionArg, kind: KindArg,
+    date: Annotated[str, typer.Argument(help="Last day of the phase, YYYY-MM-DD.")],
+    allow_short_notice: Annotated[bool, typer.Option(
+        "--allow-short-notice", help="Accept a date less than 3 months away (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required for short notice).")] = None,
+    by: ByOption = None, at: AtOption = None,
+) -> None:
+    """Register a milestone. A date less than 3 months after --at is refused without
+    --allow-short-notice --reason; a date already past is recorded as history and never notified."""
+    when = parse_at(at)
+    day = v.date(date, "date")
+    with session_scope() as s:
+        milestone, change = registry.add_milestone(
+            s, product=product, version=_version(version), kind=kind, date=day, at=when,
+            allow_short_notice=allow_short_notice, reason=reason, by=by)
+        past = " (in the past: recorded as history, never notified)" if day < when.date() else ""
+        short = " (short notice: affected customers are notified at once)" if milestone.short_notice_reason and change != "unchanged" else ""
+    say(f"milestone {product} {version} {kind} {day.isoformat()}: {change}{past}{short}")
+
+
+@milestone_app.command("move")
+def milestone_move(
+    product: ProductArg, version: VersionArg, kind: KindArg,
+    date: Annotated[str, typer.Argument(help="The new date, YYYY-MM-DD.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the date changes (sent to customers).")],
+    allow_short_notice: Annotated[bool, typer.Option(
+        "--allow-short-notice", help="Accept a new date less than 3 months away.")] = False,
+    by: ByOption = None, at: AtOption = None,
+) -> None:
+    """Move a milestone: bumps its revision, tells every customer already notified, re-plans the rest."""
+    when = parse_at(at)
+    day = v.date(date, "date")
+    with session_scope() as s:
+        milestone = registry.get_milestone(s, product, _version(version), kind)
+        milestone, change = registry.move_milestone(s, milestone, date=day, reason=reason, at=when,
+                                                    allow_short_notice=allow_short_notice, by=by)
+        say(f"milestone {product} {version} {kind}: {change}, now {milestone.date.isoformat()} "
+            f"(revision {milestone.revision})")
+
+
+@milestone_app.command("withdraw")
+def milestone_withdraw(
+    product: ProductArg, version: VersionArg, kind: KindArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is withdrawn (sent to customers).")],
+    by: ByOption = None, at: AtOption = None,
+) -> None:
+    """Withdraw a milestone: cancels pending notices and tells every customer already notified."""
+    when = parse_at(at)
+    with session_scope() as s:
+        milestone = registry.get_milestone(s, product, _version(version), kind)
+        milestone, change = registry.withdraw_milestone(s, milestone, reason=reason, at=when, by=by)
+        say(f"milestone {product} {version} {kind}: {'withdrawn' if change == 'updated' else 'already withdrawn'} "
+            f"(revision {milestone.revision})")
+
+
+@milestone_app.command("list")
+def milestone_list(json_: JsonOption = False, at: AtOption = None) -> None:
+    """List every milestone with its status, revision and history (dates before --at are history)."""
+    when = parse_at(at)
+    with session_scope() as s:
+        rows = registry.milestone_rows(s, when)
+    if json_:
+        emit_json(rows)
+        return
+    table("Milestones", ["product", "version", "kind", "date", "status", "rev", "note"], [
+        [r["product"], r["version"] or "(product)", r["kind"], r["date"], r["status"], r["revision"],
+         "history" if r["past"] else ("short notice" if r["short_notice_reason"] else "")]
+        for r in rows
+    ])
+
+
+@customer_app.command("add")
+def customer_add(
+    key: Annotated[str, typer.Argument(help="Customer key, e.g. acme.")],
+    name: Annotated[str, typer.Option("--name")],
+    timezone: Annotated[str, typer.Option("--timezone", help="IANA timezone, e.g. Asia/Shanghai.")],
+    locale: Annotated[str, typer.Option("--locale", help="en or zh-CN.")],
+    rep: Annotated[str, typer.Option("--rep", help="Account rep's email.")],
+    service_start: Annotated[str | None, typer.Option("--service-start", help="YYYY-MM-DD.")] = None,
+    service_end: Annotated[str | None, typer.Option("--service-end", help="YYYY-MM-DD.")] = None,
+    cores: Annotated[int | None, typer.Option("--cores", help="Agreed virtual cores.")] = None,
+    at: AtOption = None,
+) -> None:
+    """Register a customer (or update one with the same key)."""
+    when = parse_at(at)
+    with session_scope() as s:
+        customer, change = registry.upsert_customer(
+            s, key=key, name=name, timezone=timezone, locale=locale, account_rep=rep, at=when,
+            service_start=v.optional_date(service_start, "--service-start"),
+            service_end=v.optional_date(service_end, "--service-end"), cores=cores)
+    say(f"customer {customer.key}: {change}")
+
+
+@customer_app.command("list")
+def customer_list(json_: JsonOption = False) -> None:
+    """List customers."""
+    from sqlmodel import select
+
+    from lifecycle.models import Customer
+
+    with session_scope() as s:
+        rows = [{"key": c.key, "name": c.name, "timezone": c.timezone, "locale": c.locale,
+                 "account_rep": c.account_rep, "service_start": c.service_start, "service_end": c.service_end,
+                 "cores": c.cores} for c in s.exec(select(Customer).order_by(Customer.key))]
+    if json_:
+        emit_json(rows)
+    else:
+        table("Customers", ["key", "name", "timezone", "locale", "rep", "service"], [
+            [r["key"], r["name"], r["timezone"], r["locale"], r["account_rep"],
+             f"{r['service_start'] or '…'} – {r['service_end'] or '…'}"] for r in rows])
+
+
+@contact_app.command("add")
+def contact_add(customer: Annotated[str, typer.Argument(help="Customer key.")],
+                email: Annotated[str, typer.Argument(help="Email address.")],
+                name: Annotated[str | None, typer.Option("--name")] = None, at: AtOption = None) -> None:
+    """Add an email contact to a customer."""
+    when = parse_at(at)
+    with session_scope() as s:
+        contact, change = registry.upsert_contact(s, customer=customer, email=email, name=name, at=when)
+    say(f"contact {contact.email} of {customer}: {change}")
+
+
+@deployment_app.command("add")
+def deployment_add(customer: Annotated[str, typer.Argument(help="Customer key.")], product: ProductArg,
+                   version: Annotated[str, typer.Argument(help="Release version.")],
+                   cores: Annotated[int | None, typer.Option("--cores")] = None, at: AtOption = None) -> None:
+    """Record that a customer runs a release (a late one is caught up at the next tick)."""
+    when = parse_at(at)
+    with session_scope() as s:
+        _, change = registry.add_deployment(s, customer=customer, product=product, version=version,
+                                            cores=cores, at=when)
+    say(f"deployment {customer} {product} {version}: {change}")
+
+
+@deployment_app.command("remove")
+def deployment_remove(customer: Annotated[str, typer.Argument(help="Customer key.")], product: ProductArg,
+                      version: Annotated[str, typer.Argument(help="Release version.")], at: AtOption = None) -> None:
+    """Record that a customer no longer runs a release: their pending notices for it are cancelled."""
+    when = parse_at(at)
+    with session_scope() as s:
+        registry.remove_deployment(s, customer=customer, product=product, version=version, at=when)
+    say(f"deployment {customer} {product} {version}: removed")

@@ -1,0 +1,85 @@
+"""One settings object, read from `LIFECYCLE_*` environment variables (and `SENDGRID_API_KEY`).
+
+Defaults need no server: a SQLite file in the working directory, a broker on the local file system,
+email written as `.eml` files to `outbox/`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMAIL_BACKENDS = ("file", "sendgrid", "smtp")
+
+# The 3-month stage is the contractual minimum: it is always planned, whatever the configuration says.
+CONTRACT_STAGE = "3m"
+DEFAULT_STAGES = ("6m", "3m", "1m", "1w")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFECYCLE_", extra="ignore")
+
+    database_url: str = "sqlite:///lifecycle.db"
+    broker_url: str | None = None
+    email_backend: str = "file"
+    outbox_dir: Path = Path("outbox")
+    sendgrid_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("SENDGRID_API_KEY", "LIFECYCLE_SENDGRID_API_KEY")
+    )
+    sendgrid_host: str = "https://api.sendgrid.com"
+    sendgrid_timeout: float = 10.0
+    sendgrid_sandbox: bool = False
+    sendgrid_webhook_public_key: str | None = None
+    sendgrid_webhook_max_age: int = 600
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    mail_from: str = "lifecycle@vendor.example"
+    mail_from_name: str = "Product Lifecycle"
+    calendar_dir: Path = Path("calendar_exports")
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str | None = None
+    state_dir: Path = Path(".lifecycle")
+    # Lead times before each milestone, calendar months ("6m") or weeks ("1w"). 3m is always added.
+    stages: str = ",".join(DEFAULT_STAGES)
+    send_hour: int = 9
+    max_attempts: int = 8
+    claim_timeout_seconds: int = 600
+    ack_link_days: int = 400
+
+    @field_validator("email_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in EMAIL_BACKENDS:
+            raise ValueError(f"must be one of {', '.join(EMAIL_BACKENDS)}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def stage_list(self) -> tuple[str, ...]:
+        from lifecycle.policy import parse_stages
+
+        return parse_stages(self.stages)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between runs)."""
+    get_settings.cache_clear()

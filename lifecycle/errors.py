@@ -1,0 +1,33 @@
+"""Errors that reach a user. `InputError` means bad input (exit code 2); it names the field."""
+
+from __future__ import annotations
+
+
+class LifecycleError(Exception):
+    """Something a user should read, not a traceback (exit code 1)."""
+
+
+class InputError(LifecycleError):
+    """Bad input: the message names the field, row or line (exit code 2)."""
+
+    def __init__(self, field: str | None, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class InputErrors(InputError):
+    """Several bad inputs found at once (an import file): every one is listed."""
+
+    def __init__(self, errors: list[InputError]):
+        self.errors = errors
+        lines = "\n".join(f"  {e}" for e in errors)
+        super().__init__(None, f"{len(errors)} error{'s' if len(errors) != 1 else ''}:\n{lines}")
+
+
+class NotFound(InputError):
+    """A named thing does not exist (still bad input: exit code 2)."""
+
+
+class ShortNotice(InputError):
+    """A milestone date less than 3 months away, without a reason."""

@@ -1,0 +1,65 @@
+"""Email backends behind one interface: `Mailer.send(Email) -> provider message id`.
+
+`MAILERS` maps LIFECYCLE_EMAIL_BACKEND (file, sendgrid, smtp) to a factory. Backends raise
+`lifecycle.channels.base.DeliveryError` (permanent or transient, with retry_after).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lifecycle.config import Settings
+
+
+@dataclass
+class Attachment:
+    filename: str
+    content: bytes
+    mimetype: str  # exactly "text/calendar" for .ics (SendGrid rejects parameters in the type)
+
+
+@dataclass
+class Email:
+    to: str
+    to_name: str | None
+    subject: str
+    text: str
+    html: str
+    from_email: str
+    from_name: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    custom_args: dict[str, str] = field(default_factory=dict)  # e.g. {"delivery_ids": "12,13"}
+    categories: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    message_id: str | None = None  # RFC 5322 Message-ID, set by the channel
+
+
+class Mailer(Protocol):
+    def send(self, email: Email) -> str | None: ...
+
+
+def _file(settings: Settings) -> Mailer:
+    from lifecycle.mailers.file import FileMailer
+
+    return FileMailer(settings.outbox_dir)
+
+
+def _sendgrid(settings: Settings) -> Mailer:
+    from lifecycle.mailers.sendgrid import SendGridMailer
+
+    return SendGridMailer.from_settings(settings)
+
+
+def _smtp(settings: Settings) -> Mailer:
+    from lifecycle.mailers.smtp import SmtpMailer
+
+    return SmtpMailer.from_settings(settings)
+
+
+MAILERS: dict[str, Callable[[Settings], Mailer]] = {"file": _file, "sendgrid": _sendgrid, "smtp": _smtp}
+
+
+def get_mailer(settings: Settings) -> Mailer:
+    return MAILERS[settings.email_backend](settings)

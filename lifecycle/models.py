@@ -1,0 +1,350 @@
+"""Tables of the whole domain.
+
+Timestamps are stored as UTC and come back timezone-aware (`UTCDateTime`), on SQLite and PostgreSQL
+alike. Unique constraints carry the "exactly once" promise: one notice per (customer, kind, milestone,
+slot) through `Notice.key`, one delivery per (notice, channel, recipient), one inbox row per notice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out; stored naive UTC so SQLite and PostgreSQL agree."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass timezone-aware datetimes")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite text from a textual query
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _ts(**kw):
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class MilestoneKind(StrEnum):
+    END_OF_SALE = "end-of-sale"
+    END_OF_FULL_SUPPORT = "end-of-full-support"
+    END_OF_MAINTENANCE = "end-of-maintenance"
+    END_OF_LIFE = "end-of-life"
+
+
+class MilestoneStatus(StrEnum):
+    PLANNED = "planned"
+    WITHDRAWN = "withdrawn"
+
+
+class NoticeKind(StrEnum):
+    STAGE = "stage"  # a routine reminder at a lead time
+    CHANGED = "changed"  # the milestone's date moved
+    WITHDRAWN = "withdrawn"  # the milestone was withdrawn
+    ESCALATION = "escalation"  # to the rep: no agreement at the 1-month stage
+    BOUNCE = "bounce"  # to the rep: an email to their customer bounced
+    AGREEMENT = "agreement"  # to the rep: a customer recorded or declined an upgrade plan
+
+
+CUSTOMER_NOTICE_KINDS = (NoticeKind.STAGE, NoticeKind.CHANGED, NoticeKind.WITHDRAWN)
+REP_NOTICE_KINDS = (NoticeKind.ESCALATION, NoticeKind.BOUNCE, NoticeKind.AGREEMENT)
+
+
+class NoticeStatus(StrEnum):
+    PLANNED = "planned"  # waiting for its due instant
+    RELEASED = "released"  # due: deliveries created, being sent
+    SENT = "sent"  # at least one channel delivered it
+    FAILED = "failed"  # every channel failed
+    SKIPPED = "skipped"  # not sent on purpose (catch-up, agreement, lapsed service, ...)
+    CANCELLED = "cancelled"  # withdrawn milestone, removed deployment
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"  # accepted by the provider
+    DELIVERED = "delivered"  # confirmed delivered (portal at once, email by webhook)
+    FAILED = "failed"
+    BOUNCED = "bounced"
+
+
+DELIVERED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+
+
+class AgreementStatus(StrEnum):
+    NONE = "none"
+    ACKNOWLEDGED = "acknowledged"
+    PLANNED = "planned"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+
+
+# An agreement in one of these states stops routine reminders for its release.
+AGREED_STATUSES = (AgreementStatus.ACKNOWLEDGED, AgreementStatus.PLANNED, AgreementStatus.COMPLETED)
+
+
+class Role(StrEnum):
+    PM = "pm"
+    REP = "rep"
+    CUSTOMER = "customer"
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+class Product(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    created_at: dt.datetime = _ts()
+
+
+class Release(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("product_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int = Field(foreign_key="product.id", index=True)
+    version: str = Field(max_length=64)
+    released: dt.date | None = None
+    upgrade_to: str | None = Field(default=None, max_length=64)
+    created_at: dt.datetime = _ts()
+
+
+class Milestone(SQLModel, table=True):
+    """A dated lifecycle event of a release, or of a whole product when `release_id` is null.
+
+    `scope` is the release id, or 0 for a product-level milestone, so that the unique constraint works
+    on both databases (NULLs are never equal in a unique index).
+    """
+
+    __table_args__ = (sa.UniqueConstraint("product_id", "scope", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int = Field(foreign_key="product.id", index=True)
+    release_id: int | None = Field(default=None, foreign_key="release.id", index=True)
+    scope: int = 0
+    kind: str = Field(max_length=32)
+    date: dt.date
+    status: str = Field(default=MilestoneStatus.PLANNED, max_length=16)
+    revision: int = 1
+    short_notice_reason: str | None = None
+    registered_at: dt.datetime = _ts()
+    changed_at: dt.datetime = _ts()
+    # Set whenever something that changes who gets which notice when happens; the planner clears it.
+    needs_plan: bool = Field(default=True, index=True)
+
+
+class MilestoneChange(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    milestone_id: int = Field(foreign_key="milestone.id", index=True)
+    revision: int
+    action: str = Field(max_length=16)  # created, moved, withdrawn
+    old_date: dt.date | None = None
+    new_date: dt.date | None = None
+    reason: str | None = None
+    short_notice: bool = False
+    by: str | None = Field(default=None, max_length=200)
+    at: dt.datetime = _ts()
+
+
+class Customer(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    timezone: str = Field(max_length=64)
+    locale: str = Field(default="en", max_length=8)
+    account_rep: str = Field(max_length=254, index=True)
+    service_start: dt.date | None = None
+    service_end: dt.date | None = None
+    cores: int | None = None
+    # Secret for the private calendar feed; replacing it revokes the old URL.
+    calendar_token: str = Field(max_length=64, unique=True)
+    created_at: dt.datetime = _ts()
+
+
+class Contact(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("customer_id", "email"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    email: str = Field(max_length=254)
+    name: str | None = Field(default=None, max_length=200)
+    undeliverable: bool = False
+    undeliverable_reason: str | None = None
+    created_at: dt.datetime = _ts()
+
+
+class Deployment(SQLModel, table=True):
+    """A customer runs a release. Removal is kept (`removed_at`) for the compliance report."""
+
+    __table_args__ = (sa.UniqueConstraint("customer_id", "release_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    release_id: int = Field(foreign_key="release.id", index=True)
+    cores: int | None = None
+    added_at: dt.datetime = _ts()
+    removed_at: dt.datetime | None = _ts(default=None)
+
+
+# ------------------------------------------------------------------------------------- notices and sends
+
+
+class Notice(SQLModel, table=True):
+    """One planned message to one customer (or their rep) about one milestone at one slot.
+
+    `key` = kind:customer:milestone:slot is unique: a stage is planned once per customer and milestone
+    (re-planning after a move updates `due_at` of unsent stages), a change notice once per revision.
+    """
+
+    __table_args__ = (sa.Index("ix_notice_status_due", "status", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=160, unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    milestone_id: int | None = Field(default=None, foreign_key="milestone.id", index=True)
+    release_id: int | None = Field(default=None, foreign_key="release.id")
+    kind: str = Field(max_length=16)
+    audience: str = Field(default="customer", max_length=16)  # customer | rep
+    slot: str = Field(max_length=32)  # stage name ("3m"), or revision for change notices, ...
+    revision: int = 1  # milestone revision this notice speaks of
+    milestone_date: dt.date | None = None  # the date it announces
+    stage_date: dt.date | None = None
+    due_at: dt.datetime = _ts()
+    status: str = Field(default=NoticeStatus.PLANNED, max_length=16)
+    status_reason: str | None = Field(default=None, max_length=64)
+    detail: str | None = None  # free text for change reasons, bounce details
+    created_at: dt.datetime = _ts()
+    released_at: dt.datetime | None = _ts(default=None)
+    sent_at: dt.datetime | None = _ts(default=None)  # first successful delivery
+
+
+class Delivery(SQLModel, table=True):
+    """One attempt to put one notice through one channel to one recipient.
+
+    Written before the channel is called; only the claimer (`claim_token`) may finish it.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("notice_id", "channel", "recipient"),
+        sa.Index("ix_delivery_status_next", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    notice_id: int = Field(foreign_key="notice.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    channel: str = Field(max_length=16)
+    recipient: str = Field(max_length=254)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: dt.datetime = _ts()
+    claimed_at: dt.datetime | None = _ts(default=None)
+    claim_token: str | None = Field(default=None, max_length=36)
+    provider_id: str | None = Field(default=None, max_length=200, index=True)
+    error: str | None = None
+    created_at: dt.datetime = _ts()
+    sent_at: dt.datetime | None = _ts(default=None)
+    updated_at: dt.datetime = _ts()
+
+
+class InboxMessage(SQLModel, table=True):
+    """The customer-portal inbox: one row per customer notice."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    notice_id: int = Field(foreign_key="notice.id", unique=True)
+    subject: str
+    body_text: str
+    body_html: str
+    created_at: dt.datetime = _ts()
+    read_at: dt.datetime | None = _ts(default=None)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """SendGrid events seen, deduplicated on `sg_event_id`."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    sg_event_id: str = Field(max_length=100, unique=True)
+    event: str = Field(max_length=32)
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
+    email: str | None = Field(default=None, max_length=254)
+    reason: str | None = None
+    received_at: dt.datetime = _ts()
+
+
+# ---------------------------------------------------------------------------------------- agreements
+
+
+class Agreement(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("customer_id", "release_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    release_id: int = Field(foreign_key="release.id", index=True)
+    status: str = Field(default=AgreementStatus.NONE, max_length=16)
+    target_version: str | None = Field(default=None, max_length=64)
+    planned_date: dt.date | None = None
+    by: str | None = Field(default=None, max_length=254)
+    channel: str | None = Field(default=None, max_length=16)  # cli, web, api, phone, email-link
+    feedback: str | None = None
+    at: dt.datetime = _ts()
+
+
+class AgreementChange(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    agreement_id: int = Field(foreign_key="agreement.id", index=True)
+    status: str = Field(max_length=16)
+    target_version: str | None = Field(default=None, max_length=64)
+    planned_date: dt.date | None = None
+    by: str | None = Field(default=None, max_length=254)
+    channel: str | None = Field(default=None, max_length=16)
+    feedback: str | None = None
+    at: dt.datetime = _ts()
+
+
+# ---------------------------------------------------------------------------------------- access, audit
+
+
+class ApiToken(SQLModel, table=True):
+    """Bearer tokens; only a SHA-256 hash of the secret is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    role: str = Field(max_length=16)
+    customer_id: int | None = Field(default=None, foreign_key="customer.id")
+    rep_email: str | None = Field(default=None, max_length=254)
+    label: str | None = Field(default=None, max_length=200)
+    created_at: dt.datetime = _ts()
+    revoked_at: dt.datetime | None = _ts(default=None)
+    last_used_at: dt.datetime | None = _ts(default=None)
+
+
+class AuditEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = _ts(index=True)
+    actor: str | None = Field(default=None, max_length=254)
+    action: str = Field(max_length=64)
+    subject: str | None = Field(default=None, max_length=200)
+    detail: str | None = None
+
+
+class AppSetting(SQLModel, table=True):
+    """Small key/value store: the generated secret key, the planner's bookkeeping."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str

@@ -1,0 +1,119 @@
+"""The notice policy as pure functions: no database, no clock. Time is always passed in.
+
+- A stage's date is the milestone date minus N calendar months (end-of-month clamped: 31 May - 3
+  months = 28/29 Feb) or N weeks.
+- A stage is due at 09:00 local time in the customer's timezone on its date (DST-correct).
+- The 3-month stage is the contractual minimum and is always planned.
+- A milestone date less than 3 months after `at` is "short notice"; a date before `at` is history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from dateutil.relativedelta import relativedelta
+
+from lifecycle.config import CONTRACT_STAGE, DEFAULT_STAGES
+
+_STAGE_RE = re.compile(r"^(\d{1,2})([mw])$")
+CONTRACT_MONTHS = 3
+ESCALATION_STAGE = "1m"
+
+
+@dataclass(frozen=True, order=True)
+class Stage:
+    """A lead time before a milestone: `months` calendar months or `weeks` weeks."""
+
+    days_hint: int  # for ordering: the larger, the earlier the stage
+    name: str
+    months: int = 0
+    weeks: int = 0
+
+    def date_before(self, milestone_date: dt.date) -> dt.date:
+        return milestone_date - relativedelta(months=self.months, weeks=self.weeks)
+
+
+def parse_stage(name: str) -> Stage:
+    m = _STAGE_RE.match(name.strip())
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"invalid stage {name!r}: use a number of months or weeks such as 6m or 1w")
+    n, unit = int(m.group(1)), m.group(2)
+    if unit == "m":
+        return Stage(days_hint=n * 31, name=f"{n}m", months=n)
+    return Stage(days_hint=n * 7, name=f"{n}w", weeks=n)
+
+
+@lru_cache
+def parse_stages(spec: str | tuple[str, ...] = DEFAULT_STAGES) -> tuple[str, ...]:
+    """Stage names, earliest first; the contractual 3-month stage is always included."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    stages = {parse_stage(n) for n in names if n.strip()} | {parse_stage(CONTRACT_STAGE)}
+    return tuple(s.name for s in sorted(stages, reverse=True))
+
+
+def stage_date(milestone_date: dt.date, stage: str) -> dt.date:
+    return parse_stage(stage).date_before(milestone_date)
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_instant(day: dt.date, tz: str, hour: int = 9) -> dt.datetime:
+    """`hour`:00 local time on `day` in `tz`, as an aware UTC datetime.
+
+    On a DST gap the wall time is moved forward (fold=0 semantics of zoneinfo), so the instant exists.
+    """
+    local = dt.datetime(day.year, day.month, day.day, hour, tzinfo=zone(tz))
+    # Normalise through UTC: a non-existent wall time (spring-forward gap) resolves forward.
+    return local.astimezone(dt.UTC)
+
+
+def due_at(milestone_date: dt.date, stage: str, tz: str, hour: int = 9) -> dt.datetime:
+    return local_instant(stage_date(milestone_date, stage), tz, hour)
+
+
+def local_date(at: dt.datetime, tz: str) -> dt.date:
+    return at.astimezone(zone(tz)).date()
+
+
+def contract_deadline(milestone_date: dt.date) -> dt.date:
+    """The last day on which a first notice still keeps the 'at least 3 months' promise."""
+    return milestone_date - relativedelta(months=CONTRACT_MONTHS)
+
+
+def is_short_notice(milestone_date: dt.date, at: dt.datetime | dt.date) -> bool:
+    """True when the date is less than 3 calendar months after `at` (and not already past)."""
+    today = at.date() if isinstance(at, dt.datetime) else at
+    return today <= milestone_date and today > contract_deadline(milestone_date)
+
+
+def is_history(milestone_date: dt.date, at: dt.datetime | dt.date) -> bool:
+    today = at.date() if isinstance(at, dt.datetime) else at
+    return milestone_date < today
+
+
+def service_active(day: dt.date, start: dt.date | None, end: dt.date | None) -> bool:
+    return (start is None or start <= day) and (end is None or day <= end)
+
+
+def plan_stages(
+    milestone_date: dt.date, tz: str, stages: tuple[str, ...], hour: int = 9
+) -> list[tuple[str, dt.date, dt.datetime]]:
+    """[(stage, stage date, due instant UTC)] earliest first."""
+    return [(s, stage_date(milestone_date, s), due_at(milestone_date, s, tz, hour)) for s in stages]
+
+
+def latest_overdue(due: dict[str, dt.datetime], at: dt.datetime) -> str | None:
+    """Catch-up: of the stages already due at `at`, the one to send (the latest); None if none is due."""
+    overdue = [(when, name) for name, when in due.items() if when <= at]
+    return max(overdue)[1] if overdue else None
+
+
+def days_left(milestone_date: dt.date, today: dt.date) -> int:
+    return (milestone_date - today).days

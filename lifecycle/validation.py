@@ -1,0 +1,145 @@
+"""Field validators shared by the CLI, the importer and the API. Each raises `InputError(field, ...)`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+
+from email_validator import EmailNotValidError, validate_email
+
+from lifecycle.errors import InputError
+from lifecycle.models import AgreementStatus, MilestoneKind
+
+LOCALES = ("en", "zh-CN")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")
+
+
+def slug(value, field: str = "slug") -> str:
+    value = str(value).strip() if value is not None else ""
+    if not _SLUG_RE.match(value):
+        raise InputError(field, f"invalid slug {value!r}: lowercase letters, digits, '.', '_' or '-'")
+    return value
+
+
+def customer_key(value, field: str = "key") -> str:
+    value = str(value).strip() if value is not None else ""
+    if not _KEY_RE.match(value):
+        raise InputError(field, f"invalid key {value!r}: letters, digits, '.', '_' or '-'")
+    return value
+
+
+def version(value, field: str = "version") -> str:
+    if isinstance(value, float):
+        # YAML reads 3.10 as the float 3.1: refuse rather than silently register the wrong version.
+        raise InputError(field, f"version {value!r} must be a quoted string (e.g. \"{value}\")")
+    value = str(value).strip() if value is not None else ""
+    if not _VERSION_RE.match(value):
+        raise InputError(field, f"invalid version {value!r}: letters, digits, '.', '_', '+', '~' or '-'")
+    return value
+
+
+def name(value, field: str = "name", max_length: int = 200) -> str:
+    value = str(value).strip() if value is not None else ""
+    if not value:
+        raise InputError(field, "must not be empty")
+    if len(value) > max_length:
+        raise InputError(field, f"longer than {max_length} characters")
+    return value
+
+
+def timezone(value, field: str = "timezone") -> str:
+    value = str(value).strip() if value is not None else ""
+    try:
+        if not value or value.startswith(("/", ".")):
+            raise ValueError
+        zoneinfo.ZoneInfo(value)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise InputError(field, f"unknown timezone {value!r} (use an IANA name such as Europe/Berlin)") from None
+    return value
+
+
+def locale(value, field: str = "locale") -> str:
+    value = str(value).strip() if value is not None else ""
+    if value not in LOCALES:
+        raise InputError(field, f"unknown locale {value!r} (use one of {', '.join(LOCALES)})")
+    return value
+
+
+def email(value, field: str = "email") -> str:
+    value = str(value).strip() if value is not None else ""
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InputError(field, f"invalid email address {value!r}: {exc}") from None
+
+
+def date(value, field: str = "date") -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip() if value is not None else ""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InputError(field, f"invalid date {text!r} (use YYYY-MM-DD)") from None
+
+
+def optional_date(value, field: str = "date") -> dt.date | None:
+    return None if value in (None, "") else date(value, field)
+
+
+def instant(value, field: str = "at", tz: dt.tzinfo = dt.UTC) -> dt.datetime:
+    """An ISO date or datetime; a date means midnight, naive means UTC."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=tz)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=tz)
+    text = str(value).strip()
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(field, f"invalid date or datetime {text!r} (use ISO 8601, e.g. 2027-01-31T09:00Z)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def milestone_kind(value, field: str = "kind") -> str:
+    value = str(value).strip() if value is not None else ""
+    kinds = [k.value for k in MilestoneKind]
+    if value not in kinds:
+        raise InputError(field, f"unknown milestone kind {value!r} (use one of {', '.join(kinds)})")
+    return value
+
+
+def cores(value, field: str = "cores") -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InputError(field, f"invalid core count {value!r}")
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise InputError(field, f"invalid core count {value!r}: a whole number") from None
+    if n < 0 or str(n) != str(value).strip():
+        raise InputError(field, f"invalid core count {value!r}: a whole number of 0 or more")
+    return n
+
+
+def agreement_status(value, field: str = "status") -> str:
+    value = str(value).strip() if value is not None else ""
+    allowed = [s.value for s in AgreementStatus if s != AgreementStatus.NONE]
+    if value not in allowed:
+        raise InputError(field, f"unknown status {value!r} (use one of {', '.join(allowed)})")
+    return value
+
+
+def reason(value, field: str = "reason") -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InputError(field, "a reason is required")
+    if len(value) > 2000:
+        raise InputError(field, "longer than 2000 characters")
+    return value
