@@ -1,0 +1,91 @@
+"""Upgrade agreements: per customer and release, with full history.
+
+Once a customer has acknowledged, planned or completed an upgrade for a release, routine reminders for
+that release stop (the scheduler checks `AGREED_STATUSES`); change and cancellation notices still go.
+Every new agreement or decline tells the account rep (a rep notice of kind `agreement`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlmodel import Session, select
+
+from lifecycle import registry
+from lifecycle import validation as v
+from lifecycle.errors import InputError
+from lifecycle.models import (
+    Agreement,
+    AgreementChange,
+    Customer,
+    Notice,
+    NoticeKind,
+    NoticeStatus,
+    Release,
+)
+
+CHANNELS = ("cli", "web", "api", "phone", "email-link", "import")
+
+
+def record(
+    session: Session, *, customer: Customer, release: Release, status: str, at: dt.datetime,
+    target_version: str | None = None, planned_date: dt.date | None = None, by: str | None = None,
+    feedback: str | None = None, channel: str = "cli",
+) -> Agreement:
+    status = v.agreement_status(status)
+    if channel not in CHANNELS:
+        raise InputError("channel", f"unknown channel {channel!r}")
+    if target_version:
+        target_version = v.version(target_version, "target")
+        if not session.exec(select(Release.id).where(Release.product_id == release.product_id,
+                                                      Release.version == target_version)).first():
+            raise InputError("target", f"no release {target_version!r} of this product")
+        if target_version == release.version:
+            raise InputError("target", "the target version is the release itself")
+    if by:
+        by = by.strip()[:254]
+    if feedback is not None:
+        feedback = feedback.strip()[:10000] or None
+    agreement = session.exec(
+        select(Agreement).where(Agreement.customer_id == customer.id, Agreement.release_id == release.id)
+    ).first()
+    previous = agreement.status if agreement else None
+    if agreement is None:
+        agreement = Agreement(customer_id=customer.id, release_id=release.id)
+    agreement.status, agreement.target_version, agreement.planned_date = status, target_version, planned_date
+    agreement.by, agreement.channel, agreement.feedback, agreement.at = by, channel, feedback, at
+    session.add(agreement)
+    session.flush()
+    session.add(AgreementChange(agreement_id=agreement.id, status=status, target_version=target_version,
+                                planned_date=planned_date, by=by, channel=channel, feedback=feedback, at=at))
+    registry.audit(session, at, "agreement.record", f"{customer.key} release {release.id}",
+                   {"status": status, "target": target_version, "planned_date": planned_date,
+                    "channel": channel}, by)
+    if status != previous:
+        _tell_rep(session, customer, release, agreement, at)
+    return agreement
+
+
+def _tell_rep(session: Session, customer: Customer, release: Release, agreement: Agreement,
+              at: dt.datetime) -> None:
+    """A rep notice, delivered by the scheduler like every other notice."""
+    change_no = len(session.exec(select(AgreementChange.id).where(
+        AgreementChange.agreement_id == agreement.id)).all())
+    session.add(Notice(
+        key=f"agreement:{customer.id}:r{release.id}:{change_no}", customer_id=customer.id,
+        release_id=release.id, kind=NoticeKind.AGREEMENT, audience="rep", slot=str(change_no),
+        due_at=at, status=NoticeStatus.PLANNED, detail=agreement.status, created_at=at,
+    ))
+
+
+def record_cli(session: Session, *, customer_key: str, product: str, version: str, status: str,
+               at: dt.datetime, **kwargs) -> Agreement:
+    customer = registry.get_customer(session, customer_key)
+    prod = registry.get_product(session, product)
+    release = registry.get_release(session, prod, version)
+    return record(session, customer=customer, release=release, status=status, at=at, **kwargs)
+
+
+def history(session: Session, agreement_id: int) -> list[AgreementChange]:
+    return list(session.exec(select(AgreementChange).where(AgreementChange.agreement_id == agreement_id)
+                             .order_by(AgreementChange.at, AgreementChange.id)).all())

@@ -1,0 +1,1 @@
+"""The HTTP side: FastAPI app with the JSON API, feeds, webhooks and web pages."""
