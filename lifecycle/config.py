@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_attempts: int = 8
     claim_timeout_seconds: int = 600
     ack_link_days: int = 400
+    tick_seconds: float = 60.0  # how often beat runs the tick
 
     @field_validator("email_backend")
     @classmethod

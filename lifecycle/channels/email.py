@@ -1,0 +1,52 @@
+"""Email: one message per recipient listing every notice due for them (a digest), with an .ics
+attachment of the milestones it speaks of, sent through the configured backend (lifecycle.mailers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+from uuid import uuid4
+
+from lifecycle.channels.base import Batch
+from lifecycle.config import get_settings
+from lifecycle.content import render_message
+from lifecycle.mailers import Attachment, Email, get_mailer
+
+
+def calendar_attachment(milestone_ids: list[int], customer_id: int | None) -> Attachment | None:
+    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, if the calendar module is there."""
+    if not milestone_ids:
+        return None
+    from lifecycle.channels import calendar
+    from lifecycle.db import session_scope
+    from lifecycle.models import Customer
+
+    with session_scope() as session:
+        customer = session.get(Customer, customer_id) if customer_id else None
+        data = calendar.attachment(session, milestone_ids, customer=customer)
+    return Attachment(filename="lifecycle.ics", content=data, mimetype="text/calendar")
+
+
+class EmailChannel:
+    name: ClassVar[str] = "email"
+    transactional: ClassVar[bool] = False
+
+    def send(self, batch: Batch, *, at: dt.datetime, session=None) -> str | None:
+        settings = get_settings()
+        contexts = [i.context for i in batch.items]
+        msg = render_message(batch.audience, batch.customer["locale"], contexts, batch.customer)
+        attachments = []
+        if batch.audience == "customer":
+            ics = calendar_attachment(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}),
+                                      batch.customer["id"])
+            if ics:
+                attachments.append(ics)
+        kinds = sorted({i.kind for i in batch.items})
+        email = Email(
+            to=batch.recipient, to_name=batch.recipient_name, subject=msg.subject, text=msg.text, html=msg.html,
+            from_email=settings.mail_from, from_name=settings.mail_from_name, attachments=attachments,
+            custom_args={"delivery_ids": ",".join(str(i) for i in batch.delivery_ids)},
+            categories=["lifecycle", *[f"lifecycle-{k}" for k in kinds]],
+            message_id=f"<lifecycle-{batch.delivery_ids[0]}-{uuid4().hex[:12]}@{settings.mail_from.split('@')[-1]}>",
+        )
+        return get_mailer(settings).send(email)

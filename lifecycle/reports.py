@@ -1,0 +1,185 @@
+"""The compliance report: per customer and milestone, when the first notice went out against the
+3-month deadline, and why anything was late or missing.
+
+Statuses: `on-time`, `late` (cause: short notice, customer/deployment/service added late, moved
+earlier, outage), `pending` (deadline not reached, notices planned), `not-notified` (cause: service
+lapsed, every channel failed, upgrade agreed before any notice, deadline missed), `withdrawn`.
+A notice counts as given when any channel delivered it; `email_first_at` is null when every email
+bounced or failed, while the portal inbox still counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from lifecycle import policy
+from lifecycle.models import (
+    Contact,
+    Customer,
+    Delivery,
+    Deployment,
+    Milestone,
+    MilestoneChange,
+    MilestoneStatus,
+    Notice,
+    NoticeStatus,
+    Product,
+    Release,
+)
+
+N, D = Notice.__table__, Delivery.__table__
+OK = ("sent", "delivered")
+
+
+def _local(ts: dt.datetime | None, tz: str) -> dt.date | None:
+    return policy.local_date(ts, tz) if ts else None
+
+
+def compliance(session: Session, at: dt.datetime) -> dict:
+    conn = session.connection()
+    cust_notice = sa.and_(N.c.audience == "customer", N.c.milestone_id.is_not(None))
+    agg = conn.execute(
+        sa.select(
+            N.c.customer_id, N.c.milestone_id,
+            sa.func.min(sa.case((N.c.status == NoticeStatus.SENT, N.c.sent_at))).label("first_at"),
+            sa.func.min(sa.case((N.c.kind == "stage", N.c.due_at))).label("first_due"),
+            sa.func.sum(sa.case((N.c.status == NoticeStatus.PLANNED, 1), else_=0)).label("planned"),
+            sa.func.sum(sa.case((N.c.status == NoticeStatus.RELEASED, 1), else_=0)).label("released"),
+            sa.func.sum(sa.case((N.c.status == NoticeStatus.FAILED, 1), else_=0)).label("failed"),
+            sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.SKIPPED,
+                                         N.c.status_reason.in_(["service-lapsed", "service-not-started"])), 1),
+                                else_=0)).label("lapsed"),
+            sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.SKIPPED, N.c.status_reason == "agreement"), 1),
+                                else_=0)).label("agreed"),
+            sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.CANCELLED,
+                                         N.c.status_reason == "not-affected"), 1), else_=0)).label("removed"),
+            sa.func.count().label("total"),
+        ).where(cust_notice).group_by(N.c.customer_id, N.c.milestone_id)
+    ).all()
+    by_channel: dict[tuple[int, int], dict[str, dt.datetime]] = {}
+    email_trouble: dict[tuple[int, int], str] = {}
+    for row in conn.execute(
+        sa.select(N.c.customer_id, N.c.milestone_id, D.c.channel,
+                  sa.func.min(sa.case((D.c.status.in_(OK), D.c.sent_at))).label("first_ok"),
+                  sa.func.sum(sa.case((D.c.status == "bounced", 1), else_=0)).label("bounced"),
+                  sa.func.sum(sa.case((D.c.status == "failed", 1), else_=0)).label("failed"))
+        .join(N, N.c.id == D.c.notice_id).where(cust_notice)
+        .group_by(N.c.customer_id, N.c.milestone_id, D.c.channel)
+    ).all():
+        key = (row.customer_id, row.milestone_id)
+        if row.first_ok is not None:
+            by_channel.setdefault(key, {})[row.channel] = _aware(row.first_ok)
+        elif row.channel == "email" and (row.bounced or row.failed):
+            email_trouble[key] = "bounced" if row.bounced else "failed"
+
+    milestone_ids = {r.milestone_id for r in agg}
+    customer_ids = {r.customer_id for r in agg}
+    milestones = {m.id: m for m in session.exec(sa.select(Milestone).where(Milestone.id.in_(milestone_ids))).scalars()} \
+        if milestone_ids else {}
+    customers = {c.id: c for c in session.exec(sa.select(Customer).where(Customer.id.in_(customer_ids))).scalars()} \
+        if customer_ids else {}
+    products = {p.id: p for p in session.exec(sa.select(Product)).scalars()}
+    releases = {r.id: r for r in session.exec(sa.select(Release)).scalars()}
+    with_contact = set(conn.execute(sa.select(Contact.customer_id).where(
+        Contact.customer_id.in_(customer_ids)).distinct()).scalars()) if customer_ids else set()
+    # When each customer started running each product/release (the latest (re)deployment).
+    deployed: dict[tuple[int, int], dt.datetime] = {}
+    for dep, rel in session.exec(sa.select(Deployment, Release).join(Release, Release.id == Deployment.release_id)
+                                 .where(Deployment.customer_id.in_(customer_ids))).all() if customer_ids else []:
+        for key in ((dep.customer_id, rel.id), (dep.customer_id, -rel.product_id)):
+            deployed[key] = min(deployed.get(key, dep.added_at), dep.added_at)
+    # The change that set each milestone's current date.
+    date_set: dict[int, MilestoneChange] = {}
+    for ch in session.exec(sa.select(MilestoneChange).where(MilestoneChange.milestone_id.in_(milestone_ids))
+                           .order_by(MilestoneChange.revision)).scalars() if milestone_ids else []:
+        if ch.action in ("created", "moved", "reinstated"):
+            date_set[ch.milestone_id] = ch
+
+    rows = []
+    for r in agg:
+        m, c = milestones[r.milestone_id], customers[r.customer_id]
+        product, release = products[m.product_id], releases.get(m.release_id)
+        deadline = policy.contract_deadline(m.date)
+        today = policy.local_date(at, c.timezone)
+        first_at = _aware(r.first_at)
+        first_day = _local(first_at, c.timezone)
+        channels = by_channel.get((r.customer_id, r.milestone_id), {})
+        status, cause = _classify(r, m, c, first_day, deadline, today, date_set.get(m.id),
+                                  deployed.get((c.id, m.release_id) if m.release_id else (c.id, -m.product_id)),
+                                  _aware(r.first_due))
+        notes = []
+        if (r.customer_id, r.milestone_id) in email_trouble:
+            notes.append(f"email {email_trouble[(r.customer_id, r.milestone_id)]}: not notified by email")
+        if c.id not in with_contact:
+            notes.append("no email contact: portal only")
+        rows.append({
+            "customer": c.key, "customer_name": c.name, "timezone": c.timezone, "account_rep": c.account_rep,
+            "product": product.slug, "version": release.version if release else None, "milestone": m.kind,
+            "milestone_date": m.date.isoformat(), "revision": m.revision, "deadline": deadline.isoformat(),
+            "first_notified_at": first_at.isoformat() if first_at else None,
+            "email_first_at": channels["email"].isoformat() if "email" in channels else None,
+            "portal_first_at": channels["portal"].isoformat() if "portal" in channels else None,
+            "days_before": (m.date - first_day).days if first_day else None,
+            "status": status, "cause": cause, "notes": "; ".join(notes) or None,
+        })
+    rows.sort(key=lambda x: (x["customer"], x["product"], x["version"] or "", x["milestone_date"], x["milestone"]))
+    totals = Counter(x["status"] for x in rows)
+    return {"at": at.isoformat(), "totals": dict(sorted(totals.items())), "rows": rows}
+
+
+def _aware(ts):
+    if ts is None:
+        return None
+    if isinstance(ts, str):
+        ts = dt.datetime.fromisoformat(ts)
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts
+
+
+def _classify(r, m: Milestone, c: Customer, first_day: dt.date | None, deadline: dt.date, today: dt.date,
+              date_change: MilestoneChange | None, deployed_at: dt.datetime | None,
+              first_due: dt.datetime | None) -> tuple[str, str | None]:
+    if m.status == MilestoneStatus.WITHDRAWN:
+        return "withdrawn", None
+    if first_day is not None:
+        if first_day <= deadline:
+            return "on-time", None
+        return "late", _late_cause(m, c, deadline, date_change, deployed_at, first_due)
+    if r.released:
+        return "pending", "being delivered"
+    if r.planned and today <= deadline:
+        return "pending", None
+    if r.agreed:
+        return "not-notified", "upgrade agreed before any notice"
+    if r.lapsed:
+        return "not-notified", "service lapsed" if c.service_end and c.service_end < m.date else "service not active"
+    if r.failed:
+        return "not-notified", "every channel failed"
+    if r.removed and not r.planned:
+        return "not-notified", "deployment removed"
+    if r.planned:
+        return "late" if today > deadline else "pending", _late_cause(m, c, deadline, date_change, deployed_at,
+                                                                      first_due) if today > deadline else None
+    return "not-notified", "no notice was sent"
+
+
+def _late_cause(m: Milestone, c: Customer, deadline: dt.date, date_change: MilestoneChange | None,
+                deployed_at: dt.datetime | None, first_due: dt.datetime | None) -> str:
+    if date_change is not None and policy.local_date(date_change.at, c.timezone) > deadline:
+        if date_change.action == "moved":
+            return f"short notice: moved to {m.date.isoformat()} on {date_change.at.date().isoformat()}" + (
+                f" ({date_change.reason})" if date_change.reason else "")
+        return f"short notice: registered on {date_change.at.date().isoformat()}" + (
+            f" ({m.short_notice_reason})" if m.short_notice_reason else "")
+    if c.service_start and c.service_start > deadline:
+        return f"customer's service started late ({c.service_start.isoformat()})"
+    if policy.local_date(c.created_at, c.timezone) > deadline:
+        return f"customer added late ({c.created_at.date().isoformat()})"
+    if deployed_at is not None and policy.local_date(deployed_at, c.timezone) > deadline:
+        return f"deployment added late ({deployed_at.date().isoformat()})"
+    if first_due is not None and policy.local_date(first_due, c.timezone) <= deadline:
+        return f"outage: due {first_due.date().isoformat()}, sent after the deadline"
+    return "sent after the deadline"

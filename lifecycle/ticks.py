@@ -1,0 +1,70 @@
+"""One scheduler tick: recover stale claims, plan, release what is due, deliver.
+
+`prepare(at)` does the database part in one transaction under the planner lock and returns the
+customers with something to deliver; `tick(at)` then delivers them synchronously (the CLI), while the
+Celery tick task hands each customer id to a worker instead. Either way the database is the truth:
+whatever a lost broker message did not deliver is found again by the next tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from lifecycle import scheduler
+from lifecycle.db import session_scope
+from lifecycle.delivery import DeliverResult, deliver_customer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickResult:
+    at: dt.datetime
+    plan: scheduler.PlanResult = field(default_factory=scheduler.PlanResult)
+    release: scheduler.ReleaseResult = field(default_factory=scheduler.ReleaseResult)
+    deliver: DeliverResult = field(default_factory=DeliverResult)
+    customers: list[int] = field(default_factory=list)
+    exports_refreshed: int = 0
+
+    def as_dict(self) -> dict:
+        return {"at": self.at.isoformat(), "plan": self.plan.as_dict(), "release": self.release.as_dict(),
+                "deliver": self.deliver.as_dict(), "customers": len(self.customers),
+                "exports_refreshed": self.exports_refreshed}
+
+
+def prepare(at: dt.datetime) -> TickResult:
+    result = TickResult(at=at)
+    with session_scope() as session:
+        result.release.recovered = scheduler.recover_stale(session, at)
+        result.plan = scheduler.plan(session, at)
+        recovered = result.release.recovered
+        result.release = scheduler.release_due(session, at)
+        result.release.recovered = recovered
+        result.customers = scheduler.customers_with_due_deliveries(session, at)
+    if result.plan.milestones:
+        result.exports_refreshed = refresh_calendar_exports()
+    return result
+
+
+def refresh_calendar_exports() -> int:
+    """Milestones changed: rewrite the static calendar exports (only files whose bytes changed)."""
+    try:
+        from lifecycle.channels import calendar
+    except ImportError:  # pragma: no cover - calendar channel not installed
+        return 0
+    try:
+        with session_scope() as session:
+            return len(calendar.refresh_exports(session) or [])
+    except OSError as exc:
+        log.warning("calendar exports not refreshed: %s", exc)
+        return 0
+
+
+def tick(at: dt.datetime) -> TickResult:
+    """Plan and deliver everything due by `at`, synchronously. Idempotent."""
+    result = prepare(at)
+    for customer_id in result.customers:
+        result.deliver.add(deliver_customer(customer_id, at))
+    return result
