@@ -1,0 +1,432 @@
+"""The iCalendar channel: feeds, exports, attachments, HTTP caching — on SQLite and PostgreSQL.
+
+Every generated calendar is checked byte by byte (CRLF only, lines of at most 75 octets, UTF-8) and
+parsed by three independent parsers: icalendar, the strict `ical` package and vobject.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import icalendar
+import pytest
+import vobject
+from fastapi.testclient import TestClient
+from ical.calendar_stream import IcsCalendarStream
+
+from lifecycle import links, policy, registry
+from lifecycle.channels import calendar
+from lifecycle.config import get_settings
+from lifecycle.db import session_scope
+from lifecycle.errors import NotFound
+from lifecycle.web.app import create_app
+from tests.conftest import utc
+
+AT = utc(2026, 6, 1)
+LATER = utc(2026, 7, 1, 12)
+HOSTILE_PRODUCT = '<script>alert("x")</script>; Evil, "Inc" \\ 平台'
+HOSTILE_REASON = 'delayed; see "notes", <b>bold</b>\nsecond line \\ 中文\r\nthird\x07 line'
+
+
+def _setup(s, product_name: str = "Alauda Container Platform") -> None:
+    registry.upsert_product(s, slug="acp", name=product_name, at=AT)
+    registry.upsert_release(s, product="acp", version="3.16", upgrade_to="3.18", at=AT)
+    registry.upsert_release(s, product="acp", version="3.18", at=AT)
+    registry.upsert_product(s, slug="dbx", name="Database X", at=AT)
+    registry.upsert_release(s, product="dbx", version="1.0", at=AT)
+    for version, kind, date in [
+        ("3.16", "end-of-full-support", dt.date(2027, 3, 31)),
+        ("3.16", "end-of-life", dt.date(2027, 9, 30)),
+        ("3.18", "end-of-life", dt.date(2029, 1, 31)),
+        (None, "end-of-sale", dt.date(2028, 6, 30)),
+    ]:
+        registry.add_milestone(s, product="acp", version=version, kind=kind, date=date, at=AT)
+    registry.add_milestone(s, product="dbx", version="1.0", kind="end-of-life", date=dt.date(2027, 12, 31), at=AT)
+    for key, name, locale in [("acme", "ACME Bank", "en"), ("beta", "Beta 银行", "zh-CN"), ("gone", "Gone", "en")]:
+        registry.upsert_customer(s, key=key, name=name, timezone="Asia/Shanghai", locale=locale,
+                                 account_rep="rep@vendor.example", at=AT)
+    registry.add_deployment(s, customer="acme", product="acp", version="3.16", at=AT)
+    registry.add_deployment(s, customer="beta", product="acp", version="3.18", at=AT)
+    registry.add_deployment(s, customer="gone", product="dbx", version="1.0", at=AT)
+    registry.remove_deployment(s, customer="gone", product="dbx", version="1.0", at=AT)
+
+
+def check_ics(data: bytes) -> icalendar.Calendar:
+    """Assert the bytes are well-formed iCalendar that three independent parsers accept."""
+    text = data.decode("utf-8")  # valid UTF-8
+    assert data.endswith(b"\r\n")
+    assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
+    for line in data.split(b"\r\n"):
+        assert len(line) <= 75, line
+    cal = icalendar.Calendar.from_ical(data)
+    for event in cal.events:
+        assert isinstance(event.start, dt.date) and not isinstance(event.start, dt.datetime)
+        assert event.end == event.start + dt.timedelta(days=1)
+    assert b"DTSTART;VALUE=DATE:" in data or not cal.events
+    strict = IcsCalendarStream.calendar_from_ics(text)
+    assert len(strict.events) == len(cal.events)
+    for event in strict.events:
+        assert event.dtend == event.dtstart + dt.timedelta(days=1)
+    vcal = vobject.readOne(text, validate=True)
+    assert len(vcal.contents.get("vevent", [])) == len(cal.events)
+    return cal
+
+
+def _events(data: bytes) -> dict[str, icalendar.Event]:
+    return {str(e["UID"]): e for e in check_ics(data).events}
+
+
+def _customer(s, key: str):
+    return registry.get_customer(s, key)
+
+
+def _milestone(s, version, kind):
+    return registry.get_milestone(s, "acp", version, kind)
+
+
+# ------------------------------------------------------------------------------------------ the events
+
+
+def test_the_product_feed_has_one_all_day_event_per_milestone_with_alarms_at_the_stages(db):
+    with session_scope() as s:
+        _setup(s)
+        eol = _milestone(s, "3.16", "end-of-life")
+        data = calendar.product_feed(s, "acp")
+    events = _events(data)
+    assert len(events) == 4  # three release milestones and the product-level one, not dbx's
+    ev = events[f"milestone-{eol.id}@127.0.0.1"]
+    assert str(ev["SUMMARY"]) == "Alauda Container Platform 3.16: end of life"
+    assert ev.start == dt.date(2027, 9, 30) and ev.end == dt.date(2027, 10, 1)
+    assert b"DTSTART;VALUE=DATE:20270930\r\nDTEND;VALUE=DATE:20271001\r\n" in data
+    assert int(ev["SEQUENCE"]) == 1 and str(ev["STATUS"]) == "CONFIRMED"
+    assert ev["DTSTAMP"].dt == AT and ev["LAST-MODIFIED"].dt == AT
+    assert "Recommended upgrade: Alauda Container Platform 3.18" in str(ev["DESCRIPTION"])
+    assert "30 September 2027" in str(ev["DESCRIPTION"]) and "/ack/" not in data.decode()
+    assert str(ev["URL"]) == links.product_calendar_url("acp")
+    # One DISPLAY alarm per stage, ringing at 09:00 on the stage date (relative to the all-day start).
+    start = dt.datetime(2027, 9, 30)
+    rings = [start + a["TRIGGER"].dt for a in ev.walk("VALARM")]
+    assert rings == [dt.datetime.combine(policy.stage_date(ev.start, st), dt.time(9))
+                     for st in get_settings().stage_list]
+    assert rings[1] == dt.datetime(2027, 6, 30, 9)  # the contractual 3-month stage
+    assert all(str(a["ACTION"]) == "DISPLAY" and str(a["DESCRIPTION"]) for a in ev.walk("VALARM"))
+
+
+def test_events_are_sorted_by_date_and_the_calendar_is_named(db):
+    with session_scope() as s:
+        _setup(s)
+        data = calendar.product_feed(s, "acp")
+    starts = [e.start for e in check_ics(data).events]
+    assert starts == sorted(starts)
+    assert b"\r\nNAME:Alauda Container Platform lifecycle\r\n" in data
+    assert b"\r\nX-WR-CALNAME:Alauda Container Platform lifecycle\r\n" in data
+    for prop in (b"VERSION:2.0", b"CALSCALE:GREGORIAN", b"METHOD:PUBLISH", b"PRODID:-//lifecycle//"):
+        assert b"\r\n" + prop in data
+
+
+def test_refresh_interval_and_published_ttl_are_written_exactly(db):
+    with session_scope() as s:
+        _setup(s)
+        feeds = [calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme"))]
+    for data in feeds:
+        assert b"\r\nREFRESH-INTERVAL;VALUE=DURATION:P1D\r\n" in data
+        assert b"\r\nX-PUBLISHED-TTL:P1D\r\n" in data
+        assert check_ics(data).refresh_interval == dt.timedelta(days=1)
+
+
+def test_the_customer_feed_holds_the_releases_they_run_and_their_products_milestones(db):
+    with session_scope() as s:
+        _setup(s)
+        acme, gone = _customer(s, "acme"), _customer(s, "gone")
+        data = calendar.customer_feed(s, acme)
+        summaries = sorted(str(e["SUMMARY"]) for e in check_ics(data).events)
+        gone_events = check_ics(calendar.customer_feed(s, gone)).events
+    assert summaries == [
+        "Alauda Container Platform 3.16: end of full support",
+        "Alauda Container Platform 3.16: end of life",
+        "Alauda Container Platform: end of sale",
+    ]
+    assert gone_events == []  # a removed deployment leaves the feed
+    assert b"\r\nX-WR-TIMEZONE:Asia/Shanghai\r\n" in data and b"NAME:ACME Bank: product lifecycle" in data
+
+
+def test_a_customer_feed_links_to_a_valid_acknowledgement_page_except_for_product_milestones(db):
+    with session_scope() as s:
+        _setup(s)
+        acme = _customer(s, "acme")
+        release = registry.get_release(s, registry.get_product(s, "acp"), "3.16")
+        events = check_ics(calendar.customer_feed(s, acme)).events
+        for ev in events:
+            desc = str(ev["DESCRIPTION"])
+            if ": end of sale" in str(ev["SUMMARY"]):
+                assert "/ack/" not in desc and str(ev["URL"]) == links.product_calendar_url("acp")
+                continue
+            url = str(ev["URL"])
+            assert url.startswith(f"{get_settings().base_url}/ack/") and f"upgrade plan: {url}" in desc
+            assert links.read_ack_token(s, url.rsplit("/", 1)[1]) == (acme.id, release.id)
+
+
+def test_a_chinese_customer_reads_the_feed_in_chinese(db):
+    with session_scope() as s:
+        _setup(s)
+        events = check_ics(calendar.customer_feed(s, _customer(s, "beta"))).events
+    summaries = sorted(str(e["SUMMARY"]) for e in events)
+    assert summaries == ["Alauda Container Platform 3.18：生命周期终止", "Alauda Container Platform：停止销售"]
+    assert "2029年1月31日" in str(next(e for e in events if "3.18" in str(e["SUMMARY"]))["DESCRIPTION"])
+
+
+# --------------------------------------------------------------------------------------------- changes
+
+
+def test_moving_a_milestone_keeps_the_uid_and_raises_the_sequence(db):
+    with session_scope() as s:
+        _setup(s)
+        eol = _milestone(s, "3.16", "end-of-life")
+        before = _events(calendar.product_feed(s, "acp"))[calendar.uid(eol.id)]
+    with session_scope() as s:
+        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
+                                reason="customer demand", at=LATER)
+    with session_scope() as s:
+        after = _events(calendar.product_feed(s, "acp"))[calendar.uid(eol.id)]
+    assert int(after["SEQUENCE"]) == int(before["SEQUENCE"]) + 1 == 2
+    assert after.start == dt.date(2027, 12, 31) and after.end == dt.date(2028, 1, 1)
+    assert after["DTSTAMP"].dt == LATER and after["LAST-MODIFIED"].dt == LATER
+    desc = str(after["DESCRIPTION"])
+    assert "changed from 30 September 2027" in desc and "Reason: customer demand" in desc
+
+
+def test_a_withdrawn_milestone_stays_as_a_cancelled_event_with_a_higher_sequence_and_no_alarms(db):
+    with session_scope() as s:
+        _setup(s)
+        registry.withdraw_milestone(s, _milestone(s, "3.16", "end-of-life"), reason="superseded", at=LATER)
+    with session_scope() as s:
+        eol = _milestone(s, "3.16", "end-of-life")
+        feeds = [calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme"))]
+    for data in feeds:
+        ev = _events(data)[calendar.uid(eol.id)]
+        assert str(ev["STATUS"]) == "CANCELLED" and int(ev["SEQUENCE"]) == 2
+        assert list(ev.walk("VALARM")) == [] and "/ack/" not in str(ev["DESCRIPTION"])
+        assert "withdrawn" in str(ev["DESCRIPTION"]) and "Reason: superseded" in str(ev["DESCRIPTION"])
+    strict = IcsCalendarStream.calendar_from_ics(feeds[0].decode())
+    assert [e.status.value for e in strict.events if e.uid == calendar.uid(eol.id)] == ["CANCELLED"]
+
+
+def test_an_unchanged_feed_is_byte_identical_at_different_wall_clock_times(db, monkeypatch):
+    with session_scope() as s:
+        _setup(s)
+    month_start = dt.datetime.now(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    builds = []
+    for offset in (dt.timedelta(hours=1), dt.timedelta(days=20, hours=7, seconds=13)):
+        monkeypatch.setattr(time, "time", lambda offset=offset: (month_start + offset).timestamp())
+        with session_scope() as s:
+            builds.append((calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme")),
+                           calendar.attachment(s, [1, 2], _customer(s, "acme"))))
+    assert builds[0] == builds[1]
+    with session_scope() as s:  # and twice in a row at the real time
+        assert calendar.customer_feed(s, _customer(s, "acme")) == calendar.customer_feed(s, _customer(s, "acme"))
+
+
+# ------------------------------------------------------------------------------------------ hostile text
+
+
+def test_hostile_names_and_reasons_are_escaped(db):
+    with session_scope() as s:
+        _setup(s, product_name=HOSTILE_PRODUCT)
+        registry.upsert_customer(s, key="acme", name='ACME; "Bank", <i>x</i> 银行', timezone="Asia/Shanghai",
+                                 locale="en", account_rep="rep@vendor.example", at=AT)
+        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 10, 31),
+                                reason=HOSTILE_REASON, at=LATER)
+    with session_scope() as s:
+        eol = _milestone(s, "3.16", "end-of-life")
+        feeds = [calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme")),
+                 calendar.attachment(s, [eol.id], _customer(s, "acme"))]
+    for data in feeds:
+        ev = _events(data)[calendar.uid(eol.id)]
+        assert str(ev["SUMMARY"]) == f"{HOSTILE_PRODUCT} 3.16: end of life"
+        desc = str(ev["DESCRIPTION"])
+        assert 'Reason: delayed; see "notes", <b>bold</b>\nsecond line \\ 中文\nthird line' in desc
+        unfolded = data.replace(b"\r\n ", b"")
+        assert b'SUMMARY:<script>alert("x")</script>\\; Evil\\, "Inc" \\\\ \xe5\xb9\xb3' in unfolded
+        assert b"\x07" not in data
+        vevents = vobject.readOne(data.decode(), validate=True).vevent_list
+        vevent = next(v for v in vevents if v.uid.value == calendar.uid(eol.id))
+        assert vevent.summary.value == f"{HOSTILE_PRODUCT} 3.16: end of life"
+        assert "second line \\ 中文\nthird line" in vevent.description.value
+    assert b'\r\nNAME:ACME\\; "Bank"\\, <i>x</i> \xe9\x93\xb6\xe8\xa1\x8c: product lifecycle\r\n' in feeds[1]
+    # NAME (RFC 7986) and X-WR-CALNAME are TEXT; icalendar reads them verbatim, so ask vobject and ical.
+    name = 'ACME; "Bank", <i>x</i> 银行: product lifecycle'
+    assert vobject.readOne(feeds[1].decode()).x_wr_calname.value == name
+    assert IcsCalendarStream.calendar_from_ics(feeds[1].decode()).name == [name]
+
+
+# ----------------------------------------------------------------------------------------- attachment
+
+
+def test_the_email_attachment_publishes_just_the_given_milestones(db):
+    with session_scope() as s:
+        _setup(s)
+        eol, fs = _milestone(s, "3.16", "end-of-life"), _milestone(s, "3.16", "end-of-full-support")
+        acme = _customer(s, "acme")
+        data = calendar.attachment(s, [eol.id, fs.id, eol.id], customer=acme)
+        anonymous = calendar.attachment(s, [eol.id])
+    assert calendar.MIME_TYPE == "text/calendar"
+    assert b"\r\nMETHOD:PUBLISH\r\n" in data
+    assert sorted(_events(data)) == sorted([calendar.uid(eol.id), calendar.uid(fs.id)])
+    assert "/ack/" in data.decode() and "/ack/" not in anonymous.decode()
+    assert list(_events(anonymous)) == [calendar.uid(eol.id)]
+    assert b"REFRESH-INTERVAL" not in data and b"X-WR-CALNAME" not in data  # not a subscription
+
+
+# ---------------------------------------------------------------------------------------------- exports
+
+
+def test_exports_write_every_feed_once_and_rewrite_only_what_changed(db, tmp_path):
+    out = tmp_path / "exports"
+    with session_scope() as s:
+        _setup(s)
+        first = calendar.export_all(s, out)
+    names = sorted(p.relative_to(out).as_posix() for p in first)
+    assert names == ["customers/acme.ics", "customers/beta.ics", "customers/gone.ics",
+                     "products/acp.ics", "products/dbx.ics"]
+    for path in first:
+        check_ics(path.read_bytes())
+    with session_scope() as s:
+        assert calendar.customer_feed(s, _customer(s, "acme")) == (out / "customers/acme.ics").read_bytes()
+        assert calendar.product_feed(s, "acp") == (out / "products/acp.ics").read_bytes()
+        assert calendar.export_all(s, out) == []  # nothing changed, nothing rewritten
+    with session_scope() as s:
+        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
+                                reason="later", at=LATER)
+    with session_scope() as s:
+        again = calendar.refresh_exports(s, out)
+    assert sorted(p.relative_to(out).as_posix() for p in again) == ["customers/acme.ics", "products/acp.ics"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_refresh_exports_writes_to_the_configured_calendar_dir(db):
+    with session_scope() as s:
+        _setup(s)
+        written = calendar.refresh_exports(s)
+    assert (get_settings().calendar_dir / "products" / "acp.ics") in written
+    assert all(p.is_relative_to(get_settings().calendar_dir) for p in written)
+
+
+def test_an_unknown_product_feed_is_not_found(db):
+    with pytest.raises(NotFound), session_scope() as s:
+        calendar.product_feed(s, "nope")
+
+
+# -------------------------------------------------------------------------------------------------- HTTP
+
+
+@pytest.fixture
+def client(db):
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def test_the_product_feed_is_served_with_validators_and_answers_304(client):
+    with session_scope() as s:
+        _setup(s)
+    r = client.get("/calendars/products/acp.ics")
+    assert r.status_code == 200 and r.headers["content-type"] == "text/calendar; charset=utf-8"
+    check_ics(r.content)
+    etag = r.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert r.headers["last-modified"] == "Mon, 01 Jun 2026 00:00:00 GMT"
+    assert r.headers["cache-control"] == "public, max-age=300"
+    again = client.get("/calendars/products/acp.ics")
+    assert again.headers["etag"] == etag and again.content == r.content
+
+    not_modified = client.get("/calendars/products/acp.ics", headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    assert not_modified.headers["etag"] == etag
+    assert client.get("/calendars/products/acp.ics", headers={"If-None-Match": f'"x", W/{etag}'}).status_code == 304
+    ims = client.get("/calendars/products/acp.ics", headers={"If-Modified-Since": r.headers["last-modified"]})
+    assert ims.status_code == 304
+    assert client.get("/calendars/products/acp.ics",
+                      headers={"If-Modified-Since": "Sun, 31 May 2026 00:00:00 GMT"}).status_code == 200
+
+    with session_scope() as s:
+        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
+                                reason="later", at=LATER)
+    changed = client.get("/calendars/products/acp.ics", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.headers["last-modified"] == "Wed, 01 Jul 2026 12:00:00 GMT"
+
+
+def test_an_unknown_product_feed_is_a_404(client):
+    assert client.get("/calendars/products/nope.ics").status_code == 404
+
+
+def test_the_customer_feed_is_private_and_answers_304(client):
+    with session_scope() as s:
+        _setup(s)
+        url = links.calendar_url(_customer(s, "acme").calendar_token)
+    path = url.removeprefix(get_settings().base_url)
+    r = client.get(path)
+    assert r.status_code == 200 and r.headers["content-type"] == "text/calendar; charset=utf-8"
+    assert r.headers["cache-control"] == "private, max-age=300"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert len(_events(r.content)) == 3
+    assert client.get(path, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    assert client.head(path).headers["etag"] == r.headers["etag"]
+
+
+def test_an_unknown_calendar_token_is_a_404(client):
+    with session_scope() as s:
+        _setup(s)
+    assert client.get("/calendars/customers/not-a-token.ics").status_code == 404
+    assert client.get("/calendars/customers/.ics").status_code == 404
+
+
+def test_a_revoked_calendar_token_is_a_404_and_the_new_one_works(client):
+    with session_scope() as s:
+        _setup(s)
+        old = _customer(s, "acme").calendar_token
+    with session_scope() as s:
+        new = registry.rotate_calendar_token(s, _customer(s, "acme"), LATER)
+    assert client.get(f"/calendars/customers/{old}.ics").status_code == 404
+    assert client.get(f"/calendars/customers/{new}.ics").status_code == 200
+
+
+def test_a_customer_without_deployments_gets_an_empty_feed_dated_by_their_creation(client):
+    with session_scope() as s:
+        _setup(s)
+        token = _customer(s, "gone").calendar_token
+    r = client.get(f"/calendars/customers/{token}.ics")
+    assert r.status_code == 200 and check_ics(r.content).events == []
+    assert r.headers["last-modified"] == "Mon, 01 Jun 2026 00:00:00 GMT"
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def test_the_calendar_commands_export_print_and_revoke_feed_urls(db, cli, tmp_path):
+    with session_scope() as s:
+        _setup(s)
+        old = _customer(s, "acme").calendar_token
+
+    r = cli("calendar", "export", "--out", str(tmp_path / "out"))
+    assert r.code == 0 and "5 calendar files written" in r.out, r
+    assert (tmp_path / "out" / "customers" / "acme.ics").exists()
+
+    r = cli("calendar", "url", "acme", "--json")
+    assert r.code == 0, r
+    urls = json.loads(r.out)
+    assert urls["url"] == links.calendar_url(old)
+    assert urls["webcal_url"] == "webcal://" + links.calendar_url(old).split("://", 1)[1]
+
+    r = cli("calendar", "revoke", "acme")
+    assert r.code == 0, r
+    with session_scope() as s:
+        new = _customer(s, "acme").calendar_token
+    assert new != old and links.calendar_url(new) in r.out and links.webcal_url(links.calendar_url(new)) in r.out
+    with TestClient(create_app()) as client:
+        assert client.get(f"/calendars/customers/{old}.ics").status_code == 404
+        assert client.get(f"/calendars/customers/{new}.ics").status_code == 200
+
+    r = cli("calendar", "url", "nobody")
+    assert r.code == 2 and "nobody" in r.err
