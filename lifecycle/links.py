@@ -6,9 +6,10 @@ database (`app_setting.secret_key`), so links stay valid across restarts.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import Session
 
 from lifecycle.config import get_settings
@@ -29,12 +30,28 @@ def secret_key(session: Session) -> str:
     return row.value
 
 
-def _serializer(session: Session) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key(session), salt=ACK_SALT)
+class _SignedAt(TimestampSigner):
+    """A timestamp signer with a fixed signing time: the same link comes out on every build."""
+
+    def __init__(self, *args, issued: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.issued = issued
+
+    def get_timestamp(self) -> int:
+        return self.issued
 
 
-def ack_token(session: Session, customer_id: int, release_id: int) -> str:
-    return _serializer(session).dumps({"c": customer_id, "r": release_id})
+def _serializer(session: Session, issued_at: dt.datetime | None = None) -> URLSafeTimedSerializer:
+    if issued_at is None:
+        return URLSafeTimedSerializer(secret_key(session), salt=ACK_SALT)
+    return URLSafeTimedSerializer(secret_key(session), salt=ACK_SALT, signer=_SignedAt,
+                                  signer_kwargs={"issued": int(issued_at.timestamp())})
+
+
+def ack_token(session: Session, customer_id: int, release_id: int, issued_at: dt.datetime | None = None) -> str:
+    """A signed link token for one customer and release; `issued_at` fixes the signing time (feeds
+    that must stay byte-identical), otherwise it is signed now. Valid LIFECYCLE_ACK_LINK_DAYS."""
+    return _serializer(session, issued_at).dumps({"c": customer_id, "r": release_id})
 
 
 class BadAckToken(Exception):
@@ -58,8 +75,8 @@ def read_ack_token(session: Session, token: str) -> tuple[int, int]:
         raise BadAckToken("this link is not valid") from None
 
 
-def ack_url(session: Session, customer_id: int, release_id: int) -> str:
-    return f"{get_settings().base_url}/ack/{ack_token(session, customer_id, release_id)}"
+def ack_url(session: Session, customer_id: int, release_id: int, issued_at: dt.datetime | None = None) -> str:
+    return f"{get_settings().base_url}/ack/{ack_token(session, customer_id, release_id, issued_at)}"
 
 
 def calendar_url(calendar_token: str) -> str:

@@ -38,7 +38,6 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from icalendar import Alarm, Calendar, Event
 from icalendar.prop import vDuration, vText
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import Session, select
 
 from lifecycle import links, policy
@@ -178,17 +177,6 @@ def _month_start(now: dt.datetime) -> dt.datetime:
     return now.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-class _SignedAt(TimestampSigner):
-    """A timestamp signer with a fixed signing time, so the same link comes out on every build."""
-
-    def __init__(self, *args, issued: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.issued = issued
-
-    def get_timestamp(self) -> int:
-        return self.issued
-
-
 class _AckLinks:
     """Acknowledgement links of one build, all signed at the start of the current UTC month.
 
@@ -198,20 +186,15 @@ class _AckLinks:
     def __init__(self, session: Session):
         self.session = session
         self.cache: dict[tuple[int, int], str] = {}
-        self.serializer: URLSafeTimedSerializer | None = None
+        self.issued: dt.datetime | None = None
 
     def url(self, customer_id: int, release_id: int) -> str:
         key = (customer_id, release_id)
         if key not in self.cache:
-            if self.serializer is None:
+            if self.issued is None:
                 # time.time(), as itsdangerous itself uses: the one clock reading in this module.
-                now = dt.datetime.fromtimestamp(time.time(), dt.UTC)
-                issued = int(_month_start(now).timestamp())
-                self.serializer = URLSafeTimedSerializer(
-                    links.secret_key(self.session), salt=links.ACK_SALT, signer=_SignedAt,
-                    signer_kwargs={"issued": issued})
-            token = self.serializer.dumps({"c": customer_id, "r": release_id})
-            self.cache[key] = f"{get_settings().base_url}/ack/{token}"
+                self.issued = _month_start(dt.datetime.fromtimestamp(time.time(), dt.UTC))
+            self.cache[key] = links.ack_url(self.session, customer_id, release_id, issued_at=self.issued)
         return self.cache[key]
 
 

@@ -35,19 +35,35 @@ def _register() -> None:
                 raise
 
 
+def _click_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(exit, abort, usage-error) classes: newer Typer bundles its own copy of click."""
+    modules = [click.exceptions]
+    try:
+        from typer._click import exceptions as bundled
+    except ImportError:
+        pass
+    else:
+        modules.append(bundled)
+    def family(name: str, extra) -> tuple:
+        return tuple(getattr(m, name) for m in modules if hasattr(m, name)) + (extra,)
+
+    return family("Exit", typer.Exit), family("Abort", typer.Abort), family("ClickException", click.ClickException)
+
+
 def main(argv: list[str] | None = None) -> None:
     from lifecycle.db import SchemaOutOfDate
     from lifecycle.errors import InputError, LifecycleError
 
     _register()
+    exits, aborts, usage = _click_exceptions()
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except aborts:
         err_console.print("aborted")
         sys.exit(1)
-    except click.ClickException as exc:  # usage errors: bad input
+    except usage as exc:  # usage errors: bad input
         exc.show()
         sys.exit(2)
     except InputError as exc:

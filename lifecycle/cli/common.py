@@ -50,4 +50,4 @@ def table(title: str | None, columns: list[str], rows: list[list]) -> None:
 
 
 def say(message: str) -> None:
-    console.print(message, highlight=False)
+    console.print(message, highlight=False, soft_wrap=True)

@@ -164,3 +164,19 @@ def worker_cmd(
 
     argv = worker_argv(loglevel=loglevel)
     os.execvp(argv[0], argv)
+
+
+@app.command("demo")
+def demo_cmd(
+    folder: Annotated[str, typer.Option("--dir", help="Folder for the demo's database, outbox and calendars.")] = "demo",
+    json_: JsonOption = False,
+) -> None:
+    """Build a demo from the shipped examples and fast-forward a year of ticks, then show what happened."""
+    from pathlib import Path
+
+    from lifecycle import demo
+
+    if json_:
+        emit_json(demo.run(Path(folder), say=lambda _line: None))
+    else:
+        demo.run(Path(folder), say=say)

@@ -1,0 +1,93 @@
+"""`lifecycle import`: a registry file (YAML/JSON) or endoflife.date API v1 JSON, all or nothing."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lifecycle import importing
+from lifecycle.cli import app
+from lifecycle.cli.common import AtOption, JsonOption, console, emit_json, err_console, parse_at
+from lifecycle.db import session_scope
+from lifecycle.errors import InputError
+
+PROGRESS_THRESHOLD = 200  # rows; smaller files finish before a bar would be worth drawing
+
+
+class ImportFormat(StrEnum):
+    REGISTRY = "registry"
+    ENDOFLIFE = "endoflife"
+
+
+@contextmanager
+def progress_bar(description: str):
+    """A callback (done, total) drawing a progress bar on stderr for large imports at a terminal."""
+    bar = task = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar, task
+        if total <= PROGRESS_THRESHOLD or not sys.stderr.isatty():
+            return
+        if bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn(), console=err_console, transient=True)
+            bar.start()
+            task = bar.add_task(description, total=total)
+        bar.update(task, completed=done)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+@app.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(help="The file: YAML or JSON (registry), or endoflife.date JSON.")],
+    format_: Annotated[str, typer.Option(
+        "--format", metavar="registry|endoflife", help="registry: products and customers (see "
+        "examples/registry.yaml); endoflife: one product from the endoflife.date API v1.")] = ImportFormat.REGISTRY,
+    product: Annotated[str | None, typer.Option(
+        "--product", help="endoflife: the product slug to import into.")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="endoflife: the product name (default: the file's label).")] = None,
+    short_notice_reason: Annotated[str | None, typer.Option(
+        "--short-notice-reason", help="endoflife: accept dates less than 3 months away, recording this reason "
+        "(registry files give short_notice_reason per milestone).")] = None,
+    at: AtOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Import a file, all or nothing: every error is listed with its path and nothing is written.
+
+    Re-importing is an idempotent upsert; a changed milestone date is a move (a date less than 3 months
+    after --at needs a short_notice_reason); dates already past are recorded as history."""
+    when = parse_at(at)
+    if format_ not in tuple(ImportFormat):
+        raise InputError("--format", f"unknown format {format_!r} (use registry or endoflife)")
+    if format_ == ImportFormat.ENDOFLIFE and not product:
+        raise InputError("--product", "required with --format endoflife (the product slug, e.g. kubernetes)")
+    if format_ == ImportFormat.REGISTRY:
+        for option, value in (("--product", product), ("--name", name),
+                              ("--short-notice-reason", short_notice_reason)):
+            if value is not None:
+                raise InputError(option, "only with --format endoflife")
+    data = importing.load_file(file)
+    with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
+        if format_ == ImportFormat.ENDOFLIFE:
+            summary = importing.import_endoflife(s, data, product=product, name=name, at=when, source=file.name,
+                                                 short_notice_reason=short_notice_reason, on_progress=on_progress)
+        else:
+            summary = importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress)
+    if json_:
+        emit_json(summary.to_dict())
+    else:
+        for line in summary.lines():  # reasons and file names are text, not markup
+            console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,669 @@
+"""Bulk import: the registry file (YAML or JSON) and endoflife.date API v1 JSON.
+
+All or nothing. The whole file is read into plain records and checked first — every field, unknown
+keys, duplicates within the file, references to releases, and the short-notice guard against the dates
+already in the database and `at` — and every problem is collected with its path
+(`customers[3].timezone: unknown timezone 'Asia/Shangai'`). Only a file without a single error is
+written, through the registry functions (which mark milestones for re-planning and write the audit
+log), in the caller's transaction. Re-importing is an idempotent upsert by natural keys; a changed
+milestone date is a move; a milestone in the database but not in the file is left alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from sqlmodel import Session, select
+
+from lifecycle import policy, registry
+from lifecycle import validation as v
+from lifecycle.errors import InputError, InputErrors
+from lifecycle.models import Milestone, MilestoneKind, MilestoneStatus, Product, Release
+
+ENTITIES = ("products", "releases", "milestones", "customers", "contacts", "deployments")
+Progress = Callable[[int, int], None]  # (done, total)
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that records duplicate keys (PyYAML silently keeps the last one) with their line."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[InputError] = []
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                self.duplicates.append(InputError(
+                    f"line {key_node.start_mark.line + 1}", f"duplicate key {key!r} (first given at line {first})"))
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(text: str) -> object:
+    loader = _Loader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}" if mark else None
+        detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        column = f" (column {mark.column + 1})" if mark else ""
+        raise InputError(where, f"not valid YAML: {detail}{column}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(None, f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise InputErrors(loader.duplicates)
+    return data
+
+
+def _read_json(text: str) -> object:
+    duplicates: list[InputError] = []
+
+    def pairs(items):
+        obj: dict = {}
+        for key, value in items:
+            if key in obj:
+                duplicates.append(InputError(None, f"duplicate key {key!r}"))
+            obj[key] = value
+        return obj
+
+    try:
+        data = json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"line {exc.lineno}", f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if duplicates:
+        try:  # JSON is YAML: the YAML reader knows the line of each duplicate
+            _read_yaml(text)
+        except InputErrors as exc:
+            raise exc from None
+        except InputError:
+            pass
+        raise InputErrors(duplicates)
+    return data
+
+
+def load_file(path: str | Path) -> dict:
+    """Read an import file: JSON for `.json` (or content starting with `{`), YAML otherwise.
+
+    Parse errors and duplicate keys name the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise InputError(str(path), "is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"not UTF-8 text (byte {exc.start})") from None
+    text = text.removeprefix("\ufeff")
+    is_json = path.suffix.lower() == ".json" or (
+        path.suffix.lower() not in (".yaml", ".yml") and text.lstrip()[:1] in ("{", "["))
+    data = _read_json(text) if is_json else _read_yaml(text)
+    if data is None:
+        raise InputError(str(path), "the file is empty")
+    if not isinstance(data, dict):
+        raise InputError(str(path), f"expected a mapping at the top level, got {_kind(data)}")
+    return data
+
+
+# ------------------------------------------------------------------------------------- the summary
+
+
+@dataclass
+class ImportSummary:
+    """What an import did: counts per entity, the moves, short-notice and history milestones."""
+
+    source: str
+    counts: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {e: {"created": 0, "updated": 0, "unchanged": 0} for e in ENTITIES})
+    moves: list[dict] = field(default_factory=list)
+    short_notice: list[dict] = field(default_factory=list)
+    history: int = 0  # milestones created with a date already past: recorded, never notified
+    notes: list[str] = field(default_factory=list)
+
+    def count(self, entity: str, change: str) -> None:
+        self.counts[entity][change] += 1
+
+    @property
+    def changed(self) -> bool:
+        return any(c["created"] or c["updated"] for c in self.counts.values())
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "changed": self.changed, "counts": self.counts, "moves": self.moves,
+                "short_notice": self.short_notice, "history": self.history, "notes": self.notes}
+
+    def lines(self) -> list[str]:
+        """The summary for people, one line each."""
+        def part(entity: str, change: str) -> str | None:
+            n = self.counts[entity][change]
+            return f"{n} {entity if n != 1 else entity[:-1]}" if n else None
+
+        if not self.changed:
+            seen = [p for e in ENTITIES if (p := part(e, "unchanged"))]
+            return [f"{self.source}: no changes" + (f" ({', '.join(seen)} unchanged)" if seen else ""), *self.notes]
+        out = [f"{self.source}: imported"]
+        for change in ("created", "updated", "unchanged"):
+            parts = [p for e in ENTITIES if (p := part(e, change))]
+            if parts:
+                out.append(f"  {change}: {', '.join(parts)}")
+        for m in self.moves:
+            out.append(f"  moved {m['milestone']} from {m['from']} to {m['to']} (revision {m['revision']}): "
+                       f"{m['reason']}")
+        for m in self.short_notice:
+            out.append(f"  short notice: {m['milestone']} on {m['date']} ({m['reason']}): affected customers "
+                       "are notified at once")
+        if self.history:
+            out.append(f"  {self.history} milestone{'s' if self.history != 1 else ''} already past: recorded as "
+                       "history, never notified")
+        return out + self.notes
+
+
+# ----------------------------------------------------------------------------- records read from files
+
+
+@dataclass
+class _Milestone:
+    path: str
+    kind: str
+    date: dt.date
+    reason: str | None  # short_notice_reason
+    reason_only_if_short: bool = False  # endoflife: one reason for the whole file, used where needed
+    # decided against the database:
+    action: str = ""  # create | move | unchanged | withdrawn
+    existing: Milestone | None = None
+    effective_reason: str | None = None
+    label: str = ""  # "acp 3.16 end-of-life"
+
+
+@dataclass
+class _Release:
+    path: str
+    version: str
+    released: dt.date | None
+    upgrade_to: str | None
+    milestones: list[_Milestone]
+
+
+@dataclass
+class _Product:
+    path: str
+    slug: str
+    name: str | None
+    milestones: list[_Milestone]
+    releases: list[_Release]
+
+
+@dataclass
+class _Contact:
+    path: str
+    email: str
+    name: str | None
+
+
+@dataclass
+class _Deployment:
+    path: str
+    product: str
+    version: str
+    cores: int | None
+
+
+@dataclass
+class _Customer:
+    path: str
+    key: str
+    values: dict
+    contacts: list[_Contact]
+    deployments: list[_Deployment]
+
+
+class _Errors(list):
+    def check(self, validator, value, path: str, *args):
+        """The validated value, or None after recording the error."""
+        try:
+            return validator(value, path, *args)
+        except InputError as exc:
+            self.append(exc)
+            return None
+
+    def add(self, path: str | None, message: str) -> None:
+        self.append(InputError(path, message))
+
+
+def _kind(value) -> str:
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", int: "a number",
+             float: "a number", type(None): "nothing"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _join(path: str, key) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _mapping(obj, path: str, keys: dict[str, bool], errs: _Errors) -> dict | None:
+    """`obj` as a mapping with only the given keys (True = required); errors for the rest."""
+    if not isinstance(obj, dict):
+        errs.add(path or None, f"expected a mapping, got {_kind(obj)}")
+        return None
+    for key in obj:
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), list(keys), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"expected {', '.join(keys)}"
+            errs.add(_join(path, key), f"unknown key ({hint})")
+    for key, required in keys.items():
+        if required and obj.get(key) is None:
+            errs.add(_join(path, key), "required")
+    return obj
+
+
+def _list(obj, path: str, errs: _Errors) -> list:
+    if obj is None:
+        return []
+    if not isinstance(obj, list):
+        errs.add(path, f"expected a list, got {_kind(obj)}")
+        return []
+    return obj
+
+
+def _version(value, path: str, errs: _Errors) -> str | None:
+    if isinstance(value, bool):  # YAML reads yes/no/on/off as booleans
+        errs.add(path, f"version {value!r} must be a quoted string")
+        return None
+    return errs.check(v.version, value, path)
+
+
+def _reason(value, path: str, errs: _Errors) -> str | None:
+    return None if value is None else errs.check(v.reason, value if isinstance(value, str) else str(value), path)
+
+
+def _duplicates(items, key, what: str, errs: _Errors, field_name: str) -> None:
+    seen: dict = {}
+    for item in items:
+        k = key(item)
+        if k in seen:
+            errs.add(f"{item.path}.{field_name}", f"duplicate {what} {k if isinstance(k, str) else ' '.join(k)!r} "
+                                                  f"(also at {seen[k]})")
+        else:
+            seen[k] = item.path
+
+
+# ---------------------------------------------------------------------------------- registry format
+
+_TOP = {"products": False, "customers": False}
+_PRODUCT = {"slug": True, "name": True, "milestones": False, "releases": False}
+_RELEASE = {"version": True, "released": False, "upgrade_to": False, "milestones": False}
+_MILESTONE = {"date": True, "short_notice_reason": False}
+_CUSTOMER = {"key": True, "name": True, "timezone": True, "locale": False, "account_rep": True,
+             "service": False, "contacts": False, "deployments": False}
+_SERVICE = {"start": False, "end": False, "cores": False}
+_CONTACT = {"email": True, "name": False}
+_DEPLOYMENT = {"product": True, "version": True, "cores": False}
+
+
+def _milestones(obj, path: str, errs: _Errors) -> list[_Milestone]:
+    if obj is None:
+        return []
+    if not isinstance(obj, dict):
+        errs.add(path, f"expected a mapping of milestone kind to date, got {_kind(obj)}")
+        return []
+    out = []
+    for key, value in obj.items():
+        mpath = _join(path, key)
+        kind = errs.check(v.milestone_kind, key, mpath)
+        reason = None
+        if isinstance(value, dict):
+            value = _mapping(value, mpath, _MILESTONE, errs)
+            reason = _reason(value.get("short_notice_reason"), f"{mpath}.short_notice_reason", errs)
+            if value.get("date") is None:
+                continue  # reported as required
+            date = errs.check(v.date, value.get("date"), f"{mpath}.date")
+        elif value is None:
+            errs.add(mpath, "a date is required (YYYY-MM-DD, or {date: ..., short_notice_reason: ...})")
+            continue
+        else:
+            date = errs.check(v.date, value, mpath)
+        if kind and date:
+            out.append(_Milestone(mpath, kind, date, reason))
+    return out
+
+
+def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Customer]]:
+    if isinstance(data, dict) and isinstance(data.get("result"), dict) and "releases" in data["result"]:
+        errs.add(None, "this looks like endoflife.date JSON: import it with --format endoflife --product SLUG")
+        return [], []
+    data = _mapping(data, "", _TOP, errs) or {}
+    if isinstance(data, dict) and not data.get("products") and not data.get("customers"):
+        errs.add(None, "nothing to import: expected 'products' and/or 'customers'")
+    products: list[_Product] = []
+    for i, raw in enumerate(_list(data.get("products"), "products", errs)):
+        path = f"products[{i}]"
+        raw = _mapping(raw, path, _PRODUCT, errs)
+        if raw is None:
+            continue
+        slug = errs.check(v.slug, raw.get("slug"), f"{path}.slug") if raw.get("slug") is not None else None
+        name = errs.check(v.name, raw.get("name"), f"{path}.name") if raw.get("name") is not None else None
+        releases = []
+        for j, rraw in enumerate(_list(raw.get("releases"), f"{path}.releases", errs)):
+            rpath = f"{path}.releases[{j}]"
+            rraw = _mapping(rraw, rpath, _RELEASE, errs)
+            if rraw is None:
+                continue
+            version = _version(rraw["version"], f"{rpath}.version", errs) if rraw.get("version") is not None else None
+            released = errs.check(v.optional_date, rraw.get("released"), f"{rpath}.released")
+            upgrade_to = rraw.get("upgrade_to")
+            if upgrade_to is not None:
+                upgrade_to = _version(upgrade_to, f"{rpath}.upgrade_to", errs)
+                if upgrade_to is not None and upgrade_to == version:
+                    errs.add(f"{rpath}.upgrade_to", f"release {version!r} cannot upgrade to itself")
+            milestones = _milestones(rraw.get("milestones"), f"{rpath}.milestones", errs)
+            if version is not None:
+                releases.append(_Release(rpath, version, released, upgrade_to, milestones))
+        _duplicates(releases, lambda r: r.version, "version", errs, "version")
+        milestones = _milestones(raw.get("milestones"), f"{path}.milestones", errs)
+        if slug is not None:
+            products.append(_Product(path, slug, name, milestones, releases))
+    _duplicates(products, lambda p: p.slug, "product", errs, "slug")
+    return products, _parse_customers(data.get("customers"), errs)
+
+
+def _parse_customers(obj, errs: _Errors) -> list[_Customer]:
+    customers: list[_Customer] = []
+    for i, raw in enumerate(_list(obj, "customers", errs)):
+        path = f"customers[{i}]"
+        raw = _mapping(raw, path, _CUSTOMER, errs)
+        if raw is None:
+            continue
+
+        def req(validator, key, raw=raw, path=path):
+            return errs.check(validator, raw[key], f"{path}.{key}") if raw.get(key) is not None else None
+
+        key = req(v.customer_key, "key")
+        values = {
+            "name": req(v.name, "name"), "timezone": req(v.timezone, "timezone"),
+            "locale": errs.check(v.locale, raw.get("locale", "en"), f"{path}.locale"),
+            "account_rep": req(v.email, "account_rep"),
+            "service_start": None, "service_end": None, "cores": None,
+        }
+        if raw.get("service") is not None:
+            spath = f"{path}.service"
+            service = _mapping(raw["service"], spath, _SERVICE, errs) or {}
+            values["service_start"] = errs.check(v.optional_date, service.get("start"), f"{spath}.start")
+            values["service_end"] = errs.check(v.optional_date, service.get("end"), f"{spath}.end")
+            values["cores"] = errs.check(v.cores, service.get("cores"), f"{spath}.cores")
+            start, end = values["service_start"], values["service_end"]
+            if start and end and end < start:
+                errs.add(f"{spath}.end", f"{end} is before the service start {start}")
+        contacts = []
+        for j, craw in enumerate(_list(raw.get("contacts"), f"{path}.contacts", errs)):
+            cpath = f"{path}.contacts[{j}]"
+            craw = _mapping(craw, cpath, _CONTACT, errs)
+            if craw is None or craw.get("email") is None:
+                continue
+            email = errs.check(v.email, craw["email"], f"{cpath}.email")
+            name = errs.check(v.name, craw["name"], f"{cpath}.name") if craw.get("name") is not None else None
+            if email:
+                contacts.append(_Contact(cpath, email, name))
+        _duplicates(contacts, lambda c: c.email.lower(), "contact", errs, "email")
+        deployments = []
+        for j, draw in enumerate(_list(raw.get("deployments"), f"{path}.deployments", errs)):
+            dpath = f"{path}.deployments[{j}]"
+            draw = _mapping(draw, dpath, _DEPLOYMENT, errs)
+            if draw is None or draw.get("product") is None or draw.get("version") is None:
+                continue
+            product = errs.check(v.slug, draw["product"], f"{dpath}.product")
+            version = _version(draw["version"], f"{dpath}.version", errs)
+            cores = errs.check(v.cores, draw.get("cores"), f"{dpath}.cores")
+            if product and version:
+                deployments.append(_Deployment(dpath, product, version, cores))
+        _duplicates(deployments, lambda d: (d.product, d.version), "deployment", errs, "version")
+        if key is not None:
+            customers.append(_Customer(path, key, values, contacts, deployments))
+    _duplicates(customers, lambda c: c.key, "customer", errs, "key")
+    return customers
+
+
+# --------------------------------------------------------------------------------- endoflife.date format
+
+
+def _parse_endoflife(data: dict, product: str, name: str | None, short_notice_reason: str | None,
+                     errs: _Errors) -> list[_Product]:
+    slug = errs.check(v.slug, product, "product")
+    reason = _reason(short_notice_reason, "short_notice_reason", errs)
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, dict):
+        errs.add("result", f"expected the endoflife.date API v1 product object, got {_kind(result)}")
+        return []
+    if name is not None:
+        name = errs.check(v.name, name, "name")
+    elif result.get("label") is not None:
+        name = errs.check(v.name, result["label"], "result.label")
+    else:
+        errs.add("result.label", "missing: give the product name with --name")
+    releases: list[_Release] = []
+    rows = result.get("releases")
+    if not isinstance(rows, list) or not rows:
+        errs.add("result.releases", f"expected a list of releases, got {_kind(rows)}")
+        rows = []
+    for i, raw in enumerate(rows):
+        path = f"result.releases[{i}]"
+        if not isinstance(raw, dict):
+            errs.add(path, f"expected a release object, got {_kind(raw)}")
+            continue
+        version = _version(raw.get("name"), f"{path}.name", errs)
+        released = errs.check(v.optional_date, raw.get("releaseDate"), f"{path}.releaseDate")
+        # eolFrom is the end of life, unless the release also has extended support (eoesFrom): then
+        # eolFrom ends maintenance and eoesFrom is the end of life. A null date makes no milestone.
+        extended = raw.get("eoesFrom") is not None
+        mapping = [
+            ("discontinuedFrom", MilestoneKind.END_OF_SALE),
+            ("eoasFrom", MilestoneKind.END_OF_FULL_SUPPORT),
+            ("eolFrom", MilestoneKind.END_OF_MAINTENANCE if extended else MilestoneKind.END_OF_LIFE),
+            ("eoesFrom", MilestoneKind.END_OF_LIFE),
+        ]
+        milestones = []
+        for key, kind in mapping:
+            value = raw.get(key)
+            if isinstance(value, bool):
+                continue  # a boolean without a date: nothing to schedule
+            date = errs.check(v.optional_date, value, f"{path}.{key}")
+            if date is not None:
+                milestones.append(_Milestone(f"{path}.{key}", kind.value, date, reason, reason_only_if_short=True))
+        if version is not None:
+            releases.append(_Release(path, version, released, None, milestones))
+    _duplicates(releases, lambda r: r.version, "release", errs, "name")
+    return [_Product("product", slug, name, [], releases)] if slug else []
+
+
+# ------------------------------------------------------------------------------- checks against the DB
+
+
+def _check(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
+           source: str, short_hint: str, errs: _Errors) -> None:
+    """Decide what each milestone becomes (create, move, unchanged) and check what needs the database:
+    references to releases, upgrade targets and the short-notice guard."""
+    slugs = {p.slug for p in products} | {d.product for c in customers for d in c.deployments}
+    db_products = {p.id: p for p in session.exec(select(Product).where(Product.slug.in_(slugs)))} if slugs else {}
+    slug_of = {pid: p.slug for pid, p in db_products.items()}
+    versions: dict[str, set[str]] = {s: set() for s in slugs}
+    db_releases: dict[int, str] = {}
+    if db_products:
+        for r in session.exec(select(Release).where(Release.product_id.in_(list(db_products)))):
+            versions[slug_of[r.product_id]].add(r.version)
+            db_releases[r.id] = r.version
+    existing: dict[tuple[str, str | None, str], Milestone] = {}
+    file_pids = [pid for pid, p in db_products.items() if p.slug in {fp.slug for fp in products}]
+    if file_pids:
+        for m in session.exec(select(Milestone).where(Milestone.product_id.in_(file_pids))):
+            existing[(slug_of[m.product_id], db_releases.get(m.release_id) if m.release_id else None, m.kind)] = m
+    for p in products:
+        versions.setdefault(p.slug, set()).update(r.version for r in p.releases)
+
+    for p in products:
+        for r in p.releases:
+            if r.upgrade_to is not None and r.upgrade_to not in versions[p.slug]:
+                errs.add(f"{r.path}.upgrade_to", f"product {p.slug!r} has no release {r.upgrade_to!r} "
+                                                 "(add it to the file or register it first)")
+        scoped = [(None, m) for m in p.milestones] + [(r.version, m) for r in p.releases for m in r.milestones]
+        for version, m in scoped:
+            _decide(m, existing.get((p.slug, version, m.kind)), at=at, source=source, hint=short_hint,
+                    errs=errs, label=" ".join(x for x in (p.slug, version, m.kind) if x))
+    known = set(slug_of.values()) | {p.slug for p in products}
+    for c in customers:
+        for d in c.deployments:
+            if d.product not in known:
+                errs.add(f"{d.path}.product", f"no product {d.product!r} (add it to the file or register it first)")
+            elif d.version not in versions.get(d.product, set()):
+                errs.add(f"{d.path}.version", f"product {d.product!r} has no release {d.version!r} "
+                                              "(add it to the file or register it first)")
+
+
+def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source: str, hint: str,
+            errs: _Errors, label: str) -> None:
+    m.existing, m.label = current, label
+    short = policy.is_short_notice(m.date, at)
+    given = m.reason if (short or not m.reason_only_if_short) else None
+    if current is not None and current.status == MilestoneStatus.WITHDRAWN:
+        m.action = "withdrawn"
+        return
+    if current is not None and current.date == m.date:
+        m.action = "unchanged"
+        return
+    if short and not given:
+        errs.add(m.path, f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}: customers "
+                         f"are promised at least 3 months' notice (the first notice had to go out by "
+                         f"{policy.contract_deadline(m.date).isoformat()}). {hint.format(kind=m.kind, date=m.date)}")
+        return
+    if current is None:
+        m.action, m.effective_reason = "create", given
+    else:
+        m.action, m.effective_reason = "move", given or f"changed by import of {source}"
+
+
+# ------------------------------------------------------------------------------------------- applying
+
+
+def _apply(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
+           source: str, on_progress: Progress | None) -> ImportSummary:
+    summary = ImportSummary(source=source)
+    total = sum(1 + len(p.milestones) + sum(1 + len(r.milestones) for r in p.releases) for p in products) + sum(
+        1 + len(c.contacts) + len(c.deployments) for c in customers)
+    done = 0
+
+    def step(path: str, fn, *args, **kwargs):
+        nonlocal done
+        try:
+            result = fn(*args, **kwargs)
+        except InputErrors:
+            raise
+        except InputError as exc:  # the checks above should have caught it; still name the path
+            raise InputErrors([InputError(_join(path, exc.field) if exc.field else path, exc.message)]) from None
+        done += 1
+        if on_progress:
+            on_progress(done, total)
+        return result
+
+    def milestone(m: _Milestone, product: Product, release: Release | None) -> None:
+        if m.action in ("unchanged", "withdrawn"):
+            if m.action == "withdrawn":
+                summary.notes.append(f"{m.path}: left alone: the milestone is withdrawn in the registry "
+                                     "(add it again with `lifecycle milestone add` to reinstate it)")
+            summary.count("milestones", "unchanged")
+            step(m.path, lambda: None)
+            return
+        if m.action == "create":
+            row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
+                               date=m.date, at=at, allow_short_notice=bool(m.effective_reason),
+                               reason=m.effective_reason)
+            if policy.is_history(m.date, at):
+                summary.history += 1
+        else:
+            old = m.existing.date
+            row, change = step(m.path, registry.move_milestone, session, m.existing, date=m.date,
+                               reason=m.effective_reason, at=at, allow_short_notice=True)
+            summary.moves.append({"milestone": m.label, "from": old.isoformat(), "to": m.date.isoformat(),
+                                  "revision": row.revision, "reason": m.effective_reason})
+        summary.count("milestones", change)
+        if policy.is_short_notice(m.date, at):
+            summary.short_notice.append({"milestone": m.label, "date": m.date.isoformat(),
+                                         "reason": m.effective_reason})
+
+    for p in products:
+        product, change = step(p.path, registry.upsert_product, session, slug=p.slug, name=p.name, at=at)
+        summary.count("products", change)
+        for m in p.milestones:
+            milestone(m, product, None)
+        for r in p.releases:
+            release, change = step(r.path, registry.upsert_release, session, product=product, version=r.version,
+                                   released=r.released, upgrade_to=r.upgrade_to, at=at)
+            summary.count("releases", change)
+            for m in r.milestones:
+                milestone(m, product, release)
+    for c in customers:
+        customer, change = step(c.path, registry.upsert_customer, session, key=c.key, at=at, **c.values)
+        summary.count("customers", change)
+        for ct in c.contacts:
+            _, change = step(ct.path, registry.upsert_contact, session, customer=customer, email=ct.email,
+                             name=ct.name, at=at)
+            summary.count("contacts", change)
+        for d in c.deployments:
+            _, change = step(d.path, registry.add_deployment, session, customer=customer, product=d.product,
+                             version=d.version, cores=d.cores, at=at)
+            summary.count("deployments", change)
+    return summary
+
+
+def _run(session: Session, products, customers, errs: _Errors, *, at: dt.datetime, source: str,
+         short_hint: str, on_progress: Progress | None) -> ImportSummary:
+    if at.tzinfo is None:
+        raise ValueError("`at` must be timezone-aware")
+    _check(session, products, customers, at=at, source=source, short_hint=short_hint, errs=errs)
+    if errs:
+        raise InputErrors(list(errs))
+    return _apply(session, products, customers, at=at, source=source, on_progress=on_progress)
+
+
+# ----------------------------------------------------------------------------------------- public API
+
+
+def import_registry(session: Session, data: dict, *, at: dt.datetime, source: str,
+                    on_progress: Progress | None = None) -> ImportSummary:
+    """Import products, releases, milestones, customers, contacts and deployments (the brief's shape).
+
+    Raises `InputErrors` listing every problem, before anything is written."""
+    errs = _Errors()
+    products, customers = _parse_registry(data, errs)
+    return _run(session, products, customers, errs, at=at, source=source, on_progress=on_progress,
+                short_hint="Give it a short_notice_reason to import it anyway: "
+                           "{kind}: {{date: {date}, short_notice_reason: \"...\"}}.")
+
+
+def import_endoflife(session: Session, data: dict, *, product: str, name: str | None, at: dt.datetime,
+                     source: str, short_notice_reason: str | None = None,
+                     on_progress: Progress | None = None) -> ImportSummary:
+    """Import one product from endoflife.date API v1 JSON (`/api/v1/products/<name>`).
+
+    Each `result.releases` entry is a release; eoasFrom -> end-of-full-support; eolFrom -> end-of-life
+    (end-of-maintenance when eoesFrom is given, which is then end-of-life); discontinuedFrom ->
+    end-of-sale. `short_notice_reason` is recorded on every date less than 3 months after `at`."""
+    errs = _Errors()
+    products = _parse_endoflife(data, product, name, short_notice_reason, errs)
+    return _run(session, products, [], errs, at=at, source=source, on_progress=on_progress,
+                short_hint="Give a short-notice reason (--short-notice-reason \"...\") to import it anyway.")
