@@ -145,6 +145,10 @@ def _classify(r, m: Milestone, c: Customer, first_day: dt.date | None, deadline:
     if m.status == MilestoneStatus.WITHDRAWN:
         return "withdrawn", None
     if first_day is not None:
+        if (date_change is not None and date_change.action in ("moved", "reinstated")
+                and policy.local_date(date_change.at, c.timezone) > deadline):
+            # Told early about the old date, but the current date came with less than 3 months' notice.
+            return "late", _late_cause(m, c, deadline, date_change, deployed_at, first_due)
         if first_day <= deadline:
             return "on-time", None
         return "late", _late_cause(m, c, deadline, date_change, deployed_at, first_due)
