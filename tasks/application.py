@@ -47,6 +47,7 @@ def make_app() -> Celery:
         worker_prefetch_multiplier=1,
     )
     if broker.startswith("filesystem://"):
+        conf["broker_transport"] = "lifecycle.broker:Transport"  # atomic writes, see lifecycle/broker.py
         conf["broker_transport_options"] = filesystem_transport_options(settings.state_dir)
     elif broker.startswith("redis"):
         conf["broker_transport_options"] = {"visibility_timeout": 3600}
