@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from lifecycle import links, policy
+from lifecycle.config import get_settings
 from lifecycle.models import (
     Agreement,
     Customer,
@@ -149,8 +150,8 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "agreement_by": agreement.by if agreement else None,
             "detail": notice.detail or "",
             "bounced_email": bounced[int(notice.slot)].recipient if notice.kind == "bounce" and int(notice.slot) in bounced else "",
-            "dashboard_url": f"{links.get_settings().base_url}/dashboard",
-            "portal_url": f"{links.get_settings().base_url}/portal",
+            "dashboard_url": f"{get_settings().base_url}/dashboard",
+            "portal_url": f"{get_settings().base_url}/portal",
             "milestone_id": milestone.id if milestone else None,
         }
         out[notice.id] = ctx
