@@ -1,0 +1,224 @@
+"""SendGrid's signed event webhook: verify a post, then apply its events to deliveries.
+
+Every email carries the custom arg `delivery_ids` ("12,13": one digest email may carry several
+notices), and SendGrid copies custom args as top-level keys of each event. Events are deduplicated on
+`sg_event_id` (SendGrid retries posts), so a repeated event changes nothing.
+
+- `delivered`: the delivery (`sent`) becomes `delivered`.
+- `bounce` / `dropped`: the delivery becomes `bounced` / `failed` with the reason, the contact is
+  flagged undeliverable (the scheduler stops emailing it), and the account rep gets one bounce alert per
+  delivery. The notice stays given while another channel (the portal inbox) delivered it; otherwise it
+  becomes `failed`.
+- anything else (processed, deferred, open, click, ...) is recorded and changes nothing.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import re
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
+from sendgrid.helpers.eventwebhook import EventWebhook
+from sqlmodel import Session
+
+from lifecycle.errors import LifecycleError
+from lifecycle.models import (
+    DELIVERED_STATUSES,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    Notice,
+    NoticeKind,
+    NoticeStatus,
+    WebhookEvent,
+)
+from lifecycle.scheduler import insert_ignore
+
+D = Delivery.__table__
+N = Notice.__table__
+K = Contact.__table__
+W = WebhookEvent.__table__
+
+# What a failure event does to the delivery.
+FAILURE_STATUS = {"bounce": DeliveryStatus.BOUNCED, "dropped": DeliveryStatus.FAILED}
+# A delivery already in one of these states is not failed again (and its rep is not alerted twice).
+FINAL_FAILURES = (DeliveryStatus.BOUNCED.value, DeliveryStatus.FAILED.value)
+
+# What `apply_events` returns (always every key, so callers and SendGrid logs see one shape).
+COUNTS = ("received", "recorded", "duplicates", "invalid", "unmatched", "delivered", "bounced", "dropped",
+          "alerts")
+
+_PEM = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----|\s+")
+
+
+# ---------------------------------------------------------------------------------------- verifying
+
+
+def load_public_key(public_key: str) -> ec.EllipticCurvePublicKey:
+    """SendGrid's verification key: base64 DER as the settings page shows it (PEM armour tolerated)."""
+    body = _PEM.sub("", public_key or "")
+    try:
+        key = EventWebhook().convert_public_key_to_ecdsa(body)
+    except (ValueError, TypeError) as exc:
+        raise LifecycleError(f"the SendGrid webhook public key is not a valid key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise LifecycleError("the SendGrid webhook public key is not an elliptic-curve (ECDSA) key")
+    return key
+
+
+def verify(public_key: str | ec.EllipticCurvePublicKey, payload: bytes, signature: str | None,
+           timestamp: str | None, *, now: dt.datetime, max_age: int) -> bool:
+    """True when `signature` is SendGrid's ECDSA signature of timestamp + raw body, and the timestamp
+    is within `max_age` seconds of `now` (either way: a replayed old post is refused too).
+
+    Raises LifecycleError when the configured key itself is unusable (the operator's problem, not the
+    sender's)."""
+    key = public_key if isinstance(public_key, ec.EllipticCurvePublicKey) else load_public_key(public_key)
+    if not signature or not timestamp or not timestamp.strip().isdigit():
+        return False
+    if abs(now.timestamp() - int(timestamp)) > max_age:
+        return False
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    try:
+        return EventWebhook().verify_signature(text, signature.strip(), timestamp.strip(), public_key=key)
+    except (binascii.Error, ValueError, InvalidSignature):
+        return False
+
+
+# ----------------------------------------------------------------------------------------- applying
+
+
+def delivery_ids_of(event: dict) -> list[int]:
+    raw = event.get("delivery_ids")
+    if raw is None:
+        return []
+    parts = raw if isinstance(raw, list) else str(raw).split(",")
+    return sorted({int(p) for p in (str(x).strip() for x in parts) if p.isascii() and p.isdigit() and len(p) < 16})
+
+
+def _reason(event: dict) -> str:
+    reason = str(event.get("reason") or event.get("response") or event.get("type") or event["event"])
+    status = event.get("status")
+    if status and str(status) not in reason:
+        reason = f"{status} {reason}"
+    return reason[:1000]
+
+
+def apply_events(session: Session, events: list[dict], at: dt.datetime) -> dict:
+    """Apply SendGrid events (already verified) in the caller's transaction. Returns counts."""
+    counts = dict.fromkeys(COUNTS, 0)
+    counts["received"] = len(events)
+    conn = session.connection()
+    touched: set[int] = set()
+    for event in events:
+        if not isinstance(event, dict) or not event.get("sg_event_id") or not event.get("event"):
+            counts["invalid"] += 1
+            continue
+        kind = str(event["event"])[:32]
+        email = str(event.get("email") or "")[:254] or None
+        deliveries = _deliveries(conn, delivery_ids_of(event), email)
+        inserted = conn.execute(insert_ignore(session, W).values(
+            sg_event_id=str(event["sg_event_id"])[:100], event=kind,
+            delivery_id=deliveries[0].id if deliveries else None, email=email,
+            reason=_reason(event) if kind in FAILURE_STATUS else None, received_at=at)
+            .returning(W.c.id)).first()
+        if inserted is None:  # seen before: SendGrid retried the post
+            counts["duplicates"] += 1
+            continue
+        counts["recorded"] += 1
+        if not deliveries:
+            counts["unmatched"] += 1
+            continue
+        ids = [d.id for d in deliveries]
+        if kind == "delivered":
+            counts["delivered"] += conn.execute(
+                D.update().where(D.c.id.in_(ids), D.c.status == DeliveryStatus.SENT)
+                .values(status=DeliveryStatus.DELIVERED, updated_at=at)).rowcount or 0
+            touched.update(d.notice_id for d in deliveries)
+        elif kind in FAILURE_STATUS:
+            failed = _fail(session, deliveries, FAILURE_STATUS[kind], _reason(event), at)
+            counts["bounced" if kind == "bounce" else "dropped"] += len(failed)
+            counts["alerts"] += _alert_reps(session, failed, _reason(event), at)
+            touched.update(d.notice_id for d in deliveries)
+    settle(session, sorted(touched))
+    return counts
+
+
+def _deliveries(conn, ids: list[int], email: str | None) -> list:
+    """The email deliveries an event speaks of (to the address it names, when it names one)."""
+    if not ids:
+        return []
+    rows = conn.execute(sa.select(D.c.id, D.c.notice_id, D.c.customer_id, D.c.contact_id, D.c.recipient,
+                                  D.c.status)
+                        .where(D.c.id.in_(ids), D.c.channel == "email").order_by(D.c.id)).all()
+    if email:
+        rows = [r for r in rows if r.recipient.lower() == email.lower()]
+    return rows
+
+
+def _fail(session: Session, deliveries: list, status: DeliveryStatus, reason: str, at: dt.datetime) -> list:
+    """Mark deliveries bounced/failed and flag their contacts; returns the deliveries that changed."""
+    conn = session.connection()
+    changed = []
+    for d in deliveries:
+        n = conn.execute(D.update().where(D.c.id == d.id, D.c.status.notin_(FINAL_FAILURES))
+                         .values(status=status, error=reason, claim_token=None, updated_at=at)).rowcount
+        if n:
+            changed.append(d)
+    contact_ids = sorted({d.contact_id for d in changed if d.contact_id})
+    if contact_ids:
+        conn.execute(K.update().where(K.c.id.in_(contact_ids))
+                     .values(undeliverable=True, undeliverable_reason=reason))
+    return changed
+
+
+def _alert_reps(session: Session, deliveries: list, reason: str, at: dt.datetime) -> int:
+    """One planned bounce notice to the account rep per failed delivery of a customer notice."""
+    if not deliveries:
+        return 0
+    conn = session.connection()
+    notices = {r.id: r for r in conn.execute(
+        sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.audience, N.c.revision,
+                  N.c.milestone_date)
+        .where(N.c.id.in_(sorted({d.notice_id for d in deliveries})))).all()}
+    created = 0
+    for d in deliveries:
+        notice = notices[d.notice_id]
+        if notice.audience != "customer":  # a rep's own alert bounced: nobody further to tell
+            continue
+        created += conn.execute(insert_ignore(session, N).values(
+            key=f"{NoticeKind.BOUNCE}:{notice.customer_id}:{notice.milestone_id or 0}:{d.id}",
+            customer_id=notice.customer_id, milestone_id=notice.milestone_id, release_id=notice.release_id,
+            kind=NoticeKind.BOUNCE, audience="rep", slot=str(d.id), revision=notice.revision,
+            milestone_date=notice.milestone_date, detail=f"{d.recipient}: {reason}", due_at=at,
+            status=NoticeStatus.PLANNED, created_at=at).returning(N.c.id)).first() is not None
+    return created
+
+
+def settle(session: Session, notice_ids: list[int]) -> None:
+    """Recompute given-ness after deliveries changed: a notice is `sent` while one of its deliveries is
+    sent or delivered (sent_at = the earliest of them), back to `released` while one is still pending,
+    and `failed` when none is left."""
+    if not notice_ids:
+        return
+    ok = [s.value for s in DELIVERED_STATUSES]
+    open_ = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
+    first_ok = (sa.select(sa.func.min(D.c.sent_at)).where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
+                .scalar_subquery())
+    any_ok = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
+    any_open = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(open_))
+    mine = sa.and_(N.c.id.in_(notice_ids),
+                   N.c.status.in_([NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED]))
+    conn = session.connection()
+    conn.execute(N.update().where(mine, any_ok)
+                 .values(status=NoticeStatus.SENT, sent_at=sa.func.coalesce(first_ok, N.c.sent_at)))
+    conn.execute(N.update().where(mine, ~any_ok, any_open)
+                 .values(status=NoticeStatus.RELEASED, sent_at=None))
+    conn.execute(N.update().where(mine, ~any_ok, ~any_open)
+                 .values(status=NoticeStatus.FAILED, sent_at=None, status_reason="every-channel-failed"))
