@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_starttls: bool = False
+    smtp_timeout: float = 30.0
     mail_from: str = "lifecycle@vendor.example"
     mail_from_name: str = "Product Lifecycle"
     calendar_dir: Path = Path("calendar_exports")

@@ -35,7 +35,7 @@ class SmtpMailer:
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpMailer:
         return cls(settings.smtp_host, settings.smtp_port, username=settings.smtp_username,
-                   password=settings.smtp_password, starttls=settings.smtp_starttls)
+                   password=settings.smtp_password, starttls=settings.smtp_starttls, timeout=settings.smtp_timeout)
 
     def send(self, email: Email) -> str:
         msg = to_mime(email)
