@@ -143,9 +143,22 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
 
     end = START + dt.timedelta(days=DAYS)
     events = _events()
-    now, ticks = START, 0
-    tick(now)
+    ticks = 0
+
+    def step(now: dt.datetime) -> None:
+        nonlocal ticks
+        result = tick(now)
+        ticks += 1
+        if result.deliver.messages:
+            kinds = Counter()
+            with session_scope() as s:
+                for kind, slot in s.exec(sa.select(Notice.kind, Notice.slot).where(Notice.sent_at == now)).all():
+                    kinds[f"{kind} {slot}" if kind in ("stage", "escalation") else kind] += 1
+            say(f"  {now.strftime('%Y-%m-%d %H:%M')}Z  sent: " + ", ".join(f"{k} ×{v}" for k, v in sorted(kinds.items())))
+
     say(f"\nFast-forwarding a year of ticks, {START.date()} → {end.date()}:")
+    now = START
+    step(now)
     while True:
         nxt = _next_due(now)
         pending = [e for e in events if e.at > now]
@@ -157,17 +170,10 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
             with session_scope() as s:
                 note = event.action(s, now)
             say(f"  {now.date()}  {event.what}" + (f" — {note}" if note else ""))
-        result = tick(now)
-        ticks += 1
-        if result.deliver.messages:
-            kinds = Counter()
-            with session_scope() as s:
-                for kind, slot in s.exec(sa.select(Notice.kind, Notice.slot).where(Notice.sent_at == now)).all():
-                    kinds[f"{kind} {slot}" if kind in ("stage", "escalation") else kind] += 1
-            say(f"  {now.strftime('%Y-%m-%d %H:%M')}Z  sent: " + ", ".join(f"{k} ×{v}" for k, v in sorted(kinds.items())))
+        step(now)
 
     with session_scope() as s:
-        written = calendar.export_all(s)
+        calendar.export_all(s)
         per = Counter()
         for kind, slot, channel, status in s.exec(
             sa.select(Notice.kind, Notice.slot, Delivery.channel, Delivery.status)
@@ -192,11 +198,12 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
     folder = folder.resolve()
     emls = len(list((folder / "outbox").glob("*.eml")))
     say(f"\nEmails: {emls} .eml files in {folder / 'outbox'}")
-    say(f"Calendars: {len(written)} .ics files in {folder / 'calendar_exports'}")
+    calendars = len(list((folder / "calendar_exports").rglob("*.ics")))
+    say(f"Calendars: {calendars} .ics files in {folder / 'calendar_exports'} (products/ and customers/)")
     say("\nSee it in the browser:")
     say(f"  LIFECYCLE_DATABASE_URL=sqlite:///{folder / 'lifecycle.db'} .venv/bin/lifecycle serve")
     say("  then open http://127.0.0.1:8000/ and log in with one of these tokens:")
     for role, secret in made.items():
         say(f"    {role:<9} {secret}")
     return {"ticks": ticks, "deliveries": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in per.items()},
-            "compliance": report["totals"], "emails": emls, "calendars": len(written), "tokens": made}
+            "compliance": report["totals"], "emails": emls, "calendars": calendars, "tokens": made}
