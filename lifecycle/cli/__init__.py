@@ -27,7 +27,7 @@ app = typer.Typer(
 def _register() -> None:
     from lifecycle.cli import registry as _registry  # noqa: F401
 
-    for name in ("importing", "schedule", "calendar", "web", "reports"):
+    for name in ("importing", "schedule", "calendar", "web", "reports", "compliance"):
         try:
             __import__(f"lifecycle.cli.{name}")
         except ModuleNotFoundError as exc:

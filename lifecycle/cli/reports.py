@@ -1,0 +1,44 @@
+"""Reports: `lifecycle report agreements` (and `report compliance`, registered by its own module)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from lifecycle import dashboard
+from lifecycle.cli import app
+from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, table
+from lifecycle.db import session_scope
+from lifecycle.errors import InputError
+
+report_app = typer.Typer(help="Reports: agreements (and compliance).", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("agreements")
+def report_agreements(
+    rep: Annotated[str | None, typer.Option("--rep", help="Only this account rep's customers.")] = None,
+    at: AtOption = None, json_: JsonOption = False,
+    csv_: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """Per customer and release with an upcoming milestone: agreement status, target, planned date,
+    who and when, days left, cores and risk (red: no agreement and under a month; amber: under 3 months)."""
+    if json_ and csv_:
+        raise InputError("--csv", "give either --json or --csv, not both")
+    when = parse_at(at)
+    with session_scope() as s:
+        rows = dashboard.agreement_rows(s, at=when, rep=rep)
+    if json_:
+        emit_json(dashboard.jsonable(rows))
+    elif csv_:
+        sys.stdout.write(dashboard.rows_to_csv(rows))
+    else:
+        table(f"Agreements at {when.date().isoformat()}" + (f" for {rep}" if rep else ""),
+              ["customer", "release", "next milestone", "days", "agreement", "target", "planned", "by", "cores",
+               "risk"],
+              [[r["customer"], f"{r['product']} {r['version']}", f"{r['milestone']} {r['milestone_date']}",
+                r["days_left"], r["agreement"], r["target"], r["planned_date"],
+                f"{r['by'] or ''} {r['agreed_at'].date() if r['agreed_at'] else ''}".strip(), r["cores"],
+                r["risk"]] for r in rows])

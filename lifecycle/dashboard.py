@@ -1,0 +1,178 @@
+"""The agreements report: per customer and release with an upcoming milestone, who has agreed to what.
+
+One data function (`agreement_rows`) feeds the CLI (`lifecycle report agreements`), the API and the
+rep dashboard, so they always agree. Risk is the rep's traffic light:
+
+- green: an upgrade plan is agreed (acknowledged, planned or completed), or the milestone is more
+  than 3 months away;
+- amber: no agreement (or a decline) and the milestone is less than 3 months away;
+- red: no agreement (or a decline) and the milestone is less than a month (31 days) away.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from lifecycle import policy
+from lifecycle.models import (
+    AGREED_STATUSES,
+    Agreement,
+    AgreementStatus,
+    Contact,
+    Customer,
+    Deployment,
+    Milestone,
+    MilestoneStatus,
+    Notice,
+    NoticeKind,
+    Product,
+    Release,
+)
+from lifecycle.registry import version_key
+
+RED_DAYS = 31
+RISKS = ("red", "amber", "green")
+CSV_COLUMNS = ("customer", "customer_name", "rep", "product", "version", "milestone", "milestone_date",
+               "days_left", "agreement", "target", "planned_date", "by", "agreed_at", "channel", "cores", "risk")
+
+
+def risk(status: str, milestone_date: dt.date, today: dt.date) -> str:
+    if status in AGREED_STATUSES:
+        return "green"
+    if policy.days_left(milestone_date, today) < RED_DAYS:
+        return "red"
+    if policy.is_short_notice(milestone_date, today):  # less than 3 calendar months away
+        return "amber"
+    return "green"
+
+
+def _rep_matches(column, rep: str):
+    return sa.func.lower(column) == rep.strip().lower()
+
+
+def agreement_rows(
+    session: Session, *, at: dt.datetime, rep: str | None = None, customer_id: int | None = None,
+    product: str | None = None,
+) -> list[dict]:
+    """One row per (customer, deployed release) whose next planned milestone is on or after `at`'s date,
+    sorted by days left. `rep` limits to that rep's customers, `customer_id` to one customer."""
+    today = at.date()
+    q = (
+        select(Deployment, Customer, Release, Product)
+        .join(Customer, Customer.id == Deployment.customer_id)
+        .join(Release, Release.id == Deployment.release_id)
+        .join(Product, Product.id == Release.product_id)
+        .where(Deployment.removed_at.is_(None))
+    )
+    if rep:
+        q = q.where(_rep_matches(Customer.account_rep, rep))
+    if customer_id is not None:
+        q = q.where(Customer.id == customer_id)
+    if product:
+        q = q.where(Product.slug == product)
+    deployments = session.exec(q).all()
+    if not deployments:
+        return []
+    release_ids = {r.id for _, _, r, _ in deployments}
+    product_ids = {p.id for _, _, _, p in deployments}
+    milestones = session.exec(
+        select(Milestone).where(
+            Milestone.status == MilestoneStatus.PLANNED, Milestone.date >= today,
+            sa.or_(Milestone.release_id.in_(release_ids),
+                   sa.and_(Milestone.release_id.is_(None), Milestone.product_id.in_(product_ids))),
+        )
+    ).all()
+    by_release: dict[int, list[Milestone]] = {}
+    by_product: dict[int, list[Milestone]] = {}
+    for m in milestones:
+        if m.release_id is None:
+            by_product.setdefault(m.product_id, []).append(m)
+        else:
+            by_release.setdefault(m.release_id, []).append(m)
+    customer_ids = {c.id for _, c, _, _ in deployments}
+    agreements = {
+        (a.customer_id, a.release_id): a
+        for a in session.exec(select(Agreement).where(Agreement.customer_id.in_(customer_ids),
+                                                      Agreement.release_id.in_(release_ids))).all()
+    }
+    rows = []
+    for dep, cust, rel, prod in deployments:
+        candidates = by_release.get(rel.id, []) + by_product.get(prod.id, [])
+        if not candidates:
+            continue
+        nxt = min(candidates, key=lambda m: (m.date, m.kind))
+        agr = agreements.get((cust.id, rel.id))
+        status = agr.status if agr else AgreementStatus.NONE.value
+        rows.append({
+            "customer": cust.key, "customer_name": cust.name, "customer_id": cust.id, "rep": cust.account_rep,
+            "product": prod.slug, "product_name": prod.name, "version": rel.version, "release_id": rel.id,
+            "upgrade_to": rel.upgrade_to, "milestone_id": nxt.id, "milestone": nxt.kind,
+            "milestone_date": nxt.date, "days_left": policy.days_left(nxt.date, today),
+            "agreement": status, "target": agr.target_version if agr else None,
+            "planned_date": agr.planned_date if agr else None, "by": agr.by if agr else None,
+            "agreed_at": agr.at if agr else None, "channel": agr.channel if agr else None,
+            "feedback": agr.feedback if agr else None, "cores": dep.cores,
+            "risk": risk(status, nxt.date, today),
+        })
+    rows.sort(key=lambda r: (r["days_left"], r["customer"], r["product"], version_key(r["version"])))
+    return rows
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow(["" if r[c] is None else (r[c].isoformat() if isinstance(r[c], dt.date) else r[c])
+                         for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def jsonable(rows: list[dict]) -> list[dict]:
+    return [{k: (val.isoformat() if isinstance(val, dt.date) else val) for k, val in r.items()} for r in rows]
+
+
+def escalations(session: Session, *, rep: str | None = None, customer_id: int | None = None,
+                limit: int = 50) -> list[dict]:
+    """Escalation notices (no agreement at the 1-month stage) for a rep's customers, newest first."""
+    q = (
+        select(Notice, Customer, Milestone, Release, Product)
+        .join(Customer, Customer.id == Notice.customer_id)
+        .join(Milestone, Milestone.id == Notice.milestone_id, isouter=True)
+        .join(Release, Release.id == sa.func.coalesce(Notice.release_id, Milestone.release_id), isouter=True)
+        .join(Product, Product.id == Milestone.product_id, isouter=True)
+        .where(Notice.kind == NoticeKind.ESCALATION)
+        .order_by(Notice.due_at.desc(), Notice.id.desc())
+        .limit(limit)
+    )
+    if rep:
+        q = q.where(_rep_matches(Customer.account_rep, rep))
+    if customer_id is not None:
+        q = q.where(Customer.id == customer_id)
+    return [
+        {"id": n.id, "customer": c.key, "customer_name": c.name, "product": p.slug if p else None,
+         "version": r.version if r else None, "milestone": m.kind if m else None,
+         "milestone_date": n.milestone_date or (m.date if m else None), "status": n.status,
+         "due_at": n.due_at, "sent_at": n.sent_at}
+        for n, c, m, r, p in session.exec(q).all()
+    ]
+
+
+def undeliverable_contacts(session: Session, *, rep: str | None = None,
+                           customer_id: int | None = None) -> list[dict]:
+    """Contacts flagged undeliverable (a bounce or drop) of a rep's customers."""
+    q = (
+        select(Contact, Customer).join(Customer, Customer.id == Contact.customer_id)
+        .where(Contact.undeliverable.is_(True)).order_by(Customer.key, Contact.email)
+    )
+    if rep:
+        q = q.where(_rep_matches(Customer.account_rep, rep))
+    if customer_id is not None:
+        q = q.where(Customer.id == customer_id)
+    return [{"customer": c.key, "customer_name": c.name, "email": ct.email, "name": ct.name,
+             "reason": ct.undeliverable_reason} for ct, c in session.exec(q).all()]

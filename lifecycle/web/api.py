@@ -1,0 +1,407 @@
+"""The JSON API under /api/ (OpenAPI at /docs). Bearer tokens from `lifecycle token create`.
+
+Roles: `pm` writes the registry (products, releases, milestones, imports) and reads everything; `rep`
+works on their own customers (deployments, agreements by phone, the agreements report); `customer`
+reads their own inbox, marks messages read, records their agreements and gets their calendar link.
+The role is checked first (403, independent of the data asked for), then the customer scope (404 for
+anything outside it, so that keys and ids never leak).
+
+Routes are thin: every rule lives in lifecycle.registry / agreements / importing / dashboard, whose
+InputError becomes a 422 naming the field and whose ShortNotice becomes a 409.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session, select
+
+from lifecycle import agreements, dashboard, links, registry
+from lifecycle import validation as v
+from lifecycle.errors import InputError, InputErrors, ShortNotice
+from lifecycle.models import (
+    Agreement,
+    AgreementChange,
+    Customer,
+    Deployment,
+    InboxMessage,
+    Milestone,
+    Product,
+    Release,
+    Role,
+)
+from lifecycle.web.auth import PrincipalDep, SessionDep, now, require, visible_customer
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+PM, REP, CUSTOMER = Role.PM.value, Role.REP.value, Role.CUSTOMER.value
+ANY = (PM, REP, CUSTOMER)
+Kind = Literal["end-of-sale", "end-of-full-support", "end-of-maintenance", "end-of-life"]
+Status = Literal["acknowledged", "planned", "completed", "declined"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ProductIn(Strict):
+    slug: str = Field(min_length=1, max_length=64, examples=["acp"])
+    name: str = Field(min_length=1, max_length=200, examples=["Alauda Container Platform"])
+
+
+class ReleaseIn(Strict):
+    version: str = Field(min_length=1, max_length=64, examples=["3.16"])
+    released: dt.date | None = None
+    upgrade_to: str | None = Field(default=None, max_length=64)
+
+
+class MilestoneIn(Strict):
+    product: str = Field(min_length=1, max_length=64)
+    version: str | None = Field(default=None, max_length=64, description="Omit for a product-level milestone.")
+    kind: Kind
+    date: dt.date
+    allow_short_notice: bool = False
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class MoveIn(Strict):
+    date: dt.date
+    reason: str = Field(min_length=1, max_length=2000)
+    allow_short_notice: bool = False
+
+
+class WithdrawIn(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DeploymentIn(Strict):
+    product: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64)
+    cores: int | None = Field(default=None, ge=0)
+
+
+class AgreementIn(Strict):
+    product: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64)
+    status: Status
+    target: str | None = Field(default=None, max_length=64, description="Target version of the same product.")
+    planned_date: dt.date | None = None
+    by: str | None = Field(default=None, max_length=254, description="Name or email of who agreed.")
+    feedback: str | None = Field(default=None, max_length=10000)
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+def _loc(field: str | None) -> list:
+    return ["body", *(field.split(".") if field else [])]
+
+
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Bad input from the domain layer as FastAPI-shaped error details: 409 short notice, 422 the rest."""
+    try:
+        yield
+    except ShortNotice as exc:
+        raise HTTPException(409, [{"loc": _loc(exc.field), "msg": exc.message, "type": "short_notice"}]) from None
+    except InputErrors as exc:
+        raise HTTPException(422, [{"loc": _loc(e.field), "msg": e.message, "type": "value_error"}
+                                  for e in exc.errors]) from None
+    except InputError as exc:
+        raise HTTPException(422, [{"loc": _loc(exc.field), "msg": exc.message, "type": "value_error"}]) from None
+
+
+def _product(session: Session, slug: str) -> Product:
+    product = session.exec(select(Product).where(Product.slug == slug)).first()
+    if product is None:
+        raise HTTPException(404, f"no product {slug!r}")
+    return product
+
+
+def _milestone(session: Session, milestone_id: int) -> Milestone:
+    milestone = session.get(Milestone, milestone_id)
+    if milestone is None:
+        raise HTTPException(404, f"no milestone {milestone_id}")
+    return milestone
+
+
+def _milestone_out(session: Session, milestone: Milestone, at: dt.datetime) -> dict:
+    return next(r for r in registry.milestone_rows(session, at) if r["id"] == milestone.id)
+
+
+def customer_out(c: Customer) -> dict:
+    return {"key": c.key, "name": c.name, "timezone": c.timezone, "locale": c.locale,
+            "account_rep": c.account_rep, "service_start": c.service_start, "service_end": c.service_end,
+            "cores": c.cores}
+
+
+def agreement_list(session: Session, customer: Customer) -> list[dict]:
+    rows = session.exec(
+        select(Agreement, Release, Product).join(Release, Release.id == Agreement.release_id)
+        .join(Product, Product.id == Release.product_id).where(Agreement.customer_id == customer.id)
+        .order_by(Product.slug, Release.version)
+    ).all()
+    changes: dict[int, list[dict]] = {}
+    if rows:
+        for ch in session.exec(select(AgreementChange).where(AgreementChange.agreement_id.in_([a.id for a, _, _ in rows]))
+                               .order_by(AgreementChange.at, AgreementChange.id)).all():
+            changes.setdefault(ch.agreement_id, []).append(
+                {"status": ch.status, "target": ch.target_version, "planned_date": ch.planned_date, "by": ch.by,
+                 "channel": ch.channel, "feedback": ch.feedback, "at": ch.at})
+    return [{"product": p.slug, "version": r.version, "status": a.status, "target": a.target_version,
+             "planned_date": a.planned_date, "by": a.by, "channel": a.channel, "feedback": a.feedback, "at": a.at,
+             "history": changes.get(a.id, [])} for a, r, p in rows]
+
+
+def _inbox_message(session: Session, customer: Customer, message_id: int) -> InboxMessage:
+    msg = session.get(InboxMessage, message_id)
+    if msg is None or msg.customer_id != customer.id:
+        raise HTTPException(404, f"no message {message_id}")
+    return msg
+
+
+def _message_out(m: InboxMessage, full: bool = False) -> dict:
+    out = {"id": m.id, "subject": m.subject, "created_at": m.created_at, "read_at": m.read_at,
+           "unread": m.read_at is None}
+    if full:
+        out |= {"body_text": m.body_text, "body_html": m.body_html}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ me
+
+
+@router.get("/me", summary="Who this token is")
+def me(principal: PrincipalDep, session: SessionDep) -> dict:
+    customer = session.get(Customer, principal.customer_id) if principal.customer_id else None
+    return {"role": principal.role, "customer": customer.key if customer else None, "rep": principal.rep_email,
+            "label": principal.label}
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+@router.get("/products", summary="List products (any role)")
+def list_products(principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    return [{"slug": p.slug, "name": p.name} for p in session.exec(select(Product).order_by(Product.slug))]
+
+
+@router.post("/products", status_code=201, summary="Register or rename a product (pm)")
+def add_product(body: ProductIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM)
+    with domain_errors():
+        product, change = registry.upsert_product(session, slug=body.slug, name=body.name, at=now())
+    session.commit()
+    return {"slug": product.slug, "name": product.name, "change": change}
+
+
+@router.get("/products/{slug}", summary="A product with its releases and milestones (any role)")
+def get_product(slug: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    product = _product(session, slug)
+    releases = sorted(session.exec(select(Release).where(Release.product_id == product.id)).all(),
+                      key=lambda r: registry.version_key(r.version))
+    milestones = [m for m in registry.milestone_rows(session, now()) if m["product"] == product.slug]
+    return {"slug": product.slug, "name": product.name,
+            "releases": [{"version": r.version, "released": r.released, "upgrade_to": r.upgrade_to}
+                         for r in releases],
+            "milestones": milestones, "calendar": links.product_calendar_url(product.slug)}
+
+
+@router.post("/products/{slug}/releases", status_code=201, summary="Register or update a release (pm)")
+def add_release(slug: str, body: ReleaseIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM)
+    product = _product(session, slug)
+    with domain_errors():
+        release, change = registry.upsert_release(session, product=product, version=body.version, at=now(),
+                                                  released=body.released, upgrade_to=body.upgrade_to)
+    session.commit()
+    return {"product": product.slug, "version": release.version, "released": release.released,
+            "upgrade_to": release.upgrade_to, "change": change}
+
+
+@router.get("/milestones", summary="Every milestone with its history (any role)")
+def list_milestones(principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    return registry.milestone_rows(session, now())
+
+
+@router.post("/milestones", status_code=201, summary="Register a milestone (pm; short-notice guard: 409)")
+def add_milestone(body: MilestoneIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM)
+    at = now()
+    with domain_errors():
+        milestone, change = registry.add_milestone(
+            session, product=body.product, version=body.version or None, kind=body.kind, date=body.date, at=at,
+            allow_short_notice=body.allow_short_notice, reason=body.reason, by=principal.actor)
+    session.commit()
+    return _milestone_out(session, milestone, at) | {"change": change}
+
+
+@router.post("/milestones/{milestone_id}/move", summary="Move a milestone to a new date (pm; short-notice guard: 409)")
+def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM)
+    at = now()
+    milestone = _milestone(session, milestone_id)
+    with domain_errors():
+        milestone, change = registry.move_milestone(session, milestone, date=body.date, reason=body.reason, at=at,
+                                                    allow_short_notice=body.allow_short_notice, by=principal.actor)
+    session.commit()
+    return _milestone_out(session, milestone, at) | {"change": change}
+
+
+@router.post("/milestones/{milestone_id}/withdraw", summary="Withdraw a milestone (pm)")
+def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM)
+    at = now()
+    milestone = _milestone(session, milestone_id)
+    with domain_errors():
+        milestone, change = registry.withdraw_milestone(session, milestone, reason=body.reason, at=at,
+                                                        by=principal.actor)
+    session.commit()
+    return _milestone_out(session, milestone, at) | {"change": change}
+
+
+@router.post("/import", summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)")
+def import_registry(principal: PrincipalDep, session: SessionDep,
+                    data: Annotated[dict, Body(examples=[{"products": [{"slug": "acp", "name": "ACP"}]}])]) -> dict:
+    require(principal, PM)
+    try:
+        from lifecycle.importing import import_registry as run_import
+    except ImportError:  # pragma: no cover - the importer ships with the registry
+        raise HTTPException(501, "importing is not available") from None
+    with domain_errors():
+        summary = run_import(session, data, at=now(), source="api")
+    session.commit()
+    return summary.to_dict()
+
+
+# ------------------------------------------------------------------------------------------ customers
+
+
+@router.get("/customers", summary="Customers in scope: all (pm), the rep's own (rep), itself (customer)")
+def list_customers(principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    q = select(Customer).order_by(Customer.key)
+    cond = principal.customer_filter()
+    if cond is not None:
+        q = q.where(cond)
+    return [customer_out(c) for c in session.exec(q)]
+
+
+@router.get("/customers/{key}", summary="A customer in scope")
+def get_customer(key: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    return customer_out(visible_customer(session, principal, key))
+
+
+@router.get("/customers/{key}/deployments", summary="Releases a customer runs")
+def list_deployments(key: str, principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    customer = visible_customer(session, principal, key)
+    rows = session.exec(
+        select(Deployment, Release, Product).join(Release, Release.id == Deployment.release_id)
+        .join(Product, Product.id == Release.product_id)
+        .where(Deployment.customer_id == customer.id, Deployment.removed_at.is_(None))
+        .order_by(Product.slug, Release.version)
+    ).all()
+    return [{"product": p.slug, "version": r.version, "cores": d.cores, "added_at": d.added_at} for d, r, p in rows]
+
+
+@router.post("/customers/{key}/deployments", status_code=201, summary="Record that a customer runs a release (pm, rep)")
+def add_deployment(key: str, body: DeploymentIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM, REP)
+    customer = visible_customer(session, principal, key)
+    with domain_errors():
+        dep, change = registry.add_deployment(session, customer=customer, product=body.product,
+                                              version=body.version, cores=body.cores, at=now())
+    session.commit()
+    return {"customer": customer.key, "product": body.product, "version": body.version, "cores": dep.cores,
+            "change": change}
+
+
+@router.delete("/customers/{key}/deployments/{product}/{version}", summary="A customer no longer runs a release (pm, rep)")
+def remove_deployment(key: str, product: str, version: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM, REP)
+    customer = visible_customer(session, principal, key)
+    try:
+        registry.remove_deployment(session, customer=customer.key, product=product, version=version, at=now())
+    except InputError as exc:
+        raise HTTPException(404, exc.message) from None
+    session.commit()
+    return {"customer": customer.key, "product": product, "version": version, "removed": True}
+
+
+@router.get("/customers/{key}/agreements", summary="A customer's upgrade agreements with their history")
+def list_agreements(key: str, principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    return agreement_list(session, visible_customer(session, principal, key))
+
+
+@router.post("/customers/{key}/agreements", status_code=201,
+             summary="Record an upgrade agreement (customer: their own; rep: by phone; pm)")
+def record_agreement(key: str, body: AgreementIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    customer = visible_customer(session, principal, key)
+    channel = "phone" if principal.role == REP else "api"
+    with domain_errors():
+        product = registry.get_product(session, v.slug(body.product, "product"))
+        release = registry.get_release(session, product, v.version(body.version))
+        agreement = agreements.record(
+            session, customer=customer, release=release, status=body.status, at=now(),
+            target_version=body.target or None, planned_date=body.planned_date,
+            by=body.by or principal.actor, feedback=body.feedback, channel=channel)
+    session.commit()
+    return next(a for a in agreement_list(session, customer)
+                if a["product"] == product.slug and a["version"] == release.version) | {"id": agreement.id}
+
+
+@router.get("/customers/{key}/inbox", summary="A customer's portal inbox, newest first")
+def list_inbox(key: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    customer = visible_customer(session, principal, key)
+    messages = session.exec(select(InboxMessage).where(InboxMessage.customer_id == customer.id)
+                            .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())).all()
+    return {"unread": sum(1 for m in messages if m.read_at is None), "messages": [_message_out(m) for m in messages]}
+
+
+@router.get("/customers/{key}/inbox/{message_id}", summary="One inbox message (reading it does not mark it read)")
+def get_inbox_message(key: str, message_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
+    customer = visible_customer(session, principal, key)
+    return _message_out(_inbox_message(session, customer, message_id), full=True)
+
+
+@router.post("/customers/{key}/inbox/{message_id}/read", summary="Mark an inbox message read (the customer)")
+def mark_read(key: str, message_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, CUSTOMER)
+    customer = visible_customer(session, principal, key)
+    msg = _inbox_message(session, customer, message_id)
+    if msg.read_at is None:
+        msg.read_at = now()
+        session.add(msg)
+        session.commit()
+    return _message_out(msg)
+
+
+@router.get("/customers/{key}/calendar", summary="A customer's private calendar feed (https and webcal)")
+def calendar_link(key: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    customer = visible_customer(session, principal, key)
+    url = links.calendar_url(customer.calendar_token)
+    return {"url": url, "webcal": links.webcal_url(url)}
+
+
+# -------------------------------------------------------------------------------------------- reports
+
+
+@router.get("/reports/agreements", summary="Agreements report (pm: everyone, optionally one rep; rep: their own)")
+def agreements_report(
+    principal: PrincipalDep, session: SessionDep,
+    at: Annotated[dt.datetime | None, Query(description="Pretend it is this instant (default now).")] = None,
+    rep: Annotated[str | None, Query(description="Only this rep's customers (pm).")] = None,
+    customer: Annotated[str | None, Query(description="Only this customer.")] = None,
+    product: Annotated[str | None, Query(description="Only this product.")] = None,
+) -> list[dict]:
+    require(principal, PM, REP)
+    when = v.instant(at) if at is not None else now()
+    customer_id = visible_customer(session, principal, customer).id if customer else None
+    rep = principal.rep_email if principal.role == REP else rep
+    return dashboard.jsonable(dashboard.agreement_rows(session, at=when, rep=rep, customer_id=customer_id,
+                                                       product=product))
+

@@ -1,0 +1,189 @@
+"""The web pages in a real headless browser (Debian's Chromium driven by Playwright).
+
+One app server (uvicorn in a thread, on a free port, against a SQLite file) and one browser launch for
+the whole story: a customer reads a notice and agrees on an upgrade, their rep sees it on the
+dashboard and downloads the CSV, a product manager moves a milestone and sees it on the timeline.
+Screenshots of every page go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlmodel import select
+
+from lifecycle.config import reset_settings
+from lifecycle.db import session_scope
+from lifecycle.links import ack_url
+from lifecycle.models import Agreement, Milestone
+from lifecycle.web.app import create_app
+from tests import webworld
+from tests.conftest import ROOT, need_service
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live(sqlite_db, monkeypatch):
+    """(base URL, world) of an app server running in a background thread."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("LIFECYCLE_BASE_URL", base)
+    reset_settings()
+    world = webworld.build()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the app server did not start")
+        time.sleep(0.05)
+    yield base, world
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        need_service("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(browser, base: str, secret: str, **context):
+    ctx = browser.new_context(accept_downloads=True, **context)
+    page = ctx.new_page()
+    page.goto(f"{base}/login")
+    page.fill("input[name=token]", secret)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return page
+
+
+def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
+    base, world = live
+    planned = (world.today + dt.timedelta(days=14)).isoformat()
+    moved_to = (world.today + dt.timedelta(days=420)).isoformat()
+
+    # A customer logs in, sees two unread notices, reads one, and agrees on an upgrade of 3.14.
+    page = log_in(browser, base, world.secrets["customer"])
+    assert page.url == f"{base}/portal"
+    shot(page, "01-portal")
+    assert page.inner_text("#unread-count") == "2"
+    page.click("text=ACP 3.14 end of life in 20 days")
+    assert "/portal/notices/" in page.url
+    assert "Dear customer" in page.inner_text("article")
+    shot(page, "02-notice")
+    page.click("text=← Inbox")
+    assert page.inner_text("#unread-count") == "1"
+    subscribe = page.get_attribute("#subscribe", "href")
+    assert subscribe.startswith("webcal://127.0.0.1") and subscribe.endswith(".ics")
+    form = page.locator(f"#release-{world.ids['r314']} form.agreement-form")
+    form.locator("select[name=status]").select_option("planned")
+    form.locator("select[name=target]").select_option("3.18")
+    form.locator("input[name=planned_date]").fill(planned)
+    form.locator("input[name=name]").fill("Ann Operator")
+    form.locator("input[name=email]").fill("ann@acme.example")
+    form.locator("textarea[name=feedback]").fill("Three months is tight for a bank; six would be better.")
+    form.locator("button[type=submit]").click()
+    page.wait_for_load_state()
+    assert "Your upgrade plan for Alauda Container Platform 3.14 is saved" in page.inner_text("main")
+    shot(page, "03-portal-agreed")
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                storage_state=page.context.storage_state())
+    phone_page = phone.new_page()
+    phone_page.goto(f"{base}/portal")
+    shot(phone_page, "04-portal-phone")
+    phone.close()
+    page.context.close()
+    with session_scope() as s:
+        agreement = s.exec(select(Agreement).where(Agreement.release_id == world.ids["r314"])).one()
+        assert (agreement.status, agreement.target_version, agreement.channel) == ("planned", "3.18", "web")
+
+    # The acknowledgement link from an email shows the same release without logging in.
+    with session_scope() as s:
+        link = ack_url(s, world.ids["acme"], world.ids["r316"])
+    ack_ctx = browser.new_context()
+    ack_page = ack_ctx.new_page()
+    ack_page.goto(link)
+    assert "3.16: your upgrade plan" in ack_page.inner_text("h1")
+    shot(ack_page, "05-ack-link")
+    ack_ctx.close()
+
+    # The rep sees the agreement on the dashboard, filters by risk and downloads the CSV.
+    page = log_in(browser, base, world.secrets["rep"])
+    assert page.url == f"{base}/dashboard"
+    row = page.locator("#agreements tbody tr[data-customer=acme]").first
+    assert "planned" in row.inner_text() and row.get_attribute("data-risk") == "green"
+    amber = page.locator("#agreements tbody tr[data-risk=amber]")
+    assert amber.count() == 1 and "256" in amber.inner_text()
+    assert "globex" not in page.inner_text("#agreements")
+    shot(page, "06-dashboard")
+    with page.expect_download() as download:
+        page.click("#csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert {(r["version"], r["agreement"], r["risk"]) for r in rows} == {("3.14", "planned", "green"),
+                                                                       ("3.16", "none", "amber")}
+    page.select_option("select[name=risk]", "amber")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("#agreements tbody tr").count() == 1
+    page.context.close()
+
+    # The PM moves 3.16's end of life with a reason, withdraws the mesh end of sale, and sees both.
+    page = log_in(browser, base, world.secrets["pm"])
+    assert page.url == f"{base}/registry"
+    move = page.locator("#move form")
+    move.locator("select[name=milestone]").select_option(str(world.ids["m_eol"]))
+    move.locator("input[name=date]").fill(moved_to)
+    move.locator("input[name=reason]").fill("Extended at customers' request")
+    move.locator("button[type=submit]").click()
+    page.wait_for_load_state()
+    assert f"acp 3.16 end-of-life moved to {moved_to}" in page.inner_text("main")
+    marker = page.locator(f"#timeline g.marker[data-id='{world.ids['m_eol']}']")
+    assert marker.get_attribute("data-date") == moved_to
+    assert "Extended at customers' request" in page.inner_text("#milestones")
+    withdraw = page.locator("#withdraw form")
+    withdraw.locator("select[name=milestone]").select_option(label=f"mesh (all) · end of sale · "
+                                                                   f"{(world.today + dt.timedelta(days=400)).isoformat()}")
+    withdraw.locator("input[name=reason]").fill("Sold on after all")
+    withdraw.locator("button[type=submit]").click()
+    page.wait_for_load_state()
+    assert page.locator("#timeline g.marker.withdrawn").count() == 1
+    shot(page, "07-registry")
+    page.context.close()
+    with session_scope() as s:
+        assert s.get(Milestone, world.ids["m_eol"]).date.isoformat() == moved_to
+    assert os.listdir(SHOTS)
