@@ -70,7 +70,9 @@ def _respond(request: Request, data: bytes, last_modified: dt.datetime, *, filen
     return Response(content=body, media_type=CONTENT_TYPE, headers=headers)
 
 
-@router.api_route("/products/{slug}.ics", methods=["GET", "HEAD"], summary="Public calendar feed of a product")
+# HEAD is served by the same function, registered apart so the OpenAPI operation ids stay unique.
+@router.head("/products/{slug}.ics", include_in_schema=False)
+@router.get("/products/{slug}.ics", summary="Public calendar feed of a product")
 def product_calendar(slug: str, request: Request, session: SessionDep) -> Response:
     try:
         product = get_product(session, slug)
@@ -81,7 +83,8 @@ def product_calendar(slug: str, request: Request, session: SessionDep) -> Respon
                     filename=f"{product.slug}.ics", private=False)
 
 
-@router.api_route("/customers/{token}.ics", methods=["GET", "HEAD"], summary="Private calendar feed of a customer")
+@router.head("/customers/{token}.ics", include_in_schema=False)
+@router.get("/customers/{token}.ics", summary="Private calendar feed of a customer")
 def customer_calendar(token: str, request: Request, session: SessionDep) -> Response:
     customer = session.exec(select(Customer).where(Customer.calendar_token == token)).first() if token else None
     if customer is None:
