@@ -655,6 +655,11 @@ def import_registry(session: Session, data: dict, *, at: dt.datetime, source: st
                            "{kind}: {{date: {date}, short_notice_reason: \"...\"}}.")
 
 
+# endoflife.date publishes the upstream project's dates: the vendor cannot give more notice than the
+# upstream does, so a near date is recorded as short notice with this reason (the CLI's --strict refuses).
+UPSTREAM_REASON = "upstream lifecycle date published by endoflife.date"
+
+
 def import_endoflife(session: Session, data: dict, *, product: str, name: str | None, at: dt.datetime,
                      source: str, short_notice_reason: str | None = None,
                      on_progress: Progress | None = None) -> ImportSummary:
@@ -666,4 +671,5 @@ def import_endoflife(session: Session, data: dict, *, product: str, name: str | 
     errs = _Errors()
     products = _parse_endoflife(data, product, name, short_notice_reason, errs)
     return _run(session, products, [], errs, at=at, source=source, on_progress=on_progress,
-                short_hint="Give a short-notice reason (--short-notice-reason \"...\") to import it anyway.")
+                short_hint="Import without --strict, or give --short-notice-reason \"...\", to record it as short "
+                           "notice.")

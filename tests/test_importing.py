@@ -358,3 +358,14 @@ def test_the_cli_refuses_a_file_with_one_bad_value_among_many_rows_and_writes_no
 
     r = cli("import", EXAMPLE, "--at", "2026-12-01")
     assert r.code == 0 and "no changes" in r.out, r
+
+
+def test_endoflife_dates_under_three_months_are_upstream_short_notice_unless_strict(db, cli):
+    path = DATA / "endoflife" / "kubernetes.json"
+    r = cli("import", path, "--format", "endoflife", "--product", "kubernetes", "--at", "2026-11-26", "--strict")
+    assert r.code == 2 and "result.releases[1].eoasFrom" in r.err
+    r = cli("import", path, "--format", "endoflife", "--product", "kubernetes", "--at", "2026-11-26")
+    assert r.code == 0, r
+    assert "short notice: kubernetes 1.35 end-of-full-support" in r.out
+    rows = {(m["version"], m["kind"]): m for m in json.loads(cli("milestone", "list", "--json").out)}
+    assert rows[("1.35", "end-of-full-support")]["short_notice_reason"] == "upstream lifecycle date published by endoflife.date"

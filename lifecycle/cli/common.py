@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from typing import Annotated
 
@@ -13,7 +14,8 @@ from rich.table import Table
 
 from lifecycle import validation
 
-console = Console()
+# Piped output (files, `| less`, CI logs) gets a wide page rather than rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160))
 err_console = Console(stderr=True)
 
 AtOption = Annotated[

@@ -60,8 +60,11 @@ def import_file(
     name: Annotated[str | None, typer.Option(
         "--name", help="endoflife: the product name (default: the file's label).")] = None,
     short_notice_reason: Annotated[str | None, typer.Option(
-        "--short-notice-reason", help="endoflife: accept dates less than 3 months away, recording this reason "
-        "(registry files give short_notice_reason per milestone).")] = None,
+        "--short-notice-reason", help="endoflife: the reason recorded on dates less than 3 months away "
+        f"(default: {importing.UPSTREAM_REASON!r}; registry files give short_notice_reason per milestone).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="endoflife: refuse dates less than 3 months away instead of recording them as "
+        "short notice.")] = False,
     at: AtOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -76,14 +79,18 @@ def import_file(
         raise InputError("--product", "required with --format endoflife (the product slug, e.g. kubernetes)")
     if format_ == ImportFormat.REGISTRY:
         for option, value in (("--product", product), ("--name", name),
-                              ("--short-notice-reason", short_notice_reason)):
+                              ("--short-notice-reason", short_notice_reason), ("--strict", strict or None)):
             if value is not None:
                 raise InputError(option, "only with --format endoflife")
+    elif strict and short_notice_reason:
+        raise InputError("--strict", "give either --strict or --short-notice-reason, not both")
     data = importing.load_file(file)
     with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
         if format_ == ImportFormat.ENDOFLIFE:
             summary = importing.import_endoflife(s, data, product=product, name=name, at=when, source=file.name,
-                                                 short_notice_reason=short_notice_reason, on_progress=on_progress)
+                                                 short_notice_reason=None if strict else (
+                                                     short_notice_reason or importing.UPSTREAM_REASON),
+                                                 on_progress=on_progress)
         else:
             summary = importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress)
     if json_:
