@@ -82,6 +82,7 @@ def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list
     ).all()
     contexts = notice_contexts(session, sorted({n.id for _, n, _, _ in rows}), at)
     batches: dict[tuple, Batch] = {}
+    shared: dict = {}
     for delivery, notice, customer, contact in rows:
         key = (delivery.channel, delivery.recipient.lower(), notice.audience)
         batch = batches.get(key)
@@ -91,7 +92,7 @@ def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list
                 recipient_name=contact.name if contact else None, audience=notice.audience,
                 customer={"id": customer.id, "key": customer.key, "name": customer.name,
                           "locale": customer.locale, "timezone": customer.timezone,
-                          "account_rep": customer.account_rep})
+                          "account_rep": customer.account_rep}, cache=shared)
         batch.items.append(Item(delivery_id=delivery.id, notice_id=notice.id, kind=notice.kind,
                                 context=contexts[notice.id]))
     return list(batches.values())

@@ -179,60 +179,58 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
 
     for mid in ids:
         m = by_id[mid]
-        today = at.date()
-        past = policy.is_history(m.date, today)
+        mdate, mrev, mchanged = m.date, m.revision, m.changed_at
+        past = policy.is_history(mdate, at.date())
+        # Stage dates depend on the milestone only: once per milestone, not per customer.
+        stage_dates = [(stage, policy.stage_date(mdate, stage)) for stage in stages]
         for cid, (tz, start, end) in affected[mid].items():
             told = notified.get((mid, cid), 0)
             if m.status == MilestoneStatus.WITHDRAWN:
                 if told:
-                    key = notice_key(NoticeKind.WITHDRAWN, cid, mid, str(m.revision))
+                    key = notice_key(NoticeKind.WITHDRAWN, cid, mid, str(mrev))
                     desired_keys.add(key)
                     if key not in existing:
-                        inserts.append(_notice_row(key, cid, m, NoticeKind.WITHDRAWN, str(m.revision),
-                                                   None, m.changed_at, at))
+                        inserts.append(_notice_row(key, cid, m, NoticeKind.WITHDRAWN, str(mrev), None, mchanged,
+                                                   at))
                         result.withdrawals += 1
                 continue
-            changed_now = bool(told) and told < m.revision and not past
+            changed_now = bool(told) and told < mrev and not past
             if changed_now:
-                action = last_change.get((mid, m.revision))
+                action = last_change.get((mid, mrev))
                 if action is None or action.action in ("moved", "reinstated"):
-                    key = notice_key(NoticeKind.CHANGED, cid, mid, str(m.revision))
+                    key = notice_key(NoticeKind.CHANGED, cid, mid, str(mrev))
                     desired_keys.add(key)
                     if key not in existing:
-                        inserts.append(_notice_row(key, cid, m, NoticeKind.CHANGED, str(m.revision), None,
-                                                   m.changed_at, at))
+                        inserts.append(_notice_row(key, cid, m, NoticeKind.CHANGED, str(mrev), None, mchanged, at))
                         result.changes += 1
             if past:
                 continue
-            for stage in stages:
-                sdate = policy.stage_date(m.date, stage)
+            for stage, sdate in stage_dates:
                 send_day = sdate
                 status, reason = NoticeStatus.PLANNED, None
                 if start is not None and send_day < start:
                     send_day = start  # not yet a customer: tell them on their first day of service
                 if end is not None and send_day > end:
                     status, reason = NoticeStatus.SKIPPED, "service-lapsed"
-                elif send_day > m.date:
+                elif send_day > mdate:
                     status, reason = NoticeStatus.SKIPPED, "service-not-started"
                 ck = (send_day, tz)
                 due = due_cache.get(ck)
                 if due is None:
                     due = due_cache[ck] = policy.local_instant(send_day, tz, hour)
-                if status == NoticeStatus.PLANNED and told and due <= m.changed_at and changed_now:
+                if status == NoticeStatus.PLANNED and changed_now and due <= mchanged:
                     status, reason = NoticeStatus.SKIPPED, "covered-by-change"
-                key = notice_key(NoticeKind.STAGE, cid, mid, stage)
+                key = f"stage:{cid}:{mid}:{stage}"
                 desired_keys.add(key)
                 old = existing.get(key)
                 if old is None:
-                    row = _notice_row(key, cid, m, NoticeKind.STAGE, stage, sdate, due, at)
-                    row["status"], row["status_reason"] = status, reason
-                    inserts.append(row)
+                    inserts.append(_notice_row(key, cid, m, NoticeKind.STAGE, stage, sdate, due, at, status, reason))
                 elif _replannable(old) and (
                     old.due_at != due or old.status != status or old.status_reason != reason
-                    or old.revision != m.revision or old.milestone_date != m.date
+                    or old.revision != mrev or old.milestone_date != mdate
                 ):
                     updates.append({"b_id": old.id, "due_at": due, "stage_date": sdate, "status": status,
-                                    "status_reason": reason, "revision": m.revision, "milestone_date": m.date})
+                                    "status_reason": reason, "revision": mrev, "milestone_date": mdate})
     # Planned notices nobody wants any more: deployment removed, service changed, milestone withdrawn
     # or passed.
     for key, row in existing.items():
@@ -274,33 +272,62 @@ def _replannable(row) -> bool:
     return row.status in (NoticeStatus.SKIPPED, NoticeStatus.CANCELLED) and row.status_reason in REPLANNABLE
 
 
+# Column order of the rows `_notice_row` builds and `bulk_insert_notices` writes.
+NOTICE_COLUMNS = ("key", "customer_id", "milestone_id", "release_id", "kind", "audience", "slot", "revision",
+                  "milestone_date", "stage_date", "due_at", "status", "status_reason", "created_at")
+_DATE_COLS = (8, 9)
+_TIME_COLS = (10, 13)
+
+
 def _notice_row(key: str, customer_id: int, m: Milestone, kind: str, slot: str, sdate: dt.date | None,
-                due: dt.datetime, at: dt.datetime) -> dict:
-    return {
-        "key": key, "customer_id": customer_id, "milestone_id": m.id, "release_id": m.release_id,
-        "kind": str(kind), "audience": "customer", "slot": slot, "revision": m.revision,
-        "milestone_date": m.date, "stage_date": sdate, "due_at": due, "status": NoticeStatus.PLANNED.value,
-        "status_reason": None, "detail": None, "created_at": at, "released_at": None, "sent_at": None,
-    }
+                due: dt.datetime, at: dt.datetime, status: str = NoticeStatus.PLANNED,
+                reason: str | None = None) -> tuple:
+    """A customer notice as a tuple in NOTICE_COLUMNS order (tuples, not dicts: millions in a cold plan)."""
+    return (key, customer_id, m.id, m.release_id, str(kind), "customer", slot, m.revision, m.date, sdate, due,
+            str(status), reason, at)
 
 
-def bulk_insert_notices(session: Session, rows: list[dict]) -> None:
-    """Insert many notice rows at once: COPY on PostgreSQL, executemany on SQLite."""
+def bulk_insert_notices(session: Session, rows: list[tuple]) -> None:
+    """Insert many notice rows at once: COPY on PostgreSQL, the driver's executemany on SQLite.
+
+    Both bypass SQLAlchemy's per-value processing, so values are rendered here the way the UTCDateTime
+    and Date columns store them (naive UTC; on SQLite the text format SQLAlchemy reads back)."""
     conn = session.connection()
+    cols = ", ".join(NOTICE_COLUMNS)
     if conn.dialect.name == "postgresql":
-        cols = list(rows[0].keys())
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY notice ({', '.join(cols)}) FROM STDIN") as copy:
+        with raw.cursor() as cur, cur.copy(f"COPY notice ({cols}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([_copy_value(row[c]) for c in cols])
+                row = list(row)
+                for i in _TIME_COLS:
+                    row[i] = _naive_utc(row[i])
+                copy.write_row(row)
         return
-    conn.execute(N.insert(), rows)
+    rendered = {}
+
+    def text(value):
+        if value is None:
+            return None
+        out = rendered.get(value)
+        if out is None:
+            if isinstance(value, dt.datetime):
+                out = _naive_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+            else:
+                out = value.isoformat()
+            rendered[value] = out
+        return out
+
+    params = []
+    for row in rows:
+        row = list(row)
+        for i in _DATE_COLS + _TIME_COLS:
+            row[i] = text(row[i])
+        params.append(tuple(row))
+    conn.exec_driver_sql(f"INSERT INTO notice ({cols}) VALUES ({', '.join('?' * len(NOTICE_COLUMNS))})", params)
 
 
-def _copy_value(value):
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
+def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 # ------------------------------------------------------------------------------------------ releasing
@@ -350,8 +377,10 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
             "revision": r.revision, "milestone_date": r.milestone_date, "due_at": at,
             "status": NoticeStatus.PLANNED.value, "created_at": at,
         } for r in esc_source]
-        res = session.connection().execute(insert_ignore(session, N), rows)
-        result.escalations += max(res.rowcount or 0, 0)
+        # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+        for i in range(0, len(rows), 500):  # multi-row VALUES: stay under SQLite's variable limit
+            res = session.connection().execute(insert_ignore(session, N).values(rows[i:i + 500]).returning(N.c.id))
+            result.escalations += len(res.all())
 
     # Routine reminders stop once the customer has agreed on an upgrade for the release.
     result.skipped["agreement"] += _skip(session, sa.and_(_due_stage(at), agreed), "agreement")
@@ -405,9 +434,7 @@ def _create_deliveries(session: Session, notice_ids: list[int], at: dt.datetime)
             .join(C, C.c.id == N.c.customer_id).where(N.c.id.in_(ids), N.c.audience == "rep"),
         ]
         for src in sources:
-            res = conn.execute(insert_ignore(session, D).from_select(cols, src))
-            total += max(res.rowcount or 0, 0)
-    # A customer notice with no possible delivery at all cannot be given: record why.
+            total += len(conn.execute(insert_ignore(session, D).from_select(cols, src).returning(D.c.id)).all())
     return total
 
 

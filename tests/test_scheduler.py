@@ -305,3 +305,12 @@ def compliance_row(customer_key):
         rows = [r for r in compliance(s, utc(2030, 1, 1))["rows"] if r["customer"] == customer_key]
     assert len(rows) == 1, rows
     return rows[0]
+
+
+def test_a_tick_reports_the_escalations_and_deliveries_it_created(db):
+    w.product()
+    w.milestone(D(2027, 9, 30))
+    w.customer("acme", "Asia/Shanghai")
+    [result] = w.run(utc(2027, 8, 30, 2))
+    assert result.release.escalations == 1
+    assert result.release.deliveries == 3  # portal + email for the 1m stage, email to the rep

@@ -46,6 +46,9 @@ class Batch:
     customer: dict[str, Any]  # key, name, locale, timezone, account_rep, ...
     audience: str  # customer | rep
     items: list[Item] = field(default_factory=list)
+    # Shared by the batches of one delivery run: what several recipients of one customer have in
+    # common (the .ics attachment) is built once.
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def delivery_ids(self) -> list[int]:

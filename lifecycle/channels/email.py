@@ -37,10 +37,12 @@ class EmailChannel:
         msg = render_message(batch.audience, batch.customer["locale"], contexts, batch.customer)
         attachments = []
         if batch.audience == "customer":
-            ics = calendar_attachment(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}),
-                                      batch.customer["id"])
-            if ics:
-                attachments.append(ics)
+            milestone_ids = tuple(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}))
+            key = ("ics", batch.customer["id"], milestone_ids)
+            if key not in batch.cache:
+                batch.cache[key] = calendar_attachment(list(milestone_ids), batch.customer["id"])
+            if batch.cache[key]:
+                attachments.append(batch.cache[key])
         kinds = sorted({i.kind for i in batch.items})
         email = Email(
             to=batch.recipient, to_name=batch.recipient_name, subject=msg.subject, text=msg.text, html=msg.html,

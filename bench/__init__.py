@@ -1,0 +1,1 @@
+"""The planning benchmark: a reference fleet (`bench.fleet`) and the script that measures it (`bench.run`)."""

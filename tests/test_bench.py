@@ -1,0 +1,72 @@
+"""The planning benchmark at a tiny scale, so that it cannot rot: numbers are sane, no timing asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from bench import fleet
+from bench import run as bench
+from tests.conftest import need_service
+
+SCALE = 0.005
+
+
+def _check(result: dict) -> None:
+    plan, floor, ticks = result["plan"], result["floor"], result["ticks"]
+    assert plan["rows"] > 0
+    assert plan["rows"] == floor["rows"] == plan["plan"]["created"]
+    assert plan["rows_per_s"] > 0 and floor["rows_per_s"] > 0
+    assert result["ratio"] > 0
+    assert plan["peak_rss_mb"] > 0
+    assert ticks["steady"]["released"] == ticks["steady_before_vacuum"]["released"] == 0, "nothing is due"
+    assert ticks["due"]["released"] > 0
+    assert ticks["due"]["deliveries"] >= ticks["due"]["released"]  # the portal, at least, for each
+    due = ticks["due"]
+    assert due["released"] + sum(due["skipped"].values()) >= due["due"]
+
+
+def test_the_fleet_has_the_size_asked_for_and_is_the_same_every_time(sqlite_db):
+    size = fleet.size_for(SCALE)
+    counts = fleet.generate(sqlite_db, scale=SCALE)
+    assert counts["customers"] == size.customers and counts["milestones"] == size.milestones
+    assert counts["deployments"] == size.deployments
+    assert size.customers <= counts["contacts"] <= 2 * size.customers
+    engine = sa.create_engine(sqlite_db)
+    with engine.connect() as conn:
+        dates = conn.exec_driver_sql("SELECT date FROM milestone ORDER BY id").scalars().all()
+        zones = conn.exec_driver_sql("SELECT count(DISTINCT timezone) FROM customer").scalar_one()
+        pending = conn.exec_driver_sql("SELECT count(*) FROM milestone WHERE needs_plan").scalar_one()
+    engine.dispose()
+    assert min(dates) < str(fleet.AT.date()) < max(dates), "some milestones are past, most to come"
+    assert zones > 10 and pending == size.milestones
+    assert fleet.size_for(1.0) == fleet.FleetSize(customers=20_000, products=100, releases=2_000,
+                                                  milestones=8_000, deployments=100_000)
+
+
+def test_the_bench_measures_sqlite_in_child_processes_and_writes_its_results(tmp_path):
+    report = bench.run(SCALE, ("sqlite",), results_dir=tmp_path, log=lambda _: None)
+    _check(report["databases"]["sqlite"])
+    assert json.loads((tmp_path / report["path"].split("/")[-1]).read_text())["scale"] == SCALE
+    assert "| ratio plan / floor" in bench.table(report)
+
+
+@pytest.mark.postgres
+def test_the_bench_measures_postgresql_in_a_schema_of_its_own(tmp_path):
+    if why := bench.postgres_available():
+        need_service("PostgreSQL", why)
+    before = _bench_schemas()
+    report = bench.run(SCALE, ("postgres",), isolate=False, results_dir=None, log=lambda _: None)
+    _check(report["databases"]["postgres"])
+    assert _bench_schemas() == before, "the bench drops its schema"
+
+
+def _bench_schemas() -> set[str]:
+    admin = sa.create_engine(bench.PG_ADMIN_URL)
+    with admin.connect() as conn:
+        names = conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lc_bench_%%'").scalars()
+        result = set(names)
+    admin.dispose()
+    return result
