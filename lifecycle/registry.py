@@ -331,8 +331,14 @@ def upsert_contact(session: Session, *, customer: str | Customer, email: str, at
         session.flush()
         audit(session, at, "contact.add", cust.key, {"email": email})
         return contact, "created"
+    changed = False
     if name and contact.name != name:
-        contact.name = name
+        contact.name, changed = name, True
+    if contact.undeliverable:
+        # Adding a flagged address again is the rep confirming it works: email it again.
+        contact.undeliverable, contact.undeliverable_reason, changed = False, None, True
+        audit(session, at, "contact.revalidate", cust.key, {"email": contact.email})
+    if changed:
         session.add(contact)
         return contact, "updated"
     return contact, "unchanged"

@@ -124,3 +124,15 @@ def test_the_cli_refuses_a_short_notice_date_with_exit_code_2_and_explains_the_r
     assert r.code == 0, r
     rows = json.loads(cli("milestone", "list", "--json").out)
     assert rows[0]["revision"] == 2 and rows[0]["history"][0]["reason"] == "critical CVE"
+
+
+def test_adding_a_bounced_contact_again_clears_its_undeliverable_flag(db):
+    with session_scope() as s:
+        registry.upsert_customer(s, key="acme", name="ACME", timezone="Asia/Shanghai", locale="en",
+                                 account_rep="rep@vendor.example", at=AT)
+        contact, _ = registry.upsert_contact(s, customer="acme", email="ops@acme.example", at=AT)
+        contact.undeliverable, contact.undeliverable_reason = True, "550 mailbox unavailable"
+        s.add(contact)
+    with session_scope() as s:
+        contact, change = registry.upsert_contact(s, customer="acme", email="OPS@acme.example", at=AT)
+        assert change == "updated" and not contact.undeliverable and contact.undeliverable_reason is None
