@@ -213,3 +213,19 @@ def test_the_timeline_has_a_row_per_release_a_marker_per_milestone_and_today(wor
     assert markers[world.ids["m_red"]]["x"] > chart["today_x"] > chart["label_w"]
     assert {r["label"] for r in chart["legend"]} == {"end of sale", "end of full support", "end of maintenance",
                                                      "end of life"}
+
+
+def test_a_zh_cn_customer_reads_the_portal_in_chinese_and_reps_stay_in_english(world):
+    with session_scope() as s:
+        from lifecycle import registry
+
+        acme = registry.get_customer(s, "acme")
+        acme.locale = "zh-CN"
+        s.add(acme)
+    client, _ = logged_in(world, "customer")
+    page = client.get("/portal").text
+    assert "收件箱" in page and "您使用的版本" in page and "保存升级计划" in page and "生命周期终止" in page
+    message_id = re.search(r'href="/portal/notices/(\d+)"', page).group(1)
+    assert "← 收件箱" in client.get(f"/portal/notices/{message_id}").text
+    rep, _ = logged_in(world, "rep")
+    assert "Upgrade agreements" in rep.get("/dashboard").text

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from lifecycle import agreements, dashboard, links, policy, registry, tokens
 from lifecycle import validation as v
 from lifecycle.content import AGREEMENT_LABELS, KIND_LABELS
+from lifecycle.content import kind_label as content_kind_label
 from lifecycle.errors import InputError
 from lifecycle.links import secret_key
 from lifecycle.models import (
@@ -38,6 +39,7 @@ from lifecycle.models import (
 from lifecycle.templating import render
 from lifecycle.web import auth
 from lifecycle.web.auth import Principal, SessionDep, now
+from lifecycle.web.i18n import translator
 
 router = APIRouter(include_in_schema=False)
 
@@ -62,10 +64,13 @@ KIND_STYLE = {  # shape and colour of each milestone kind on the timeline
 
 def render_page(template: str, *, status: int = 200, principal: Principal | None = None, active: str | None = None,
                 who: str = "", **ctx) -> HTMLResponse:
-    nav = [{"label": label, "href": href, "active": href == active}
+    # Pages about one customer speak the customer's language; the vendor's own pages stay English.
+    page_locale = getattr(ctx.get("customer"), "locale", "en")
+    t = translator(page_locale)
+    nav = [{"label": t(label), "href": href, "active": href == active}
            for label, href in (NAV.get(principal.role, ()) if principal else ())]
     html = render(template, principal=principal, csrf=principal.csrf if principal else "", nav=nav, who=who,
-                  **ctx)
+                  t=t, page_locale=page_locale, **ctx)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -136,7 +141,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
         )
     ).all()
     ms = sorted(
-        ({"kind": m.kind, "label": kind_label(m.kind), "date": m.date, "status": m.status,
+        ({"kind": m.kind, "label": content_kind_label(m.kind, customer.locale), "date": m.date, "status": m.status,
           "days_left": policy.days_left(m.date, today), "past": m.date < today,
           "withdrawn": m.status == MilestoneStatus.WITHDRAWN, "product_level": m.release_id is None}
          for m in milestones),
@@ -153,7 +158,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
         "release_id": release.id, "product": product.slug, "product_name": product.name,
         "version": release.version, "released": release.released, "upgrade_to": release.upgrade_to,
         "milestones": ms, "next": nxt, "targets": targets,
-        "agreement": agreement, "status": status, "status_label": AGREEMENT_LABELS["en"][status],
+        "agreement": agreement, "status": status, "status_label": AGREEMENT_LABELS.get(customer.locale, AGREEMENT_LABELS["en"])[status],
         "history": history, "risk": dashboard.risk(status, nxt["date"], today) if nxt else "green",
     }
 
@@ -306,7 +311,8 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     body = match.group(1) if match else msg.body_html
     unread = sum(1 for m in _inbox(session, principal.customer_id) if m.read_at is None)
     return render_page("web/notice.html", principal=principal, active="/portal", who=_who(session, principal),
-                       title=msg.subject, msg=msg, body=body, unread=unread)
+                       title=msg.subject, msg=msg, body=body, unread=unread,
+                       customer=session.get(Customer, principal.customer_id))
 
 
 @router.post("/portal/agreements", response_class=HTMLResponse)
