@@ -161,3 +161,26 @@ def cli(tmp_path):
         return CliResult(proc)
 
     return run
+
+
+# ------------------------------------------------------------------------------- service test summary
+
+_service_outcomes: dict[str, dict[str, int]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    for service in ("postgres", "redis", "browser"):
+        if service in report.keywords:
+            counts = _service_outcomes.setdefault(service, {})
+            counts[report.outcome] = counts.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many tests of each real service ran, so a CI log shows they were not skipped."""
+    if not _service_outcomes:
+        return
+    terminalreporter.write_sep("-", "tests against real services")
+    for service, counts in sorted(_service_outcomes.items()):
+        terminalreporter.write_line(f"{service}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
