@@ -43,9 +43,13 @@ def record(
         if target_version == release.version:
             raise InputError("target", "the target version is the release itself")
     if by:
-        by = by.strip()[:254]
-    if feedback is not None:
-        feedback = feedback.strip()[:10000] or None
+        by = v.name(by, "by", max_length=254)
+    feedback = v.text(feedback, "feedback")
+    if planned_date is not None:
+        planned_date = v.in_range(planned_date, "planned_date")
+        if status == "planned" and planned_date < at.date():
+            raise InputError("planned_date", f"{planned_date.isoformat()} is in the past: a planned upgrade needs "
+                                             "a date from today on")
     agreement = session.exec(
         select(Agreement).where(Agreement.customer_id == customer.id, Agreement.release_id == release.id)
     ).first()

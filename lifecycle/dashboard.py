@@ -123,13 +123,24 @@ def agreement_rows(
     return rows
 
 
+def _cell(value):
+    """A CSV cell a spreadsheet shows as text: dates in ISO, and text that a spreadsheet would run
+    as a formula (= + - @ tab CR at the start: names come from customers) prefixed with a quote."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def rows_to_csv(rows: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow(["" if r[c] is None else (r[c].isoformat() if isinstance(r[c], dt.date) else r[c])
-                         for c in CSV_COLUMNS])
+        writer.writerow([_cell(r[c]) for c in CSV_COLUMNS])
     return out.getvalue()
 
 

@@ -135,6 +135,7 @@ def upsert_release(
     prod = product if isinstance(product, Product) else get_product(session, product)
     version = v.version(version)
     upgrade_to = v.version(upgrade_to, "upgrade_to") if upgrade_to else None
+    released = v.in_range(released, "released") if released else None
     if upgrade_to == version:
         raise InputError("upgrade_to", f"release {version!r} cannot upgrade to itself")
     release = session.exec(
@@ -200,6 +201,7 @@ def add_milestone(
     else:
         release = get_release(session, prod, version)
     kind = v.milestone_kind(kind)
+    date = v.in_range(date, "date")
     existing = find_milestone(session, prod, release, kind)
     label = f"{_scope_label(prod, release)} {kind}"
     if existing is not None and existing.status == MilestoneStatus.PLANNED:
@@ -238,6 +240,7 @@ def move_milestone(
     allow_short_notice: bool = False, by: str | None = None,
 ) -> tuple[Milestone, Change]:
     reason = v.reason(reason)
+    date = v.in_range(date, "date")
     if milestone.status == MilestoneStatus.WITHDRAWN:
         raise InputError("kind", "the milestone is withdrawn: add it again to reinstate it")
     if milestone.date == date:
@@ -283,6 +286,8 @@ def upsert_customer(
     timezone, locale = v.timezone(timezone), v.locale(locale)
     account_rep = v.email(account_rep, "account_rep")
     cores = v.cores(cores)
+    service_start = v.in_range(service_start, "service.start") if service_start else None
+    service_end = v.in_range(service_end, "service.end") if service_end else None
     if service_start and service_end and service_end < service_start:
         raise InputError("service.end", f"{service_end} is before the service start {service_start}")
     values = dict(name=name, timezone=timezone, locale=locale, account_rep=account_rep,

@@ -12,6 +12,18 @@ from lifecycle.errors import InputError
 from lifecycle.models import AgreementStatus, MilestoneKind
 
 LOCALES = ("en", "zh-CN")
+# Dates a lifecycle can sensibly have: anything else is a typo (9999-12-31 would also overflow
+# date arithmetic in feeds and timelines).
+MIN_DATE, MAX_DATE = dt.date(1970, 1, 1), dt.date(2199, 12, 31)
+MAX_CORES = 10_000_000
+MAX_ID = 2**31 - 1  # row ids are 32-bit on PostgreSQL: a larger one can only be "not found"
+
+
+def valid_id(value: int) -> bool:
+    return 0 < value <= MAX_ID
+# Control characters other than tab and newlines (NUL breaks PostgreSQL text, CR/LF break headers).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_LINE_BREAK_RE = re.compile(r"[\r\n\u2028\u2029\x85]")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")
@@ -42,12 +54,33 @@ def version(value, field: str = "version") -> str:
 
 
 def name(value, field: str = "name", max_length: int = 200) -> str:
+    """A one-line name: no line breaks or control characters."""
     value = str(value).strip() if value is not None else ""
     if not value:
         raise InputError(field, "must not be empty")
     if len(value) > max_length:
         raise InputError(field, f"longer than {max_length} characters")
+    if _CONTROL_RE.search(value) or _LINE_BREAK_RE.search(value) or "\t" in value:
+        raise InputError(field, "must be one line without control characters")
     return value
+
+
+def text(value, field: str, max_length: int = 10_000) -> str | None:
+    """Free text (feedback): line breaks allowed, other control characters not; None when empty."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if len(value) > max_length:
+        raise InputError(field, f"longer than {max_length} characters")
+    if _CONTROL_RE.search(value):
+        raise InputError(field, "must not contain control characters")
+    return value
+
+
+def in_range(day: dt.date, field: str = "date") -> dt.date:
+    if not MIN_DATE <= day <= MAX_DATE:
+        raise InputError(field, f"{day.isoformat()} is outside {MIN_DATE.isoformat()}..{MAX_DATE.isoformat()}")
+    return day
 
 
 def timezone(value, field: str = "timezone") -> str:
@@ -78,14 +111,15 @@ def email(value, field: str = "email") -> str:
 
 def date(value, field: str = "date") -> dt.date:
     if isinstance(value, dt.datetime):
-        return value.date()
+        return in_range(value.date(), field)
     if isinstance(value, dt.date):
-        return value
-    text = str(value).strip() if value is not None else ""
+        return in_range(value, field)
+    raw = str(value).strip() if value is not None else ""
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(raw)
     except ValueError:
-        raise InputError(field, f"invalid date {text!r} (use YYYY-MM-DD)") from None
+        raise InputError(field, f"invalid date {raw!r} (use YYYY-MM-DD)") from None
+    return in_range(day, field)
 
 
 def optional_date(value, field: str = "date") -> dt.date | None:
@@ -125,6 +159,8 @@ def cores(value, field: str = "cores") -> int | None:
         raise InputError(field, f"invalid core count {value!r}: a whole number") from None
     if n < 0 or str(n) != str(value).strip():
         raise InputError(field, f"invalid core count {value!r}: a whole number of 0 or more")
+    if n > MAX_CORES:
+        raise InputError(field, f"{n} cores is more than {MAX_CORES:,}")
     return n
 
 
@@ -137,9 +173,7 @@ def agreement_status(value, field: str = "status") -> str:
 
 
 def reason(value, field: str = "reason") -> str:
-    value = (value or "").strip()
+    value = text(value, field, max_length=2000)
     if not value:
         raise InputError(field, "a reason is required")
-    if len(value) > 2000:
-        raise InputError(field, "longer than 2000 characters")
     return value

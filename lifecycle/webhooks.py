@@ -77,7 +77,9 @@ def verify(public_key: str | ec.EllipticCurvePublicKey, payload: bytes, signatur
     Raises LifecycleError when the configured key itself is unusable (the operator's problem, not the
     sender's)."""
     key = public_key if isinstance(public_key, ec.EllipticCurvePublicKey) else load_public_key(public_key)
-    if not signature or not timestamp or not timestamp.strip().isdigit():
+    # A Unix time in seconds has 10 digits; anything much longer is garbage (and int() of thousands of
+    # digits is refused by Python, or overflows the clock arithmetic).
+    if not signature or not timestamp or not timestamp.strip().isdigit() or len(timestamp.strip()) > 12:
         return False
     if abs(now.timestamp() - int(timestamp)) > max_age:
         return False

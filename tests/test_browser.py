@@ -153,7 +153,7 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     shot(page, "06-dashboard")
     with page.expect_download() as download:
         page.click("#csv")
-    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8-sig"))))
     assert {(r["version"], r["agreement"], r["risk"]) for r in rows} == {("3.14", "planned", "green"),
                                                                        ("3.16", "none", "amber")}
     page.select_option("select[name=risk]", "amber")

@@ -172,13 +172,13 @@ def test_the_dashboard_filters_by_customer_product_and_risk_and_exports_csv(worl
     exported = rep.get("/dashboard.csv?risk=red")
     assert exported.headers["content-type"].startswith("text/csv")
     assert "attachment" in exported.headers["content-disposition"]
-    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
     assert [(r["customer"], r["version"], r["days_left"], r["agreement"], r["cores"], r["risk"]) for r in rows] == [
         ("acme", "3.14", "20", "none", "128", "red")]
     pm, _ = logged_in(world, "pm")
-    everyone = list(csv.DictReader(io.StringIO(pm.get("/dashboard.csv").text)))
+    everyone = list(csv.DictReader(io.StringIO(pm.get("/dashboard.csv").content.decode("utf-8-sig"))))
     assert {r["customer"] for r in everyone} == {"acme", "globex"}
-    only_bob = list(csv.DictReader(io.StringIO(pm.get(f"/dashboard.csv?rep={webworld.BOB}").text)))
+    only_bob = list(csv.DictReader(io.StringIO(pm.get(f"/dashboard.csv?rep={webworld.BOB}").content.decode("utf-8-sig"))))
     assert {r["customer"] for r in only_bob} == {"globex"}
 
 

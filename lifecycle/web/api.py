@@ -35,6 +35,7 @@ from lifecycle.models import (
     Release,
     Role,
 )
+from lifecycle.validation import MAX_CORES, valid_id
 from lifecycle.web.auth import PrincipalDep, SessionDep, now, require, visible_customer
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -82,7 +83,7 @@ class WithdrawIn(Strict):
 class DeploymentIn(Strict):
     product: str = Field(min_length=1, max_length=64)
     version: str = Field(min_length=1, max_length=64)
-    cores: int | None = Field(default=None, ge=0)
+    cores: int | None = Field(default=None, ge=0, le=MAX_CORES)
 
 
 class AgreementIn(Strict):
@@ -124,7 +125,7 @@ def _product(session: Session, slug: str) -> Product:
 
 
 def _milestone(session: Session, milestone_id: int) -> Milestone:
-    milestone = session.get(Milestone, milestone_id)
+    milestone = session.get(Milestone, milestone_id) if valid_id(milestone_id) else None
     if milestone is None:
         raise HTTPException(404, f"no milestone {milestone_id}")
     return milestone
@@ -159,7 +160,7 @@ def agreement_list(session: Session, customer: Customer) -> list[dict]:
 
 
 def _inbox_message(session: Session, customer: Customer, message_id: int) -> InboxMessage:
-    msg = session.get(InboxMessage, message_id)
+    msg = session.get(InboxMessage, message_id) if valid_id(message_id) else None
     if msg is None or msg.customer_id != customer.id:
         raise HTTPException(404, f"no message {message_id}")
     return msg

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import importlib
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from lifecycle import __version__
 
 # Modules under lifecycle.web that expose `router`, in the order they are mounted.
 ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "pages")
+
+
+def _utf8_safe(value):
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_utf8_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _utf8_safe(v) for k, v in value.items()}
+    return value
 
 
 def create_app() -> FastAPI:
@@ -23,6 +36,11 @@ def create_app() -> FastAPI:
                 raise
             continue
         app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, with inputs that cannot be written as UTF-8 (a lone surrogate) made safe."""
+        return JSONResponse(status_code=422, content={"detail": _utf8_safe(jsonable_encoder(exc.errors()))})
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

@@ -37,6 +37,7 @@ from lifecycle.models import (
     Role,
 )
 from lifecycle.templating import render
+from lifecycle.validation import MAX_DATE, MIN_DATE, valid_id
 from lifecycle.web import auth
 from lifecycle.web.auth import Principal, SessionDep, now
 from lifecycle.web.i18n import translator
@@ -298,7 +299,7 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     principal = _guard(request, session, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    msg = session.get(InboxMessage, message_id)
+    msg = session.get(InboxMessage, message_id) if valid_id(message_id) else None
     if msg is None or msg.customer_id != principal.customer_id:
         return render_page("web/message.html", status=404, principal=principal, who=_who(session, principal),
                            title="Not found", heading="No such notice", text="", link="/portal")
@@ -329,7 +330,7 @@ def portal_agreement(
         return _csrf_failed(session, principal)
     at = now()
     customer = session.get(Customer, principal.customer_id)
-    deployed = session.exec(select(Deployment).where(
+    deployed = valid_id(release_id) and session.exec(select(Deployment).where(
         Deployment.customer_id == customer.id, Deployment.release_id == release_id,
         Deployment.removed_at.is_(None))).first()
     release = session.get(Release, release_id) if deployed else None
@@ -397,7 +398,8 @@ def dashboard_csv(request: Request, session: SessionDep, customer: str | None = 
         return principal
     at = now()
     rows, _ = _dashboard_rows(session, principal, at, customer, product, risk, rep)
-    return Response(dashboard.rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers={
+    # A byte-order mark so that spreadsheets open Chinese names as UTF-8.
+    return Response("\ufeff" + dashboard.rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="agreements-{at.date().isoformat()}.csv"',
         "Cache-Control": "no-store"})
 
@@ -417,6 +419,8 @@ def timeline(session: Session, at: dt.datetime) -> dict:
                   if r["history"] and r["history"][-1]["action"] == "moved" and r["history"][-1]["old_date"]}
     dates = [m.date for m in milestones] + [r.released for r in releases if r.released] + [today]
     dates += [dt.date.fromisoformat(d) for d in moved_from.values()]
+    # Dates are validated into MIN_DATE..MAX_DATE; older data outside it must not break the page.
+    dates = [min(max(d, MIN_DATE), MAX_DATE) for d in dates]
     start = dt.date(min(dates).year, 1, 1)
     end = dt.date(max(dates).year + 1, 1, 1)
     width, label_w, pad_r, row_h, top = 1000, 190, 24, 30, 34
@@ -527,9 +531,10 @@ def _registry_write(request: Request, session: Session, csrf: str, form: str, ac
 
 def _milestone_by_id(session: Session, milestone_id: str) -> Milestone:
     try:
-        milestone = session.get(Milestone, int(milestone_id))
+        number = int(milestone_id)
     except ValueError:
-        milestone = None
+        number = 0
+    milestone = session.get(Milestone, number) if valid_id(number) else None
     if milestone is None:
         raise InputError("milestone", "choose a milestone")
     return milestone
