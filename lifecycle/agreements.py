@@ -18,6 +18,7 @@ from lifecycle.models import (
     Agreement,
     AgreementChange,
     Customer,
+    Deployment,
     Notice,
     NoticeKind,
     NoticeStatus,
@@ -33,6 +34,9 @@ def record(
     feedback: str | None = None, channel: str = "cli",
 ) -> Agreement:
     status = v.agreement_status(status)
+    if not session.exec(select(Deployment.id).where(Deployment.customer_id == customer.id,
+                                                     Deployment.release_id == release.id)).first():
+        raise InputError("version", f"customer {customer.key!r} does not run release {release.version!r}")
     if channel not in CHANNELS:
         raise InputError("channel", f"unknown channel {channel!r}")
     if target_version:

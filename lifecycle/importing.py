@@ -54,6 +54,16 @@ class _Loader(yaml.SafeLoader):
                     f"line {key_node.start_mark.line + 1}", f"duplicate key {key!r} (first given at line {first})"))
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_timestamp(self, node):
+        """An unquoted impossible date (2027-06-31) is bad input on its line, not a crash."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise InputError(f"line {node.start_mark.line + 1}", f"invalid date {node.value!r}: {exc}") from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
 
 def _read_yaml(text: str) -> object:
     loader = _Loader(text)

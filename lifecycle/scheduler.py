@@ -347,27 +347,43 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
     """Decide what is due at `at` and create its deliveries. The caller commits."""
     lock_planner(session)
     result = ReleaseResult()
-    today = at.date()
     C = Customer.__table__
     A = Agreement.__table__
+    conn = session.connection()
 
-    # A past milestone is history: never notified.
-    result.skipped["milestone-passed"] += _skip(
-        session, sa.and_(_due_stage(at), N.c.milestone_date < today), "milestone-passed")
-
-    # Service no longer (or not yet) active on the send date.
-    cust_lapsed = sa.select(C.c.id).where(sa.or_(C.c.service_end < today, C.c.service_start > today))
-    result.skipped["service-lapsed"] += _skip(
-        session, sa.and_(N.c.status == NoticeStatus.PLANNED, N.c.due_at <= at, N.c.audience == "customer",
-                         N.c.kind == NoticeKind.STAGE, N.c.customer_id.in_(cust_lapsed)), "service-lapsed")
+    # History and service are judged on the customer's own calendar day: at 20:00 UTC it is already
+    # tomorrow in Kiritimati and still yesterday in Pago Pago. One pass per timezone with something due.
+    zones = conn.execute(sa.select(C.c.timezone).distinct().where(
+        C.c.id.in_(sa.select(N.c.customer_id).where(_due_stage(at))))).scalars().all()
+    for tz in zones:
+        local_today = policy.local_date(at, tz)
+        in_zone = sa.select(C.c.id).where(C.c.timezone == tz)
+        # A past milestone is history: never notified.
+        result.skipped["milestone-passed"] += _skip(
+            session, sa.and_(_due_stage(at), N.c.customer_id.in_(in_zone), N.c.milestone_date < local_today),
+            "milestone-passed")
+        # Service no longer (or not yet) active on the send date.
+        lapsed = in_zone.where(sa.or_(C.c.service_end < local_today, C.c.service_start > local_today))
+        result.skipped["service-lapsed"] += _skip(
+            session, sa.and_(_due_stage(at), N.c.customer_id.in_(lapsed)), "service-lapsed")
 
     agreed = sa.exists().where(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id,
                                A.c.status.in_([s.value for s in AGREED_STATUSES]))
 
-    # Escalate to the rep: a due 1-month stage without an agreement (before catch-up may skip it).
-    esc_source = session.connection().execute(
+    # Escalate to the rep: a due 1-month stage without an agreement, whether it goes out now, is about
+    # to be superseded by catch-up, or was covered by a change notice after a move (the key makes it once).
+    one_month_due = sa.and_(
+        N.c.kind == NoticeKind.STAGE, N.c.slot == policy.ESCALATION_STAGE, N.c.due_at <= at,
+        N.c.due_at > at - dt.timedelta(days=62),  # a 1-month stage of a milestone not yet past: keeps the scan short
+        N.c.release_id.is_not(None), N.c.milestone_date >= at.date() - dt.timedelta(days=1),
+        sa.or_(N.c.status == NoticeStatus.PLANNED,
+               sa.and_(N.c.status == NoticeStatus.SKIPPED, N.c.status_reason == "covered-by-change")))
+    esc_key = sa.literal(f"{NoticeKind.ESCALATION.value}:") + sa.cast(N.c.customer_id, sa.String) + ":" + \
+        sa.cast(N.c.milestone_id, sa.String) + f":{policy.ESCALATION_STAGE}"
+    escalated = sa.exists().where(sa.alias(N, "esc").c.key == esc_key)
+    esc_source = conn.execute(
         sa.select(N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.revision, N.c.milestone_date)
-        .where(_due_stage(at), N.c.slot == policy.ESCALATION_STAGE, N.c.release_id.is_not(None), ~agreed)
+        .where(one_month_due, ~agreed, ~escalated)
     ).all()
     if esc_source:
         rows = [{
@@ -379,7 +395,7 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
         } for r in esc_source]
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
         for i in range(0, len(rows), 500):  # multi-row VALUES: stay under SQLite's variable limit
-            res = session.connection().execute(insert_ignore(session, N).values(rows[i:i + 500]).returning(N.c.id))
+            res = conn.execute(insert_ignore(session, N).values(rows[i:i + 500]).returning(N.c.id))
             result.escalations += len(res.all())
 
     # Routine reminders stop once the customer has agreed on an upgrade for the release.

@@ -12,6 +12,7 @@ from lifecycle.cli import app
 from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, say
 from lifecycle.config import get_settings
 from lifecycle.db import session_scope
+from lifecycle.errors import InputError
 
 calendar_app = typer.Typer(help="iCalendar feeds and static exports.", no_args_is_help=True)
 app.add_typer(calendar_app, name="calendar")
@@ -33,8 +34,13 @@ def calendar_export(
     from lifecycle.channels.calendar import export_all
 
     out_dir = out or get_settings().calendar_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("--out", f"{out_dir} is a file, not a folder")
     with session_scope() as s:
-        written = export_all(s, out_dir)
+        try:
+            written = export_all(s, out_dir)
+        except OSError as exc:
+            raise InputError("--out", f"cannot write calendars to {out_dir}: {exc.strerror or exc}") from None
     if json_:
         emit_json({"dir": str(out_dir), "written": [str(p) for p in written]})
     else:

@@ -35,7 +35,7 @@ ByOption = Annotated[str | None, typer.Option("--by", help="Who makes the change
 
 
 def _version(version: str) -> str | None:
-    return None if version in ("-", "") else version
+    return None if version == "-" else version
 
 
 @db_app.command("upgrade")

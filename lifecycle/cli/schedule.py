@@ -68,7 +68,7 @@ def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int
 def plan_cmd(
     at: AtOption = None, json_: JsonOption = False,
     until: Annotated[str | None, typer.Option("--until", help="Only notices due by this date.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many rows (0: all).")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many rows (0: all).")] = 0,
 ) -> None:
     """Plan notices for every affected customer and show what will be sent, when, to whom, on which channel."""
     when = parse_at(at)
