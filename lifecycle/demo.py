@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,7 +202,9 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
     calendars = len(list((folder / "calendar_exports").rglob("*.ics")))
     say(f"Calendars: {calendars} .ics files in {folder / 'calendar_exports'} (products/ and customers/)")
     say("\nSee it in the browser:")
-    say(f"  LIFECYCLE_DATABASE_URL=sqlite:///{folder / 'lifecycle.db'} .venv/bin/lifecycle serve")
+    command = Path(sys.executable).parent / "lifecycle"
+    command = command if command.exists() else "lifecycle"
+    say(f"  LIFECYCLE_DATABASE_URL=sqlite:///{folder / 'lifecycle.db'} {command} serve")
     say("  then open http://127.0.0.1:8000/ and log in with one of these tokens:")
     for role, secret in made.items():
         say(f"    {role:<9} {secret}")

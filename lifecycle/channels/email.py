@@ -50,5 +50,6 @@ class EmailChannel:
             custom_args={"delivery_ids": ",".join(str(i) for i in batch.delivery_ids)},
             categories=["lifecycle", *[f"lifecycle-{k}" for k in kinds]],
             message_id=f"<lifecycle-{batch.delivery_ids[0]}-{uuid4().hex[:12]}@{settings.mail_from.split('@')[-1]}>",
+            date=at,
         )
         return get_mailer(settings).send(email)

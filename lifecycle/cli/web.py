@@ -104,16 +104,22 @@ def serve(
     """Run the web pages, the API and the calendar feeds, plus (on the no-server default broker) the
     embedded Celery worker and beat as a child process. With LIFECYCLE_BROKER_URL set it serves only the
     web: run `celery -A tasks worker` and `celery -A tasks beat` separately. Ctrl-C stops everything."""
+    import os
+
     import uvicorn
 
-    from lifecycle.config import get_settings
+    from lifecycle.config import get_settings, reset_settings
     from lifecycle.db import get_engine
     from lifecycle.web.app import create_app
 
+    web = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if not os.environ.get("LIFECYCLE_BASE_URL"):
+        # Links in pages, feeds and emails (also the worker's) must point here, not at the default port.
+        os.environ["LIFECYCLE_BASE_URL"] = web
+        reset_settings()
     settings = get_settings()
     get_engine()  # creates/upgrades the SQLite file, or reports a stale PostgreSQL schema, before anything runs
     secret = _first_token()
-    web = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     say(f"lifecycle serving on {web}")
     for path, what in (("/portal", "customer portal"), ("/dashboard", "rep dashboard"),
                        ("/registry", "registry (product managers)"), ("/docs", "API documentation")):

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,6 +35,7 @@ class Email:
     categories: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     message_id: str | None = None  # RFC 5322 Message-ID, set by the channel
+    date: dt.datetime | None = None  # the send instant (simulated time in `tick --at`); None: now
 
 
 class Mailer(Protocol):

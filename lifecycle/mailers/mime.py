@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
+from email.utils import format_datetime, formataddr, formatdate, make_msgid
 
 from lifecycle.mailers import Email
 
@@ -14,7 +14,7 @@ def to_mime(email: Email) -> EmailMessage:
     msg["Subject"] = email.subject
     msg["From"] = formataddr((email.from_name or "", email.from_email)) if email.from_name else email.from_email
     msg["To"] = str(Address(display_name=email.to_name or "", addr_spec=email.to))
-    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Date"] = format_datetime(email.date, usegmt=True) if email.date else formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = email.message_id or make_msgid(domain=email.from_email.split("@")[-1])
     for name, value in email.headers.items():
         msg[name] = value
