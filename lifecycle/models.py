@@ -332,6 +332,8 @@ class ApiToken(SQLModel, table=True):
     created_at: dt.datetime = _ts()
     revoked_at: dt.datetime | None = _ts(default=None)
     last_used_at: dt.datetime | None = _ts(default=None)
+    # Web sessions of this token started before this instant are over (set by logging out).
+    sessions_after: dt.datetime | None = _ts(default=None)
 
 
 class AuditEvent(SQLModel, table=True):

@@ -229,3 +229,15 @@ def test_a_zh_cn_customer_reads_the_portal_in_chinese_and_reps_stay_in_english(w
     assert "← 收件箱" in client.get(f"/portal/notices/{message_id}").text
     rep, _ = logged_in(world, "rep")
     assert "Upgrade agreements" in rep.get("/dashboard").text
+
+
+def test_logging_out_ends_the_session_on_the_server_too(world):
+    client, csrf = logged_in(world, "customer")
+    copied = client.cookies.get("lifecycle_session")
+    assert copied
+    assert client.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    replay = TestClient(create_app())
+    replay.cookies.set("lifecycle_session", copied)
+    assert replay.get("/portal", follow_redirects=False).status_code == 303  # back to the login
+    again, _ = logged_in(world, "customer")  # a new login right after works
+    assert again.get("/portal").status_code == 200

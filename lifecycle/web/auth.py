@@ -125,14 +125,22 @@ def _secure() -> bool:
 
 
 def start_session(session: Session, response: Response, token: ApiToken) -> None:
-    value = _serializer(session, SESSION_SALT).dumps({"t": token.id, "csrf": secrets.token_urlsafe(24)})
+    value = _serializer(session, SESSION_SALT).dumps(
+        {"t": token.id, "csrf": secrets.token_urlsafe(24), "iat": now().timestamp()})
     response.set_cookie(COOKIE, value, max_age=SESSION_MAX_AGE, httponly=True, samesite="lax", secure=_secure(),
                         path="/")
     response.delete_cookie(LOGIN_COOKIE, path="/")
 
 
-def end_session(response: Response) -> None:
+def end_session(response: Response, session: Session | None = None, principal: Principal | None = None) -> None:
+    """Forget the cookie and, server-side, end every web session of the token (a copied cookie too)."""
     response.delete_cookie(COOKIE, path="/")
+    if session is not None and principal is not None:
+        token = session.get(ApiToken, principal.token_id)
+        if token is not None:
+            token.sessions_after = now()
+            session.add(token)
+            session.commit()
 
 
 def page_principal(request: Request, session: Session) -> Principal | None:
@@ -142,12 +150,14 @@ def page_principal(request: Request, session: Session) -> Principal | None:
         return None
     try:
         data = _serializer(session, SESSION_SALT).loads(raw, max_age=SESSION_MAX_AGE)
-        token_id, csrf = int(data["t"]), str(data["csrf"])
-    except (BadSignature, KeyError, TypeError, ValueError):
+        token_id, csrf, issued = int(data["t"]), str(data["csrf"]), float(data.get("iat", 0))
+    except (BadSignature, KeyError, TypeError, ValueError, AttributeError):
         return None
-    token = session.get(ApiToken, token_id)
+    token = session.get(ApiToken, token_id) if 0 < token_id < 2**31 else None
     if token is None or token.revoked_at is not None:
         return None
+    if token.sessions_after is not None and issued < token.sessions_after.timestamp():
+        return None  # logged out since
     return Principal.of(token, csrf=csrf)
 
 

@@ -247,7 +247,7 @@ def logout(request: Request, session: SessionDep, csrf: Annotated[str, Form()] =
     if principal is not None and not _csrf_ok(principal, csrf):
         return _csrf_failed(session, principal)
     response = RedirectResponse("/login", status_code=303)
-    auth.end_session(response)
+    auth.end_session(response, session, principal)
     return response
 
 

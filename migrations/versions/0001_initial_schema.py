@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 05:06:15.765103
+Create Date: 2026-11-26 06:23:42.631492
 """
 from collections.abc import Sequence
 
@@ -77,6 +77,7 @@ def upgrade() -> None:
     sa.Column('created_at', lifecycle.models.UTCDateTime(), nullable=False),
     sa.Column('revoked_at', lifecycle.models.UTCDateTime(), nullable=True),
     sa.Column('last_used_at', lifecycle.models.UTCDateTime(), nullable=True),
+    sa.Column('sessions_after', lifecycle.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('token_hash')
