@@ -241,3 +241,22 @@ def test_logging_out_ends_the_session_on_the_server_too(world):
     assert replay.get("/portal", follow_redirects=False).status_code == 303  # back to the login
     again, _ = logged_in(world, "customer")  # a new login right after works
     assert again.get("/portal").status_code == 200
+
+
+def test_a_rep_records_an_agreement_reached_by_phone_on_the_dashboard(world):
+    rep, csrf = logged_in(world, "rep")
+    page = rep.get("/dashboard").text
+    option = re.search(r'<option value="(acme\|\d+)">', page).group(1)
+    done = rep.post("/dashboard/agreements", data={"csrf": csrf, "deployment": option, "status": "planned",
+                                                    "target": "3.18", "planned_date": "2099-01-31",
+                                                    "feedback": "Agreed on the phone"})
+    assert done.status_code == 200 and "Recorded for ACME Bank" in done.text
+    with session_scope() as s:
+        [agreement] = s.exec(select(Agreement).where(Agreement.release_id == int(option.split("|")[1]))).all()
+        assert (agreement.status, agreement.channel, agreement.target_version) == ("planned", "phone", "3.18")
+        assert agreement.by == webworld.ALICE
+    bad = rep.post("/dashboard/agreements", data={"csrf": csrf, "deployment": option, "status": "maybe"})
+    assert bad.status_code == 422 and "status" in bad.text
+    other, other_csrf = logged_in(world, "other_rep")  # not their customer
+    assert other.post("/dashboard/agreements", data={"csrf": other_csrf, "deployment": option,
+                                                     "status": "planned"}).status_code == 422

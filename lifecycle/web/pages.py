@@ -364,11 +364,20 @@ def _dashboard_rows(session: Session, principal: Principal, at: dt.datetime, cus
 
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard_page(request: Request, session: SessionDep, customer: str | None = None, product: str | None = None,
-                   risk: str | None = None, rep: str | None = None) -> Response:
+                   risk: str | None = None, rep: str | None = None, done: str | None = None) -> Response:
     principal = _guard(request, session, Role.REP, Role.PM)
     if isinstance(principal, Response):
         return principal
-    at = now()
+    try:  # the confirmation of the last agreement recorded, signed like the registry's
+        message = URLSafeSerializer(secret_key(session), salt=FLASH_SALT).loads(done) if done else None
+    except BadSignature:
+        message = None
+    return _dashboard(session, principal, now(), customer, product, risk, rep, done=message)
+
+
+def _dashboard(session: Session, principal: Principal, at: dt.datetime, customer: str | None, product: str | None,
+               risk: str | None, rep: str | None, *, done: str | None = None, error: str | None = None,
+               status: int = 200) -> Response:
     rows, everything = _dashboard_rows(session, principal, at, customer, product, risk, rep)
     scope_rep = principal.rep_email if principal.role == Role.REP else (rep or None)
     customers = session.exec(
@@ -387,7 +396,58 @@ def dashboard_page(request: Request, session: SessionDep, customer: str | None =
         reps=reps, risks=dashboard.RISKS, csv_url="/dashboard.csv" + (f"?{query}" if query else ""),
         escalations=dashboard.escalations(session, rep=scope_rep),
         undeliverable=dashboard.undeliverable_contacts(session, rep=scope_rep),
-        kind_label=kind_label, today=at.date())
+        kind_label=kind_label, today=at.date(), done=done, error=error, status=status,
+        targets=_targets(session, everything))
+
+
+def _targets(session: Session, rows: list[dict]) -> dict[int, list[str]]:
+    """Upgrade targets offered per release of the dashboard: the product's other releases."""
+    product_slugs = {r["product"] for r in rows}
+    if not product_slugs:
+        return {}
+    versions: dict[str, list[str]] = {}
+    for rel, prod in session.exec(select(Release, Product).join(Product, Product.id == Release.product_id)
+                                  .where(Product.slug.in_(product_slugs))).all():
+        versions.setdefault(prod.slug, []).append(rel.version)
+    return {r["release_id"]: sorted((x for x in versions.get(r["product"], []) if x != r["version"]),
+                                    key=registry.version_key) for r in rows}
+
+
+@router.post("/dashboard/agreements", response_class=HTMLResponse)
+def dashboard_agreement(
+    request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
+    deployment: Annotated[str, Form()] = "", status: Annotated[str, Form()] = "",
+    target: Annotated[str, Form()] = "", planned_date: Annotated[str, Form()] = "",
+    feedback: Annotated[str, Form()] = "",
+) -> Response:
+    """A rep records an agreement reached by phone (or in a meeting) for one of their customers."""
+    principal = _guard(request, session, Role.REP, Role.PM)
+    if isinstance(principal, Response):
+        return principal
+    if not _csrf_ok(principal, csrf):
+        return _csrf_failed(session, principal)
+    at = now()
+    try:
+        key, _, release = deployment.partition("|")
+        try:
+            release_id = int(release)
+        except ValueError:
+            raise InputError("deployment", "choose a customer and release") from None
+        customer = session.exec(select(Customer).where(Customer.key == key)).first()
+        rel = session.get(Release, release_id) if valid_id(release_id) else None
+        if customer is None or rel is None or not principal.sees(customer):
+            raise InputError("deployment", "choose a customer and release of yours")
+        agreements.record(session, customer=customer, release=rel, status=status, at=at,
+                          target_version=target or None, planned_date=v.optional_date(planned_date, "planned_date"),
+                          by=principal.actor, feedback=feedback, channel="phone")
+    except InputError as exc:
+        session.rollback()
+        return _dashboard(session, principal, at, None, None, None, None, error=str(exc), status=422)
+    session.commit()
+    product = session.get(Product, rel.product_id)
+    flash = URLSafeSerializer(secret_key(session), salt=FLASH_SALT).dumps(
+        f"Recorded for {customer.name}: {product.name} {rel.version} — {status}")
+    return RedirectResponse(f"/dashboard?done={_quote(flash)}", status_code=303)
 
 
 @router.get("/dashboard.csv")
