@@ -25,14 +25,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from lifecycle.cli import registry as _registry  # noqa: F401
+    """Each area's module adds its commands to `app` when imported."""
+    import importlib
 
-    for name in ("importing", "schedule", "calendar", "web", "reports", "compliance"):
-        try:
-            __import__(f"lifecycle.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lifecycle.cli.{name}":
-                raise
+    for name in ("registry", "importing", "schedule", "calendar", "web", "reports", "compliance"):
+        importlib.import_module(f"lifecycle.cli.{name}")
 
 
 def _click_exceptions() -> tuple[tuple, tuple, tuple]:

@@ -29,13 +29,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="lifecycle", version=__version__,
                   description="Product-lifecycle notices: registry, portal inbox, agreements, calendar feeds.")
     for name in ROUTER_MODULES:
-        try:
-            module = importlib.import_module(f"lifecycle.web.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lifecycle.web.{name}":
-                raise
-            continue
-        app.include_router(module.router)
+        app.include_router(importlib.import_module(f"lifecycle.web.{name}").router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
