@@ -104,6 +104,16 @@ def _csrf_failed(session: Session, principal: Principal) -> HTMLResponse:
                        link=HOME[principal.role])
 
 
+def _form_guard(request: Request, session: Session, csrf: str, *roles: str) -> Principal | Response:
+    """`_guard` for a form post: also the session's CSRF secret, or a 403 page."""
+    principal = _guard(request, session, *roles)
+    if isinstance(principal, Response):
+        return principal
+    if not _csrf_ok(principal, csrf):
+        return _csrf_failed(session, principal)
+    return principal
+
+
 def _csrf_ok(principal: Principal, submitted: str) -> bool:
     try:
         auth.check_csrf(principal, submitted)
@@ -323,11 +333,9 @@ def portal_agreement(
     target: Annotated[str, Form()] = "", planned_date: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "", email: Annotated[str, Form()] = "", feedback: Annotated[str, Form()] = "",
 ) -> Response:
-    principal = _guard(request, session, Role.CUSTOMER)
+    principal = _form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    if not _csrf_ok(principal, csrf):
-        return _csrf_failed(session, principal)
     at = now()
     customer = session.get(Customer, principal.customer_id)
     deployed = valid_id(release_id) and session.exec(select(Deployment).where(
@@ -421,11 +429,9 @@ def dashboard_agreement(
     feedback: Annotated[str, Form()] = "",
 ) -> Response:
     """A rep records an agreement reached by phone (or in a meeting) for one of their customers."""
-    principal = _guard(request, session, Role.REP, Role.PM)
+    principal = _form_guard(request, session, csrf, Role.REP, Role.PM)
     if isinstance(principal, Response):
         return principal
-    if not _csrf_ok(principal, csrf):
-        return _csrf_failed(session, principal)
     at = now()
     try:
         key, _, release = deployment.partition("|")
@@ -573,11 +579,9 @@ def registry_page(request: Request, session: SessionDep, done: str | None = None
 
 def _registry_write(request: Request, session: Session, csrf: str, form: str, action) -> Response:
     """Run one PM form: CSRF, then `action(at, by)` returning the message to show; errors re-render."""
-    principal = _guard(request, session, Role.PM)
+    principal = _form_guard(request, session, csrf, Role.PM)
     if isinstance(principal, Response):
         return principal
-    if not _csrf_ok(principal, csrf):
-        return _csrf_failed(session, principal)
     at = now()
     try:
         message = action(at, principal.actor)
