@@ -26,7 +26,15 @@ from lifecycle.channels.registry import CHANNELS
 from lifecycle.config import get_settings
 from lifecycle.content import notice_contexts
 from lifecycle.db import session_scope
-from lifecycle.models import Contact, Customer, Delivery, DeliveryStatus, Notice, NoticeStatus
+from lifecycle.models import (
+    DELIVERED_STATUSES,
+    Contact,
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    Notice,
+    NoticeStatus,
+)
 
 log = logging.getLogger(__name__)
 D = Delivery.__table__
@@ -132,19 +140,26 @@ def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryErr
 
 
 def settle_notices(session: Session, notice_ids: list[int]) -> None:
-    """A notice counts as given when at least one channel delivered it; failed when every one failed."""
+    """Recompute whether each notice was given, after its deliveries changed (a send, a failure, a
+    webhook's bounce): `sent` while one delivery is sent or delivered (sent_at = the earliest), back to
+    `released` while one is still pending, `failed` when none is left. A notice counts as given when at
+    least one channel delivered it."""
     if not notice_ids:
         return
-    ok = [DeliveryStatus.SENT.value, DeliveryStatus.DELIVERED.value]
+    ok = [s.value for s in DELIVERED_STATUSES]
+    open_ = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
     first_ok = (sa.select(sa.func.min(D.c.sent_at)).where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
                 .scalar_subquery())
-    any_open = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(
-        [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value, *ok]))
+    any_ok = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
+    any_open = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(open_))
+    mine = sa.and_(N.c.id.in_(notice_ids),
+                   N.c.status.in_([NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED]))
     conn = session.connection()
-    conn.execute(N.update().where(N.c.id.in_(notice_ids), sa.exists().where(
-        D.c.notice_id == N.c.id, D.c.status.in_(ok))).values(status=NoticeStatus.SENT, sent_at=first_ok))
-    conn.execute(N.update().where(N.c.id.in_(notice_ids), N.c.status == NoticeStatus.RELEASED, ~any_open)
-                 .values(status=NoticeStatus.FAILED, status_reason="every-channel-failed"))
+    conn.execute(N.update().where(mine, any_ok)
+                 .values(status=NoticeStatus.SENT, sent_at=sa.func.coalesce(first_ok, N.c.sent_at)))
+    conn.execute(N.update().where(mine, ~any_ok, any_open).values(status=NoticeStatus.RELEASED, sent_at=None))
+    conn.execute(N.update().where(mine, ~any_ok, ~any_open)
+                 .values(status=NoticeStatus.FAILED, sent_at=None, status_reason="every-channel-failed"))
 
 
 def deliver_customer(customer_id: int, at: dt.datetime, *, limit: int = 500) -> DeliverResult:

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sqlmodel import Session
 
+from lifecycle.delivery import settle_notices
 from lifecycle.errors import LifecycleError
 from lifecycle.models import (
-    DELIVERED_STATUSES,
     Contact,
     Delivery,
     DeliveryStatus,
@@ -148,7 +148,7 @@ def apply_events(session: Session, events: list[dict], at: dt.datetime) -> dict:
             counts["bounced" if kind == "bounce" else "dropped"] += len(failed)
             counts["alerts"] += _alert_reps(session, failed, _reason(event), at)
             touched.update(d.notice_id for d in deliveries)
-    settle(session, sorted(touched))
+    settle_notices(session, sorted(touched))
     return counts
 
 
@@ -201,26 +201,3 @@ def _alert_reps(session: Session, deliveries: list, reason: str, at: dt.datetime
             milestone_date=notice.milestone_date, detail=f"{d.recipient}: {reason}", due_at=at,
             status=NoticeStatus.PLANNED, created_at=at).returning(N.c.id)).first() is not None
     return created
-
-
-def settle(session: Session, notice_ids: list[int]) -> None:
-    """Recompute given-ness after deliveries changed: a notice is `sent` while one of its deliveries is
-    sent or delivered (sent_at = the earliest of them), back to `released` while one is still pending,
-    and `failed` when none is left."""
-    if not notice_ids:
-        return
-    ok = [s.value for s in DELIVERED_STATUSES]
-    open_ = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
-    first_ok = (sa.select(sa.func.min(D.c.sent_at)).where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
-                .scalar_subquery())
-    any_ok = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
-    any_open = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(open_))
-    mine = sa.and_(N.c.id.in_(notice_ids),
-                   N.c.status.in_([NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED]))
-    conn = session.connection()
-    conn.execute(N.update().where(mine, any_ok)
-                 .values(status=NoticeStatus.SENT, sent_at=sa.func.coalesce(first_ok, N.c.sent_at)))
-    conn.execute(N.update().where(mine, ~any_ok, any_open)
-                 .values(status=NoticeStatus.RELEASED, sent_at=None))
-    conn.execute(N.update().where(mine, ~any_ok, ~any_open)
-                 .values(status=NoticeStatus.FAILED, sent_at=None, status_reason="every-channel-failed"))
