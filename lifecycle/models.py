@@ -55,12 +55,15 @@ class NoticeKind(StrEnum):
     STAGE = "stage"  # a routine reminder at a lead time
     CHANGED = "changed"  # the milestone's date moved
     WITHDRAWN = "withdrawn"  # the milestone was withdrawn
+    REINSTATED = "reinstated"  # a withdrawn milestone applies again
     ESCALATION = "escalation"  # to the rep: no agreement at the 1-month stage
     BOUNCE = "bounce"  # to the rep: an email to their customer bounced
     AGREEMENT = "agreement"  # to the rep: a customer recorded or declined an upgrade plan
 
 
-CUSTOMER_NOTICE_KINDS = (NoticeKind.STAGE, NoticeKind.CHANGED, NoticeKind.WITHDRAWN)
+CUSTOMER_NOTICE_KINDS = (NoticeKind.STAGE, NoticeKind.CHANGED, NoticeKind.WITHDRAWN, NoticeKind.REINSTATED)
+# Notices a registry change makes due at once (as opposed to routine stage reminders).
+CHANGE_NOTICE_KINDS = (NoticeKind.CHANGED, NoticeKind.WITHDRAWN, NoticeKind.REINSTATED)
 REP_NOTICE_KINDS = (NoticeKind.ESCALATION, NoticeKind.BOUNCE, NoticeKind.AGREEMENT)
 
 
@@ -121,6 +124,9 @@ class Release(SQLModel, table=True):
     version: str = Field(max_length=64)
     released: dt.date | None = None
     upgrade_to: str | None = Field(default=None, max_length=64)
+    # The latest lifecycle phase known to have ended without a published date (endoflife.date's
+    # `isEol: true` with `eolFrom: null`): the release is history, never notified.
+    ended: str | None = Field(default=None, max_length=32)
     created_at: dt.datetime = _ts()
 
 
@@ -152,10 +158,14 @@ class MilestoneChange(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     milestone_id: int = Field(foreign_key="milestone.id", index=True)
     revision: int
-    action: str = Field(max_length=16)  # created, moved, withdrawn
+    action: str = Field(max_length=16)  # created, moved, withdrawn, reinstated
     old_date: dt.date | None = None
     new_date: dt.date | None = None
-    reason: str | None = None
+    reason: str | None = None  # as given by the person or the import: internal, never shown to customers
+    # Why, for customers: a code for the system's own reasons (translated per locale) ...
+    reason_code: str | None = Field(default=None, max_length=32)
+    # ... and text written for customers, JSON {locale: text}; without one they read a neutral text.
+    customer_reason: str | None = None
     short_notice: bool = False
     by: str | None = Field(default=None, max_length=200)
     at: dt.datetime = _ts()
