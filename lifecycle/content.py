@@ -7,6 +7,7 @@ escalations, bounce alerts and agreement news. Templates live in `templates/emai
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -44,12 +45,97 @@ STAGE_LABELS = {
     "en": {"m": ("month", "months"), "w": ("week", "weeks")},
     "zh-CN": {"m": ("个月", "个月"), "w": ("周", "周")},
 }
+STAGE_LABELS_EN_POSSESSIVE = {"m": ("month's", "months'"), "w": ("week's", "weeks'")}
+URGENT_DAYS = 31  # a milestone this close is shown as urgent (red) in messages
 AGREEMENT_LABELS = {
     "en": {"none": "no agreement", "acknowledged": "acknowledged", "planned": "upgrade planned",
            "completed": "upgrade completed", "declined": "declined"},
     "zh-CN": {"none": "尚未确认", "acknowledged": "已确认", "planned": "已计划升级", "completed": "已完成升级",
               "declined": "已拒绝"},
 }
+# What customers read about why a date changed: text written for them (MilestoneChange.customer_reason),
+# else a neutral sentence per locale for the change's reason code or action. The reason a product
+# manager or an import gives (MilestoneChange.reason) is internal and never shown to customers.
+REASON_TEXTS = {
+    "en": {
+        "moved": "The vendor has revised this date.",
+        "withdrawn": "This milestone no longer applies.",
+        "reinstated": "This milestone applies again.",
+        "upstream-moved": "The upstream project has changed this date.",
+        "upstream-removed": "The upstream project no longer publishes this date.",
+        "upstream-ended": "The upstream project has declared this phase ended without publishing a date.",
+        "upstream-restored": "The upstream project publishes this date again.",
+        "upstream-short": "The upstream project published this date less than 3 months ahead.",
+        "import-removed": "This milestone no longer applies.",
+    },
+    "zh-CN": {
+        "moved": "厂商已修订此日期。",
+        "withdrawn": "该里程碑不再适用。",
+        "reinstated": "该里程碑重新生效。",
+        "upstream-moved": "上游项目已更改此日期。",
+        "upstream-removed": "上游项目已不再公布此日期。",
+        "upstream-ended": "上游项目已宣布该阶段结束，但未公布具体日期。",
+        "upstream-restored": "上游项目重新公布了此日期。",
+        "upstream-short": "上游项目公布此日期时距离该日期已不足3个月。",
+        "import-removed": "该里程碑不再适用。",
+    },
+}
+LEAD_TEXTS = {
+    "en": {
+        policy.Lead.SCHEDULED: "{days} ({stage} notice)",
+        policy.Lead.CATCH_UP: "catch-up: {days}",
+        policy.Lead.SHORT_NOTICE: "short notice: {n}",
+        policy.Lead.PASSED: "this date has passed",
+    },
+    "zh-CN": {
+        policy.Lead.SCHEDULED: "{days}（提前{stage}通知）",
+        policy.Lead.CATCH_UP: "补发提醒：{days}",
+        policy.Lead.SHORT_NOTICE: "短期通知：仅剩{n}",
+        policy.Lead.PASSED: "该日期已过",
+    },
+}
+
+
+def days_text(days: int | None, locale: str, *, bare: bool = False) -> str:
+    """'98 days left' / '剩余98天' ('98 days' / '98天' when bare); 'today' / '今天' on the day."""
+    if days is None:
+        return ""
+    if locale == "zh-CN":
+        if days == 0:
+            return "今天"
+        if days < 0:
+            return f"已过{-days}天"
+        return f"{days}天" if bare else f"剩余{days}天"
+    if days == 0:
+        return "today"
+    if days < 0:
+        return f"{-days} day{'s' if days != -1 else ''} ago"
+    unit = "day" if days == 1 else "days"
+    return f"{days} {unit}" if bare else f"{days} {unit} left"
+
+
+def lead_text(lead: policy.Lead, days: int | None, stage: str | None, locale: str) -> str:
+    """The lead-time label of a stage reminder that says what is true (policy.lead decides which)."""
+    texts = LEAD_TEXTS.get(locale, LEAD_TEXTS["en"])
+    return texts[lead].format(days=days_text(days, locale), n=days_text(days, locale, bare=True),
+                              stage=stage_label(stage, locale, possessive=True))
+
+
+def reason_text(change: MilestoneChange | None, locale: str) -> str:
+    """Why a milestone changed, as a customer of `locale` may read it."""
+    if change is None:
+        return ""
+    if change.customer_reason:
+        try:
+            written = json.loads(change.customer_reason)
+        except ValueError:
+            written = {}
+        if isinstance(written, dict) and written.get(locale):
+            return str(written[locale])
+    texts = REASON_TEXTS.get(locale, REASON_TEXTS["en"])
+    return texts.get(change.reason_code or "", texts.get(change.action, ""))
+
+
 MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
              "October", "November", "December")
 
@@ -62,11 +148,13 @@ def format_date(day: dt.date | None, locale: str) -> str:
     return f"{day.day} {MONTHS_EN[day.month - 1]} {day.year}"
 
 
-def stage_label(stage: str | None, locale: str) -> str:
+def stage_label(stage: str | None, locale: str, *, possessive: bool = False) -> str:
     if not stage:
         return ""
     n, unit = int(stage[:-1]), stage[-1]
     one, many = STAGE_LABELS.get(locale, STAGE_LABELS["en"])[unit]
+    if possessive and locale != "zh-CN":
+        one, many = STAGE_LABELS_EN_POSSESSIVE[unit]
     if locale == "zh-CN":
         return f"{n}{one}"
     return f"{n} {one if n == 1 else many}"
@@ -83,8 +171,29 @@ class Rendered:
     html: str
 
 
+def _told(session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], list]:
+    """Every notice each (customer, milestone) pair was given, oldest first: what they knew before."""
+    out: dict[tuple[int, int], list] = {}
+    if not pairs:
+        return out
+    N = Notice.__table__
+    rows = session.connection().execute(
+        sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.kind, N.c.milestone_date, N.c.released_at)
+        .where(N.c.customer_id.in_({c for c, _ in pairs}), N.c.milestone_id.in_({m for _, m in pairs}),
+               N.c.audience == "customer", N.c.status.in_(["sent", "released"]))
+        .order_by(N.c.released_at, N.c.id)
+    ).all()
+    for r in rows:
+        if (r.customer_id, r.milestone_id) in pairs:
+            out.setdefault((r.customer_id, r.milestone_id), []).append(r)
+    return out
+
+
 def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) -> dict[int, dict]:
-    """Template context of each notice, in a handful of queries whatever the number of notices."""
+    """Template context of each notice, in a handful of queries whatever the number of notices.
+
+    Everything a template shows is computed here (labels, reasons, tone), per the customer's locale:
+    templates never decide thresholds or fall back to another language."""
     if not notice_ids:
         return {}
     rows = session.exec(
@@ -97,15 +206,21 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
     ).all()
     milestone_ids = {n.milestone_id for n, *_ in rows if n.milestone_id}
     changes: dict[tuple[int, int], MilestoneChange] = {}
+    dated: dict[int, MilestoneChange] = {}  # the change that set each milestone's current date
     if milestone_ids:
-        for ch in session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id.in_(milestone_ids))):
+        for ch in session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id.in_(milestone_ids))
+                               .order_by(MilestoneChange.revision, MilestoneChange.id)):
             changes[(ch.milestone_id, ch.revision)] = ch
+            if ch.action in ("created", "moved", "reinstated"):
+                dated[ch.milestone_id] = ch
     agreements: dict[tuple[int, int], Agreement] = {}
     pairs = {(c.id, r.id) for _, c, _, r, _ in rows if r is not None}
     if pairs:
         for ag in session.exec(select(Agreement).where(
                 Agreement.customer_id.in_({c for c, _ in pairs}), Agreement.release_id.in_({r for _, r in pairs}))):
             agreements[(ag.customer_id, ag.release_id)] = ag
+    told = _told(session, {(n.customer_id, n.milestone_id) for n, *_ in rows
+                           if n.milestone_id and n.audience == "customer"})
     bounce_ids = [int(n.slot) for n, *_ in rows if n.kind == "bounce" and n.slot.isdigit()]
     bounced = {d.id: d for d in session.exec(select(Delivery).where(Delivery.id.in_(bounce_ids)))} if bounce_ids else {}
 
@@ -113,16 +228,35 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
     for notice, customer, milestone, release, product in rows:
         # Reps are the vendor's own staff: their messages are in English.
         locale = customer.locale if notice.audience == "customer" else "en"
+        if locale not in KIND_LABELS:
+            locale = "en"
         today = policy.local_date(at, customer.timezone)
         date = notice.milestone_date or (milestone.date if milestone else None)
         change = changes.get((milestone.id, notice.revision)) if milestone else None
         agreement = agreements.get((customer.id, release.id)) if release else None
+        days = policy.days_left(date, today) if date else None
+        # What the customer knew before this notice: the date of the last notice given before it.
+        earlier = [r for r in told.get((customer.id, notice.milestone_id), [])
+                   if r.id != notice.id and (notice.released_at is None or r.released_at is None
+                                             or _utc(r.released_at) < _utc(notice.released_at))]
+        known_date = earlier[-1].milestone_date if earlier and earlier[-1].kind != "withdrawn" else None
+        if known_date is None and change is not None and change.old_date and notice.kind != "stage":
+            known_date = change.old_date
+        lead = None
+        if notice.kind == "stage" and date is not None:
+            lead = policy.lead(notice.stage_date, date, today, told_before=bool(earlier))
+        if notice.kind == "stage":
+            why = reason_text(dated.get(milestone.id), locale) if lead == policy.Lead.SHORT_NOTICE else ""
+        else:
+            why = reason_text(change, locale)
         ctx = {
             "notice_id": notice.id,
             "kind": notice.kind,
             "audience": notice.audience,
             "stage": notice.slot if notice.kind in ("stage", "escalation") else None,
             "stage_label": stage_label(notice.slot, locale) if notice.kind in ("stage", "escalation") else "",
+            "lead": str(lead) if lead else None,
+            "lead_text": lead_text(lead, days, notice.slot, locale) if lead else "",
             "customer_key": customer.key,
             "customer_name": customer.name,
             "product_slug": product.slug if product else "",
@@ -131,16 +265,19 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "milestone_kind": milestone.kind if milestone else None,
             "milestone_label": kind_label(milestone.kind, locale) if milestone else "",
             "date": date,
+            "stage_date": notice.stage_date,
             "date_text": format_date(date, locale),
-            "days_left": policy.days_left(date, today) if date else None,
+            "days_left": days,
+            "days_text": days_text(days, locale),
+            "passed": days is not None and days < 0,
+            "tone": _tone(notice.kind, days),
             "upgrade_to": release.upgrade_to if release else None,
             "revision": notice.revision,
-            "old_date_text": format_date(change.old_date, locale) if change and change.old_date else "",
-            "reason": (change.reason if change else None) or "",
-            "short_notice": bool(milestone and milestone.short_notice_reason and notice.kind == "stage"
-                                 and date and not policy.is_history(date, today)
-                                 and policy.is_short_notice(date, today)),
-            "ack_url": links.ack_url(session, customer.id, release.id) if release else None,
+            "old_date_text": format_date(known_date, locale) if known_date and known_date != date else "",
+            "reason": why,
+            "short_notice": lead == policy.Lead.SHORT_NOTICE,
+            "ack_url": links.ack_url(session, customer.id, release.id) if release and (days is None or days >= 0)
+            else None,
             "calendar_url": links.calendar_url(customer.calendar_token),
             "agreement_status": agreement.status if agreement else "none",
             "agreement_label": AGREEMENT_LABELS.get(locale, AGREEMENT_LABELS["en"])[
@@ -158,12 +295,33 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
     return out
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def _tone(kind: str, days: int | None) -> str:
+    """How a message item is highlighted: a computed value, so templates hold no thresholds."""
+    if kind in ("withdrawn", "changed", "reinstated"):
+        return kind
+    return "urgent" if days is not None and days <= URGENT_DAYS else "info"
+
+
 def _sort_key(ctx: dict):
     return (ctx["date"] or dt.date.max, ctx["product_slug"], ctx["version"] or "", ctx["milestone_kind"] or "")
 
 
 def render_message(audience: str, locale: str, items: list[dict], customer: dict) -> Rendered:
-    """Subject, text and HTML of one message listing `items` (notice contexts)."""
+    """Subject, text and HTML of one message listing `items` (notice contexts).
+
+    Two reminders of the same milestone in one message (a tick that came late, within the catch-up
+    grace) read as one: the latest stage."""
+    latest: dict[tuple, dict] = {}
+    for item in items:
+        if item["kind"] == "stage":
+            k = (item["milestone_id"], item["date"])
+            if k not in latest or (item["stage_date"] or dt.date.min) > (latest[k]["stage_date"] or dt.date.min):
+                latest[k] = item
+    items = [i for i in items if i["kind"] != "stage" or latest[(i["milestone_id"], i["date"])] is i]
     items = sorted(items, key=_sort_key)
     if audience != "customer":
         locale = "en"

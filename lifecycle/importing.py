@@ -6,7 +6,16 @@ already in the database and `at` — and every problem is collected with its pat
 (`customers[3].timezone: unknown timezone 'Asia/Shangai'`). Only a file without a single error is
 written, through the registry functions (which mark milestones for re-planning and write the audit
 log), in the caller's transaction. Re-importing is an idempotent upsert by natural keys; a changed
-milestone date is a move; a milestone in the database but not in the file is left alone.
+milestone date is a move.
+
+Imports are authoritative for what they cover:
+- an endoflife.date file is the truth for its product: a release milestone no longer in the file is
+  withdrawn ("removed upstream"), a withdrawn one that is back is reinstated, and a phase marked ended
+  without a date (`isEol: true` with `eolFrom: null`, or `eolFrom: true`) records the release as
+  ended (history, never notified; a planned future date for that phase is moved to the import day);
+- a registry file keeps milestones it does not mention, unless a product says
+  `missing_milestones: withdraw`; a phase given as `true` records the release as ended.
+The summary lists every addition, move, withdrawal, reinstatement and release marked ended.
 """
 
 from __future__ import annotations
@@ -144,7 +153,11 @@ class ImportSummary:
     source: str
     counts: dict[str, dict[str, int]] = field(
         default_factory=lambda: {e: {"created": 0, "updated": 0, "unchanged": 0} for e in ENTITIES})
+    added: list[dict] = field(default_factory=list)
     moves: list[dict] = field(default_factory=list)
+    withdrawn: list[dict] = field(default_factory=list)
+    reinstated: list[dict] = field(default_factory=list)
+    ended: list[dict] = field(default_factory=list)  # releases marked ended without a date
     short_notice: list[dict] = field(default_factory=list)
     history: int = 0  # milestones created with a date already past: recorded, never notified
     notes: list[str] = field(default_factory=list)
@@ -157,8 +170,10 @@ class ImportSummary:
         return any(c["created"] or c["updated"] for c in self.counts.values())
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "changed": self.changed, "counts": self.counts, "moves": self.moves,
-                "short_notice": self.short_notice, "history": self.history, "notes": self.notes}
+        return {"source": self.source, "changed": self.changed, "counts": self.counts, "added": self.added,
+                "moves": self.moves, "withdrawn": self.withdrawn, "reinstated": self.reinstated,
+                "ended": self.ended, "short_notice": self.short_notice, "history": self.history,
+                "notes": self.notes}
 
     def lines(self) -> list[str]:
         """The summary for people, one line each."""
@@ -174,9 +189,19 @@ class ImportSummary:
             parts = [p for e in ENTITIES if (p := part(e, change))]
             if parts:
                 out.append(f"  {change}: {', '.join(parts)}")
+        for m in self.added:
+            out.append(f"  added {m['milestone']} on {m['date']}" + (" (history: never notified)" if m["history"]
+                                                                    else ""))
         for m in self.moves:
             out.append(f"  moved {m['milestone']} from {m['from']} to {m['to']} (revision {m['revision']}): "
                        f"{m['reason']}")
+        for m in self.withdrawn:
+            out.append(f"  withdrew {m['milestone']} (was {m['date']}): {m['reason']}")
+        for m in self.reinstated:
+            out.append(f"  reinstated {m['milestone']} on {m['date']}: {m['reason']}")
+        for r in self.ended:
+            out.append(f"  marked {r['release']} as ended ({r['phase']}, no date published): history, never "
+                       "notified")
         for m in self.short_notice:
             out.append(f"  short notice: {m['milestone']} on {m['date']} ({m['reason']}): affected customers "
                        "are notified at once")
@@ -196,10 +221,14 @@ class _Milestone:
     date: dt.date
     reason: str | None  # short_notice_reason
     reason_only_if_short: bool = False  # endoflife: one reason for the whole file, used where needed
+    change_reason: str | None = None  # why it moved or is reinstated (internal)
+    customer_reason: dict | str | None = None  # the same, written for customers
+    upstream: bool = False  # from endoflife.date: changes carry upstream reason codes
     # decided against the database:
-    action: str = ""  # create | move | unchanged | withdrawn
+    action: str = ""  # create | move | unchanged | withdrawn | reinstate
     existing: Milestone | None = None
     effective_reason: str | None = None
+    code: str | None = None  # reason code of the change, for customers' neutral text
     label: str = ""  # "acp 3.16 end-of-life"
 
 
@@ -210,6 +239,19 @@ class _Release:
     released: dt.date | None
     upgrade_to: str | None
     milestones: list[_Milestone]
+    ended: str | None = None  # the latest phase marked ended without a date
+    ended_known: bool = False  # the file says whether it ended (endoflife always does)
+
+
+@dataclass
+class _Retire:
+    """A milestone in the database that an authoritative file no longer carries, or ended upstream."""
+
+    label: str
+    existing: Milestone
+    action: str  # withdraw | end (moved to the import day)
+    reason: str
+    code: str
 
 
 @dataclass
@@ -219,6 +261,9 @@ class _Product:
     name: str | None
     milestones: list[_Milestone]
     releases: list[_Release]
+    missing: str = "keep"  # what to do with the product's milestones the file does not mention
+    upstream: bool = False  # an endoflife.date file: release milestones only, upstream reason codes
+    retire: list[_Retire] = field(default_factory=list)  # decided against the database
 
 
 @dataclass
@@ -318,9 +363,10 @@ def _duplicates(items, key, what: str, errs: _Errors, field_name: str) -> None:
 # ---------------------------------------------------------------------------------- registry format
 
 _TOP = {"products": False, "customers": False}
-_PRODUCT = {"slug": True, "name": True, "milestones": False, "releases": False}
+_PRODUCT = {"slug": True, "name": True, "milestones": False, "releases": False, "missing_milestones": False}
+MISSING = ("keep", "withdraw")
 _RELEASE = {"version": True, "released": False, "upgrade_to": False, "milestones": False}
-_MILESTONE = {"date": True, "short_notice_reason": False}
+_MILESTONE = {"date": True, "short_notice_reason": False, "reason": False, "customer_reason": False}
 _CUSTOMER = {"key": True, "name": True, "timezone": True, "locale": False, "account_rep": True,
              "service": False, "contacts": False, "deployments": False}
 _SERVICE = {"start": False, "end": False, "cores": False}
@@ -328,31 +374,63 @@ _CONTACT = {"email": True, "name": False}
 _DEPLOYMENT = {"product": True, "version": True, "cores": False}
 
 
-def _milestones(obj, path: str, errs: _Errors) -> list[_Milestone]:
+def _customer_reason(value, path: str, errs: _Errors) -> dict | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _reason(value, path, errs)
+    if not isinstance(value, dict):
+        errs.add(path, f"expected text, or a mapping of locale to text, got {_kind(value)}")
+        return None
+    out = {}
+    for locale, text in value.items():
+        loc = errs.check(v.locale, locale, f"{path}.{locale}")
+        if not isinstance(text, str):
+            errs.add(f"{path}.{locale}", f"expected text, got {_kind(text)}")
+        elif loc:
+            out[loc] = _reason(text, f"{path}.{locale}", errs)
+    return out
+
+
+def _milestones(obj, path: str, errs: _Errors) -> tuple[list[_Milestone], list[str]]:
+    """The dated milestones of a mapping, and the kinds given as `true` (ended without a date)."""
     if obj is None:
-        return []
+        return [], []
     if not isinstance(obj, dict):
         errs.add(path, f"expected a mapping of milestone kind to date, got {_kind(obj)}")
-        return []
-    out = []
+        return [], []
+    out, ended = [], []
     for key, value in obj.items():
         mpath = _join(path, key)
         kind = errs.check(v.milestone_kind, key, mpath)
-        reason = None
+        reason = change_reason = customer_reason = None
+        if value is True:  # the phase has ended, the date is not known
+            if kind:
+                ended.append(kind)
+            continue
         if isinstance(value, dict):
             value = _mapping(value, mpath, _MILESTONE, errs)
             reason = _reason(value.get("short_notice_reason"), f"{mpath}.short_notice_reason", errs)
+            change_reason = _reason(value.get("reason"), f"{mpath}.reason", errs)
+            customer_reason = _customer_reason(value.get("customer_reason"), f"{mpath}.customer_reason", errs)
             if value.get("date") is None:
                 continue  # reported as required
             date = errs.check(v.date, value.get("date"), f"{mpath}.date")
-        elif value is None:
-            errs.add(mpath, "a date is required (YYYY-MM-DD, or {date: ..., short_notice_reason: ...})")
+        elif value is None or value is False:
+            errs.add(mpath, "a date is required (YYYY-MM-DD, true for a phase that ended on an unknown date, "
+                            "or {date: ..., short_notice_reason: ..., reason: ..., customer_reason: ...})")
             continue
         else:
             date = errs.check(v.date, value, mpath)
         if kind and date:
-            out.append(_Milestone(mpath, kind, date, reason))
-    return out
+            out.append(_Milestone(mpath, kind, date, reason, change_reason=change_reason,
+                                  customer_reason=customer_reason))
+    return out, ended
+
+
+def _latest(kinds: list[str]) -> str | None:
+    order = [k.value for k in MilestoneKind]
+    return max(kinds, key=order.index) if kinds else None
 
 
 def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Customer]]:
@@ -383,13 +461,20 @@ def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Cu
                 upgrade_to = _version(upgrade_to, f"{rpath}.upgrade_to", errs)
                 if upgrade_to is not None and upgrade_to == version:
                     errs.add(f"{rpath}.upgrade_to", f"release {version!r} cannot upgrade to itself")
-            milestones = _milestones(rraw.get("milestones"), f"{rpath}.milestones", errs)
+            milestones, ended = _milestones(rraw.get("milestones"), f"{rpath}.milestones", errs)
             if version is not None:
-                releases.append(_Release(rpath, version, released, upgrade_to, milestones))
+                releases.append(_Release(rpath, version, released, upgrade_to, milestones, _latest(ended),
+                                         ended_known=bool(ended)))
         _duplicates(releases, lambda r: r.version, "version", errs, "version")
-        milestones = _milestones(raw.get("milestones"), f"{path}.milestones", errs)
+        milestones, ended = _milestones(raw.get("milestones"), f"{path}.milestones", errs)
+        if ended:
+            errs.add(f"{path}.milestones.{ended[0]}", "a product-level milestone needs a date (true marks a "
+                                                      "release's phase as ended)")
+        missing = raw.get("missing_milestones", "keep")
+        if missing not in MISSING:
+            errs.add(f"{path}.missing_milestones", f"expected keep or withdraw, got {missing!r}")
         if slug is not None:
-            products.append(_Product(path, slug, name, milestones, releases))
+            products.append(_Product(path, slug, name, milestones, releases, missing=missing))
     _duplicates(products, lambda p: p.slug, "product", errs, "slug")
     return products, _parse_customers(data.get("customers"), errs)
 
@@ -480,26 +565,32 @@ def _parse_endoflife(data: dict, product: str, name: str | None, short_notice_re
         version = _version(raw.get("name"), f"{path}.name", errs)
         released = errs.check(v.optional_date, raw.get("releaseDate"), f"{path}.releaseDate")
         # eolFrom is the end of life, unless the release also has extended support (eoesFrom): then
-        # eolFrom ends maintenance and eoesFrom is the end of life. A null date makes no milestone.
-        extended = raw.get("eoesFrom") is not None
+        # eolFrom ends maintenance and eoesFrom is the end of life. A null date makes no milestone; a
+        # phase marked ended without a date (isEol: true, eolFrom: null; or eolFrom: true) marks the
+        # release as ended.
+        extended = raw.get("eoesFrom") not in (None, False) or raw.get("isEoes") is True
         mapping = [
-            ("discontinuedFrom", MilestoneKind.END_OF_SALE),
-            ("eoasFrom", MilestoneKind.END_OF_FULL_SUPPORT),
-            ("eolFrom", MilestoneKind.END_OF_MAINTENANCE if extended else MilestoneKind.END_OF_LIFE),
-            ("eoesFrom", MilestoneKind.END_OF_LIFE),
+            ("discontinuedFrom", "isDiscontinued", MilestoneKind.END_OF_SALE),
+            ("eoasFrom", "isEoas", MilestoneKind.END_OF_FULL_SUPPORT),
+            ("eolFrom", "isEol", MilestoneKind.END_OF_MAINTENANCE if extended else MilestoneKind.END_OF_LIFE),
+            ("eoesFrom", "isEoes", MilestoneKind.END_OF_LIFE),
         ]
-        milestones = []
-        for key, kind in mapping:
+        milestones, ended = [], []
+        for key, flag, kind in mapping:
             value = raw.get(key)
-            if isinstance(value, bool):
-                continue  # a boolean without a date: nothing to schedule
+            if value is True or (value is None and raw.get(flag) is True):
+                ended.append(kind.value)
+                continue
+            if value is False or value is None:
+                continue
             date = errs.check(v.optional_date, value, f"{path}.{key}")
             if date is not None:
-                milestones.append(_Milestone(f"{path}.{key}", kind.value, date, reason, reason_only_if_short=True))
+                milestones.append(_Milestone(f"{path}.{key}", kind.value, date, reason, reason_only_if_short=True,
+                                             upstream=True))
         if version is not None:
-            releases.append(_Release(path, version, released, None, milestones))
+            releases.append(_Release(path, version, released, None, milestones, _latest(ended), ended_known=True))
     _duplicates(releases, lambda r: r.version, "release", errs, "name")
-    return [_Product("product", slug, name, [], releases)] if slug else []
+    return [_Product("product", slug, name, [], releases, missing="withdraw", upstream=True)] if slug else []
 
 
 # ------------------------------------------------------------------------------- checks against the DB
@@ -507,8 +598,9 @@ def _parse_endoflife(data: dict, product: str, name: str | None, short_notice_re
 
 def _check(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
            source: str, short_hint: str, errs: _Errors) -> None:
-    """Decide what each milestone becomes (create, move, unchanged) and check what needs the database:
-    references to releases, upgrade targets and the short-notice guard."""
+    """Decide what each milestone becomes (create, move, reinstate, unchanged), which milestones an
+    authoritative file retires, and check what needs the database: references to releases, upgrade
+    targets and the short-notice guard."""
     slugs = {p.slug for p in products} | {d.product for c in customers for d in c.deployments}
     db_products = {p.id: p for p in session.exec(select(Product).where(Product.slug.in_(slugs)))} if slugs else {}
     slug_of = {pid: p.slug for pid, p in db_products.items()}
@@ -535,6 +627,8 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
         for version, m in scoped:
             _decide(m, existing.get((p.slug, version, m.kind)), at=at, source=source, hint=short_hint,
                     errs=errs, label=" ".join(x for x in (p.slug, version, m.kind) if x))
+        if p.missing == "withdraw":
+            _retire(p, existing, at=at, source=source)
     known = set(slug_of.values()) | {p.slug for p in products}
     for c in customers:
         for d in c.deployments:
@@ -545,13 +639,48 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
                                               "(add it to the file or register it first)")
 
 
+def _retire(p: _Product, existing: dict[tuple[str, str | None, str], Milestone], *, at: dt.datetime,
+            source: str) -> None:
+    """An authoritative file's product: its planned milestones the file no longer carries are withdrawn;
+    a phase the file marks ended without a date moves a future date to the import day."""
+    listed = {(None, m.kind) for m in p.milestones} | {(r.version, m.kind) for r in p.releases for m in r.milestones}
+    ended = {r.version: r.ended for r in p.releases if r.ended}
+    order = [k.value for k in MilestoneKind]
+    for (slug, version, kind), m in sorted(existing.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
+        if slug != p.slug or (version, kind) in listed or m.status != MilestoneStatus.PLANNED:
+            continue
+        if p.upstream and version is None:
+            continue  # endoflife.date has no product-level milestones: the file does not cover them
+        label = " ".join(x for x in (slug, version, kind) if x)
+        phase = ended.get(version)
+        if phase is not None and order.index(kind) <= order.index(phase):
+            if m.date > at.date():  # ended already, although the date we had is still ahead
+                p.retire.append(_Retire(label, m, "end", "ended upstream without a published date"
+                                        if p.upstream else f"marked ended in {source}",
+                                        "upstream-ended" if p.upstream else "moved"))
+            continue  # a past date is more precise than "ended": keep it as history
+        p.retire.append(_Retire(label, m, "withdraw", "removed upstream" if p.upstream else f"not in {source}",
+                                "upstream-removed" if p.upstream else "import-removed"))
+
+
 def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source: str, hint: str,
             errs: _Errors, label: str) -> None:
     m.existing, m.label = current, label
     short = policy.is_short_notice(m.date, at)
     given = m.reason if (short or not m.reason_only_if_short) else None
     if current is not None and current.status == MilestoneStatus.WITHDRAWN:
-        m.action = "withdrawn"
+        if not m.upstream and not m.change_reason:
+            m.action = "withdrawn"  # a registry file reinstates only with a reason
+            return
+        m.action = "reinstate"
+        m.effective_reason = m.change_reason or "published again upstream"
+        m.code = "upstream-restored" if m.upstream and not m.change_reason else None
+        if short and not given and not m.upstream:
+            errs.add(m.path, f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}: "
+                             f"customers are promised at least 3 months' notice. {hint.format(kind=m.kind, date=m.date)}")
+        elif short and not given:
+            errs.add(m.path, f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}. "
+                             f"{hint.format(kind=m.kind, date=m.date)}")
         return
     if current is not None and current.date == m.date:
         m.action = "unchanged"
@@ -563,8 +692,12 @@ def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source
         return
     if current is None:
         m.action, m.effective_reason = "create", given
+        m.code = "upstream-short" if m.upstream and short else None
     else:
-        m.action, m.effective_reason = "move", given or f"changed by import of {source}"
+        m.action = "move"
+        m.effective_reason = m.change_reason or given or (
+            "changed upstream" if m.upstream else f"changed by import of {source}")
+        m.code = "upstream-moved" if m.upstream and not m.change_reason else None
 
 
 # ------------------------------------------------------------------------------------------- applying
@@ -573,8 +706,8 @@ def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source
 def _apply(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
            source: str, on_progress: Progress | None) -> ImportSummary:
     summary = ImportSummary(source=source)
-    total = sum(1 + len(p.milestones) + sum(1 + len(r.milestones) for r in p.releases) for p in products) + sum(
-        1 + len(c.contacts) + len(c.deployments) for c in customers)
+    total = sum(1 + len(p.milestones) + len(p.retire) + sum(1 + len(r.milestones) for r in p.releases)
+                for p in products) + sum(1 + len(c.contacts) + len(c.deployments) for c in customers)
     done = 0
 
     def step(path: str, fn, *args, **kwargs):
@@ -593,21 +726,30 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
     def milestone(m: _Milestone, product: Product, release: Release | None) -> None:
         if m.action in ("unchanged", "withdrawn"):
             if m.action == "withdrawn":
-                summary.notes.append(f"{m.path}: left alone: the milestone is withdrawn in the registry "
-                                     "(add it again with `lifecycle milestone add` to reinstate it)")
+                summary.notes.append(f"{m.path}: left alone: the milestone is withdrawn in the registry (give "
+                                     "it a reason in the file, or add it again with `lifecycle milestone add "
+                                     "... --reason`, to reinstate it)")
             summary.count("milestones", "unchanged")
             step(m.path, lambda: None)
             return
         if m.action == "create":
             row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
                                date=m.date, at=at, allow_short_notice=bool(m.effective_reason),
-                               reason=m.effective_reason)
-            if policy.is_history(m.date, at):
-                summary.history += 1
+                               reason=m.effective_reason, reason_code=m.code, customer_reason=m.customer_reason)
+            history = policy.is_history(m.date, at)
+            summary.history += history
+            summary.added.append({"milestone": m.label, "date": m.date.isoformat(), "history": history})
+        elif m.action == "reinstate":
+            row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
+                               date=m.date, at=at, allow_short_notice=True, reason=m.effective_reason,
+                               reason_code=m.code, customer_reason=m.customer_reason)
+            summary.reinstated.append({"milestone": m.label, "date": m.date.isoformat(),
+                                       "revision": row.revision, "reason": m.effective_reason})
         else:
             old = m.existing.date
             row, change = step(m.path, registry.move_milestone, session, m.existing, date=m.date,
-                               reason=m.effective_reason, at=at, allow_short_notice=True)
+                               reason=m.effective_reason, at=at, allow_short_notice=True, reason_code=m.code,
+                               customer_reason=m.customer_reason)
             summary.moves.append({"milestone": m.label, "from": old.isoformat(), "to": m.date.isoformat(),
                                   "revision": row.revision, "reason": m.effective_reason})
         summary.count("milestones", change)
@@ -615,17 +757,38 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
             summary.short_notice.append({"milestone": m.label, "date": m.date.isoformat(),
                                          "reason": m.effective_reason})
 
+    def retire(p: _Product, r: _Retire) -> None:
+        if r.action == "withdraw":
+            step(p.path, registry.withdraw_milestone, session, r.existing, reason=r.reason, at=at,
+                 reason_code=r.code)
+            summary.withdrawn.append({"milestone": r.label, "date": r.existing.date.isoformat(),
+                                      "revision": r.existing.revision, "reason": r.reason})
+        else:
+            old = r.existing.date
+            step(p.path, registry.move_milestone, session, r.existing, date=at.date(), reason=r.reason, at=at,
+                 allow_short_notice=True, reason_code=r.code)
+            summary.moves.append({"milestone": r.label, "from": old.isoformat(), "to": at.date().isoformat(),
+                                  "revision": r.existing.revision, "reason": r.reason})
+        summary.count("milestones", "updated")
+
     for p in products:
         product, change = step(p.path, registry.upsert_product, session, slug=p.slug, name=p.name, at=at)
         summary.count("products", change)
         for m in p.milestones:
             milestone(m, product, None)
         for r in p.releases:
+            ended = {"ended": r.ended} if r.ended_known else {}
+            before = registry.find_release(session, product, r.version)
+            was_ended = before.ended if before is not None else None
             release, change = step(r.path, registry.upsert_release, session, product=product, version=r.version,
-                                   released=r.released, upgrade_to=r.upgrade_to, at=at)
+                                   released=r.released, upgrade_to=r.upgrade_to, at=at, **ended)
             summary.count("releases", change)
+            if release.ended and release.ended != was_ended:
+                summary.ended.append({"release": f"{p.slug} {r.version}", "phase": release.ended})
             for m in r.milestones:
                 milestone(m, product, release)
+        for r in p.retire:
+            retire(p, r)
     for c in customers:
         customer, change = step(c.path, registry.upsert_customer, session, key=c.key, at=at, **c.values)
         summary.count("customers", change)
@@ -634,9 +797,13 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
                              name=ct.name, at=at)
             summary.count("contacts", change)
         for d in c.deployments:
-            _, change = step(d.path, registry.add_deployment, session, customer=customer, product=d.product,
-                             version=d.version, cores=d.cores, at=at)
+            dep, change = step(d.path, registry.add_deployment, session, customer=customer, product=d.product,
+                               version=d.version, cores=d.cores, at=at)
             summary.count("deployments", change)
+            if change != "unchanged":
+                warning = registry.ended_warning(session, session.get(Release, dep.release_id), at)
+                if warning:
+                    summary.notes.append(f"{d.path}: warning: {warning}")
     return summary
 
 

@@ -5,6 +5,14 @@
 - A stage is due at 09:00 local time in the customer's timezone on its date (DST-correct).
 - The 3-month stage is the contractual minimum and is always planned.
 - A milestone date less than 3 months after `at` is "short notice"; a date before `at` is history.
+- Eligibility is judged at a notice's *effective* due instant, never at the moment a tick runs: a
+  stage falls due at its own instant, or when the customer became affected under the current date
+  (deployment added, service started, date registered or moved), whichever is later. Stages that fall
+  due at the same effective instant are caught up: only the latest is sent. A tick that runs late
+  sends what fell due while the customer was eligible; only when it is later than `CATCH_UP_GRACE`
+  (an outage, not a tick cadence) are older overdue stages dropped in favour of the latest.
+- Reminders follow the current date: stage notices are keyed by the date they announce, so a moved
+  milestone gets its stages again for the new date, and never twice for the same date.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -22,6 +31,38 @@ from lifecycle.config import CONTRACT_STAGE, DEFAULT_STAGES
 _STAGE_RE = re.compile(r"^(\d{1,2})([mw])$")
 CONTRACT_MONTHS = 3
 ESCALATION_STAGE = "1m"
+# A tick later than this after a stage's effective due instant is an outage: of several overdue
+# stages only the latest goes. Any tick cadence up to this long gives the same notices.
+CATCH_UP_GRACE = dt.timedelta(days=7)
+
+
+class SkipReason(StrEnum):
+    """Why a notice was not sent (skipped) or not wanted any more (cancelled)."""
+
+    SUPERSEDED = "superseded"  # catch-up: fell due at the same instant as a later stage, which went
+    OUTAGE = "superseded-after-outage"  # the tick came too late: a later overdue stage went instead
+    COVERED_BY_CHANGE = "covered-by-change"  # a date-changed / reinstated notice told them instead
+    AGREEMENT = "agreement"  # the customer agreed an upgrade before the stage fell due
+    SERVICE_LAPSED = "service-lapsed"  # the service period ended before the stage fell due
+    MILESTONE_PASSED = "milestone-passed"  # history: never notified
+    NOT_AFFECTED = "not-affected"  # the deployment was removed before the stage fell due
+    WITHDRAWN = "withdrawn"  # the milestone was withdrawn
+    MOVED = "moved"  # the stage announced a date the milestone no longer has
+    REPLACED = "replaced"  # a later change notice replaces this one before it went out
+
+
+# Skipped or cancelled notices with these reasons come back when the situation changes (renewal,
+# re-deployment, a milestone moved back to a date, reinstated).
+REPLANNABLE = frozenset({None, SkipReason.SERVICE_LAPSED, SkipReason.NOT_AFFECTED, SkipReason.MILESTONE_PASSED,
+                         SkipReason.WITHDRAWN, SkipReason.MOVED, "service-not-started"})
+
+
+def notice_key(kind: str, customer_id: int, milestone_id: int | None, slot: str,
+               date: dt.date | None = None) -> str:
+    """The unique key of a notice: one per customer, milestone and slot (a stage, or a revision for
+    change notices); stages and escalations also name the milestone date they speak of."""
+    key = f"{kind}:{customer_id}:{milestone_id or 0}:{slot}"
+    return f"{key}:{date.isoformat()}" if date is not None else key
 
 
 @dataclass(frozen=True, order=True)
@@ -117,3 +158,35 @@ def latest_overdue(due: dict[str, dt.datetime], at: dt.datetime) -> str | None:
 
 def days_left(milestone_date: dt.date, today: dt.date) -> int:
     return (milestone_date - today).days
+
+
+def effective_due(stage_day: dt.date, tz: str, *, affected_since: dt.datetime | None,
+                  service_start: dt.date | None, hour: int = 9) -> tuple[dt.date, dt.datetime]:
+    """(send day, due instant) of a stage: its own day at `hour` local, moved to the first day of
+    service if it falls before it, and to the instant the customer became affected under the current
+    date if that is later (then it goes at once rather than waiting for 09:00)."""
+    day = max(stage_day, service_start) if service_start else stage_day
+    due = local_instant(day, tz, hour)
+    if affected_since is not None and affected_since > due:
+        return local_date(affected_since, tz), affected_since
+    return day, due
+
+
+class Lead(StrEnum):
+    """What a stage reminder can truthfully say about its lead time."""
+
+    SCHEDULED = "scheduled"  # sent on its stage day: "98 days left (3 months' notice)"
+    CATCH_UP = "catch-up"  # sent after its stage day, having been told before or in time
+    SHORT_NOTICE = "short-notice"  # the first word less than 3 months before the date
+    PASSED = "passed"  # the date is past (a late tick after an outage)
+
+
+def lead(stage_day: dt.date | None, milestone_date: dt.date, today: dt.date, *, told_before: bool) -> Lead:
+    """Which lead-time label is true for a stage reminder read on `today` (the customer's day)."""
+    if milestone_date < today:
+        return Lead.PASSED
+    if stage_day is not None and today <= stage_day:
+        return Lead.SCHEDULED
+    if not told_before and today > contract_deadline(milestone_date):
+        return Lead.SHORT_NOTICE
+    return Lead.CATCH_UP

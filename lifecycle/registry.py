@@ -25,6 +25,7 @@ from lifecycle.models import (
     Deployment,
     Milestone,
     MilestoneChange,
+    MilestoneKind,
     MilestoneStatus,
     Product,
     Release,
@@ -56,6 +57,12 @@ def get_release(session: Session, product: Product, version: str, field: str = "
     if release is None:
         raise NotFound(field, f"product {product.slug!r} has no release {version!r}")
     return release
+
+
+def find_release(session: Session, product: Product, version: str) -> Release | None:
+    return session.exec(
+        select(Release).where(Release.product_id == product.id, Release.version == version)
+    ).first()
 
 
 def get_customer(session: Session, key: str, field: str = "customer") -> Customer:
@@ -128,36 +135,45 @@ def upsert_product(session: Session, *, slug: str, name: str, at: dt.datetime) -
     return product, "unchanged"
 
 
+_UNSET: object = object()
+
+
 def upsert_release(
     session: Session, *, product: str | Product, version: str, at: dt.datetime,
-    released: dt.date | None = None, upgrade_to: str | None = None,
+    released: dt.date | None = None, upgrade_to: str | None = None, ended: str | None | object = _UNSET,
 ) -> tuple[Release, Change]:
+    """Register or update a release. `ended` (a milestone kind, or None) records the phase known to
+    have ended without a published date; left as it is when not given."""
     prod = product if isinstance(product, Product) else get_product(session, product)
     version = v.version(version)
     upgrade_to = v.version(upgrade_to, "upgrade_to") if upgrade_to else None
     released = v.in_range(released, "released") if released else None
     if upgrade_to == version:
         raise InputError("upgrade_to", f"release {version!r} cannot upgrade to itself")
+    if ended is not _UNSET and ended is not None:
+        ended = v.milestone_kind(ended, "ended")
     release = session.exec(
         select(Release).where(Release.product_id == prod.id, Release.version == version)
     ).first()
     if release is None:
         release = Release(product_id=prod.id, version=version, released=released, upgrade_to=upgrade_to,
-                          created_at=at)
+                          ended=None if ended is _UNSET else ended, created_at=at)
         session.add(release)
         session.flush()
         audit(session, at, "release.add", f"{prod.slug} {version}",
-              {"released": released, "upgrade_to": upgrade_to})
+              {"released": released, "upgrade_to": upgrade_to, "ended": release.ended})
         return release, "created"
     changed = False
     if released is not None and release.released != released:
         release.released, changed = released, True
     if upgrade_to is not None and release.upgrade_to != upgrade_to:
         release.upgrade_to, changed = upgrade_to, True
+    if ended is not _UNSET and release.ended != ended:
+        release.ended, changed = ended, True
     if changed:
         session.add(release)
         audit(session, at, "release.update", f"{prod.slug} {version}",
-              {"released": release.released, "upgrade_to": release.upgrade_to})
+              {"released": release.released, "upgrade_to": release.upgrade_to, "ended": release.ended})
     return release, "updated" if changed else "unchanged"
 
 
@@ -189,12 +205,29 @@ def _scope_label(product: Product, release: Release | None) -> str:
     return f"{product.slug} {release.version}" if release else product.slug
 
 
+def customer_reason_json(customer_reason: dict[str, str] | str | None) -> str | None:
+    """Text written for customers, as stored: JSON {locale: text}. A plain string is English."""
+    if not customer_reason:
+        return None
+    if isinstance(customer_reason, str):
+        customer_reason = {"en": customer_reason}
+    if not isinstance(customer_reason, dict):
+        raise InputError("customer_reason", "expected text, or a mapping of locale to text")
+    out = {}
+    for locale, text in customer_reason.items():
+        locale = v.locale(locale, "customer_reason")
+        out[locale] = v.reason(text, f"customer_reason.{locale}")
+    return json.dumps(out, ensure_ascii=False, sort_keys=True) if out else None
+
+
 def add_milestone(
     session: Session, *, product: str | Product, version: str | Release | None, kind: str, date: dt.date,
     at: dt.datetime, allow_short_notice: bool = False, reason: str | None = None, by: str | None = None,
+    reason_code: str | None = None, customer_reason: dict[str, str] | str | None = None,
 ) -> tuple[Milestone, Change]:
     """Register a milestone. An existing planned one with the same date is unchanged; a different
-    date is refused (use `move`); a withdrawn one is reinstated."""
+    date is refused (use `move`); a withdrawn one is reinstated, which needs a reason: customers who
+    were told it was cancelled are told it applies again."""
     prod = product if isinstance(product, Product) else get_product(session, product)
     if isinstance(version, Release) or version is None:
         release = version
@@ -209,8 +242,13 @@ def add_milestone(
             return existing, "unchanged"
         raise InputError("date", f"{label} is already registered for {existing.date.isoformat()}: "
                                  "use `lifecycle milestone move` to change its date")
-    short = check_short_notice(date, at, allow_short_notice, reason)
+    written = customer_reason_json(customer_reason)
     if existing is not None:  # reinstating a withdrawn milestone
+        if not (reason or "").strip():
+            raise InputError("reason", f"{label} was withdrawn: give a reason to reinstate it (customers who "
+                                       "were told it was cancelled are told it applies again)")
+        reason = v.reason(reason)
+        short = check_short_notice(date, at, allow_short_notice, reason)
         existing.status = MilestoneStatus.PLANNED
         old = existing.date
         existing.date, existing.revision = date, existing.revision + 1
@@ -219,9 +257,10 @@ def add_milestone(
         session.add(existing)
         session.add(MilestoneChange(milestone_id=existing.id, revision=existing.revision, action="reinstated",
                                     old_date=old, new_date=date, reason=reason, short_notice=bool(short),
-                                    by=by, at=at))
+                                    reason_code=reason_code, customer_reason=written, by=by, at=at))
         audit(session, at, "milestone.reinstate", label, {"date": date, "reason": reason}, by)
         return existing, "updated"
+    short = check_short_notice(date, at, allow_short_notice, reason)
     milestone = Milestone(
         product_id=prod.id, release_id=release.id if release else None, scope=release.id if release else 0,
         kind=kind, date=date, short_notice_reason=short, registered_at=at, changed_at=at, needs_plan=True,
@@ -230,21 +269,25 @@ def add_milestone(
     session.flush()
     session.add(MilestoneChange(milestone_id=milestone.id, revision=1, action="created", new_date=date,
                                 reason=reason if short or reason else None, short_notice=bool(short),
-                                by=by, at=at))
+                                reason_code=reason_code, customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.add", label, {"date": date, "short_notice": short}, by)
     return milestone, "created"
 
 
 def move_milestone(
     session: Session, milestone: Milestone, *, date: dt.date, reason: str, at: dt.datetime,
-    allow_short_notice: bool = False, by: str | None = None,
+    allow_short_notice: bool = False, by: str | None = None, reason_code: str | None = None,
+    customer_reason: dict[str, str] | str | None = None,
 ) -> tuple[Milestone, Change]:
+    """Move a milestone to a new date (also into the past: a correction). Customers already told about
+    it hear of the change; its reminders follow the new date."""
     reason = v.reason(reason)
     date = v.in_range(date, "date")
     if milestone.status == MilestoneStatus.WITHDRAWN:
         raise InputError("kind", "the milestone is withdrawn: add it again to reinstate it")
     if milestone.date == date:
         return milestone, "unchanged"
+    written = customer_reason_json(customer_reason)
     short = check_short_notice(date, at, allow_short_notice, reason)
     old = milestone.date
     milestone.date, milestone.revision = date, milestone.revision + 1
@@ -254,7 +297,7 @@ def move_milestone(
     session.add(milestone)
     session.add(MilestoneChange(milestone_id=milestone.id, revision=milestone.revision, action="moved",
                                 old_date=old, new_date=date, reason=reason, short_notice=bool(short),
-                                by=by, at=at))
+                                reason_code=reason_code, customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.move", f"milestone {milestone.id}",
           {"from": old, "to": date, "reason": reason}, by)
     return milestone, "updated"
@@ -262,17 +305,30 @@ def move_milestone(
 
 def withdraw_milestone(
     session: Session, milestone: Milestone, *, reason: str, at: dt.datetime, by: str | None = None,
+    reason_code: str | None = None, customer_reason: dict[str, str] | str | None = None,
 ) -> tuple[Milestone, Change]:
     reason = v.reason(reason)
     if milestone.status == MilestoneStatus.WITHDRAWN:
         return milestone, "unchanged"
+    written = customer_reason_json(customer_reason)
     milestone.status, milestone.revision = MilestoneStatus.WITHDRAWN, milestone.revision + 1
     milestone.changed_at, milestone.needs_plan = at, True
     session.add(milestone)
     session.add(MilestoneChange(milestone_id=milestone.id, revision=milestone.revision, action="withdrawn",
-                                old_date=milestone.date, reason=reason, by=by, at=at))
+                                old_date=milestone.date, reason=reason, reason_code=reason_code,
+                                customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.withdraw", f"milestone {milestone.id}", {"reason": reason}, by)
     return milestone, "updated"
+
+
+def release_ended(release: Release, milestones: list[Milestone], today: dt.date) -> str | None:
+    """The lifecycle phase a release is known to have ended (its latest past milestone, or the phase
+    upstream marked ended without a date), or None while it is still supported."""
+    order = [k.value for k in MilestoneKind]
+    ended = [m.kind for m in milestones if m.status == MilestoneStatus.PLANNED and policy.is_history(m.date, today)]
+    if release.ended:
+        ended.append(release.ended)
+    return max(ended, key=order.index) if ended else None
 
 
 # ---------------------------------------------------------------------------------------- customers
@@ -349,6 +405,22 @@ def upsert_contact(session: Session, *, customer: str | Customer, email: str, at
     return contact, "unchanged"
 
 
+def ended_warning(session: Session, release: Release, at: dt.datetime) -> str | None:
+    """A warning for someone recording a deployment of a release that has already ended."""
+    milestones = list(session.exec(select(Milestone).where(
+        sa.or_(Milestone.release_id == release.id,
+               sa.and_(Milestone.release_id.is_(None), Milestone.product_id == release.product_id)))))
+    ended = release_ended(release, [m for m in milestones if m.release_id == release.id], at.date())
+    if ended is None:
+        return None
+    product = session.get(Product, release.product_id)
+    dated = [m for m in milestones if m.release_id == release.id and m.kind == ended
+             and m.status == MilestoneStatus.PLANNED]
+    when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
+    return (f"{product.slug} {release.version} has already reached {ended} {when}: it is history, and no "
+            "notices will be sent about that milestone")
+
+
 def add_deployment(session: Session, *, customer: str | Customer, product: str | Product, version: str,
                    at: dt.datetime, cores: int | None = None) -> tuple[Deployment, Change]:
     cust = customer if isinstance(customer, Customer) else get_customer(session, customer)
@@ -414,18 +486,42 @@ def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
             "revision": ch.revision, "action": ch.action,
             "old_date": ch.old_date.isoformat() if ch.old_date else None,
             "new_date": ch.new_date.isoformat() if ch.new_date else None,
-            "reason": ch.reason, "short_notice": ch.short_notice, "by": ch.by, "at": ch.at.isoformat(),
+            "reason": ch.reason, "reason_code": ch.reason_code,
+            "customer_reason": json.loads(ch.customer_reason) if ch.customer_reason else None,
+            "short_notice": ch.short_notice, "by": ch.by, "at": ch.at.isoformat(),
         })
     return [
         {
             "id": m.id, "product": p.slug, "version": r.version if r else None, "kind": m.kind,
             "date": m.date.isoformat(), "status": m.status, "revision": m.revision,
             "short_notice_reason": m.short_notice_reason, "past": policy.is_history(m.date, at),
+            "release_ended": r.ended if r else None,
             "history": history.get(m.id, []),
         }
         for m, p, r in sorted(rows, key=lambda row: (row[1].slug, version_key(row[2].version if row[2] else ""),
                                                      row[0].kind))
     ]
+
+
+def release_rows(session: Session, at: dt.datetime, product: str | None = None) -> list[dict]:
+    """Every release (of one product), newest version first per product, with whether it has ended."""
+    q = select(Release, Product).join(Product, Product.id == Release.product_id)
+    if product:
+        q = q.where(Product.id == get_product(session, product).id)
+    rows = session.exec(q).all()
+    milestones: dict[int, list[Milestone]] = {}
+    for m in session.exec(select(Milestone).where(Milestone.release_id.in_([r.id for r, _ in rows]))):
+        milestones.setdefault(m.release_id, []).append(m)
+    out = []
+    for r, p in sorted(rows, key=lambda rp: (rp[1].slug, version_key(rp[0].version)), reverse=False):
+        ms = milestones.get(r.id, [])
+        ended = release_ended(r, ms, at.date())
+        dated = [m for m in ms if m.kind == ended and m.status == MilestoneStatus.PLANNED]
+        out.append({"product": p.slug, "version": r.version,
+                    "released": r.released.isoformat() if r.released else None, "upgrade_to": r.upgrade_to,
+                    "ended": ended, "ended_date": dated[0].date.isoformat() if dated else None,
+                    "ended_without_date": r.ended})
+    return out
 
 
 def version_key(version: str) -> tuple:

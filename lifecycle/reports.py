@@ -41,14 +41,19 @@ def _local(ts: dt.datetime | None, tz: str) -> dt.date | None:
 
 def compliance(session: Session, at: dt.datetime) -> dict:
     conn = session.connection()
+    M = Milestone.__table__
     cust_notice = sa.and_(N.c.audience == "customer", N.c.milestone_id.is_not(None))
+    # Told about the milestone's *current* date: a stage reminder of that date, or the change notice
+    # that announced it. Being told a date that later moved does not keep the promise for the new one.
+    current = sa.and_(N.c.milestone_date == M.c.date, N.c.kind != "withdrawn")
     agg = conn.execute(
         sa.select(
             N.c.customer_id, N.c.milestone_id,
-            sa.func.min(sa.case((N.c.status == NoticeStatus.SENT, N.c.sent_at))).label("first_at"),
-            sa.func.min(sa.case((N.c.kind == "stage", N.c.due_at))).label("first_due"),
-            sa.func.sum(sa.case((N.c.status == NoticeStatus.PLANNED, 1), else_=0)).label("planned"),
-            sa.func.sum(sa.case((N.c.status == NoticeStatus.RELEASED, 1), else_=0)).label("released"),
+            sa.func.min(sa.case((sa.and_(N.c.status == NoticeStatus.SENT, current), N.c.sent_at))).label("first_at"),
+            sa.func.min(sa.case((N.c.status == NoticeStatus.SENT, N.c.sent_at))).label("first_any_at"),
+            sa.func.min(sa.case((sa.and_(N.c.kind == "stage", current), N.c.due_at))).label("first_due"),
+            sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.PLANNED, current), 1), else_=0)).label("planned"),
+            sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.RELEASED, current), 1), else_=0)).label("released"),
             sa.func.sum(sa.case((N.c.status == NoticeStatus.FAILED, 1), else_=0)).label("failed"),
             sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.SKIPPED,
                                          N.c.status_reason.in_(["service-lapsed", "service-not-started"])), 1),
@@ -58,7 +63,7 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.CANCELLED,
                                          N.c.status_reason == "not-affected"), 1), else_=0)).label("removed"),
             sa.func.count().label("total"),
-        ).where(cust_notice).group_by(N.c.customer_id, N.c.milestone_id)
+        ).join(M, M.c.id == N.c.milestone_id).where(cust_notice).group_by(N.c.customer_id, N.c.milestone_id)
     ).all()
     by_channel: dict[tuple[int, int], dict[str, dt.datetime]] = {}
     email_trouble: dict[tuple[int, int], str] = {}
@@ -92,10 +97,12 @@ def compliance(session: Session, at: dt.datetime) -> dict:
                                  .where(Deployment.customer_id.in_(customer_ids))).all() if customer_ids else []:
         for key in ((dep.customer_id, rel.id), (dep.customer_id, -rel.product_id)):
             deployed[key] = min(deployed.get(key, dep.added_at), dep.added_at)
-    # The change that set each milestone's current date.
+    # The change that set each milestone's current date, and its latest change.
     date_set: dict[int, MilestoneChange] = {}
+    latest: dict[int, MilestoneChange] = {}
     for ch in session.exec(sa.select(MilestoneChange).where(MilestoneChange.milestone_id.in_(milestone_ids))
-                           .order_by(MilestoneChange.revision)).scalars() if milestone_ids else []:
+                           .order_by(MilestoneChange.revision, MilestoneChange.id)).scalars() if milestone_ids else []:
+        latest[ch.milestone_id] = ch
         if ch.action in ("created", "moved", "reinstated"):
             date_set[ch.milestone_id] = ch
 
@@ -110,7 +117,7 @@ def compliance(session: Session, at: dt.datetime) -> dict:
         channels = by_channel.get((r.customer_id, r.milestone_id), {})
         status, cause = _classify(r, m, c, first_day, deadline, today, date_set.get(m.id),
                                   deployed.get((c.id, m.release_id) if m.release_id else (c.id, -m.product_id)),
-                                  _aware(r.first_due))
+                                  _aware(r.first_due), latest.get(m.id))
         notes = []
         if (r.customer_id, r.milestone_id) in email_trouble:
             notes.append(f"email {email_trouble[(r.customer_id, r.milestone_id)]}: not notified by email")
@@ -121,6 +128,7 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             "product": product.slug, "version": release.version if release else None, "milestone": m.kind,
             "milestone_date": m.date.isoformat(), "revision": m.revision, "deadline": deadline.isoformat(),
             "first_notified_at": first_at.isoformat() if first_at else None,
+            "first_told_any_date_at": _aware(r.first_any_at).isoformat() if r.first_any_at else None,
             "email_first_at": channels["email"].isoformat() if "email" in channels else None,
             "portal_first_at": channels["portal"].isoformat() if "portal" in channels else None,
             "days_before": (m.date - first_day).days if first_day else None,
@@ -141,14 +149,13 @@ def _aware(ts):
 
 def _classify(r, m: Milestone, c: Customer, first_day: dt.date | None, deadline: dt.date, today: dt.date,
               date_change: MilestoneChange | None, deployed_at: dt.datetime | None,
-              first_due: dt.datetime | None) -> tuple[str, str | None]:
+              first_due: dt.datetime | None, last_change: MilestoneChange | None) -> tuple[str, str | None]:
     if m.status == MilestoneStatus.WITHDRAWN:
+        if last_change is not None and last_change.action == "withdrawn":
+            return "withdrawn", f"withdrawn on {last_change.at.date().isoformat()}" + (
+                f" ({last_change.reason})" if last_change.reason else "")
         return "withdrawn", None
     if first_day is not None:
-        if (date_change is not None and date_change.action in ("moved", "reinstated")
-                and policy.local_date(date_change.at, c.timezone) > deadline):
-            # Told early about the old date, but the current date came with less than 3 months' notice.
-            return "late", _late_cause(m, c, deadline, date_change, deployed_at, first_due)
         if first_day <= deadline:
             return "on-time", None
         return "late", _late_cause(m, c, deadline, date_change, deployed_at, first_due)
@@ -167,16 +174,23 @@ def _classify(r, m: Milestone, c: Customer, first_day: dt.date | None, deadline:
     if r.planned:
         return "late" if today > deadline else "pending", _late_cause(m, c, deadline, date_change, deployed_at,
                                                                       first_due) if today > deadline else None
+    if r.first_any_at is not None:
+        return "not-notified", f"told an earlier date; {_late_cause(m, c, deadline, date_change, deployed_at, first_due)}"
     return "not-notified", "no notice was sent"
 
 
 def _late_cause(m: Milestone, c: Customer, deadline: dt.date, date_change: MilestoneChange | None,
                 deployed_at: dt.datetime | None, first_due: dt.datetime | None) -> str:
     if date_change is not None and policy.local_date(date_change.at, c.timezone) > deadline:
+        on = date_change.at.date().isoformat()
+        why = f" ({date_change.reason})" if date_change.reason else ""
+        passed = " (the date had already passed)" if m.date < date_change.at.date() else ""
         if date_change.action == "moved":
-            return f"short notice: moved to {m.date.isoformat()} on {date_change.at.date().isoformat()}" + (
-                f" ({date_change.reason})" if date_change.reason else "")
-        return f"short notice: registered on {date_change.at.date().isoformat()}" + (
+            return (f"short notice: moved from {date_change.old_date.isoformat() if date_change.old_date else '?'} "
+                    f"to {m.date.isoformat()} on {on}{passed}{why}")
+        if date_change.action == "reinstated":
+            return f"short notice: reinstated for {m.date.isoformat()} on {on}{passed}{why}"
+        return f"short notice: registered on {on}" + (
             f" ({m.short_notice_reason})" if m.short_notice_reason else "")
     if c.service_start and c.service_start > deadline:
         return f"customer's service started late ({c.service_start.isoformat()})"

@@ -1,23 +1,29 @@
 """Planning and releasing notices. The database is the truth; time is passed in.
 
 `plan(session, at)` re-plans the milestones marked `needs_plan`, a chunk of milestones at a time with
-a few set-based statements per chunk (never a query per customer):
+a few set-based statements per chunk (never a query per customer). For every affected customer
+(a deployment of the release, or of any release of the product for a product-level milestone):
 
-- stage notices for every affected customer (active deployment of the release, or of any release of
-  the product for a product-level milestone), due at 09:00 local on the stage date, or on the first
-  day of the customer's service when the stage falls before it; stages after the service ends are
-  skipped (`service-lapsed`);
-- a "date changed" notice for every affected customer already notified, when the milestone moved;
-  its overdue stages are then covered by that notice;
-- a cancellation for every affected customer already notified, when it was withdrawn; the rest is
-  cancelled;
-- planned notices of customers no longer affected are cancelled; past milestones get no new notices.
+- what the customer was last told about the milestone (their latest sent notice: a date, or that it
+  was withdrawn) is compared with the milestone now. A different date gets a "date changed" notice
+  (also when the new date has passed: a correction), a withdrawal a cancellation, a milestone added
+  back after they heard it was withdrawn a "reinstated" notice. Each is due when the change was made.
+- stage notices are keyed by the date they announce, so a moved milestone gets every stage again for
+  its new date and never two for the same date. A stage is due at its effective instant
+  (`policy.effective_due`): its own 09:00 local, or when the customer became affected under the
+  current date if that is later. A change notice counts as every stage that fell due before it went
+  out (`covered-by-change`); stages that fall due at the same instant are caught up to the latest
+  (`superseded`); a stage due after the service ends is `service-lapsed`, one due after the deployment
+  was removed is not wanted; one whose effective day is after the milestone is history. All of this
+  is judged at the notice's due instant, so the outcome does not depend on when ticks run.
+- planned notices nobody wants any more are cancelled with the reason (moved, withdrawn, replaced by
+  a later change, not affected).
 
-`release_due(session, at)` turns due notices into deliveries: catch-up (only the latest overdue stage
-of a customer and milestone goes; older ones are skipped), agreements stop routine reminders, a lapsed
-service or a past milestone skips, a due 1-month stage without agreement escalates to the rep. Then a
-conditional update claims the due notices and one INSERT ... SELECT per channel creates the
-deliveries (unique on notice, channel, recipient).
+`release_due(session, at)` turns due notices into deliveries: agreements recorded before a stage fell
+due stop it, a due 1-month stage without agreement escalates to the rep (once per milestone date), a
+tick later than `policy.CATCH_UP_GRACE` (an outage) sends only the latest overdue stage and nothing
+about a milestone that has passed. Then a conditional update claims the due notices and one
+INSERT ... SELECT per channel creates the deliveries (unique on notice, channel, recipient).
 
 Both run under one planner lock (a PostgreSQL advisory lock; on SQLite, BEGIN IMMEDIATE), so any
 number of ticks, workers or beats can run at once without doing anything twice.
@@ -37,7 +43,9 @@ from lifecycle import policy
 from lifecycle.config import get_settings
 from lifecycle.models import (
     AGREED_STATUSES,
+    CHANGE_NOTICE_KINDS,
     Agreement,
+    AgreementChange,
     Contact,
     Customer,
     Delivery,
@@ -51,13 +59,15 @@ from lifecycle.models import (
     NoticeStatus,
     Release,
 )
+from lifecycle.policy import SkipReason
 
 PLANNER_LOCK_ID = 7_242_001
 CHUNK = 200
-# Skipped stages with these reasons may come back when the situation changes (renewal, re-deploy).
-REPLANNABLE = {None, "service-lapsed", "service-not-started", "not-affected", "milestone-passed", "withdrawn"}
 N = Notice.__table__
 D = Delivery.__table__
+TOLD = (NoticeStatus.SENT, NoticeStatus.RELEASED)
+# Actions of a milestone change that set its current date.
+DATING = ("created", "moved", "reinstated")
 
 
 @dataclass
@@ -68,9 +78,12 @@ class PlanResult:
     cancelled: int = 0
     changes: int = 0
     withdrawals: int = 0
+    reinstatements: int = 0
+    # The milestones re-planned (calendar exports refresh only what they affect); not in as_dict.
+    milestone_ids: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "milestone_ids"}
 
 
 @dataclass
@@ -98,8 +111,7 @@ def insert_ignore(session: Session, table: sa.Table):
     return mod.insert(table).on_conflict_do_nothing()
 
 
-def notice_key(kind: str, customer_id: int, milestone_id: int | str, slot: str) -> str:
-    return f"{kind}:{customer_id}:{milestone_id}:{slot}"
+notice_key = policy.notice_key
 
 
 # ------------------------------------------------------------------------------------------- planning
@@ -125,124 +137,195 @@ def plan(session: Session, at: dt.datetime, *, chunk: int = CHUNK) -> PlanResult
         session.exec(sa.update(Milestone).where(Milestone.id.in_([m.id for m in milestones]))
                      .values(needs_plan=False))
         result.milestones += len(milestones)
+        result.milestone_ids.extend(m.id for m in milestones)
     return result
 
 
-def _affected(session: Session, milestone_ids: list[int]):
-    """(milestone id, customer id, timezone, service start, service end) of every affected customer."""
+@dataclass
+class _Affected:
+    """A customer affected by a milestone: where and when they run it."""
+
+    tz: str
+    start: dt.date | None
+    end: dt.date | None
+    since: dt.datetime  # when they started running it (the earliest deployment still running)
+    removed: dt.datetime | None  # when they stopped (no deployment left running), or None
+
+
+def _affected(session: Session, milestones: list[Milestone]) -> dict[int, dict[int, _Affected]]:
+    """Every customer affected by each milestone: deployments still running, and deployments removed
+    since the milestone was registered (notices that fell due before the removal still go)."""
     dep_release = sa.alias(Release.__table__, "dep_release")
+    M, C, Dep = Milestone.__table__, Customer.__table__, Deployment.__table__
     q = (
-        sa.select(Milestone.id, Customer.id, Customer.timezone, Customer.service_start, Customer.service_end)
-        .select_from(Milestone.__table__)
+        sa.select(M.c.id, C.c.id, C.c.timezone, C.c.service_start, C.c.service_end, Dep.c.added_at,
+                  Dep.c.removed_at)
+        .select_from(M)
         .join(dep_release, sa.or_(
-            dep_release.c.id == Milestone.release_id,
-            sa.and_(Milestone.release_id.is_(None), dep_release.c.product_id == Milestone.product_id)))
-        .join(Deployment.__table__, sa.and_(Deployment.release_id == dep_release.c.id,
-                                            Deployment.removed_at.is_(None)))
-        .join(Customer.__table__, Customer.id == Deployment.customer_id)
-        .where(Milestone.id.in_(milestone_ids))
-        .distinct()
+            dep_release.c.id == M.c.release_id,
+            sa.and_(M.c.release_id.is_(None), dep_release.c.product_id == M.c.product_id)))
+        .join(Dep, sa.and_(Dep.c.release_id == dep_release.c.id,
+                           sa.or_(Dep.c.removed_at.is_(None), Dep.c.removed_at > M.c.registered_at)))
+        .join(C, C.c.id == Dep.c.customer_id)
+        .where(M.c.id.in_([m.id for m in milestones]))
     )
-    return session.exec(q).all()
+    out: dict[int, dict[int, _Affected]] = {m.id: {} for m in milestones}
+    for mid, cid, tz, start, end, added, removed in session.connection().execute(q).all():
+        added, removed = _aware(added), _aware(removed)
+        a = out[mid].get(cid)
+        if a is None:
+            out[mid][cid] = _Affected(tz, start, end, added, removed)
+        elif removed is None:  # a running deployment wins over removed ones
+            a.since = added if a.removed is not None else min(a.since, added)
+            a.removed = None
+        elif a.removed is not None:
+            a.since, a.removed = min(a.since, added), max(a.removed, removed)
+    return out
+
+
+def _aware(value):
+    if value is None or isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC)
+
+
+def _told_rank(row) -> tuple:
+    return (row.revision, row.kind != NoticeKind.STAGE, _aware(row.released_at) or _aware(row.due_at), row.id)
 
 
 def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, stages: tuple[str, ...],
                 hour: int, result: PlanResult) -> None:
     ids = [m.id for m in milestones]
     by_id = {m.id: m for m in milestones}
-    affected: dict[int, dict[int, tuple]] = {m: {} for m in ids}
-    for mid, cid, tz, start, end in _affected(session, ids):
-        affected[mid][cid] = (tz, start, end)
+    affected = _affected(session, milestones)
 
     existing: dict[str, tuple] = {}
-    notified: dict[tuple[int, int], int] = {}  # (milestone, customer) -> highest revision told
-    for row in session.exec(
+    told: dict[tuple[int, int], tuple] = {}  # (milestone, customer) -> the latest notice they were given
+    for row in session.connection().execute(
         sa.select(N.c.id, N.c.key, N.c.milestone_id, N.c.customer_id, N.c.kind, N.c.status, N.c.status_reason,
-                  N.c.due_at, N.c.revision, N.c.milestone_date)
+                  N.c.due_at, N.c.revision, N.c.milestone_date, N.c.released_at)
         .where(N.c.milestone_id.in_(ids), N.c.audience == "customer")
     ).all():
         existing[row.key] = row
-        if row.status in (NoticeStatus.SENT, NoticeStatus.RELEASED):
+        if row.status in TOLD:
             k = (row.milestone_id, row.customer_id)
-            notified[k] = max(notified.get(k, 0), row.revision)
+            if k not in told or _told_rank(row) > _told_rank(told[k]):
+                told[k] = row
 
-    last_change = {
-        (ch.milestone_id, ch.revision): ch
-        for ch in session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id.in_(ids)))
-    }
+    # When each milestone got its current date (registered, moved, reinstated).
+    dated: dict[int, dt.datetime] = {}
+    for ch in session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id.in_(ids))
+                           .order_by(MilestoneChange.revision, MilestoneChange.id)):
+        if ch.action in DATING:
+            dated[ch.milestone_id] = ch.at
 
-    inserts: list[dict] = []
+    inserts: list[tuple] = []
     updates: list[dict] = []
-    cancels: list[tuple[int, str]] = []
     desired_keys: set[str] = set()
     due_cache: dict[tuple, dt.datetime] = {}
 
+    def want(row: tuple | None, key: str, values: tuple) -> None:
+        """Insert a notice, or re-plan an existing one if it may still change (unsent)."""
+        desired_keys.add(key)
+        if row is None:
+            inserts.append(values)
+        elif _replannable(row):
+            due, sdate, status, reason, rev, mdate = values[10], values[9], values[11], values[12], values[7], values[8]
+            if (_aware(row.due_at) != due or row.status != status or row.status_reason != reason
+                    or row.revision != rev or row.milestone_date != mdate):
+                updates.append({"b_id": row.id, "due_at": due, "stage_date": sdate, "status": status,
+                                "status_reason": reason, "revision": rev, "milestone_date": mdate})
+
     for mid in ids:
         m = by_id[mid]
-        mdate, mrev, mchanged = m.date, m.revision, m.changed_at
-        past = policy.is_history(mdate, at.date())
+        mdate, mrev = m.date, m.revision
+        withdrawn = m.status == MilestoneStatus.WITHDRAWN
+        change_at = _aware(m.changed_at)
+        date_set = _aware(dated.get(mid) or m.registered_at)
         # Stage dates depend on the milestone only: once per milestone, not per customer.
         stage_dates = [(stage, policy.stage_date(mdate, stage)) for stage in stages]
-        for cid, (tz, start, end) in affected[mid].items():
-            told = notified.get((mid, cid), 0)
-            if m.status == MilestoneStatus.WITHDRAWN:
-                if told:
-                    key = notice_key(NoticeKind.WITHDRAWN, cid, mid, str(mrev))
-                    desired_keys.add(key)
-                    if key not in existing:
-                        inserts.append(_notice_row(key, cid, m, NoticeKind.WITHDRAWN, str(mrev), None, mchanged,
-                                                   at))
-                        result.withdrawals += 1
+        for cid, a in affected[mid].items():
+            last = told.get((mid, cid))
+            # 1. What changed since the customer last heard about it.
+            change_kind = None
+            if last is not None and (a.removed is None or a.removed > change_at):
+                if withdrawn:
+                    if last.kind != NoticeKind.WITHDRAWN:
+                        change_kind = NoticeKind.WITHDRAWN
+                elif last.kind == NoticeKind.WITHDRAWN:
+                    change_kind = NoticeKind.REINSTATED
+                elif last.milestone_date != mdate:
+                    change_kind = NoticeKind.CHANGED
+            change_due = None
+            if change_kind is not None:
+                key = notice_key(change_kind, cid, mid, str(mrev))
+                old = existing.get(key)
+                want(old, key, _notice_row(key, cid, m, change_kind, str(mrev), None, change_at, at))
+                if old is None:
+                    result.changes += change_kind == NoticeKind.CHANGED
+                    result.withdrawals += change_kind == NoticeKind.WITHDRAWN
+                    result.reinstatements += change_kind == NoticeKind.REINSTATED
+                if old is None or old.status != NoticeStatus.CANCELLED:
+                    change_due = _aware(old.due_at) if old is not None else change_at
+            if withdrawn:
                 continue
-            changed_now = bool(told) and told < mrev and not past
-            if changed_now:
-                action = last_change.get((mid, mrev))
-                if action is None or action.action in ("moved", "reinstated"):
-                    key = notice_key(NoticeKind.CHANGED, cid, mid, str(mrev))
-                    desired_keys.add(key)
-                    if key not in existing:
-                        inserts.append(_notice_row(key, cid, m, NoticeKind.CHANGED, str(mrev), None, mchanged, at))
-                        result.changes += 1
-            if past:
-                continue
+            # 2. The stages of the current date, due at their effective instants.
+            since = max(a.since, date_set)
+            planned: list[tuple[str, dt.date, dt.datetime, str, str | None, tuple | None]] = []
             for stage, sdate in stage_dates:
-                send_day = sdate
-                status, reason = NoticeStatus.PLANNED, None
-                if start is not None and send_day < start:
-                    send_day = start  # not yet a customer: tell them on their first day of service
-                if end is not None and send_day > end:
-                    status, reason = NoticeStatus.SKIPPED, "service-lapsed"
-                elif send_day > mdate:
-                    status, reason = NoticeStatus.SKIPPED, "service-not-started"
-                ck = (send_day, tz)
+                day = max(sdate, a.start) if a.start else sdate
+                ck = (day, a.tz)
                 due = due_cache.get(ck)
                 if due is None:
-                    due = due_cache[ck] = policy.local_instant(send_day, tz, hour)
-                if status == NoticeStatus.PLANNED and changed_now and due <= mchanged:
-                    status, reason = NoticeStatus.SKIPPED, "covered-by-change"
-                key = f"stage:{cid}:{mid}:{stage}"
-                desired_keys.add(key)
+                    due = due_cache[ck] = policy.local_instant(day, a.tz, hour)
+                if since > due:
+                    day, due = policy.local_date(since, a.tz), since
+                key = notice_key(NoticeKind.STAGE, cid, mid, stage, mdate)
                 old = existing.get(key)
-                if old is None:
-                    inserts.append(_notice_row(key, cid, m, NoticeKind.STAGE, stage, sdate, due, at, status, reason))
-                elif _replannable(old) and (
-                    old.due_at != due or old.status != status or old.status_reason != reason
-                    or old.revision != mrev or old.milestone_date != mdate
-                ):
-                    updates.append({"b_id": old.id, "due_at": due, "stage_date": sdate, "status": status,
-                                    "status_reason": reason, "revision": mrev, "milestone_date": mdate})
-    # Planned notices nobody wants any more: deployment removed, service changed, milestone withdrawn
-    # or passed.
+                status, reason = NoticeStatus.PLANNED, None
+                if day > mdate:
+                    if old is None:
+                        continue  # became affected after the date: history, nothing to plan
+                    status, reason = NoticeStatus.SKIPPED, (
+                        "service-not-started" if a.start and a.start > mdate else SkipReason.MILESTONE_PASSED)
+                elif a.end is not None and day > a.end:
+                    status, reason = NoticeStatus.SKIPPED, SkipReason.SERVICE_LAPSED
+                elif a.removed is not None and due >= a.removed:
+                    continue  # not running it any more when it falls due: not wanted
+                elif change_due is not None and due <= change_due:
+                    status, reason = NoticeStatus.SKIPPED, SkipReason.COVERED_BY_CHANGE
+                planned.append((stage, sdate, due, status, reason, old))
+            # Catch-up: stages falling due at the same instant (the customer became affected when
+            # several were already past) collapse into the latest one.
+            latest_at: dict[dt.datetime, dt.date] = {}
+            for _, sdate, due, status, _, old in planned:
+                if status == NoticeStatus.PLANNED or (old is not None and old.status in TOLD):
+                    latest_at[due] = max(latest_at.get(due, sdate), sdate)
+            for stage, sdate, due, status, reason, old in planned:
+                if status == NoticeStatus.PLANNED and sdate < latest_at[due]:
+                    status, reason = NoticeStatus.SKIPPED, SkipReason.SUPERSEDED
+                key = notice_key(NoticeKind.STAGE, cid, mid, stage, mdate)
+                want(old, key, _notice_row(key, cid, m, NoticeKind.STAGE, stage, sdate, due, at, status, reason))
+
+    # Planned notices nobody wants any more.
+    cancels: list[tuple[int, str]] = []
     for key, row in existing.items():
-        if row.status == NoticeStatus.PLANNED and key not in desired_keys:
-            m = by_id[row.milestone_id]
-            if m.status == MilestoneStatus.WITHDRAWN:
-                reason = "withdrawn"
-            elif policy.is_history(m.date, at.date()):
-                reason = "milestone-passed"
-            else:
-                reason = "not-affected"
-            cancels.append((row.id, reason))
+        if row.status != NoticeStatus.PLANNED or key in desired_keys:
+            continue
+        m = by_id[row.milestone_id]
+        if m.status == MilestoneStatus.WITHDRAWN:
+            reason = SkipReason.WITHDRAWN
+        elif row.kind == NoticeKind.STAGE and row.milestone_date != m.date:
+            reason = SkipReason.MOVED
+        elif row.kind in CHANGE_NOTICE_KINDS:
+            reason = SkipReason.REPLACED
+        elif policy.is_history(m.date, at.date()):
+            reason = SkipReason.MILESTONE_PASSED
+        else:
+            reason = SkipReason.NOT_AFFECTED
+        cancels.append((row.id, str(reason)))
 
     if inserts:
         bulk_insert_notices(session, inserts)
@@ -266,10 +349,15 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
 
 
 def _replannable(row) -> bool:
-    """Unsent stages may be re-planned; sent ones, and ones skipped by catch-up or agreement, stay."""
+    """Unsent notices may be re-planned; sent ones, and ones skipped for good (an agreement, an
+    outage's catch-up), stay as they are."""
     if row.status == NoticeStatus.PLANNED:
         return True
     return row.status in (NoticeStatus.SKIPPED, NoticeStatus.CANCELLED) and row.status_reason in REPLANNABLE
+
+
+# Plan-time outcomes are recomputed on every re-plan; release-time ones are final.
+REPLANNABLE = policy.REPLANNABLE | {SkipReason.SUPERSEDED, SkipReason.COVERED_BY_CHANGE}
 
 
 # Column order of the rows `_notice_row` builds and `bulk_insert_notices` writes.
@@ -343,72 +431,86 @@ def _skip(session: Session, where, reason: str) -> int:
     return res.rowcount or 0
 
 
+def agreed_at_due(A: sa.Table = Agreement.__table__):
+    """SQL: the notice's customer had agreed an upgrade of its release by the notice's due instant (and
+    has not gone back on it since). Judged at the due instant, so a late tick changes nothing."""
+    AC, later = AgreementChange.__table__, sa.alias(AgreementChange.__table__, "later")
+    agreed = [s.value for s in AGREED_STATUSES]
+    went_back = (sa.exists().where(later.c.agreement_id == A.c.id, later.c.status.notin_(agreed),
+                                   later.c.at > AC.c.at).correlate_except(later))
+    since = (sa.select(AC.c.id).where(AC.c.agreement_id == A.c.id, AC.c.status.in_(agreed),
+                                      AC.c.at <= N.c.due_at, ~went_back).correlate_except(AC))
+    return sa.exists().where(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id,
+                             A.c.status.in_(agreed), sa.exists(since)).correlate_except(A)
+
+
 def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
     """Decide what is due at `at` and create its deliveries. The caller commits."""
     lock_planner(session)
     result = ReleaseResult()
     C = Customer.__table__
-    A = Agreement.__table__
     conn = session.connection()
+    outage = at - policy.CATCH_UP_GRACE
 
-    # History and service are judged on the customer's own calendar day: at 20:00 UTC it is already
-    # tomorrow in Kiritimati and still yesterday in Pago Pago. One pass per timezone with something due.
+    # After an outage (a tick later than the grace), a milestone that has passed on the customer's own
+    # calendar day is history: not notified. One pass per timezone with something that overdue.
+    late = sa.and_(_due_stage(at), N.c.due_at < outage)
     zones = conn.execute(sa.select(C.c.timezone).distinct().where(
-        C.c.id.in_(sa.select(N.c.customer_id).where(_due_stage(at))))).scalars().all()
+        C.c.id.in_(sa.select(N.c.customer_id).where(late)))).scalars().all()
     for tz in zones:
         local_today = policy.local_date(at, tz)
         in_zone = sa.select(C.c.id).where(C.c.timezone == tz)
-        # A past milestone is history: never notified.
-        result.skipped["milestone-passed"] += _skip(
-            session, sa.and_(_due_stage(at), N.c.customer_id.in_(in_zone), N.c.milestone_date < local_today),
-            "milestone-passed")
-        # Service no longer (or not yet) active on the send date.
-        lapsed = in_zone.where(sa.or_(C.c.service_end < local_today, C.c.service_start > local_today))
-        result.skipped["service-lapsed"] += _skip(
-            session, sa.and_(_due_stage(at), N.c.customer_id.in_(lapsed)), "service-lapsed")
+        result.skipped[SkipReason.MILESTONE_PASSED] += _skip(
+            session, sa.and_(late, N.c.customer_id.in_(in_zone), N.c.milestone_date < local_today),
+            SkipReason.MILESTONE_PASSED)
 
-    agreed = sa.exists().where(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id,
-                               A.c.status.in_([s.value for s in AGREED_STATUSES]))
+    agreed = agreed_at_due()
 
-    # Escalate to the rep: a due 1-month stage without an agreement, whether it goes out now, is about
-    # to be superseded by catch-up, or was covered by a change notice after a move (the key makes it once).
+    # Escalate to the rep: a due 1-month stage without an agreement, whether it goes out now, was caught
+    # up by a later stage, or was covered by a change notice after a move. Once per milestone date (the
+    # key names it): a move re-plans the escalation for the new date.
     one_month_due = sa.and_(
         N.c.kind == NoticeKind.STAGE, N.c.slot == policy.ESCALATION_STAGE, N.c.due_at <= at,
         N.c.due_at > at - dt.timedelta(days=62),  # a 1-month stage of a milestone not yet past: keeps the scan short
         N.c.release_id.is_not(None), N.c.milestone_date >= at.date() - dt.timedelta(days=1),
         sa.or_(N.c.status == NoticeStatus.PLANNED,
-               sa.and_(N.c.status == NoticeStatus.SKIPPED, N.c.status_reason == "covered-by-change")))
-    esc_key = sa.literal(f"{NoticeKind.ESCALATION.value}:") + sa.cast(N.c.customer_id, sa.String) + ":" + \
-        sa.cast(N.c.milestone_id, sa.String) + f":{policy.ESCALATION_STAGE}"
-    escalated = sa.exists().where(sa.alias(N, "esc").c.key == esc_key)
+               sa.and_(N.c.status == NoticeStatus.SKIPPED,
+                       N.c.status_reason.in_([SkipReason.COVERED_BY_CHANGE, SkipReason.SUPERSEDED]))))
     esc_source = conn.execute(
-        sa.select(N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.revision, N.c.milestone_date)
-        .where(one_month_due, ~agreed, ~escalated)
+        sa.select(N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.revision, N.c.milestone_date, N.c.due_at)
+        .where(one_month_due, ~agreed)
     ).all()
     if esc_source:
-        rows = [{
-            "key": notice_key(NoticeKind.ESCALATION, r.customer_id, r.milestone_id, policy.ESCALATION_STAGE),
-            "customer_id": r.customer_id, "milestone_id": r.milestone_id, "release_id": r.release_id,
-            "kind": NoticeKind.ESCALATION.value, "audience": "rep", "slot": policy.ESCALATION_STAGE,
-            "revision": r.revision, "milestone_date": r.milestone_date, "due_at": at,
-            "status": NoticeStatus.PLANNED.value, "created_at": at,
-        } for r in esc_source]
+        rows = {}
+        for r in esc_source:
+            key = notice_key(NoticeKind.ESCALATION, r.customer_id, r.milestone_id, policy.ESCALATION_STAGE,
+                             r.milestone_date)
+            rows[key] = {
+                "key": key, "customer_id": r.customer_id, "milestone_id": r.milestone_id,
+                "release_id": r.release_id, "kind": NoticeKind.ESCALATION.value, "audience": "rep",
+                "slot": policy.ESCALATION_STAGE, "revision": r.revision, "milestone_date": r.milestone_date,
+                "stage_date": None, "due_at": _aware(r.due_at), "status": NoticeStatus.PLANNED.value,
+                "created_at": at,
+            }
+        have = set(conn.execute(sa.select(N.c.key).where(N.c.key.in_(list(rows)))).scalars())
+        rows = [row for key, row in rows.items() if key not in have]
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
         for i in range(0, len(rows), 500):  # multi-row VALUES: stay under SQLite's variable limit
             res = conn.execute(insert_ignore(session, N).values(rows[i:i + 500]).returning(N.c.id))
             result.escalations += len(res.all())
 
     # Routine reminders stop once the customer has agreed on an upgrade for the release.
-    result.skipped["agreement"] += _skip(session, sa.and_(_due_stage(at), agreed), "agreement")
+    result.skipped[SkipReason.AGREEMENT] += _skip(session, sa.and_(_due_stage(at), agreed), SkipReason.AGREEMENT)
 
-    # Catch-up: of several due stages of one customer and milestone, only the latest is sent.
+    # An outage: of several overdue stages of one customer and milestone date, only the latest is sent.
     later = sa.alias(N, "later")
     newer_due = sa.exists().where(
         later.c.customer_id == N.c.customer_id, later.c.milestone_id == N.c.milestone_id,
-        later.c.kind == NoticeKind.STAGE, later.c.due_at <= at, later.c.stage_date > N.c.stage_date,
+        later.c.milestone_date == N.c.milestone_date, later.c.kind == NoticeKind.STAGE, later.c.due_at <= at,
+        later.c.stage_date > N.c.stage_date,
         later.c.status.in_([NoticeStatus.PLANNED, NoticeStatus.RELEASED, NoticeStatus.SENT]),
     )
-    result.skipped["superseded"] += _skip(session, sa.and_(_due_stage(at), newer_due), "superseded")
+    result.skipped[SkipReason.OUTAGE] += _skip(session, sa.and_(late, newer_due), SkipReason.OUTAGE)
 
     # Claim what is due (conditional update: only rows still planned).
     released = session.connection().execute(
@@ -418,7 +520,7 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
     result.released = len(released)
     if released:
         result.deliveries = _create_deliveries(session, released, at)
-    result.skipped = +result.skipped
+    result.skipped = Counter({str(k): v for k, v in result.skipped.items() if v})
     return result
 
 

@@ -105,6 +105,22 @@ def db(request, tmp_path, monkeypatch, sqlite_template):
 
 
 @pytest.fixture
+def fresh_db(db, tmp_path, monkeypatch, sqlite_template):
+    """Start the test's database afresh (same kind), to run a second scenario in one test."""
+
+    def reset() -> None:
+        if db.startswith("sqlite"):
+            dbmod.dispose_engines()
+            path = tmp_path / f"fresh-{secrets.token_hex(3)}.db"
+            shutil.copy(sqlite_template, path)
+            _use(f"sqlite:///{path}", monkeypatch)
+        else:
+            _truncate_pg(db)
+
+    return reset
+
+
+@pytest.fixture
 def sqlite_db(tmp_path, monkeypatch, sqlite_template):
     """SQLite only, for tests of things that do not depend on the database."""
     path = tmp_path / "lifecycle.db"

@@ -86,7 +86,8 @@ def test_hostile_names_and_reasons_are_escaped_in_html_and_kept_in_text(db, tmp_
         c.name = hostile
         s.add(c)
     w.run(utc(2027, 3, 31))
-    w.move(D(2027, 10, 31), at=utc(2027, 4, 1), reason='<img src=x onerror=alert(1)>; "because", 再见\nsecond line')
+    hostile_reason = '<img src=x onerror=alert(1)>; "because", 再见\nsecond line'
+    w.move(D(2027, 10, 31), at=utc(2027, 4, 1), reason="internal", customer_reason=hostile_reason)
     w.run(utc(2027, 4, 1, 12))
     for msg in _messages(tmp_path):
         text, body_html, [ics] = _parts(msg)

@@ -264,12 +264,12 @@ def test_a_json_syntax_error_names_the_line(tmp_path):
 
 def test_unknown_keys_are_errors_at_every_level(sqlite_db):
     data = {"products": [{"slug": "acp", "name": "ACP", "relases": [],
-                          "milestones": {"end-of-life": {"date": "2029-01-31", "reason": "x"}}}],
+                          "milestones": {"end-of-life": {"date": "2029-01-31", "reson": "x"}}}],
             "customer": []}
     with pytest.raises(InputErrors) as err:
         run(data)
     assert [e.field for e in err.value.errors] == [
-        "customer", "products[0].relases", "products[0].milestones.end-of-life.reason"]
+        "customer", "products[0].relases", "products[0].milestones.end-of-life.reson"]
 
 
 # ------------------------------------------------------------------------------------- endoflife.date
@@ -327,7 +327,7 @@ def test_an_endoflife_date_change_is_a_move(db):
     data["result"]["releases"][1]["eolFrom"] = "2028-11-30"
     with session_scope() as s:
         summary = importing.import_endoflife(s, data, product="example-db", name=None, at=AT, source="v2.json")
-    assert summary.moves[0]["reason"] == "changed by import of v2.json"
+    assert summary.moves[0]["reason"] == "changed upstream"
     assert row("example-db", "4", "end-of-life")["revision"] == 2
 
 

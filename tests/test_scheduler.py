@@ -108,16 +108,22 @@ def test_moving_a_milestone_later_sends_a_change_notice_and_replans_unsent_stage
     w.run(utc(2027, 1, 15, 1))
     changed = [n for n in w.sent("acme") if n.kind == "changed"]
     assert len(changed) == 1 and changed[0].revision == 2 and changed[0].milestone_date == D(2027, 12, 31)
-    stages = {n.slot: n for n in w.notices("acme", kind="stage")}
-    assert stages["6m"].status == "sent"   # each stage at most once: the old 6m stays the 6m
-    assert stages["3m"].status == "planned" and stages["3m"].due_at == utc(2027, 9, 30, 1)
+    # Reminders follow the current date: every stage of 31 December is planned again.
+    stages = {n.slot: n for n in w.notices("acme", kind="stage", milestone_date=D(2027, 12, 31))}
+    assert {s: n.status for s, n in stages.items()} == {"6m": "planned", "3m": "planned", "1m": "planned",
+                                                        "1w": "planned"}
+    assert stages["6m"].due_at == utc(2027, 6, 30, 1) and stages["3m"].due_at == utc(2027, 9, 30, 1)
     assert stages["1w"].due_at == utc(2027, 12, 24, 1)
+    old = {n.slot: n.status for n in w.notices("acme", kind="stage", milestone_date=D(2027, 6, 30))}
+    assert old == {"6m": "sent", "3m": "cancelled", "1m": "cancelled", "1w": "cancelled"}
     w.run(utc(2027, 3, 31, 1))  # the old 3m date: nothing goes
     assert [n.slot for n in w.sent("acme") if n.kind == "stage"] == ["6m"]
     last = w.inbox("acme")[-1]  # the change notice, as the customer reads it
     assert last.notice_id == changed[0].id
     assert "30 June 2027" in last.body_text and "31 December 2027" in last.body_text
-    assert "customers asked for more time" in last.body_text
+    # The product manager's reason is internal; the customer reads a neutral reason.
+    assert "customers asked for more time" not in last.body_text
+    assert "The vendor has revised this date." in last.body_text
 
 
 def test_moving_a_milestone_earlier_covers_overdue_stages_with_the_change_notice(db):
@@ -129,7 +135,7 @@ def test_moving_a_milestone_earlier_covers_overdue_stages_with_the_change_notice
     w.run(utc(2027, 4, 10, 1))
     kinds = [(n.kind, n.slot) for n in w.sent("acme")]
     assert kinds == [("stage", "6m"), ("changed", "2")]  # not also the overdue 3m stage
-    stages = {n.slot: n for n in w.notices("acme", kind="stage")}
+    stages = {n.slot: n for n in w.notices("acme", kind="stage", milestone_date=D(2027, 6, 30))}
     assert stages["3m"].status == "skipped" and stages["3m"].status_reason == "covered-by-change"
     assert stages["1m"].status == "planned" and stages["1m"].due_at == utc(2027, 5, 30, 1)
 
@@ -152,12 +158,13 @@ def test_withdrawing_sends_a_cancellation_to_those_notified_and_cancels_the_rest
     w.customer("globex", "Europe/Berlin", deploy=())
     w.run(utc(2027, 3, 31))
     w.customer("globex", "Europe/Berlin", deploy=(("acp", "3.16"),), at=utc(2027, 3, 31, 5))
-    w.withdraw(at=utc(2027, 4, 1), reason="support extended indefinitely")
+    w.withdraw(at=utc(2027, 4, 1), reason="ticket LC-12", customer_reason="support extended indefinitely")
     w.run(utc(2027, 4, 1, 1), utc(2027, 9, 30))
     assert [(n.kind) for n in w.sent("acme")] == ["stage", "withdrawn"]
     assert w.sent("globex") == []  # never notified: no cancellation either
     assert {n.status for n in w.notices("acme", kind="stage")} == {"sent", "cancelled"}
     assert "support extended indefinitely" in w.inbox("acme")[-1].body_text
+    assert "LC-12" not in w.inbox("acme")[-1].body_text  # the internal reason stays internal
 
 
 def test_no_reminders_go_to_a_customer_whose_service_lapsed(db):

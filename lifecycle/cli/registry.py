@@ -9,8 +9,9 @@ import typer
 from lifecycle import registry
 from lifecycle import validation as v
 from lifecycle.cli import app
-from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, say, table
+from lifecycle.cli.common import AtOption, JsonOption, emit_json, err_console, parse_at, say, table
 from lifecycle.db import session_scope
+from lifecycle.models import Release
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 product_app = typer.Typer(help="Products.", no_args_is_help=True)
@@ -32,6 +33,24 @@ ProductArg = Annotated[str, typer.Argument(help="Product slug, e.g. acp.")]
 VersionArg = Annotated[str, typer.Argument(help="Release version, e.g. 3.16. Use '-' for a product-level milestone.")]
 KindArg = Annotated[str, typer.Argument(help="end-of-sale | end-of-full-support | end-of-maintenance | end-of-life")]
 ByOption = Annotated[str | None, typer.Option("--by", help="Who makes the change (recorded in the history).")]
+CustomerReasonOption = Annotated[list[str] | None, typer.Option(
+    "--customer-reason", metavar="[LOCALE:]TEXT",
+    help="Why, written for customers (repeat per language, e.g. 'zh-CN:...'; without a prefix: English). "
+    "--reason is internal; without this customers read a neutral sentence in their language.")]
+
+
+def _customer_reasons(values: list[str] | None) -> dict[str, str] | None:
+    """`--customer-reason` values as {locale: text}: 'zh-CN:文本' or plain English text."""
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for value in values:
+        locale, sep, text = value.partition(":")
+        if sep and locale.strip() in v.LOCALES:
+            out[locale.strip()] = text.strip()
+        else:
+            out["en"] = value.strip()
+    return out
 
 
 def _version(version: str) -> str | None:
@@ -95,17 +114,21 @@ def milestone_add(
     date: Annotated[str, typer.Argument(help="Last day of the phase, YYYY-MM-DD.")],
     allow_short_notice: Annotated[bool, typer.Option(
         "--allow-short-notice", help="Accept a date less than 3 months away (needs --reason).")] = False,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (required for short notice).")] = None,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="Why (required for short notice and to reinstate a withdrawn milestone).")] = None,
+    customer_reason: CustomerReasonOption = None,
     by: ByOption = None, at: AtOption = None,
 ) -> None:
     """Register a milestone. A date less than 3 months after --at is refused without
-    --allow-short-notice --reason; a date already past is recorded as history and never notified."""
+    --allow-short-notice --reason; a date already past is recorded as history and never notified.
+    Adding a withdrawn milestone again reinstates it (needs --reason)."""
     when = parse_at(at)
     day = v.date(date, "date")
     with session_scope() as s:
         milestone, change = registry.add_milestone(
             s, product=product, version=_version(version), kind=kind, date=day, at=when,
-            allow_short_notice=allow_short_notice, reason=reason, by=by)
+            allow_short_notice=allow_short_notice, reason=reason, by=by,
+            customer_reason=_customer_reasons(customer_reason))
         past = " (in the past: recorded as history, never notified)" if day < when.date() else ""
         short = " (short notice: affected customers are notified at once)" if milestone.short_notice_reason and change != "unchanged" else ""
     say(f"milestone {product} {version} {kind} {day.isoformat()}: {change}{past}{short}")
@@ -115,18 +138,21 @@ def milestone_add(
 def milestone_move(
     product: ProductArg, version: VersionArg, kind: KindArg,
     date: Annotated[str, typer.Argument(help="The new date, YYYY-MM-DD.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why the date changes (sent to customers).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the date changes (internal, kept in the history).")],
     allow_short_notice: Annotated[bool, typer.Option(
         "--allow-short-notice", help="Accept a new date less than 3 months away.")] = False,
+    customer_reason: CustomerReasonOption = None,
     by: ByOption = None, at: AtOption = None,
 ) -> None:
-    """Move a milestone: bumps its revision, tells every customer already notified, re-plans the rest."""
+    """Move a milestone: bumps its revision, tells every customer already notified (also when the new
+    date has passed: a correction), and plans its reminders again for the new date."""
     when = parse_at(at)
     day = v.date(date, "date")
     with session_scope() as s:
         milestone = registry.get_milestone(s, product, _version(version), kind)
         milestone, change = registry.move_milestone(s, milestone, date=day, reason=reason, at=when,
-                                                    allow_short_notice=allow_short_notice, by=by)
+                                                    allow_short_notice=allow_short_notice, by=by,
+                                                    customer_reason=_customer_reasons(customer_reason))
         say(f"milestone {product} {version} {kind}: {change}, now {milestone.date.isoformat()} "
             f"(revision {milestone.revision})")
 
@@ -134,14 +160,16 @@ def milestone_move(
 @milestone_app.command("withdraw")
 def milestone_withdraw(
     product: ProductArg, version: VersionArg, kind: KindArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why it is withdrawn (sent to customers).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is withdrawn (internal, kept in the history).")],
+    customer_reason: CustomerReasonOption = None,
     by: ByOption = None, at: AtOption = None,
 ) -> None:
     """Withdraw a milestone: cancels pending notices and tells every customer already notified."""
     when = parse_at(at)
     with session_scope() as s:
         milestone = registry.get_milestone(s, product, _version(version), kind)
-        milestone, change = registry.withdraw_milestone(s, milestone, reason=reason, at=when, by=by)
+        milestone, change = registry.withdraw_milestone(s, milestone, reason=reason, at=when, by=by,
+                                                        customer_reason=_customer_reasons(customer_reason))
         say(f"milestone {product} {version} {kind}: {'withdrawn' if change == 'updated' else 'already withdrawn'} "
             f"(revision {milestone.revision})")
 
@@ -158,6 +186,25 @@ def milestone_list(json_: JsonOption = False, at: AtOption = None) -> None:
     table("Milestones", ["product", "version", "kind", "date", "status", "rev", "note"], [
         [r["product"], r["version"] or "(product)", r["kind"], r["date"], r["status"], r["revision"],
          "history" if r["past"] else ("short notice" if r["short_notice_reason"] else "")]
+        for r in rows
+    ])
+
+
+@release_app.command("list")
+def release_list(
+    product: Annotated[str | None, typer.Option("--product", help="Only this product.")] = None,
+    json_: JsonOption = False, at: AtOption = None,
+) -> None:
+    """List releases with their release date, upgrade target and whether they have ended."""
+    when = parse_at(at)
+    with session_scope() as s:
+        rows = registry.release_rows(s, when, product=product)
+    if json_:
+        emit_json(rows)
+        return
+    table("Releases", ["product", "version", "released", "upgrade to", "ended"], [
+        [r["product"], r["version"], r["released"], r["upgrade_to"],
+         (f"{r['ended']} ({r['ended_date'] or 'date not published'})" if r["ended"] else "")]
         for r in rows
     ])
 
@@ -221,9 +268,12 @@ def deployment_add(customer: Annotated[str, typer.Argument(help="Customer key.")
     """Record that a customer runs a release (a late one is caught up at the next tick)."""
     when = parse_at(at)
     with session_scope() as s:
-        _, change = registry.add_deployment(s, customer=customer, product=product, version=version,
-                                            cores=cores, at=when)
+        dep, change = registry.add_deployment(s, customer=customer, product=product, version=version,
+                                              cores=cores, at=when)
+        warning = registry.ended_warning(s, s.get(Release, dep.release_id), when) if change != "unchanged" else None
     say(f"deployment {customer} {product} {version}: {change}")
+    if warning:
+        err_console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
 @deployment_app.command("remove")

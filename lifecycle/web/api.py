@@ -61,23 +61,32 @@ class ReleaseIn(Strict):
     upgrade_to: str | None = Field(default=None, max_length=64)
 
 
+CustomerReason = Annotated[dict[str, Annotated[str, Field(max_length=2000)]] | None, Field(
+    default=None, description="Why, written for customers: {locale: text} (en, zh-CN). The `reason` is internal; "
+    "without this, customers read a neutral sentence in their language.")]
+
+
 class MilestoneIn(Strict):
     product: str = Field(min_length=1, max_length=64)
     version: str | None = Field(default=None, max_length=64, description="Omit for a product-level milestone.")
     kind: Kind
     date: dt.date
     allow_short_notice: bool = False
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000,
+                               description="Internal; required for short notice and to reinstate a withdrawn one.")
+    customer_reason: CustomerReason = None
 
 
 class MoveIn(Strict):
     date: dt.date
     reason: str = Field(min_length=1, max_length=2000)
     allow_short_notice: bool = False
+    customer_reason: CustomerReason = None
 
 
 class WithdrawIn(Strict):
     reason: str = Field(min_length=1, max_length=2000)
+    customer_reason: CustomerReason = None
 
 
 class DeploymentIn(Strict):
@@ -237,7 +246,8 @@ def add_milestone(body: MilestoneIn, principal: PrincipalDep, session: SessionDe
     with domain_errors():
         milestone, change = registry.add_milestone(
             session, product=body.product, version=body.version or None, kind=body.kind, date=body.date, at=at,
-            allow_short_notice=body.allow_short_notice, reason=body.reason, by=principal.actor)
+            allow_short_notice=body.allow_short_notice, reason=body.reason, by=principal.actor,
+            customer_reason=body.customer_reason)
     session.commit()
     return _milestone_out(session, milestone, at) | {"change": change}
 
@@ -249,7 +259,8 @@ def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, ses
     milestone = _milestone(session, milestone_id)
     with domain_errors():
         milestone, change = registry.move_milestone(session, milestone, date=body.date, reason=body.reason, at=at,
-                                                    allow_short_notice=body.allow_short_notice, by=principal.actor)
+                                                    allow_short_notice=body.allow_short_notice, by=principal.actor,
+                                                    customer_reason=body.customer_reason)
     session.commit()
     return _milestone_out(session, milestone, at) | {"change": change}
 
@@ -261,7 +272,7 @@ def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: Principal
     milestone = _milestone(session, milestone_id)
     with domain_errors():
         milestone, change = registry.withdraw_milestone(session, milestone, reason=body.reason, at=at,
-                                                        by=principal.actor)
+                                                        by=principal.actor, customer_reason=body.customer_reason)
     session.commit()
     return _milestone_out(session, milestone, at) | {"change": change}
 

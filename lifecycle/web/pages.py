@@ -524,7 +524,9 @@ def timeline(session: Session, at: dt.datetime) -> dict:
                     "title": f"{label} {kind_label(m.kind)}: {m.date.isoformat()}"
                              + (" (withdrawn)" if withdrawn else "") + (f", moved from {old}" if old else ""),
                 })
+            ended = registry.release_ended(release, ms, today) if release else None
             rows.append({"label": label, "y": y, "product": p.slug, "version": release.version if release else None,
+                         "ended": ended, "ended_undated": release.ended if release else None,
                          "bar": (x(bar_start), x(bar_end)) if bar_start and bar_end and bar_end > bar_start else None,
                          "markers": markers, "band": len(rows) % 2 == 0})
     years = list(range(start.year, end.year + 1))
@@ -604,6 +606,12 @@ def _milestone_by_id(session: Session, milestone_id: str) -> Milestone:
     return milestone
 
 
+def _customer_reason(en: str, zh: str) -> dict[str, str] | None:
+    """The optional note for customers of the registry forms, per locale."""
+    written = {loc: text.strip() for loc, text in (("en", en), ("zh-CN", zh)) if text.strip()}
+    return written or None
+
+
 def _describe(session: Session, m: Milestone) -> str:
     product = session.get(Product, m.product_id)
     release = session.get(Release, m.release_id) if m.release_id else None
@@ -614,14 +622,17 @@ def _describe(session: Session, m: Milestone) -> str:
 def registry_add(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
                  scope: Annotated[str, Form()] = "", kind: Annotated[str, Form()] = "",
                  date: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
-                 allow_short_notice: Annotated[bool, Form()] = False) -> Response:
+                 allow_short_notice: Annotated[bool, Form()] = False,
+                 customer_reason_en: Annotated[str, Form()] = "", customer_reason_zh: Annotated[str, Form()] = "",
+                 ) -> Response:
     def action(at: dt.datetime, by: str) -> str:
         if "|" not in scope:
             raise InputError("release", "choose a product or release")
         slug, version = scope.split("|", 1)
         m, change = registry.add_milestone(session, product=slug, version=version or None, kind=kind,
                                            date=v.date(date, "date"), at=at, allow_short_notice=allow_short_notice,
-                                           reason=reason or None, by=by)
+                                           reason=reason or None, by=by,
+                                           customer_reason=_customer_reason(customer_reason_en, customer_reason_zh))
         return f"{_describe(session, m)} on {m.date.isoformat()}: {change}"
     return _registry_write(request, session, csrf, "add", action)
 
@@ -629,11 +640,14 @@ def registry_add(request: Request, session: SessionDep, csrf: Annotated[str, For
 @router.post("/registry/milestones/move", response_class=HTMLResponse)
 def registry_move(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
                   milestone: Annotated[str, Form()] = "", date: Annotated[str, Form()] = "",
-                  reason: Annotated[str, Form()] = "", allow_short_notice: Annotated[bool, Form()] = False) -> Response:
+                  reason: Annotated[str, Form()] = "", allow_short_notice: Annotated[bool, Form()] = False,
+                  customer_reason_en: Annotated[str, Form()] = "", customer_reason_zh: Annotated[str, Form()] = "",
+                  ) -> Response:
     def action(at: dt.datetime, by: str) -> str:
         m = _milestone_by_id(session, milestone)
         m, change = registry.move_milestone(session, m, date=v.date(date, "date"), reason=reason, at=at,
-                                            allow_short_notice=allow_short_notice, by=by)
+                                            allow_short_notice=allow_short_notice, by=by,
+                                            customer_reason=_customer_reason(customer_reason_en, customer_reason_zh))
         return (f"{_describe(session, m)} moved to {m.date.isoformat()} (revision {m.revision})"
                 if change == "updated" else f"{_describe(session, m)} is already on {m.date.isoformat()}")
     return _registry_write(request, session, csrf, "move", action)
@@ -641,10 +655,14 @@ def registry_move(request: Request, session: SessionDep, csrf: Annotated[str, Fo
 
 @router.post("/registry/milestones/withdraw", response_class=HTMLResponse)
 def registry_withdraw(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
-                      milestone: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "") -> Response:
+                      milestone: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
+                      customer_reason_en: Annotated[str, Form()] = "", customer_reason_zh: Annotated[str, Form()] = "",
+                      ) -> Response:
     def action(at: dt.datetime, by: str) -> str:
         m = _milestone_by_id(session, milestone)
-        m, change = registry.withdraw_milestone(session, m, reason=reason, at=at, by=by)
+        m, change = registry.withdraw_milestone(session, m, reason=reason, at=at, by=by,
+                                                customer_reason=_customer_reason(customer_reason_en,
+                                                                                 customer_reason_zh))
         return f"{_describe(session, m)} " + ("withdrawn" if change == "updated" else "was already withdrawn")
     return _registry_write(request, session, csrf, "withdraw", action)
 
