@@ -158,6 +158,7 @@ class ImportSummary:
     withdrawn: list[dict] = field(default_factory=list)
     reinstated: list[dict] = field(default_factory=list)
     ended: list[dict] = field(default_factory=list)  # releases marked ended without a date
+    warnings: list[str] = field(default_factory=list)  # recorded, but worth a look (upstream order)
     short_notice: list[dict] = field(default_factory=list)
     history: int = 0  # milestones created with a date already past: recorded, never notified
     notes: list[str] = field(default_factory=list)
@@ -172,7 +173,8 @@ class ImportSummary:
     def to_dict(self) -> dict:
         return {"source": self.source, "changed": self.changed, "counts": self.counts, "added": self.added,
                 "moves": self.moves, "withdrawn": self.withdrawn, "reinstated": self.reinstated,
-                "ended": self.ended, "short_notice": self.short_notice, "history": self.history,
+                "ended": self.ended, "warnings": self.warnings, "short_notice": self.short_notice,
+                "history": self.history,
                 "notes": self.notes}
 
     def lines(self) -> list[str]:
@@ -205,6 +207,8 @@ class ImportSummary:
         for m in self.short_notice:
             out.append(f"  short notice: {m['milestone']} on {m['date']} ({m['reason']}): affected customers "
                        "are notified at once")
+        for warning in self.warnings:
+            out.append(f"  warning: {warning}")
         if self.history:
             out.append(f"  {self.history} milestone{'s' if self.history != 1 else ''} already past: recorded as "
                        "history, never notified")
@@ -264,6 +268,7 @@ class _Product:
     missing: str = "keep"  # what to do with the product's milestones the file does not mention
     upstream: bool = False  # an endoflife.date file: release milestones only, upstream reason codes
     retire: list[_Retire] = field(default_factory=list)  # decided against the database
+    warnings: list[str] = field(default_factory=list)  # upstream data out of lifecycle order
 
 
 @dataclass
@@ -629,6 +634,7 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
                     errs=errs, label=" ".join(x for x in (p.slug, version, m.kind) if x))
         if p.missing == "withdraw":
             _retire(p, existing, at=at, source=source)
+        _check_order(p, existing, at=at, errs=errs)
     known = set(slug_of.values()) | {p.slug for p in products}
     for c in customers:
         for d in c.deployments:
@@ -637,6 +643,47 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
             elif d.version not in versions.get(d.product, set()):
                 errs.add(f"{d.path}.version", f"product {d.product!r} has no release {d.version!r} "
                                               "(add it to the file or register it first)")
+
+
+def _check_order(p: _Product, existing: dict[tuple[str, str | None, str], Milestone], *, at: dt.datetime,
+                 errs: _Errors) -> None:
+    """The product as it will be after the import, in lifecycle order (policy.order_violations)? Every
+    violation that involves a milestone of the file is an error at its path; endoflife.date data,
+    whose upstream order is occasionally inconsistent, gets warnings instead."""
+    final: dict[str | None, dict[str, dt.date]] = {}
+    for (slug, version, kind), m in existing.items():
+        if slug == p.slug and m.status == MilestoneStatus.PLANNED:
+            final.setdefault(version, {})[kind] = m.date
+    paths: dict[tuple[str | None, str], str] = {}
+    scoped = [(None, m) for m in p.milestones] + [(r.version, m) for r in p.releases for m in r.milestones]
+    for version, m in scoped:
+        if m.action in ("create", "move", "reinstate", "unchanged"):
+            final.setdefault(version, {})[m.kind] = m.date
+            if m.action != "unchanged":
+                paths[(version, m.kind)] = m.path
+    for r in p.retire:
+        version = next((v_ for (s_, v_, k_), m_ in existing.items() if m_ is r.existing), None)
+        if r.action == "withdraw":
+            final.get(version, {}).pop(r.existing.kind, None)
+        else:
+            final.setdefault(version, {})[r.existing.kind] = at.date()
+            paths[(version, r.existing.kind)] = p.path
+    product_level = final.get(None, {})
+    for version, dates in final.items():
+        if version is None:
+            continue
+        found = [(viol, (version, viol.earlier), (version, viol.later)) for viol in policy.order_violations(dates)]
+        found += [(viol, (version, viol.earlier), (None, viol.later))
+                  for viol in policy.product_violations(product_level, dates)]
+        for viol, a, b in found:
+            path = paths.get(b) or paths.get(a)
+            if path is None:
+                continue  # already so in the registry: not this file's doing
+            message = f"{p.slug} {version}: {viol.message()}"
+            if p.upstream:
+                p.warnings.append(f"{path}: {message} (recorded as published upstream)")
+            else:
+                errs.add(path, message)
 
 
 def _retire(p: _Product, existing: dict[tuple[str, str | None, str], Milestone], *, at: dt.datetime,
@@ -735,21 +782,22 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
         if m.action == "create":
             row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
                                date=m.date, at=at, allow_short_notice=bool(m.effective_reason),
-                               reason=m.effective_reason, reason_code=m.code, customer_reason=m.customer_reason)
+                               reason=m.effective_reason, reason_code=m.code, customer_reason=m.customer_reason,
+                               check_lifecycle_order=False)
             history = policy.is_history(m.date, at)
             summary.history += history
             summary.added.append({"milestone": m.label, "date": m.date.isoformat(), "history": history})
         elif m.action == "reinstate":
             row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
                                date=m.date, at=at, allow_short_notice=True, reason=m.effective_reason,
-                               reason_code=m.code, customer_reason=m.customer_reason)
+                               reason_code=m.code, customer_reason=m.customer_reason, check_lifecycle_order=False)
             summary.reinstated.append({"milestone": m.label, "date": m.date.isoformat(),
                                        "revision": row.revision, "reason": m.effective_reason})
         else:
             old = m.existing.date
             row, change = step(m.path, registry.move_milestone, session, m.existing, date=m.date,
                                reason=m.effective_reason, at=at, allow_short_notice=True, reason_code=m.code,
-                               customer_reason=m.customer_reason)
+                               customer_reason=m.customer_reason, check_lifecycle_order=False)
             summary.moves.append({"milestone": m.label, "from": old.isoformat(), "to": m.date.isoformat(),
                                   "revision": row.revision, "reason": m.effective_reason})
         summary.count("milestones", change)
@@ -766,7 +814,7 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
         else:
             old = r.existing.date
             step(p.path, registry.move_milestone, session, r.existing, date=at.date(), reason=r.reason, at=at,
-                 allow_short_notice=True, reason_code=r.code)
+                 allow_short_notice=True, reason_code=r.code, check_lifecycle_order=False)
             summary.moves.append({"milestone": r.label, "from": old.isoformat(), "to": at.date().isoformat(),
                                   "revision": r.existing.revision, "reason": r.reason})
         summary.count("milestones", "updated")
@@ -789,6 +837,7 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
                 milestone(m, product, release)
         for r in p.retire:
             retire(p, r)
+        summary.warnings.extend(p.warnings)
     for c in customers:
         customer, change = step(c.path, registry.upsert_customer, session, key=c.key, at=at, **c.values)
         summary.count("customers", change)

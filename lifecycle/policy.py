@@ -172,6 +172,47 @@ def effective_due(stage_day: dt.date, tz: str, *, affected_since: dt.datetime | 
     return day, due
 
 
+# A release's phases end in this order: end of sale <= end of full support <= end of maintenance <=
+# end of life (lifecycle.models.MilestoneKind lists the same kinds in the same order).
+LIFECYCLE_ORDER = ("end-of-sale", "end-of-full-support", "end-of-maintenance", "end-of-life")
+
+
+@dataclass(frozen=True)
+class OrderViolation:
+    """Two milestones out of lifecycle order (`earlier` should not be after `later`), or a release
+    milestone after the product-level milestone of the same kind (`scope` = "product")."""
+
+    earlier: str
+    earlier_date: dt.date
+    later: str
+    later_date: dt.date
+    scope: str = "release"
+
+    def message(self) -> str:
+        label = {k: k.replace("-", " ") for k in LIFECYCLE_ORDER}
+        if self.scope == "product":
+            return (f"{label[self.earlier]} of the release ({self.earlier_date.isoformat()}) is after the "
+                    f"product's {label[self.later]} ({self.later_date.isoformat()}): no version can outlive its "
+                    "product")
+        return (f"{label[self.earlier]} ({self.earlier_date.isoformat()}) is after {label[self.later]} "
+                f"({self.later_date.isoformat()}): phases end in the order end of sale, full support, "
+                "maintenance, life")
+
+
+def order_violations(dates: dict[str, dt.date]) -> list[OrderViolation]:
+    """Pairs of a release's milestones (kind -> date) out of lifecycle order."""
+    kinds = [k for k in LIFECYCLE_ORDER if k in dates]
+    return [OrderViolation(a, dates[a], b, dates[b]) for i, a in enumerate(kinds) for b in kinds[i + 1:]
+            if dates[a] > dates[b]]
+
+
+def product_violations(product_dates: dict[str, dt.date], release_dates: dict[str, dt.date]) -> list[OrderViolation]:
+    """A release milestone after the product-level milestone of the same kind."""
+    return [OrderViolation(k, release_dates[k], k, product_dates[k], scope="product")
+            for k in LIFECYCLE_ORDER if k in product_dates and k in release_dates
+            and release_dates[k] > product_dates[k]]
+
+
 class Lead(StrEnum):
     """What a stage reminder can truthfully say about its lead time."""
 

@@ -205,6 +205,46 @@ def _scope_label(product: Product, release: Release | None) -> str:
     return f"{product.slug} {release.version}" if release else product.slug
 
 
+def order_problems(session: Session, product_id: int, changes: dict[tuple[int | None, str], dt.date | None],
+                   ) -> list[tuple[int | None, policy.OrderViolation]]:
+    """The lifecycle-order violations a product would have with `changes` applied ((release id or None
+    for product-level, kind) -> new date, None = withdrawn): (release id, violation) pairs, only those
+    that involve a changed milestone (data already inconsistent upstream is not blamed on a new change)."""
+    dates: dict[int | None, dict[str, dt.date]] = {}
+    for m in session.exec(select(Milestone).where(Milestone.product_id == product_id,
+                                                  Milestone.status == MilestoneStatus.PLANNED)):
+        dates.setdefault(m.release_id, {})[m.kind] = m.date
+    for (release_id, kind), date in changes.items():
+        if date is None:
+            dates.get(release_id, {}).pop(kind, None)
+        else:
+            dates.setdefault(release_id, {})[kind] = date
+    product_level = dates.get(None, {})
+    touched = set(changes)
+    out = []
+    for release_id, ds in dates.items():
+        if release_id is None:
+            continue
+        for viol in policy.order_violations(ds):
+            if (release_id, viol.earlier) in touched or (release_id, viol.later) in touched:
+                out.append((release_id, viol))
+        for viol in policy.product_violations(product_level, ds):
+            if (release_id, viol.earlier) in touched or (None, viol.later) in touched:
+                out.append((release_id, viol))
+    return out
+
+
+def check_order(session: Session, milestone_product_id: int, release: Release | None, kind: str,
+                date: dt.date, field: str = "date") -> None:
+    """Refuse a date that would put a product's milestones out of lifecycle order, naming the conflict."""
+    problems = order_problems(session, milestone_product_id, {(release.id if release else None, kind): date})
+    if problems:
+        release_id, viol = problems[0]
+        where = session.get(Release, release_id)
+        product = session.get(Product, milestone_product_id)
+        raise InputError(field, f"{product.slug} {where.version}: {viol.message()}")
+
+
 def customer_reason_json(customer_reason: dict[str, str] | str | None) -> str | None:
     """Text written for customers, as stored: JSON {locale: text}. A plain string is English."""
     if not customer_reason:
@@ -224,6 +264,7 @@ def add_milestone(
     session: Session, *, product: str | Product, version: str | Release | None, kind: str, date: dt.date,
     at: dt.datetime, allow_short_notice: bool = False, reason: str | None = None, by: str | None = None,
     reason_code: str | None = None, customer_reason: dict[str, str] | str | None = None,
+    check_lifecycle_order: bool = True,
 ) -> tuple[Milestone, Change]:
     """Register a milestone. An existing planned one with the same date is unchanged; a different
     date is refused (use `move`); a withdrawn one is reinstated, which needs a reason: customers who
@@ -243,6 +284,8 @@ def add_milestone(
         raise InputError("date", f"{label} is already registered for {existing.date.isoformat()}: "
                                  "use `lifecycle milestone move` to change its date")
     written = customer_reason_json(customer_reason)
+    if check_lifecycle_order:
+        check_order(session, prod.id, release, kind, date)
     if existing is not None:  # reinstating a withdrawn milestone
         if not (reason or "").strip():
             raise InputError("reason", f"{label} was withdrawn: give a reason to reinstate it (customers who "
@@ -277,7 +320,7 @@ def add_milestone(
 def move_milestone(
     session: Session, milestone: Milestone, *, date: dt.date, reason: str, at: dt.datetime,
     allow_short_notice: bool = False, by: str | None = None, reason_code: str | None = None,
-    customer_reason: dict[str, str] | str | None = None,
+    customer_reason: dict[str, str] | str | None = None, check_lifecycle_order: bool = True,
 ) -> tuple[Milestone, Change]:
     """Move a milestone to a new date (also into the past: a correction). Customers already told about
     it hear of the change; its reminders follow the new date."""
@@ -288,6 +331,9 @@ def move_milestone(
     if milestone.date == date:
         return milestone, "unchanged"
     written = customer_reason_json(customer_reason)
+    if check_lifecycle_order:
+        check_order(session, milestone.product_id, session.get(Release, milestone.release_id)
+                    if milestone.release_id else None, milestone.kind, date)
     short = check_short_notice(date, at, allow_short_notice, reason)
     old = milestone.date
     milestone.date, milestone.revision = date, milestone.revision + 1
@@ -411,14 +457,14 @@ def ended_warning(session: Session, release: Release, at: dt.datetime) -> str | 
         sa.or_(Milestone.release_id == release.id,
                sa.and_(Milestone.release_id.is_(None), Milestone.product_id == release.product_id)))))
     ended = release_ended(release, [m for m in milestones if m.release_id == release.id], at.date())
-    if ended is None:
-        return None
+    if ended is None or (ended in ("end-of-sale", "end-of-full-support") and not release.ended):
+        return None  # still maintained: running it is ordinary
     product = session.get(Product, release.product_id)
     dated = [m for m in milestones if m.release_id == release.id and m.kind == ended
              and m.status == MilestoneStatus.PLANNED]
     when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
-    return (f"{product.slug} {release.version} has already reached {ended} {when}: it is history, and no "
-            "notices will be sent about that milestone")
+    return (f"{product.slug} {release.version} has already reached {ended} {when}: that is history, and no "
+            "notice will be sent about it")
 
 
 def add_deployment(session: Session, *, customer: str | Customer, product: str | Product, version: str,

@@ -184,7 +184,7 @@ def test_the_dashboard_filters_by_customer_product_and_risk_and_exports_csv(worl
 
 def test_the_registry_forms_keep_the_short_notice_guard(world):
     pm, csrf = logged_in(world, "pm")
-    soon = (world.today + dt.timedelta(days=20)).isoformat()
+    soon = (world.today + dt.timedelta(days=70)).isoformat()  # after end of full support (60 days)
     refused = pm.post("/registry/milestones/move", data={"csrf": csrf, "milestone": world.ids["m_eol"],
                                                          "date": soon, "reason": "security"})
     assert refused.status_code == 422 and "less than 3 months" in refused.text

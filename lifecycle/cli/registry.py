@@ -202,7 +202,7 @@ def release_list(
     if json_:
         emit_json(rows)
         return
-    table("Releases", ["product", "version", "released", "upgrade to", "ended"], [
+    table("Releases", ["product", "version", "released", "upgrade to", "latest phase ended"], [
         [r["product"], r["version"], r["released"], r["upgrade_to"],
          (f"{r['ended']} ({r['ended_date'] or 'date not published'})" if r["ended"] else "")]
         for r in rows
