@@ -6,6 +6,8 @@ email written as `.eml` files to `outbox/`.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +15,16 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMAIL_BACKENDS = ("file", "sendgrid", "smtp")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: str | float) -> dt.timedelta:
+    """'10m', '600s', '1h', '2d' or a bare number of minutes."""
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 10m, 600s, 1h or 0)")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "": "minutes"}[m.group(2)]
+    return dt.timedelta(**{unit: float(m.group(1))})
 
 # The 3-month stage is the contractual minimum: it is always planned, whatever the configuration says.
 CONTRACT_STAGE = "3m"
@@ -53,6 +65,9 @@ class Settings(BaseSettings):
     claim_timeout_seconds: int = 600
     ack_link_days: int = 400
     tick_seconds: float = 60.0  # how often beat runs the tick
+    # Notices a registry change makes due at once (short notice, date changed, cancellation, reinstated)
+    # wait this long, so the change can be undone before any customer sees it: "10m", "600s", "1h", "0".
+    change_hold: str = "10m"
 
     @field_validator("email_backend")
     @classmethod
@@ -60,6 +75,16 @@ class Settings(BaseSettings):
         if value not in EMAIL_BACKENDS:
             raise ValueError(f"must be one of {', '.join(EMAIL_BACKENDS)}")
         return value
+
+    @field_validator("change_hold")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value.strip()
+
+    @property
+    def change_hold_delta(self) -> dt.timedelta:
+        return parse_duration(self.change_hold)
 
     @field_validator("base_url")
     @classmethod

@@ -162,6 +162,8 @@ class ImportSummary:
     short_notice: list[dict] = field(default_factory=list)
     history: int = 0  # milestones created with a date already past: recorded, never notified
     notes: list[str] = field(default_factory=list)
+    change_id: int | None = None  # the change set of its milestone changes (`lifecycle change undo`)
+    hold_until: dt.datetime | None = None
 
     def count(self, entity: str, change: str) -> None:
         self.counts[entity][change] += 1
@@ -174,8 +176,8 @@ class ImportSummary:
         return {"source": self.source, "changed": self.changed, "counts": self.counts, "added": self.added,
                 "moves": self.moves, "withdrawn": self.withdrawn, "reinstated": self.reinstated,
                 "ended": self.ended, "warnings": self.warnings, "short_notice": self.short_notice,
-                "history": self.history,
-                "notes": self.notes}
+                "history": self.history, "notes": self.notes, "change_id": self.change_id,
+                "hold_until": self.hold_until.isoformat() if self.hold_until else None}
 
     def lines(self) -> list[str]:
         """The summary for people, one line each."""
@@ -209,6 +211,10 @@ class ImportSummary:
                        "are notified at once")
         for warning in self.warnings:
             out.append(f"  warning: {warning}")
+        if self.change_id is not None:
+            out.append(f"  change #{self.change_id}: notices it makes due at once are held until "
+                       f"{self.hold_until.isoformat(timespec='minutes')} (undo: lifecycle change undo "
+                       f"{self.change_id})")
         if self.history:
             out.append(f"  {self.history} milestone{'s' if self.history != 1 else ''} already past: recorded as "
                        "history, never notified")
@@ -753,6 +759,15 @@ def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source
 def _apply(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
            source: str, on_progress: Progress | None) -> ImportSummary:
     summary = ImportSummary(source=source)
+    change_set = None
+
+    def change_of_file():
+        """One change set for every milestone change of the file: held and undone together."""
+        nonlocal change_set
+        if change_set is None:
+            change_set = registry.begin_change(session, action="import", summary=f"import {source}", at=at)
+        return change_set
+
     total = sum(1 + len(p.milestones) + len(p.retire) + sum(1 + len(r.milestones) for r in p.releases)
                 for p in products) + sum(1 + len(c.contacts) + len(c.deployments) for c in customers)
     done = 0
@@ -783,21 +798,22 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
             row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
                                date=m.date, at=at, allow_short_notice=bool(m.effective_reason),
                                reason=m.effective_reason, reason_code=m.code, customer_reason=m.customer_reason,
-                               check_lifecycle_order=False)
+                               check_lifecycle_order=False, change=change_of_file())
             history = policy.is_history(m.date, at)
             summary.history += history
             summary.added.append({"milestone": m.label, "date": m.date.isoformat(), "history": history})
         elif m.action == "reinstate":
             row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
                                date=m.date, at=at, allow_short_notice=True, reason=m.effective_reason,
-                               reason_code=m.code, customer_reason=m.customer_reason, check_lifecycle_order=False)
+                               reason_code=m.code, customer_reason=m.customer_reason, check_lifecycle_order=False,
+                               change=change_of_file())
             summary.reinstated.append({"milestone": m.label, "date": m.date.isoformat(),
                                        "revision": row.revision, "reason": m.effective_reason})
         else:
             old = m.existing.date
             row, change = step(m.path, registry.move_milestone, session, m.existing, date=m.date,
                                reason=m.effective_reason, at=at, allow_short_notice=True, reason_code=m.code,
-                               customer_reason=m.customer_reason, check_lifecycle_order=False)
+                               customer_reason=m.customer_reason, check_lifecycle_order=False, change=change_of_file())
             summary.moves.append({"milestone": m.label, "from": old.isoformat(), "to": m.date.isoformat(),
                                   "revision": row.revision, "reason": m.effective_reason})
         summary.count("milestones", change)
@@ -808,13 +824,13 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
     def retire(p: _Product, r: _Retire) -> None:
         if r.action == "withdraw":
             step(p.path, registry.withdraw_milestone, session, r.existing, reason=r.reason, at=at,
-                 reason_code=r.code)
+                 reason_code=r.code, change=change_of_file())
             summary.withdrawn.append({"milestone": r.label, "date": r.existing.date.isoformat(),
                                       "revision": r.existing.revision, "reason": r.reason})
         else:
             old = r.existing.date
             step(p.path, registry.move_milestone, session, r.existing, date=at.date(), reason=r.reason, at=at,
-                 allow_short_notice=True, reason_code=r.code, check_lifecycle_order=False)
+                 allow_short_notice=True, reason_code=r.code, check_lifecycle_order=False, change=change_of_file())
             summary.moves.append({"milestone": r.label, "from": old.isoformat(), "to": at.date().isoformat(),
                                   "revision": r.existing.revision, "reason": r.reason})
         summary.count("milestones", "updated")
@@ -853,6 +869,8 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
                 warning = registry.ended_warning(session, session.get(Release, dep.release_id), at)
                 if warning:
                     summary.notes.append(f"{d.path}: warning: {warning}")
+    summary.change_id = change_set.id if change_set is not None else None
+    summary.hold_until = change_set.hold_until if change_set is not None else None
     return summary
 
 

@@ -154,11 +154,26 @@ class Milestone(SQLModel, table=True):
     needs_plan: bool = Field(default=True, index=True)
 
 
+class RegistryChange(SQLModel, table=True):
+    """One change a person or an import made to the milestones (add, move, withdraw, reinstate, import,
+    undo). Notices it makes due at once wait until `hold_until`; until then it can be undone."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    action: str = Field(max_length=16)
+    summary: str
+    by: str | None = Field(default=None, max_length=254)
+    at: dt.datetime = _ts()
+    hold_until: dt.datetime = _ts()
+    undone_at: dt.datetime | None = _ts(default=None)
+    undone_by: str | None = Field(default=None, max_length=254)
+
+
 class MilestoneChange(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     milestone_id: int = Field(foreign_key="milestone.id", index=True)
+    change_id: int | None = Field(default=None, foreign_key="registrychange.id", index=True)
     revision: int
-    action: str = Field(max_length=16)  # created, moved, withdrawn, reinstated
+    action: str = Field(max_length=16)  # created, moved, withdrawn, reinstated, undone
     old_date: dt.date | None = None
     new_date: dt.date | None = None
     reason: str | None = None  # as given by the person or the import: internal, never shown to customers

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 
 from lifecycle import policy
 from lifecycle import validation as v
+from lifecycle.config import get_settings
 from lifecycle.errors import InputError, NotFound, ShortNotice
 from lifecycle.models import (
     AuditEvent,
@@ -28,6 +29,7 @@ from lifecycle.models import (
     MilestoneKind,
     MilestoneStatus,
     Product,
+    RegistryChange,
     Release,
 )
 
@@ -205,6 +207,56 @@ def _scope_label(product: Product, release: Release | None) -> str:
     return f"{product.slug} {release.version}" if release else product.slug
 
 
+def begin_change(session: Session, *, action: str, summary: str, at: dt.datetime,
+                 by: str | None = None, hold: dt.timedelta | None = None) -> RegistryChange:
+    """Open a change set. Notices it makes due at once are held until `at` + LIFECYCLE_CHANGE_HOLD."""
+    hold = get_settings().change_hold_delta if hold is None else hold
+    change = RegistryChange(action=action, summary=summary[:2000], by=by, at=at, hold_until=at + hold)
+    session.add(change)
+    session.flush()
+    return change
+
+
+def current_change(session: Session, milestone: Milestone) -> RegistryChange | None:
+    """The change set that made the milestone's current revision."""
+    ch = session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id == milestone.id,
+                                                    MilestoneChange.revision == milestone.revision)
+                      .order_by(MilestoneChange.id.desc())).first()
+    return session.get(RegistryChange, ch.change_id) if ch is not None and ch.change_id else None
+
+
+def describe(session: Session, milestone: Milestone) -> str:
+    """'acp 3.16 end-of-life', or 'acp end-of-sale' for a product-level milestone."""
+    product = session.get(Product, milestone.product_id)
+    release = session.get(Release, milestone.release_id) if milestone.release_id else None
+    return _scope_label(product, release) + f" {milestone.kind}"
+
+
+def effective_changes(session: Session, milestone_ids) -> list[tuple[MilestoneChange, dt.datetime]]:
+    """The history of these milestones that still counts, oldest first, with the instant each change's
+    notices were released from its hold. Changes of an undone change set never happened, for timing."""
+    ids = list(milestone_ids)
+    if not ids:
+        return []
+    rows = session.exec(
+        select(MilestoneChange, RegistryChange)
+        .join(RegistryChange, RegistryChange.id == MilestoneChange.change_id, isouter=True)
+        .where(MilestoneChange.milestone_id.in_(ids))
+        .order_by(MilestoneChange.milestone_id, MilestoneChange.revision, MilestoneChange.id)
+    ).all()
+    out = []
+    for ch, rc in rows:
+        if rc is not None and rc.undone_at is not None:
+            continue
+        hold = rc.hold_until if rc is not None else ch.at
+        out.append((ch, max(_utc(hold), _utc(ch.at))))
+    return out
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
 def order_problems(session: Session, product_id: int, changes: dict[tuple[int | None, str], dt.date | None],
                    ) -> list[tuple[int | None, policy.OrderViolation]]:
     """The lifecycle-order violations a product would have with `changes` applied ((release id or None
@@ -264,7 +316,7 @@ def add_milestone(
     session: Session, *, product: str | Product, version: str | Release | None, kind: str, date: dt.date,
     at: dt.datetime, allow_short_notice: bool = False, reason: str | None = None, by: str | None = None,
     reason_code: str | None = None, customer_reason: dict[str, str] | str | None = None,
-    check_lifecycle_order: bool = True,
+    check_lifecycle_order: bool = True, change: RegistryChange | None = None,
 ) -> tuple[Milestone, Change]:
     """Register a milestone. An existing planned one with the same date is unchanged; a different
     date is refused (use `move`); a withdrawn one is reinstated, which needs a reason: customers who
@@ -298,7 +350,10 @@ def add_milestone(
         existing.changed_at, existing.needs_plan = at, True
         existing.short_notice_reason = short or existing.short_notice_reason
         session.add(existing)
-        session.add(MilestoneChange(milestone_id=existing.id, revision=existing.revision, action="reinstated",
+        change = change or begin_change(session, action="reinstate", summary=f"reinstate {label} on {date}",
+                                        at=at, by=by)
+        session.add(MilestoneChange(milestone_id=existing.id, change_id=change.id, revision=existing.revision,
+                                    action="reinstated",
                                     old_date=old, new_date=date, reason=reason, short_notice=bool(short),
                                     reason_code=reason_code, customer_reason=written, by=by, at=at))
         audit(session, at, "milestone.reinstate", label, {"date": date, "reason": reason}, by)
@@ -310,7 +365,9 @@ def add_milestone(
     )
     session.add(milestone)
     session.flush()
-    session.add(MilestoneChange(milestone_id=milestone.id, revision=1, action="created", new_date=date,
+    change = change or begin_change(session, action="add", summary=f"add {label} on {date}", at=at, by=by)
+    session.add(MilestoneChange(milestone_id=milestone.id, change_id=change.id, revision=1, action="created",
+                                new_date=date,
                                 reason=reason if short or reason else None, short_notice=bool(short),
                                 reason_code=reason_code, customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.add", label, {"date": date, "short_notice": short}, by)
@@ -321,6 +378,7 @@ def move_milestone(
     session: Session, milestone: Milestone, *, date: dt.date, reason: str, at: dt.datetime,
     allow_short_notice: bool = False, by: str | None = None, reason_code: str | None = None,
     customer_reason: dict[str, str] | str | None = None, check_lifecycle_order: bool = True,
+    change: RegistryChange | None = None,
 ) -> tuple[Milestone, Change]:
     """Move a milestone to a new date (also into the past: a correction). Customers already told about
     it hear of the change; its reminders follow the new date."""
@@ -341,7 +399,10 @@ def move_milestone(
     if short:
         milestone.short_notice_reason = short
     session.add(milestone)
-    session.add(MilestoneChange(milestone_id=milestone.id, revision=milestone.revision, action="moved",
+    change = change or begin_change(session, action="move", summary=f"move {describe(session, milestone)} from "
+                                    f"{old} to {date}", at=at, by=by)
+    session.add(MilestoneChange(milestone_id=milestone.id, change_id=change.id, revision=milestone.revision,
+                                action="moved",
                                 old_date=old, new_date=date, reason=reason, short_notice=bool(short),
                                 reason_code=reason_code, customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.move", f"milestone {milestone.id}",
@@ -352,6 +413,7 @@ def move_milestone(
 def withdraw_milestone(
     session: Session, milestone: Milestone, *, reason: str, at: dt.datetime, by: str | None = None,
     reason_code: str | None = None, customer_reason: dict[str, str] | str | None = None,
+    change: RegistryChange | None = None,
 ) -> tuple[Milestone, Change]:
     reason = v.reason(reason)
     if milestone.status == MilestoneStatus.WITHDRAWN:
@@ -360,7 +422,10 @@ def withdraw_milestone(
     milestone.status, milestone.revision = MilestoneStatus.WITHDRAWN, milestone.revision + 1
     milestone.changed_at, milestone.needs_plan = at, True
     session.add(milestone)
-    session.add(MilestoneChange(milestone_id=milestone.id, revision=milestone.revision, action="withdrawn",
+    change = change or begin_change(session, action="withdraw", summary=f"withdraw {describe(session, milestone)}",
+                                    at=at, by=by)
+    session.add(MilestoneChange(milestone_id=milestone.id, change_id=change.id, revision=milestone.revision,
+                                action="withdrawn",
                                 old_date=milestone.date, reason=reason, reason_code=reason_code,
                                 customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.withdraw", f"milestone {milestone.id}", {"reason": reason}, by)

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from lifecycle import policy
+from lifecycle import policy, registry
 from lifecycle.config import get_settings
 from lifecycle.models import (
     AGREED_STATUSES,
@@ -52,7 +52,6 @@ from lifecycle.models import (
     DeliveryStatus,
     Deployment,
     Milestone,
-    MilestoneChange,
     MilestoneStatus,
     Notice,
     NoticeKind,
@@ -214,12 +213,14 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
             if k not in told or _told_rank(row) > _told_rank(told[k]):
                 told[k] = row
 
-    # When each milestone got its current date (registered, moved, reinstated).
+    # When notices about each milestone's current date, and about each revision, may first go: the
+    # change's instant, or the end of its hold (LIFECYCLE_CHANGE_HOLD) so that it can still be undone.
     dated: dict[int, dt.datetime] = {}
-    for ch in session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id.in_(ids))
-                           .order_by(MilestoneChange.revision, MilestoneChange.id)):
+    released_at: dict[tuple[int, int], dt.datetime] = {}
+    for ch, release_at in registry.effective_changes(session, ids):
+        released_at[(ch.milestone_id, ch.revision)] = release_at
         if ch.action in DATING:
-            dated[ch.milestone_id] = ch.at
+            dated[ch.milestone_id] = release_at
 
     inserts: list[tuple] = []
     updates: list[dict] = []
@@ -242,15 +243,15 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
         m = by_id[mid]
         mdate, mrev = m.date, m.revision
         withdrawn = m.status == MilestoneStatus.WITHDRAWN
-        change_at = _aware(m.changed_at)
-        date_set = _aware(dated.get(mid) or m.registered_at)
+        change_at = released_at.get((mid, mrev)) or _aware(m.changed_at)
+        date_set = dated.get(mid) or _aware(m.registered_at)
         # Stage dates depend on the milestone only: once per milestone, not per customer.
         stage_dates = [(stage, policy.stage_date(mdate, stage)) for stage in stages]
         for cid, a in affected[mid].items():
             last = told.get((mid, cid))
             # 1. What changed since the customer last heard about it.
             change_kind = None
-            if last is not None and (a.removed is None or a.removed > change_at):
+            if last is not None and (a.removed is None or a.removed > _aware(m.changed_at)):
                 if withdrawn:
                     if last.kind != NoticeKind.WITHDRAWN:
                         change_kind = NoticeKind.WITHDRAWN

@@ -148,6 +148,8 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("LIFECYCLE_CALENDAR_DIR", str(tmp_path / "calendar_exports"))
     monkeypatch.setenv("LIFECYCLE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("LIFECYCLE_SECRET_KEY", "test-secret-key-not-for-production")
+    # Policy tests tick at the instant of a change; the hold has tests of its own (test_changes.py).
+    monkeypatch.setenv("LIFECYCLE_CHANGE_HOLD", "0")
     monkeypatch.delenv("LIFECYCLE_BROKER_URL", raising=False)
     monkeypatch.delenv("LIFECYCLE_EMAIL_BACKEND", raising=False)
     reset_settings()

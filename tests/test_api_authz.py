@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from lifecycle import registry
 from lifecycle.db import session_scope
+from lifecycle.models import Milestone
 from lifecycle.web.app import create_app
 from tests import webworld
 
@@ -47,6 +48,17 @@ def _remove_deployment(w) -> tuple[str, None]:
     return "/api/customers/acme/deployments/acp/3.18", None
 
 
+def _held_change(w) -> tuple[str, None]:
+    """Each call makes a new change on hold, so every role meets one it could undo."""
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as s:
+        change = registry.begin_change(s, action="move", summary="test", at=now, hold=dt.timedelta(minutes=10))
+        m = s.get(Milestone, w.ids["m_318"])
+        registry.move_milestone(s, m, date=m.date + dt.timedelta(days=1), reason="test", at=now, change=change)
+        change_id = change.id
+    return f"/api/changes/{change_id}/undo", None
+
+
 # (method, path template) -> (expected status per role, request builder(world) -> (url, json body))
 ROUTES = {
     ("GET", "/api/me"): (EVERYONE, lambda w: ("/api/me", None)),
@@ -64,6 +76,8 @@ ROUTES = {
         f"/api/milestones/{w.ids['m_mesh']}/withdraw", {"reason": "not happening"})),
     ("POST", "/api/import"): (pm_only(200), lambda w: (
         "/api/import", {"products": [{"slug": "acp", "name": "Alauda Container Platform"}]})),
+    ("GET", "/api/changes"): (pm_only(200), lambda w: ("/api/changes", None)),
+    ("POST", "/api/changes/{change_id}/undo"): (pm_only(200), _held_change),
     ("GET", "/api/customers"): (EVERYONE, lambda w: ("/api/customers", None)),
     ("GET", "/api/customers/{key}"): (ACME_READ, lambda w: ("/api/customers/acme", None)),
     ("GET", "/api/customers/{key}/deployments"): (ACME_READ, lambda w: ("/api/customers/acme/deployments", None)),

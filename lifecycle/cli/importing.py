@@ -67,6 +67,8 @@ def import_file(
         "short notice.")] = False,
     at: AtOption = None,
     json_: JsonOption = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what the import would change and who would be told what; write nothing.")] = False,
 ) -> None:
     """Import a file, all or nothing: every error is listed with its path and nothing is written.
 
@@ -85,14 +87,28 @@ def import_file(
     elif strict and short_notice_reason:
         raise InputError("--strict", "give either --strict or --short-notice-reason, not both")
     data = importing.load_file(file)
-    with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
+
+    def run(s, on_progress=None):
         if format_ == ImportFormat.ENDOFLIFE:
-            summary = importing.import_endoflife(s, data, product=product, name=name, at=when, source=file.name,
-                                                 short_notice_reason=None if strict else (
-                                                     short_notice_reason or importing.UPSTREAM_REASON),
-                                                 on_progress=on_progress)
-        else:
-            summary = importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress)
+            return importing.import_endoflife(s, data, product=product, name=name, at=when, source=file.name,
+                                              short_notice_reason=None if strict else (
+                                                  short_notice_reason or importing.UPSTREAM_REASON),
+                                              on_progress=on_progress)
+        return importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress)
+
+    if dry_run:
+        from lifecycle import changes
+
+        found: list = []
+        preview = changes.preview(when, lambda s: found.append(run(s)) or found[0].to_dict())
+        if json_:
+            emit_json(preview)
+            return
+        for line in found[0].lines() + changes.preview_lines(preview):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        return
+    with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
+        summary = run(s, on_progress)
     if json_:
         emit_json(summary.to_dict())
     else:

@@ -18,6 +18,7 @@ product_app = typer.Typer(help="Products.", no_args_is_help=True)
 release_app = typer.Typer(help="Releases (version lines) of a product.", no_args_is_help=True)
 milestone_app = typer.Typer(help="Lifecycle milestones: end of sale, full support, maintenance, life.",
                             no_args_is_help=True)
+change_app = typer.Typer(help="Registry changes: the ones on hold, and undo within the hold.", no_args_is_help=True)
 customer_app = typer.Typer(help="Customers.", no_args_is_help=True)
 contact_app = typer.Typer(help="Email contacts of a customer.", no_args_is_help=True)
 deployment_app = typer.Typer(help="Which releases a customer runs.", no_args_is_help=True)
@@ -25,6 +26,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(product_app, name="product")
 app.add_typer(release_app, name="release")
 app.add_typer(milestone_app, name="milestone")
+app.add_typer(change_app, name="change")
 app.add_typer(customer_app, name="customer")
 app.add_typer(contact_app, name="contact")
 app.add_typer(deployment_app, name="deployment")
@@ -37,6 +39,34 @@ CustomerReasonOption = Annotated[list[str] | None, typer.Option(
     "--customer-reason", metavar="[LOCALE:]TEXT",
     help="Why, written for customers (repeat per language, e.g. 'zh-CN:...'; without a prefix: English). "
     "--reason is internal; without this customers read a neutral sentence in their language.")]
+
+
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="Show what the change would do (customers affected, notices at once and planned, per "
+    "stage and channel) and write nothing.")]
+
+
+def _dry_run(when, apply, json_: bool) -> None:
+    from lifecycle import changes
+
+    preview = changes.preview(when, apply)
+    if json_:
+        emit_json(preview)
+    else:
+        for line in changes.preview_lines(preview):
+            say(line)
+
+
+def _held(s, milestone, when) -> str:
+    """'; change #12 held until 14:05 UTC (undo: lifecycle change undo 12)' when it makes notices wait."""
+    change = registry.current_change(s, milestone)
+    if change is None:
+        return ""
+    hold_until = change.hold_until if change.hold_until.tzinfo else change.hold_until.replace(tzinfo=when.tzinfo)
+    if hold_until <= when:
+        return f"; change #{change.id}"
+    return (f"; change #{change.id}: notices it makes due at once are held until "
+            f"{hold_until.isoformat(timespec='minutes')} (undo: lifecycle change undo {change.id})")
 
 
 def _customer_reasons(values: list[str] | None) -> dict[str, str] | None:
@@ -117,21 +147,34 @@ def milestone_add(
     reason: Annotated[str | None, typer.Option(
         "--reason", help="Why (required for short notice and to reinstate a withdrawn milestone).")] = None,
     customer_reason: CustomerReasonOption = None,
-    by: ByOption = None, at: AtOption = None,
+    by: ByOption = None, at: AtOption = None, dry_run: DryRunOption = False, json_: JsonOption = False,
 ) -> None:
     """Register a milestone. A date less than 3 months after --at is refused without
     --allow-short-notice --reason; a date already past is recorded as history and never notified.
     Adding a withdrawn milestone again reinstates it (needs --reason)."""
     when = parse_at(at)
     day = v.date(date, "date")
-    with session_scope() as s:
+
+    def apply(s):
         milestone, change = registry.add_milestone(
             s, product=product, version=_version(version), kind=kind, date=day, at=when,
             allow_short_notice=allow_short_notice, reason=reason, by=by,
             customer_reason=_customer_reasons(customer_reason))
+        return {"action": "add", "milestone": registry.describe(s, milestone), "date": day.isoformat(),
+                "result": change}
+
+    if dry_run:
+        return _dry_run(when, apply, json_)
+    with session_scope() as s:
+        done = apply(s)
+        milestone = registry.get_milestone(s, product, _version(version), kind)
         past = " (in the past: recorded as history, never notified)" if day < when.date() else ""
-        short = " (short notice: affected customers are notified at once)" if milestone.short_notice_reason and change != "unchanged" else ""
-    say(f"milestone {product} {version} {kind} {day.isoformat()}: {change}{past}{short}")
+        short = " (short notice: affected customers are told at once)" if milestone.short_notice_reason and done["result"] != "unchanged" else ""
+        held = _held(s, milestone, when) if done["result"] != "unchanged" else ""
+    if json_:
+        emit_json(done)
+        return
+    say(f"milestone {product} {version} {kind} {day.isoformat()}: {done['result']}{past}{short}{held}")
 
 
 @milestone_app.command("move")
@@ -142,19 +185,32 @@ def milestone_move(
     allow_short_notice: Annotated[bool, typer.Option(
         "--allow-short-notice", help="Accept a new date less than 3 months away.")] = False,
     customer_reason: CustomerReasonOption = None,
-    by: ByOption = None, at: AtOption = None,
+    by: ByOption = None, at: AtOption = None, dry_run: DryRunOption = False, json_: JsonOption = False,
 ) -> None:
     """Move a milestone: bumps its revision, tells every customer already notified (also when the new
     date has passed: a correction), and plans its reminders again for the new date."""
     when = parse_at(at)
     day = v.date(date, "date")
-    with session_scope() as s:
+
+    def apply(s):
         milestone = registry.get_milestone(s, product, _version(version), kind)
+        old = milestone.date
         milestone, change = registry.move_milestone(s, milestone, date=day, reason=reason, at=when,
                                                     allow_short_notice=allow_short_notice, by=by,
                                                     customer_reason=_customer_reasons(customer_reason))
-        say(f"milestone {product} {version} {kind}: {change}, now {milestone.date.isoformat()} "
-            f"(revision {milestone.revision})")
+        return {"action": "move", "milestone": registry.describe(s, milestone), "from": old.isoformat(),
+                "to": day.isoformat(), "revision": milestone.revision, "result": change}
+
+    if dry_run:
+        return _dry_run(when, apply, json_)
+    with session_scope() as s:
+        done = apply(s)
+        held = _held(s, registry.get_milestone(s, product, _version(version), kind), when) \
+            if done["result"] != "unchanged" else ""
+    if json_:
+        emit_json(done)
+        return
+    say(f"milestone {product} {version} {kind}: {done['result']}, now {done['to']} (revision {done['revision']}){held}")
 
 
 @milestone_app.command("withdraw")
@@ -162,16 +218,29 @@ def milestone_withdraw(
     product: ProductArg, version: VersionArg, kind: KindArg,
     reason: Annotated[str, typer.Option("--reason", help="Why it is withdrawn (internal, kept in the history).")],
     customer_reason: CustomerReasonOption = None,
-    by: ByOption = None, at: AtOption = None,
+    by: ByOption = None, at: AtOption = None, dry_run: DryRunOption = False, json_: JsonOption = False,
 ) -> None:
     """Withdraw a milestone: cancels pending notices and tells every customer already notified."""
     when = parse_at(at)
-    with session_scope() as s:
+
+    def apply(s):
         milestone = registry.get_milestone(s, product, _version(version), kind)
         milestone, change = registry.withdraw_milestone(s, milestone, reason=reason, at=when, by=by,
                                                         customer_reason=_customer_reasons(customer_reason))
-        say(f"milestone {product} {version} {kind}: {'withdrawn' if change == 'updated' else 'already withdrawn'} "
-            f"(revision {milestone.revision})")
+        return {"action": "withdraw", "milestone": registry.describe(s, milestone), "revision": milestone.revision,
+                "result": change}
+
+    if dry_run:
+        return _dry_run(when, apply, json_)
+    with session_scope() as s:
+        done = apply(s)
+        held = _held(s, registry.get_milestone(s, product, _version(version), kind), when) \
+            if done["result"] != "unchanged" else ""
+    if json_:
+        emit_json(done)
+        return
+    say(f"milestone {product} {version} {kind}: {'withdrawn' if done['result'] == 'updated' else 'already withdrawn'} "
+        f"(revision {done['revision']}){held}")
 
 
 @milestone_app.command("list")
@@ -284,3 +353,38 @@ def deployment_remove(customer: Annotated[str, typer.Argument(help="Customer key
     with session_scope() as s:
         registry.remove_deployment(s, customer=customer, product=product, version=version, at=when)
     say(f"deployment {customer} {product} {version}: removed")
+
+
+@change_app.command("list")
+def change_list(json_: JsonOption = False, at: AtOption = None,
+                limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 30) -> None:
+    """The latest registry changes, newest first: held (can be undone), released or undone."""
+    from lifecycle import changes
+
+    when = parse_at(at)
+    with session_scope() as s:
+        rows = changes.list_changes(s, when, limit=limit)
+    if json_:
+        emit_json(rows)
+        return
+    table("Registry changes", ["id", "at (UTC)", "what", "by", "state"], [
+        [r["id"], r["at"][:16].replace("T", " "), r["summary"], r["by"] or "",
+         f"held until {r['hold_until'][11:16]}" if r["state"] == "held" else r["state"]] for r in rows])
+
+
+@change_app.command("undo")
+def change_undo(change_id: Annotated[int, typer.Argument(help="The change's number (see `lifecycle change list`).")],
+                by: ByOption = None, at: AtOption = None, json_: JsonOption = False) -> None:
+    """Undo a registry change within its hold: the milestones go back to how they were, no customer
+    is told anything. After the hold it is refused: make a new change instead."""
+    from lifecycle import changes
+
+    when = parse_at(at)
+    with session_scope() as s:
+        result = changes.undo(s, change_id, at=when, by=by)
+    if json_:
+        emit_json(result)
+        return
+    say(f"change #{change_id} undone ({result['summary']}):")
+    for r in result["reverted"]:
+        say(f"  {r['milestone']}: {r['action']}" + (f", now {r['status']} on {r['date']}" if "date" in r else ""))

@@ -239,54 +239,119 @@ def list_milestones(principal: PrincipalDep, session: SessionDep) -> list[dict]:
     return registry.milestone_rows(session, now())
 
 
+DryRun = Annotated[bool, Query(description="Preview: what the change would do (customers affected, notices "
+                                          "at once and planned per stage and channel); nothing is written.")]
+
+
+def _preview(session: Session, at: dt.datetime, apply) -> dict:
+    from lifecycle import changes
+
+    session.rollback()  # the preview runs in its own transaction, always rolled back
+    with domain_errors():
+        return changes.preview(at, apply)
+
+
+def _held(session: Session, milestone: Milestone) -> dict:
+    change = registry.current_change(session, milestone)
+    return {"change_id": change.id, "hold_until": change.hold_until.isoformat()} if change else {}
+
+
 @router.post("/milestones", status_code=201, summary="Register a milestone (pm; short-notice guard: 409)")
-def add_milestone(body: MilestoneIn, principal: PrincipalDep, session: SessionDep) -> dict:
+def add_milestone(body: MilestoneIn, principal: PrincipalDep, session: SessionDep, dry_run: DryRun = False) -> dict:
     require(principal, PM)
     at = now()
-    with domain_errors():
-        milestone, change = registry.add_milestone(
-            session, product=body.product, version=body.version or None, kind=body.kind, date=body.date, at=at,
+
+    def apply(s: Session):
+        m, change = registry.add_milestone(
+            s, product=body.product, version=body.version or None, kind=body.kind, date=body.date, at=at,
             allow_short_notice=body.allow_short_notice, reason=body.reason, by=principal.actor,
             customer_reason=body.customer_reason)
+        return {"action": "add", "milestone": registry.describe(s, m), "result": change}
+
+    if dry_run:
+        return _preview(session, at, apply)
+    with domain_errors():
+        done = apply(session)
+    milestone = registry.get_milestone(session, body.product, body.version or None, body.kind)
     session.commit()
-    return _milestone_out(session, milestone, at) | {"change": change}
+    return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
 
 
 @router.post("/milestones/{milestone_id}/move", summary="Move a milestone to a new date (pm; short-notice guard: 409)")
-def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, session: SessionDep) -> dict:
+def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, session: SessionDep,
+                   dry_run: DryRun = False) -> dict:
     require(principal, PM)
     at = now()
-    milestone = _milestone(session, milestone_id)
+    _milestone(session, milestone_id)
+
+    def apply(s: Session):
+        m, change = registry.move_milestone(s, s.get(Milestone, milestone_id), date=body.date, reason=body.reason,
+                                            at=at, allow_short_notice=body.allow_short_notice, by=principal.actor,
+                                            customer_reason=body.customer_reason)
+        return {"action": "move", "milestone": registry.describe(s, m), "result": change}
+
+    if dry_run:
+        return _preview(session, at, apply)
     with domain_errors():
-        milestone, change = registry.move_milestone(session, milestone, date=body.date, reason=body.reason, at=at,
-                                                    allow_short_notice=body.allow_short_notice, by=principal.actor,
-                                                    customer_reason=body.customer_reason)
+        done = apply(session)
+    milestone = session.get(Milestone, milestone_id)
     session.commit()
-    return _milestone_out(session, milestone, at) | {"change": change}
+    return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
 
 
 @router.post("/milestones/{milestone_id}/withdraw", summary="Withdraw a milestone (pm)")
-def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: PrincipalDep, session: SessionDep) -> dict:
+def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: PrincipalDep, session: SessionDep,
+                       dry_run: DryRun = False) -> dict:
     require(principal, PM)
     at = now()
-    milestone = _milestone(session, milestone_id)
+    _milestone(session, milestone_id)
+
+    def apply(s: Session):
+        m, change = registry.withdraw_milestone(s, s.get(Milestone, milestone_id), reason=body.reason, at=at,
+                                                by=principal.actor, customer_reason=body.customer_reason)
+        return {"action": "withdraw", "milestone": registry.describe(s, m), "result": change}
+
+    if dry_run:
+        return _preview(session, at, apply)
     with domain_errors():
-        milestone, change = registry.withdraw_milestone(session, milestone, reason=body.reason, at=at,
-                                                        by=principal.actor, customer_reason=body.customer_reason)
+        done = apply(session)
+    milestone = session.get(Milestone, milestone_id)
     session.commit()
-    return _milestone_out(session, milestone, at) | {"change": change}
+    return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
+
+
+@router.get("/changes", summary="The latest registry changes, with their hold (pm)")
+def list_changes(principal: PrincipalDep, session: SessionDep,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
+    from lifecycle import changes
+
+    require(principal, PM)
+    return changes.list_changes(session, now(), limit=limit)
+
+
+@router.post("/changes/{change_id}/undo", summary="Undo a registry change within its hold (pm)")
+def undo_change(change_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
+    from lifecycle import changes
+
+    require(principal, PM)
+    with domain_errors():
+        result = changes.undo(session, change_id, at=now(), by=principal.actor)
+    session.commit()
+    return result
 
 
 @router.post("/import", summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)")
 def import_registry(principal: PrincipalDep, session: SessionDep,
-                    data: Annotated[dict, Body(examples=[{"products": [{"slug": "acp", "name": "ACP"}]}])]) -> dict:
+                    data: Annotated[dict, Body(examples=[{"products": [{"slug": "acp", "name": "ACP"}]}])],
+                    dry_run: DryRun = False) -> dict:
     require(principal, PM)
-    try:
-        from lifecycle.importing import import_registry as run_import
-    except ImportError:  # pragma: no cover - the importer ships with the registry
-        raise HTTPException(501, "importing is not available") from None
+    from lifecycle.importing import import_registry as run_import
+
+    at = now()
+    if dry_run:
+        return _preview(session, at, lambda s: run_import(s, data, at=at, source="api").to_dict())
     with domain_errors():
-        summary = run_import(session, data, at=now(), source="api")
+        summary = run_import(session, data, at=at, source="api")
     session.commit()
     return summary.to_dict()
 
