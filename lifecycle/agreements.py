@@ -35,7 +35,8 @@ CHANNELS = ("cli", "web", "api", "phone", "email-link", "import")
 
 # Why a plan cannot be recorded, in the words the customer reads (portal and acknowledgement page).
 NOT_RUN = "You do not run this release."
-ALL_WITHDRAWN = "Every lifecycle milestone of this release has been withdrawn: there is no upgrade plan to record."
+ALL_WITHDRAWN = ("Every lifecycle milestone of this release has been withdrawn: "
+                 "there is no upgrade plan to record.")
 
 
 def closed(session: Session, customer: Customer, release: Release) -> str | None:

@@ -73,7 +73,8 @@ def load(session: Session | None = None) -> KeyRing:
     links already sent stay valid."""
     settings = get_settings()
     if settings.secret_key:
-        previous = tuple((k.strip(), None) for k in (settings.secret_key_previous or "").split(",") if k.strip())
+        values = (settings.secret_key_previous or "").split(",")
+        previous = tuple((k.strip(), None) for k in values if k.strip())
         return KeyRing(current=settings.secret_key, previous=previous, source="environment")
     path = settings.secret_key_path
     ring = _read(path)

@@ -13,7 +13,8 @@ from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, say
 from lifecycle.config import get_settings
 from lifecycle.db import session_scope
 
-secret_app = typer.Typer(help="The key that signs acknowledgement links and web sessions.", no_args_is_help=True)
+secret_app = typer.Typer(help="The key that signs acknowledgement links and web sessions.",
+                         no_args_is_help=True)
 app.add_typer(secret_app, name="secret")
 
 

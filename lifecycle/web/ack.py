@@ -32,7 +32,8 @@ from lifecycle.web.pages import AgreementForm, release_view, render_page
 router = APIRouter(prefix="/ack", tags=["acknowledgements"], include_in_schema=False)
 
 
-def _resolve(request: Request, session: Session, token: str, at: dt.datetime) -> tuple[Customer, Release] | HTMLResponse:
+def _resolve(request: Request, session: Session, token: str,
+             at: dt.datetime) -> tuple[Customer, Release] | HTMLResponse:
     wait = ratelimit.blocked(request, ratelimit.ACK, at)
     if wait is not None:
         page = render_page("web/message.html", status=429, title="Too many attempts",
@@ -62,13 +63,15 @@ def _page(customer: Customer, view: dict, token: str, *, status: int = 200, form
           error: str | None = None, saved: bool = False, unchanged: bool = False) -> HTMLResponse:
     if view["closed"]:
         status = 410
-    return render_page("web/ack.html", status=status, title=f"Upgrade plan for {view['product_name']} {view['version']}",
-                       customer=customer, r=view, form=form or AgreementForm.initial(view), error=error,
-                       saved=saved, unchanged=unchanged, action=f"/ack/{token}")
+    return render_page("web/ack.html", status=status,
+                       title=f"Upgrade plan for {view['product_name']} {view['version']}", customer=customer,
+                       r=view, form=form or AgreementForm.initial(view), error=error, saved=saved,
+                       unchanged=unchanged, action=f"/ack/{token}")
 
 
 @router.get("/{token}", response_class=HTMLResponse)
-def ack_form(token: str, request: Request, session: SessionDep, saved: int = 0, unchanged: int = 0) -> HTMLResponse:
+def ack_form(token: str, request: Request, session: SessionDep, saved: int = 0,
+             unchanged: int = 0) -> HTMLResponse:
     at = now()
     resolved = _resolve(request, session, token, at)
     if isinstance(resolved, HTMLResponse):

@@ -2,9 +2,10 @@
 
 A request acts as a `Principal` — the role and scope of one `ApiToken`. The API reads the token from
 `Authorization: Bearer <secret>`; the web pages log in with the same secret once and then carry a
-signed cookie (itsdangerous, keyed with `lifecycle.keys`: signed with the current key, accepted with any key
-still in its rotation grace period) naming the token and a per-session
-CSRF secret that every form posts back. Revoking the token ends its web sessions too.
+signed cookie (itsdangerous, keyed by `lifecycle.keys`: signed with the current key, accepted with any
+key still in its rotation grace period) naming the token and a per-session CSRF secret that every form
+posts back. Revoking the token ends its web sessions too. Unknown tokens count against the client's
+failed-attempt limit (`lifecycle.web.ratelimit`).
 
 Scope: a pm sees every customer, a rep the customers whose account rep they are, a customer only
 themselves. Anything outside the scope is reported as missing (404), never as forbidden, so that

@@ -2,7 +2,8 @@
 
 Login takes an API token once (`lifecycle token create`) and keeps a signed cookie session; every form
 carries the session's CSRF secret. Pages are plain Jinja2 templates under templates/web/ with the CSS
-inline in web/base.html (allowed by a per-response CSP nonce; pages run no scripts). Route functions only gather data and call the domain modules.
+inline in web/base.html, let through the page's Content-Security-Policy by a per-response nonce (pages
+run no scripts). Route functions only gather data and call the domain modules.
 """
 
 from __future__ import annotations
