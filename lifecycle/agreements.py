@@ -3,6 +3,10 @@
 Once a customer has acknowledged, planned or completed an upgrade for a release, routine reminders for
 that release stop (the scheduler checks `AGREED_STATUSES`); change and cancellation notices still go.
 Every new agreement or decline tells the account rep (a rep notice of kind `agreement`).
+
+One rule for every channel (portal, acknowledgement link, API, CLI): a plan can be recorded only while
+the customer runs the release and the release still has a milestone that is not withdrawn (`closed`).
+Recording exactly what is already recorded changes nothing and adds no history (a replayed form).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from lifecycle.models import (
     AgreementChange,
     Customer,
     Deployment,
+    Milestone,
+    MilestoneStatus,
     Notice,
     NoticeKind,
     NoticeStatus,
@@ -27,16 +33,47 @@ from lifecycle.models import (
 
 CHANNELS = ("cli", "web", "api", "phone", "email-link", "import")
 
+# Why a plan cannot be recorded, in the words the customer reads (portal and acknowledgement page).
+NOT_RUN = "You do not run this release."
+ALL_WITHDRAWN = ("Every lifecycle milestone of this release has been withdrawn: "
+                 "there is no upgrade plan to record.")
 
-def record(
+
+def closed(session: Session, customer: Customer, release: Release) -> str | None:
+    """Why `customer` can no longer record an upgrade plan for `release` (`NOT_RUN`, `ALL_WITHDRAWN`), or
+    None while they can: their deployment is removed, or every milestone that applies to the release
+    (its own and its product's) is withdrawn. A release with no milestones yet stays open."""
+    if not session.exec(select(Deployment.id).where(
+            Deployment.customer_id == customer.id, Deployment.release_id == release.id,
+            Deployment.removed_at.is_(None))).first():
+        return NOT_RUN
+    statuses = set(session.exec(select(Milestone.status).where(
+        Milestone.product_id == release.product_id,
+        (Milestone.release_id == release.id) | Milestone.release_id.is_(None))).all())
+    if statuses == {MilestoneStatus.WITHDRAWN}:
+        return ALL_WITHDRAWN
+    return None
+
+
+def record(session: Session, **kwargs) -> Agreement:
+    """Record an upgrade plan (see `save`); the agreement as it now stands."""
+    return save(session, **kwargs)[0]
+
+
+def save(
     session: Session, *, customer: Customer, release: Release, status: str, at: dt.datetime,
     target_version: str | None = None, planned_date: dt.date | None = None, by: str | None = None,
     feedback: str | None = None, channel: str = "cli",
-) -> Agreement:
+) -> tuple[Agreement, bool]:
+    """(agreement, whether anything changed). The same status, target, date and feedback as already
+    recorded change nothing: no history row, no audit event, no notice to the rep."""
     status = v.agreement_status(status)
-    if not session.exec(select(Deployment.id).where(Deployment.customer_id == customer.id,
-                                                     Deployment.release_id == release.id)).first():
+    reason = closed(session, customer, release)
+    if reason == NOT_RUN:
         raise InputError("version", f"customer {customer.key!r} does not run release {release.version!r}")
+    if reason == ALL_WITHDRAWN:
+        raise InputError("version", f"every milestone of release {release.version!r} is withdrawn: there is no "
+                                    "upgrade plan to record")
     if channel not in CHANNELS:
         raise InputError("channel", f"unknown channel {channel!r}")
     if target_version:
@@ -58,6 +95,9 @@ def record(
         select(Agreement).where(Agreement.customer_id == customer.id, Agreement.release_id == release.id)
     ).first()
     previous = agreement.status if agreement else None
+    if agreement is not None and (agreement.status, agreement.target_version, agreement.planned_date,
+                                  agreement.feedback) == (status, target_version, planned_date, feedback):
+        return agreement, False
     if agreement is None:
         agreement = Agreement(customer_id=customer.id, release_id=release.id)
     agreement.status, agreement.target_version, agreement.planned_date = status, target_version, planned_date
@@ -71,7 +111,7 @@ def record(
                     "channel": channel}, by)
     if status != previous:
         _tell_rep(session, customer, release, agreement, at)
-    return agreement
+    return agreement, True
 
 
 def _tell_rep(session: Session, customer: Customer, release: Release, agreement: Agreement,

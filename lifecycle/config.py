@@ -56,7 +56,13 @@ class Settings(BaseSettings):
     mail_from_name: str = "Product Lifecycle"
     calendar_dir: Path = Path("calendar_exports")
     base_url: str = "http://127.0.0.1:8000"
+    # The signing secret (ack links, web sessions). Unset: a key file, created mode 600 on first use in
+    # the state folder (mode 700), never the database; `lifecycle secret rotate` rotates it.
     secret_key: str | None = None
+    # Previous values of LIFECYCLE_SECRET_KEY, comma-separated, still accepted while links and sessions
+    # signed with them run out (a rotation's grace period); remove them when it is over.
+    secret_key_previous: str | None = None
+    secret_key_file: Path | None = None  # default: <state_dir>/secret.key
     state_dir: Path = Path(".lifecycle")
     # Lead times before each milestone, calendar months ("6m") or weeks ("1w"). 3m is always added.
     stages: str = ",".join(DEFAULT_STAGES)
@@ -68,6 +74,13 @@ class Settings(BaseSettings):
     # Notices a registry change makes due at once (short notice, date changed, cancellation, reinstated)
     # wait this long, so the change can be undone before any customer sees it: "10m", "600s", "1h", "0".
     change_hold: str = "10m"
+    # Failed attempts allowed per client address and window before the web answers 429 (successful
+    # requests never count). Counted in memory, per process: several web processes each count their own.
+    rate_limit_window: int = 60  # seconds
+    rate_limit_login: int = 10  # wrong tokens on the login page
+    rate_limit_bearer: int = 20  # unknown or revoked API bearer tokens
+    rate_limit_calendar: int = 20  # unknown calendar feed tokens
+    rate_limit_ack: int = 20  # forged acknowledgement links
 
     @field_validator("email_backend")
     @classmethod
@@ -90,6 +103,10 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.state_dir / "secret.key"
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,6 +4,9 @@ SQLite (the embedded default) runs in WAL mode and every transaction starts with
 so that several processes (worker, CLI, web) serialise their writes instead of failing on a lock
 upgrade; its file is upgraded to the newest schema automatically on first use. PostgreSQL is upgraded
 by the operator (`lifecycle db upgrade`), and a stale schema is reported clearly.
+
+A new SQLite file is created mode 600 before SQLite writes anything to it (it holds customers and their
+contacts); SQLite gives its -wal and -shm files the same mode.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy import event
 from sqlmodel import Session
 
 from lifecycle.config import get_settings
+from lifecycle.files import create_private
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -30,8 +34,19 @@ class SchemaOutOfDate(RuntimeError):
     pass
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL; None for an in-memory database or a `file:` URI."""
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def _make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
+        path = _sqlite_path(url)
+        if path is not None and path.parent.is_dir():
+            create_private(path)  # an empty file is an empty database; SQLite keeps its mode
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

@@ -1,33 +1,25 @@
 """Links that go out in notices: signed acknowledgement links and private calendar feed URLs.
 
-The secret comes from LIFECYCLE_SECRET_KEY or, when unset, is generated once and stored in the
-database (`app_setting.secret_key`), so links stay valid across restarts.
+Links are signed with the current key of `lifecycle.keys` and accepted with any key still in force,
+so a `lifecycle secret rotate` does not break links already sent during its grace period.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlmodel import Session
 
+from lifecycle import keys
 from lifecycle.config import get_settings
-from lifecycle.models import AppSetting
 
 ACK_SALT = "lifecycle.ack.v1"
 
 
-def secret_key(session: Session) -> str:
-    configured = get_settings().secret_key
-    if configured:
-        return configured
-    row = session.get(AppSetting, "secret_key")
-    if row is None:
-        row = AppSetting(key="secret_key", value=secrets.token_urlsafe(48))
-        session.add(row)
-        session.flush()
-    return row.value
+def secret_key(session: Session | None = None) -> str:
+    """The key that signs now (see `lifecycle.keys`); verify with `keys.accepted(at)` instead."""
+    return keys.current(session)
 
 
 class _SignedAt(TimestampSigner):
@@ -48,6 +40,10 @@ def _serializer(session: Session, issued_at: dt.datetime | None = None) -> URLSa
                                   signer_kwargs={"issued": int(issued_at.timestamp())})
 
 
+def _verifier(session: Session, at: dt.datetime) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(keys.accepted(at, session), salt=ACK_SALT)
+
+
 def ack_token(session: Session, customer_id: int, release_id: int, issued_at: dt.datetime | None = None) -> str:
     """A signed link token for one customer and release; `issued_at` fixes the signing time (feeds
     that must stay byte-identical), otherwise it is signed now. Valid LIFECYCLE_ACK_LINK_DAYS."""
@@ -60,11 +56,14 @@ class BadAckToken(Exception):
         self.expired = expired
 
 
-def read_ack_token(session: Session, token: str) -> tuple[int, int]:
-    """(customer id, release id) of a valid token; raises BadAckToken when forged or expired."""
+def read_ack_token(session: Session, token: str, at: dt.datetime | None = None) -> tuple[int, int]:
+    """(customer id, release id) of a valid token; raises BadAckToken when forged or expired.
+
+    `at` decides which rotated-out keys are still accepted (default now: itsdangerous reads the
+    clock for the link's age anyway)."""
     max_age = get_settings().ack_link_days * 86400
     try:
-        data = _serializer(session).loads(token, max_age=max_age)
+        data = _verifier(session, at or dt.datetime.now(dt.UTC)).loads(token, max_age=max_age)
     except SignatureExpired:
         raise BadAckToken("this link has expired", expired=True) from None
     except BadSignature:

@@ -371,7 +371,7 @@ class AuditEvent(SQLModel, table=True):
 
 
 class AppSetting(SQLModel, table=True):
-    """Small key/value store: the generated secret key, the planner's bookkeeping."""
+    """Small key/value store. Older versions kept the signing key here (`lifecycle.keys` moves it out)."""
 
     key: str = Field(primary_key=True, max_length=64)
     value: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from lifecycle.config import get_settings
+from lifecycle.files import private_dir
 
 
 def worker_argv(loglevel: str = "info", concurrency: int = 2) -> list[str]:
@@ -16,6 +17,6 @@ def worker_argv(loglevel: str = "info", concurrency: int = 2) -> list[str]:
     argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-B", f"--loglevel={loglevel}",
             "--pool=threads", f"--concurrency={concurrency}", "-Q", "lifecycle", "--without-gossip",
             "--without-mingle", "--without-heartbeat"]
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)
     argv += ["--schedule", str(settings.state_dir / "beat-schedule")]
     return argv

@@ -12,10 +12,11 @@ from pathlib import Path
 from celery import Celery
 
 from lifecycle.config import get_settings
+from lifecycle.files import private_dir
 
 
 def filesystem_transport_options(state_dir: Path) -> dict:
-    base = (state_dir / "broker").resolve()
+    base = (private_dir(state_dir) / "broker").resolve()  # queued messages name customers: mode 700
     folders = {"data_folder_in": base / "queue", "data_folder_out": base / "queue",
                "control_folder": base / "control", "processed_folder": base / "processed"}
     for folder in folders.values():

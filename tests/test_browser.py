@@ -82,8 +82,18 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+CSP_VIOLATIONS: list[str] = []  # console errors of every page the story opens
+
+
+def watched(ctx):
+    """A browser context whose Content-Security-Policy violations are collected."""
+    ctx.on("console", lambda msg: CSP_VIOLATIONS.append(f"{msg.location.get('url')}: {msg.text}")
+           if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    return ctx
+
+
 def log_in(browser, base: str, secret: str, **context):
-    ctx = browser.new_context(accept_downloads=True, **context)
+    ctx = watched(browser.new_context(accept_downloads=True, **context))
     page = ctx.new_page()
     page.goto(f"{base}/login")
     page.fill("input[name=token]", secret)
@@ -98,8 +108,11 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     moved_to = (world.today + dt.timedelta(days=420)).isoformat()
 
     # A customer logs in, sees two unread notices, reads one, and agrees on an upgrade of 3.14.
+    CSP_VIOLATIONS.clear()
     page = log_in(browser, base, world.secrets["customer"])
     assert page.url == f"{base}/portal"
+    # The stylesheet passes the page's Content-Security-Policy (by nonce): the header is styled.
+    assert page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor") == "rgb(16, 42, 67)"
     shot(page, "01-portal")
     assert page.inner_text("#unread-count") == "2"
     page.click("text=ACP 3.14 end of life in 20 days")
@@ -121,8 +134,8 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     page.wait_for_load_state()
     assert "Your upgrade plan for Alauda Container Platform 3.14 is saved" in page.inner_text("main")
     shot(page, "03-portal-agreed")
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                storage_state=page.context.storage_state())
+    phone = watched(browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                storage_state=page.context.storage_state()))
     phone_page = phone.new_page()
     phone_page.goto(f"{base}/portal")
     shot(phone_page, "04-portal-phone")
@@ -135,7 +148,7 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     # The acknowledgement link from an email shows the same release without logging in.
     with session_scope() as s:
         link = ack_url(s, world.ids["acme"], world.ids["r316"])
-    ack_ctx = browser.new_context()
+    ack_ctx = watched(browser.new_context())
     ack_page = ack_ctx.new_page()
     ack_page.goto(link)
     assert "3.16: your upgrade plan" in ack_page.inner_text("h1")
@@ -187,3 +200,4 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     with session_scope() as s:
         assert s.get(Milestone, world.ids["m_eol"]).date.isoformat() == moved_to
     assert os.listdir(SHOTS)
+    assert CSP_VIOLATIONS == []

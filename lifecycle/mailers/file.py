@@ -1,4 +1,7 @@
-"""The default backend: each email is written as a standards-correct `.eml` file to the outbox folder."""
+"""The default backend: each email is written as a standards-correct `.eml` file to the outbox folder.
+
+The folder holds customers' emails (addresses, acknowledgement links): it is created mode 700.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import re
 import uuid
 from pathlib import Path
 
+from lifecycle.files import private_dir
 from lifecycle.mailers import Email
 from lifecycle.mailers.mime import to_mime
 
@@ -16,7 +20,7 @@ class FileMailer:
         self.outbox = Path(outbox)
 
     def send(self, email: Email) -> str:
-        self.outbox.mkdir(parents=True, exist_ok=True)
+        private_dir(self.outbox)
         provider_id = f"file-{uuid.uuid4().hex[:16]}"
         safe_to = re.sub(r"[^A-Za-z0-9@._-]", "_", email.to)
         path = self.outbox / f"{provider_id}-{safe_to}.eml"

@@ -1,4 +1,5 @@
-"""The FastAPI application. Each area lives in its own module with a `router`."""
+"""The FastAPI application. Each area lives in its own module with a `router`; security headers and
+failed-attempt limits (one `ratelimit.Limits` per app) apply to all of them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from lifecycle import __version__
+from lifecycle.web.headers import SecurityHeaders
+from lifecycle.web.ratelimit import Limits
 
 # Modules under lifecycle.web that expose `router`, in the order they are mounted.
 ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "pages")
@@ -30,6 +33,8 @@ def create_app() -> FastAPI:
                   description="Product-lifecycle notices: registry, portal inbox, agreements, calendar feeds.")
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(f"lifecycle.web.{name}").router)
+    app.state.limits = Limits()
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,8 +2,10 @@
 
 A request acts as a `Principal` — the role and scope of one `ApiToken`. The API reads the token from
 `Authorization: Bearer <secret>`; the web pages log in with the same secret once and then carry a
-signed cookie (itsdangerous, keyed with `lifecycle.links.secret_key`) naming the token and a per-session
-CSRF secret that every form posts back. Revoking the token ends its web sessions too.
+signed cookie (itsdangerous, keyed by `lifecycle.keys`: signed with the current key, accepted with any
+key still in its rotation grace period) naming the token and a per-session CSRF secret that every form
+posts back. Revoking the token ends its web sessions too. Unknown tokens count against the client's
+failed-attempt limit (`lifecycle.web.ratelimit`).
 
 Scope: a pm sees every customer, a rep the customers whose account rep they are, a customer only
 themselves. Anything outside the scope is reported as missing (404), never as forbidden, so that
@@ -21,14 +23,14 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from sqlmodel import Session, select
 
-from lifecycle import tokens
+from lifecycle import keys, tokens
 from lifecycle.config import get_settings
 from lifecycle.db import get_session
-from lifecycle.links import secret_key
 from lifecycle.models import ApiToken, Customer, Role
+from lifecycle.web import ratelimit
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
@@ -94,12 +96,16 @@ def visible_customer(session: Session, principal: Principal, key: str) -> Custom
 _bearer = HTTPBearer(auto_error=False, description="An API token from `lifecycle token create`.")
 
 
-def api_principal(session: SessionDep,
+def api_principal(request: Request, session: SessionDep,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    token = tokens.authenticate(session, credentials.credentials, now())
+    at = now()
+    ratelimit.check(request, ratelimit.BEARER, at)
+    token = tokens.authenticate(session, credentials.credentials, at)
     if token is None:
+        ratelimit.failed(request, session, ratelimit.BEARER, at, credentials.credentials)
+        session.commit()  # the audit event outlives the 401 (the request's session rolls back on errors)
         raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return Principal.of(token)
 
@@ -117,7 +123,13 @@ def require(principal: Principal, *roles: str) -> Principal:
 
 
 def _serializer(session: Session, salt: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key(session), salt=salt)
+    """Signs with the current key; accepts every key in force now."""
+    return URLSafeTimedSerializer(keys.accepted(now(), session), salt=salt)
+
+
+def untimed_serializer(session: Session, salt: str) -> URLSafeSerializer:
+    """The same keys without a timestamp (the pages' signed flash messages)."""
+    return URLSafeSerializer(keys.accepted(now(), session), salt=salt)
 
 
 def _secure() -> bool:

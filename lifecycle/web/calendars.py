@@ -1,5 +1,6 @@
 """Calendar feeds over HTTP: `/calendars/products/<slug>.ics` (public) and
-`/calendars/customers/<token>.ics` (the customer's secret feed token; a rotated token is a 404).
+`/calendars/customers/<token>.ics` (the customer's secret feed token; a rotated token is a 404, and an
+address that tries too many unknown tokens gets 429 for a while, see `lifecycle.web.ratelimit`).
 
 Calendar apps poll these, so every response carries a strong ETag (a hash of the bytes) and
 Last-Modified, and a conditional request whose copy is current gets a bodiless 304.
@@ -20,6 +21,7 @@ from lifecycle.db import get_session
 from lifecycle.errors import NotFound
 from lifecycle.models import Customer
 from lifecycle.registry import get_product
+from lifecycle.web import ratelimit
 
 router = APIRouter(prefix="/calendars", tags=["calendars"])
 
@@ -86,8 +88,12 @@ def product_calendar(slug: str, request: Request, session: SessionDep) -> Respon
 @router.head("/customers/{token}.ics", include_in_schema=False)
 @router.get("/customers/{token}.ics", summary="Private calendar feed of a customer")
 def customer_calendar(token: str, request: Request, session: SessionDep) -> Response:
+    at = dt.datetime.now(dt.UTC)
+    ratelimit.check(request, ratelimit.CALENDAR, at)  # only unknown tokens count: polling never does
     customer = session.exec(select(Customer).where(Customer.calendar_token == token)).first() if token else None
     if customer is None:
+        ratelimit.failed(request, session, ratelimit.CALENDAR, at, token)
+        session.commit()  # the audit event outlives the 404
         raise HTTPException(status_code=404, detail="no such calendar")
     data = calendar.customer_feed(session, customer)
     return _respond(request, data, calendar.customer_last_modified(session, customer),

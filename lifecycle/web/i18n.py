@@ -65,6 +65,10 @@ ZH_CN = {
     "read {when} UTC": "已读于 {when} UTC",
     "Portal": "客户门户",
     "Log out": "退出",
+    "This plan was already recorded: nothing has changed.": "此计划此前已记录，没有任何变更。",
+    "You do not run this release.": "您未使用此版本。",
+    "Every lifecycle milestone of this release has been withdrawn: there is no upgrade plan to record.":
+        "此版本的全部生命周期节点均已撤销，无需记录升级计划。",
 }
 
 CATALOGS = {"zh-CN": ZH_CN}

@@ -2,20 +2,22 @@
 
 Login takes an API token once (`lifecycle token create`) and keeps a signed cookie session; every form
 carries the session's CSRF secret. Pages are plain Jinja2 templates under templates/web/ with the CSS
-inline in web/base.html. Route functions only gather data and call the domain modules.
+inline in web/base.html, let through the page's Content-Security-Policy by a per-response nonce (pages
+run no scripts). Route functions only gather data and call the domain modules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature
 from sqlmodel import Session, select
 
 from lifecycle import agreements, dashboard, links, policy, registry, tokens
@@ -23,7 +25,6 @@ from lifecycle import validation as v
 from lifecycle.content import AGREEMENT_LABELS, KIND_LABELS
 from lifecycle.content import kind_label as content_kind_label
 from lifecycle.errors import InputError
-from lifecycle.links import secret_key
 from lifecycle.models import (
     Agreement,
     Customer,
@@ -38,7 +39,7 @@ from lifecycle.models import (
 )
 from lifecycle.templating import render
 from lifecycle.validation import MAX_DATE, MIN_DATE, valid_id
-from lifecycle.web import auth
+from lifecycle.web import auth, headers, ratelimit
 from lifecycle.web.auth import Principal, SessionDep, now
 from lifecycle.web.i18n import translator
 
@@ -70,9 +71,11 @@ def render_page(template: str, *, status: int = 200, principal: Principal | None
     t = translator(page_locale)
     nav = [{"label": t(label), "href": href, "active": href == active}
            for label, href in (NAV.get(principal.role, ()) if principal else ())]
+    nonce = secrets.token_urlsafe(16)  # lets web/base.html's own <style> through the page's CSP
     html = render(template, principal=principal, csrf=principal.csrf if principal else "", nav=nav, who=who,
-                  t=t, page_locale=page_locale, **ctx)
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+                  t=t, page_locale=page_locale, csp_nonce=nonce, **ctx)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store",
+                                                           "Content-Security-Policy": headers.page_policy(nonce)})
 
 
 def _who(session: Session, principal: Principal) -> str:
@@ -120,6 +123,10 @@ def _csrf_ok(principal: Principal, submitted: str) -> bool:
     except Exception:  # noqa: BLE001 - HTTPException: render a page instead of JSON
         return False
     return True
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds} seconds" if seconds < 120 else f"{round(seconds / 60)} minutes"
 
 
 def _quote(path: str) -> str:
@@ -171,6 +178,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
         "milestones": ms, "next": nxt, "targets": targets,
         "agreement": agreement, "status": status, "status_label": AGREEMENT_LABELS.get(customer.locale, AGREEMENT_LABELS["en"])[status],
         "history": history, "risk": dashboard.risk(status, nxt["date"], today) if nxt else "green",
+        "closed": agreements.closed(session, customer, release),  # why no plan can be recorded, or None
     }
 
 
@@ -232,17 +240,23 @@ def login_form(request: Request, session: SessionDep, next: str | None = None) -
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, session: SessionDep, token: Annotated[str, Form()] = "",
           csrf: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "") -> Response:
-    error = None
-    if not auth.check_login_csrf(request, session, csrf):
+    error, status, at = None, 401, now()
+    wait = ratelimit.blocked(request, ratelimit.LOGIN, at)
+    if wait is not None:
+        error, status = f"Too many failed logins from your address. Try again in {_duration(wait)}.", 429
+    elif not auth.check_login_csrf(request, session, csrf):
         error = "The login form expired. Please try again."
     else:
-        api_token = tokens.authenticate(session, token, now())
+        api_token = tokens.authenticate(session, token, at)
         if api_token is None:
+            ratelimit.failed(request, session, ratelimit.LOGIN, at, token)
             error = "This token is not known or has been revoked."
     if error:
         fresh = auth.login_csrf(request, session)
-        response = render_page("web/login.html", status=401, title="Log in", login_csrf=fresh,
+        response = render_page("web/login.html", status=status, title="Log in", login_csrf=fresh,
                                next=_safe_next(next) or "", error=error)
+        if wait is not None:
+            response.headers["Retry-After"] = str(wait)
         auth.set_login_csrf(session, response, fresh)
         return response
     session.commit()
@@ -338,14 +352,12 @@ def portal_agreement(
         return principal
     at = now()
     customer = session.get(Customer, principal.customer_id)
-    deployed = valid_id(release_id) and session.exec(select(Deployment).where(
-        Deployment.customer_id == customer.id, Deployment.release_id == release_id,
-        Deployment.removed_at.is_(None))).first()
-    release = session.get(Release, release_id) if deployed else None
+    release = session.get(Release, release_id) if valid_id(release_id) else None
     form = AgreementForm(status=status, target=target, planned_date=planned_date, name=name, email=email,
                          feedback=feedback)
-    if release is None:
-        return _portal(session, principal, at, status=404, error="You do not run this release.")
+    closed = agreements.closed(session, customer, release) if release else agreements.NOT_RUN
+    if closed:
+        return _portal(session, principal, at, status=404 if closed == agreements.NOT_RUN else 409, error=closed)
     try:
         agreements.record(session, customer=customer, release=release, at=at, channel="web", **form.cleaned())
     except InputError as exc:
@@ -377,7 +389,7 @@ def dashboard_page(request: Request, session: SessionDep, customer: str | None =
     if isinstance(principal, Response):
         return principal
     try:  # the confirmation of the last agreement recorded, signed like the registry's
-        message = URLSafeSerializer(secret_key(session), salt=FLASH_SALT).loads(done) if done else None
+        message = auth.untimed_serializer(session, FLASH_SALT).loads(done) if done else None
     except BadSignature:
         message = None
     return _dashboard(session, principal, now(), customer, product, risk, rep, done=message)
@@ -451,7 +463,7 @@ def dashboard_agreement(
         return _dashboard(session, principal, at, None, None, None, None, error=str(exc), status=422)
     session.commit()
     product = session.get(Product, rel.product_id)
-    flash = URLSafeSerializer(secret_key(session), salt=FLASH_SALT).dumps(
+    flash = auth.untimed_serializer(session, FLASH_SALT).dumps(
         f"Recorded for {customer.name}: {product.name} {rel.version} — {status}")
     return RedirectResponse(f"/dashboard?done={_quote(flash)}", status_code=303)
 
@@ -573,7 +585,7 @@ def registry_page(request: Request, session: SessionDep, done: str | None = None
     if isinstance(principal, Response):
         return principal
     try:  # the confirmation of the last change, signed so that nobody can put words on this page
-        message = URLSafeSerializer(secret_key(session), salt=FLASH_SALT).loads(done) if done else None
+        message = auth.untimed_serializer(session, FLASH_SALT).loads(done) if done else None
     except BadSignature:
         message = None
     return _registry(session, principal, now(), done=message)
@@ -591,7 +603,7 @@ def _registry_write(request: Request, session: Session, csrf: str, form: str, ac
         session.rollback()
         return _registry(session, principal, at, status=422, error={"form": form, "message": str(exc)})
     session.commit()
-    flash = URLSafeSerializer(secret_key(session), salt=FLASH_SALT).dumps(message)
+    flash = auth.untimed_serializer(session, FLASH_SALT).dumps(message)
     return RedirectResponse(f"/registry?done={_quote(flash)}", status_code=303)
 
 
