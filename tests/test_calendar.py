@@ -1,7 +1,8 @@
 """The iCalendar channel: feeds, exports, attachments, HTTP caching — on SQLite and PostgreSQL.
 
-Every generated calendar is checked byte by byte (CRLF only, lines of at most 75 octets, UTF-8) and
-parsed by three independent parsers: icalendar, the strict `ical` package and vobject.
+Every generated calendar is checked byte by byte (CRLF only, lines of at most 75 octets, UTF-8),
+must hold at least one component (RFC 5545), and is parsed by three independent parsers: icalendar,
+the strict `ical` package and vobject. The pure event building has its own tests (test_calendar_ics.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ical.calendar_stream import IcsCalendarStream
 from sqlmodel import select
 
 from lifecycle import links, policy, registry
-from lifecycle.channels import calendar
+from lifecycle.calendar import exports, feeds, ics
 from lifecycle.config import get_settings
 from lifecycle.db import session_scope
 from lifecycle.errors import NotFound
@@ -63,6 +64,7 @@ def check_ics(data: bytes) -> icalendar.Calendar:
     for line in data.split(b"\r\n"):
         assert len(line) <= 75, line
     cal = icalendar.Calendar.from_ical(data)
+    assert cal.events, "RFC 5545: a calendar holds at least one component"
     for event in cal.events:
         assert isinstance(event.start, dt.date) and not isinstance(event.start, dt.datetime)
         assert event.end == event.start + dt.timedelta(days=1)
@@ -95,7 +97,7 @@ def test_the_product_feed_has_one_all_day_event_per_milestone_with_alarms_at_the
     with session_scope() as s:
         _setup(s)
         eol = _milestone(s, "3.16", "end-of-life")
-        data = calendar.product_feed(s, "acp")
+        data = feeds.product_feed(s, "acp", AT)
     events = _events(data)
     assert len(events) == 4  # three release milestones and the product-level one, not dbx's
     ev = events[f"milestone-{eol.id}@127.0.0.1"]
@@ -106,7 +108,7 @@ def test_the_product_feed_has_one_all_day_event_per_milestone_with_alarms_at_the
     assert ev["DTSTAMP"].dt == AT and ev["LAST-MODIFIED"].dt == AT
     assert "Recommended upgrade: Alauda Container Platform 3.18" in str(ev["DESCRIPTION"])
     assert "30 September 2027" in str(ev["DESCRIPTION"]) and "/ack/" not in data.decode()
-    assert str(ev["URL"]) == links.product_calendar_url("acp")
+    assert str(ev["URL"]) == links.product_page_url("acp") == "http://127.0.0.1:8000/products/acp"
     # One DISPLAY alarm per stage, ringing at 09:00 on the stage date (relative to the all-day start).
     start = dt.datetime(2027, 9, 30)
     rings = [start + a["TRIGGER"].dt for a in ev.walk("VALARM")]
@@ -119,7 +121,7 @@ def test_the_product_feed_has_one_all_day_event_per_milestone_with_alarms_at_the
 def test_events_are_sorted_by_date_and_the_calendar_is_named(db):
     with session_scope() as s:
         _setup(s)
-        data = calendar.product_feed(s, "acp")
+        data = feeds.product_feed(s, "acp", AT)
     starts = [e.start for e in check_ics(data).events]
     assert starts == sorted(starts)
     assert b"\r\nNAME:Alauda Container Platform lifecycle\r\n" in data
@@ -131,8 +133,8 @@ def test_events_are_sorted_by_date_and_the_calendar_is_named(db):
 def test_refresh_interval_and_published_ttl_are_written_exactly(db):
     with session_scope() as s:
         _setup(s)
-        feeds = [calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme"))]
-    for data in feeds:
+        built = [feeds.product_feed(s, "acp", AT), feeds.customer_feed(s, _customer(s, "acme"), AT)]
+    for data in built:
         assert b"\r\nREFRESH-INTERVAL;VALUE=DURATION:P1D\r\n" in data
         assert b"\r\nX-PUBLISHED-TTL:P1D\r\n" in data
         assert check_ics(data).refresh_interval == dt.timedelta(days=1)
@@ -142,38 +144,40 @@ def test_the_customer_feed_holds_the_releases_they_run_and_their_products_milest
     with session_scope() as s:
         _setup(s)
         acme, gone = _customer(s, "acme"), _customer(s, "gone")
-        data = calendar.customer_feed(s, acme)
+        data = feeds.customer_feed(s, acme, AT)
         summaries = sorted(str(e["SUMMARY"]) for e in check_ics(data).events)
-        gone_events = check_ics(calendar.customer_feed(s, gone)).events
+        gone_events = check_ics(feeds.customer_feed(s, gone, AT)).events
     assert summaries == [
         "Alauda Container Platform 3.16: end of full support",
         "Alauda Container Platform 3.16: end of life",
         "Alauda Container Platform: end of sale",
     ]
-    assert gone_events == []  # a removed deployment leaves the feed
+    # A removed deployment leaves the feed: only the informational event of an empty feed remains.
+    assert [str(e["SUMMARY"]) for e in gone_events] == ["Gone: no lifecycle dates yet"]
     assert b"\r\nX-WR-TIMEZONE:Asia/Shanghai\r\n" in data and b"NAME:ACME Bank: product lifecycle" in data
 
 
-def test_a_customer_feed_links_to_a_valid_acknowledgement_page_except_for_product_milestones(db):
+def test_a_customer_feed_links_to_the_portal_and_to_a_valid_acknowledgement_page(db):
     with session_scope() as s:
         _setup(s)
         acme = _customer(s, "acme")
         release = registry.get_release(s, registry.get_product(s, "acp"), "3.16")
-        events = check_ics(calendar.customer_feed(s, acme)).events
+        events = check_ics(feeds.customer_feed(s, acme, AT)).events
         for ev in events:
             desc = str(ev["DESCRIPTION"])
-            if ": end of sale" in str(ev["SUMMARY"]):
-                assert "/ack/" not in desc and str(ev["URL"]) == links.product_calendar_url("acp")
+            if ": end of sale" in str(ev["SUMMARY"]):  # product-level: no release to plan an upgrade of
+                assert "/ack/" not in desc and str(ev["URL"]) == f"{get_settings().base_url}/portal"
                 continue
-            url = str(ev["URL"])
-            assert url.startswith(f"{get_settings().base_url}/ack/") and f"upgrade plan: {url}" in desc
-            assert links.read_ack_token(s, url.rsplit("/", 1)[1]) == (acme.id, release.id)
+            assert str(ev["URL"]) == f"{get_settings().base_url}/portal#release-{release.id}"
+            [ack] = [line.split(": ", 1)[1] for line in desc.splitlines() if line.startswith("Acknowledge")]
+            assert ack.startswith(f"{get_settings().base_url}/ack/")
+            assert links.read_ack_token(s, ack.rsplit("/", 1)[1]) == (acme.id, release.id)
 
 
 def test_a_chinese_customer_reads_the_feed_in_chinese(db):
     with session_scope() as s:
         _setup(s)
-        events = check_ics(calendar.customer_feed(s, _customer(s, "beta"))).events
+        events = check_ics(feeds.customer_feed(s, _customer(s, "beta"), AT)).events
     summaries = sorted(str(e["SUMMARY"]) for e in events)
     assert summaries == ["Alauda Container Platform 3.18：生命周期终止", "Alauda Container Platform：停止销售"]
     assert "2029年1月31日" in str(next(e for e in events if "3.18" in str(e["SUMMARY"]))["DESCRIPTION"])
@@ -186,12 +190,12 @@ def test_moving_a_milestone_keeps_the_uid_and_raises_the_sequence(db):
     with session_scope() as s:
         _setup(s)
         eol = _milestone(s, "3.16", "end-of-life")
-        before = _events(calendar.product_feed(s, "acp"))[calendar.uid(eol.id)]
+        before = _events(feeds.product_feed(s, "acp", AT))[ics.uid(eol.id)]
     with session_scope() as s:
         registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
                                 reason="customer demand", at=LATER)
     with session_scope() as s:
-        after = _events(calendar.product_feed(s, "acp"))[calendar.uid(eol.id)]
+        after = _events(feeds.product_feed(s, "acp", AT))[ics.uid(eol.id)]
     assert int(after["SEQUENCE"]) == int(before["SEQUENCE"]) + 1 == 2
     assert after.start == dt.date(2027, 12, 31) and after.end == dt.date(2028, 1, 1)
     assert after["DTSTAMP"].dt == LATER and after["LAST-MODIFIED"].dt == LATER
@@ -205,14 +209,14 @@ def test_a_withdrawn_milestone_stays_as_a_cancelled_event_with_a_higher_sequence
         registry.withdraw_milestone(s, _milestone(s, "3.16", "end-of-life"), reason="superseded", at=LATER)
     with session_scope() as s:
         eol = _milestone(s, "3.16", "end-of-life")
-        feeds = [calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme"))]
-    for data in feeds:
-        ev = _events(data)[calendar.uid(eol.id)]
+        built = [feeds.product_feed(s, "acp", AT), feeds.customer_feed(s, _customer(s, "acme"), AT)]
+    for data in built:
+        ev = _events(data)[ics.uid(eol.id)]
         assert str(ev["STATUS"]) == "CANCELLED" and int(ev["SEQUENCE"]) == 2
         assert list(ev.walk("VALARM")) == [] and "/ack/" not in str(ev["DESCRIPTION"])
         assert "withdrawn" in str(ev["DESCRIPTION"]) and "Reason: superseded" in str(ev["DESCRIPTION"])
-    strict = IcsCalendarStream.calendar_from_ics(feeds[0].decode())
-    assert [e.status.value for e in strict.events if e.uid == calendar.uid(eol.id)] == ["CANCELLED"]
+    strict = IcsCalendarStream.calendar_from_ics(built[0].decode())
+    assert [e.status.value for e in strict.events if e.uid == ics.uid(eol.id)] == ["CANCELLED"]
 
 
 def test_an_unchanged_feed_is_byte_identical_at_different_wall_clock_times(db, monkeypatch):
@@ -223,11 +227,11 @@ def test_an_unchanged_feed_is_byte_identical_at_different_wall_clock_times(db, m
     for offset in (dt.timedelta(hours=1), dt.timedelta(days=20, hours=7, seconds=13)):
         monkeypatch.setattr(time, "time", lambda offset=offset: (month_start + offset).timestamp())
         with session_scope() as s:
-            builds.append((calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme")),
-                           calendar.attachment(s, [1, 2], _customer(s, "acme"))))
+            builds.append((feeds.product_feed(s, "acp", AT), feeds.customer_feed(s, _customer(s, "acme"), AT),
+                           feeds.attachment(s, [1, 2], AT, _customer(s, "acme"))))
     assert builds[0] == builds[1]
     with session_scope() as s:  # and twice in a row at the real time
-        assert calendar.customer_feed(s, _customer(s, "acme")) == calendar.customer_feed(s, _customer(s, "acme"))
+        assert feeds.customer_feed(s, _customer(s, "acme"), AT) == feeds.customer_feed(s, _customer(s, "acme"), AT)
 
 
 # ------------------------------------------------------------------------------------------ hostile text
@@ -246,10 +250,10 @@ def test_hostile_names_and_reasons_are_escaped(db):
         s.add(change)
     with session_scope() as s:
         eol = _milestone(s, "3.16", "end-of-life")
-        feeds = [calendar.product_feed(s, "acp"), calendar.customer_feed(s, _customer(s, "acme")),
-                 calendar.attachment(s, [eol.id], _customer(s, "acme"))]
-    for data in feeds:
-        ev = _events(data)[calendar.uid(eol.id)]
+        built = [feeds.product_feed(s, "acp", AT), feeds.customer_feed(s, _customer(s, "acme"), AT),
+                 feeds.attachment(s, [eol.id], AT, _customer(s, "acme"))]
+    for data in built:
+        ev = _events(data)[ics.uid(eol.id)]
         assert str(ev["SUMMARY"]) == f"{HOSTILE_PRODUCT} 3.16: end of life"
         desc = str(ev["DESCRIPTION"])
         assert 'Reason: delayed; see "notes", <b>bold</b>\nsecond line \\ 中文\nthird line' in desc
@@ -257,14 +261,14 @@ def test_hostile_names_and_reasons_are_escaped(db):
         assert b'SUMMARY:<script>alert("x")</script>\\; Evil\\, "Inc" \\\\ \xe5\xb9\xb3' in unfolded
         assert b"\x07" not in data
         vevents = vobject.readOne(data.decode(), validate=True).vevent_list
-        vevent = next(v for v in vevents if v.uid.value == calendar.uid(eol.id))
+        vevent = next(v for v in vevents if v.uid.value == ics.uid(eol.id))
         assert vevent.summary.value == f"{HOSTILE_PRODUCT} 3.16: end of life"
         assert "second line \\ 中文\nthird line" in vevent.description.value
-    assert b'\r\nNAME:ACME\\; "Bank"\\, <i>x</i> \xe9\x93\xb6\xe8\xa1\x8c: product lifecycle\r\n' in feeds[1]
+    assert b'\r\nNAME:ACME\\; "Bank"\\, <i>x</i> \xe9\x93\xb6\xe8\xa1\x8c: product lifecycle\r\n' in built[1]
     # NAME (RFC 7986) and X-WR-CALNAME are TEXT; icalendar reads them verbatim, so ask vobject and ical.
     name = 'ACME; "Bank", <i>x</i> 银行: product lifecycle'
-    assert vobject.readOne(feeds[1].decode()).x_wr_calname.value == name
-    assert IcsCalendarStream.calendar_from_ics(feeds[1].decode()).name == [name]
+    assert vobject.readOne(built[1].decode()).x_wr_calname.value == name
+    assert IcsCalendarStream.calendar_from_ics(built[1].decode()).name == [name]
 
 
 # ----------------------------------------------------------------------------------------- attachment
@@ -275,13 +279,13 @@ def test_the_email_attachment_publishes_just_the_given_milestones(db):
         _setup(s)
         eol, fs = _milestone(s, "3.16", "end-of-life"), _milestone(s, "3.16", "end-of-full-support")
         acme = _customer(s, "acme")
-        data = calendar.attachment(s, [eol.id, fs.id, eol.id], customer=acme)
-        anonymous = calendar.attachment(s, [eol.id])
-    assert calendar.MIME_TYPE == "text/calendar"
+        data = feeds.attachment(s, [eol.id, fs.id, eol.id], AT, customer=acme)
+        anonymous = feeds.attachment(s, [eol.id], AT)
+    assert ics.MIME_TYPE == "text/calendar"
     assert b"\r\nMETHOD:PUBLISH\r\n" in data
-    assert sorted(_events(data)) == sorted([calendar.uid(eol.id), calendar.uid(fs.id)])
+    assert sorted(_events(data)) == sorted([ics.uid(eol.id), ics.uid(fs.id)])
     assert "/ack/" in data.decode() and "/ack/" not in anonymous.decode()
-    assert list(_events(anonymous)) == [calendar.uid(eol.id)]
+    assert list(_events(anonymous)) == [ics.uid(eol.id)]
     assert b"REFRESH-INTERVAL" not in data and b"X-WR-CALNAME" not in data  # not a subscription
 
 
@@ -292,21 +296,21 @@ def test_exports_write_every_feed_once_and_rewrite_only_what_changed(db, tmp_pat
     out = tmp_path / "exports"
     with session_scope() as s:
         _setup(s)
-        first = calendar.export_all(s, out)
+        first = exports.export_all(s, out, at=AT)
     names = sorted(p.relative_to(out).as_posix() for p in first)
     assert names == ["customers/acme.ics", "customers/beta.ics", "customers/gone.ics",
                      "products/acp.ics", "products/dbx.ics"]
     for path in first:
         check_ics(path.read_bytes())
     with session_scope() as s:
-        assert calendar.customer_feed(s, _customer(s, "acme")) == (out / "customers/acme.ics").read_bytes()
-        assert calendar.product_feed(s, "acp") == (out / "products/acp.ics").read_bytes()
-        assert calendar.export_all(s, out) == []  # nothing changed, nothing rewritten
+        assert feeds.customer_feed(s, _customer(s, "acme"), AT) == (out / "customers/acme.ics").read_bytes()
+        assert feeds.product_feed(s, "acp", AT) == (out / "products/acp.ics").read_bytes()
+        assert exports.export_all(s, out, at=AT) == []  # nothing changed, nothing rewritten
     with session_scope() as s:
         registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
                                 reason="later", at=LATER)
     with session_scope() as s:
-        again = calendar.refresh_exports(s, out)
+        again = exports.refresh_exports(s, out, at=AT).written
     assert sorted(p.relative_to(out).as_posix() for p in again) == ["customers/acme.ics", "products/acp.ics"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
@@ -314,21 +318,32 @@ def test_exports_write_every_feed_once_and_rewrite_only_what_changed(db, tmp_pat
 def test_refresh_exports_writes_to_the_configured_calendar_dir(db):
     with session_scope() as s:
         _setup(s)
-        written = calendar.refresh_exports(s)
+        written = exports.refresh_exports(s, at=AT).written
     assert (get_settings().calendar_dir / "products" / "acp.ics") in written
     assert all(p.is_relative_to(get_settings().calendar_dir) for p in written)
 
 
 def test_an_unknown_product_feed_is_not_found(db):
     with pytest.raises(NotFound), session_scope() as s:
-        calendar.product_feed(s, "nope")
+        feeds.product_feed(s, "nope", AT)
 
 
 # -------------------------------------------------------------------------------------------------- HTTP
 
 
 @pytest.fixture
-def client(db):
+def clock(monkeypatch):
+    """The web's clock (read once per request at the edge), frozen and settable: `clock.now = ...`."""
+
+    class Clock:
+        now = AT + dt.timedelta(hours=12)
+
+    monkeypatch.setattr("lifecycle.web.calendars.now", lambda: Clock.now)
+    return Clock
+
+
+@pytest.fixture
+def client(db, clock):
     with TestClient(create_app()) as c:
         yield c
 
@@ -398,13 +413,17 @@ def test_a_revoked_calendar_token_is_a_404_and_the_new_one_works(client):
     assert client.get(f"/calendars/customers/{new}.ics").status_code == 200
 
 
-def test_a_customer_without_deployments_gets_an_empty_feed_dated_by_their_creation(client):
+def test_a_customer_without_deployments_gets_one_informational_event_dated_by_their_registration(client):
     with session_scope() as s:
         _setup(s)
-        token = _customer(s, "gone").calendar_token
-    r = client.get(f"/calendars/customers/{token}.ics")
-    assert r.status_code == 200 and check_ics(r.content).events == []
-    assert r.headers["last-modified"] == "Mon, 01 Jun 2026 00:00:00 GMT"
+        gone = _customer(s, "gone")
+    r = client.get(f"/calendars/customers/{gone.calendar_token}.ics")
+    [event] = check_ics(r.content).events
+    assert r.status_code == 200 and r.headers["last-modified"] == "Mon, 01 Jun 2026 00:00:00 GMT"
+    assert str(event["UID"]) == f"customer-{gone.id}@127.0.0.1" and event.start == AT.date()
+    assert "No deployments are registered for Gone" in str(event["DESCRIPTION"])
+    assert list(event.walk("VALARM")) == [] and str(event["TRANSP"]) == "TRANSPARENT"
+    assert str(event["URL"]) == f"{get_settings().base_url}/portal"
 
 
 # --------------------------------------------------------------------------------------------------- CLI

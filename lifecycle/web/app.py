@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from lifecycle import __version__
 
 # Modules under lifecycle.web that expose `router`, in the order they are mounted.
-ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "pages")
+ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "products", "pages")
 
 
 def _utf8_safe(value):
