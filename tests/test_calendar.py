@@ -26,6 +26,7 @@ from lifecycle.errors import NotFound
 from lifecycle.models import MilestoneChange
 from lifecycle.web.app import create_app
 from tests.conftest import utc
+from tests.icscheck import check_ics
 
 AT = utc(2026, 6, 1)
 LATER = utc(2026, 7, 1, 12)
@@ -54,28 +55,6 @@ def _setup(s, product_name: str = "Alauda Container Platform") -> None:
     registry.add_deployment(s, customer="beta", product="acp", version="3.18", at=AT)
     registry.add_deployment(s, customer="gone", product="dbx", version="1.0", at=AT)
     registry.remove_deployment(s, customer="gone", product="dbx", version="1.0", at=AT)
-
-
-def check_ics(data: bytes) -> icalendar.Calendar:
-    """Assert the bytes are well-formed iCalendar that three independent parsers accept."""
-    text = data.decode("utf-8")  # valid UTF-8
-    assert data.endswith(b"\r\n")
-    assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
-    for line in data.split(b"\r\n"):
-        assert len(line) <= 75, line
-    cal = icalendar.Calendar.from_ical(data)
-    assert cal.events, "RFC 5545: a calendar holds at least one component"
-    for event in cal.events:
-        assert isinstance(event.start, dt.date) and not isinstance(event.start, dt.datetime)
-        assert event.end == event.start + dt.timedelta(days=1)
-    assert b"DTSTART;VALUE=DATE:" in data or not cal.events
-    strict = IcsCalendarStream.calendar_from_ics(text)
-    assert len(strict.events) == len(cal.events)
-    for event in strict.events:
-        assert event.dtend == event.dtstart + dt.timedelta(days=1)
-    vcal = vobject.readOne(text, validate=True)
-    assert len(vcal.contents.get("vevent", [])) == len(cal.events)
-    return cal
 
 
 def _events(data: bytes) -> dict[str, icalendar.Event]:
@@ -455,3 +434,203 @@ def test_the_calendar_commands_export_print_and_revoke_feed_urls(db, cli, tmp_pa
 
     r = cli("calendar", "url", "nobody")
     assert r.code == 2 and "nobody" in r.err
+
+
+# ------------------------------------------------------------------------------- history and release dates
+
+
+def _alarms_and_acks(data: bytes) -> dict[str, tuple[int, bool]]:
+    """Summary -> (number of alarms, has an acknowledgement link) of each event."""
+    return {str(e["SUMMARY"]): (len(list(e.walk("VALARM"))), "/ack/" in str(e["DESCRIPTION"]))
+            for e in check_ics(data).events}
+
+
+def test_a_milestone_that_passed_stays_in_the_feeds_without_alarms_or_acknowledgement_link(db):
+    after_full_support = utc(2027, 4, 1)  # 3.16's end of full support (31 March 2027) has passed
+    with session_scope() as s:
+        _setup(s)
+        acme = _customer(s, "acme")
+        before = _alarms_and_acks(feeds.customer_feed(s, acme, AT))
+        after = _alarms_and_acks(feeds.customer_feed(s, acme, after_full_support))
+        public = _alarms_and_acks(feeds.product_feed(s, "acp", after_full_support))
+    stages = len(get_settings().stage_list)
+    fs, eol = "Alauda Container Platform 3.16: end of full support", "Alauda Container Platform 3.16: end of life"
+    assert before[fs] == (stages, True) and before[eol] == (stages, True)
+    assert after[fs] == (0, False) and after[eol] == (stages, True)
+    assert public[fs] == (0, False)
+
+
+def test_a_withdrawn_milestone_that_passed_stays_cancelled_with_its_revision_as_sequence(db):
+    with session_scope() as s:
+        _setup(s)
+        registry.withdraw_milestone(s, _milestone(s, "3.16", "end-of-full-support"), reason="merged", at=LATER)
+    with session_scope() as s:
+        fs = _milestone(s, "3.16", "end-of-full-support")
+        ev = _events(feeds.product_feed(s, "acp", utc(2028, 1, 1)))[ics.uid(fs.id)]
+    assert str(ev["STATUS"]) == "CANCELLED" and int(ev["SEQUENCE"]) == 2 and list(ev.walk("VALARM")) == []
+
+
+def test_release_dates_are_events_in_the_product_feed_and_in_the_feeds_of_customers_who_run_them(db):
+    with session_scope() as s:
+        _setup(s)
+        registry.upsert_release(s, product="acp", version="3.16", released=dt.date(2024, 1, 15), at=LATER)
+        registry.upsert_release(s, product="dbx", version="1.0", released=dt.date(2025, 5, 1), at=LATER)
+        r316 = registry.get_release(s, registry.get_product(s, "acp"), "3.16")
+        public = _events(feeds.product_feed(s, "acp", AT))
+        acme = _events(feeds.customer_feed(s, _customer(s, "acme"), AT))
+        beta = _events(feeds.customer_feed(s, _customer(s, "beta"), AT))
+    uid = f"release-{r316.id}@127.0.0.1"
+    assert str(public[uid]["SUMMARY"]) == "Alauda Container Platform 3.16 released"
+    assert public[uid].start == dt.date(2024, 1, 15) and len(public) == 5  # 4 milestones, 1 release date
+    assert str(acme[uid]["URL"]) == f"{get_settings().base_url}/portal#release-{r316.id}"
+    assert uid not in beta and not [u for u in public if u.startswith("release-") and u != uid]  # not dbx's
+
+
+def test_a_release_that_ended_without_a_date_is_history_and_marked_in_its_feeds(db):
+    with session_scope() as s:
+        _setup(s)
+        r316 = registry.get_release(s, registry.get_product(s, "acp"), "3.16")
+        r316.ended = "end-of-life"  # as the endoflife.date import records `isEol: true, eolFrom: null`
+        s.add(r316)
+    with session_scope() as s:
+        events = _alarms_and_acks(feeds.customer_feed(s, _customer(s, "acme"), AT))
+        public = feeds.product_feed(s, "acp", AT)
+        zh = feeds.customer_feed(s, _customer(s, "beta"), AT)
+    assert events["Alauda Container Platform 3.16: end of life"] == (0, False)
+    assert events["Alauda Container Platform: end of sale"] == (len(get_settings().stage_list), False)
+    description = vobject.readOne(public.decode()).contents["x-wr-caldesc"][0].value
+    assert description.endswith("Ended without a published date: 3.16 (end of life).")
+    assert "3.16" not in vobject.readOne(zh.decode()).contents["x-wr-caldesc"][0].value  # beta runs 3.18
+
+
+# ---------------------------------------------------------------------------------- refresh by what changed
+
+
+def _names(paths, out) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in paths)
+
+
+def test_a_moved_milestone_re_renders_only_its_products_calendar_and_those_of_customers_who_run_it(db, tmp_path):
+    out = tmp_path / "exports"
+    with session_scope() as s:
+        _setup(s)
+        assert exports.export(s, out, at=AT).rendered == 5
+        eol = _milestone(s, "3.16", "end-of-life")
+        registry.move_milestone(s, eol, date=dt.date(2027, 12, 31), reason="later", at=LATER)
+    with session_scope() as s:
+        refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[eol.id])
+        assert (refresh.rendered, refresh.full) == (2, False)
+        assert _names(refresh.written, out) == ["customers/acme.ics", "products/acp.ics"]
+        assert (out / "customers/acme.ics").read_bytes() == feeds.customer_feed(s, _customer(s, "acme"), AT)
+        # A product-level milestone concerns every customer who runs any release of the product.
+        sale = _milestone(s, None, "end-of-sale")
+        refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[sale.id])
+    assert refresh.rendered == 3 and refresh.written == []  # acp, acme and beta: nothing changed
+
+
+def test_a_changed_customer_re_renders_their_calendar_only_and_missing_files_are_written(db, tmp_path):
+    out = tmp_path / "exports"
+    with session_scope() as s:
+        _setup(s)
+        exports.export_all(s, out, at=AT)
+        (out / "products/dbx.ics").unlink()
+        refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[], customer_ids=[_customer(s, "beta").id])
+    assert refresh.rendered == 2 and _names(refresh.written, out) == ["products/dbx.ics"]
+    with session_scope() as s:
+        registry.upsert_customer(s, key="newco", name="NewCo", timezone="UTC", locale="en",
+                                 account_rep="rep@vendor.example", at=LATER)
+        refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[])
+    assert refresh.rendered == 1 and _names(refresh.written, out) == ["customers/newco.ics"]
+    check_ics((out / "customers/newco.ics").read_bytes())
+
+
+def test_the_first_refresh_of_a_new_utc_day_re_renders_everything_and_drops_the_passed_alarms(db, tmp_path):
+    out = tmp_path / "exports"
+    with session_scope() as s:
+        _setup(s)
+        exports.export_all(s, out, at=AT)
+    assert (out / ".as-of").read_text() == "2026-06-01\n"
+    assert exports.day_changed(utc(2026, 6, 1, 23, 59), out) is False
+    next_day = utc(2027, 4, 1, 0, 5)
+    assert exports.day_changed(next_day, out) is True
+    with session_scope() as s:
+        refresh = exports.refresh_exports(s, out, at=next_day, milestone_ids=[])
+        again = exports.refresh_exports(s, out, at=next_day + dt.timedelta(hours=1), milestone_ids=[])
+    assert refresh.full and refresh.rendered == 5 and (out / ".as-of").read_text() == "2027-04-01\n"
+    assert _names(refresh.written, out) == ["customers/acme.ics", "products/acp.ics"]  # 3.16 full support passed
+    fs = "Alauda Container Platform 3.16: end of full support"
+    assert _alarms_and_acks((out / "customers/acme.ics").read_bytes())[fs] == (0, False)
+    assert again.rendered == 0 and not again.full
+
+
+def test_a_tick_refreshes_what_the_planner_re_planned_and_everything_on_a_new_day(db, tmp_path):
+    from lifecycle import scheduler, ticks
+
+    out = get_settings().calendar_dir
+    with session_scope() as s:
+        _setup(s)
+        exports.export_all(s, at=AT)
+        eol = _milestone(s, "3.16", "end-of-life")
+        registry.move_milestone(s, eol, date=dt.date(2027, 12, 31), reason="later", at=AT)
+    planned = scheduler.PlanResult(milestones=1)
+    planned.milestone_ids = [eol.id]  # what the planner reports it re-planned
+    result = ticks.TickResult(at=AT, plan=planned)
+    ticks.refresh_calendar_exports(result)
+    assert (result.exports_rendered, result.exports_refreshed) == (2, 2)
+
+    unknown = ticks.TickResult(at=AT, plan=scheduler.PlanResult(milestones=1))  # no milestone_ids: everything
+    ticks.refresh_calendar_exports(unknown)
+    assert (unknown.exports_rendered, unknown.exports_refreshed) == (5, 0)
+
+    idle = ticks.TickResult(at=AT + dt.timedelta(hours=3))  # nothing re-planned, same day
+    ticks.refresh_calendar_exports(idle)
+    assert idle.exports_rendered == 0
+
+    new_day = ticks.TickResult(at=utc(2027, 4, 1, 0, 1))
+    ticks.refresh_calendar_exports(new_day)
+    assert new_day.exports_rendered == 5 and new_day.as_dict()["exports_refreshed"] == 2
+    assert (out / ".as-of").read_text() == "2027-04-01\n"
+
+
+def test_a_real_tick_after_a_move_rewrites_just_the_affected_exports(db):
+    from lifecycle import ticks
+
+    out = get_settings().calendar_dir
+    with session_scope() as s:
+        _setup(s)
+    ticks.prepare(AT)  # plans everything, renders every calendar once
+    with session_scope() as s:
+        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
+                                reason="later", at=AT + dt.timedelta(hours=1))
+    result = ticks.prepare(AT + dt.timedelta(hours=2))
+    assert result.exports_refreshed == 2 and result.exports_rendered in (2, 5)  # 5 until plan reports ids
+    assert (out / "customers/acme.ics").read_bytes().count(b"DTSTART;VALUE=DATE:20271231") == 1
+
+
+# --------------------------------------------------------------------------------- HTTP validators and history
+
+
+def test_the_feed_validators_change_when_a_milestone_becomes_history(client, clock):
+    with session_scope() as s:
+        _setup(s)
+    clock.now = utc(2027, 3, 31, 23)
+    before = client.get("/calendars/products/acp.ics")
+    clock.now = utc(2027, 4, 1, 8)  # 3.16's end of full support (31 March) is history now
+    after = client.get("/calendars/products/acp.ics", headers={"If-None-Match": before.headers["etag"]})
+    assert before.headers["last-modified"] == "Mon, 01 Jun 2026 00:00:00 GMT"
+    assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
+    assert after.headers["last-modified"] == "Thu, 01 Apr 2027 00:00:00 GMT"
+    assert client.get("/calendars/products/acp.ics", headers={"If-None-Match": after.headers["etag"]}).status_code == 304
+    assert client.get("/calendars/products/acp.ics",
+                      headers={"If-Modified-Since": before.headers["last-modified"]}).status_code == 200
+
+
+def test_a_customer_feeds_last_modified_counts_the_signing_of_this_months_acknowledgement_links(client, monkeypatch):
+    with session_scope() as s:
+        _setup(s)
+        acme, gone = _customer(s, "acme"), _customer(s, "gone")
+    monkeypatch.setattr(time, "time", lambda: utc(2026, 8, 15, 10).timestamp())
+    assert client.get(f"/calendars/customers/{acme.calendar_token}.ics").headers["last-modified"] == \
+        "Sat, 01 Aug 2026 00:00:00 GMT"
+    assert client.get(f"/calendars/customers/{gone.calendar_token}.ics").headers["last-modified"] == \
+        "Mon, 01 Jun 2026 00:00:00 GMT"  # no acknowledgement link in an empty feed
