@@ -49,10 +49,11 @@ def prepare(at: dt.datetime) -> TickResult:
 
 
 def refresh_calendar_exports(result: TickResult) -> None:
-    """Bring the static calendar exports up to date: only the files of the products and customers the
-    re-planned milestones concern (all of them when the planner does not say which), and every file on
-    the first tick of a new UTC day, when milestones that just passed lose their alarms and ack links.
-    A tick that changed nothing on the same day costs one small file read."""
+    """Bring the static calendar exports up to date: the calendars of the products and customers the
+    re-planned milestones concern (all of them when the planner does not say which), and on the first
+    tick of a new UTC day every calendar, when milestones that just passed lose their alarms and ack
+    links. Only calendars whose inputs changed are rendered (see `lifecycle.calendar.exports`). A tick
+    that re-planned nothing on the same day costs one small file read."""
     from lifecycle.calendar import exports
 
     changed = result.plan.milestones > 0

@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 from ical.calendar_stream import IcsCalendarStream
 from sqlmodel import select
 
-from lifecycle import links, policy, registry
+from lifecycle import links, policy, registry, scheduler
 from lifecycle.calendar import exports, feeds, ics
-from lifecycle.config import get_settings
+from lifecycle.config import get_settings, reset_settings
 from lifecycle.db import session_scope
 from lifecycle.errors import NotFound
-from lifecycle.models import MilestoneChange
+from lifecycle.models import Milestone, MilestoneChange
 from lifecycle.web.app import create_app
 from tests.conftest import utc
 from tests.icscheck import check_ics
@@ -519,23 +519,37 @@ def test_a_moved_milestone_re_renders_only_its_products_calendar_and_those_of_cu
         registry.move_milestone(s, eol, date=dt.date(2027, 12, 31), reason="later", at=LATER)
     with session_scope() as s:
         refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[eol.id])
-        assert (refresh.rendered, refresh.full) == (2, False)
+        assert (refresh.checked, refresh.rendered) == (2, 2)
         assert _names(refresh.written, out) == ["customers/acme.ics", "products/acp.ics"]
         assert (out / "customers/acme.ics").read_bytes() == feeds.customer_feed(s, _customer(s, "acme"), AT)
-        # A product-level milestone concerns every customer who runs any release of the product.
+        # A product-level milestone concerns every customer who runs any release of the product; their
+        # calendars' inputs have not changed, so none is rendered.
         sale = _milestone(s, None, "end-of-sale")
         refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[sale.id])
-    assert refresh.rendered == 3 and refresh.written == []  # acp, acme and beta: nothing changed
+    assert (refresh.checked, refresh.rendered, refresh.written) == (3, 0, [])  # acp, acme, beta
 
 
-def test_a_changed_customer_re_renders_their_calendar_only_and_missing_files_are_written(db, tmp_path):
+def test_a_new_deployment_re_renders_only_the_deploying_customers_calendar(db, tmp_path):
+    out = tmp_path / "exports"
+    with session_scope() as s:
+        _setup(s)
+        scheduler.plan(s, AT)
+        exports.export_all(s, out, at=AT)
+        registry.add_deployment(s, customer="beta", product="acp", version="3.16", at=LATER)
+    with session_scope() as s:  # the planner re-plans every milestone of 3.16 and acp's product-level one
+        replanned = [m.id for m in s.exec(select(Milestone).where(Milestone.needs_plan.is_(True))).all()]
+        refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=replanned)
+    assert (refresh.checked, refresh.rendered) == (3, 1) and _names(refresh.written, out) == ["customers/beta.ics"]
+
+
+def test_named_customers_and_missing_files_are_candidates_too(db, tmp_path):
     out = tmp_path / "exports"
     with session_scope() as s:
         _setup(s)
         exports.export_all(s, out, at=AT)
         (out / "products/dbx.ics").unlink()
         refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[], customer_ids=[_customer(s, "beta").id])
-    assert refresh.rendered == 2 and _names(refresh.written, out) == ["products/dbx.ics"]
+    assert (refresh.checked, refresh.rendered) == (2, 1) and _names(refresh.written, out) == ["products/dbx.ics"]
     with session_scope() as s:
         registry.upsert_customer(s, key="newco", name="NewCo", timezone="UTC", locale="en",
                                  account_rep="rep@vendor.example", at=LATER)
@@ -544,29 +558,46 @@ def test_a_changed_customer_re_renders_their_calendar_only_and_missing_files_are
     check_ics((out / "customers/newco.ics").read_bytes())
 
 
-def test_the_first_refresh_of_a_new_utc_day_re_renders_everything_and_drops_the_passed_alarms(db, tmp_path):
+def test_a_new_utc_day_checks_every_calendar_and_renders_those_a_passed_milestone_changed(db, tmp_path):
     out = tmp_path / "exports"
     with session_scope() as s:
         _setup(s)
         exports.export_all(s, out, at=AT)
-    assert (out / ".as-of").read_text() == "2026-06-01\n"
+    assert exports.Manifest.read(out).as_of == AT.date() and len(exports.Manifest.read(out).files) == 5
     assert exports.day_changed(utc(2026, 6, 1, 23, 59), out) is False
     next_day = utc(2027, 4, 1, 0, 5)
     assert exports.day_changed(next_day, out) is True
     with session_scope() as s:
         refresh = exports.refresh_exports(s, out, at=next_day, milestone_ids=[])
         again = exports.refresh_exports(s, out, at=next_day + dt.timedelta(hours=1), milestone_ids=[])
-    assert refresh.full and refresh.rendered == 5 and (out / ".as-of").read_text() == "2027-04-01\n"
+    assert (refresh.checked, refresh.rendered) == (5, 2) and exports.Manifest.read(out).as_of == next_day.date()
     assert _names(refresh.written, out) == ["customers/acme.ics", "products/acp.ics"]  # 3.16 full support passed
     fs = "Alauda Container Platform 3.16: end of full support"
     assert _alarms_and_acks((out / "customers/acme.ics").read_bytes())[fs] == (0, False)
-    assert again.rendered == 0 and not again.full
+    assert (again.checked, again.rendered) == (0, 0)
 
 
-def test_a_tick_refreshes_what_the_planner_re_planned_and_everything_on_a_new_day(db, tmp_path):
-    from lifecycle import scheduler, ticks
+def test_new_settings_render_every_calendar_again_and_an_export_repairs_a_file_edited_by_hand(db, tmp_path,
+                                                                                              monkeypatch):
+    out = tmp_path / "exports"
+    with session_scope() as s:
+        _setup(s)
+        exports.export_all(s, out, at=AT)
+    (out / "customers/acme.ics").write_bytes(b"edited by hand")
+    with session_scope() as s:
+        assert exports.refresh_exports(s, out, at=AT).rendered == 0  # the inputs did not change
+        assert _names(exports.export_all(s, out, at=AT), out) == ["customers/acme.ics"]
+    monkeypatch.setenv("LIFECYCLE_BASE_URL", "https://lifecycle.vendor.example")
+    reset_settings()
+    with session_scope() as s:
+        refresh = exports.refresh_exports(s, out, at=AT)
+    assert refresh.rendered == len(refresh.written) == 5
+    assert b"https://lifecycle.vendor.example/products/acp" in (out / "products/acp.ics").read_bytes()
 
-    out = get_settings().calendar_dir
+
+def test_a_tick_refreshes_what_the_planner_re_planned_and_checks_everything_on_a_new_day(db):
+    from lifecycle import ticks
+
     with session_scope() as s:
         _setup(s)
         exports.export_all(s, at=AT)
@@ -578,18 +609,18 @@ def test_a_tick_refreshes_what_the_planner_re_planned_and_everything_on_a_new_da
     ticks.refresh_calendar_exports(result)
     assert (result.exports_rendered, result.exports_refreshed) == (2, 2)
 
-    unknown = ticks.TickResult(at=AT, plan=scheduler.PlanResult(milestones=1))  # no milestone_ids: everything
+    unknown = ticks.TickResult(at=AT, plan=scheduler.PlanResult(milestones=1))  # no milestone_ids: check all
     ticks.refresh_calendar_exports(unknown)
-    assert (unknown.exports_rendered, unknown.exports_refreshed) == (5, 0)
+    assert (unknown.exports_rendered, unknown.exports_refreshed) == (0, 0)
 
-    idle = ticks.TickResult(at=AT + dt.timedelta(hours=3))  # nothing re-planned, same day
+    idle = ticks.TickResult(at=AT + dt.timedelta(hours=3))  # nothing re-planned, same day: not even a check
     ticks.refresh_calendar_exports(idle)
     assert idle.exports_rendered == 0
 
     new_day = ticks.TickResult(at=utc(2027, 4, 1, 0, 1))
     ticks.refresh_calendar_exports(new_day)
-    assert new_day.exports_rendered == 5 and new_day.as_dict()["exports_refreshed"] == 2
-    assert (out / ".as-of").read_text() == "2027-04-01\n"
+    assert new_day.exports_rendered == 2 and new_day.as_dict()["exports_refreshed"] == 2
+    assert exports.Manifest.read(get_settings().calendar_dir).as_of == dt.date(2027, 4, 1)
 
 
 def test_a_real_tick_after_a_move_rewrites_just_the_affected_exports(db):
@@ -603,7 +634,7 @@ def test_a_real_tick_after_a_move_rewrites_just_the_affected_exports(db):
         registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
                                 reason="later", at=AT + dt.timedelta(hours=1))
     result = ticks.prepare(AT + dt.timedelta(hours=2))
-    assert result.exports_refreshed == 2 and result.exports_rendered in (2, 5)  # 5 until plan reports ids
+    assert result.exports_refreshed == result.exports_rendered == 2
     assert (out / "customers/acme.ics").read_bytes().count(b"DTSTART;VALUE=DATE:20271231") == 1
 
 

@@ -27,13 +27,16 @@ import hashlib
 import time
 from collections.abc import Iterable
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from lifecycle import links
+from lifecycle import content, links
 from lifecycle.calendar import ics
 from lifecycle.calendar.ics import MilestoneRow, ReleaseRow
+from lifecycle.config import get_settings
 from lifecycle.models import (
     Customer,
     Deployment,
@@ -139,6 +142,8 @@ class Feeds:
                  customers: Iterable[int] | None = None):
         self.at = at
         self.acks = AckLinks(session)
+        self._digests: dict[tuple[str, int], str] = {}
+        self._secret_digest: str | None = None
         product_ids = None if products is None else set(products)
         customer_ids = None if customers is None else set(customers)
         self.deps: dict[int, tuple[set[int], set[int]]] = {}
@@ -169,19 +174,81 @@ class Feeds:
             self.releases[row.release.id] = row
             self.product_releases.setdefault(row.product.id, []).append(row)
 
+    def _customer_rows(self, customer: Customer) -> tuple[list[MilestoneRow], list[ReleaseRow], list[int], bool]:
+        """(milestone rows, release rows, ids of the releases that get ack links, has deployments)."""
+        release_ids, product_ids = self.deps.get(customer.id, (set(), set()))
+        rows = [row for r in sorted(release_ids) for row in self.by_release.get(r, [])]
+        rows += [row for p in sorted(product_ids) for row in self.product_level.get(p, [])]
+        acked = sorted({row.release.id for row in rows if row.release is not None
+                        and row.milestone.status != MilestoneStatus.WITHDRAWN and not ics.is_history(row, self.at)})
+        releases = [self.releases[r] for r in sorted(release_ids) if r in self.releases]
+        return rows, releases, acked, bool(release_ids)
+
     def product(self, product: Product) -> bytes:
         return ics.product_feed(product, self.by_product.get(product.id, []),
                                 self.product_releases.get(product.id, []), at=self.at)
 
     def customer(self, customer: Customer) -> bytes:
-        release_ids, product_ids = self.deps.get(customer.id, (set(), set()))
-        rows = [row for r in release_ids for row in self.by_release.get(r, [])]
-        rows += [row for p in product_ids for row in self.product_level.get(p, [])]
-        acks = {row.release.id: self.acks.url(customer.id, row.release.id) for row in rows
-                if row.release is not None and row.milestone.status != MilestoneStatus.WITHDRAWN
-                and not ics.is_history(row, self.at)}
-        return ics.customer_feed(customer, rows, [self.releases[r] for r in release_ids if r in self.releases],
-                                 at=self.at, has_deployments=bool(release_ids), ack_urls=acks)
+        rows, releases, acked, deployed = self._customer_rows(customer)
+        acks = {r: self.acks.url(customer.id, r) for r in acked}
+        return ics.customer_feed(customer, rows, releases, at=self.at, has_deployments=deployed, ack_urls=acks)
+
+    # Fingerprints: a digest of everything a feed's bytes are built from (every field of its rows, the
+    # history flag of each milestone rather than `at`, the settings and the code of the renderer), so
+    # that an unchanged fingerprint means unchanged bytes and the feed need not be rendered at all.
+
+    def _digest(self, kind: str, row) -> str:
+        key = (kind, row.milestone.id if kind == "m" else row.release.id)
+        if key not in self._digests:
+            if kind == "m":
+                parts = (_fields(row.milestone), _fields(row.product), _fields(row.release), _fields(row.change),
+                         ics.is_history(row, self.at))
+            else:
+                parts = (_fields(row.release), _fields(row.product))
+            self._digests[key] = _hash(parts)
+        return self._digests[key]
+
+    def product_fingerprint(self, product: Product) -> str:
+        return _hash((_renderer(), _settings(), _fields(product),
+                      sorted(self._digest("m", r) for r in self.by_product.get(product.id, [])),
+                      sorted(self._digest("r", r) for r in self.product_releases.get(product.id, []))))
+
+    def customer_fingerprint(self, customer: Customer) -> str:
+        rows, releases, acked, deployed = self._customer_rows(customer)
+        acks = (ack_issued_at(), self._secret(), acked) if acked else None
+        return _hash((_renderer(), _settings(), _fields(customer), sorted(self._digest("m", r) for r in rows),
+                      sorted(self._digest("r", r) for r in releases), deployed, acks))
+
+    def _secret(self) -> str:
+        if self._secret_digest is None:
+            self._secret_digest = _hash(links.secret_key(self.acks.session))
+        return self._secret_digest
+
+
+# The planner's bookkeeping, never part of an event.
+_NOT_RENDERED = frozenset({"needs_plan"})
+
+
+def _fields(obj) -> tuple | None:
+    """Every field of a row (but bookkeeping): a field added later is in the fingerprint by itself."""
+    if obj is None:
+        return None
+    return tuple(getattr(obj, name) for name in type(obj).model_fields if name not in _NOT_RENDERED)
+
+
+def _hash(value) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:32]
+
+
+def _settings() -> tuple:
+    settings = get_settings()
+    return settings.base_url, settings.stage_list
+
+
+@lru_cache
+def _renderer() -> str:
+    """The code that turns rows into bytes: a new version renders every feed again."""
+    return _hash([Path(module.__file__).read_bytes() for module in (ics, content)])
 
 
 # ------------------------------------------------------------------------------------------ public API
