@@ -6,18 +6,21 @@
 - An email's attachment: the milestones the email speaks of.
 
 `Feeds` loads what any number of feeds need in a handful of queries (never one per feed), and
-`ics` turns the rows into bytes. `affected` answers the exports' question "which files does this
-change touch": the products of the changed milestones and the customers who deploy them.
+`ics` turns the rows into bytes; its fingerprints digest those inputs, so the exports can tell that a
+feed is unchanged without rendering it. `affected` answers the exports' question "which files may
+this change touch": the products of the changed milestones and the customers who deploy them.
 
 The one clock reading of the package is the signing time of acknowledgement links: the ack page
 checks a link's age against `ack_link_days` with the real clock (itsdangerous), so links are signed at
-the start of the current UTC month of the real clock, not of `at`. A feed therefore changes at most
-once a month on its own (a day change anyway), and its links stay valid for about
-`ack_link_days - 31` days.
+the start of the current UTC month of the real clock, not of `at`. Besides milestones turning into
+history, a feed therefore changes on its own only on the 1st of a month, and its links stay valid for
+about `ack_link_days - 31` days.
 
 HTTP: a strong ETag (a hash of the bytes) and Last-Modified, computed from the database and `at`: the
-latest change of anything in the feed, the moment its latest milestone became history (midnight UTC
-after its date: the feed lost that event's alarms then), and the month's ack-link signing time.
+latest milestone change, release registration or deployment change, the moment the latest milestone
+became history (midnight UTC after its date: the feed lost that event's alarms then), and the month's
+ack-link signing time. Edits without a timestamp of their own (a release's date or upgrade target, a
+name) change the ETag only, which is what calendar apps send back (If-None-Match decides then).
 """
 
 from __future__ import annotations
