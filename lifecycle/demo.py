@@ -131,7 +131,7 @@ def _next_due(after: dt.datetime) -> dt.datetime | None:
 def run(folder: Path, say: Callable[[str], None] = print) -> dict:
     use_folder(folder)
     from lifecycle import importing, reports, tokens
-    from lifecycle.channels import calendar
+    from lifecycle.calendar import exports
     from lifecycle.db import session_scope
     from lifecycle.models import Delivery, Notice
     from lifecycle.ticks import tick
@@ -174,7 +174,7 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
         step(now)
 
     with session_scope() as s:
-        calendar.export_all(s)
+        exports.export_all(s, at=end)
         per = Counter()
         for kind, slot, channel, status in s.exec(
             sa.select(Notice.kind, Notice.slot, Delivery.channel, Delivery.status)

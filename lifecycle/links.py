@@ -88,3 +88,14 @@ def webcal_url(https_url: str) -> str:
 
 def product_calendar_url(slug: str) -> str:
     return f"{get_settings().base_url}/calendars/products/{slug}.ics"
+
+
+def product_page_url(slug: str) -> str:
+    """The public page of a product (`/products/<slug>`): what a product feed's events link to."""
+    return f"{get_settings().base_url}/products/{slug}"
+
+
+def portal_url(release_id: int | None = None) -> str:
+    """The customer portal, at the card of one release when given: what a customer's events link to."""
+    anchor = f"#release-{release_id}" if release_id is not None else ""
+    return f"{get_settings().base_url}/portal{anchor}"

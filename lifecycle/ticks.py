@@ -26,12 +26,13 @@ class TickResult:
     release: scheduler.ReleaseResult = field(default_factory=scheduler.ReleaseResult)
     deliver: DeliverResult = field(default_factory=DeliverResult)
     customers: list[int] = field(default_factory=list)
-    exports_refreshed: int = 0
+    exports_refreshed: int = 0  # calendar export files rewritten
+    exports_rendered: int = 0  # calendar export files rendered (rewritten or found unchanged)
 
     def as_dict(self) -> dict:
         return {"at": self.at.isoformat(), "plan": self.plan.as_dict(), "release": self.release.as_dict(),
                 "deliver": self.deliver.as_dict(), "customers": len(self.customers),
-                "exports_refreshed": self.exports_refreshed}
+                "exports_refreshed": self.exports_refreshed, "exports_rendered": self.exports_rendered}
 
 
 def prepare(at: dt.datetime) -> TickResult:
@@ -43,23 +44,29 @@ def prepare(at: dt.datetime) -> TickResult:
         result.release = scheduler.release_due(session, at)
         result.release.recovered = recovered
         result.customers = scheduler.customers_with_due_deliveries(session, at)
-    if result.plan.milestones:
-        result.exports_refreshed = refresh_calendar_exports()
+    refresh_calendar_exports(result)
     return result
 
 
-def refresh_calendar_exports() -> int:
-    """Milestones changed: rewrite the static calendar exports (only files whose bytes changed)."""
+def refresh_calendar_exports(result: TickResult) -> None:
+    """Bring the static calendar exports up to date: the calendars of the products and customers the
+    re-planned milestones concern (all of them when the planner does not say which), and on the first
+    tick of a new UTC day every calendar, when milestones that just passed lose their alarms and ack
+    links. Only calendars whose inputs changed are rendered (see `lifecycle.calendar.exports`). A tick
+    that re-planned nothing on the same day costs one small file read."""
+    from lifecycle.calendar import exports
+
+    changed = result.plan.milestones > 0
     try:
-        from lifecycle.channels import calendar
-    except ImportError:  # pragma: no cover - calendar channel not installed
-        return 0
-    try:
+        if not changed and not exports.day_changed(result.at):
+            return
+        milestone_ids = getattr(result.plan, "milestone_ids", None) if changed else ()
         with session_scope() as session:
-            return len(calendar.refresh_exports(session) or [])
+            refresh = exports.refresh_exports(session, at=result.at, milestone_ids=milestone_ids)
     except OSError as exc:
         log.warning("calendar exports not refreshed: %s", exc)
-        return 0
+        return
+    result.exports_rendered, result.exports_refreshed = refresh.rendered, len(refresh.written)
 
 
 def tick(at: dt.datetime) -> TickResult:

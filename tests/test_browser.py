@@ -201,3 +201,25 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
         assert s.get(Milestone, world.ids["m_eol"]).date.isoformat() == moved_to
     assert os.listdir(SHOTS)
     assert CSP_VIOLATIONS == []
+
+
+def test_anyone_opens_a_product_page_from_its_calendar_events_in_a_browser(live, browser):
+    base, world = live
+    ctx = browser.new_context()  # nobody logged in
+    page = ctx.new_page()
+    feed = page.request.get(f"{base}/calendars/products/acp.ics")
+    assert feed.ok
+    [url] = {line.split(":", 1)[1] for line in feed.text().replace("\r\n ", "").split("\r\n")
+             if line.startswith("URL:")}
+    assert url == f"{base}/products/acp"
+    page.goto(url)
+    assert page.url == url and page.inner_text("h1") == "Alauda Container Platform"
+    cards = page.locator("section.release")
+    assert [cards.nth(i).get_attribute("data-version") for i in range(cards.count())] == ["3.18", "3.16", "3.14"]
+    row = page.locator(f"#release-{world.ids['r314']} tr[data-kind=end-of-life]")
+    assert row.get_attribute("data-status") == "planned" and (world.today + dt.timedelta(days=20)).isoformat() in \
+        row.inner_text()
+    assert page.get_attribute("#subscribe", "href") == f"webcal://{base.split('://', 1)[1]}/calendars/products/acp.ics"
+    shot(page, "08-product-page")
+    ctx.close()
+    assert CSP_VIOLATIONS == []

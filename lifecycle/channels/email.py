@@ -13,17 +13,17 @@ from lifecycle.content import render_message
 from lifecycle.mailers import Attachment, Email, get_mailer
 
 
-def calendar_attachment(milestone_ids: list[int], customer_id: int | None) -> Attachment | None:
-    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, if the calendar module is there."""
+def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: dt.datetime) -> Attachment | None:
+    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`."""
     if not milestone_ids:
         return None
-    from lifecycle.channels import calendar
+    from lifecycle.calendar import feeds
     from lifecycle.db import session_scope
     from lifecycle.models import Customer
 
     with session_scope() as session:
         customer = session.get(Customer, customer_id) if customer_id else None
-        data = calendar.attachment(session, milestone_ids, customer=customer)
+        data = feeds.attachment(session, milestone_ids, at, customer=customer)
     return Attachment(filename="lifecycle.ics", content=data, mimetype="text/calendar")
 
 
@@ -40,7 +40,7 @@ class EmailChannel:
             milestone_ids = tuple(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}))
             key = ("ics", batch.customer["id"], milestone_ids)
             if key not in batch.cache:
-                batch.cache[key] = calendar_attachment(list(milestone_ids), batch.customer["id"])
+                batch.cache[key] = calendar_attachment(list(milestone_ids), batch.customer["id"], at)
             if batch.cache[key]:
                 attachments.append(batch.cache[key])
         kinds = sorted({i.kind for i in batch.items})

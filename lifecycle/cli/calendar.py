@@ -29,16 +29,19 @@ def _urls(token: str) -> dict[str, str]:
 def calendar_export(
     out: Annotated[Path | None, typer.Option("--out", help="Folder to write to (default: LIFECYCLE_CALENDAR_DIR).")] = None,
     json_: JsonOption = False,
+    at: AtOption = None,
 ) -> None:
-    """Write DIR/products/<slug>.ics and DIR/customers/<key>.ics; files that would not change are left alone."""
-    from lifecycle.channels.calendar import export_all
+    """Write DIR/products/<slug>.ics and DIR/customers/<key>.ics as of --at (history: no alarms for past
+    milestones); files that would not change are left alone."""
+    from lifecycle.calendar.exports import export_all
 
+    when = parse_at(at)
     out_dir = out or get_settings().calendar_dir
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError("--out", f"{out_dir} is a file, not a folder")
     with session_scope() as s:
         try:
-            written = export_all(s, out_dir)
+            written = export_all(s, out_dir, at=when)
         except OSError as exc:
             raise InputError("--out", f"cannot write calendars to {out_dir}: {exc.strerror or exc}") from None
     if json_:

@@ -3,25 +3,26 @@
 address that tries too many unknown tokens gets 429 for a while, see `lifecycle.web.ratelimit`).
 
 Calendar apps poll these, so every response carries a strong ETag (a hash of the bytes) and
-Last-Modified, and a conditional request whose copy is current gets a bodiless 304.
+Last-Modified, and a conditional request whose copy is current gets a bodiless 304 (the rules are in
+`lifecycle.calendar.feeds`). The clock is read here, once per request, and passed down as `at`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from sqlmodel import Session, select
 
-from lifecycle.channels import calendar
+from lifecycle.calendar import feeds
 from lifecycle.db import get_session
 from lifecycle.errors import NotFound
 from lifecycle.models import Customer
 from lifecycle.registry import get_product
 from lifecycle.web import ratelimit
+from lifecycle.web.auth import now
 
 router = APIRouter(prefix="/calendars", tags=["calendars"])
 
@@ -29,33 +30,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 CONTENT_TYPE = "text/calendar; charset=utf-8"
 
 
-def etag_of(data: bytes) -> str:
-    return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-
-
-def _not_modified(request: Request, etag: str, last_modified: dt.datetime) -> bool:
-    """RFC 9110 13.2.2: If-None-Match decides when present; If-Modified-Since only otherwise."""
-    inm = request.headers.get("if-none-match")
-    if inm is not None:
-        if inm.strip() == "*":
-            return True
-        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}  # weak comparison for GET
-        return etag in tags
-    ims = request.headers.get("if-modified-since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError, IndexError):
-            return False
-        if since is None or since.tzinfo is None:
-            return False
-        return last_modified.replace(microsecond=0) <= since
-    return False
-
-
 def _respond(request: Request, data: bytes, last_modified: dt.datetime, *, filename: str,
              private: bool) -> Response:
-    etag = etag_of(data)
+    etag = feeds.etag_of(data)
     headers = {
         "ETag": etag,
         "Last-Modified": format_datetime(last_modified.astimezone(dt.UTC), usegmt=True),
@@ -65,7 +42,8 @@ def _respond(request: Request, data: bytes, last_modified: dt.datetime, *, filen
     if private:  # the URL itself is the secret: keep it out of referrers and search engines
         headers["Referrer-Policy"] = "no-referrer"
         headers["X-Robots-Tag"] = "noindex, nofollow"
-    if _not_modified(request, etag, last_modified):
+    if feeds.not_modified(request.headers.get("if-none-match"), request.headers.get("if-modified-since"),
+                          etag, last_modified):
         return Response(status_code=304, headers=headers)
     body = b"" if request.method == "HEAD" else data
     headers["Content-Length"] = str(len(data))
@@ -80,21 +58,22 @@ def product_calendar(slug: str, request: Request, session: SessionDep) -> Respon
         product = get_product(session, slug)
     except NotFound:
         raise HTTPException(status_code=404, detail="no such product") from None
-    data = calendar.product_feed(session, product.slug)
-    return _respond(request, data, calendar.product_last_modified(session, product),
+    at = now()
+    data = feeds.product_feed(session, product.slug, at)
+    return _respond(request, data, feeds.product_last_modified(session, product, at),
                     filename=f"{product.slug}.ics", private=False)
 
 
 @router.head("/customers/{token}.ics", include_in_schema=False)
 @router.get("/customers/{token}.ics", summary="Private calendar feed of a customer")
 def customer_calendar(token: str, request: Request, session: SessionDep) -> Response:
-    at = dt.datetime.now(dt.UTC)
+    at = now()
     ratelimit.check(request, ratelimit.CALENDAR, at)  # only unknown tokens count: polling never does
     customer = session.exec(select(Customer).where(Customer.calendar_token == token)).first() if token else None
     if customer is None:
         ratelimit.failed(request, session, ratelimit.CALENDAR, at, token)
         session.commit()  # the audit event outlives the 404
         raise HTTPException(status_code=404, detail="no such calendar")
-    data = calendar.customer_feed(session, customer)
-    return _respond(request, data, calendar.customer_last_modified(session, customer),
+    data = feeds.customer_feed(session, customer, at)
+    return _respond(request, data, feeds.customer_last_modified(session, customer, at),
                     filename=f"{customer.key}.ics", private=True)

@@ -1,0 +1,415 @@
+"""Pure iCalendar building: rows and `at` in, RFC 5545 bytes out. No database, no clock.
+
+Everything in an event comes from the rows and from `at`, so a feed is byte-identical while the data
+and the UTC day do not change (and its ETag stable):
+
+- One all-day VEVENT per milestone, UID `milestone-<id>@<host of LIFECYCLE_BASE_URL>`: the same event
+  in every feed and attachment, so a moved or withdrawn milestone replaces the copy a calendar holds.
+  SEQUENCE = the milestone's revision; DTSTAMP and LAST-MODIFIED = its `changed_at`.
+  DTSTART;VALUE=DATE = the milestone date, DTEND = the next day (exclusive, RFC 5545 3.6.1).
+  STATUS:CANCELLED for a withdrawn milestone (kept, so calendars remove it), CONFIRMED otherwise.
+- One all-day VEVENT per release with a release date ("Kubernetes 1.36 released"), as endoflife.date's
+  calendars have, UID `release-<id>@host`, DTSTAMP = the release's `created_at`. No alarm: it is news,
+  not a deadline.
+- History: a milestone dated before `at`'s UTC date, or of a release that ended upstream without a
+  published date (`Release.ended`), stays in the feed (calendars show history) but carries no alarm
+  and no acknowledgement link: nobody can act on it any more. History is judged on the UTC date for
+  every feed, customer feeds included, so one refresh per UTC day keeps static exports exact.
+- Upcoming milestones carry one DISPLAY alarm per notice stage, as a duration relative to the start:
+  the stage date at 09:00 (calendar months cannot be written as a DURATION, so the number of days is
+  computed from `policy.stage_date`). An all-day event starts at local midnight, so the alarm rings at
+  09:00 in the reader's own timezone, as the notice policy promises.
+- URL: a page a person can open. Public feeds link to the product's public page (`/products/<slug>`),
+  customer feeds and attachments to the customer portal, at the release's card.
+- A feed with nothing dated (a product without releases or milestones yet, a customer without
+  deployments) still needs a component: RFC 5545 requires at least one, and some parsers refuse an
+  empty calendar. It holds one informational all-day event on the product's or customer's
+  registration date, saying that nothing is published yet. That date is true and in the past, so the
+  event never poses as a deadline; it has no alarm, is TRANSPARENT, has a stable UID
+  (`product-<id>@host`, `customer-<id>@host`) and comes from the database only, so the feed stays
+  byte-stable; it disappears from the feed (and from subscribed calendars) once real events exist.
+  Rejected: an event "today" (changes every day), a lone VTIMEZONE or VTODO (calendar apps show
+  nothing or handle them badly).
+
+icalendar 7 gets a few things wrong that we write by hand (see `_text`, `_feed_properties`): it
+does not escape NAME / X-WR-CALNAME (they are read as UNKNOWN, not TEXT), writes X-PUBLISHED-TTL as
+"1 day, 0:00:00", and leaves out VALUE=DURATION on REFRESH-INTERVAL (RFC 7986 requires it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from icalendar import Alarm, Calendar, Event
+from icalendar.prop import vDuration, vText
+
+from lifecycle import links, policy
+from lifecycle.config import get_settings
+from lifecycle.content import format_date, kind_label, stage_label
+from lifecycle.models import Customer, Milestone, MilestoneChange, MilestoneStatus, Product, Release
+
+MIME_TYPE = "text/calendar"
+PRODID = "-//lifecycle//Product lifecycle calendar//EN"
+REFRESH = dt.timedelta(days=1)
+ALARM_HOUR = 9
+CATEGORY = "Product lifecycle"
+
+Audience = Literal["public", "customer"]
+
+# C0 control characters other than TAB, LF and CR are not allowed in an iCalendar TEXT value.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+TEXTS = {
+    "en": {
+        "product_feed": "{product} lifecycle",
+        "customer_feed": "{customer}: product lifecycle",
+        "product_about": "Release dates and lifecycle milestones of {product}: {url}",
+        "customer_about": "Release dates and lifecycle milestones of the versions {customer} runs: {url}",
+        "ended_list": "Ended without a published date: {releases}.",
+        "ended_item": "{version} ({kind})",
+        "summary": "{what}: {kind}",
+        "summary_cancelled": "Withdrawn: {what}: {kind}",
+        "date": "{what} reaches {kind} on {date} (the last day of the phase).",
+        "withdrawn": "This milestone has been withdrawn and no longer applies.",
+        "moved": "The date changed from {old} (revision {revision}).",
+        "reason": "Reason: {reason}",
+        "upgrade": "Recommended upgrade: {product} {version}.",
+        "ack": "Acknowledge your upgrade plan: {url}",
+        "alarm": "{what}: {kind} in {stage}, on {date}.",
+        "released_summary": "{what} released",
+        "released": "{what} was released on {date}.",
+        "ended": "{what} has reached {kind}; no date was published.",
+        "empty_product_summary": "{product}: no lifecycle dates published yet",
+        "empty_product": "{product} was registered on {date}. Its release dates and lifecycle milestones will "
+                         "appear in this calendar as they are published.",
+        "empty_customer_summary": "{customer}: no lifecycle dates yet",
+        "empty_customer": "No deployments are registered for {customer}. The release dates and lifecycle "
+                          "milestones of the versions you run will appear in this calendar once they are "
+                          "registered; ask your account rep if this is not right.",
+        "empty_customer_dates": "None of the versions {customer} runs has a release date or lifecycle milestone "
+                                "yet. They will appear in this calendar as they are published.",
+    },
+    "zh-CN": {
+        "product_feed": "{product} 生命周期",
+        "customer_feed": "{customer}：产品生命周期",
+        "product_about": "{product} 的发布日期与生命周期节点：{url}",
+        "customer_about": "{customer} 所用版本的发布日期与生命周期节点：{url}",
+        "ended_list": "已结束但未公布日期：{releases}。",
+        "ended_item": "{version}（{kind}）",
+        "summary": "{what}：{kind}",
+        "summary_cancelled": "已撤销：{what}：{kind}",
+        "date": "{what} 将于 {date} {kind}（该阶段的最后一天）。",
+        "withdrawn": "该里程碑已撤销，不再适用。",
+        "moved": "日期已由 {old} 变更（第 {revision} 版）。",
+        "reason": "原因：{reason}",
+        "upgrade": "建议升级到：{product} {version}。",
+        "ack": "确认您的升级计划：{url}",
+        "alarm": "{what}：{stage}后{kind}（{date}）。",
+        "released_summary": "{what} 发布",
+        "released": "{what} 于 {date} 发布。",
+        "ended": "{what}：{kind}已生效，未公布具体日期。",
+        "empty_product_summary": "{product}：尚未公布生命周期日期",
+        "empty_product": "{product} 于 {date} 登记。其发布日期和生命周期节点公布后将显示在此日历中。",
+        "empty_customer_summary": "{customer}：暂无生命周期日期",
+        "empty_customer": "{customer} 尚未登记任何部署。登记后，您所用版本的发布日期和生命周期节点将显示在此日历中；"
+                          "如有不符，请联系您的客户经理。",
+        "empty_customer_dates": "{customer} 所用的版本尚无发布日期或生命周期节点，公布后将显示在此日历中。",
+    },
+}
+
+
+@dataclass(frozen=True)
+class MilestoneRow:
+    """One milestone with what its event needs: product, release (None: product-level), last change."""
+
+    milestone: Milestone
+    product: Product
+    release: Release | None
+    change: MilestoneChange | None
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """One release with its product: its release-date event and, when it ended without a date, a note."""
+
+    release: Release
+    product: Product
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def host() -> str:
+    return urlsplit(get_settings().base_url).hostname or "localhost"
+
+
+def uid(milestone_id: int) -> str:
+    return f"milestone-{milestone_id}@{host()}"
+
+
+def release_uid(release_id: int) -> str:
+    return f"release-{release_id}@{host()}"
+
+
+def texts(locale: str) -> dict[str, str]:
+    return TEXTS.get(locale, TEXTS["en"])
+
+
+def today(at: dt.datetime) -> dt.date:
+    """The day history is judged on: the UTC date of `at`, for every feed."""
+    return at.astimezone(dt.UTC).date()
+
+
+def history(day: dt.date, ended: str | None, at: dt.datetime) -> bool:
+    """A milestone on `day` is history when it is before `at`'s UTC date, or when its release ended
+    upstream without a published date (`ended`: that release's `Release.ended`)."""
+    return ended is not None or policy.is_history(day, today(at))
+
+
+def is_history(row: MilestoneRow, at: dt.datetime) -> bool:
+    return history(row.milestone.date, row.release.ended if row.release is not None else None, at)
+
+
+def _text(value: str) -> vText:
+    """A TEXT value icalendar escapes (backslash, semicolon, comma, newline), minus control characters."""
+    return vText(_CONTROL.sub("", value.replace("\r\n", "\n").replace("\r", "\n")))
+
+
+def _what(product: Product, release: Release | None) -> str:
+    return f"{product.name} {release.version}" if release else product.name
+
+
+def _ended_line(product: Product, release: Release | None, locale: str) -> str | None:
+    if release is None or not release.ended:
+        return None
+    return texts(locale)["ended"].format(what=_what(product, release), kind=kind_label(release.ended, locale))
+
+
+def _url(audience: Audience, product: Product, release: Release | None) -> str:
+    if audience == "customer":
+        return links.portal_url(release.id if release is not None else None)
+    return links.product_page_url(product.slug)
+
+
+def _alarm_trigger(date: dt.date, stage: str) -> dt.timedelta:
+    """From the event start (midnight of `date`) back to 09:00 on the stage date: e.g. -P182DT15H."""
+    days = (date - policy.stage_date(date, stage)).days
+    return dt.timedelta(days=-days, hours=ALARM_HOUR)
+
+
+def _all_day(ev: Event, day: dt.date) -> None:
+    ev.add("dtstart", day)
+    ev.add("dtend", day + dt.timedelta(days=1))
+
+
+def _stamp(ev: Event, when: dt.datetime) -> None:
+    ev.add("dtstamp", when)
+    ev.add("last-modified", when)
+
+
+# -------------------------------------------------------------------------------------------- events
+
+
+def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience: Audience,
+                    stages: tuple[str, ...], ack_url: str | None = None) -> Event:
+    """The event of one milestone. `ack_url` is left out (and no alarm is added) for history and for
+    withdrawn milestones."""
+    m, t = row.milestone, texts(locale)
+    what, kind = _what(row.product, row.release), kind_label(m.kind, locale)
+    cancelled = m.status == MilestoneStatus.WITHDRAWN
+    active = not cancelled and not is_history(row, at)
+    date_text = format_date(m.date, locale)
+
+    lines = [t["date"].format(what=what, kind=kind, date=date_text)]
+    if cancelled:
+        lines.append(t["withdrawn"])
+    ch = row.change
+    if ch is not None and ch.action == "moved" and ch.old_date:
+        lines.append(t["moved"].format(old=format_date(ch.old_date, locale), revision=m.revision))
+    if ch is not None and ch.reason:
+        lines.append(t["reason"].format(reason=ch.reason))
+    ended = _ended_line(row.product, row.release, locale)
+    if ended:
+        lines.append(ended)
+    if row.release is not None and row.release.upgrade_to and not cancelled:
+        lines.append(t["upgrade"].format(product=row.product.name, version=row.release.upgrade_to))
+    if ack_url and active:
+        lines.append(t["ack"].format(url=ack_url))
+
+    ev = Event()
+    ev.add("uid", uid(m.id))
+    _stamp(ev, m.changed_at)
+    ev.add("sequence", m.revision)
+    _all_day(ev, m.date)
+    ev.add("summary", _text(t["summary_cancelled" if cancelled else "summary"].format(what=what, kind=kind)))
+    ev.add("description", _text("\n".join(lines)))
+    ev.add("status", "CANCELLED" if cancelled else "CONFIRMED")
+    ev.add("transp", "TRANSPARENT")  # a deadline, not a meeting: never shows the reader as busy
+    ev.add("url", _url(audience, row.product, row.release))
+    ev.add("categories", [CATEGORY])
+    if active:
+        for stage in stages:
+            alarm = Alarm()
+            alarm.add("action", "DISPLAY")
+            alarm.add("description", _text(t["alarm"].format(
+                what=what, kind=kind, stage=stage_label(stage, locale), date=date_text)))
+            alarm.add("trigger", _alarm_trigger(m.date, stage))
+            ev.add_component(alarm)
+    return ev
+
+
+def release_event(row: ReleaseRow, *, locale: str, audience: Audience) -> Event:
+    """The release-date event of a release (which must have a release date)."""
+    r, p, t = row.release, row.product, texts(locale)
+    what = _what(p, r)
+    lines = [t["released"].format(what=what, date=format_date(r.released, locale))]
+    ended = _ended_line(p, r, locale)
+    if ended:
+        lines.append(ended)
+    if r.upgrade_to:
+        lines.append(t["upgrade"].format(product=p.name, version=r.upgrade_to))
+    ev = Event()
+    ev.add("uid", release_uid(r.id))
+    _stamp(ev, r.created_at)
+    ev.add("sequence", 0)
+    _all_day(ev, r.released)
+    ev.add("summary", _text(t["released_summary"].format(what=what)))
+    ev.add("description", _text("\n".join(lines)))
+    ev.add("status", "CONFIRMED")
+    ev.add("transp", "TRANSPARENT")
+    ev.add("url", _url(audience, p, r))
+    ev.add("categories", [CATEGORY])
+    return ev
+
+
+def product_placeholder(product: Product) -> Event:
+    """The informational event of a public feed with nothing dated (see the module docstring)."""
+    t = texts("en")
+    return _placeholder(
+        f"product-{product.id}@{host()}", product.created_at,
+        t["empty_product_summary"].format(product=product.name),
+        t["empty_product"].format(product=product.name, date=format_date(product.created_at.date(), "en")),
+        links.product_page_url(product.slug))
+
+
+def customer_placeholder(customer: Customer, *, has_deployments: bool) -> Event:
+    """The informational event of a customer feed with nothing dated (see the module docstring)."""
+    t = texts(customer.locale)
+    body = t["empty_customer_dates" if has_deployments else "empty_customer"].format(customer=customer.name)
+    return _placeholder(f"customer-{customer.id}@{host()}", customer.created_at,
+                        t["empty_customer_summary"].format(customer=customer.name), body, links.portal_url())
+
+
+def _placeholder(uid_: str, registered: dt.datetime, summary: str, description: str, url: str) -> Event:
+    ev = Event()
+    ev.add("uid", uid_)
+    _stamp(ev, registered)
+    ev.add("sequence", 0)
+    _all_day(ev, registered.astimezone(dt.UTC).date())
+    ev.add("summary", _text(summary))
+    ev.add("description", _text(description))
+    ev.add("status", "CONFIRMED")
+    ev.add("transp", "TRANSPARENT")
+    ev.add("url", url)
+    ev.add("categories", [CATEGORY])
+    return ev
+
+
+# ----------------------------------------------------------------------------------------- calendars
+
+
+def _calendar() -> Calendar:
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    return cal
+
+
+def _feed_properties(cal: Calendar, name: str, description: str, timezone: str | None) -> None:
+    """Name, description and refresh interval of a subscribable feed, with the value types RFC 7986 asks for."""
+    cal.add("name", _text(name))
+    cal.add("x-wr-calname", _text(name))
+    cal.add("description", _text(description))
+    cal.add("x-wr-caldesc", _text(description))
+    if timezone:
+        cal.add("x-wr-timezone", timezone)
+    cal.add("refresh-interval", vDuration(REFRESH), parameters={"VALUE": "DURATION"})
+    cal.add("x-published-ttl", vDuration(REFRESH))
+
+
+def _events(milestones: Iterable[MilestoneRow], releases: Iterable[ReleaseRow], *, at: dt.datetime, locale: str,
+            audience: Audience, ack_urls: Mapping[int, str], stages: tuple[str, ...] | None) -> list[Event]:
+    """Events sorted by (date, uid) so the bytes depend on the data only, never on query order."""
+    stages = get_settings().stage_list if stages is None else stages
+    keyed = []
+    for row in milestones:
+        ack = ack_urls.get(row.release.id) if row.release is not None else None
+        keyed.append(((row.milestone.date, uid(row.milestone.id)),
+                      milestone_event(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack)))
+    for row in releases:
+        if row.release.released is not None:
+            keyed.append(((row.release.released, release_uid(row.release.id)),
+                          release_event(row, locale=locale, audience=audience)))
+    return [ev for _, ev in sorted(keyed, key=lambda pair: pair[0])]
+
+
+def ended_note(releases: Iterable[ReleaseRow], locale: str) -> str | None:
+    """"Ended without a published date: 1.20 (end of life), ..." for a feed's description, or None."""
+    t = texts(locale)
+    items = [t["ended_item"].format(version=r.release.version, kind=kind_label(r.release.ended, locale))
+             for r in sorted(releases, key=lambda r: r.release.id) if r.release.ended]
+    return t["ended_list"].format(releases=", ".join(items)) if items else None
+
+
+def product_feed(product: Product, milestones: list[MilestoneRow], releases: list[ReleaseRow], *,
+                 at: dt.datetime, stages: tuple[str, ...] | None = None) -> bytes:
+    """The public feed of one product: its milestones (withdrawn ones as STATUS:CANCELLED), the
+    release dates of its releases, and a placeholder when there is nothing dated. English."""
+    t = texts("en")
+    about = [t["product_about"].format(product=product.name, url=links.product_page_url(product.slug))]
+    note = ended_note(releases, "en")
+    if note:
+        about.append(note)
+    cal = _calendar()
+    _feed_properties(cal, t["product_feed"].format(product=product.name), "\n".join(about), None)
+    events = _events(milestones, releases, at=at, locale="en", audience="public", ack_urls={}, stages=stages)
+    for ev in events or [product_placeholder(product)]:
+        cal.add_component(ev)
+    return cal.to_ical()
+
+
+def customer_feed(customer: Customer, milestones: list[MilestoneRow], releases: list[ReleaseRow], *,
+                  at: dt.datetime, has_deployments: bool, ack_urls: Mapping[int, str] | None = None,
+                  stages: tuple[str, ...] | None = None) -> bytes:
+    """The private feed of one customer, in their locale: the milestones and release dates of the
+    releases they run, with acknowledgement links (`ack_urls`: release id -> URL) on upcoming ones."""
+    t = texts(customer.locale)
+    about = [t["customer_about"].format(customer=customer.name, url=links.portal_url())]
+    note = ended_note(releases, customer.locale)
+    if note:
+        about.append(note)
+    cal = _calendar()
+    _feed_properties(cal, t["customer_feed"].format(customer=customer.name), "\n".join(about), customer.timezone)
+    events = _events(milestones, releases, at=at, locale=customer.locale, audience="customer",
+                     ack_urls=ack_urls or {}, stages=stages)
+    for ev in events or [customer_placeholder(customer, has_deployments=has_deployments)]:
+        cal.add_component(ev)
+    return cal.to_ical()
+
+
+def attachment(milestones: list[MilestoneRow], *, at: dt.datetime, locale: str = "en",
+               audience: Audience = "public", ack_urls: Mapping[int, str] | None = None,
+               stages: tuple[str, ...] | None = None) -> bytes:
+    """The `.ics` of an email (METHOD:PUBLISH, not a subscription: no name or refresh interval)."""
+    cal = _calendar()
+    for ev in _events(milestones, [], at=at, locale=locale, audience=audience, ack_urls=ack_urls or {},
+                      stages=stages):
+        cal.add_component(ev)
+    return cal.to_ical()
