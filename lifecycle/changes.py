@@ -160,6 +160,10 @@ def _delete_milestone(session: Session, milestone: Milestone) -> None:
     conn.execute(MilestoneChange.__table__.delete().where(MilestoneChange.milestone_id == milestone.id))
     session.delete(milestone)
     session.flush()
+    # Re-plan the product's other milestones, which also re-renders its calendars without this one
+    # (a product left with none is refreshed by the exports' daily check).
+    conn.execute(sa.update(Milestone.__table__).where(Milestone.__table__.c.product_id == milestone.product_id)
+                 .values(needs_plan=True))
 
 
 # ------------------------------------------------------------------------------------------------ preview
