@@ -32,7 +32,8 @@ from lifecycle.web.i18n import translator
 
 HOME = {Role.PM: "/registry", Role.REP: "/dashboard", Role.CUSTOMER: "/portal"}
 NAV = {
-    Role.PM: (("Registry", "/registry"), ("Dashboard", "/dashboard"), ("API", "/docs")),
+    Role.PM: (("Registry", "/registry"), ("Compliance", "/registry/compliance"), ("Dashboard", "/dashboard"),
+              ("API", "/docs")),
     Role.REP: (("Dashboard", "/dashboard"), ("Registry", "/registry"), ("API", "/docs")),
     Role.CUSTOMER: (("Portal", "/portal"),),
 }
