@@ -253,3 +253,21 @@ def test_a_withdrawal_preview_counts_the_cancellations_even_before_the_planner_r
     assert re.search(r'id="affected-count">1<', preview.text) and "Cancellation to 1 customer" in page
     assert "Short notice" not in page  # withdrawing is not short notice, however close the date
     assert 'id="confirm" class="danger">Confirm: withdraw it' in preview.text
+
+
+def test_a_milestone_is_held_while_its_change_is_on_hold_and_not_after_an_undo(db, hold):
+    from lifecycle import changes
+    from lifecycle.web.pages.registry import held_milestones
+
+    world = webworld.build()
+    at = dt.datetime.now(dt.UTC)
+    with session_scope() as s:
+        m = s.get(Milestone, world.ids["m_318"])
+        registry.move_milestone(s, m, date=m.date + DAY, reason="typo", at=at)
+        change = registry.current_change(s, m).id
+    with session_scope() as s:
+        assert set(held_milestones(s, at)) == {world.ids["m_318"]}
+        assert held_milestones(s, at + dt.timedelta(minutes=11)) == {}  # the hold is over
+        changes.undo(s, change, at=at + dt.timedelta(minutes=1))
+    with session_scope() as s:
+        assert held_milestones(s, at + dt.timedelta(minutes=1)) == {}

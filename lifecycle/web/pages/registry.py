@@ -60,7 +60,7 @@ KINDS = [k for k in policy.LIFECYCLE_ORDER if k in {m.value for m in MilestoneKi
 FIELD_LABELS = {"date": "Date", "reason": "Reason", "kind": "Kind", "milestone": "Milestone", "release": "Release",
                 "scope": "Release", "product": "Release", "version": "Release",
                 "customer_reason.en": "Note for customers (English)",
-                "customer_reason.zh-CN": "Note for customers (Chinese)", "change": "Undo"}
+                "customer_reason.zh-CN": "Note for customers (Chinese)"}
 NOTICE_WORDS = {"changed": "date-changed notice", "withdrawn": "cancellation", "reinstated": "reinstated notice",
                 "escalation": "escalation to the rep"}
 STAGE_WORDS = {"6m": "6-month reminder", "3m": "3-month reminder", "1m": "1-month reminder", "1w": "1-week reminder"}
@@ -277,10 +277,10 @@ TITLES = {"add": "Add a milestone", "move": "Move a milestone", "withdraw": "Wit
 CONFIRM = {"add": "Confirm: add it", "move": "Confirm: move it", "withdraw": "Confirm: withdraw it"}
 
 
-def page_error(session: Session, exc: InputError, form: ChangeForm, at: dt.datetime) -> str:
+def page_error(exc: InputError, form: ChangeForm) -> str:
     """A refusal in the words of the page: what to do, never a command-line flag."""
     if isinstance(exc, ShortNotice):
-        why = ("this date is less than 3 months away (customers are promised 3 months' notice)")
+        why = "this date is less than 3 months away (customers are promised 3 months' notice)"
         try:
             deadline = policy.contract_deadline(form.day()).isoformat()
             why += f"; the first notice had to go out by {deadline}"
@@ -341,7 +341,7 @@ def _refused(session: Session, principal: Principal, at: dt.datetime, form: Chan
              ) -> HTMLResponse:
     session.rollback()
     return _registry(session, principal, at, status=422, form=form,
-                     error={"form": form.action, "field": exc.field, "message": page_error(session, exc, form, at)})
+                     error={"form": form.action, "field": exc.field, "message": page_error(exc, form)})
 
 
 def _held_note(session: Session, milestone_id: int, at: dt.datetime) -> str:
