@@ -187,6 +187,9 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     ids = set(session.exec(select(Milestone.id).where(Milestone.needs_plan.is_(True))).all()) - dirty_before
     hold_until = at + get_settings().change_hold_delta
     sets = session.exec(select(RegistryChange).where(RegistryChange.id > last_set)).all()
+    if sets:  # the milestones the change touched, also those still waiting for the planner before it
+        ids |= set(session.exec(select(MilestoneChange.milestone_id).where(
+            MilestoneChange.change_id.in_([c.id for c in sets]))).all())
     if sets:
         hold_until = max(_utc(c.hold_until) for c in sets)
     scheduler.plan(session, at)

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Notices a registry change makes due at once (short notice, date changed, cancellation, reinstated)
     # wait this long, so the change can be undone before any customer sees it: "10m", "600s", "1h", "0".
     change_hold: str = "10m"
+    # Seconds the service's clock runs ahead of (or, negative, behind) the real time: set by
+    # `lifecycle serve --at T` for its web process and embedded worker (see lifecycle/clock.py).
+    clock_offset: float = 0.0
     # Failed attempts allowed per client address and window before the web answers 429 (successful
     # requests never count). Counted in memory, per process: several web processes each count their own.
     rate_limit_window: int = 60  # seconds

@@ -33,21 +33,23 @@ class Event:
 
 
 def use_folder(folder: Path) -> None:
-    """Point every setting at the demo folder (its own SQLite file, outbox, calendars, state)."""
+    """Point every setting at the demo folder (its own SQLite file, outbox, calendars, state), named as
+    the defaults name them, so that `lifecycle serve` run in the folder finds them all (and the demo's
+    signing key, which its links and tokens need)."""
     from lifecycle.config import reset_settings
     from lifecycle.db import dispose_engines
 
     folder = folder.resolve()
     for name in ("lifecycle.db", "lifecycle.db-wal", "lifecycle.db-shm"):
         (folder / name).unlink(missing_ok=True)
-    for name in ("outbox", "calendar_exports", "state"):
+    for name in ("outbox", "calendar_exports", ".lifecycle", "state"):
         shutil.rmtree(folder / name, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.update({
         "LIFECYCLE_DATABASE_URL": f"sqlite:///{folder / 'lifecycle.db'}",
         "LIFECYCLE_OUTBOX_DIR": str(folder / "outbox"),
         "LIFECYCLE_CALENDAR_DIR": str(folder / "calendar_exports"),
-        "LIFECYCLE_STATE_DIR": str(folder / "state"),
+        "LIFECYCLE_STATE_DIR": str(folder / ".lifecycle"),
         "LIFECYCLE_EMAIL_BACKEND": "file",
     })
     os.environ.pop("LIFECYCLE_BROKER_URL", None)
@@ -204,9 +206,11 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
     say("\nSee it in the browser:")
     command = Path(sys.executable).parent / "lifecycle"
     command = command if command.exists() else "lifecycle"
-    say(f"  LIFECYCLE_DATABASE_URL=sqlite:///{folder / 'lifecycle.db'} {command} serve")
+    say(f"  cd {folder} && {command} serve --at {end.date().isoformat()}")
+    say(f"  (--at: the pages, feeds and worker run on the demo's clock, from {end.date().isoformat()} on, not on "
+        "today's date; a banner says so)")
     say("  then open http://127.0.0.1:8000/ and log in with one of these tokens:")
     for role, secret in made.items():
         say(f"    {role:<9} {secret}")
-    return {"ticks": ticks, "deliveries": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in per.items()},
+    return {"ticks": ticks, "serve_at": end.isoformat(), "deliveries": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in per.items()},
             "compliance": report["totals"], "emails": emls, "calendars": calendars, "tokens": made}

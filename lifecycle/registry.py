@@ -581,7 +581,7 @@ def remove_deployment(session: Session, *, customer: str, product: str, version:
 
 
 def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
-    """Every milestone with its history, in a stable order (product, version, kind).
+    """Every milestone with its history, in a stable order (product, version, lifecycle order of kinds).
 
     `past` marks history: milestones whose date is before `at` are shown but never notified."""
     rows = session.exec(
@@ -610,7 +610,7 @@ def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
             "history": history.get(m.id, []),
         }
         for m, p, r in sorted(rows, key=lambda row: (row[1].slug, version_key(row[2].version if row[2] else ""),
-                                                     row[0].kind))
+                                                     policy.LIFECYCLE_ORDER.index(row[0].kind)))
     ]
 
 

@@ -4,19 +4,23 @@
 Statuses: `on-time`, `late` (cause: short notice, customer/deployment/service added late, moved
 earlier, outage), `pending` (deadline not reached, notices planned), `not-notified` (cause: service
 lapsed, every channel failed, upgrade agreed before any notice, deadline missed), `withdrawn`.
+`compliance_summary` counts them per product, release and milestone (the registry's compliance page).
 A notice counts as given when any channel delivered it; `email_first_at` is null when every email
 bounced or failed, while the portal inbox still counts.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from collections import Counter
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from lifecycle import policy
+from lifecycle.dashboard import _cell  # one rule for CSV cells a spreadsheet must not run as formulas
 from lifecycle.models import (
     Contact,
     Customer,
@@ -30,6 +34,7 @@ from lifecycle.models import (
     Product,
     Release,
 )
+from lifecycle.registry import version_key
 
 N, D = Notice.__table__, Delivery.__table__
 OK = ("sent", "delivered")
@@ -201,3 +206,49 @@ def _late_cause(m: Milestone, c: Customer, deadline: dt.date, date_change: Miles
     if first_due is not None and policy.local_date(first_due, c.timezone) <= deadline:
         return f"outage: due {first_due.date().isoformat()}, sent after the deadline"
     return "sent after the deadline"
+
+
+# ------------------------------------------------------------------------------ per milestone, and CSV
+
+STATUSES = ("on-time", "late", "not-notified", "pending", "withdrawn")
+COMPLIANCE_COLUMNS = ("customer", "customer_name", "account_rep", "timezone", "product", "version", "milestone",
+                      "milestone_date", "revision", "deadline", "first_notified_at", "first_told_any_date_at",
+                      "email_first_at", "portal_first_at", "days_before", "status", "cause", "notes")
+
+
+def compliance_summary(report: dict) -> list[dict]:
+    """The rows of `compliance` per product, release and milestone: how many customers were told on
+    time, late (with the causes), not told (with the causes), are pending or saw it withdrawn. Causes
+    are counted by their text, most frequent first."""
+    order = {k: i for i, k in enumerate(policy.LIFECYCLE_ORDER)}
+    groups: dict[tuple, dict] = {}
+    for r in report["rows"]:
+        key = (r["product"], r["version"], r["milestone"])
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {"product": r["product"], "version": r["version"], "milestone": r["milestone"],
+                               "milestone_date": r["milestone_date"], "deadline": r["deadline"], "customers": 0,
+                               **{s: 0 for s in STATUSES}, "causes": {"late": Counter(), "not-notified": Counter()}}
+        g["customers"] += 1
+        g[r["status"]] = g.get(r["status"], 0) + 1
+        if r["status"] in g["causes"]:
+            g["causes"][r["status"]][r["cause"] or "no cause recorded"] += 1
+    out = []
+    for g in groups.values():
+        g["causes"] = {status: [{"cause": cause, "customers": n} for cause, n in
+                                sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+                       for status, counts in g["causes"].items()}
+        out.append(g)
+    return sorted(out, key=lambda g: (g["product"], g["version"] is not None, version_key(g["version"] or ""),
+                                      order.get(g["milestone"], len(order))))
+
+
+def compliance_csv(rows: list[dict]) -> str:
+    """Compliance rows as CSV for a spreadsheet (the columns of `compliance`, then any others)."""
+    columns = list(COMPLIANCE_COLUMNS) + [k for k in (rows[0] if rows else {}) if k not in COMPLIANCE_COLUMNS]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_cell(r.get(c)) for c in columns])
+    return out.getvalue()

@@ -11,7 +11,9 @@ log = logging.getLogger(__name__)
 
 
 def _at(at: str | None) -> dt.datetime:
-    return dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    from lifecycle import clock
+
+    return dt.datetime.fromisoformat(at) if at else clock.now()  # simulated under `lifecycle serve --at`
 
 
 @app.task(name="lifecycle.tick", ignore_result=True)
@@ -35,5 +37,5 @@ def deliver_customer(customer_id: int, at: str | None = None) -> dict:
 
     # Deliver as of now, not as of the tick that queued us: a message that waited must not
     # record a send time in the past.
-    when = max(_at(at), dt.datetime.now(dt.UTC)) if at else dt.datetime.now(dt.UTC)
+    when = max(_at(at), _at(None)) if at else _at(None)
     return deliver(customer_id, when).as_dict()

@@ -96,6 +96,7 @@ ROUTES = {
         f"/api/customers/acme/inbox/{w.ids['msg_acme']}/read", None)),
     ("GET", "/api/customers/{key}/calendar"): (ACME_READ, lambda w: ("/api/customers/acme/calendar", None)),
     ("GET", "/api/reports/agreements"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/reports/agreements", None)),
+    ("GET", "/api/reports/compliance"): (pm_only(200), lambda w: ("/api/reports/compliance", None)),
 }
 
 

@@ -1,9 +1,11 @@
 """The web pages in a real headless browser (Debian's Chromium driven by Playwright).
 
-One app server (uvicorn in a thread, on a free port, against a SQLite file) and one browser launch for
-the whole story: a customer reads a notice and agrees on an upgrade, their rep sees it on the
-dashboard and downloads the CSV, a product manager moves a milestone and sees it on the timeline.
-Screenshots of every page go to test-artifacts/screenshots/.
+One app server (uvicorn in a thread, on a free port, against a SQLite file) and one browser launch per
+story: a customer reads a notice and agrees on an upgrade, their rep sees it on the dashboard and
+downloads the CSV, a product manager moves a milestone and sees it on the timeline; a product manager
+previews, confirms and undoes a short-notice milestone, and nobody hears of it, or lets it stand and
+every affected customer is told once the hold is over. Screenshots of every page go to
+test-artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import pytest
 import uvicorn
 from sqlmodel import select
 
+from lifecycle import registry
 from lifecycle.config import reset_settings
 from lifecycle.db import session_scope
 from lifecycle.links import ack_url
-from lifecycle.models import Agreement, Milestone
+from lifecycle.models import Agreement, InboxMessage, Milestone, Notice, RegistryChange
+from lifecycle.ticks import tick
 from lifecycle.web.app import create_app
 from tests import webworld
 from tests.conftest import ROOT, need_service
@@ -184,17 +188,22 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     move.locator("input[name=reason]").fill("Extended at customers' request")
     move.locator("button[type=submit]").click()
     page.wait_for_load_state()
-    assert f"acp 3.16 end-of-life moved to {moved_to}" in page.inner_text("main")
-    marker = page.locator(f"#timeline g.marker[data-id='{world.ids['m_eol']}']")
+    assert "check before you confirm" in page.inner_text("h1")  # every change is previewed first
+    page.click("#confirm")
+    page.wait_for_load_state()
+    assert f"Alauda Container Platform 3.16 · end of life moved to {moved_to}" in page.inner_text("main")
+    marker = page.locator(f"#timeline a.marker[data-id='{world.ids['m_eol']}']")
     assert marker.get_attribute("data-date") == moved_to
     assert "Extended at customers' request" in page.inner_text("#milestones")
     withdraw = page.locator("#withdraw form")
-    withdraw.locator("select[name=milestone]").select_option(label=f"mesh (all) · end of sale · "
-                                                                   f"{(world.today + dt.timedelta(days=400)).isoformat()}")
+    withdraw.locator("select[name=milestone]").select_option(
+        label=f"Service Mesh (all versions) · end of sale · {(world.today + dt.timedelta(days=400)).isoformat()}")
     withdraw.locator("input[name=reason]").fill("Sold on after all")
     withdraw.locator("button[type=submit]").click()
     page.wait_for_load_state()
-    assert page.locator("#timeline g.marker.withdrawn").count() == 1
+    page.click("#confirm")
+    page.wait_for_load_state()
+    assert page.locator("#timeline a.marker.withdrawn").count() == 1
     shot(page, "07-registry")
     page.context.close()
     with session_scope() as s:
@@ -220,6 +229,119 @@ def test_anyone_opens_a_product_page_from_its_calendar_events_in_a_browser(live,
     assert row.get_attribute("data-status") == "planned" and (world.today + dt.timedelta(days=20)).isoformat() in \
         row.inner_text()
     assert page.get_attribute("#subscribe", "href") == f"webcal://{base.split('://', 1)[1]}/calendars/products/acp.ics"
-    shot(page, "08-product-page")
+    shot(page, "13-product-page")
     ctx.close()
+
+
+def _mail_and_inbox(outbox: Path) -> tuple[list[str], int]:
+    with session_scope() as s:
+        inbox = len(s.exec(select(InboxMessage.id)).all())
+    return sorted(p.name for p in outbox.rglob("*.eml")), inbox
+
+
+def test_a_pm_previews_confirms_and_undoes_a_short_notice_milestone_and_nobody_hears_of_it(live, browser,
+                                                                                          monkeypatch):
+    base, world = live
+    monkeypatch.setenv("LIFECYCLE_CHANGE_HOLD", "10m")
+    reset_settings()
+    outbox = Path(os.environ["LIFECYCLE_OUTBOX_DIR"])
+    day, minute = dt.timedelta(days=1), dt.timedelta(minutes=1)
+    soon = (world.today + 80 * day).isoformat()  # between 3.16's end of full support and end of life
+    same_day = (world.today + 900 * day).isoformat()
+    with session_scope() as s:  # 3.18 ends three phases on one day: the timeline stacks them
+        for kind in ("end-of-full-support", "end-of-maintenance"):
+            registry.add_milestone(s, product="acp", version="3.18", kind=kind, date=world.today + 900 * day,
+                                   at=dt.datetime.now(dt.UTC) - day)
+    tick(dt.datetime.now(dt.UTC))  # what was due anyway goes first: what follows is the PM's change alone
+    before = _mail_and_inbox(outbox)
+
+    CSP_VIOLATIONS.clear()
+    page = log_in(browser, base, world.secrets["pm"])
+    stacked = page.locator(f"#timeline a.marker[data-date='{same_day}']")
+    assert stacked.count() == 3
+    assert sorted(stacked.nth(i).get_attribute("data-lane") for i in range(3)) == ["0", "1", "2"]
+    boxes = [stacked.nth(i).bounding_box() for i in range(3)]
+    assert len({round(b["y"]) for b in boxes}) == 3  # one under the other, none hidden
+    shot(page, "08-registry-timeline")
+
+    # A marker is reached by keyboard and opens its edit form.
+    page.locator(f"#timeline a.marker[data-id='{world.ids['m_eol']}']").focus()
+    assert page.evaluate("document.activeElement.dataset.id") == str(world.ids["m_eol"])
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.endswith(f"/registry?milestone={world.ids['m_eol']}#move")
+    assert page.locator("#move select[name=milestone]").input_value() == str(world.ids["m_eol"])
+
+    def add_short_notice_milestone() -> None:
+        form = page.locator("#add form")
+        form.locator("select[name=scope]").select_option("acp|3.16")
+        form.locator("select[name=kind]").select_option("end-of-maintenance")
+        form.locator("input[name=date]").fill(soon)
+        form.locator("input[name=reason]").fill("The security fix cannot be backported")
+        form.locator("input[name=allow_short_notice]").check()
+        form.locator("button[type=submit]").click()
+        page.wait_for_load_state()
+        assert "check before you confirm" in page.inner_text("h1")
+        assert page.inner_text("#affected-count") == "2"
+        assert "ACME Bank, Globex" in page.inner_text("#affected")
+        assert "held until" in page.inner_text("#at-once")
+
+    def changes() -> list[RegistryChange]:
+        with session_scope() as s:
+            return list(s.exec(select(RegistryChange).order_by(RegistryChange.id)).all())
+
+    made_before = len(changes())
+    add_short_notice_milestone()
+    shot(page, "09-preview")
+    assert len(changes()) == made_before  # the preview wrote nothing
+    page.click("#confirm")
+    page.wait_for_load_state()
+    assert "held until" in page.inner_text("#done")
+    assert page.locator("#held li").count() == 1 and page.locator("#timeline a.marker.held").count() == 1
+    shot(page, "10-registry-held")
+    page.locator("#held li button").click()
+    page.wait_for_load_state()
+    assert "Undone" in page.inner_text("#done") and page.locator("#held").count() == 0
+    added, undo = changes()[made_before:]
+    assert (added.action, added.undone_at is not None, undo.action) == ("add", True, "undo")
+    hold_until = added.hold_until.replace(tzinfo=dt.UTC)
+    tick(hold_until + minute)  # past the hold: nothing was left to send
+    assert _mail_and_inbox(outbox) == before
+    with session_scope() as s:
+        assert s.exec(select(Milestone).where(Milestone.kind == "end-of-maintenance",
+                                              Milestone.release_id == world.ids["r316"])).first() is None
+
+    # The same change, left to stand: held first, then every affected customer is told.
+    page.goto(f"{base}/registry")
+    add_short_notice_milestone()
+    page.click("#confirm")
+    page.wait_for_load_state()
+    with session_scope() as s:
+        milestone = registry.get_milestone(s, "acp", "3.16", "end-of-maintenance")
+        hold_until = registry.current_change(s, milestone).hold_until.replace(tzinfo=dt.UTC)
+        milestone_id = milestone.id
+    tick(hold_until - minute)
+    assert _mail_and_inbox(outbox) == before  # still on hold
+    tick(hold_until + minute)
+    emails, inbox = _mail_and_inbox(outbox)
+    new_mail = [outbox / name for name in set(emails) - set(before[0])]
+    assert inbox == before[1] + 2  # acme and globex, in their portal inboxes
+    assert len(new_mail) == 1 and "ops@acme.example" in new_mail[0].read_text()  # globex has no email contact
+    with session_scope() as s:
+        told = s.exec(select(Notice.customer_id).where(Notice.milestone_id == milestone_id,
+                                                       Notice.status == "sent")).all()
+    assert sorted(told) == sorted([world.ids["acme"], world.ids["globex"]])
+
+    # The compliance page shows it, with a drill-down to the customers.
+    page.goto(f"{base}/registry/compliance")
+    assert page.locator("#compliance tbody tr").count() == 4  # the milestones of releases customers run
+    row = page.locator("#compliance tr[data-version='3.16'][data-milestone='end-of-maintenance']")
+    assert row.locator("td[data-status=late]").inner_text() == "2"  # short notice: told late, by design
+    shot(page, "11-compliance")
+    row.locator("td[data-status=late] a").click()
+    page.wait_for_load_state()
+    assert page.locator("#customer-rows tbody tr").count() == 2
+    assert "short notice" in page.inner_text("#customer-rows")
+    shot(page, "12-compliance-drill-down")
+    page.context.close()
     assert CSP_VIOLATIONS == []

@@ -314,8 +314,8 @@ def test_endoflife_extended_support_makes_eol_the_end_of_maintenance(db):
 def test_endoflife_null_dates_create_no_milestone_and_discontinued_is_end_of_sale(db):
     summary = endoflife("endoflife_nulls", "example-db", name="Example Database")
     assert summary.counts["releases"]["created"] == 2
-    assert [(r["version"], r["kind"], r["date"]) for r in rows()] == [
-        ("4", "end-of-life", "2028-05-31"), ("4", "end-of-sale", "2026-01-31")]
+    assert [(r["version"], r["kind"], r["date"]) for r in rows()] == [  # in lifecycle order
+        ("4", "end-of-sale", "2026-01-31"), ("4", "end-of-life", "2028-05-31")]
     with session_scope() as s:
         assert registry.get_product(s, "example-db").name == "Example Database"
 

@@ -4,6 +4,7 @@ whole process tree. With LIFECYCLE_BROKER_URL set it serves the web only."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -16,16 +17,16 @@ import pytest
 from sqlmodel import select
 
 from lifecycle.db import dispose_engines, session_scope
-from lifecycle.models import DELIVERED_STATUSES, Delivery
+from lifecycle.models import DELIVERED_STATUSES, Delivery, Notice
 from tests import webworld
 from tests.test_browser import free_port
 
 pytestmark = pytest.mark.slow
 
 
-def start(tmp_path, port: int, **env) -> tuple[subprocess.Popen, object]:
+def start(tmp_path, port: int, *args: str, **env) -> tuple[subprocess.Popen, object]:
     log = open(tmp_path / f"serve-{port}.log", "w+")  # noqa: SIM115 - closed by the caller
-    proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "serve", "--port", str(port)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "serve", "--port", str(port), *args], cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "COLUMNS": "200", "LIFECYCLE_TICK_SECONDS": "1", **env})
     base = f"http://127.0.0.1:{port}"
@@ -109,3 +110,34 @@ def test_serve_with_a_broker_url_serves_the_web_only_and_creates_the_first_token
 
     me = TestClient(create_app()).get("/api/me", headers={"Authorization": f"Bearer {secret}"})
     assert me.status_code == 200 and me.json()["role"] == "pm"
+
+
+def test_serve_at_puts_the_pages_and_the_embedded_worker_on_one_simulated_clock(sqlite_db, tmp_path):
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=400)
+    # acme's 3.14 ends 20 days after `later`: its 1-month notice is due there, and not for a year here.
+    webworld.build(now=later)
+    dispose_engines()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, log = start(tmp_path, port, "--at", later.isoformat(), LIFECYCLE_BASE_URL=base)
+    try:
+        page = httpx.get(f"{base}/login").text
+        assert f"Simulated clock: it is {later.date().isoformat()}" in page or \
+            f"Simulated clock: it is {(later + dt.timedelta(days=1)).date().isoformat()}" in page
+        deadline = time.monotonic() + 60
+        sent: list = []
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with session_scope() as s:
+                sent = s.exec(select(Notice.sent_at).where(Notice.sent_at.is_not(None), Notice.kind == "stage",
+                                                           Notice.slot == "1m")).all()
+    finally:
+        code = stop(proc)
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert code == 0, output
+    assert "Simulated clock" in output
+    assert sent, output  # the worker's tick ran at the simulated time...
+    sent_at = sent[0] if sent[0].tzinfo else sent[0].replace(tzinfo=dt.UTC)
+    assert abs(sent_at - later) < dt.timedelta(minutes=5)  # ...and recorded it as the send time

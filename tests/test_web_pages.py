@@ -189,14 +189,16 @@ def test_the_registry_forms_keep_the_short_notice_guard(world):
                                                          "date": soon, "reason": "security"})
     assert refused.status_code == 422 and "less than 3 months" in refused.text
     moved = pm.post("/registry/milestones/move", data={"csrf": csrf, "milestone": world.ids["m_eol"], "date": soon,
-                                                       "reason": "security", "allow_short_notice": "true"})
+                                                       "reason": "security", "allow_short_notice": "true",
+                                                       "step": "confirm"})
     assert moved.status_code == 200 and f"moved to {soon}" in moved.text
     added = pm.post("/registry/milestones", data={"csrf": csrf, "scope": "mesh|1.0", "kind": "end-of-life",
-                                                  "date": (world.today + dt.timedelta(days=700)).isoformat()})
-    assert "mesh 1.0 end-of-life" in added.text and "created" in added.text
+                                                  "date": (world.today + dt.timedelta(days=700)).isoformat(),
+                                                  "step": "confirm"})
+    assert "Service Mesh 1.0 · end of life on" in added.text and "added" in added.text
     withdrawn = pm.post("/registry/milestones/withdraw", data={"csrf": csrf, "milestone": world.ids["m_mesh"],
-                                                               "reason": ""})
-    assert withdrawn.status_code == 422 and "a reason is required" in withdrawn.text
+                                                               "reason": "", "step": "confirm"})
+    assert withdrawn.status_code == 422 and "Give a reason" in withdrawn.text
     with session_scope() as s:
         m = s.get(Milestone, world.ids["m_eol"])
         assert (m.date.isoformat(), m.revision, m.short_notice_reason) == (soon, 2, "security")
@@ -207,7 +209,9 @@ def test_the_registry_forms_keep_the_short_notice_guard(world):
 def test_the_timeline_has_a_row_per_release_a_marker_per_milestone_and_today(world):
     with session_scope() as s:
         chart = timeline(s, dt.datetime.now(dt.UTC))
-    assert [r["label"] for r in chart["rows"]] == ["acp 3.14", "acp 3.16", "acp 3.18", "mesh (all versions)", "mesh 1.0"]
+    assert [r["label"] for r in chart["rows"]] == [
+        "Alauda Container Platform 3.14", "Alauda Container Platform 3.16", "Alauda Container Platform 3.18",
+        "Service Mesh (all versions)", "Service Mesh 1.0"]
     markers = {m["id"]: m for r in chart["rows"] for m in r["markers"]}
     assert len(markers) == 5
     assert markers[world.ids["m_red"]]["x"] > chart["today_x"] > chart["label_w"]

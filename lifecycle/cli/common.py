@@ -26,9 +26,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def parse_at(at: str | None) -> dt.datetime:
-    """The clock of a command: `--at` if given, else now. Read once, passed down everywhere."""
+    """The clock of a command: `--at` if given, else now (lifecycle.clock: the real time unless
+    LIFECYCLE_CLOCK_OFFSET simulates another). Read once, passed down everywhere."""
     if at is None:
-        return dt.datetime.now(dt.UTC)
+        from lifecycle import clock
+
+        return clock.now()
     return validation.instant(at, "--at")
 
 

@@ -68,13 +68,12 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `li
 
 def _first_token() -> str | None:
     """A pm token when the database has none yet, so that a fresh install can log in."""
-    import datetime as dt
+    from lifecycle import clock
 
     with session_scope() as s:
         if tokens.has_tokens(s):
             return None
-        _, secret = tokens.create_token(s, role="pm", label="first pm token (lifecycle serve)",
-                                        at=dt.datetime.now(dt.UTC))
+        _, secret = tokens.create_token(s, role="pm", label="first pm token (lifecycle serve)", at=clock.now())
     return secret
 
 
@@ -100,6 +99,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve the web only, start no worker.")] = False,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="Simulate the clock: it is this instant when the service starts, and time runs on from "
+        "there for the pages, feeds and embedded worker (e.g. the end of `lifecycle demo`). A banner says so.",
+    )] = None,
 ) -> None:
     """Run the web pages, the API and the calendar feeds, plus (on the no-server default broker) the
     embedded Celery worker and beat as a child process. With LIFECYCLE_BROKER_URL set it serves only the
@@ -108,6 +111,7 @@ def serve(
 
     import uvicorn
 
+    from lifecycle import clock
     from lifecycle.config import get_settings, reset_settings
     from lifecycle.db import get_engine
     from lifecycle.web.app import create_app
@@ -117,10 +121,16 @@ def serve(
         # Links in pages, feeds and emails (also the worker's) must point here, not at the default port.
         os.environ["LIFECYCLE_BASE_URL"] = web
         reset_settings()
+    if at is not None:
+        # One clock for the web process and the worker it starts (the child inherits the environment).
+        os.environ["LIFECYCLE_CLOCK_OFFSET"] = str(clock.offset_to(parse_at(at)))
+        reset_settings()
     settings = get_settings()
     get_engine()  # creates/upgrades the SQLite file, or reports a stale PostgreSQL schema, before anything runs
     secret = _first_token()
     say(f"lifecycle serving on {web}")
+    if clock.simulated():
+        say(f"  {clock.banner()}")
     for path, what in (("/portal", "customer portal"), ("/dashboard", "rep dashboard"),
                        ("/registry", "registry (product managers)"), ("/docs", "API documentation")):
         say(f"  {web}{path:<10}  {what}")

@@ -467,6 +467,24 @@ def calendar_link(key: str, principal: PrincipalDep, session: SessionDep) -> dic
 # -------------------------------------------------------------------------------------------- reports
 
 
+@router.get("/reports/compliance", summary="Compliance report (pm): `lifecycle report compliance --json`")
+def compliance_report(
+    principal: PrincipalDep, session: SessionDep,
+    at: Annotated[dt.datetime | None, Query(description="Pretend it is this instant (default now).")] = None,
+    summary: Annotated[bool, Query(description="Per product, release and milestone instead of per customer "
+                                               "(`--summary`).")] = False,
+) -> dict:
+    """Per customer and milestone: when the first notice went out against the 3-month deadline, with the
+    status (on-time, late, pending, not-notified, withdrawn) and its cause; the same JSON as the CLI."""
+    from lifecycle import reports
+
+    require(principal, PM)
+    data = reports.compliance(session, v.instant(at) if at is not None else now())
+    if summary:
+        return {"at": data["at"], "totals": data["totals"], "summary": reports.compliance_summary(data)}
+    return data
+
+
 @router.get("/reports/agreements", summary="Agreements report (pm: everyone, optionally one rep; rep: their own)")
 def agreements_report(
     principal: PrincipalDep, session: SessionDep,

@@ -26,7 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from sqlmodel import Session, select
 
-from lifecycle import keys, tokens
+from lifecycle import clock, keys, tokens
 from lifecycle.config import get_settings
 from lifecycle.db import get_session
 from lifecycle.models import ApiToken, Customer, Role
@@ -42,8 +42,12 @@ SESSION_MAX_AGE = 7 * 86400
 
 
 def now() -> dt.datetime:
-    """The clock of a request: read once at the edge and passed down."""
-    return dt.datetime.now(dt.UTC)
+    """The clock of a request: read once at the edge and passed down. Simulated under
+    `lifecycle serve --at` (lifecycle.clock); security below keeps the real time (`real_now`)."""
+    return clock.now()
+
+
+real_now = clock.real_now
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def api_principal(request: Request, session: SessionDep,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    at = now()
+    at = real_now()
     ratelimit.check(request, ratelimit.BEARER, at)
     token = tokens.authenticate(session, credentials.credentials, at)
     if token is None:
@@ -124,12 +128,12 @@ def require(principal: Principal, *roles: str) -> Principal:
 
 def _serializer(session: Session, salt: str) -> URLSafeTimedSerializer:
     """Signs with the current key; accepts every key in force now."""
-    return URLSafeTimedSerializer(keys.accepted(now(), session), salt=salt)
+    return URLSafeTimedSerializer(keys.accepted(real_now(), session), salt=salt)
 
 
 def untimed_serializer(session: Session, salt: str) -> URLSafeSerializer:
     """The same keys without a timestamp (the pages' signed flash messages)."""
-    return URLSafeSerializer(keys.accepted(now(), session), salt=salt)
+    return URLSafeSerializer(keys.accepted(real_now(), session), salt=salt)
 
 
 def _secure() -> bool:
@@ -138,7 +142,7 @@ def _secure() -> bool:
 
 def start_session(session: Session, response: Response, token: ApiToken) -> None:
     value = _serializer(session, SESSION_SALT).dumps(
-        {"t": token.id, "csrf": secrets.token_urlsafe(24), "iat": now().timestamp()})
+        {"t": token.id, "csrf": secrets.token_urlsafe(24), "iat": real_now().timestamp()})
     response.set_cookie(COOKIE, value, max_age=SESSION_MAX_AGE, httponly=True, samesite="lax", secure=_secure(),
                         path="/")
     response.delete_cookie(LOGIN_COOKIE, path="/")
@@ -150,7 +154,7 @@ def end_session(response: Response, session: Session | None = None, principal: P
     if session is not None and principal is not None:
         token = session.get(ApiToken, principal.token_id)
         if token is not None:
-            token.sessions_after = now()
+            token.sessions_after = real_now()
             session.add(token)
             session.commit()
 

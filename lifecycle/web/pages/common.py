@@ -11,7 +11,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlmodel import Session, select
 
-from lifecycle import agreements, dashboard, policy, registry
+from lifecycle import agreements, clock, dashboard, policy, registry
 from lifecycle import validation as v
 from lifecycle.content import AGREEMENT_LABELS, KIND_LABELS
 from lifecycle.content import kind_label as content_kind_label
@@ -32,7 +32,8 @@ from lifecycle.web.i18n import translator
 
 HOME = {Role.PM: "/registry", Role.REP: "/dashboard", Role.CUSTOMER: "/portal"}
 NAV = {
-    Role.PM: (("Registry", "/registry"), ("Dashboard", "/dashboard"), ("API", "/docs")),
+    Role.PM: (("Registry", "/registry"), ("Compliance", "/registry/compliance"), ("Dashboard", "/dashboard"),
+              ("API", "/docs")),
     Role.REP: (("Dashboard", "/dashboard"), ("Registry", "/registry"), ("API", "/docs")),
     Role.CUSTOMER: (("Portal", "/portal"),),
 }
@@ -52,7 +53,7 @@ def render_page(template: str, *, status: int = 200, principal: Principal | None
            for label, href in (NAV.get(principal.role, ()) if principal else ())]
     nonce = secrets.token_urlsafe(16)  # lets web/base.html's own <style> through the page's CSP
     html = render(template, principal=principal, csrf=principal.csrf if principal else "", nav=nav, who=who,
-                  t=t, page_locale=page_locale, csp_nonce=nonce, **ctx)
+                  t=t, page_locale=page_locale, csp_nonce=nonce, clock_banner=clock.banner(), **ctx)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store",
                                                            "Content-Security-Policy": headers.page_policy(nonce)})
 

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from lifecycle import tokens
 from lifecycle.web import auth, ratelimit
-from lifecycle.web.auth import SessionDep, now
+from lifecycle.web.auth import SessionDep
 from lifecycle.web.pages.common import (
     HOME,
     csrf_failed,
@@ -42,7 +42,7 @@ def login_form(request: Request, session: SessionDep, next: str | None = None) -
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, session: SessionDep, token: Annotated[str, Form()] = "",
           csrf: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "") -> Response:
-    error, status, at = None, 401, now()
+    error, status, at = None, 401, auth.real_now()
     wait = ratelimit.blocked(request, ratelimit.LOGIN, at)
     if wait is not None:
         error, status = f"Too many failed logins from your address. Try again in {duration(wait)}.", 429
