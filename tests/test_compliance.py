@@ -16,7 +16,7 @@ def _two_years():
     with moves, a withdrawal, a late customer, a late deployment and a lapsed contract."""
     start = utc(2026, 1, 1)
     w.product(versions=("3.16", "3.18", "4.0"), at=start, upgrade_to="4.0")
-    w.milestone(D(2026, 12, 31), at=start)                                   # on time for the early ones
+    w.milestone(D(2026, 12, 31), kind="end-of-sale", at=start)               # on time for the early ones
     w.milestone(D(2027, 6, 30), kind="end-of-full-support", at=start)         # moved later, then earlier
     w.milestone(D(2027, 3, 31), version="3.18", kind="end-of-sale", at=start)  # withdrawn
     w.milestone(D(2027, 9, 30), version="3.18", at=start)
@@ -57,10 +57,10 @@ def test_a_two_year_run_explains_every_row_that_is_not_on_time(db):
     for r in report["rows"]:
         if r["status"] not in ("on-time", "withdrawn"):
             assert r["cause"], r
-    assert rows[("early", "3.16", "end-of-life")]["status"] == "on-time"
-    assert rows[("berlin", "3.16", "end-of-life")]["status"] == "on-time"
+    assert rows[("early", "3.16", "end-of-sale")]["status"] == "on-time"
+    assert rows[("berlin", "3.16", "end-of-sale")]["status"] == "on-time"
     assert rows[("early", "3.18", "end-of-sale")]["status"] == "withdrawn"
-    late = rows[("latecomer", "3.16", "end-of-life")]
+    late = rows[("latecomer", "3.16", "end-of-sale")]
     assert late["status"] == "late" and "added late" in late["cause"]
     assert rows[("lapsed", "3.18", "end-of-life")] == {**rows[("lapsed", "3.18", "end-of-life")],
                                                        "status": "not-notified", "cause": "service lapsed"}

@@ -103,19 +103,20 @@ def test_a_changed_date_becomes_a_move_with_revision_2_and_the_import_as_reason(
 def test_a_date_changed_to_less_than_three_months_away_without_a_reason_is_refused(db):
     run(example())
     data = example()
-    milestone_of(data, "acp", "3.16")["end-of-life"] = dt.date(2027, 1, 31)
+    # End of sale moved from 2026-03-31 to 2027-01-31: still before full support, but short notice.
+    milestone_of(data, "acp", "3.16")["end-of-sale"] = dt.date(2027, 1, 31)
     with pytest.raises(InputErrors) as err:
         run(data)
     assert len(err.value.errors) == 1
-    assert errors_of(err)[0].startswith("products[0].releases[1].milestones.end-of-life: 2027-01-31 is less than "
+    assert errors_of(err)[0].startswith("products[0].releases[1].milestones.end-of-sale: 2027-01-31 is less than "
                                         "3 months after 2026-12-01")
     assert "short_notice_reason" in errors_of(err)[0]
-    assert row("acp", "3.16", "end-of-life")["revision"] == 1
+    assert row("acp", "3.16", "end-of-sale")["revision"] == 1
 
-    milestone_of(data, "acp", "3.16")["end-of-life"] = {"date": dt.date(2027, 1, 31),
+    milestone_of(data, "acp", "3.16")["end-of-sale"] = {"date": dt.date(2027, 1, 31),
                                                        "short_notice_reason": "critical CVE"}
     run(data)
-    moved = row("acp", "3.16", "end-of-life")
+    moved = row("acp", "3.16", "end-of-sale")
     assert moved["revision"] == 2 and moved["short_notice_reason"] == "critical CVE"
     assert moved["history"][-1]["reason"] == "critical CVE" and moved["history"][-1]["short_notice"]
 
