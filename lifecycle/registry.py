@@ -196,9 +196,8 @@ def check_short_notice(date: dt.date, at: dt.datetime, allow: bool, reason: str 
             field,
             f"{date.isoformat()} is less than 3 months after {at.date().isoformat()}: customers are "
             f"promised at least 3 months' notice (the first notice had to go out by "
-            f"{deadline.isoformat()}). Use --allow-short-notice --reason \"...\" to register it anyway; "
-            "every affected customer is then notified at once and the compliance report records it as "
-            "short notice.",
+            f"{deadline.isoformat()}). Allow short notice and give a reason to register it anyway; every "
+            "affected customer is then notified at once and the compliance report records it as short notice.",
         )
     return v.reason(reason)
 

@@ -49,7 +49,7 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
 
 def main(argv: list[str] | None = None) -> None:
     from lifecycle.db import SchemaOutOfDate
-    from lifecycle.errors import InputError, LifecycleError
+    from lifecycle.errors import InputError, LifecycleError, ShortNotice
 
     _register()
     exits, aborts, usage = _click_exceptions()
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except InputError as exc:
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        if isinstance(exc, ShortNotice):
+            err_console.print('(on the command line: --allow-short-notice --reason "...")', highlight=False,
+                              markup=False)
         sys.exit(2)
     except (LifecycleError, SchemaOutOfDate) as exc:
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)

@@ -118,7 +118,8 @@ def domain_errors() -> Iterator[None]:
     try:
         yield
     except ShortNotice as exc:
-        raise HTTPException(409, [{"loc": _loc(exc.field), "msg": exc.message, "type": "short_notice"}]) from None
+        raise HTTPException(409, [{"loc": _loc(exc.field), "type": "short_notice",
+                                   "msg": f"{exc.message} (send allow_short_notice: true with a reason)"}]) from None
     except InputErrors as exc:
         raise HTTPException(422, [{"loc": _loc(e.field), "msg": e.message, "type": "value_error"}
                                   for e in exc.errors]) from None
