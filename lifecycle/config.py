@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     claim_timeout_seconds: int = 600
     ack_link_days: int = 400
     tick_seconds: float = 60.0  # how often beat runs the tick
+    # The largest import file or request body read (the reference fleet file is 10 MB).
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
     @field_validator("email_backend")
     @classmethod
