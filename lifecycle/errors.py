@@ -19,10 +19,11 @@ class InputError(LifecycleError):
 class InputErrors(InputError):
     """Several bad inputs found at once (an import file): every one is listed."""
 
-    def __init__(self, errors: list[InputError]):
+    def __init__(self, errors: list[InputError], source: str | None = None):
+        """`source`: the file the errors are in, named before the list."""
         self.errors = errors
         lines = "\n".join(f"  {e}" for e in errors)
-        super().__init__(None, f"{len(errors)} error{'s' if len(errors) != 1 else ''}:\n{lines}")
+        super().__init__(source, f"{len(errors)} error{'s' if len(errors) != 1 else ''}:\n{lines}")
 
 
 class NotFound(InputError):

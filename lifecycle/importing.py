@@ -200,7 +200,7 @@ def _version(value, path: str, errs: _Errors) -> str | None:
 
 
 def _reason(value, path: str, errs: _Errors) -> str | None:
-    return None if value is None else errs.check(v.reason, value if isinstance(value, str) else str(value), path)
+    return None if value is None else errs.check(v.reason, value, path)
 
 
 def _duplicates(items, key, what: str, errs: _Errors, field_name: str) -> None:

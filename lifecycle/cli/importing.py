@@ -14,7 +14,7 @@ from lifecycle import importing
 from lifecycle.cli import app
 from lifecycle.cli.common import AtOption, JsonOption, console, emit_json, err_console, parse_at
 from lifecycle.db import session_scope
-from lifecycle.errors import InputError
+from lifecycle.errors import InputError, InputErrors
 
 PROGRESS_THRESHOLD = 200  # rows; smaller files finish before a bar would be worth drawing
 
@@ -84,15 +84,18 @@ def import_file(
                 raise InputError(option, "only with --format endoflife")
     elif strict and short_notice_reason:
         raise InputError("--strict", "give either --strict or --short-notice-reason, not both")
-    data = importing.load_file(file)
-    with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
-        if format_ == ImportFormat.ENDOFLIFE:
-            summary = importing.import_endoflife(s, data, product=product, name=name, at=when, source=file.name,
-                                                 short_notice_reason=None if strict else (
-                                                     short_notice_reason or importing.UPSTREAM_REASON),
-                                                 on_progress=on_progress)
-        else:
-            summary = importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress)
+    data = importing.load_file(file)  # errors name the file and the line
+    try:
+        with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
+            if format_ == ImportFormat.ENDOFLIFE:
+                summary = importing.import_endoflife(s, data, product=product, name=name, at=when,
+                                                     source=file.name, short_notice_reason=None if strict else (
+                                                         short_notice_reason or importing.UPSTREAM_REASON),
+                                                     on_progress=on_progress)
+            else:
+                summary = importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress)
+    except InputErrors as exc:  # errors name the path in the file (customers[3].name): say which file
+        raise InputErrors(exc.errors, source=str(file)) from None
     if json_:
         emit_json(summary.to_dict())
     else:

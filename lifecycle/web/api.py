@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, select
 
-from lifecycle import agreements, dashboard, links, registry
+from lifecycle import agreements, dashboard, links, loader, registry
 from lifecycle import validation as v
+from lifecycle.config import get_settings
 from lifecycle.errors import InputError, InputErrors, ShortNotice
 from lifecycle.models import (
     Agreement,
@@ -266,14 +267,49 @@ def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: Principal
     return _milestone_out(session, milestone, at) | {"change": change}
 
 
-@router.post("/import", summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)")
-def import_registry(principal: PrincipalDep, session: SessionDep,
-                    data: Annotated[dict, Body(examples=[{"products": [{"slug": "acp", "name": "ACP"}]}])]) -> dict:
+async def import_body(request: Request) -> bytes:
+    """The raw body of an import, read up to LIFECYCLE_IMPORT_MAX_BYTES: FastAPI's own JSON parsing
+    has no size or depth limit (a body nested 100,000 deep would be a 500)."""
+    limit = get_settings().import_max_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, [{"loc": ["body"], "msg": f"larger than {limit} bytes "
+                                       "(LIFECYCLE_IMPORT_MAX_BYTES)", "type": "too_large"}])
+    return bytes(body)
+
+
+def _body_format(content_type: str | None) -> str | None:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json"):
+        return "json"
+    if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+        return "yaml"
+    return None  # JSON when it starts with { or [, YAML otherwise
+
+
+_IMPORT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object"}, "example": {"products": [{"slug": "acp", "name": "ACP"}]}},
+    "application/yaml": {"schema": {"type": "object"}}}}}
+
+
+@router.post("/import", summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)",
+             openapi_extra=_IMPORT_BODY)
+def import_registry(principal: PrincipalDep, session: SessionDep, request: Request,
+                    body: Annotated[bytes, Depends(import_body)]) -> dict:
+    """The body is read by the same strict loader as `lifecycle import` (YAML or JSON by Content-Type):
+    an unreadable body, one nested too deep or with duplicate keys is a 422 naming the line or path."""
     require(principal, PM)
     try:
         from lifecycle.importing import import_registry as run_import
     except ImportError:  # pragma: no cover - the importer ships with the registry
         raise HTTPException(501, "importing is not available") from None
+    try:
+        data = loader.load_bytes(body, source="body", fmt=_body_format(request.headers.get("content-type")))
+    except InputError as exc:
+        errors = exc.errors if isinstance(exc, InputErrors) else [exc]
+        raise HTTPException(422, [{"loc": ["body"], "msg": str(e), "type": "value_error"} for e in errors]) from None
     with domain_errors():
         summary = run_import(session, data, at=now(), source="api")
     session.commit()

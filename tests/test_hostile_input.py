@@ -1,0 +1,231 @@
+"""Hostile import files are refused fast: exit code 2, the file or path named, no traceback, nothing written.
+
+The corpus is tests/data/hostile/ (written by its make_corpus.py; manifest.json gives each file the
+fragment its error must contain), plus 10 MB files written at test time. Every file goes through
+`lifecycle.cli.main`, the code path of the command, against a database holding the example registry,
+whose dump must not change; a sample, with the 10 MB files and the bombs, also runs as a real
+subprocess, and its per-file times are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle import cli
+from lifecycle import db as dbmod
+from lifecycle.config import reset_settings
+from tests.conftest import DATA, ROOT
+from tests.data.hostile import make_corpus
+
+HOSTILE = DATA / "hostile"
+MANIFEST = json.loads((HOSTILE / "manifest.json").read_text())
+AT = "2026-12-01"
+EXAMPLE = ROOT / "examples" / "registry.yaml"
+TIMES: dict[str, float] = {}  # in-process seconds per file, printed at the end of the module
+GENEROUS = 10.0  # seconds: catches a hang, not a slow machine (performance is measured, not asserted)
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    """`lifecycle ARGS` in this process, as the console script runs it."""
+    try:
+        cli.main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    else:  # pragma: no cover - main always exits
+        code = 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def sqlite_dump(url: str) -> str:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return "\n".join(conn.iterdump())
+
+
+def table_dump(url: str) -> str:
+    """Every row of every table, in a stable order (PostgreSQL has no iterdump)."""
+    engine = dbmod.get_engine(url, check=False)
+    lines = []
+    with engine.connect() as conn:
+        for table in sorted(sa.inspect(conn).get_table_names()):
+            rows = conn.execute(sa.text(f'SELECT * FROM "{table}"')).all()
+            lines += [f"{table}: {row}" for row in sorted(map(repr, rows))]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def seeded_file(sqlite_template, tmp_path_factory) -> Path:
+    """A database holding the example registry: a lenient import of a hostile file would change it."""
+    path = tmp_path_factory.mktemp("hostile") / "seeded.db"
+    shutil.copy(sqlite_template, path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIFECYCLE_DATABASE_URL", f"sqlite:///{path}")
+        reset_settings()
+        env = {**os.environ, "LIFECYCLE_DATABASE_URL": f"sqlite:///{path}"}
+        subprocess.run([sys.executable, "-m", "lifecycle", "import", str(EXAMPLE), "--at", AT], env=env,
+                       check=True, capture_output=True)
+    reset_settings()
+    return path
+
+
+@pytest.fixture
+def seeded(seeded_file, tmp_path, monkeypatch) -> str:
+    path = tmp_path / "lifecycle.db"
+    shutil.copy(seeded_file, path)
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("LIFECYCLE_DATABASE_URL", url)
+    reset_settings()
+    yield url
+    dbmod.dispose_engines()
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("big")
+    return folder, make_corpus.big_files(folder)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_times(request):
+    yield
+    if TIMES:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        slowest = max(TIMES, key=TIMES.get)
+        line = (f"hostile corpus in-process: {len(TIMES)} files, median {statistics.median(TIMES.values()):.3f} s, "
+                f"max {TIMES[slowest]:.3f} s ({slowest})")
+        if reporter:
+            reporter.write_line("")
+            reporter.write_line(line)
+
+
+def assert_refused(path: Path, expect: str, code: int, err: str) -> None:
+    assert code == 2, f"{path.name}: exit {code}\n{err}"
+    assert "Traceback" not in err and "LIFECYCLE_DEBUG" not in err, err
+    assert path.name in err, f"{path.name} is not named:\n{err[:2000]}"
+    assert expect in err, f"{path.name}: expected {expect!r} in:\n{err[:2000]}"
+
+
+# ------------------------------------------------------------------------------------------ corpus
+
+
+def test_the_corpus_has_at_least_300_files_and_is_what_the_generator_writes():
+    files = {p.name for p in HOSTILE.iterdir()} - {"make_corpus.py", "manifest.json", "__init__.py",
+                                                   "__pycache__"}
+    assert files == set(MANIFEST) and len(files) >= 300
+    generated = make_corpus.generate().files
+    assert set(generated) == files
+    assert all((HOSTILE / name).read_bytes() == data for name, (data, _, _) in generated.items())
+
+
+def test_the_corpus_base_documents_import_cleanly(seeded, tmp_path, capsys):
+    """Each hostile file breaks one thing in a valid document: the documents themselves import."""
+    registry, eol = tmp_path / "base.yaml", tmp_path / "base-eol.json"
+    registry.write_text(make_corpus.base_yaml())
+    eol.write_text(json.dumps(make_corpus.EOL_BASE))
+    assert run_main(["import", registry, "--at", AT], capsys)[0] == 0
+    assert run_main(["import", eol, *make_corpus.EOL_ARGS, "--at", AT], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_a_hostile_file_exits_2_naming_the_file_and_writes_nothing(name, seeded, capsys):
+    path = HOSTILE / name
+    before = sqlite_dump(seeded)
+    started = time.perf_counter()
+    code, _, err = run_main(["import", path, "--at", AT, *MANIFEST[name]["args"]], capsys)
+    TIMES[name] = elapsed = time.perf_counter() - started
+    assert_refused(path, MANIFEST[name]["expect"], code, err)
+    assert elapsed < GENEROUS, f"{name} took {elapsed:.1f} s"
+    assert sqlite_dump(seeded) == before
+
+
+BIG = ["big-name-10mb.yaml", "big-name-10mb.json", "big-deep-10mb.yaml", "big-deep-10mb.json",
+       "big-zeros-top-10mb.yaml", "big-zeros-products-10mb.yaml", "big-zeros-products-10mb.json",
+       "big-keys-10mb.yaml", "big-nul-10mb.yaml", "big-random-10mb.json", "big-fleet-truncated-10mb.yaml",
+       "big-fleet-alias-at-end-10mb.yaml", "big-fleet-bidi-at-end-10mb.yaml", "big-alias-bomb-padded-10mb.yaml"]
+
+
+@pytest.mark.parametrize("name", BIG)
+def test_a_hostile_10_mb_file_exits_2_and_writes_nothing(name, big, seeded, capsys):
+    folder, files = big
+    expect, args = files[name]
+    before = sqlite_dump(seeded)
+    started = time.perf_counter()
+    code, _, err = run_main(["import", folder / name, "--at", AT, *args], capsys)
+    TIMES[name] = elapsed = time.perf_counter() - started
+    assert_refused(folder / name, expect, code, err)
+    assert elapsed < GENEROUS * 2, f"{name} took {elapsed:.1f} s"
+    assert sqlite_dump(seeded) == before
+
+
+def test_a_file_over_the_configured_size_is_refused_before_it_is_read(seeded, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "registry.yaml"
+    path.write_text(make_corpus.base_yaml())
+    monkeypatch.setenv("LIFECYCLE_IMPORT_MAX_BYTES", "100")
+    reset_settings()
+    code, _, err = run_main(["import", path, "--at", AT], capsys)
+    assert_refused(path, "LIFECYCLE_IMPORT_MAX_BYTES", code, err)
+
+
+SAMPLE = ["alias-billion-laughs.yaml", "alias-quadratic.yaml", "alias-bomb-12-levels.yaml",
+          "deep-flow-list-100000.yaml", "deep-json-list-100000.json", "nul-in-name.yaml", "binary-issue-8.yaml",
+          "encoding-utf-16-le-no-bom.yaml", "surrogate-high.json", "number-inf-cores.yaml",
+          "integer-5000-digits.yaml", "type-name-is-mapping-issue-9.yaml", "type-key-true-issue-9.yaml",
+          "dup-flow-one-line.yaml", "date-milestone-week.yaml", "date-milestone-compact.yaml",
+          "truncated-alauda-co.yaml", "bidi-customer-name-202e.yaml", "eol-releaseDate-compact.json"]
+BIG_SAMPLE = ["big-name-10mb.yaml", "big-deep-10mb.yaml", "big-zeros-products-10mb.yaml", "big-keys-10mb.yaml",
+              "big-fleet-truncated-10mb.yaml", "big-alias-bomb-padded-10mb.yaml", "big-random-10mb.json"]
+
+
+def test_a_sample_exits_2_as_a_real_command_and_the_times_are_reported(cli, seeded, big, capsys):
+    folder, files = big
+    cases = [(HOSTILE / n, MANIFEST[n]["expect"], MANIFEST[n]["args"]) for n in SAMPLE]
+    cases += [(folder / n, *files[n]) for n in BIG_SAMPLE]
+    before = sqlite_dump(seeded)
+    times = {}
+    for path, expect, args in cases:
+        started = time.perf_counter()
+        r = cli("import", path, "--at", AT, *args, env={"LIFECYCLE_DATABASE_URL": seeded})
+        times[path.name] = time.perf_counter() - started
+        assert_refused(path, expect, r.code, r.err)
+        assert times[path.name] < GENEROUS * 2, f"{path.name} took {times[path.name]:.1f} s"
+    assert sqlite_dump(seeded) == before
+    with capsys.disabled():
+        print(f"\nhostile sample as subprocesses: {len(times)} files, median "
+              f"{statistics.median(times.values()):.2f} s, max {max(times.values()):.2f} s "
+              f"({max(times, key=times.get)}); " + ", ".join(f"{n} {t:.2f}" for n, t in sorted(times.items())))
+
+
+PG_SAMPLE = SAMPLE + ["dup-json-nested.json", "type-customer.service-list.json", "truncated-registry-50.json",
+                      "tag-python-apply.yaml", "control-raw-1b.yaml"]
+
+
+def test_hostile_files_write_nothing_on_either_database(db, capsys):
+    assert run_main(["import", EXAMPLE, "--at", AT], capsys)[0] == 0
+    before = table_dump(db)
+    for name in PG_SAMPLE:
+        code, _, err = run_main(["import", HOSTILE / name, "--at", AT, *MANIFEST[name]["args"]], capsys)
+        assert_refused(HOSTILE / name, MANIFEST[name]["expect"], code, err)
+    assert table_dump(db) == before
+
+
+def test_a_valid_10_mb_registry_file_is_read(tmp_path):
+    """The size limit is not the problem: the reference fleet is a 10 MB file and must import."""
+    from lifecycle import loader
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(make_corpus.fleet_yaml(make_corpus.TEN_MB // 330))
+    assert path.stat().st_size > 10_000_000
+    data = loader.load_file(path)
+    assert len(data["customers"]) == make_corpus.TEN_MB // 330
+    assert data["customers"][-1]["key"] == f"hx-{make_corpus.TEN_MB // 330 - 1:07d}"
