@@ -9,6 +9,7 @@ subprocess, and its per-file times are printed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -22,9 +23,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from lifecycle import cli
+from lifecycle import cli, loader
 from lifecycle import db as dbmod
+from lifecycle import validation as v
 from lifecycle.config import reset_settings
+from lifecycle.errors import InputError, InputErrors
 from tests.conftest import DATA, ROOT
 from tests.data.hostile import make_corpus
 
@@ -221,11 +224,75 @@ def test_hostile_files_write_nothing_on_either_database(db, capsys):
 
 def test_a_valid_10_mb_registry_file_is_read(tmp_path):
     """The size limit is not the problem: the reference fleet is a 10 MB file and must import."""
-    from lifecycle import loader
-
     path = tmp_path / "fleet.yaml"
     path.write_text(make_corpus.fleet_yaml(make_corpus.TEN_MB // 330))
     assert path.stat().st_size > 10_000_000
     data = loader.load_file(path)
     assert len(data["customers"]) == make_corpus.TEN_MB // 330
     assert data["customers"][-1]["key"] == f"hx-{make_corpus.TEN_MB // 330 - 1:07d}"
+
+
+# ------------------------------------------------------------------------------ loader and validators
+
+
+def load_yaml(text: str):
+    return loader.load_bytes(text.encode(), source="t.yaml", fmt="yaml", is_file=True)
+
+
+def test_plain_yaml_values_follow_the_strict_schema():
+    data = load_yaml("a: 010\nb: 0x1f\nc: 1_000\nd: 1:30\ne: 2027-W26\nf: 2027-06-30 10:00\ng: 2027-06-30\n"
+                     "h: 12\ni: 1.5\nj: yes\nk: ~\nl: '12'\n3.10: key as written\non: too\n")
+    assert data == {"a": "010", "b": "0x1f", "c": "1_000", "d": "1:30", "e": "2027-W26", "f": "2027-06-30 10:00",
+                    "g": dt.date(2027, 6, 30), "h": 12, "i": 1.5, "j": True, "k": None,
+                    "l": "12", "3.10": "key as written", "on": "too"}
+
+
+def test_two_equal_keys_on_one_line_are_refused_naming_the_lines():
+    with pytest.raises(InputErrors) as err:
+        load_yaml("x: 1\ncustomers: [{a: 1, a: 2}]\nx: 2\n")
+    assert [str(e) for e in err.value.errors] == ["t.yaml, line 2: duplicate key 'a' (first given at line 2)",
+                                                  "t.yaml, line 3: duplicate key 'x' (first given at line 1)"]
+
+
+def test_a_yaml_file_without_a_final_line_break_is_refused_as_possibly_truncated_but_a_body_is_not():
+    with pytest.raises(InputError, match="truncated"):
+        load_yaml("products:\n  - slug: acp\n    name: Alauda Co")
+    body = loader.load_bytes(b"products: [{slug: acp, name: Alauda}]", source="body", fmt="yaml")
+    assert body["products"][0]["name"] == "Alauda"
+
+
+def test_the_real_example_files_still_load():
+    for path in [EXAMPLE, *sorted((DATA / "import").iterdir()), *sorted((DATA / "endoflife").iterdir())]:
+        assert isinstance(loader.load_file(path), dict), path
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1], True, False, 3.5, None])
+def test_a_name_must_be_text(value):
+    with pytest.raises(InputError) as err:
+        v.name(value, "customers[3].name")
+    assert err.value.field == "customers[3].name"
+    assert "expected text" in err.value.message or "empty" in err.value.message
+
+
+@pytest.mark.parametrize("value", ["2027-W26", "2027-W26-1", "20270630", "2027-181", "2027-06-30T00:00:00",
+                                   "2027-6-30", 20270630, dt.datetime(2027, 6, 30), True])
+def test_a_date_is_a_date_or_yyyy_mm_dd_only(value):
+    with pytest.raises(InputError):
+        v.date(value, "released")
+    assert v.date(" 2027-06-30 ") == v.date(dt.date(2027, 6, 30))
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c"])
+def test_bidirectional_controls_are_refused_in_names_emails_and_text(char):
+    for check, value in ((v.name, f"HX{char}Bank"), (v.email, f"ops@hx{char}bank.example"),
+                         (v.text, f"fine{char}"), (v.reason, f"{char}security")):
+        with pytest.raises(InputError, match="bidirectional|invalid email"):
+            check(value, "field")
+
+
+@pytest.mark.parametrize("value", [True, False, {"v": 1}, ["1.0"], dt.date(2027, 1, 1)])
+def test_booleans_and_containers_are_never_keys_slugs_or_versions(value):
+    for check in (v.customer_key, v.slug, v.version):
+        with pytest.raises(InputError):
+            check(value, "field")
+    assert v.version(4) == "4" and v.customer_key(1001) == "1001"
