@@ -75,10 +75,10 @@ MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 50 * MB
 MAX_DEPTH = 64
 MAX_STRING = 100_000  # characters; the longest field (feedback) takes 10,000
-# Entries in one YAML list or mapping. The reference fleet's longest list holds 20,000 customers; a
-# 50 MB file of that density 100,000. libyaml and the Python that builds values cost a few
-# microseconds a value, so without a bound a dense 10 MB file (`[0,0,0,...]`) would take many seconds
-# before its first error. JSON is parsed by C code and needs none.
+# Entries in one list or mapping. The reference fleet's longest list holds 20,000 customers; a 50 MB
+# file of that density 100,000. Reading YAML and checking each entry cost microseconds an entry, so
+# without a bound a dense 10 MB file (`products: [0,0,0,...]`, 5 million entries) would take many
+# seconds and print millions of errors.
 MAX_ITEMS = 200_000
 MAX_INT = 2**63 - 1  # what a database integer holds
 MAX_ERRORS = 50  # a file with a million duplicate keys gets a readable message, not a million lines
@@ -98,7 +98,7 @@ _COLLECTION_TAGS = {MappingStartEvent: (None, "tag:yaml.org,2002:map"),
                     SequenceStartEvent: (None, "tag:yaml.org,2002:seq")}
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_INNERMOST = re.compile(r"\[\]|\{\}")
+_ONE_BRACKET = str.maketrans("{}", "[]")
 _LONG_DIGITS = re.compile(r"[0-9]{19}")
 # JSON escapes that decode to a character _BAD_CHAR refuses (a surrogate pair is fine, and checked).
 _SUSPECT_ESCAPE = re.compile(r"\\(?:[bf]|u(?:00[01][0-9a-fA-F]|00[7-9][0-9a-fA-F]|[dD][89a-fA-F]))")
@@ -433,17 +433,21 @@ def _json_skeleton(text: str) -> str:
 
 
 def _check_json_depth(skeleton: str, where: _Where, max_depth: int) -> None:
-    """Refuse JSON nested deeper than `max_depth` before `json` recurses into it: keep the brackets of
-    the skeleton and remove the innermost pairs, once per level."""
-    brackets = _NOT_BRACKET.sub("", skeleton)
-    for _ in range(max_depth):
-        if not brackets:
-            return
-        brackets, removed = _INNERMOST.subn("", brackets)
-        if not removed:
-            return  # unbalanced: the parser names the line
-    if _INNERMOST.search(brackets):
-        raise where.error(None, f"nested deeper than {max_depth} levels")
+    """Refuse JSON nested deeper than `max_depth` before `json` recurses into it.
+
+    Of the skeleton only the brackets are kept, all as `[]` (a mismatch is the parser's to report);
+    then the innermost pairs are removed once per level, stopping as soon as more than `max_depth`
+    openers stand in a row. Every step is a C-speed string operation: a 10 MB file takes well under
+    a second."""
+    brackets = _NOT_BRACKET.sub("", skeleton).translate(_ONE_BRACKET)
+    too_deep = "[" * (max_depth + 1)
+    for _ in range(max_depth + 1):
+        if too_deep in brackets:
+            raise where.error(None, f"nested deeper than {max_depth} levels")
+        shorter = brackets.replace("[]", "")
+        if len(shorter) == len(brackets):
+            return  # empty, or unbalanced: the parser names the line
+        brackets = shorter
 
 
 class _JsonRefused(Exception):
@@ -497,12 +501,24 @@ def _read_json(text: str, where: _Where, limits: Limits) -> object:
         except InputError:
             pass
         raise InputErrors([where.error(None, f"duplicate key {key!r}") for key in duplicates[:MAX_ERRORS]])
+    _check_json_items(data, where, limits.max_items)
     # Raw control characters were refused with the text, so only an escape (\u0000, \ud800, \b) can
     # add one; and a string longer than max_string needs as long a run without a quote (or escaped
     # quotes). Anything suspect gets the exact (slower) check.
     if _SUSPECT_ESCAPE.search(text) or '\\"' in text or re.search(f'"[^"]{{{limits.max_string + 1}}}', text):
         _check_json_strings(data, where, limits)
     return data
+
+
+def _check_json_items(data: object, where: _Where, max_items: int) -> None:
+    """No list or mapping longer than `max_items` (what follows the reading costs per entry too)."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if len(value) > max_items:
+            raise where.error(None, f"more than {max_items:,} entries in one {_kind(value)[2:]}")
+        pending.extend(item for item in (value.values() if type(value) is dict else value)
+                       if type(item) is dict or type(item) is list)
 
 
 def _check_json_strings(data: object, where: _Where, limits: Limits) -> None:

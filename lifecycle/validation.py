@@ -149,12 +149,17 @@ def locale(value, field: str = "locale") -> str:
     return value
 
 
+@lru_cache(maxsize=4096)  # an import repeats the same account rep on thousands of customers
+def _ascii_email(value: str) -> str:
+    # allow_smtputf8=False: a non-ASCII local part cannot be sent through ordinary mail servers
+    # (nor written into an RFC 5322 header); an international domain is fine, in its ASCII form.
+    return validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
+
+
 def email(value, field: str = "email") -> str:
     value = _no_bidi(_text_of(value, field), field)
     try:
-        # allow_smtputf8=False: a non-ASCII local part cannot be sent through ordinary mail servers
-        # (nor written into an RFC 5322 header); an international domain is fine, in its ASCII form.
-        return validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
+        return _ascii_email(value)
     except EmailNotValidError as exc:
         raise InputError(field, f"invalid email address {value!r}: {exc}") from None
 

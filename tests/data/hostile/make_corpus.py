@@ -511,10 +511,11 @@ def generate() -> Corpus:
 # ----------------------------------------------------------------------------------------- 10 MB files
 
 TEN_MB = 10 * 1024 * 1024
+FLEET_CUSTOMERS = TEN_MB // 300  # a little over 10 MB of registry
 
 
 def fleet_yaml(customers: int) -> str:
-    """A valid registry with `customers` customers in the shape of BASE (about 330 bytes each)."""
+    """A valid registry with `customers` customers in the shape of BASE (about 310 bytes each)."""
     head = base_yaml({"products": base()["products"]})
     one = yaml.safe_dump({"customers": base()["customers"]}, sort_keys=False).split("\n", 1)[1]
     return head + "customers:\n" + "".join(one.replace("hx-bank", f"hx-{i:07d}").replace(
@@ -525,7 +526,7 @@ def big_files(folder: Path) -> dict[str, tuple[str, list[str]]]:
     """Write the 10 MB files into `folder`; return name -> (expected fragment, extra arguments)."""
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, tuple[bytes | str, str]] = {}
-    fleet = fleet_yaml(TEN_MB // 330)
+    fleet = fleet_yaml(FLEET_CUSTOMERS)
     files["big-name-10mb.yaml"] = ("products:\n  - slug: hx\n    name: " + "x" * TEN_MB + "\n", "100,000")
     files["big-name-10mb.json"] = ('{"products": [{"slug": "hx", "name": "' + "x" * TEN_MB + '"}]}', "100,000")
     files["big-deep-10mb.yaml"] = ("products: " + "[" * (TEN_MB // 2) + "]" * (TEN_MB // 2) + "\n", "nested")
@@ -536,10 +537,11 @@ def big_files(folder: Path) -> dict[str, tuple[str, list[str]]]:
     files["big-keys-10mb.yaml"] = ("".join(f"k{i}: 1\n" for i in range(TEN_MB // 10)), "entries")
     files["big-nul-10mb.yaml"] = (b"\x00" * TEN_MB, "NUL")
     files["big-random-10mb.json"] = (random.Random(1).randbytes(TEN_MB), "")
-    files["big-fleet-truncated-10mb.yaml"] = (fleet[: TEN_MB - 7], "truncated")
+    assert len(fleet) > TEN_MB and fleet.endswith("\n")
+    files["big-fleet-truncated-10mb.yaml"] = (fleet[: len(fleet) - 7], "truncated")
     files["big-fleet-alias-at-end-10mb.yaml"] = (sub(fleet, "  name: HX Bank\n", "  name: &n HX Bank\n", 1)
                                                  + "extra: *n\n", "anchors")
-    files["big-fleet-bidi-at-end-10mb.yaml"] = (fleet + "  - key: last\n    name: \u202eknaB\n", "")
+    files["big-fleet-bidi-at-end-10mb.yaml"] = (fleet + "- key: last\n  name: \u202eknaB\n", "bidirectional")
     files["big-alias-bomb-padded-10mb.yaml"] = ("# " + "p" * TEN_MB + "\n" + "a: &a [x, x]\nb: [*a, *a]\n",
                                                 "anchors")
     out = {}
