@@ -369,6 +369,8 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
                 container.append(value)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if "maximum nesting depth" in str(exc.problem):  # libyaml's own limit, met while looking ahead
+            raise where.error(mark.line + 1 if mark else None, f"nested deeper than {max_depth} levels") from None
         detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         column = f" (column {mark.column + 1})" if mark else ""
         raise where.error(mark.line + 1 if mark else None, f"not valid YAML: {detail}{column}") from None
