@@ -151,7 +151,8 @@ def load_file(path: str | Path, *, limits: Limits | None = None) -> dict:
     in `.yaml`/`.yml`), YAML otherwise. The top level must be a mapping."""
     path = Path(path)
     limits = limits or Limits.from_settings()
-    where = _Where(str(path))
+    # A file name that is not UTF-8 arrives with surrogate escapes: name it printably.
+    where = _Where(str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
     try:
         with path.open("rb") as f:
             data = f.read(limits.max_bytes + 1)  # never more: /dev/zero is not read forever
@@ -163,7 +164,7 @@ def load_file(path: str | Path, *, limits: Limits | None = None) -> dict:
         raise where.error(None, f"cannot be read: {exc.strerror or exc}") from None
     suffix = path.suffix.lower()
     fmt = "json" if suffix == ".json" else "yaml" if suffix in (".yaml", ".yml") else None
-    return load_bytes(data, source=str(path), fmt=fmt, limits=limits, is_file=True)
+    return load_bytes(data, source=where.source, fmt=fmt, limits=limits, is_file=True)
 
 
 def load_bytes(data: bytes, *, source: str, fmt: str | None = None, limits: Limits | None = None,
@@ -503,6 +504,8 @@ def _read_json(text: str, where: _Where, limits: Limits) -> object:
         except InputError:
             pass
         raise InputErrors([where.error(None, f"duplicate key {key!r}") for key in duplicates[:MAX_ERRORS]])
+    if type(data) is not dict and type(data) is not list:
+        return data  # a bare value: the caller says what it expected
     _check_json_items(data, where, limits.max_items)
     # Raw control characters were refused with the text, so only an escape (\u0000, \ud800, \b) can
     # add one; and a string longer than max_string needs as long a run without a quote (or escaped
@@ -551,4 +554,5 @@ def _check_json_text(value: str, where: _Where, path: str, limits: Limits) -> No
     try:
         _check_text(value, where, None, limits)
     except InputError as exc:
+        path = _BAD_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", path)  # printable, and no terminal escapes
         raise InputError(f"{where.source}: {path}" if path else where.source, exc.message) from None
