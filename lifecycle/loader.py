@@ -207,7 +207,7 @@ def parse_json_bytes(data: bytes, *, source: str = "body", max_bytes: int,
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise where.error(None, f"not UTF-8 (byte {exc.start})") from None
-    _check_json_depth(text, _Where(source, text), max_depth)
+    _check_json_depth(_json_skeleton(text), _Where(source, text), max_depth)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

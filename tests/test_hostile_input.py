@@ -313,3 +313,13 @@ def test_booleans_and_containers_are_never_keys_slugs_or_versions(value):
         with pytest.raises(InputError):
             check(value, "field")
     assert v.version(4) == "4" and v.customer_key(1001) == "1001"
+
+
+def test_the_json_depth_check_counts_brackets_outside_strings_only():
+    fine = ('{"a": "' + "[" * 500 + '", "b": [[["]]]]]]"]]]}').encode()
+    assert loader.parse_json_bytes(fine, max_bytes=10_000) == {"a": "[" * 500, "b": [[["]]]]]]"]]]}
+    assert loader.load_bytes(fine, source="body")["a"] == "[" * 500
+    for deep in (b"[" * 65 + b"]" * 65, b'{"a": ' * 65 + b"1" + b"}" * 65, b"[{" * 33 + b"}]" * 33):
+        with pytest.raises(InputError, match="nested deeper than 64"):
+            loader.parse_json_bytes(deep, max_bytes=10_000)
+    assert loader.parse_json_bytes(b"[" * 64 + b"]" * 64, max_bytes=10_000) is not None
