@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlmodel import Session, select
 
 from lifecycle import agreements, dashboard, links, loader, registry
@@ -47,6 +47,21 @@ Kind = Literal["end-of-sale", "end-of-full-support", "end-of-maintenance", "end-
 Status = Literal["acknowledged", "planned", "completed", "declined"]
 
 
+def _day(value):
+    """Dates as `YYYY-MM-DD` only: pydantic alone also takes a Unix time (1798675200) or a datetime."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date (YYYY-MM-DD), got {v.describe(value)}")
+    try:
+        return v.date(value)
+    except InputError as exc:
+        raise ValueError(exc.message) from None
+
+
+Day = Annotated[dt.date, BeforeValidator(_day)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -58,7 +73,7 @@ class ProductIn(Strict):
 
 class ReleaseIn(Strict):
     version: str = Field(min_length=1, max_length=64, examples=["3.16"])
-    released: dt.date | None = None
+    released: Day | None = None
     upgrade_to: str | None = Field(default=None, max_length=64)
 
 
@@ -66,13 +81,13 @@ class MilestoneIn(Strict):
     product: str = Field(min_length=1, max_length=64)
     version: str | None = Field(default=None, max_length=64, description="Omit for a product-level milestone.")
     kind: Kind
-    date: dt.date
+    date: Day
     allow_short_notice: bool = False
     reason: str | None = Field(default=None, max_length=2000)
 
 
 class MoveIn(Strict):
-    date: dt.date
+    date: Day
     reason: str = Field(min_length=1, max_length=2000)
     allow_short_notice: bool = False
 
@@ -92,7 +107,7 @@ class AgreementIn(Strict):
     version: str = Field(min_length=1, max_length=64)
     status: Status
     target: str | None = Field(default=None, max_length=64, description="Target version of the same product.")
-    planned_date: dt.date | None = None
+    planned_date: Day | None = None
     by: str | None = Field(default=None, max_length=254, description="Name or email of who agreed.")
     feedback: str | None = Field(default=None, max_length=10000)
 
