@@ -307,7 +307,9 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
                     raise where.error(event.start_mark.line + 1, f"anchors (&{event.anchor}) are not allowed "
                                                                  "in an import file")
                 if frame is not None and frame.key is _NO_KEY:  # (only a mapping waits for a key)
-                    key = _yaml_key(event, where, limits)
+                    key = event.value
+                    if event.tag is not None or event.style == '"' or key == "<<" or len(key) > max_string:
+                        key = _yaml_key(event, where, limits)
                     first = frame.seen.get(key)
                     line = event.start_mark.line + 1
                     if first is None:
