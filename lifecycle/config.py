@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     rate_limit_bearer: int = 20  # unknown or revoked API bearer tokens
     rate_limit_calendar: int = 20  # unknown calendar feed tokens
     rate_limit_ack: int = 20  # forged acknowledgement links
+    # The largest import file or request body read (the reference fleet file is 10 MB).
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
 
     @field_validator("email_backend")
     @classmethod

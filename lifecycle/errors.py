@@ -16,13 +16,19 @@ class InputError(LifecycleError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+MAX_LISTED = 200  # errors written out in the message; `errors` keeps them all
+
+
 class InputErrors(InputError):
     """Several bad inputs found at once (an import file): every one is listed."""
 
-    def __init__(self, errors: list[InputError]):
+    def __init__(self, errors: list[InputError], source: str | None = None):
+        """`source`: the file the errors are in, named before the list."""
         self.errors = errors
-        lines = "\n".join(f"  {e}" for e in errors)
-        super().__init__(None, f"{len(errors)} error{'s' if len(errors) != 1 else ''}:\n{lines}")
+        lines = "\n".join(f"  {e}" for e in errors[:MAX_LISTED])
+        if len(errors) > MAX_LISTED:
+            lines += f"\n  ... and {len(errors) - MAX_LISTED} more"
+        super().__init__(source, f"{len(errors)} error{'s' if len(errors) != 1 else ''}:\n{lines}")
 
 
 class NotFound(InputError):

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
 from sqlmodel import Session, select
 
-from lifecycle import policy, registry
+from lifecycle import loader, policy, registry
 from lifecycle import validation as v
 from lifecycle.errors import InputError, InputErrors
 from lifecycle.models import Milestone, MilestoneKind, MilestoneStatus, Product, Release
@@ -40,107 +37,9 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 # ------------------------------------------------------------------------------------------- reading
 
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that records duplicate keys (PyYAML silently keeps the last one) with their line."""
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.duplicates: list[InputError] = []
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
-            except TypeError:  # an unhashable key: the base class reports it
-                continue
-            if first != key_node.start_mark.line + 1:
-                self.duplicates.append(InputError(
-                    f"line {key_node.start_mark.line + 1}", f"duplicate key {key!r} (first given at line {first})"))
-        return super().construct_mapping(node, deep)
-
-    def construct_yaml_timestamp(self, node):
-        """An unquoted impossible date (2027-06-31) is bad input on its line, not a crash."""
-        try:
-            return super().construct_yaml_timestamp(node)
-        except ValueError as exc:
-            raise InputError(f"line {node.start_mark.line + 1}", f"invalid date {node.value!r}: {exc}") from None
-
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
-
-
-def _read_yaml(text: str) -> object:
-    loader = _Loader(text)
-    try:
-        data = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}" if mark else None
-        detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        column = f" (column {mark.column + 1})" if mark else ""
-        raise InputError(where, f"not valid YAML: {detail}{column}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(None, f"not valid YAML: {exc}") from None
-    finally:
-        loader.dispose()
-    if loader.duplicates:
-        raise InputErrors(loader.duplicates)
-    return data
-
-
-def _read_json(text: str) -> object:
-    duplicates: list[InputError] = []
-
-    def pairs(items):
-        obj: dict = {}
-        for key, value in items:
-            if key in obj:
-                duplicates.append(InputError(None, f"duplicate key {key!r}"))
-            obj[key] = value
-        return obj
-
-    try:
-        data = json.loads(text, object_pairs_hook=pairs)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"line {exc.lineno}", f"not valid JSON: {exc.msg} (column {exc.colno})") from None
-    if duplicates:
-        try:  # JSON is YAML: the YAML reader knows the line of each duplicate
-            _read_yaml(text)
-        except InputErrors as exc:
-            raise exc from None
-        except InputError:
-            pass
-        raise InputErrors(duplicates)
-    return data
-
-
-def load_file(path: str | Path) -> dict:
-    """Read an import file: JSON for `.json` (or content starting with `{`), YAML otherwise.
-
-    Parse errors and duplicate keys name the line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(str(path), "no such file") from None
-    except IsADirectoryError:
-        raise InputError(str(path), "is a directory, not a file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(str(path), f"not UTF-8 text (byte {exc.start})") from None
-    text = text.removeprefix("\ufeff")
-    is_json = path.suffix.lower() == ".json" or (
-        path.suffix.lower() not in (".yaml", ".yml") and text.lstrip()[:1] in ("{", "["))
-    data = _read_json(text) if is_json else _read_yaml(text)
-    if data is None:
-        raise InputError(str(path), "the file is empty")
-    if not isinstance(data, dict):
-        raise InputError(str(path), f"expected a mapping at the top level, got {_kind(data)}")
-    return data
+# Files and request bodies are read by lifecycle.loader: one strict reader for YAML and JSON (limits,
+# duplicate keys, encodings, truncation). `load_file` stays importable from here.
+load_file = loader.load_file
 
 
 # ------------------------------------------------------------------------------------- the summary
@@ -357,7 +256,7 @@ def _version(value, path: str, errs: _Errors) -> str | None:
 
 
 def _reason(value, path: str, errs: _Errors) -> str | None:
-    return None if value is None else errs.check(v.reason, value if isinstance(value, str) else str(value), path)
+    return None if value is None else errs.check(v.reason, value, path)
 
 
 def _duplicates(items, key, what: str, errs: _Errors, field_name: str) -> None:

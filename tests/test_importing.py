@@ -241,7 +241,7 @@ def test_a_yaml_syntax_error_names_the_line(tmp_path):
     path.write_text("products:\n  - slug: acp\n    name: [ACP\n  - slug: amp\n")
     with pytest.raises(InputError) as err:
         importing.load_file(path)
-    assert err.value.field.startswith("line ") and "not valid YAML" in err.value.message
+    assert err.value.field == f"{path}, line 4" and "not valid YAML" in err.value.message
 
 
 def test_duplicate_keys_in_a_yaml_or_json_file_name_the_line(tmp_path):
@@ -249,10 +249,10 @@ def test_duplicate_keys_in_a_yaml_or_json_file_name_the_line(tmp_path):
     (tmp_path / "dup.json").write_text('{"products": [\n  {"slug": "acp",\n   "slug": "amp"}]}')
     with pytest.raises(InputErrors) as err:
         importing.load_file(tmp_path / "dup.yaml")
-    assert errors_of(err) == ["line 4: duplicate key 'name' (first given at line 3)"]
+    assert errors_of(err) == [f"{tmp_path / 'dup.yaml'}, line 4: duplicate key 'name' (first given at line 3)"]
     with pytest.raises(InputErrors) as err:
         importing.load_file(tmp_path / "dup.json")
-    assert errors_of(err) == ["line 3: duplicate key 'slug' (first given at line 2)"]
+    assert errors_of(err) == [f"{tmp_path / 'dup.json'}, line 3: duplicate key 'slug' (first given at line 2)"]
 
 
 def test_a_json_syntax_error_names_the_line(tmp_path):
@@ -260,7 +260,7 @@ def test_a_json_syntax_error_names_the_line(tmp_path):
     path.write_text('{"products": [\n  {"slug": "acp",,}\n]}')
     with pytest.raises(InputError) as err:
         importing.load_file(path)
-    assert err.value.field == "line 2" and "not valid JSON" in err.value.message
+    assert err.value.field == f"{path}, line 2" and "not valid JSON" in err.value.message
 
 
 def test_unknown_keys_are_errors_at_every_level(sqlite_db):

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from lifecycle.config import reset_settings
 from lifecycle.db import session_scope
 from lifecycle.models import Agreement, ApiToken, Milestone, Product
 from lifecycle.tokens import hash_secret
@@ -67,7 +68,14 @@ def test_a_short_notice_move_is_refused_with_409_and_the_reason_then_allowed_wit
      ["body", "date"]),
     ("/api/milestones", {"product": "nope", "version": "3.18", "kind": "end-of-sale", "date": "2030-01-01"},
      ["body", "product"]),
+    ("/api/milestones", {"product": "acp", "version": "3.18", "kind": "end-of-life", "date": 1893369600},
+     ["body", "date"]),
+    ("/api/milestones", {"product": "acp", "version": "3.18", "kind": "end-of-life", "date": "2030-01-01T00:00:00"},
+     ["body", "date"]),
+    ("/api/milestones", {"product": "acp", "version": "3.18", "kind": "end-of-life", "date": "2030-W26"},
+     ["body", "date"]),
     ("/api/products", {"slug": "Bad Slug!", "name": "x"}, ["body", "slug"]),
+    ("/api/products", {"slug": "ok", "name": "\u202eevil"}, ["body", "name"]),
     ("/api/products", {"slug": "ok", "name": "x", "colour": "red"}, ["body", "colour"]),
     ("/api/customers/acme/agreements", {"product": "acp", "version": "3.16", "status": "planned", "target": "9.9"},
      ["body", "target"]),
@@ -148,3 +156,37 @@ def test_the_openapi_document_describes_the_api_and_its_bearer_auth(sqlite_db):
     assert "/api/milestones/{milestone_id}/move" in spec["paths"]
     assert any(s.get("scheme") == "bearer" for s in spec["components"]["securitySchemes"].values())
     assert "MoveIn" in spec["components"]["schemas"]
+
+
+def test_a_hostile_import_body_is_a_422_naming_where_never_a_500(world, client):
+    auth = world.auth("pm")
+    deep = b'{"products": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    cases = {
+        "nested 100,000 deep": (deep, "application/json", "nested deeper than 64"),
+        "duplicate keys": (b'{"products": [\n {"slug": "kx", "slug": "ky", "name": "K"}]}', "application/json",
+                           "body, line 2: duplicate key 'slug'"),
+        "a lone surrogate": (b'{"products": [{"slug": "kx", "name": "\\ud800"}]}', "application/json",
+                             "lone surrogate"),
+        "an alias bomb": (b"a: &a [x, x]\nb: [*a, *a]\n", "application/yaml", "are not allowed"),
+        "a NUL byte": (b'{"products": [{"slug": "kx", "name": "K\x00"}]}', "application/json", "NUL"),
+        "Infinity": (b'{"products": [], "customers": [{"key": "k", "name": Infinity}]}', "application/json",
+                     "finite"),
+        "a mapping where a name belongs": (b'{"products": [{"slug": "kx", "name": {"a": 1}}]}', "application/json",
+                                           "expected text, got a mapping"),
+    }
+    for case, (body, content_type, expect) in cases.items():
+        r = client.post("/api/import", headers={**auth, "Content-Type": content_type}, content=body)
+        assert r.status_code == 422, (case, r.status_code, r.text[:300])
+        assert expect in r.text, (case, r.text[:300])
+    ok = client.post("/api/import", headers={**auth, "Content-Type": "application/yaml"},
+                     content=b"products:\n  - slug: ky\n    name: Kube Y\n")
+    assert ok.status_code == 200, ok.text
+    with session_scope() as s:
+        assert {p.slug for p in s.exec(select(Product))} == {"acp", "mesh", "ky"}
+
+
+def test_an_import_body_over_the_size_limit_is_refused(world, client, monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_IMPORT_MAX_BYTES", "1000")
+    reset_settings()
+    r = client.post("/api/import", headers=world.auth("pm"), json={"products": [{"slug": "kx", "name": "x" * 2000}]})
+    assert r.status_code == 413 and "LIFECYCLE_IMPORT_MAX_BYTES" in r.text

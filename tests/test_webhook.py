@@ -295,6 +295,13 @@ def test_a_signed_body_that_is_not_a_list_of_events_is_a_400(db, client):
         assert r.status_code == 400, body
 
 
+def test_a_signed_body_nested_100000_deep_is_a_400_not_a_500(db, client):
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'[{"a": ' * 50_000 + b"1" + b"}]" * 50_000):
+        r = post(client, None, body=body)
+        assert r.status_code == 400 and "nested deeper than 64" in r.json()["detail"], r.text[:200]
+    assert all_rows(WebhookEvent) == []
+
+
 def test_an_oversized_body_is_refused_before_anything_else(db, client):
     r = post(client, None, body=b"[" + b" " * (6 * 1024 * 1024) + b"]")
     assert r.status_code == 413

@@ -14,7 +14,7 @@ from lifecycle import importing
 from lifecycle.cli import app
 from lifecycle.cli.common import AtOption, JsonOption, console, emit_json, err_console, parse_at
 from lifecycle.db import session_scope
-from lifecycle.errors import InputError
+from lifecycle.errors import InputError, InputErrors
 
 PROGRESS_THRESHOLD = 200  # rows; smaller files finish before a bar would be worth drawing
 
@@ -86,7 +86,7 @@ def import_file(
                 raise InputError(option, "only with --format endoflife")
     elif strict and short_notice_reason:
         raise InputError("--strict", "give either --strict or --short-notice-reason, not both")
-    data = importing.load_file(file)
+    data = importing.load_file(file)  # errors name the file and the line
 
     def run(s, on_progress=None):
         if format_ == ImportFormat.ENDOFLIFE:
@@ -100,15 +100,21 @@ def import_file(
         from lifecycle import changes
 
         found: list = []
-        preview = changes.preview(when, lambda s: found.append(run(s)) or found[0].to_dict())
+        try:
+            preview = changes.preview(when, lambda s: found.append(run(s)) or found[0].to_dict())
+        except InputErrors as exc:  # errors name the path in the file (customers[3].name): say which file
+            raise InputErrors(exc.errors, source=str(file)) from None
         if json_:
             emit_json(preview)
             return
         for line in found[0].lines() + changes.preview_lines(preview):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
         return
-    with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
-        summary = run(s, on_progress)
+    try:
+        with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
+            summary = run(s, on_progress)
+    except InputErrors as exc:  # errors name the path in the file (customers[3].name): say which file
+        raise InputErrors(exc.errors, source=str(file)) from None
     if json_:
         emit_json(summary.to_dict())
     else:

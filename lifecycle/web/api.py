@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlmodel import Session, select
 
-from lifecycle import agreements, dashboard, links, registry
+from lifecycle import agreements, dashboard, links, loader, registry
 from lifecycle import validation as v
+from lifecycle.config import get_settings
 from lifecycle.errors import InputError, InputErrors, ShortNotice
 from lifecycle.models import (
     Agreement,
@@ -46,6 +47,21 @@ Kind = Literal["end-of-sale", "end-of-full-support", "end-of-maintenance", "end-
 Status = Literal["acknowledged", "planned", "completed", "declined"]
 
 
+def _day(value):
+    """Dates as `YYYY-MM-DD` only: pydantic alone also takes a Unix time (1798675200) or a datetime."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a date (YYYY-MM-DD), got {v.describe(value)}")
+    try:
+        return v.date(value)
+    except InputError as exc:
+        raise ValueError(exc.message) from None
+
+
+Day = Annotated[dt.date, BeforeValidator(_day)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -57,7 +73,7 @@ class ProductIn(Strict):
 
 class ReleaseIn(Strict):
     version: str = Field(min_length=1, max_length=64, examples=["3.16"])
-    released: dt.date | None = None
+    released: Day | None = None
     upgrade_to: str | None = Field(default=None, max_length=64)
 
 
@@ -70,7 +86,7 @@ class MilestoneIn(Strict):
     product: str = Field(min_length=1, max_length=64)
     version: str | None = Field(default=None, max_length=64, description="Omit for a product-level milestone.")
     kind: Kind
-    date: dt.date
+    date: Day
     allow_short_notice: bool = False
     reason: str | None = Field(default=None, max_length=2000,
                                description="Internal; required for short notice and to reinstate a withdrawn one.")
@@ -78,7 +94,7 @@ class MilestoneIn(Strict):
 
 
 class MoveIn(Strict):
-    date: dt.date
+    date: Day
     reason: str = Field(min_length=1, max_length=2000)
     allow_short_notice: bool = False
     customer_reason: CustomerReason = None
@@ -100,7 +116,7 @@ class AgreementIn(Strict):
     version: str = Field(min_length=1, max_length=64)
     status: Status
     target: str | None = Field(default=None, max_length=64, description="Target version of the same product.")
-    planned_date: dt.date | None = None
+    planned_date: Day | None = None
     by: str | None = Field(default=None, max_length=254, description="Name or email of who agreed.")
     feedback: str | None = Field(default=None, max_length=10000)
 
@@ -341,13 +357,47 @@ def undo_change(change_id: int, principal: PrincipalDep, session: SessionDep) ->
     return result
 
 
-@router.post("/import", summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)")
-def import_registry(principal: PrincipalDep, session: SessionDep,
-                    data: Annotated[dict, Body(examples=[{"products": [{"slug": "acp", "name": "ACP"}]}])],
-                    dry_run: DryRun = False) -> dict:
+async def import_body(request: Request) -> bytes:
+    """The raw body of an import, read up to LIFECYCLE_IMPORT_MAX_BYTES: FastAPI's own JSON parsing
+    has no size or depth limit (a body nested 100,000 deep would be a 500)."""
+    limit = get_settings().import_max_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, [{"loc": ["body"], "msg": f"larger than {limit} bytes "
+                                       "(LIFECYCLE_IMPORT_MAX_BYTES)", "type": "too_large"}])
+    return bytes(body)
+
+
+def _body_format(content_type: str | None) -> str | None:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json"):
+        return "json"
+    if kind in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
+        return "yaml"
+    return None  # JSON when it starts with { or [, YAML otherwise
+
+
+_IMPORT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object"}, "example": {"products": [{"slug": "acp", "name": "ACP"}]}},
+    "application/yaml": {"schema": {"type": "object"}}}}}
+
+
+@router.post("/import", summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)",
+             openapi_extra=_IMPORT_BODY)
+def import_registry(principal: PrincipalDep, session: SessionDep, request: Request,
+                    body: Annotated[bytes, Depends(import_body)], dry_run: DryRun = False) -> dict:
+    """The body is read by the same strict loader as `lifecycle import` (YAML or JSON by Content-Type):
+    an unreadable body, one nested too deep or with duplicate keys is a 422 naming the line or path."""
     require(principal, PM)
     from lifecycle.importing import import_registry as run_import
 
+    try:
+        data = loader.load_bytes(body, source="body", fmt=_body_format(request.headers.get("content-type")))
+    except InputError as exc:
+        errors = exc.errors if isinstance(exc, InputErrors) else [exc]
+        raise HTTPException(422, [{"loc": ["body"], "msg": str(e), "type": "value_error"} for e in errors]) from None
     at = now()
     if dry_run:
         return _preview(session, at, lambda s: run_import(s, data, at=at, source="api").to_dict())

@@ -9,7 +9,6 @@ events are deduplicated, so a retry is harmless.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from lifecycle.config import get_settings
 from lifecycle.db import session_scope
-from lifecycle.errors import LifecycleError
+from lifecycle.errors import InputError, LifecycleError
+from lifecycle.loader import parse_json_bytes
 from lifecycle.webhooks import apply_events, load_public_key, verify
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -57,10 +57,10 @@ async def sendgrid_events(request: Request) -> JSONResponse:
     timestamp = request.headers.get(EventWebhookHeader.TIMESTAMP)
     if not verify(key, body, signature, timestamp, now=at, max_age=settings.sendgrid_webhook_max_age):
         return _error(401, "missing, invalid or stale event webhook signature")
-    try:
-        events = json.loads(body)
-    except ValueError:
-        return _error(400, "the body is not JSON")
+    try:  # size and depth limited before parsing: a body nested 100,000 deep is a 400, not a 500
+        events = parse_json_bytes(body, max_bytes=MAX_BODY)
+    except InputError as exc:
+        return _error(400, f"the body is not acceptable JSON: {exc.message}")
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         return _error(400, "the body must be a JSON list of event objects")
     counts = await run_in_threadpool(_apply, events, at)
