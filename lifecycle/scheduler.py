@@ -55,7 +55,8 @@ from lifecycle.models import (
 PLANNER_LOCK_ID = 7_242_001
 CHUNK = 200
 # Skipped stages with these reasons may come back when the situation changes (renewal, re-deploy).
-REPLANNABLE = {None, "service-lapsed", "service-not-started", "not-affected", "milestone-passed", "withdrawn"}
+REPLANNABLE = {None, "service-lapsed", "service-not-started", "not-affected", "milestone-passed", "withdrawn",
+               "moved"}
 N = Notice.__table__
 D = Delivery.__table__
 
@@ -463,9 +464,8 @@ def customers_with_due_deliveries(session: Session, at: dt.datetime, limit: int 
 
 
 def recover_stale(session: Session, at: dt.datetime) -> int:
-    """Deliveries left `sending` by a worker that died go back to pending."""
-    cutoff = at - dt.timedelta(seconds=get_settings().claim_timeout_seconds)
-    res = session.connection().execute(
-        D.update().where(D.c.status == DeliveryStatus.SENDING, D.c.claimed_at < cutoff)
-        .values(status=DeliveryStatus.PENDING, next_attempt_at=at, claim_token=None, updated_at=at))
-    return res.rowcount or 0
+    """Take back claims of dead or stalled workers and settle unknown sends (lifecycle.delivery.recover:
+    what could not have been sent goes back to pending, what may have been sent is reconciled)."""
+    from lifecycle.delivery import recover
+
+    return recover(session, at)
