@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from celery.signals import worker_ready
+
 from tasks.application import app
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,10 @@ def tick(at: str | None = None) -> dict:
     return result.as_dict()
 
 
-# A repeat is harmless (claims are conditional), so acknowledge late: a worker killed mid-task
-# leaves the message for another worker, and the stale-claim recovery covers the rest.
-@app.task(name="lifecycle.deliver_customer", acks_late=True, ignore_result=True)
+# A repeat is harmless (claims are conditional), so acknowledge late, and give the message back when
+# the pool process running it dies (reject_on_worker_lost): another process takes it at once, and its
+# recovery sees the dead process's claim (lifecycle.liveness) and takes its deliveries back.
+@app.task(name="lifecycle.deliver_customer", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_customer(customer_id: int, at: str | None = None) -> dict:
     from lifecycle.delivery import deliver_customer as deliver
 
@@ -37,3 +40,11 @@ def deliver_customer(customer_id: int, at: str | None = None) -> dict:
     # record a send time in the past.
     when = max(_at(at), dt.datetime.now(dt.UTC)) if at else dt.datetime.now(dt.UTC)
     return deliver(customer_id, when).as_dict()
+
+
+@worker_ready.connect
+def resume_after_restart(sender=None, **_) -> None:
+    """A worker that starts (perhaps replacing one that was killed mid-delivery) asks for a tick at
+    once rather than at the next beat: the tick takes back the dead worker's claims and re-queues its
+    customers. A tick too many is harmless."""
+    tick.delay()

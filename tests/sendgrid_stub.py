@@ -197,6 +197,12 @@ class SendGridStub:
         with self._lock:  # like SendGrid: a failed post is tried again later
             self._events[:0] = events
 
+    def take_events(self) -> list[dict]:
+        """The `processed` events not posted yet (for tests that apply them without the web app)."""
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
     @property
     def events_pending(self) -> int:
         with self._lock:

@@ -165,6 +165,27 @@ def test_a_sendgrid_answering_after_the_timeout_leaves_the_outcome_unknown_not_f
     assert [r.status for r in sendgrid_stub.requests] == [202]
 
 
+def test_an_answer_trickled_past_the_send_deadline_is_cut_off_there_not_at_the_socket_timeout(sendgrid_stub):
+    # One byte every ~0.1 s for 8 s: each read succeeds long before the 5 s socket timeout, so only a
+    # total deadline ends this exchange.
+    sendgrid_stub.queue(202, trickle=8.0)
+    with pytest.raises(DeliveryError) as err:
+        mailer(sendgrid_stub, timeout=5, deadline=1.0).send(notice_email())
+    assert err.value.unknown and not err.value.permanent
+    assert err.value.message == ("SendGrid outcome unknown: the request was sent, then no complete answer "
+                                 "within the 1 s send deadline")
+    [request] = sendgrid_stub.requests
+    assert request.status == 202 and not request.answered  # we hung up before the answer was whole
+
+
+def test_nothing_is_sent_once_the_deadline_has_passed(sendgrid_stub):
+    late = notice_email(deadline=0.0)  # a time.monotonic() instant long past
+    with pytest.raises(DeliveryError) as err:
+        mailer(sendgrid_stub).send(late)
+    assert not err.value.unknown and "deadline had already passed" in err.value.message
+    assert sendgrid_stub.requests == []
+
+
 def test_a_refused_connection_is_a_transient_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

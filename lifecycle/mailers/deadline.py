@@ -31,6 +31,11 @@ class SendDeadline:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    @property
+    def passed(self) -> bool:
+        """The deadline ended the exchange (its timer, or a socket timeout cut to it)."""
+        return self.expired or self.remaining() < 0.01
+
     def timeout(self, per_operation: float | None) -> float:
         """The timeout for the next socket operation: the per-operation one, never past the deadline."""
         left = max(self.remaining(), 0.001)

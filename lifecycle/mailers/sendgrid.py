@@ -149,11 +149,15 @@ class SendGridMailer:
         try:
             with deadline:
                 response = endpoint.post(request_body=mail.get())
+            if deadline.expired:
+                # The answer was cut off: http.client accepts a truncated status line ("HTTP/1.1 20")
+                # and no headers as a complete answer, so nothing read after the cut can be trusted.
+                raise http.client.IncompleteRead(b"")
         except HTTPError as err:  # SendGrid answered: the outcome is known
             raise self._error(err) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:  # refused, reset, timed out, garbled
             reason = getattr(exc, "reason", None) or exc
-            why = (f"no complete answer within the {self.deadline:g} s send deadline" if deadline.expired
+            why = (f"no complete answer within the {self.deadline:g} s send deadline" if deadline.passed
                    else f"{type(exc).__name__}: {reason}")
             if deadline.written:
                 raise DeliveryError(f"SendGrid outcome unknown: the request was sent, then {why}",

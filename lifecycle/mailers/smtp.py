@@ -90,27 +90,36 @@ class SmtpMailer:
                     refused = smtp.send_message(msg)
                 finally:
                     _close(smtp)
-        except smtplib.SMTPRecipientsRefused as exc:
-            replies = list(exc.recipients.values())
-            text = "; ".join(f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in exc.recipients.items())
-            permanent = all(code >= 500 for code, _ in replies)
-            raise DeliveryError(f"SMTP recipient refused: {text}", permanent=permanent) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise DeliveryError(f"SMTP server {self.host}:{self.port}: {exc}", permanent=True) from None
-        except smtplib.SMTPResponseException as exc:  # sender refused, data refused, auth, greeting
-            permanent = exc.smtp_code >= 500
-            raise DeliveryError(f"SMTP {_reply(exc.smtp_code, exc.smtp_error)}", permanent=permanent) from None
-        except (smtplib.SMTPException, OSError) as exc:  # disconnected, refused, timed out, TLS failure
-            why = (f"no reply within the {self.deadline:g} s send deadline" if deadline.expired
-                   else f"{type(exc).__name__}: {exc}")
-            if smtp is not None and smtp.data_sent:
-                raise DeliveryError(f"SMTP outcome unknown: the message was sent to {self.host}:{self.port}, "
-                                    f"then {why}", unknown=True) from None
-            raise DeliveryError(f"SMTP server {self.host}:{self.port} unreachable: {why}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise self._error(exc, deadline, smtp) from None
         if refused:  # only some recipients refused; we send one recipient per message, so unlikely
             text = "; ".join(f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in refused.items())
             raise DeliveryError(f"SMTP recipient refused: {text}", permanent=True)
         return str(msg["Message-ID"])
+
+
+    def _error(self, exc: Exception, deadline: SendDeadline, smtp: _SMTP | None) -> DeliveryError:
+        data_sent = smtp is not None and smtp.data_sent
+        if data_sent and (deadline.expired or not isinstance(exc, smtplib.SMTPResponseException)):
+            # The message went out and no (whole) reply came back: the server may have queued it. A
+            # reply cut off by the deadline ("25") is no reply.
+            why = (f"no reply within the {self.deadline:g} s send deadline" if deadline.passed
+                   else f"{type(exc).__name__}: {exc}")
+            return DeliveryError(f"SMTP outcome unknown: the message was sent to {self.host}:{self.port}, "
+                                 f"then {why}", unknown=True)
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            replies = list(exc.recipients.values())
+            text = "; ".join(f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in exc.recipients.items())
+            permanent = all(code >= 500 for code, _ in replies)
+            return DeliveryError(f"SMTP recipient refused: {text}", permanent=permanent)
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return DeliveryError(f"SMTP server {self.host}:{self.port}: {exc}", permanent=True)
+        if isinstance(exc, smtplib.SMTPResponseException):  # sender refused, data refused, auth, greeting
+            return DeliveryError(f"SMTP {_reply(exc.smtp_code, exc.smtp_error)}", permanent=exc.smtp_code >= 500)
+        # disconnected, refused, timed out, TLS failure: before the message went out
+        why = (f"no reply within the {self.deadline:g} s send deadline" if deadline.passed
+               else f"{type(exc).__name__}: {exc}")
+        return DeliveryError(f"SMTP server {self.host}:{self.port} unreachable: {why}")
 
 
 def _close(smtp: smtplib.SMTP) -> None:
