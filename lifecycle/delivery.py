@@ -172,9 +172,12 @@ def _lock_mine(session: Session, token: str, ids: list[int]) -> set[int]:
 
 def recover(session: Session, at: dt.datetime, *, customer_id: int | None = None) -> int:
     """Take back dead claims, settle or release unknown sends whose window is over, and revive the
-    cancelled deliveries of a notice released again. Returns how many deliveries changed."""
-    return (_expire_claims(session, at, customer_id) + _reconcile_unknown(session, at, customer_id)
-            + _revive(session, at, customer_id))
+    cancelled deliveries of a notice released again. Returns how many deliveries changed. The tick
+    runs it for everyone; a delivery run only takes back its customer's dead claims (one query when
+    there are none), which is what lets a task redelivered after a worker died resume at once."""
+    if customer_id is not None:
+        return _expire_claims(session, at, customer_id)
+    return _expire_claims(session, at, None) + _reconcile_unknown(session, at, None) + _revive(session, at, None)
 
 
 def _scope(customer_id: int | None) -> list:
@@ -184,14 +187,17 @@ def _scope(customer_id: int | None) -> list:
 def _expire_claims(session: Session, at: dt.datetime, customer_id: int | None) -> int:
     conn = session.connection()
     sending = [D.c.status == DeliveryStatus.SENDING, *_scope(customer_id)]
-    owners = conn.execute(sa.select(D.c.claimed_by).where(*sending, D.c.claimed_by.is_not(None)).distinct()
-                          ).scalars().all()
-    dead = [o for o in owners if liveness.is_dead(o)]
+    # One row per claim, without locks (locking would make a live claim skip its own rows).
+    claims = conn.execute(sa.select(D.c.claim_token, D.c.claimed_by,
+                                    sa.func.max(sa.func.coalesce(D.c.heartbeat_at, D.c.claimed_at)).label("beat"))
+                          .where(*sending).group_by(D.c.claim_token, D.c.claimed_by)).all()
     cutoff = at - dt.timedelta(seconds=get_settings().claim_timeout)
-    expired = sa.or_(sa.func.coalesce(D.c.heartbeat_at, D.c.claimed_at) < cutoff,
-                     D.c.claimed_by.in_(dead) if dead else sa.false())
-    rows = conn.execute(sa.select(D.c.id, D.c.channel, D.c.send_started_at, D.c.attempts, D.c.claimed_by)
-                        .where(*sending, expired).with_for_update(skip_locked=True)).all()
+    dead = [c.claim_token for c in claims
+            if (c.beat is not None and _aware(c.beat) < cutoff) or liveness.is_dead(c.claimed_by)]
+    if not dead:
+        return 0
+    rows = conn.execute(sa.select(D.c.id, D.c.channel, D.c.send_started_at, D.c.attempts)
+                        .where(*sending, D.c.claim_token.in_(dead)).with_for_update(skip_locked=True)).all()
     if not rows:
         return 0
     back = [r.id for r in rows if CHANNELS[r.channel].transactional or r.send_started_at is None]
@@ -210,6 +216,10 @@ def _expire_claims(session: Session, at: dt.datetime, customer_id: int | None) -
     log.warning("took back %d deliveries of dead or expired claims (%d may have been sent)", len(rows),
                 len(rows) - len(back))
     return len(rows)
+
+
+def _aware(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts
 
 
 def _reconcile_unknown(session: Session, at: dt.datetime, customer_id: int | None) -> int:
@@ -516,30 +526,31 @@ def settle_notices(session: Session, notice_ids: list[int], *,
     if not notice_ids:
         return
     conn = session.connection()
-    if _is_pg(session):  # concurrent settlers lock shared notices in one order: no deadlock
+    if _is_pg(session) and len(notice_ids) > 1:  # concurrent settlers lock shared notices in one order
         conn.execute(sa.select(N.c.id).where(N.c.id.in_(notice_ids)).order_by(N.c.id).with_for_update())
 
     def any_in(statuses) -> sa.ColumnElement:
         return sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_([s.value for s in statuses]))
 
     any_ok, any_open = any_in(DELIVERED_STATUSES), any_in(OPEN_STATUSES)
-    any_failed, any_cancelled = any_in(FAILED_STATUSES), any_in([DeliveryStatus.CANCELLED])
+    any_failed = any_in(FAILED_STATUSES)
+    newly_cancelled = sa.and_(any_in([DeliveryStatus.CANCELLED]),
+                              N.c.status.notin_([NoticeStatus.CANCELLED, NoticeStatus.SKIPPED]))
     first_ok = (sa.select(sa.func.min(D.c.sent_at))
                 .where(D.c.notice_id == N.c.id, D.c.status.in_([s.value for s in DELIVERED_STATUSES]))
                 .scalar_subquery())
-    mine = sa.and_(N.c.id.in_(notice_ids), N.c.status.in_(
-        [NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED, NoticeStatus.CANCELLED,
-         NoticeStatus.SKIPPED]))
-    kept_reason = sa.case((N.c.status == NoticeStatus.SENT, N.c.status_reason), else_=None)
-    conn.execute(N.update().where(mine, any_ok).values(
-        status=NoticeStatus.SENT, sent_at=sa.func.coalesce(first_ok, N.c.sent_at), status_reason=kept_reason))
-    conn.execute(N.update().where(mine, ~any_ok, any_open)
-                 .values(status=NoticeStatus.RELEASED, sent_at=None, status_reason=None))
-    conn.execute(N.update().where(mine, ~any_ok, ~any_open, any_failed)
-                 .values(status=NoticeStatus.FAILED, sent_at=None, status_reason="every-channel-failed"))
-    conn.execute(N.update().where(mine, ~any_ok, ~any_open, ~any_failed, any_cancelled,
-                                  N.c.status.notin_([NoticeStatus.CANCELLED, NoticeStatus.SKIPPED]))
-                 .values(status=cancelled_as[0], sent_at=None, status_reason=cancelled_as[1]))
+    conn.execute(N.update().where(N.c.id.in_(notice_ids), N.c.status.in_(
+        [NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED, NoticeStatus.CANCELLED, NoticeStatus.SKIPPED]
+    )).values(
+        status=sa.case((any_ok, NoticeStatus.SENT.value), (any_open, NoticeStatus.RELEASED.value),
+                       (any_failed, NoticeStatus.FAILED.value), (newly_cancelled, str(cancelled_as[0])),
+                       else_=N.c.status),
+        status_reason=sa.case((any_ok, sa.case((N.c.status == NoticeStatus.SENT, N.c.status_reason))),
+                              (any_open, None), (any_failed, "every-channel-failed"),
+                              (newly_cancelled, cancelled_as[1]), else_=N.c.status_reason),
+        sent_at=sa.case((any_ok, sa.func.coalesce(first_ok, N.c.sent_at)),
+                        (sa.or_(any_open, any_failed, newly_cancelled), None), else_=N.c.sent_at),
+    ))
 
 
 def deliver_customer(customer_id: int, at: dt.datetime, *, limit: int = 500) -> DeliverResult:
@@ -602,7 +613,10 @@ def _send(session: Session, channel, batch: Batch, token: str, at: dt.datetime, 
     deadline = time.monotonic() + get_settings().send_deadline
     try:
         # A transactional channel writes through the session, the others only read through it.
-        with session.begin_nested():  # a failed write leaves nothing behind
+        if channel.transactional:
+            with session.begin_nested():  # a failed write leaves nothing behind
+                provider_id = channel.send(batch, at=at, session=session, deadline=deadline)
+        else:
             provider_id = channel.send(batch, at=at, session=session, deadline=deadline)
     except DeliveryError as err:
         log.warning("delivery via %s to %s failed: %s", batch.channel, batch.recipient, err.message)
