@@ -7,6 +7,7 @@ import logging
 
 from celery.signals import worker_ready
 
+from lifecycle.config import get_settings
 from tasks.application import app
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,12 @@ def tick(at: str | None = None) -> dict:
 
     when = _at(at)
     result = prepare(when)
+    # Every tick queues every customer with something due, so a lost message costs one tick at most.
+    # Copies older than a few ticks are dropped unrun: newer ones are behind them in the queue, and
+    # running them would only find nothing left to claim.
+    expires = max(get_settings().tick_seconds * 3, 5.0)
     for customer_id in result.customers:
-        deliver_customer.delay(customer_id, when.isoformat())
+        deliver_customer.apply_async((customer_id, when.isoformat()), expires=expires)
     log.info("tick %s: %s", when.isoformat(), result.as_dict())
     return result.as_dict()
 
