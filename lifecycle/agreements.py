@@ -11,7 +11,7 @@ import datetime as dt
 
 from sqlmodel import Session, select
 
-from lifecycle import delivery, registry
+from lifecycle import inflight, registry
 from lifecycle import validation as v
 from lifecycle.errors import InputError
 from lifecycle.models import (
@@ -71,7 +71,7 @@ def record(
                     "channel": channel}, by)
     if status != previous:
         _tell_rep(session, customer, release, agreement, at)
-    delivery.cancel_in_flight(session, at=at, reason="agreement", customer_id=customer.id, release_id=release.id)
+    inflight.cancel_in_flight(session, at=at, reason="agreement", customer_id=customer.id, release_id=release.id)
     return agreement
 
 

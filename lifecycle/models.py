@@ -78,7 +78,7 @@ class NoticeStatus(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
-    """The one list of delivery states (lifecycle.delivery explains the moves between them)."""
+    """The one list of delivery states (lifecycle.delivery and lifecycle.recovery explain the moves)."""
 
     PENDING = "pending"  # to be sent at `next_attempt_at`
     SENDING = "sending"  # claimed by a worker (`claim_token`, `claimed_by`), being sent

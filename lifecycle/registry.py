@@ -15,7 +15,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from lifecycle import delivery, policy
+from lifecycle import inflight, policy
 from lifecycle import validation as v
 from lifecycle.errors import InputError, NotFound, ShortNotice
 from lifecycle.models import (
@@ -257,7 +257,7 @@ def move_milestone(
                                 by=by, at=at))
     audit(session, at, "milestone.move", f"milestone {milestone.id}",
           {"from": old, "to": date, "reason": reason}, by)
-    delivery.cancel_in_flight(session, at=at, reason="moved", milestone_id=milestone.id)
+    inflight.cancel_in_flight(session, at=at, reason="moved", milestone_id=milestone.id)
     return milestone, "updated"
 
 
@@ -273,7 +273,7 @@ def withdraw_milestone(
     session.add(MilestoneChange(milestone_id=milestone.id, revision=milestone.revision, action="withdrawn",
                                 old_date=milestone.date, reason=reason, by=by, at=at))
     audit(session, at, "milestone.withdraw", f"milestone {milestone.id}", {"reason": reason}, by)
-    delivery.cancel_in_flight(session, at=at, reason="withdrawn", milestone_id=milestone.id)
+    inflight.cancel_in_flight(session, at=at, reason="withdrawn", milestone_id=milestone.id)
     return milestone, "updated"
 
 

@@ -464,8 +464,8 @@ def customers_with_due_deliveries(session: Session, at: dt.datetime, limit: int 
 
 
 def recover_stale(session: Session, at: dt.datetime) -> int:
-    """Take back claims of dead or stalled workers and settle unknown sends (lifecycle.delivery.recover:
+    """Take back claims of dead or stalled workers and settle unknown sends (lifecycle.recovery.recover:
     what could not have been sent goes back to pending, what may have been sent is reconciled)."""
-    from lifecycle.delivery import recover
+    from lifecycle.recovery import recover
 
     return recover(session, at)

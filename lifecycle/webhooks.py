@@ -8,7 +8,7 @@ posts), so a repeated event changes nothing.
 
 - `processed`: SendGrid has the message. A delivery not yet recorded as sent (`unknown` after a lost
   answer, `sending` by a worker that died or has not recorded yet, `pending` after an error answer)
-  becomes `sent`: this is what settles an unknown send without sending it again (lifecycle.delivery).
+  becomes `sent`: this is what settles an unknown send without sending it again (lifecycle.recovery).
 - `delivered`: the delivery becomes `delivered` (from `sent`, or from any of the states above).
 - `bounce` / `dropped`: the delivery becomes `bounced` / `failed` with the reason, the contact is
   flagged undeliverable (the scheduler stops emailing it), and the account rep gets one bounce alert per

@@ -8,6 +8,7 @@ in-process here (tests/test_chaos.py posts them to the real webhook).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -131,6 +132,23 @@ def test_an_unknown_email_without_an_event_is_sent_again_after_the_window_as_a_p
     assert listed["possible_duplicates"] == 1
     assert [(r["id"], r["possible_duplicate"]) for r in listed["rows"]] == [(email.id, True)]
     assert row["possible_duplicates"] == 1 and "1 possible duplicate email(s)" in row["notes"]
+
+
+def test_the_delivery_report_lists_unknown_outcomes_with_their_reason(db, monkeypatch, sendgrid_stub, cli):
+    use_sendgrid(monkeypatch, sendgrid_stub, deadline=1.0)
+    fleet(1)
+    sendgrid_stub.queue(202, delay=2.5)
+    w.run(T0)
+    r = cli("report", "deliveries", "--json", "--at", "2026-12-30T12:05:00Z")
+    assert r.code == 0, r
+    data = json.loads(r.out)
+    assert data["totals"] == {"email": {"unknown": 1}, "portal": {"delivered": 1}}
+    [row] = data["rows"]
+    assert (row["customer"], row["recipient"], row["status"], row["possible_duplicate"]) == \
+        ("cust0", "ops@cust0.example", "unknown", False)
+    assert row["next_attempt_at"] == "2026-12-30T12:15:00+00:00" and "outcome unknown" in row["error"]
+    table = cli("report", "deliveries")
+    assert table.code == 0 and "email: unknown 1" in table.out and "possible duplicates: 0" in table.out
 
 
 def test_a_provider_trickling_its_answer_is_cut_off_at_the_deadline_and_no_sweep_takes_the_send_back(

@@ -7,7 +7,7 @@ records the outcome, so writing and recording are one atomic step: they either h
 others (email) may read through the session (the send's transaction) but write nothing; they hand the
 message to a provider: if the answer is lost (a timeout after the request was written, a reset), the
 provider may have it, and the error says so (`unknown=True`). Such a channel also says how an unknown
-send is settled (`unknown_wait`, `lookup`; see lifecycle.delivery).
+send is settled (`unknown_wait`, `lookup`; see lifecycle.recovery).
 Every send is bounded by `deadline` (a `time.monotonic()` instant): nothing is written to a provider
 after it, and no send lasts beyond it.
 """
@@ -25,7 +25,7 @@ class DeliveryError(Exception):
     permanent: retrying cannot help (a 400 from SendGrid, an invalid address): the delivery fails now.
     retry_after: seconds the provider asked us to wait (Retry-After), used for the next attempt.
     unknown: the request reached the provider but its answer did not reach us: it may have been
-    accepted. The delivery is not retried blindly (lifecycle.delivery reconciles it first).
+    accepted. The delivery is not retried blindly (lifecycle.recovery reconciles it first).
     """
 
     def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None,
