@@ -133,7 +133,7 @@ def stale(session: Session, ids: list[int]) -> dict[int, str]:
         .join(M, M.c.id == N.c.milestone_id, isouter=True)
         .join(A, sa.and_(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id), isouter=True)
         .where(D.c.id.in_(ids))).all()
-    stale = {}
+    found = {}
     for r in rows:
         reason = None
         if r.status in (NoticeStatus.CANCELLED, NoticeStatus.SKIPPED):
@@ -147,8 +147,8 @@ def stale(session: Session, ids: list[int]) -> dict[int, str]:
         elif r.kind == NoticeKind.STAGE and r.audience == "customer" and r.agreement in AGREED_STATUSES:
             reason = "agreement"
         if reason:
-            stale[r.id] = reason
-    return stale
+            found[r.id] = reason
+    return found
 
 
 def cancel(session: Session, stale: dict[int, str], token: str, at: dt.datetime) -> dict[str, list[int]]:
