@@ -15,7 +15,7 @@ import datetime as dt
 
 from sqlmodel import Session, select
 
-from lifecycle import registry
+from lifecycle import inflight, registry
 from lifecycle import validation as v
 from lifecycle.errors import InputError
 from lifecycle.models import (
@@ -111,6 +111,7 @@ def save(
                     "channel": channel}, by)
     if status != previous:
         _tell_rep(session, customer, release, agreement, at)
+    inflight.cancel_in_flight(session, at=at, reason="agreement", customer_id=customer.id, release_id=release.id)
     return agreement, True
 
 

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SENDGRID_API_KEY", "LIFECYCLE_SENDGRID_API_KEY")
     )
     sendgrid_host: str = "https://api.sendgrid.com"
-    sendgrid_timeout: float = 10.0
+    sendgrid_timeout: float = 10.0  # per socket operation; the whole send is bounded by send_deadline
     sendgrid_sandbox: bool = False
     sendgrid_webhook_public_key: str | None = None
     sendgrid_webhook_max_age: int = 600
@@ -67,8 +67,18 @@ class Settings(BaseSettings):
     # Lead times before each milestone, calendar months ("6m") or weeks ("1w"). 3m is always added.
     stages: str = ",".join(DEFAULT_STAGES)
     send_hour: int = 9
-    max_attempts: int = 8
-    claim_timeout_seconds: int = 600
+    # Every send (connect + write + read) ends within this many seconds, whatever the provider does.
+    send_deadline: float = 30.0
+    # Transient failures are retried for this long after the first attempt (backoff doubling from
+    # retry_base_seconds, capped at retry_max_backoff_seconds), then given up loudly.
+    retry_for_hours: float = 48.0
+    retry_base_seconds: float = 60.0
+    retry_max_backoff_seconds: float = 3600.0
+    # An extra cap on attempts; unset: as many as the backoff fits into retry_for_hours.
+    max_attempts: int | None = None
+    # How long an email whose outcome is unknown waits for SendGrid's event webhook to settle it.
+    reconcile_seconds: float = 900.0
+    ops_email: str | None = None  # the operator, told about every give-up (unset: an ERROR log line only)
     ack_link_days: int = 400
     tick_seconds: float = 60.0  # how often beat runs the tick
     # Notices a registry change makes due at once (short notice, date changed, cancellation, reinstated)
@@ -116,6 +126,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def claim_timeout(self) -> float:
+        """Seconds after a claim's last heartbeat before a sweep may take it back: two send deadlines
+        and a margin. A worker heartbeats before each message and each send ends within the deadline,
+        so a live claim is never taken back (and rows inside a send are locked against the sweep)."""
+        return 2 * self.send_deadline + 10.0
 
     @property
     def stage_list(self) -> tuple[str, ...]:

@@ -221,7 +221,9 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             agreements[(ag.customer_id, ag.release_id)] = ag
     told = _told(session, {(n.customer_id, n.milestone_id) for n, *_ in rows
                            if n.milestone_id and n.audience == "customer"})
-    bounce_ids = [int(n.slot) for n, *_ in rows if n.kind == "bounce" and n.slot.isdigit()]
+    # Bounce and give-up alerts name the delivery they are about in their slot.
+    about_delivery = ("bounce", "undelivered")
+    bounce_ids = [int(n.slot) for n, *_ in rows if n.kind in about_delivery and n.slot.isdigit()]
     bounced = {d.id: d for d in session.exec(select(Delivery).where(Delivery.id.in_(bounce_ids)))} if bounce_ids else {}
 
     out: dict[int, dict] = {}
@@ -286,7 +288,8 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "agreement_feedback": agreement.feedback if agreement else None,
             "agreement_by": agreement.by if agreement else None,
             "detail": notice.detail or "",
-            "bounced_email": bounced[int(notice.slot)].recipient if notice.kind == "bounce" and int(notice.slot) in bounced else "",
+            "bounced_email": bounced[int(notice.slot)].recipient
+            if notice.kind in about_delivery and notice.slot.isdigit() and int(notice.slot) in bounced else "",
             "dashboard_url": f"{get_settings().base_url}/dashboard",
             "portal_url": f"{get_settings().base_url}/portal",
             "milestone_id": milestone.id if milestone else None,

@@ -1,46 +1,61 @@
-"""Deliver what is due for one customer: claim, send through the channel, record the outcome.
+"""Deliver what is due for one customer: claim, check, send through the channel, record the outcome.
 
 Record before you send: the delivery rows exist (`pending`) before any channel is called. A claim is a
 conditional update (`pending -> sending` with a claim token; `FOR UPDATE SKIP LOCKED` on PostgreSQL)
 so two workers never send the same delivery; only the claimer may finish a row. Deliveries of one
 customer due together go out as one message per recipient (a digest), each keeping its own row.
 
-A transient channel error puts the row back to `pending` with a later `next_attempt_at` (exponential
-backoff, or the provider's Retry-After), up to `LIFECYCLE_MAX_ATTEMPTS`; a permanent one fails it at
-once. The database owns timing and retries: no Celery countdowns.
+What is promised, and how (the README's "Delivery guarantees"):
+
+- Portal: exactly once. The inbox row and the delivery's outcome are written in one transaction.
+- Email: at least once, with every possible duplicate known. Before the provider is called the rows of
+  the message are marked `send_started_at` and the claim beats (committed); the send then runs inside
+  one transaction that locks those rows against the stale-claim sweep, re-checks that the notices
+  still apply (lifecycle.inflight), calls the provider (bounded by LIFECYCLE_SEND_DEADLINE) and records
+  the outcome. An outcome that is lost (a timeout after the request was written, a reset, the worker
+  dying mid-send) is `unknown`, never `pending`; lifecycle.recovery and the SendGrid webhook settle it.
+
+Retries: a transient error puts the row back to `pending` with a later `next_attempt_at` (backoff from
+LIFECYCLE_RETRY_BASE_SECONDS, doubling, capped at LIFECYCLE_RETRY_MAX_BACKOFF_SECONDS, or the
+provider's Retry-After) for LIFECYCLE_RETRY_FOR_HOURS after the first attempt; then, or on a permanent
+error, it fails, loudly: an ERROR log line, an `undelivered` notice to the account rep and to
+LIFECYCLE_OPS_EMAIL. The database owns timing and retries: no Celery countdowns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from lifecycle import inflight, liveness
 from lifecycle.channels.base import Batch, DeliveryError, Item
 from lifecycle.channels.registry import CHANNELS
 from lifecycle.config import get_settings
 from lifecycle.content import notice_contexts
 from lifecycle.db import session_scope
 from lifecycle.models import (
-    DELIVERED_STATUSES,
     Contact,
     Customer,
     Delivery,
     DeliveryStatus,
     Notice,
+    NoticeKind,
     NoticeStatus,
 )
+from lifecycle.recovery import recover
+from lifecycle.settle import settle_notices
 
 log = logging.getLogger(__name__)
 D = Delivery.__table__
 N = Notice.__table__
-MAX_BACKOFF = dt.timedelta(hours=6)
-
 
 @dataclass
 class DeliverResult:
@@ -48,15 +63,17 @@ class DeliverResult:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    unknown: int = 0
+    cancelled: int = 0
+    deferred: int = 0
+    recovered: int = 0
     messages: int = 0
     by_channel: dict = field(default_factory=lambda: defaultdict(int))
 
     def add(self, other: DeliverResult) -> None:
-        self.claimed += other.claimed
-        self.sent += other.sent
-        self.retried += other.retried
-        self.failed += other.failed
-        self.messages += other.messages
+        for name in ("claimed", "sent", "retried", "failed", "unknown", "cancelled", "deferred", "recovered",
+                     "messages"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         for k, v in other.by_channel.items():
             self.by_channel[k] += v
 
@@ -65,7 +82,12 @@ class DeliverResult:
 
 
 def backoff(attempts: int) -> dt.timedelta:
-    return min(dt.timedelta(minutes=1) * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
+    settings = get_settings()
+    seconds = settings.retry_base_seconds * 2 ** min(max(attempts - 1, 0), 40)
+    return dt.timedelta(seconds=min(seconds, settings.retry_max_backoff_seconds))
+
+
+# ------------------------------------------------------------------------------------------ claiming
 
 
 def claim(session: Session, customer_id: int, at: dt.datetime, token: str, limit: int = 500) -> list[int]:
@@ -74,10 +96,31 @@ def claim(session: Session, customer_id: int, at: dt.datetime, token: str, limit
            .order_by(D.c.id).limit(limit).with_for_update(skip_locked=True))
     return list(session.connection().execute(
         D.update().where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING, claim_token=token, claimed_at=at, attempts=D.c.attempts + 1,
-                updated_at=at)
+        .values(status=DeliveryStatus.SENDING, claim_token=token, claimed_at=at, claimed_by=liveness.owner(),
+                heartbeat_at=at, send_started_at=None, first_attempt_at=sa.func.coalesce(D.c.first_attempt_at, at),
+                attempts=D.c.attempts + 1, updated_at=at)
         .returning(D.c.id)
     ).scalars().all())
+
+
+def _heartbeat(session: Session, token: str, starting: list[int], when: dt.datetime) -> set[int]:
+    """Extend the claim (every row still ours) and mark `starting` as about to be sent. Returns the
+    rows of `starting` still ours: a row the sweep took back is not sent."""
+    started = sa.case((D.c.id.in_(starting), when), else_=D.c.send_started_at) if starting else D.c.send_started_at
+    rows = session.connection().execute(
+        D.update().where(D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
+        .values(heartbeat_at=when, send_started_at=started).returning(D.c.id)).scalars().all()
+    return set(rows) & set(starting)
+
+
+def _lock_mine(session: Session, token: str, ids: list[int]) -> set[int]:
+    """Lock the rows of a message for the send (the sweep skips locked rows); those still ours."""
+    return set(session.connection().execute(
+        sa.select(D.c.id).where(D.c.id.in_(ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
+        .with_for_update(skip_locked=True)).scalars().all())
+
+
+# ------------------------------------------------------------------------------------------ sending
 
 
 def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list[Batch]:
@@ -107,100 +150,179 @@ def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list
 
 
 def _record_success(session: Session, batch: Batch, token: str, provider_id: str | None, at: dt.datetime) -> int:
-    status = DeliveryStatus.DELIVERED if batch.channel == "portal" else DeliveryStatus.SENT
+    status = DeliveryStatus.DELIVERED if CHANNELS[batch.channel].transactional else DeliveryStatus.SENT
     res = session.connection().execute(
         D.update().where(D.c.id.in_(batch.delivery_ids), D.c.claim_token == token,
-                         D.c.status == DeliveryStatus.SENDING)
+                         D.c.status.in_([DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN]))
         .values(status=status, provider_id=provider_id, sent_at=at, error=None, updated_at=at))
     return res.rowcount or 0
 
 
-def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryError, at: dt.datetime) -> tuple[int, int]:
-    """(retried, failed)."""
-    max_attempts = get_settings().max_attempts
-    mine = sa.and_(D.c.id.in_(batch.delivery_ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
+def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryError, at: dt.datetime,
+                    result: DeliverResult) -> None:
     conn = session.connection()
-    failed = 0
-    if err.permanent:
-        failed = conn.execute(D.update().where(mine).values(
-            status=DeliveryStatus.FAILED, error=err.message[:2000], updated_at=at)).rowcount or 0
-        return 0, failed
-    failed = conn.execute(D.update().where(mine, D.c.attempts >= max_attempts).values(
-        status=DeliveryStatus.FAILED, error=f"gave up after {max_attempts} attempts: {err.message}"[:2000],
-        updated_at=at)).rowcount or 0
-    retried = 0
-    for attempts in {a for (a,) in conn.execute(sa.select(D.c.attempts).where(mine)).all()}:
-        wait = backoff(attempts)
+    mine = sa.and_(D.c.id.in_(batch.delivery_ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
+    rows = conn.execute(sa.select(D.c.id, D.c.attempts, D.c.first_attempt_at).where(mine)).all()
+    if not rows:
+        return
+    message = err.message[:2000]
+    if err.unknown:
+        waits = [{"b_id": r.id, "b_next": at + CHANNELS[batch.channel].unknown_wait(r.attempts)} for r in rows]
+        conn.execute(D.update().where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
+                     .values(status=DeliveryStatus.UNKNOWN, next_attempt_at=sa.bindparam("b_next"), error=message,
+                             claimed_by=None, updated_at=at), waits)
+        result.unknown += len(rows)
+        return
+    settings = get_settings()
+    span = dt.timedelta(hours=settings.retry_for_hours)
+    retry, give_up = [], []
+    for r in rows:
+        end = (r.first_attempt_at or at) + span
+        out_of_attempts = settings.max_attempts is not None and r.attempts >= settings.max_attempts
+        if err.permanent or at >= end or out_of_attempts:
+            give_up.append(r)
+            continue
+        wait = backoff(r.attempts)
         if err.retry_after is not None:
             wait = max(wait, dt.timedelta(seconds=err.retry_after))
-        retried += conn.execute(D.update().where(mine, D.c.attempts == attempts).values(
-            status=DeliveryStatus.PENDING, next_attempt_at=at + wait, error=err.message[:2000],
-            claim_token=None, updated_at=at)).rowcount or 0
-    return retried, failed
+        retry.append({"b_id": r.id, "b_next": min(at + wait, end)})  # the last try at the end of the span
+    if retry:
+        conn.execute(D.update().where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
+                     .values(status=DeliveryStatus.PENDING, next_attempt_at=sa.bindparam("b_next"), error=message,
+                             claim_token=None, claimed_by=None, updated_at=at), retry)
+        result.retried += len(retry)
+    if give_up:
+        conn.execute(D.update().where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
+                     .values(status=DeliveryStatus.FAILED, error=sa.bindparam("b_error"), claimed_by=None,
+                             updated_at=at),
+                     [{"b_id": r.id, "b_error": (message if err.permanent else (
+                         f"gave up after {r.attempts} attempts over {_span_text(at - (r.first_attempt_at or at))}: "
+                         f"{message}"))[:2000]} for r in give_up])
+        result.failed += len(give_up)
+        alert_give_up(session, [r.id for r in give_up], at)
 
 
-def settle_notices(session: Session, notice_ids: list[int]) -> None:
-    """Recompute whether each notice was given, after its deliveries changed (a send, a failure, a
-    webhook's bounce): `sent` while one delivery is sent or delivered (sent_at = the earliest), back to
-    `released` while one is still pending, `failed` when none is left. A notice counts as given when at
-    least one channel delivered it."""
-    if not notice_ids:
-        return
-    ok = [s.value for s in DELIVERED_STATUSES]
-    open_ = [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
-    first_ok = (sa.select(sa.func.min(D.c.sent_at)).where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
-                .scalar_subquery())
-    any_ok = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(ok))
-    any_open = sa.exists().where(D.c.notice_id == N.c.id, D.c.status.in_(open_))
-    mine = sa.and_(N.c.id.in_(notice_ids),
-                   N.c.status.in_([NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED]))
+def _span_text(span: dt.timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours >= 1 else f"{span.total_seconds() / 60:.0f} min"
+
+
+def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) -> int:
+    """Deliveries that failed for good are loud: an ERROR log line each, and an `undelivered` notice
+    (released at once) to the account rep and the operator (LIFECYCLE_OPS_EMAIL). A rep's own message
+    is reported to the operator only, and an `undelivered` notice that fails is only logged. Returns
+    how many alert messages were queued."""
+    from lifecycle.scheduler import insert_ignore
+
+    if not delivery_ids:
+        return 0
     conn = session.connection()
-    conn.execute(N.update().where(mine, any_ok)
-                 .values(status=NoticeStatus.SENT, sent_at=sa.func.coalesce(first_ok, N.c.sent_at)))
-    conn.execute(N.update().where(mine, ~any_ok, any_open).values(status=NoticeStatus.RELEASED, sent_at=None))
-    conn.execute(N.update().where(mine, ~any_ok, ~any_open)
-                 .values(status=NoticeStatus.FAILED, sent_at=None, status_reason="every-channel-failed"))
+    C = Customer.__table__
+    ops = get_settings().ops_email
+    rows = conn.execute(
+        sa.select(D.c.id, D.c.channel, D.c.recipient, D.c.attempts, D.c.error, N.c.customer_id, N.c.milestone_id,
+                  N.c.release_id, N.c.revision, N.c.milestone_date, N.c.kind, N.c.audience, C.c.key,
+                  C.c.account_rep)
+        .join(N, N.c.id == D.c.notice_id).join(C, C.c.id == N.c.customer_id)
+        .where(D.c.id.in_(delivery_ids))).all()
+    queued = 0
+    for d in rows:
+        log.error("delivery %s given up: %s to %s for customer %s (%s notice): %s", d.id, d.channel, d.recipient,
+                  d.key, d.kind, d.error)
+        if d.kind == NoticeKind.UNDELIVERED:
+            continue
+        recipients = ([d.account_rep] if d.audience == "customer" else []) + ([ops] if ops else [])
+        if not recipients:
+            continue
+        notice_id = conn.execute(insert_ignore(session, N).values(
+            key=f"{NoticeKind.UNDELIVERED}:{d.customer_id}:{d.milestone_id or 0}:{d.id}", customer_id=d.customer_id,
+            milestone_id=d.milestone_id, release_id=d.release_id, kind=NoticeKind.UNDELIVERED, audience="rep",
+            slot=str(d.id), revision=d.revision, milestone_date=d.milestone_date,
+            detail=f"{d.recipient}: {d.error}"[:2000], due_at=at, status=NoticeStatus.RELEASED, released_at=at,
+            created_at=at).returning(N.c.id)).scalar()
+        if notice_id is None:
+            continue
+        for recipient in dict.fromkeys(recipients):
+            queued += len(conn.execute(insert_ignore(session, D).values(
+                notice_id=notice_id, customer_id=d.customer_id, channel="email", recipient=recipient,
+                status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=at, created_at=at, updated_at=at)
+                .returning(D.c.id)).all())
+    return queued
 
 
 def deliver_customer(customer_id: int, at: dt.datetime, *, limit: int = 500) -> DeliverResult:
     """Send everything due for one customer (and their rep). Safe to run anywhere, any number of times."""
     result = DeliverResult()
     token = uuid.uuid4().hex
+    started = time.monotonic()
+
+    def now() -> dt.datetime:  # `at`, advanced by the real time this run has taken (heartbeats)
+        return at + dt.timedelta(seconds=time.monotonic() - started)
+
     with session_scope() as session:
+        result.recovered = recover(session, at, customer_id=customer_id)
         ids = claim(session, customer_id, at, token, limit)
         if not ids:
             return result
         batches = _batches(session, ids, at)
     result.claimed = len(ids)
     for batch in batches:
-        channel = CHANNELS[batch.channel]
-        notice_ids = [i.notice_id for i in batch.items]
-        try:
-            if channel.transactional:
-                with session_scope() as session:
-                    provider_id = channel.send(batch, at=at, session=session)
-                    result.sent += _record_success(session, batch, token, provider_id, at)
-                    settle_notices(session, notice_ids)
-            else:
-                provider_id = channel.send(batch, at=at)
-                with session_scope() as session:
-                    result.sent += _record_success(session, batch, token, provider_id, at)
-                    settle_notices(session, notice_ids)
-            result.messages += 1
-            result.by_channel[batch.channel] += len(batch.items)
-        except DeliveryError as err:
-            log.warning("delivery via %s to %s failed: %s", batch.channel, batch.recipient, err.message)
-            with session_scope() as session:
-                retried, failed = _record_failure(session, batch, token, err, at)
-                settle_notices(session, notice_ids)
-            result.retried += retried
-            result.failed += failed
-        except Exception as exc:  # a bug or an unexpected provider answer: retry later, keep going
-            log.exception("delivery via %s to %s crashed", batch.channel, batch.recipient)
-            with session_scope() as session:
-                retried, failed = _record_failure(
-                    session, batch, token, DeliveryError(f"{type(exc).__name__}: {exc}"), at)
-                settle_notices(session, notice_ids)
-            result.retried += retried
-            result.failed += failed
+        _deliver_batch(batch, token, at, now, result)
     return result
+
+
+def _deliver_batch(batch: Batch, token: str, at: dt.datetime, now: Callable[[], dt.datetime],
+                   result: DeliverResult) -> None:
+    channel = CHANNELS[batch.channel]
+    if not channel.transactional:
+        # Committed before the provider is called: if this process dies during the send, the sweep
+        # knows the message may have gone out.
+        with session_scope() as session:
+            mine = _heartbeat(session, token, batch.delivery_ids, now())
+        batch.items = [i for i in batch.items if i.delivery_id in mine]
+        if not batch.items:
+            return
+    with session_scope() as session:
+        if channel.transactional:
+            _heartbeat(session, token, [], now())
+        mine = _lock_mine(session, token, batch.delivery_ids)
+        batch.items = [i for i in batch.items if i.delivery_id in mine]
+        if not batch.items:
+            return
+        if not inflight.try_lock_shared(session, batch):
+            result.deferred += inflight.defer(session, batch.delivery_ids, token, at)
+            return
+        all_notices = [i.notice_id for i in batch.items]
+        cancelled: dict[str, list[int]] = {}
+        stale = inflight.stale(session, batch.delivery_ids)
+        if stale:
+            cancelled = inflight.cancel(session, stale, token, at)
+            result.cancelled += sum(len(v) for v in cancelled.values())
+            batch.items = [i for i in batch.items if i.delivery_id not in stale]
+        if batch.items:
+            _send(session, channel, batch, token, at, result)
+        for reason, notice_ids in cancelled.items():
+            settle_notices(session, sorted(set(notice_ids)), cancelled_as=inflight.CANCELLED_AS[reason])
+        settle_notices(session, sorted(set(all_notices)))
+
+
+def _send(session: Session, channel, batch: Batch, token: str, at: dt.datetime, result: DeliverResult) -> None:
+    deadline = time.monotonic() + get_settings().send_deadline
+    try:
+        # A transactional channel writes through the session, the others only read through it.
+        if channel.transactional:
+            with session.begin_nested():  # a failed write leaves nothing behind
+                provider_id = channel.send(batch, at=at, session=session, deadline=deadline)
+        else:
+            provider_id = channel.send(batch, at=at, session=session, deadline=deadline)
+    except DeliveryError as err:
+        log.warning("delivery via %s to %s failed: %s", batch.channel, batch.recipient, err.message)
+        _record_failure(session, batch, token, err, at, result)
+        return
+    except Exception as exc:  # a bug or an unexpected answer before anything was sent: retry later
+        log.exception("delivery via %s to %s crashed", batch.channel, batch.recipient)
+        _record_failure(session, batch, token, DeliveryError(f"{type(exc).__name__}: {exc}"), at, result)
+        return
+    result.sent += _record_success(session, batch, token, provider_id, at)
+    result.messages += 1
+    result.by_channel[batch.channel] += len(batch.items)

@@ -123,7 +123,7 @@ def _next_due(after: dt.datetime) -> dt.datetime | None:
         n = s.exec(sa.select(sa.func.min(Notice.due_at)).where(Notice.status == "planned",
                                                                Notice.due_at > after)).one()[0]
         d = s.exec(sa.select(sa.func.min(Delivery.next_attempt_at)).where(
-            Delivery.status == "pending", Delivery.next_attempt_at > after)).one()[0]
+            Delivery.status.in_(("pending", "unknown")), Delivery.next_attempt_at > after)).one()[0]
     from lifecycle.models import UTCDateTime
 
     vals = [UTCDateTime().process_result_value(x, None) for x in (n, d) if x is not None]

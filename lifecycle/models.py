@@ -59,12 +59,13 @@ class NoticeKind(StrEnum):
     ESCALATION = "escalation"  # to the rep: no agreement at the 1-month stage
     BOUNCE = "bounce"  # to the rep: an email to their customer bounced
     AGREEMENT = "agreement"  # to the rep: a customer recorded or declined an upgrade plan
+    UNDELIVERED = "undelivered"  # to the rep and operator: an email was given up after the retry span
 
 
 CUSTOMER_NOTICE_KINDS = (NoticeKind.STAGE, NoticeKind.CHANGED, NoticeKind.WITHDRAWN, NoticeKind.REINSTATED)
 # Notices a registry change makes due at once (as opposed to routine stage reminders).
 CHANGE_NOTICE_KINDS = (NoticeKind.CHANGED, NoticeKind.WITHDRAWN, NoticeKind.REINSTATED)
-REP_NOTICE_KINDS = (NoticeKind.ESCALATION, NoticeKind.BOUNCE, NoticeKind.AGREEMENT)
+REP_NOTICE_KINDS = (NoticeKind.ESCALATION, NoticeKind.BOUNCE, NoticeKind.AGREEMENT, NoticeKind.UNDELIVERED)
 
 
 class NoticeStatus(StrEnum):
@@ -77,15 +78,22 @@ class NoticeStatus(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    SENDING = "sending"
+    """The one list of delivery states (lifecycle.delivery and lifecycle.recovery explain the moves)."""
+
+    PENDING = "pending"  # to be sent at `next_attempt_at`
+    SENDING = "sending"  # claimed by a worker (`claim_token`, `claimed_by`), being sent
+    UNKNOWN = "unknown"  # the provider may have it (timeout after the request, crash): being reconciled
     SENT = "sent"  # accepted by the provider
     DELIVERED = "delivered"  # confirmed delivered (portal at once, email by webhook)
-    FAILED = "failed"
+    FAILED = "failed"  # refused for good, or given up after the retry span
     BOUNCED = "bounced"
+    CANCELLED = "cancelled"  # no longer to be sent: the milestone was withdrawn or moved, or an agreement came
 
 
 DELIVERED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+# Not settled yet: the notice is still being given (unknown counts as not delivered, but not failed).
+OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN)
+FAILED_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.BOUNCED)
 
 
 class AgreementStatus(StrEnum):
@@ -261,7 +269,11 @@ class Notice(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     """One attempt to put one notice through one channel to one recipient.
 
-    Written before the channel is called; only the claimer (`claim_token`) may finish it.
+    Written before the channel is called; only the claimer (`claim_token`) may finish it. `claimed_by`
+    names the claiming process (host/pid/start/pid-space) so a dead claim is recognised on its own host
+    without waiting for the claim timeout; `heartbeat_at` is the claim's last sign of life;
+    `send_started_at` is set (and committed) just before the provider is called, so a claim found dead
+    afterwards is known to have possibly sent. `possible_duplicate`: sent again after an unknown outcome.
     """
 
     __table_args__ = (
@@ -280,6 +292,11 @@ class Delivery(SQLModel, table=True):
     next_attempt_at: dt.datetime = _ts()
     claimed_at: dt.datetime | None = _ts(default=None)
     claim_token: str | None = Field(default=None, max_length=36)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    heartbeat_at: dt.datetime | None = _ts(default=None)
+    send_started_at: dt.datetime | None = _ts(default=None)
+    first_attempt_at: dt.datetime | None = _ts(default=None)
+    possible_duplicate: bool = False
     provider_id: str | None = Field(default=None, max_length=200, index=True)
     error: str | None = None
     created_at: dt.datetime = _ts()

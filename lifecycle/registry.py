@@ -15,7 +15,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from lifecycle import policy
+from lifecycle import inflight, policy
 from lifecycle import validation as v
 from lifecycle.config import get_settings
 from lifecycle.errors import InputError, NotFound, ShortNotice
@@ -406,6 +406,7 @@ def move_milestone(
                                 reason_code=reason_code, customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.move", f"milestone {milestone.id}",
           {"from": old, "to": date, "reason": reason}, by)
+    inflight.cancel_in_flight(session, at=at, reason="moved", milestone_id=milestone.id)
     return milestone, "updated"
 
 
@@ -428,6 +429,7 @@ def withdraw_milestone(
                                 old_date=milestone.date, reason=reason, reason_code=reason_code,
                                 customer_reason=written, by=by, at=at))
     audit(session, at, "milestone.withdraw", f"milestone {milestone.id}", {"reason": reason}, by)
+    inflight.cancel_in_flight(session, at=at, reason="withdrawn", milestone_id=milestone.id)
     return milestone, "updated"
 
 

@@ -6,7 +6,13 @@ earlier, outage), `pending` (deadline not reached, notices planned), `not-notifi
 lapsed, every channel failed, upgrade agreed before any notice, deadline missed), `withdrawn`.
 `compliance_summary` counts them per product, release and milestone (the registry's compliance page).
 A notice counts as given when any channel delivered it; `email_first_at` is null when every email
-bounced or failed, while the portal inbox still counts.
+bounced or failed, while the portal inbox still counts: such a row says "told by portal only".
+Each row also counts emails whose outcome is still unknown (being reconciled) and emails sent again
+after an unknown outcome (`possible_duplicates`: the customer may have received them twice).
+
+The delivery report (`deliveries`) lists, per channel and status, what was delivered, and every
+delivery someone should look at: unknown outcomes, possible duplicates, failures and give-ups, and
+retries in progress.
 """
 
 from __future__ import annotations
@@ -72,15 +78,21 @@ def compliance(session: Session, at: dt.datetime) -> dict:
     ).all()
     by_channel: dict[tuple[int, int], dict[str, dt.datetime]] = {}
     email_trouble: dict[tuple[int, int], str] = {}
+    unknown: Counter = Counter()
+    duplicates: Counter = Counter()
     for row in conn.execute(
         sa.select(N.c.customer_id, N.c.milestone_id, D.c.channel,
                   sa.func.min(sa.case((D.c.status.in_(OK), D.c.sent_at))).label("first_ok"),
                   sa.func.sum(sa.case((D.c.status == "bounced", 1), else_=0)).label("bounced"),
-                  sa.func.sum(sa.case((D.c.status == "failed", 1), else_=0)).label("failed"))
+                  sa.func.sum(sa.case((D.c.status == "failed", 1), else_=0)).label("failed"),
+                  sa.func.sum(sa.case((D.c.status == "unknown", 1), else_=0)).label("unknown"),
+                  sa.func.sum(sa.case((D.c.possible_duplicate.is_(True), 1), else_=0)).label("duplicates"))
         .join(N, N.c.id == D.c.notice_id).where(cust_notice)
         .group_by(N.c.customer_id, N.c.milestone_id, D.c.channel)
     ).all():
         key = (row.customer_id, row.milestone_id)
+        unknown[key] += row.unknown or 0
+        duplicates[key] += row.duplicates or 0
         if row.first_ok is not None:
             by_channel.setdefault(key, {})[row.channel] = _aware(row.first_ok)
         elif row.channel == "email" and (row.bounced or row.failed):
@@ -123,9 +135,17 @@ def compliance(session: Session, at: dt.datetime) -> dict:
         status, cause = _classify(r, m, c, first_day, deadline, today, date_set.get(m.id),
                                   deployed.get((c.id, m.release_id) if m.release_id else (c.id, -m.product_id)),
                                   _aware(r.first_due), latest.get(m.id))
+        key = (r.customer_id, r.milestone_id)
         notes = []
-        if (r.customer_id, r.milestone_id) in email_trouble:
-            notes.append(f"email {email_trouble[(r.customer_id, r.milestone_id)]}: not notified by email")
+        portal_only = key in email_trouble and "portal" in channels
+        if portal_only:
+            notes.append(f"told by portal only: email {email_trouble[key]}")
+        elif key in email_trouble:
+            notes.append(f"email {email_trouble[key]}: not notified by email")
+        if unknown[key]:
+            notes.append(f"{unknown[key]} email(s) with unknown outcome, being reconciled")
+        if duplicates[key]:
+            notes.append(f"{duplicates[key]} possible duplicate email(s)")
         if c.id not in with_contact:
             notes.append("no email contact: portal only")
         rows.append({
@@ -138,10 +158,53 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             "portal_first_at": channels["portal"].isoformat() if "portal" in channels else None,
             "days_before": (m.date - first_day).days if first_day else None,
             "status": status, "cause": cause, "notes": "; ".join(notes) or None,
+            "told_by_portal_only": portal_only, "unknown_emails": unknown[key],
+            "possible_duplicates": duplicates[key],
         })
     rows.sort(key=lambda x: (x["customer"], x["product"], x["version"] or "", x["milestone_date"], x["milestone"]))
     totals = Counter(x["status"] for x in rows)
     return {"at": at.isoformat(), "totals": dict(sorted(totals.items())), "rows": rows}
+
+
+# What the delivery report lists one by one (the rest is only counted).
+ATTENTION = ("unknown", "failed", "bounced")
+
+
+def deliveries(session: Session, at: dt.datetime, *, everything: bool = False) -> dict:
+    """Deliveries per channel and status, and the ones to look at: outcome unknown, possible
+    duplicates, failed or bounced, and retries in progress (pending after an attempt). `everything`
+    lists every delivery."""
+    conn = session.connection()
+    C = Customer.__table__
+    totals: dict[str, dict[str, int]] = {}
+    for channel, status, n in conn.execute(
+            sa.select(D.c.channel, D.c.status, sa.func.count()).group_by(D.c.channel, D.c.status)).all():
+        totals.setdefault(channel, {})[status] = n
+    duplicates = conn.execute(sa.select(sa.func.count()).where(D.c.possible_duplicate.is_(True))).scalar()
+    look = sa.or_(D.c.status.in_(ATTENTION), D.c.possible_duplicate.is_(True),
+                  sa.and_(D.c.status == "pending", D.c.attempts > 0))
+    rows = conn.execute(
+        sa.select(D.c.id, C.c.key, D.c.channel, D.c.recipient, N.c.kind, N.c.audience, N.c.milestone_date,
+                  D.c.status, D.c.attempts, D.c.possible_duplicate, D.c.first_attempt_at, D.c.sent_at,
+                  D.c.next_attempt_at, D.c.provider_id, D.c.error)
+        .join(N, N.c.id == D.c.notice_id).join(C, C.c.id == D.c.customer_id)
+        .where(sa.true() if everything else look).order_by(D.c.id)).all()
+    return {
+        "at": at.isoformat(), "totals": {k: dict(sorted(v.items())) for k, v in sorted(totals.items())},
+        "possible_duplicates": duplicates,
+        "rows": [{
+            "id": r.id, "customer": r.key, "channel": r.channel, "recipient": r.recipient, "notice": r.kind,
+            "audience": r.audience, "milestone_date": r.milestone_date.isoformat() if r.milestone_date else None,
+            "status": r.status, "attempts": r.attempts, "possible_duplicate": bool(r.possible_duplicate),
+            "first_attempt_at": _iso(r.first_attempt_at), "sent_at": _iso(r.sent_at),
+            "next_attempt_at": _iso(r.next_attempt_at) if r.status in ("pending", "unknown") else None,
+            "provider_id": r.provider_id, "error": r.error,
+        } for r in rows],
+    }
+
+
+def _iso(ts) -> str | None:
+    return _aware(ts).isoformat() if ts is not None else None
 
 
 def _aware(ts):

@@ -566,9 +566,8 @@ def customers_with_due_deliveries(session: Session, at: dt.datetime, limit: int 
 
 
 def recover_stale(session: Session, at: dt.datetime) -> int:
-    """Deliveries left `sending` by a worker that died go back to pending."""
-    cutoff = at - dt.timedelta(seconds=get_settings().claim_timeout_seconds)
-    res = session.connection().execute(
-        D.update().where(D.c.status == DeliveryStatus.SENDING, D.c.claimed_at < cutoff)
-        .values(status=DeliveryStatus.PENDING, next_attempt_at=at, claim_token=None, updated_at=at))
-    return res.rowcount or 0
+    """Take back claims of dead or stalled workers and settle unknown sends (lifecycle.recovery.recover:
+    what could not have been sent goes back to pending, what may have been sent is reconciled)."""
+    from lifecycle.recovery import recover
+
+    return recover(session, at)

@@ -1,10 +1,15 @@
 """SendGrid's signed event webhook: verify a post, then apply its events to deliveries.
 
 Every email carries the custom arg `delivery_ids` ("12,13": one digest email may carry several
-notices), and SendGrid copies custom args as top-level keys of each event. Events are deduplicated on
-`sg_event_id` (SendGrid retries posts), so a repeated event changes nothing.
+notices), and SendGrid copies custom args as top-level keys of each event. An event applies only to
+the listed deliveries whose recipient is the event's `email`: an event without one applies to nothing
+(the ids alone could name any delivery). Events are deduplicated on `sg_event_id` (SendGrid retries
+posts), so a repeated event changes nothing.
 
-- `delivered`: the delivery (`sent`) becomes `delivered`.
+- `processed`: SendGrid has the message. A delivery not yet recorded as sent (`unknown` after a lost
+  answer, `sending` by a worker that died or has not recorded yet, `pending` after an error answer)
+  becomes `sent`: this is what settles an unknown send without sending it again (lifecycle.recovery).
+- `delivered`: the delivery becomes `delivered` (from `sent`, or from any of the states above).
 - `bounce` / `dropped`: the delivery becomes `bounced` / `failed` with the reason, the contact is
   flagged undeliverable (the scheduler stops emailing it), and the account rep gets one bounce alert per
   delivery. The notice stays given while another channel (the portal inbox) delivered it; otherwise it
@@ -27,6 +32,7 @@ from sqlmodel import Session
 from lifecycle.delivery import settle_notices
 from lifecycle.errors import LifecycleError
 from lifecycle.models import (
+    OPEN_STATUSES,
     Contact,
     Delivery,
     DeliveryStatus,
@@ -48,8 +54,12 @@ FAILURE_STATUS = {"bounce": DeliveryStatus.BOUNCED, "dropped": DeliveryStatus.FA
 FINAL_FAILURES = (DeliveryStatus.BOUNCED.value, DeliveryStatus.FAILED.value)
 
 # What `apply_events` returns (always every key, so callers and SendGrid logs see one shape).
-COUNTS = ("received", "recorded", "duplicates", "invalid", "unmatched", "delivered", "bounced", "dropped",
-          "alerts")
+COUNTS = ("received", "recorded", "duplicates", "invalid", "unmatched", "settled", "delivered", "bounced",
+          "dropped", "alerts")
+# Events saying SendGrid has the message, and what they make of a delivery.
+SETTLING = {"processed": DeliveryStatus.SENT, "delivered": DeliveryStatus.DELIVERED}
+# A delivery in one of these states was not recorded as sent yet (lifecycle.models.OPEN_STATUSES).
+NOT_YET_SENT = [s.value for s in OPEN_STATUSES]
 
 _PEM = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----|\s+")
 
@@ -138,10 +148,13 @@ def apply_events(session: Session, events: list[dict], at: dt.datetime) -> dict:
             counts["unmatched"] += 1
             continue
         ids = [d.id for d in deliveries]
-        if kind == "delivered":
-            counts["delivered"] += conn.execute(
-                D.update().where(D.c.id.in_(ids), D.c.status == DeliveryStatus.SENT)
-                .values(status=DeliveryStatus.DELIVERED, updated_at=at)).rowcount or 0
+        if kind in SETTLING:
+            settled = _settle(conn, ids, SETTLING[kind], _message_id(event), at)
+            counts["settled"] += settled
+            if kind == "delivered":
+                counts["delivered"] += settled + (conn.execute(
+                    D.update().where(D.c.id.in_(ids), D.c.status == DeliveryStatus.SENT)
+                    .values(status=DeliveryStatus.DELIVERED, updated_at=at)).rowcount or 0)
             touched.update(d.notice_id for d in deliveries)
         elif kind in FAILURE_STATUS:
             failed = _fail(session, deliveries, FAILURE_STATUS[kind], _reason(event), at)
@@ -153,15 +166,29 @@ def apply_events(session: Session, events: list[dict], at: dt.datetime) -> dict:
 
 
 def _deliveries(conn, ids: list[int], email: str | None) -> list:
-    """The email deliveries an event speaks of (to the address it names, when it names one)."""
-    if not ids:
+    """The email deliveries an event speaks of: listed by it and sent to the address it names."""
+    if not ids or not email:
         return []
     rows = conn.execute(sa.select(D.c.id, D.c.notice_id, D.c.customer_id, D.c.contact_id, D.c.recipient,
                                   D.c.status)
                         .where(D.c.id.in_(ids), D.c.channel == "email").order_by(D.c.id)).all()
-    if email:
-        rows = [r for r in rows if r.recipient.lower() == email.lower()]
-    return rows
+    return [r for r in rows if r.recipient.lower() == email.lower()]
+
+
+def _message_id(event: dict) -> str | None:
+    """SendGrid's X-Message-Id: the part of the event's `sg_message_id` before the first dot."""
+    raw = str(event.get("sg_message_id") or "").split(".", 1)[0].strip()
+    return raw[:200] or None
+
+
+def _settle(conn, ids: list[int], status: DeliveryStatus, message_id: str | None, at: dt.datetime) -> int:
+    """SendGrid has the message: deliveries not yet recorded as sent are. The send time is when the
+    send started, as far as we know it."""
+    return conn.execute(
+        D.update().where(D.c.id.in_(ids), D.c.status.in_(NOT_YET_SENT))
+        .values(status=status, claim_token=None, claimed_by=None, error=None, updated_at=at,
+                provider_id=sa.func.coalesce(D.c.provider_id, message_id),
+                sent_at=sa.func.coalesce(D.c.sent_at, D.c.send_started_at, at))).rowcount or 0
 
 
 def _fail(session: Session, deliveries: list, status: DeliveryStatus, reason: str, at: dt.datetime) -> list:

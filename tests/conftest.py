@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,48 @@ def _isolated_dirs(tmp_path, monkeypatch):
     reset_settings()
     yield
     reset_settings()
+
+
+# -------------------------------------------------------------------------------------------- Redis
+
+REDIS_LEASE_SECONDS = 3600
+
+
+@pytest.fixture
+def redis_db(monkeypatch):
+    """A Redis database number (1-15) for this test alone, flushed before and after, as the broker.
+
+    Several test runs share one Redis: the number is leased with SET NX (and an expiry, in case a run
+    dies) on a key in database 0, and given back only by the run that holds it."""
+    import redis
+
+    admin = redis.Redis.from_url(f"{REDIS_URL}/0", socket_connect_timeout=2)
+    try:
+        admin.ping()
+    except Exception as exc:  # noqa: BLE001
+        need_service("Redis", str(exc))
+    token = f"{RUN_ID}:{secrets.token_hex(4)}"
+    numbers = list(range(1, 16))
+    random.shuffle(numbers)
+    leased = None
+    deadline = time.monotonic() + 120
+    while leased is None:
+        leased = next((n for n in numbers
+                       if admin.set(f"lifecycle-test:redis-db:{n}", token, nx=True, ex=REDIS_LEASE_SECONDS)), None)
+        if leased is None:
+            if time.monotonic() > deadline:
+                pytest.fail("no free Redis database number (1-15) for two minutes")
+            time.sleep(0.2)
+    client = redis.Redis.from_url(f"{REDIS_URL}/{leased}", socket_connect_timeout=2)
+    client.flushdb()
+    monkeypatch.setenv("LIFECYCLE_BROKER_URL", f"{REDIS_URL}/{leased}")
+    reset_settings()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        admin.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+                   1, f"lifecycle-test:redis-db:{leased}", token)
 
 
 # ------------------------------------------------------------------------------------------- the CLI

@@ -3,23 +3,38 @@
 It checks the bearer key (401), validates the body against SendGrid's own OpenAPI schema of the request
 (tests/data/sendgrid/mail_send_request.json) plus a few rules the live API enforces beyond it (400 with
 SendGrid's error shape), and answers 202 with an `X-Message-Id`. Tests queue other answers (429 with
-`Retry-After`, 500, a slow answer) with `stub.queue(...)`; every request is recorded in `stub.requests`.
+`Retry-After`, 500, a slow answer, an answer trickled a byte at a time) with `stub.queue(...)`; every
+request is recorded in `stub.requests`.
+
+Faults at random (seeded): `error_rate` answers that share of requests with 500, 503 or 429 without
+accepting them; `hang_rate` accepts that share and then withholds the answer for `hang_seconds` (the
+client gives up first, not knowing the message was accepted).
+
+Like SendGrid's event webhook, `post_events(url, private_key)` posts a signed `processed` event (with
+the request's `custom_args` as top-level keys) for every accepted request, in batches, retrying posts
+that fail; `webhook_posts` records the answers.
 
 Use the `sendgrid_stub` fixture (import it into the test module), or `with SendGridStub() as stub:`.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import random
 import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema import Draft202012Validator
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "sendgrid" / "mail_send_request.json"
@@ -44,6 +59,16 @@ class Queued:
     body: dict | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (a slow SendGrid, for timeouts)
+    trickle: float = 0.0  # seconds over which the answer is sent, a byte at a time
+
+
+SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+
+def sign(private_key: ec.EllipticCurvePrivateKey, timestamp: str, body: bytes) -> str:
+    """As SendGrid does: ECDSA/SHA-256 over the timestamp followed by the raw body, base64 DER."""
+    return base64.b64encode(private_key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
 
 
 @dataclass
@@ -54,6 +79,20 @@ class Recorded:
     body: object  # parsed JSON, or the raw text when it is not JSON
     status: int = 0
     message_id: str | None = None
+    received_at: float = 0.0  # time.time() when the whole request was read
+    answered: bool = False  # the client was still there to read the whole answer
+
+    @property
+    def delivery_ids(self) -> list[int]:
+        args = self.body.get("custom_args", {}) if isinstance(self.body, dict) else {}
+        return [int(x) for x in str(args.get("delivery_ids", "")).split(",") if x.strip().isdigit()]
+
+    @property
+    def to(self) -> str | None:
+        try:
+            return self.body["personalizations"][0]["to"][0]["email"]
+        except (KeyError, IndexError, TypeError):
+            return None
 
 
 def error_body(message: str, field: str | None = None) -> dict:
@@ -96,13 +135,20 @@ def payload_errors(body: object) -> list[dict]:
 
 
 class SendGridStub:
-    def __init__(self, api_key: str = API_KEY):
+    def __init__(self, api_key: str = API_KEY, *, error_rate: float = 0.0, hang_rate: float = 0.0,
+                 hang_seconds: float = 0.0, seed: int = 7):
         self.api_key = api_key
         self.requests: list[Recorded] = []
+        self.error_rate, self.hang_rate, self.hang_seconds = error_rate, hang_rate, hang_seconds
+        self.webhook_posts: list[tuple[int, object]] = []  # (status, answer) of each event post
+        self._random = random.Random(seed)
         self._queue: list[Queued] = []
+        self._events: list[dict] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._poster: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -------------------------------------------------------------------------------- test controls
 
@@ -112,10 +158,66 @@ class SendGridStub:
         return f"http://{host}:{port}"
 
     def queue(self, status: int, *, retry_after: int | str | None = None, body: dict | None = None,
-              headers: dict[str, str] | None = None, delay: float = 0.0) -> None:
+              headers: dict[str, str] | None = None, delay: float = 0.0, trickle: float = 0.0) -> None:
         """Answer the next (not yet answered) mail/send request with this, instead of validating it."""
         with self._lock:
-            self._queue.append(Queued(status, retry_after, body, dict(headers or {}), delay))
+            self._queue.append(Queued(status, retry_after, body, dict(headers or {}), delay, trickle))
+
+    def post_events(self, url: str, private_key: ec.EllipticCurvePrivateKey, *, interval: float = 0.5) -> None:
+        """Post a signed `processed` event for every accepted request to `url`, every `interval` s."""
+
+        def run() -> None:
+            while not self._stopping.wait(interval):
+                self._post_batch(url, private_key)
+            self._post_batch(url, private_key)
+
+        self._poster = threading.Thread(target=run, name="sendgrid-stub-events", daemon=True)
+        self._poster.start()
+
+    def flush_events(self, url: str, private_key: ec.EllipticCurvePrivateKey) -> None:
+        self._post_batch(url, private_key)
+
+    def _post_batch(self, url: str, private_key: ec.EllipticCurvePrivateKey) -> None:
+        with self._lock:
+            events, self._events = self._events[:500], self._events[500:]
+        if not events:
+            return
+        body = json.dumps(events).encode()
+        timestamp = str(int(time.time()))
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", SIGNATURE: sign(private_key, timestamp, body), TIMESTAMP: timestamp})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                self.webhook_posts.append((response.status, json.loads(response.read() or b"null")))
+                return
+        except urllib.error.HTTPError as err:
+            self.webhook_posts.append((err.code, err.read().decode("utf-8", "replace")))
+        except OSError as exc:
+            self.webhook_posts.append((0, str(exc)))
+        with self._lock:  # like SendGrid: a failed post is tried again later
+            self._events[:0] = events
+
+    def take_events(self) -> list[dict]:
+        """The `processed` events not posted yet (for tests that apply them without the web app)."""
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    @property
+    def events_pending(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def _accept(self, record: Recorded) -> None:
+        """Record an accepted request, and the `processed` event SendGrid would post for it."""
+        record.status = 202
+        record.message_id = record.message_id or self._message_id()
+        args = record.body.get("custom_args", {}) if isinstance(record.body, dict) else {}
+        with self._lock:
+            self._events.append({
+                "email": record.to, "timestamp": int(time.time()), "event": "processed",
+                "sg_event_id": secrets.token_urlsafe(16), "sg_message_id": f"{record.message_id}.filter0001.1.0",
+                **{k: str(v) for k, v in args.items()}})
 
     @property
     def accepted(self) -> list[Recorded]:
@@ -146,6 +248,9 @@ class SendGridStub:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._poster is not None:
+            self._poster.join(timeout=60)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -166,7 +271,8 @@ class SendGridStub:
             body: object = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        record = Recorded(method="POST", path=req.path, headers=dict(req.headers.items()), body=body)
+        record = Recorded(method="POST", path=req.path, headers=dict(req.headers.items()), body=body,
+                          received_at=time.time())
         with self._lock:
             self.requests.append(record)
 
@@ -179,46 +285,69 @@ class SendGridStub:
                 "The provided authorization grant is invalid, expired, or revoked"))
         with self._lock:
             queued = self._queue.pop(0) if self._queue else None
+            roll = self._random.random()
+            error = self._random.choice((500, 503, 429))
+        if queued is None and roll < self.error_rate:
+            queued = Queued(error, retry_after=1 if error != 500 else None)
+        elif queued is None and roll < self.error_rate + self.hang_rate:
+            queued = Queued(202, delay=self.hang_seconds)
         if queued is not None:
-            if queued.delay:
-                time.sleep(queued.delay)
             headers = dict(queued.headers)
             if queued.retry_after is not None:
                 headers["Retry-After"] = str(queued.retry_after)
             record.status = queued.status
             if queued.status == 202:
                 record.message_id = headers.setdefault("X-Message-Id", self._message_id())
-                return self._reply(req, 202, None, headers)
+                self._accept(record)
+            if queued.delay:
+                time.sleep(queued.delay)
+            if queued.status == 202:
+                return self._reply(req, 202, None, headers, record=record, trickle=queued.trickle)
             default = error_body("too many requests") if queued.status == 429 else error_body(
                 "internal server error" if queued.status >= 500 else "bad request")
-            return self._reply(req, queued.status, queued.body or default, headers)
+            return self._reply(req, queued.status, queued.body or default, headers, record=record,
+                               trickle=queued.trickle)
         if not isinstance(body, dict):
             record.status = 400
-            return self._reply(req, 400, error_body("Bad Request", None))
+            return self._reply(req, 400, error_body("Bad Request", None), record=record)
         errors = payload_errors(body)
         if errors:
             record.status = 400
-            return self._reply(req, 400, {"errors": errors})
-        record.status = 202
-        record.message_id = self._message_id()
-        return self._reply(req, 202, None, {"X-Message-Id": record.message_id})
+            return self._reply(req, 400, {"errors": errors}, record=record)
+        self._accept(record)
+        return self._reply(req, 202, None, {"X-Message-Id": record.message_id}, record=record)
 
     @staticmethod
     def _message_id() -> str:
         return secrets.token_urlsafe(16)[:22]
 
-    @staticmethod
-    def _reply(req: BaseHTTPRequestHandler, status: int, body: dict | None, headers: dict | None = None) -> None:
+    def _reply(self, req: BaseHTTPRequestHandler, status: int, body: dict | None, headers: dict | None = None, *,
+               record: Recorded | None = None, trickle: float = 0.0) -> None:
         data = json.dumps(body).encode() if body is not None else b""
         try:
-            req.send_response(status)
-            for name, value in (headers or {}).items():
-                req.send_header(name, value)
-            if data:
-                req.send_header("Content-Type", "application/json")
-            req.send_header("Content-Length", str(len(data)))
-            req.end_headers()
-            req.wfile.write(data)
+            if trickle:  # the whole answer, a byte at a time, spread over `trickle` seconds
+                lines = [f"HTTP/1.1 {status} {req.responses.get(status, ('',))[0]}\r\n".encode()]
+                lines += [f"{k}: {v}\r\n".encode() for k, v in (headers or {}).items()]
+                if data:
+                    lines.append(b"Content-Type: application/json\r\n")
+                lines.append(f"Content-Length: {len(data)}\r\n\r\n".encode())
+                raw = b"".join(lines) + data
+                pause = trickle / len(raw)
+                for i in range(len(raw)):
+                    req.wfile.write(raw[i:i + 1])
+                    req.wfile.flush()
+                    time.sleep(pause)
+            else:
+                req.send_response(status)
+                for name, value in (headers or {}).items():
+                    req.send_header(name, value)
+                if data:
+                    req.send_header("Content-Type", "application/json")
+                req.send_header("Content-Length", str(len(data)))
+                req.end_headers()
+                req.wfile.write(data)
+            if record is not None:
+                record.answered = True
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
             pass
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,34 +15,9 @@ import time
 
 import pytest
 
-from lifecycle.config import reset_settings
 from tests import world as w
-from tests.conftest import REDIS_URL, need_service
 
 pytestmark = pytest.mark.slow
-
-
-def _redis(db: int):
-    import redis
-
-    client = redis.Redis.from_url(f"{REDIS_URL}/{db}", socket_connect_timeout=2)
-    try:
-        client.ping()
-    except Exception as exc:  # noqa: BLE001
-        need_service("Redis", str(exc))
-    return client
-
-
-@pytest.fixture
-def redis_db(monkeypatch):
-    """A Redis database number of this test run, flushed before and after."""
-    db = random.randint(1, 15)
-    client = _redis(db)
-    client.flushdb()
-    monkeypatch.setenv("LIFECYCLE_BROKER_URL", f"{REDIS_URL}/{db}")
-    reset_settings()
-    yield client
-    client.flushdb()
 
 
 def _due_now_registry(customers=("acme", "globex")):
@@ -55,8 +29,8 @@ def _due_now_registry(customers=("acme", "globex")):
         w.customer(key, ["Asia/Shanghai", "Europe/Berlin", "America/Los_Angeles"][i % 3], at=now)
 
 
-def _spawn(args: list[str], tmp_path, name: str) -> subprocess.Popen:
-    env = {**os.environ, "LIFECYCLE_TICK_SECONDS": "1"}
+def _spawn(args: list[str], tmp_path, name: str, tick_seconds: float = 1) -> subprocess.Popen:
+    env = {**os.environ, "LIFECYCLE_TICK_SECONDS": str(tick_seconds)}
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import email.utils
 import socket
-import time
 
 import pytest
 
@@ -157,13 +156,34 @@ def test_503_with_retry_after_is_transient_with_the_delay(sendgrid_stub):
     assert not err.value.permanent and err.value.retry_after == 30
 
 
-def test_a_slow_sendgrid_times_out_as_a_transient_error(sendgrid_stub):
-    sendgrid_stub.queue(202, delay=1.5)
-    started = time.monotonic()
+def test_a_sendgrid_answering_after_the_timeout_leaves_the_outcome_unknown_not_failed(sendgrid_stub):
+    sendgrid_stub.queue(202, delay=1.5)  # SendGrid accepted it, but answers late
     with pytest.raises(DeliveryError) as err:
         mailer(sendgrid_stub, timeout=0.3).send(notice_email())
-    assert time.monotonic() - started < 1.4
-    assert not err.value.permanent and "unreachable" in err.value.message
+    assert not err.value.permanent and err.value.unknown
+    assert "outcome unknown: the request was sent" in err.value.message
+    assert [r.status for r in sendgrid_stub.requests] == [202]
+
+
+def test_an_answer_trickled_past_the_send_deadline_is_cut_off_there_not_at_the_socket_timeout(sendgrid_stub):
+    # One byte every ~0.1 s for 8 s: each read succeeds long before the 5 s socket timeout, so only a
+    # total deadline ends this exchange.
+    sendgrid_stub.queue(202, trickle=8.0)
+    with pytest.raises(DeliveryError) as err:
+        mailer(sendgrid_stub, timeout=5, deadline=1.0).send(notice_email())
+    assert err.value.unknown and not err.value.permanent
+    assert err.value.message == ("SendGrid outcome unknown: the request was sent, then no complete answer "
+                                 "within the 1 s send deadline")
+    [request] = sendgrid_stub.requests
+    assert request.status == 202 and not request.answered  # we hung up before the answer was whole
+
+
+def test_nothing_is_sent_once_the_deadline_has_passed(sendgrid_stub):
+    late = notice_email(deadline=0.0)  # a time.monotonic() instant long past
+    with pytest.raises(DeliveryError) as err:
+        mailer(sendgrid_stub).send(late)
+    assert not err.value.unknown and "deadline had already passed" in err.value.message
+    assert sendgrid_stub.requests == []
 
 
 def test_a_refused_connection_is_a_transient_error():
@@ -238,7 +258,8 @@ def test_a_scheduled_notice_survives_two_429s_and_is_sent_once(db, monkeypatch, 
     assert notice.slot == "6m"
 
 
-def test_a_scheduled_notice_refused_with_400_fails_after_one_attempt(db, monkeypatch, sendgrid_stub):
+def test_a_scheduled_notice_refused_with_400_fails_after_one_attempt_and_the_rep_is_told(db, monkeypatch,
+                                                                                         sendgrid_stub):
     from tests import world as w
 
     _use_sendgrid(monkeypatch, sendgrid_stub)
@@ -249,9 +270,12 @@ def test_a_scheduled_notice_refused_with_400_fails_after_one_attempt(db, monkeyp
                                                "help": None}]})
     t0 = dt.datetime(2026, 12, 30, 12, tzinfo=dt.UTC)
     w.run(t0, t0 + dt.timedelta(hours=1), t0 + dt.timedelta(days=1))
-    [email] = w.deliveries("email")
+    [email, alert] = w.deliveries("email")
+    assert email.recipient == "ops@acme.example"
     assert email.status == "failed" and email.attempts == 1
     assert "Invalid from address (field: from.email)" in email.error
-    assert len(sendgrid_stub.requests) == 1
+    assert [r.to for r in sendgrid_stub.requests] == ["ops@acme.example", "rep@vendor.example"]
     [portal] = w.deliveries("portal")
     assert portal.status == "delivered"  # the notice is still given through the portal inbox
+    assert (alert.recipient, alert.status) == ("rep@vendor.example", "sent")  # a give-up is loud
+    assert "could not be sent" in sendgrid_stub.requests[1].body["content"][0]["value"]

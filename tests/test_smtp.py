@@ -8,6 +8,7 @@ import email.policy
 import socket
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,7 +31,8 @@ class Received:
 @dataclass
 class SmtpServer:
     """EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT; `replies` overrides the answer to a
-    command ("GREETING", "MAIL", "RCPT", "DATA", "DATA_END"); "DROP" there closes the connection."""
+    command ("GREETING", "MAIL", "RCPT", "DATA", "DATA_END"); "DROP" there closes the connection,
+    "HANG" says nothing for 10 seconds, then closes it."""
 
     replies: dict[str, str] = field(default_factory=dict)
     credentials: tuple[str, str] | None = None
@@ -46,6 +48,9 @@ class SmtpServer:
 
             def answer(self, command: str, default: str) -> bool:
                 reply = server_state.replies.get(command, default)
+                if reply == "HANG":
+                    time.sleep(10)
+                    return False
                 if reply == "DROP":
                     return False
                 self.send(reply)
@@ -189,6 +194,29 @@ def test_a_connection_dropped_mid_conversation_is_transient(smtp_server):
     with pytest.raises(DeliveryError) as err:
         send(smtp_server)
     assert not err.value.permanent
+
+
+def test_a_connection_dropped_after_the_message_data_is_an_unknown_outcome(smtp_server):
+    smtp_server.replies["DATA_END"] = "DROP"
+    with pytest.raises(DeliveryError) as err:
+        send(smtp_server)
+    assert err.value.unknown and not err.value.permanent
+    assert "SMTP outcome unknown: the message was sent" in err.value.message
+
+
+def test_a_server_silent_after_the_message_data_is_cut_off_at_the_deadline_as_unknown(smtp_server):
+    smtp_server.replies["DATA_END"] = "HANG"
+    with pytest.raises(DeliveryError) as err:
+        SmtpMailer("127.0.0.1", smtp_server.port, timeout=30, deadline=1).send(notice_email())
+    assert err.value.unknown and "no reply within the 1 s send deadline" in err.value.message
+
+
+def test_a_server_silent_before_the_message_data_is_a_plain_transient_error(smtp_server):
+    smtp_server.replies["RCPT"] = "HANG"
+    with pytest.raises(DeliveryError) as err:
+        SmtpMailer("127.0.0.1", smtp_server.port, timeout=30, deadline=1).send(notice_email())
+    assert not err.value.unknown and not err.value.permanent
+    assert "unreachable: no reply within the 1 s send deadline" in err.value.message
 
 
 def test_a_refused_connection_is_transient():

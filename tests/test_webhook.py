@@ -262,6 +262,51 @@ def test_events_for_unknown_deliveries_or_other_addresses_are_recorded_but_apply
     assert bounce_notices() == []
 
 
+def test_an_event_without_an_email_settles_none_of_the_deliveries_it_lists(db, client):
+    setup_customer(emails=("ops@acme.example", "cto@acme.example"))
+    ids = sent_notice(emails=("ops@acme.example", "cto@acme.example"))
+    listed = f"{ids['ops@acme.example']},{ids['cto@acme.example']}"
+    r = post(client, [{**event("delivered", listed), "email": None}, {**bounce(listed), "email": ""}])
+    assert counts(r) == {"received": 2, "recorded": 2, "unmatched": 2}
+    assert {get(Delivery, ids[a]).status for a in ("ops@acme.example", "cto@acme.example")} == {"sent"}
+    assert not any(c.undeliverable for c in all_rows(Contact)) and bounce_notices() == []
+
+
+def unknown_email(ids: dict, address: str = "ops@acme.example", status: str = "unknown") -> None:
+    """Make the email delivery one whose outcome was lost (a timeout after the request was written)."""
+    with session_scope() as s:
+        d = s.get(Delivery, ids[address])
+        d.status, d.provider_id, d.sent_at = status, None, None
+        d.send_started_at, d.claim_token, d.error = T, "a" * 32, "SendGrid outcome unknown"
+        s.add(d)
+
+
+def test_a_processed_event_settles_an_unknown_email_as_sent_with_sendgrids_message_id(db, client):
+    setup_customer()
+    ids = sent_notice(portal=False)
+    unknown_email(ids)
+    with session_scope() as s:
+        from lifecycle.delivery import settle_notices
+
+        settle_notices(s, [ids["notice"]])
+    assert get(Notice, ids["notice"]).status == "released"  # unknown: not delivered, not failed
+    r = post(client, [event("processed", ids["ops@acme.example"], sg_message_id="XyZ123.filter0001.16.0")])
+    assert counts(r) == {"received": 1, "recorded": 1, "settled": 1}
+    d = get(Delivery, ids["ops@acme.example"])
+    assert (d.status, d.provider_id, d.sent_at, d.error, d.claim_token) == ("sent", "XyZ123", T, None, None)
+    notice = get(Notice, ids["notice"])
+    assert (notice.status, notice.sent_at) == ("sent", T)
+
+
+def test_a_delivered_event_settles_an_email_whose_worker_died_mid_send_as_delivered(db, client):
+    setup_customer()
+    ids = sent_notice(portal=False)
+    unknown_email(ids, status="sending")
+    r = post(client, [event("delivered", ids["ops@acme.example"])])
+    assert counts(r) == {"received": 1, "recorded": 1, "settled": 1, "delivered": 1}
+    assert get(Delivery, ids["ops@acme.example"]).status == "delivered"
+
+
 @pytest.mark.parametrize("case", ["unsigned", "forged", "tampered", "stale", "future", "garbage signature"])
 def test_an_unsigned_forged_tampered_or_stale_post_is_refused_and_changes_nothing(db, client, case):
     setup_customer()

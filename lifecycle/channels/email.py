@@ -1,5 +1,8 @@
 """Email: one message per recipient listing every notice due for them (a digest), with an .ics
-attachment of the milestones it speaks of, sent through the configured backend (lifecycle.mailers)."""
+attachment of the milestones it speaks of, sent through the configured backend (lifecycle.mailers).
+
+The message carries its delivery ids (`custom_args`), by which SendGrid's events and the file backend's
+file names settle a send whose outcome was lost; how each backend settles one is `RECONCILIATION`."""
 
 from __future__ import annotations
 
@@ -10,20 +13,24 @@ from uuid import uuid4
 from lifecycle.channels.base import Batch
 from lifecycle.config import get_settings
 from lifecycle.content import render_message
-from lifecycle.mailers import Attachment, Email, get_mailer
+from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer
 
 
-def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: dt.datetime) -> Attachment | None:
-    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`."""
+def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: dt.datetime,
+                        session=None) -> Attachment | None:
+    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`. Read through
+    `session` when given (the send's own transaction: on SQLite a second one would wait for it)."""
     if not milestone_ids:
         return None
     from lifecycle.calendar import feeds
     from lifecycle.db import session_scope
     from lifecycle.models import Customer
 
-    with session_scope() as session:
-        customer = session.get(Customer, customer_id) if customer_id else None
-        data = feeds.attachment(session, milestone_ids, at, customer=customer)
+    if session is None:
+        with session_scope() as own:
+            return calendar_attachment(milestone_ids, customer_id, at, own)
+    customer = session.get(Customer, customer_id) if customer_id else None
+    data = feeds.attachment(session, milestone_ids, at, customer=customer)
     return Attachment(filename="lifecycle.ics", content=data, mimetype="text/calendar")
 
 
@@ -31,7 +38,7 @@ class EmailChannel:
     name: ClassVar[str] = "email"
     transactional: ClassVar[bool] = False
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None) -> str | None:
+    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
         settings = get_settings()
         contexts = [i.context for i in batch.items]
         msg = render_message(batch.audience, batch.customer["locale"], contexts, batch.customer)
@@ -40,7 +47,7 @@ class EmailChannel:
             milestone_ids = tuple(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}))
             key = ("ics", batch.customer["id"], milestone_ids)
             if key not in batch.cache:
-                batch.cache[key] = calendar_attachment(list(milestone_ids), batch.customer["id"], at)
+                batch.cache[key] = calendar_attachment(list(milestone_ids), batch.customer["id"], at, session)
             if batch.cache[key]:
                 attachments.append(batch.cache[key])
         kinds = sorted({i.kind for i in batch.items})
@@ -50,6 +57,23 @@ class EmailChannel:
             custom_args={"delivery_ids": ",".join(str(i) for i in batch.delivery_ids)},
             categories=["lifecycle", *[f"lifecycle-{k}" for k in kinds]],
             message_id=f"<lifecycle-{batch.delivery_ids[0]}-{uuid4().hex[:12]}@{settings.mail_from.split('@')[-1]}>",
-            date=at,
+            date=at, deadline=deadline,
         )
         return get_mailer(settings).send(email)
+
+    def unknown_wait(self, attempts: int) -> dt.timedelta:
+        from lifecycle.delivery import backoff
+
+        settings = get_settings()
+        how = RECONCILIATION[settings.email_backend]
+        if how == "events":
+            return dt.timedelta(seconds=settings.reconcile_seconds)
+        if how == "lookup":
+            return dt.timedelta(0)
+        return backoff(attempts)
+
+    def lookup(self, delivery_ids: list[int], recipient: str) -> str | bool | None:
+        settings = get_settings()
+        if RECONCILIATION[settings.email_backend] != "lookup":
+            return None
+        return get_mailer(settings).lookup(delivery_ids, recipient)

@@ -18,7 +18,7 @@ class PortalChannel:
     name: ClassVar[str] = "portal"
     transactional: ClassVar[bool] = True
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None) -> str | None:
+    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
         ids = []
         for item in batch.items:
             existing = session.exec(select(InboxMessage).where(InboxMessage.notice_id == item.notice_id)).first()

@@ -108,7 +108,8 @@ def tick_cmd(at: AtOption = None, json_: JsonOption = False) -> None:
     skipped = ", ".join(f"{k} {n}" for k, n in sorted(r.skipped.items())) or "none"
     say(f"  released: {r.released} notices ({r.escalations} escalations); skipped: {skipped}")
     channels = ", ".join(f"{k} {n}" for k, n in sorted(d.by_channel.items())) or "nothing"
-    say(f"  delivered: {channels}; {d.messages} message(s), {d.retried} to retry, {d.failed} failed")
+    say(f"  delivered: {channels}; {d.messages} message(s), {d.retried} to retry, {d.failed} failed"
+        + (f", {d.unknown} outcome unknown" if d.unknown else "") + (f", {d.cancelled} cancelled" if d.cancelled else ""))
 
 
 @app.command("inbox")

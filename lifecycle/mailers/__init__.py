@@ -1,7 +1,19 @@
 """Email backends behind one interface: `Mailer.send(Email) -> provider message id`.
 
 `MAILERS` maps LIFECYCLE_EMAIL_BACKEND (file, sendgrid, smtp) to a factory. Backends raise
-`lifecycle.channels.base.DeliveryError` (permanent or transient, with retry_after).
+`lifecycle.channels.base.DeliveryError` (permanent or transient, with retry_after, or `unknown` when the
+request reached the provider but the answer did not reach us) and finish every send by
+`Email.deadline`.
+
+What each backend can promise (the README's "Delivery guarantees"), and so how a send whose outcome
+is unknown is settled (`RECONCILIATION`):
+
+- `sendgrid`, "events": SendGrid's event webhook reports `processed` with the delivery ids we sent as
+  `custom_args`; an unknown send waits `LIFECYCLE_RECONCILE_SECONDS` for it, then is retried and
+  flagged as a possible duplicate.
+- `file`, "lookup": the file name is derived from the delivery ids and written atomically, so the file's
+  existence settles the question at once, either way.
+- `smtp`, "none": nothing can tell; the retry (after the usual backoff) is flagged a possible duplicate.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ class Email:
     headers: dict[str, str] = field(default_factory=dict)
     message_id: str | None = None  # RFC 5322 Message-ID, set by the channel
     date: dt.datetime | None = None  # the send instant (simulated time in `tick --at`); None: now
+    deadline: float | None = None  # time.monotonic() instant the send must end by; None: the setting
 
 
 class Mailer(Protocol):
@@ -61,6 +74,7 @@ def _smtp(settings: Settings) -> Mailer:
 
 
 MAILERS: dict[str, Callable[[Settings], Mailer]] = {"file": _file, "sendgrid": _sendgrid, "smtp": _smtp}
+RECONCILIATION: dict[str, str] = {"file": "lookup", "sendgrid": "events", "smtp": "none"}
 
 
 def get_mailer(settings: Settings) -> Mailer:

@@ -1,9 +1,16 @@
 """SendGrid: the official `sendgrid` library posting to `/v3/mail/send`.
 
 The mailer sends once and reports: the provider id is SendGrid's `X-Message-Id`. It never retries or
-sleeps; a transient failure (429, 5xx, a timeout, a refused connection) is a `DeliveryError` with the
-delay SendGrid asked for, and the scheduler puts the delivery back with a later `next_attempt_at`.
+sleeps; a transient failure (429, 5xx, a refused connection) is a `DeliveryError` with the delay
+SendGrid asked for, and the scheduler puts the delivery back with a later `next_attempt_at`.
 Any other 4xx is permanent and carries SendGrid's own error messages, so the report says what was wrong.
+
+The whole exchange ends by the send deadline (`SendDeadline`: the library's socket timeout is per read,
+so a server trickling its answer would never trip it). A failure after the request was written (the
+deadline, a reset, a garbled answer) is `unknown`: SendGrid may have accepted the message, and only its
+event webhook can tell. The library's HTTP client builds a fresh `urllib` opener per request and leaves
+one seam for it, `Client._make_request` ("so we can mock it easily"); the mailer uses that seam on the
+endpoint it calls to open the connection through deadline-aware handlers.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ import datetime as dt
 import http.client
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
-from python_http_client.exceptions import HTTPError
+from python_http_client.exceptions import HTTPError, handle_error
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (
     Attachment,
@@ -38,6 +47,7 @@ from lifecycle.channels.base import DeliveryError
 from lifecycle.config import Settings
 from lifecycle.errors import LifecycleError
 from lifecycle.mailers import Email
+from lifecycle.mailers.deadline import SendDeadline
 
 # 408 Request Timeout and 429 Too Many Requests are worth another try; so is every 5xx.
 TRANSIENT_4XX = (408, 429)
@@ -71,34 +81,99 @@ def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
     return mail
 
 
+def _connection(base: type[http.client.HTTPConnection], deadline: SendDeadline):
+    """An HTTP(S) connection class whose sockets obey `deadline` and that records a written request."""
+
+    class DeadlineConnection(base):
+        def connect(self):
+            self.timeout = deadline.timeout(self.timeout)
+            super().connect()
+            deadline.watch(self.sock)
+
+        def request(self, *args, **kwargs):
+            super().request(*args, **kwargs)
+            deadline.written = True  # headers and body handed to the network: SendGrid may act on it
+
+    return DeadlineConnection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: SendDeadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_connection(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: SendDeadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_connection(http.client.HTTPSConnection, self.deadline), req,
+                            context=self._context)
+
+
 class SendGridMailer:
     def __init__(self, api_key: str, *, host: str = "https://api.sendgrid.com", timeout: float = 10.0,
-                 sandbox: bool = False, clock: Callable[[], float] = time.time):
+                 deadline: float = 30.0, sandbox: bool = False, clock: Callable[[], float] = time.time):
         if not api_key:
             raise LifecycleError("SendGrid needs an API key: set SENDGRID_API_KEY")
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
         # python_http_client has no timeout by default (a hung connection would hang a worker); the
-        # root client's `timeout` is handed to every request built from it.
+        # root client's `timeout` is handed to every request built from it. It is per socket operation;
+        # `deadline` (seconds) bounds the whole send.
         self.client.client.timeout = timeout
         self.timeout = timeout
+        self.deadline = deadline
         self.sandbox = sandbox
         self.clock = clock  # only to turn X-RateLimit-Reset (an epoch) into a delay
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendGridMailer:
         return cls(settings.sendgrid_api_key or "", host=settings.sendgrid_host,
-                   timeout=settings.sendgrid_timeout, sandbox=settings.sendgrid_sandbox)
+                   timeout=settings.sendgrid_timeout, deadline=settings.send_deadline,
+                   sandbox=settings.sendgrid_sandbox)
 
     def send(self, email: Email) -> str | None:
         mail = build_mail(email, sandbox=self.sandbox)
+        deadline = SendDeadline(email.deadline if email.deadline is not None else time.monotonic() + self.deadline)
+        if deadline.remaining() <= 0:
+            raise DeliveryError("SendGrid not called: the send deadline had already passed")
+        # The library's own `SendGridAPIClient.send` is `client.mail.send.post(request_body=mail.get())`;
+        # the endpoint object is new on every access, so the seam is set on this call's only.
+        endpoint = self.client.client.mail.send
+        endpoint._make_request = lambda _opener, request, timeout=None: self._open(deadline, request, timeout)
         try:
-            response = self.client.send(mail)
-        except HTTPError as err:
+            with deadline:
+                response = endpoint.post(request_body=mail.get())
+            if deadline.expired:
+                # The answer was cut off: http.client accepts a truncated status line ("HTTP/1.1 20")
+                # and no headers as a complete answer, so nothing read after the cut can be trusted.
+                raise http.client.IncompleteRead(b"")
+        except HTTPError as err:  # SendGrid answered: the outcome is known
             raise self._error(err) from None
-        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, garbled
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # refused, reset, timed out, garbled
             reason = getattr(exc, "reason", None) or exc
-            raise DeliveryError(f"SendGrid unreachable: {type(exc).__name__}: {reason}") from None
+            why = (f"no complete answer within the {self.deadline:g} s send deadline" if deadline.passed
+                   else f"{type(exc).__name__}: {reason}")
+            if deadline.written:
+                raise DeliveryError(f"SendGrid outcome unknown: the request was sent, then {why}",
+                                    unknown=True) from None
+            raise DeliveryError(f"SendGrid unreachable: {why}") from None
         return response.headers.get("X-Message-Id")
+
+    def _open(self, deadline: SendDeadline, request: urllib.request.Request, timeout: float | None):
+        """What python_http_client's `_make_request` does, through deadline-aware connections."""
+        opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
+        try:
+            return opener.open(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as err:
+            exc = handle_error(err)
+            exc.__cause__ = None
+            raise exc from None
 
     def _error(self, err: HTTPError) -> DeliveryError:
         status = int(err.status_code)

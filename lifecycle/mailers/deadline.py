@@ -1,0 +1,77 @@
+"""A total deadline for one send: connect + write + read, whatever the server does.
+
+Socket timeouts are per operation: a server that trickles one byte every few seconds never trips them,
+and a send could last for ever (then a stale-claim sweep takes the delivery back while the worker is
+still sending, and it goes out twice). `SendDeadline` bounds the whole exchange: each connect gets at
+most the remaining time, and when the deadline passes a timer shuts the registered sockets down, which
+ends any blocked read or write at once.
+
+It also records whether the whole request was handed to the network (`written`): an error before that
+means the provider certainly did not get the message; after it, the provider may have it, and the
+outcome is unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+
+class SendDeadline:
+    def __init__(self, deadline: float):
+        self.deadline = deadline  # a time.monotonic() instant
+        self.expired = False
+        self.written = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    @property
+    def passed(self) -> bool:
+        """The deadline ended the exchange (its timer, or a socket timeout cut to it)."""
+        return self.expired or self.remaining() < 0.01
+
+    def timeout(self, per_operation: float | None) -> float:
+        """The timeout for the next socket operation: the per-operation one, never past the deadline."""
+        left = max(self.remaining(), 0.001)
+        return left if per_operation is None else min(per_operation, left)
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        """Register a socket to be shut down at the deadline (at once if it already passed)."""
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def __enter__(self) -> SendDeadline:
+        self._timer = threading.Timer(max(self.remaining(), 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._sockets.clear()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain socket's shutdown, also for TLS sockets: it ends a blocked recv/send in another thread
+    # without touching the TLS object that thread is using. A closed socket raises OSError: nothing to do.
+    with contextlib.suppress(OSError, ValueError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
