@@ -231,3 +231,160 @@ def lead(stage_day: dt.date | None, milestone_date: dt.date, today: dt.date, *, 
     if not told_before and today > contract_deadline(milestone_date):
         return Lead.SHORT_NOTICE
     return Lead.CATCH_UP
+
+
+# ------------------------------------------------------------------------------------- upgrade plans
+
+
+def version_key(version: str) -> tuple:
+    """Natural order for version strings: 1.9 < 1.10, 3.16 < 3.18."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-_+~]", version))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A release offered as an upgrade target: its version and the day it ends (its end of life), or
+    `ended` when it has ended without a published date."""
+
+    version: str
+    end: dt.date | None = None
+    ended: bool = False
+
+    def ended_on(self, day: dt.date) -> bool:
+        return self.ended or (self.end is not None and self.end < day)
+
+
+class PlanProblem(StrEnum):
+    """Why an upgrade plan is refused. The English text (a template over the problem's values) is the
+    key the page translator looks up, so portal and acknowledgement pages say it in the customer's
+    language."""
+
+    TARGET_REQUIRED = "target"
+    DATE_REQUIRED = "date"
+    DATE_PAST = "date-past"
+    TARGET_UNKNOWN = "target-unknown"
+    TARGET_NOT_LATER = "target-not-later"
+    TARGET_ENDED = "target-ended"
+
+
+PLAN_TEXTS = {
+    PlanProblem.TARGET_REQUIRED: "A planned upgrade needs a target version.",
+    PlanProblem.DATE_REQUIRED: "A planned upgrade needs a planned date.",
+    PlanProblem.DATE_PAST: "{date} is in the past: a planned upgrade needs a date from today on.",
+    PlanProblem.TARGET_UNKNOWN: "There is no release {target} of this product.",
+    PlanProblem.TARGET_NOT_LATER: "{target} is not a later release than {version}: choose a newer version.",
+    PlanProblem.TARGET_ENDED: "{target} reaches its end of life on {end}, before the planned date {date}: "
+                              "choose a version that is still supported then.",
+}
+PLAN_FIELDS = {PlanProblem.TARGET_REQUIRED: "target", PlanProblem.DATE_REQUIRED: "planned_date",
+               PlanProblem.DATE_PAST: "planned_date", PlanProblem.TARGET_UNKNOWN: "target",
+               PlanProblem.TARGET_NOT_LATER: "target", PlanProblem.TARGET_ENDED: "target"}
+
+
+def plan_problem(status: str, version: str, target: str | None, planned_date: dt.date | None, today: dt.date,
+                 targets: dict[str, Target]) -> tuple[PlanProblem, dict] | None:
+    """The one rule for a valid upgrade plan, on every channel (portal, link, API, CLI, rep form):
+    `planned` needs a target and a date from today on; any target must be a later release of the same
+    product (`targets`: every release of the product) that has not itself ended on the planned date
+    (today without one). (problem, values for its text), or None when the plan is valid. A date after
+    the milestone is valid but at risk (`plan_at_risk`)."""
+    if status == "planned":
+        if not target:
+            return PlanProblem.TARGET_REQUIRED, {}
+        if planned_date is None:
+            return PlanProblem.DATE_REQUIRED, {}
+        if planned_date < today:
+            return PlanProblem.DATE_PAST, {"date": planned_date.isoformat()}
+    if not target:
+        return None
+    found = targets.get(target)
+    if found is None:
+        return PlanProblem.TARGET_UNKNOWN, {"target": target}
+    if version_key(target) <= version_key(version):
+        return PlanProblem.TARGET_NOT_LATER, {"target": target, "version": version}
+    day = planned_date if planned_date is not None and planned_date > today else today
+    if found.ended_on(day):
+        return PlanProblem.TARGET_ENDED, {"target": target, "end": found.end.isoformat() if found.end else "—",
+                                          "date": day.isoformat()}
+    return None
+
+
+def valid_targets(version: str, targets: dict[str, Target], today: dt.date) -> list[Target]:
+    """Upgrade targets a picker offers: later releases not ended today, newest first."""
+    return sorted((t for t in targets.values() if version_key(t.version) > version_key(version)
+                   and not t.ended_on(today)), key=lambda t: version_key(t.version), reverse=True)
+
+
+def plan_at_risk(status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date) -> bool:
+    """A `planned` upgrade dated after the milestone (or, from before the rule, without a target or a
+    date): recorded, but it does not count as agreed for reminders and escalation."""
+    if status != "planned":
+        return False
+    return not target or planned_date is None or planned_date > milestone_date
+
+
+def counts_as_agreed(status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date) -> bool:
+    """An agreement that stops routine reminders about a milestone (the scheduler's SQL is the same
+    rule: `scheduler.agreed_at_due`)."""
+    return status in AGREED and not plan_at_risk(status, target, planned_date, milestone_date)
+
+
+AGREED = ("acknowledged", "planned", "completed")
+
+
+# ----------------------------------------------------------------------------------------------- risk
+
+
+@dataclass(frozen=True)
+class Risk:
+    """The rep's traffic light for one customer and milestone, with every reason for its colour."""
+
+    colour: str  # red | amber | green
+    reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def risk(*, status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date,
+         today: dt.date, contacts: int = 0, bounced: int = 0) -> Risk:
+    """The one risk rule (dashboard, CSV, API, emails, portal):
+
+    - red: every contact bounced (no email reaches the customer), the plan is at risk, or there is no
+      agreement and the milestone's 1-month stage has come;
+    - amber: no agreement and the milestone is less than 3 months away;
+    - green: agreed, or the milestone is further out.
+    """
+    red: list[str] = []
+    if contacts and bounced >= contacts:
+        red.append("every contact bounced: no email reaches them" if contacts > 1 else
+                   "their only contact bounced: no email reaches them")
+    if plan_at_risk(status, target, planned_date, milestone_date):
+        red.append(f"the upgrade is planned for {planned_date.isoformat()}, after the milestone"
+                   if planned_date and target else "the plan has no target or date")
+    agreed = status in AGREED
+    one_month = stage_date(milestone_date, ESCALATION_STAGE)
+    if not agreed and today >= one_month:
+        red.append("no agreement, and the milestone is less than a month away" if status != "declined"
+                   else "the customer declined, and the milestone is less than a month away")
+    if red:
+        return Risk("red", tuple(red))
+    if not agreed and is_short_notice(milestone_date, today):
+        return Risk("amber", ("no agreement, and the milestone is less than 3 months away" if status != "declined"
+                              else "the customer declined, and the milestone is less than 3 months away",))
+    if agreed:
+        return Risk("green", (f"{status}" + (f": upgrade to {target} on {planned_date.isoformat()}"
+                                             if target and planned_date else ""),))
+    return Risk("green", ("the milestone is more than 3 months away",))
+
+
+# ------------------------------------------------------------------------------------------ rep digest
+
+
+def digest_due(at: dt.datetime, tz: str, hour: int = 9) -> dt.datetime:
+    """When a rep notice made at `at` goes out: in the rep's daily digest, at `hour`:00 in the rep's
+    timezone on or after `at`. Everything a rep is told in a day goes in one email."""
+    day = local_date(at, tz)
+    due = local_instant(day, tz, hour)
+    return due if due >= at else local_instant(day + dt.timedelta(days=1), tz, hour)

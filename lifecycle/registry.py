@@ -635,8 +635,4 @@ def release_rows(session: Session, at: dt.datetime, product: str | None = None) 
     return out
 
 
-def version_key(version: str) -> tuple:
-    """Natural order for version strings: 1.9 < 1.10, 3.16 < 3.18."""
-    import re
-
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-_+~]", version))
+version_key = policy.version_key  # natural order for version strings: 1.9 < 1.10
