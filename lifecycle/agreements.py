@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from lifecycle import policy, registry, reps

@@ -335,16 +335,56 @@ AGREED = ("acknowledged", "planned", "completed")
 # ----------------------------------------------------------------------------------------------- risk
 
 
+RISK_TEXTS = {
+    "en": {
+        "only-bounced": "their only contact bounced: no email reaches them",
+        "all-bounced": "every contact bounced: no email reaches them",
+        "plan-late": "the upgrade is planned for {date}, after the milestone on {milestone}",
+        "plan-incomplete": "the plan has no target or date",
+        "none-1m": "no agreement, and the milestone is less than a month away",
+        "declined-1m": "the customer declined, and the milestone is less than a month away",
+        "none-3m": "no agreement, and the milestone is less than 3 months away",
+        "declined-3m": "the customer declined, and the milestone is less than 3 months away",
+        "agreed": "{status}",
+        "agreed-plan": "{status}: upgrade to {target} on {date}",
+        "far": "the milestone is more than 3 months away",
+    },
+    "zh-CN": {
+        "only-bounced": "唯一的联系人邮箱退信，邮件无法送达",
+        "all-bounced": "所有联系人邮箱均退信，邮件无法送达",
+        "plan-late": "计划升级日期{date}晚于节点日期{milestone}",
+        "plan-incomplete": "升级计划缺少目标版本或日期",
+        "none-1m": "尚未确认升级计划，距节点不足1个月",
+        "declined-1m": "客户已拒绝升级，距节点不足1个月",
+        "none-3m": "尚未确认升级计划，距节点不足3个月",
+        "declined-3m": "客户已拒绝升级，距节点不足3个月",
+        "agreed": "客户已确认",
+        "agreed-plan": "计划于{date}升级至{target}",
+        "far": "距节点超过3个月",
+    },
+}
+
+
 @dataclass(frozen=True)
 class Risk:
-    """The rep's traffic light for one customer and milestone, with every reason for its colour."""
+    """The rep's traffic light for one customer and milestone, with every reason for its colour
+    (codes of `RISK_TEXTS` and their values)."""
 
     colour: str  # red | amber | green
-    reasons: tuple[str, ...]
+    reasons: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+    def text(self, locale: str = "en") -> str:
+        texts = RISK_TEXTS.get(locale, RISK_TEXTS["en"])
+        sep = "；" if locale == "zh-CN" else "; "
+        return sep.join(texts[code].format(**dict(values)) for code, values in self.reasons)
 
     @property
     def reason(self) -> str:
-        return "; ".join(self.reasons)
+        return self.text("en")
+
+
+def _why(code: str, **values) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return code, tuple(sorted((k, str(val)) for k, val in values.items()))
 
 
 def risk(*, status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date,
@@ -356,27 +396,24 @@ def risk(*, status: str, target: str | None, planned_date: dt.date | None, miles
     - amber: no agreement and the milestone is less than 3 months away;
     - green: agreed, or the milestone is further out.
     """
-    red: list[str] = []
+    red = []
     if contacts and bounced >= contacts:
-        red.append("every contact bounced: no email reaches them" if contacts > 1 else
-                   "their only contact bounced: no email reaches them")
+        red.append(_why("all-bounced" if contacts > 1 else "only-bounced"))
     if plan_at_risk(status, target, planned_date, milestone_date):
-        red.append(f"the upgrade is planned for {planned_date.isoformat()}, after the milestone"
-                   if planned_date and target else "the plan has no target or date")
+        red.append(_why("plan-late", date=planned_date.isoformat(), milestone=milestone_date.isoformat())
+                   if planned_date and target else _why("plan-incomplete"))
     agreed = status in AGREED
-    one_month = stage_date(milestone_date, ESCALATION_STAGE)
-    if not agreed and today >= one_month:
-        red.append("no agreement, and the milestone is less than a month away" if status != "declined"
-                   else "the customer declined, and the milestone is less than a month away")
+    prefix = "declined" if status == "declined" else "none"
+    if not agreed and today >= stage_date(milestone_date, ESCALATION_STAGE):
+        red.append(_why(f"{prefix}-1m"))
     if red:
         return Risk("red", tuple(red))
     if not agreed and is_short_notice(milestone_date, today):
-        return Risk("amber", ("no agreement, and the milestone is less than 3 months away" if status != "declined"
-                              else "the customer declined, and the milestone is less than 3 months away",))
+        return Risk("amber", (_why(f"{prefix}-3m"),))
     if agreed:
-        return Risk("green", (f"{status}" + (f": upgrade to {target} on {planned_date.isoformat()}"
-                                             if target and planned_date else ""),))
-    return Risk("green", ("the milestone is more than 3 months away",))
+        return Risk("green", (_why("agreed-plan", status=status, target=target, date=planned_date.isoformat())
+                              if target and planned_date else _why("agreed", status=status),))
+    return Risk("green", (_why("far"),))
 
 
 # ------------------------------------------------------------------------------------------ rep digest

@@ -42,7 +42,6 @@ from sqlmodel import Session, select
 from lifecycle import policy, registry, reps
 from lifecycle.config import get_settings
 from lifecycle.models import (
-    AGREED_STATUSES,
     CHANGE_NOTICE_KINDS,
     Agreement,
     AgreementChange,
