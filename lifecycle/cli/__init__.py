@@ -28,7 +28,7 @@ def _register() -> None:
     """Each area's module adds its commands to `app` when imported."""
     import importlib
 
-    for name in ("registry", "importing", "schedule", "calendar", "web", "reports", "compliance", "secret"):
+    for name in ("registry", "importing", "schedule", "calendar", "web", "reports", "compliance", "secret", "work"):
         importlib.import_module(f"lifecycle.cli.{name}")
 
 

@@ -81,4 +81,5 @@ def translator(locale: str | None) -> Callable[..., str]:
         out = catalog.get(text, text)
         return out.format(**values) if values else out
 
+    t.locale = locale or "en"  # type: ignore[attr-defined]
     return t
