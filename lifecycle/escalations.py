@@ -66,6 +66,7 @@ def agreed_now(A=Agreement.__table__, milestone_date=M.c.date):
 def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -> dict[str, int]:
     """Create the work items of new escalation notices and resolve the ones whose reason has gone.
     Returns counts {"created": n, <resolution>: n}."""
+    session.flush()  # pending ORM rows (a new agreement, a notice) take part in the set-based statements
     conn = session.connection()
     counts: dict[str, int] = {}
     C = Customer.__table__

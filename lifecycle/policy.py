@@ -288,20 +288,20 @@ def plan_problem(status: str, version: str, target: str | None, planned_date: dt
     product (`targets`: every release of the product) that has not itself ended on the planned date
     (today without one). (problem, values for its text), or None when the plan is valid. A date after
     the milestone is valid but at risk (`plan_at_risk`)."""
+    if status == "planned" and not target:
+        return PlanProblem.TARGET_REQUIRED, {}
+    found = targets.get(target) if target else None
+    if target and found is None:
+        return PlanProblem.TARGET_UNKNOWN, {"target": target}
+    if target and version_key(target) <= version_key(version):
+        return PlanProblem.TARGET_NOT_LATER, {"target": target, "version": version}
     if status == "planned":
-        if not target:
-            return PlanProblem.TARGET_REQUIRED, {}
         if planned_date is None:
             return PlanProblem.DATE_REQUIRED, {}
         if planned_date < today:
             return PlanProblem.DATE_PAST, {"date": planned_date.isoformat()}
-    if not target:
-        return None
-    found = targets.get(target)
     if found is None:
-        return PlanProblem.TARGET_UNKNOWN, {"target": target}
-    if version_key(target) <= version_key(version):
-        return PlanProblem.TARGET_NOT_LATER, {"target": target, "version": version}
+        return None
     day = planned_date if planned_date is not None and planned_date > today else today
     if found.ended_on(day):
         return PlanProblem.TARGET_ENDED, {"target": target, "end": found.end.isoformat() if found.end else "—",
