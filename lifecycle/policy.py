@@ -345,8 +345,8 @@ RISK_TEXTS = {
         "declined-1m": "the customer declined, and the milestone is less than a month away",
         "none-3m": "no agreement, and the milestone is less than 3 months away",
         "declined-3m": "the customer declined, and the milestone is less than 3 months away",
-        "agreed": "{status}",
-        "agreed-plan": "{status}: upgrade to {target} on {date}",
+        "agreed": "agreed ({status})",
+        "agreed-plan": "upgrade to {target} planned for {date}",
         "far": "the milestone is more than 3 months away",
     },
     "zh-CN": {
