@@ -21,7 +21,7 @@ from lifecycle.web.app import create_app
 from tests import webworld
 from tests import world as w
 from tests.conftest import utc
-from tests.test_web_pages import csrf_of, logged_in
+from tests.test_web_pages import logged_in
 
 D = dt.date
 

@@ -77,7 +77,6 @@ ZH_CN = {
     "Back": "返回",
     "Not found": "未找到",
     "No such notice": "没有这条通知",
-    "Upgrade completed": "升级已完成",
     "Thank you — we have recorded that you now run {what}.": "谢谢！我们已记录您现在使用 {what}。",
     "Your account rep has been told.": "我们已通知您的客户经理。",
     # inbox
