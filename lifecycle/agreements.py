@@ -213,13 +213,3 @@ def record_cli(session: Session, *, customer_key: str, product: str, version: st
 def history(session: Session, agreement_id: int) -> list[AgreementChange]:
     return list(session.exec(select(AgreementChange).where(AgreementChange.agreement_id == agreement_id)
                              .order_by(AgreementChange.at, AgreementChange.id)).all())
-
-
-def histories(session: Session, agreement_ids: list[int]) -> dict[int, list[AgreementChange]]:
-    """The history of several agreements in one query, oldest change first."""
-    out: dict[int, list[AgreementChange]] = {}
-    if agreement_ids:
-        for ch in session.exec(select(AgreementChange).where(AgreementChange.agreement_id.in_(agreement_ids))
-                               .order_by(AgreementChange.at, AgreementChange.id)):
-            out.setdefault(ch.agreement_id, []).append(ch)
-    return out

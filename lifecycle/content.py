@@ -350,7 +350,10 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
     out: dict[int, dict] = {}
     for n in notices:
         info: dict = {}
+        agr = agreements.get((n.customer_id, n.release_id))
         change = changes.get(int(n.slot)) if n.kind == "agreement" and n.slot.isdigit() else None
+        if change is not None and (agr is None or change.agreement_id != agr.id):
+            change = None  # a notice from before 0005, whose slot counted changes: report the agreement as is
         if change is not None:
             history = earlier.get(change.agreement_id, [])
             before = [c for c in history if (c.at, c.id) < (change.at, change.id)]
@@ -365,7 +368,6 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
                 "target_changed": prev is not None and prev.target_version != change.target_version,
                 "date_changed": prev is not None and prev.planned_date != change.planned_date,
             }
-        agr = agreements.get((n.customer_id, n.release_id))
         mdate = n.milestone_date if n.kind == "escalation" and n.milestone_date else upcoming.get(n.release_id)
         customer = customers[n.customer_id]
         if mdate is not None:
