@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from lifecycle import links, policy
+from lifecycle import links, policy, reps
 from lifecycle.config import get_settings
 from lifecycle.models import (
     Agreement,
+    AgreementChange,
+    Contact,
     Customer,
     Delivery,
     Milestone,
@@ -52,6 +54,11 @@ AGREEMENT_LABELS = {
            "completed": "upgrade completed", "declined": "declined"},
     "zh-CN": {"none": "尚未确认", "acknowledged": "已确认", "planned": "已计划升级", "completed": "已完成升级",
               "declined": "已拒绝"},
+}
+CHANNEL_LABELS = {
+    "en": {"web": "the portal", "email-link": "the email link", "phone": "phone", "api": "the API", "cli": "the CLI",
+           "import": "an import"},
+    "zh-CN": {"web": "客户门户", "email-link": "邮件链接", "phone": "电话", "api": "API", "cli": "命令行", "import": "导入"},
 }
 # What customers read about why a date changed: text written for them (MilestoneChange.customer_reason),
 # else a neutral sentence per locale for the change's reason code or action. The reason a product
@@ -225,11 +232,14 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
     about_delivery = ("bounce", "undelivered")
     bounce_ids = [int(n.slot) for n, *_ in rows if n.kind in about_delivery and n.slot.isdigit()]
     bounced = {d.id: d for d in session.exec(select(Delivery).where(Delivery.id.in_(bounce_ids)))} if bounce_ids else {}
+    rep_settings = reps.settings_of(session, {c.account_rep for _, c, *_ in rows})
+    rep_news = _rep_news(session, [n for n, *_ in rows if n.audience == "rep"], at)
 
     out: dict[int, dict] = {}
     for notice, customer, milestone, release, product in rows:
-        # Reps are the vendor's own staff: their messages are in English.
-        locale = customer.locale if notice.audience == "customer" else "en"
+        # Customers read their own language, reps the language of their settings.
+        rep = rep_settings[customer.account_rep.strip().lower()]
+        locale = customer.locale if notice.audience == "customer" else rep.locale
         if locale not in KIND_LABELS:
             locale = "en"
         today = policy.local_date(at, customer.timezone)
@@ -293,8 +303,107 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "dashboard_url": f"{get_settings().base_url}/dashboard",
             "portal_url": f"{get_settings().base_url}/portal",
             "milestone_id": milestone.id if milestone else None,
+            "locale": locale,
+            "rep_email": rep.email,
+            "rep_name": rep.name or "",
+            "rep_display": rep.display,
         }
+        if notice.audience == "rep":
+            ctx |= rep_news.get(notice.id, {})
+            ctx |= _rep_item(ctx, locale)
         out[notice.id] = ctx
+    return out
+
+
+def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[int, dict]:
+    """What each rep notice reports, in a few queries: the agreement change it was made for (its
+    status, target, planned date, feedback, who), what it changed, and the risk of the release's next
+    milestone (`policy.risk`: the same rule as the dashboard)."""
+    if not notices:
+        return {}
+    change_ids = [int(n.slot) for n in notices if n.kind == "agreement" and n.slot.isdigit()]
+    changes = {c.id: c for c in session.exec(select(AgreementChange).where(AgreementChange.id.in_(change_ids)))} \
+        if change_ids else {}
+    agreement_ids = {c.agreement_id for c in changes.values()}
+    earlier: dict[int, list[AgreementChange]] = {}
+    if agreement_ids:
+        for c in session.exec(select(AgreementChange).where(AgreementChange.agreement_id.in_(agreement_ids))
+                              .order_by(AgreementChange.at, AgreementChange.id)):
+            earlier.setdefault(c.agreement_id, []).append(c)
+    customer_ids = {n.customer_id for n in notices}
+    release_ids = {n.release_id for n in notices if n.release_id}
+    agreements = {(a.customer_id, a.release_id): a for a in session.exec(select(Agreement).where(
+        Agreement.customer_id.in_(customer_ids), Agreement.release_id.in_(release_ids or {0})))}
+    contacts = {cid: (total, bad or 0) for cid, total, bad in session.exec(
+        select(Contact.customer_id, sa.func.count(Contact.id),
+               sa.func.sum(sa.case((Contact.undeliverable.is_(True), 1), else_=0)))
+        .where(Contact.customer_id.in_(customer_ids)).group_by(Contact.customer_id)).all()}
+    releases = {r.id: r for r in session.exec(select(Release).where(Release.id.in_(release_ids or {0})))}
+    upcoming: dict[int, dt.date] = {}
+    if releases:
+        for m in session.exec(select(Milestone).where(
+                Milestone.status == "planned", Milestone.date >= at.date() - dt.timedelta(days=1),
+                sa.or_(Milestone.release_id.in_(list(releases)),
+                       sa.and_(Milestone.release_id.is_(None),
+                               Milestone.product_id.in_({r.product_id for r in releases.values()}))))):
+            for rid, r in releases.items():
+                if m.release_id == rid or (m.release_id is None and m.product_id == r.product_id):
+                    upcoming[rid] = min(upcoming.get(rid, m.date), m.date)
+    customers = {c.id: c for c in session.exec(select(Customer).where(Customer.id.in_(customer_ids)))}
+    out: dict[int, dict] = {}
+    for n in notices:
+        info: dict = {}
+        agr = agreements.get((n.customer_id, n.release_id))
+        change = changes.get(int(n.slot)) if n.kind == "agreement" and n.slot.isdigit() else None
+        if change is not None and (agr is None or change.agreement_id != agr.id):
+            change = None  # a notice from before 0005, whose slot counted changes: report the agreement as is
+        if change is not None:
+            history = earlier.get(change.agreement_id, [])
+            before = [c for c in history if (c.at, c.id) < (change.at, change.id)]
+            prev = before[-1] if before else None
+            info["change"] = {
+                "status": change.status, "target": change.target_version, "planned_date": change.planned_date,
+                "feedback": change.feedback, "by": change.by, "recorded_by": change.recorded_by,
+                "channel": change.channel, "at": change.at, "first": prev is None,
+                "status_changed": prev is None or prev.status != change.status,
+                "old_target": prev.target_version if prev and prev.target_version != change.target_version else None,
+                "old_date": prev.planned_date if prev and prev.planned_date != change.planned_date else None,
+                "target_changed": prev is not None and prev.target_version != change.target_version,
+                "date_changed": prev is not None and prev.planned_date != change.planned_date,
+            }
+        mdate = n.milestone_date if n.kind == "escalation" and n.milestone_date else upcoming.get(n.release_id)
+        customer = customers[n.customer_id]
+        if mdate is not None:
+            status = change.status if change else (agr.status if agr else "none")
+            target = change.target_version if change else (agr.target_version if agr else None)
+            planned = change.planned_date if change else (agr.planned_date if agr else None)
+            total, bad = contacts.get(n.customer_id, (0, 0))
+            info["risk"] = policy.risk(status=status, target=target, planned_date=planned, milestone_date=mdate,
+                                       today=policy.local_date(at, customer.timezone), contacts=total, bounced=bad)
+            info["at_risk"] = policy.plan_at_risk(status, target, planned, mdate)
+            info["next_milestone_date"] = mdate
+        out[n.id] = info
+    return out
+
+
+def _rep_item(ctx: dict, locale: str) -> dict:
+    """The texts of a rep item in the rep's language (templates receive words, not rules)."""
+    labels = AGREEMENT_LABELS.get(locale, AGREEMENT_LABELS["en"])
+    risk = ctx.get("risk")
+    out = {"risk_colour": risk.colour if risk else "", "risk_text": risk.text(locale) if risk else "",
+           "next_date_text": format_date(ctx.get("next_milestone_date"), locale)}
+    change = ctx.get("change")
+    if change:
+        out |= {"change_label": labels.get(change["status"], change["status"]),
+                "change_target": change["target"] or "",
+                "change_date_text": format_date(change["planned_date"], locale),
+                "change_old_date_text": format_date(change["old_date"], locale) if change["date_changed"] else "",
+                "change_old_target": (change["old_target"] or "—") if change["target_changed"] else "",
+                "change_feedback": change["feedback"] or "",
+                "change_by": change["by"] or "",
+                "change_recorded_by": change["recorded_by"] if change["recorded_by"] not in (None, change["by"]) else "",
+                "change_status_changed": change["status_changed"],
+                "change_channel": CHANNEL_LABELS.get(locale, CHANNEL_LABELS["en"]).get(change["channel"] or "", "")}
     return out
 
 
@@ -309,12 +418,21 @@ def _tone(kind: str, days: int | None) -> str:
     return "urgent" if days is not None and days <= URGENT_DAYS else "info"
 
 
+def _rep_sort_key(ctx: dict):
+    """A rep's digest: escalations first, then bounces, then agreement news; by customer, oldest first."""
+    order = {"escalation": 0, "bounce": 1, "agreement": 2}
+    return (order.get(ctx["kind"], 9), ctx["customer_name"], ctx["product_slug"], ctx["version"] or "",
+            ctx["notice_id"])
+
+
 def _sort_key(ctx: dict):
     return (ctx["date"] or dt.date.max, ctx["product_slug"], ctx["version"] or "", ctx["milestone_kind"] or "")
 
 
-def render_message(audience: str, locale: str, items: list[dict], customer: dict) -> Rendered:
-    """Subject, text and HTML of one message listing `items` (notice contexts).
+def render_message(audience: str, locale: str, items: list[dict], customer: dict, *,
+                   medium: str = "email") -> Rendered:
+    """Subject, text and HTML of one message listing `items` (notice contexts), for an email or the
+    portal inbox (`medium`: only an email can be answered to reach the rep).
 
     Two reminders of the same milestone in one message (a tick that came late, within the catch-up
     grace) read as one: the latest stage."""
@@ -325,12 +443,16 @@ def render_message(audience: str, locale: str, items: list[dict], customer: dict
             if k not in latest or (item["stage_date"] or dt.date.min) > (latest[k]["stage_date"] or dt.date.min):
                 latest[k] = item
     items = [i for i in items if i["kind"] != "stage" or latest[(i["milestone_id"], i["date"])] is i]
-    items = sorted(items, key=_sort_key)
+    items = sorted(items, key=_sort_key if audience == "customer" else _rep_sort_key)
     if audience != "customer":
-        locale = "en"
+        locale = items[0].get("locale", "en")  # the rep's own language (their settings)
     folder = f"email/{locale if locale in ('en', 'zh-CN') else 'en'}"
     ctx = {"items": items, "first": items[0], "more": len(items) - 1, "customer": customer,
-           "calendar_url": items[0]["calendar_url"], "webcal_url": links.webcal_url(items[0]["calendar_url"])}
+           "calendar_url": items[0]["calendar_url"], "webcal_url": links.webcal_url(items[0]["calendar_url"]),
+           "rep": {"email": items[0]["rep_email"], "name": items[0]["rep_name"]},
+           "has_ack_link": any(i.get("ack_url") and i["kind"] != "withdrawn" for i in items),
+           "customers": len({i["customer_key"] for i in items}),
+           "kinds": sorted({i["kind"] for i in items}), "medium": medium}
     name = "customer" if audience == "customer" else "rep"
     subject = " ".join(render(f"{folder}/{name}.subject.txt", **ctx).split())
     return Rendered(subject=subject, text=render(f"{folder}/{name}.txt", **ctx),

@@ -1,12 +1,11 @@
 """The agreements report: per customer and release with an upcoming milestone, who has agreed to what.
 
 One data function (`agreement_rows`) feeds the CLI (`lifecycle report agreements`), the API and the
-rep dashboard, so they always agree. Risk is the rep's traffic light:
-
-- green: an upgrade plan is agreed (acknowledged, planned or completed), or the milestone is more
-  than 3 months away;
-- amber: no agreement (or a decline) and the milestone is less than 3 months away;
-- red: no agreement (or a decline) and the milestone is less than a month (31 days) away.
+rep dashboard, so they always agree. Risk is the rep's traffic light, computed by one rule
+(`policy.risk`) with its reasons: red when every contact bounced, the plan is at risk or there is no
+agreement within a month; amber with no agreement within 3 months; green otherwise. Each row also
+carries the latest feedback, who recorded the agreement, and the escalation work item of its
+milestone (if any).
 """
 
 from __future__ import annotations
@@ -20,35 +19,24 @@ from sqlmodel import Session, select
 
 from lifecycle import policy
 from lifecycle.models import (
-    AGREED_STATUSES,
     Agreement,
     AgreementStatus,
     Contact,
     Customer,
     Deployment,
+    Escalation,
     Milestone,
     MilestoneStatus,
-    Notice,
-    NoticeKind,
     Product,
     Release,
 )
 from lifecycle.registry import version_key
 
-RED_DAYS = 31
 RISKS = ("red", "amber", "green")
 CSV_COLUMNS = ("customer", "customer_name", "rep", "product", "version", "milestone", "milestone_date",
-               "days_left", "agreement", "target", "planned_date", "by", "agreed_at", "channel", "cores", "risk")
-
-
-def risk(status: str, milestone_date: dt.date, today: dt.date) -> str:
-    if status in AGREED_STATUSES:
-        return "green"
-    if policy.days_left(milestone_date, today) < RED_DAYS:
-        return "red"
-    if policy.is_short_notice(milestone_date, today):  # less than 3 calendar months away
-        return "amber"
-    return "green"
+               "days_left", "agreement", "target", "planned_date", "at_risk", "by", "recorded_by", "agreed_at",
+               "channel", "feedback", "cores", "contacts", "bounced", "risk", "risk_reason", "escalation",
+               "escalation_state", "escalation_owner")
 
 
 def _rep_matches(column, rep: str):
@@ -100,6 +88,12 @@ def agreement_rows(
         for a in session.exec(select(Agreement).where(Agreement.customer_id.in_(customer_ids),
                                                       Agreement.release_id.in_(release_ids))).all()
     }
+    contacts = {cid: (total, bounced or 0) for cid, total, bounced in session.exec(
+        select(Contact.customer_id, sa.func.count(Contact.id),
+               sa.func.sum(sa.case((Contact.undeliverable.is_(True), 1), else_=0)))
+        .where(Contact.customer_id.in_(customer_ids)).group_by(Contact.customer_id)).all()}
+    work = {(e.customer_id, e.milestone_id): e for e in session.exec(
+        select(Escalation).where(Escalation.customer_id.in_(customer_ids)).order_by(Escalation.id))}
     rows = []
     for dep, cust, rel, prod in deployments:
         candidates = by_release.get(rel.id, []) + by_product.get(prod.id, [])
@@ -108,16 +102,24 @@ def agreement_rows(
         nxt = min(candidates, key=lambda m: (m.date, m.kind))
         agr = agreements.get((cust.id, rel.id))
         status = agr.status if agr else AgreementStatus.NONE.value
+        target, planned = (agr.target_version, agr.planned_date) if agr else (None, None)
+        total, bounced = contacts.get(cust.id, (0, 0))
+        light = policy.risk(status=status, target=target, planned_date=planned, milestone_date=nxt.date,
+                            today=policy.local_date(at, cust.timezone), contacts=total, bounced=bounced)
+        item = work.get((cust.id, nxt.id))
         rows.append({
             "customer": cust.key, "customer_name": cust.name, "customer_id": cust.id, "rep": cust.account_rep,
             "product": prod.slug, "product_name": prod.name, "version": rel.version, "release_id": rel.id,
             "upgrade_to": rel.upgrade_to, "milestone_id": nxt.id, "milestone": nxt.kind,
             "milestone_date": nxt.date, "days_left": policy.days_left(nxt.date, today),
-            "agreement": status, "target": agr.target_version if agr else None,
-            "planned_date": agr.planned_date if agr else None, "by": agr.by if agr else None,
+            "agreement": status, "target": target, "planned_date": planned,
+            "at_risk": policy.plan_at_risk(status, target, planned, nxt.date),
+            "by": agr.by if agr else None, "recorded_by": agr.recorded_by if agr else None,
             "agreed_at": agr.at if agr else None, "channel": agr.channel if agr else None,
-            "feedback": agr.feedback if agr else None, "cores": dep.cores,
-            "risk": risk(status, nxt.date, today),
+            "feedback": agr.feedback if agr else None, "cores": dep.cores, "contacts": total, "bounced": bounced,
+            "risk": light.colour, "risk_reason": light.reason,
+            "escalation": item.id if item else None, "escalation_state": item.state if item else None,
+            "escalation_owner": item.owner if item else None,
         })
     rows.sort(key=lambda r: (r["days_left"], r["customer"], r["product"], version_key(r["version"])))
     return rows
@@ -128,6 +130,8 @@ def _cell(value):
     as a formula (= + - @ tab CR at the start: names come from customers) prefixed with a quote."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
@@ -148,35 +152,10 @@ def jsonable(rows: list[dict]) -> list[dict]:
     return [{k: (val.isoformat() if isinstance(val, dt.date) else val) for k, val in r.items()} for r in rows]
 
 
-def escalations(session: Session, *, rep: str | None = None, customer_id: int | None = None,
-                limit: int = 50) -> list[dict]:
-    """Escalation notices (no agreement at the 1-month stage) for a rep's customers, newest first."""
-    q = (
-        select(Notice, Customer, Milestone, Release, Product)
-        .join(Customer, Customer.id == Notice.customer_id)
-        .join(Milestone, Milestone.id == Notice.milestone_id, isouter=True)
-        .join(Release, Release.id == sa.func.coalesce(Notice.release_id, Milestone.release_id), isouter=True)
-        .join(Product, Product.id == Milestone.product_id, isouter=True)
-        .where(Notice.kind == NoticeKind.ESCALATION)
-        .order_by(Notice.due_at.desc(), Notice.id.desc())
-        .limit(limit)
-    )
-    if rep:
-        q = q.where(_rep_matches(Customer.account_rep, rep))
-    if customer_id is not None:
-        q = q.where(Customer.id == customer_id)
-    return [
-        {"id": n.id, "customer": c.key, "customer_name": c.name, "product": p.slug if p else None,
-         "version": r.version if r else None, "milestone": m.kind if m else None,
-         "milestone_date": n.milestone_date or (m.date if m else None), "status": n.status,
-         "due_at": n.due_at, "sent_at": n.sent_at}
-        for n, c, m, r, p in session.exec(q).all()
-    ]
-
-
 def undeliverable_contacts(session: Session, *, rep: str | None = None,
                            customer_id: int | None = None) -> list[dict]:
-    """Contacts flagged undeliverable (a bounce or drop) of a rep's customers."""
+    """Contacts flagged undeliverable (a bounce or drop) of a rep's customers, with the provider's reason
+    and when it was reported."""
     q = (
         select(Contact, Customer).join(Customer, Customer.id == Contact.customer_id)
         .where(Contact.undeliverable.is_(True)).order_by(Customer.key, Contact.email)
@@ -186,4 +165,4 @@ def undeliverable_contacts(session: Session, *, rep: str | None = None,
     if customer_id is not None:
         q = q.where(Customer.id == customer_id)
     return [{"customer": c.key, "customer_name": c.name, "email": ct.email, "name": ct.name,
-             "reason": ct.undeliverable_reason} for ct, c in session.exec(q).all()]
+             "reason": ct.undeliverable_reason, "since": ct.undeliverable_at} for ct, c in session.exec(q).all()]

@@ -758,7 +758,7 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
         summary.count("customers", change)
         for ct in c.contacts:
             _, change = step(ct.path, registry.upsert_contact, session, customer=customer, email=ct.email,
-                             name=ct.name, at=at)
+                             name=ct.name, at=at, force=None)  # a bounced address stays flagged
             summary.count("contacts", change)
         for d in c.deployments:
             dep, change = step(d.path, registry.add_deployment, session, customer=customer, product=d.product,

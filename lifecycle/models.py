@@ -217,7 +217,8 @@ class Contact(SQLModel, table=True):
     email: str = Field(max_length=254)
     name: str | None = Field(default=None, max_length=200)
     undeliverable: bool = False
-    undeliverable_reason: str | None = None
+    undeliverable_reason: str | None = None  # the provider's words (SendGrid's bounce reason)
+    undeliverable_at: dt.datetime | None = _ts(default=None)  # when the bounce or drop was reported
     created_at: dt.datetime = _ts()
 
 
@@ -343,7 +344,9 @@ class Agreement(SQLModel, table=True):
     planned_date: dt.date | None = None
     by: str | None = Field(default=None, max_length=254)
     channel: str | None = Field(default=None, max_length=16)  # cli, web, api, phone, email-link
+    # The latest feedback the customer gave (kept when a later change brings none).
     feedback: str | None = None
+    recorded_by: str | None = Field(default=None, max_length=254)  # the login or link that recorded it
     at: dt.datetime = _ts()
 
 
@@ -355,8 +358,57 @@ class AgreementChange(SQLModel, table=True):
     planned_date: dt.date | None = None
     by: str | None = Field(default=None, max_length=254)
     channel: str | None = Field(default=None, max_length=16)
-    feedback: str | None = None
+    feedback: str | None = None  # given with this change
+    recorded_by: str | None = Field(default=None, max_length=254)
     at: dt.datetime = _ts()
+
+
+class EscalationState(StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in-progress"
+    RESOLVED = "resolved"
+
+
+class Escalation(SQLModel, table=True):
+    """A rep's work item: a customer without an agreement at the 1-month stage of a milestone.
+
+    Made from the escalation notice; one unresolved item per customer and milestone (a later escalation
+    for a moved date joins it). The due date is the milestone's current date, read from the milestone.
+    It resolves itself (`resolution`) when an agreement arrives, the milestone is withdrawn or moved
+    beyond the 1-month stage, or the customer stops running the release."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    notice_id: int = Field(foreign_key="notice.id", unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    milestone_id: int = Field(foreign_key="milestone.id", index=True)
+    release_id: int = Field(foreign_key="release.id")
+    owner: str = Field(max_length=254, index=True)  # the account rep
+    state: str = Field(default=EscalationState.OPEN, max_length=16, index=True)
+    resolution: str | None = Field(default=None, max_length=32)  # agreement, withdrawn, moved, ..., rep
+    resolved_at: dt.datetime | None = _ts(default=None)
+    created_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
+
+
+class EscalationNote(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    escalation_id: int = Field(foreign_key="escalation.id", index=True)
+    text: str
+    by: str | None = Field(default=None, max_length=254)
+    at: dt.datetime = _ts()
+
+
+class Rep(SQLModel, table=True):
+    """An account rep's settings: the name emails show, the language and timezone of their daily
+    digest. A rep without a row gets English at 09:00 UTC and is named by their address."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254, unique=True)  # lower case
+    name: str | None = Field(default=None, max_length=200)
+    locale: str = Field(default="en", max_length=8)
+    timezone: str = Field(default="UTC", max_length=64)
+    created_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
 
 
 # ---------------------------------------------------------------------------------------- access, audit

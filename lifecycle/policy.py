@@ -231,3 +231,197 @@ def lead(stage_day: dt.date | None, milestone_date: dt.date, today: dt.date, *, 
     if not told_before and today > contract_deadline(milestone_date):
         return Lead.SHORT_NOTICE
     return Lead.CATCH_UP
+
+
+# ------------------------------------------------------------------------------------- upgrade plans
+
+
+def version_key(version: str) -> tuple:
+    """Natural order for version strings: 1.9 < 1.10, 3.16 < 3.18."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-_+~]", version))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A release offered as an upgrade target: its version and the day it ends (its end of life), or
+    `ended` when it has ended without a published date."""
+
+    version: str
+    end: dt.date | None = None
+    ended: bool = False
+
+    def ended_on(self, day: dt.date) -> bool:
+        return self.ended or (self.end is not None and self.end < day)
+
+
+class PlanProblem(StrEnum):
+    """Why an upgrade plan is refused. The English text (a template over the problem's values) is the
+    key the page translator looks up, so portal and acknowledgement pages say it in the customer's
+    language."""
+
+    TARGET_REQUIRED = "target"
+    DATE_REQUIRED = "date"
+    DATE_PAST = "date-past"
+    TARGET_UNKNOWN = "target-unknown"
+    TARGET_NOT_LATER = "target-not-later"
+    TARGET_ENDED = "target-ended"
+
+
+PLAN_TEXTS = {
+    PlanProblem.TARGET_REQUIRED: "A planned upgrade needs a target version.",
+    PlanProblem.DATE_REQUIRED: "A planned upgrade needs a planned date.",
+    PlanProblem.DATE_PAST: "{date} is in the past: a planned upgrade needs a date from today on.",
+    PlanProblem.TARGET_UNKNOWN: "There is no release {target} of this product.",
+    PlanProblem.TARGET_NOT_LATER: "{target} is not a later release than {version}: choose a newer version.",
+    PlanProblem.TARGET_ENDED: "{target} reaches its end of life on {end}, before the planned date {date}: "
+                              "choose a version that is still supported then.",
+}
+PLAN_FIELDS = {PlanProblem.TARGET_REQUIRED: "target", PlanProblem.DATE_REQUIRED: "planned_date",
+               PlanProblem.DATE_PAST: "planned_date", PlanProblem.TARGET_UNKNOWN: "target",
+               PlanProblem.TARGET_NOT_LATER: "target", PlanProblem.TARGET_ENDED: "target"}
+
+
+def plan_problem(status: str, version: str, target: str | None, planned_date: dt.date | None, today: dt.date,
+                 targets: dict[str, Target]) -> tuple[PlanProblem, dict] | None:
+    """The one rule for a valid upgrade plan, on every channel (portal, link, API, CLI, rep form):
+    `planned` needs a target and a date from today on; any target must be a later release of the same
+    product (`targets`: every release of the product) that has not itself ended on the planned date
+    (today without one). (problem, values for its text), or None when the plan is valid. A date after
+    the milestone is valid but at risk (`plan_at_risk`)."""
+    if status == "planned" and not target:
+        return PlanProblem.TARGET_REQUIRED, {}
+    found = targets.get(target) if target else None
+    if target and found is None:
+        return PlanProblem.TARGET_UNKNOWN, {"target": target}
+    if target and version_key(target) <= version_key(version):
+        return PlanProblem.TARGET_NOT_LATER, {"target": target, "version": version}
+    if status == "planned":
+        if planned_date is None:
+            return PlanProblem.DATE_REQUIRED, {}
+        if planned_date < today:
+            return PlanProblem.DATE_PAST, {"date": planned_date.isoformat()}
+    if found is None:
+        return None
+    day = planned_date if planned_date is not None and planned_date > today else today
+    if found.ended_on(day):
+        return PlanProblem.TARGET_ENDED, {"target": target, "end": found.end.isoformat() if found.end else "—",
+                                          "date": day.isoformat()}
+    return None
+
+
+def valid_targets(version: str, targets: dict[str, Target], today: dt.date) -> list[Target]:
+    """Upgrade targets a picker offers: later releases not ended today, newest first."""
+    return sorted((t for t in targets.values() if version_key(t.version) > version_key(version)
+                   and not t.ended_on(today)), key=lambda t: version_key(t.version), reverse=True)
+
+
+def plan_at_risk(status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date) -> bool:
+    """A `planned` upgrade dated after the milestone (or, from before the rule, without a target or a
+    date): recorded, but it does not count as agreed for reminders and escalation."""
+    if status != "planned":
+        return False
+    return not target or planned_date is None or planned_date > milestone_date
+
+
+def counts_as_agreed(status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date) -> bool:
+    """An agreement that stops routine reminders about a milestone (the scheduler's SQL is the same
+    rule: `scheduler.agreed_at_due`)."""
+    return status in AGREED and not plan_at_risk(status, target, planned_date, milestone_date)
+
+
+AGREED = ("acknowledged", "planned", "completed")
+
+
+# ----------------------------------------------------------------------------------------------- risk
+
+
+RISK_TEXTS = {
+    "en": {
+        "only-bounced": "their only contact bounced: no email reaches them",
+        "all-bounced": "every contact bounced: no email reaches them",
+        "plan-late": "the upgrade is planned for {date}, after the milestone on {milestone}",
+        "plan-incomplete": "the plan has no target or date",
+        "none-1m": "no agreement, and the milestone is less than a month away",
+        "declined-1m": "the customer declined, and the milestone is less than a month away",
+        "none-3m": "no agreement, and the milestone is less than 3 months away",
+        "declined-3m": "the customer declined, and the milestone is less than 3 months away",
+        "agreed": "agreed ({status})",
+        "agreed-plan": "upgrade to {target} planned for {date}",
+        "far": "the milestone is more than 3 months away",
+    },
+    "zh-CN": {
+        "only-bounced": "唯一的联系人邮箱退信，邮件无法送达",
+        "all-bounced": "所有联系人邮箱均退信，邮件无法送达",
+        "plan-late": "计划升级日期{date}晚于节点日期{milestone}",
+        "plan-incomplete": "升级计划缺少目标版本或日期",
+        "none-1m": "尚未确认升级计划，距节点不足1个月",
+        "declined-1m": "客户已拒绝升级，距节点不足1个月",
+        "none-3m": "尚未确认升级计划，距节点不足3个月",
+        "declined-3m": "客户已拒绝升级，距节点不足3个月",
+        "agreed": "客户已确认",
+        "agreed-plan": "计划于{date}升级至{target}",
+        "far": "距节点超过3个月",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Risk:
+    """The rep's traffic light for one customer and milestone, with every reason for its colour
+    (codes of `RISK_TEXTS` and their values)."""
+
+    colour: str  # red | amber | green
+    reasons: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+    def text(self, locale: str = "en") -> str:
+        texts = RISK_TEXTS.get(locale, RISK_TEXTS["en"])
+        sep = "；" if locale == "zh-CN" else "; "
+        return sep.join(texts[code].format(**dict(values)) for code, values in self.reasons)
+
+    @property
+    def reason(self) -> str:
+        return self.text("en")
+
+
+def _why(code: str, **values) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return code, tuple(sorted((k, str(val)) for k, val in values.items()))
+
+
+def risk(*, status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date,
+         today: dt.date, contacts: int = 0, bounced: int = 0) -> Risk:
+    """The one risk rule (dashboard, CSV, API, emails, portal):
+
+    - red: every contact bounced (no email reaches the customer), the plan is at risk, or there is no
+      agreement and the milestone's 1-month stage has come;
+    - amber: no agreement and the milestone is less than 3 months away;
+    - green: agreed, or the milestone is further out.
+    """
+    red = []
+    if contacts and bounced >= contacts:
+        red.append(_why("all-bounced" if contacts > 1 else "only-bounced"))
+    if plan_at_risk(status, target, planned_date, milestone_date):
+        red.append(_why("plan-late", date=planned_date.isoformat(), milestone=milestone_date.isoformat())
+                   if planned_date and target else _why("plan-incomplete"))
+    agreed = status in AGREED
+    prefix = "declined" if status == "declined" else "none"
+    if not agreed and today >= stage_date(milestone_date, ESCALATION_STAGE):
+        red.append(_why(f"{prefix}-1m"))
+    if red:
+        return Risk("red", tuple(red))
+    if not agreed and is_short_notice(milestone_date, today):
+        return Risk("amber", (_why(f"{prefix}-3m"),))
+    if agreed:
+        return Risk("green", (_why("agreed-plan", status=status, target=target, date=planned_date.isoformat())
+                              if target and planned_date else _why("agreed", status=status),))
+    return Risk("green", (_why("far"),))
+
+
+# ------------------------------------------------------------------------------------------ rep digest
+
+
+def digest_due(at: dt.datetime, tz: str, hour: int = 9) -> dt.datetime:
+    """When a rep notice made at `at` goes out: in the rep's daily digest, at `hour`:00 in the rep's
+    timezone on or after `at`. Everything a rep is told in a day goes in one email."""
+    day = local_date(at, tz)
+    due = local_instant(day, tz, hour)
+    return due if due >= at else local_instant(day + dt.timedelta(days=1), tz, hour)

@@ -491,7 +491,10 @@ def rotate_calendar_token(session: Session, customer: Customer, at: dt.datetime)
 
 
 def upsert_contact(session: Session, *, customer: str | Customer, email: str, at: dt.datetime,
-                   name: str | None = None) -> tuple[Contact, Change]:
+                   name: str | None = None, force: bool | None = False, by: str | None = None) -> tuple[Contact, Change]:
+    """Add a contact (or rename one). Adding an address that bounced again is refused unless `force`
+    (someone confirmed it works): then the flag is cleared and the audit records who forced it.
+    `force=None` (an import re-stating its contacts) leaves a bounced address flagged."""
     cust = customer if isinstance(customer, Customer) else get_customer(session, customer)
     email = v.email(email)
     name = v.name(name, "name") if name else None
@@ -502,19 +505,61 @@ def upsert_contact(session: Session, *, customer: str | Customer, email: str, at
         contact = Contact(customer_id=cust.id, email=email, name=name, created_at=at)
         session.add(contact)
         session.flush()
-        audit(session, at, "contact.add", cust.key, {"email": email})
+        audit(session, at, "contact.add", cust.key, {"email": email}, by)
         return contact, "created"
     changed = False
+    if contact.undeliverable and force is False:
+        when = f" on {contact.undeliverable_at.date().isoformat()}" if contact.undeliverable_at else ""
+        raise InputError("email", f"{contact.email} bounced{when} ({contact.undeliverable_reason or 'undeliverable'}): "
+                                  "add it again with --force (force) once you know it works")
     if name and contact.name != name:
         contact.name, changed = name, True
-    if contact.undeliverable:
-        # Adding a flagged address again is the rep confirming it works: email it again.
-        contact.undeliverable, contact.undeliverable_reason, changed = False, None, True
-        audit(session, at, "contact.revalidate", cust.key, {"email": contact.email})
+    if contact.undeliverable and force:
+        # The rep confirms the address works: email it again, and say who decided so.
+        audit(session, at, "contact.revalidate", cust.key,
+              {"email": contact.email, "forced": True, "bounce": contact.undeliverable_reason,
+               "bounced_at": contact.undeliverable_at}, by)
+        contact.undeliverable, contact.undeliverable_reason, contact.undeliverable_at = False, None, None
+        changed = True
     if changed:
         session.add(contact)
         return contact, "updated"
     return contact, "unchanged"
+
+
+def contact_rows(session: Session, customer: Customer) -> list[dict]:
+    """A customer's contacts with their bounced state: the provider's reason and when it was reported."""
+    return [{"email": c.email, "name": c.name, "bounced": c.undeliverable, "bounce_reason": c.undeliverable_reason,
+             "bounced_at": c.undeliverable_at, "added_at": c.created_at}
+            for c in session.exec(select(Contact).where(Contact.customer_id == customer.id)
+                                  .order_by(sa.func.lower(Contact.email)))]
+
+
+def remove_contact(session: Session, *, customer: str | Customer, email: str, at: dt.datetime,
+                   by: str | None = None) -> Contact:
+    """Remove a contact: no more email to it. Past deliveries keep the address they went to; pending
+    ones to it fail ("the contact was removed")."""
+    from lifecycle.delivery import settle_notices
+    from lifecycle.models import Delivery, DeliveryStatus
+
+    cust = customer if isinstance(customer, Customer) else get_customer(session, customer)
+    email = (email or "").strip()
+    contact = session.exec(
+        select(Contact).where(Contact.customer_id == cust.id, sa.func.lower(Contact.email) == email.lower())
+    ).first()
+    if contact is None:
+        raise NotFound("email", f"customer {cust.key!r} has no contact {email!r}")
+    D = Delivery.__table__
+    conn = session.connection()
+    pending = conn.execute(D.update().where(D.c.contact_id == contact.id, D.c.status == DeliveryStatus.PENDING)
+                           .values(status=DeliveryStatus.FAILED, error="the contact was removed", updated_at=at)
+                           .returning(D.c.notice_id)).scalars().all()
+    conn.execute(D.update().where(D.c.contact_id == contact.id).values(contact_id=None))
+    settle_notices(session, sorted(set(pending)))
+    audit(session, at, "contact.remove", cust.key, {"email": contact.email, "bounced": contact.undeliverable}, by)
+    session.delete(contact)
+    session.flush()
+    return contact
 
 
 def ended_warning(session: Session, release: Release, at: dt.datetime) -> str | None:
@@ -636,8 +681,4 @@ def release_rows(session: Session, at: dt.datetime, product: str | None = None) 
     return out
 
 
-def version_key(version: str) -> tuple:
-    """Natural order for version strings: 1.9 < 1.10, 3.16 < 3.18."""
-    import re
-
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-_+~]", version))
+version_key = policy.version_key  # natural order for version strings: 1.9 < 1.10

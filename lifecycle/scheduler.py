@@ -39,10 +39,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from lifecycle import policy, registry
+from lifecycle import policy, registry, reps
 from lifecycle.config import get_settings
 from lifecycle.models import (
-    AGREED_STATUSES,
     CHANGE_NOTICE_KINDS,
     Agreement,
     AgreementChange,
@@ -434,15 +433,23 @@ def _skip(session: Session, where, reason: str) -> int:
 
 def agreed_at_due(A: sa.Table = Agreement.__table__):
     """SQL: the notice's customer had agreed an upgrade of its release by the notice's due instant (and
-    has not gone back on it since). Judged at the due instant, so a late tick changes nothing."""
+    has not gone back on it since). Judged at the due instant, so a late tick changes nothing.
+
+    A plan at risk does not count (`policy.counts_as_agreed`): a `planned` upgrade dated after the
+    milestone the notice speaks of, or without a target or date."""
     AC, later = AgreementChange.__table__, sa.alias(AgreementChange.__table__, "later")
-    agreed = [s.value for s in AGREED_STATUSES]
-    went_back = (sa.exists().where(later.c.agreement_id == A.c.id, later.c.status.notin_(agreed),
+
+    def counts(t):
+        return sa.or_(t.c.status.in_(["acknowledged", "completed"]),
+                      sa.and_(t.c.status == "planned", t.c.target_version.is_not(None), t.c.planned_date.is_not(None),
+                              t.c.planned_date <= N.c.milestone_date))
+
+    went_back = (sa.exists().where(later.c.agreement_id == A.c.id, ~counts(later),
                                    later.c.at > AC.c.at).correlate_except(later))
-    since = (sa.select(AC.c.id).where(AC.c.agreement_id == A.c.id, AC.c.status.in_(agreed),
+    since = (sa.select(AC.c.id).where(AC.c.agreement_id == A.c.id, counts(AC),
                                       AC.c.at <= N.c.due_at, ~went_back).correlate_except(AC))
     return sa.exists().where(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id,
-                             A.c.status.in_(agreed), sa.exists(since)).correlate_except(A)
+                             counts(A), sa.exists(since)).correlate_except(A)
 
 
 def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
@@ -482,6 +489,11 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
         .where(one_month_due, ~agreed)
     ).all()
     if esc_source:
+        # Due in the rep's daily digest after the stage fell due (judged at that instant, not the tick's).
+        rep_of = dict(conn.execute(sa.select(C.c.id, C.c.account_rep).where(
+            C.c.id.in_({r.customer_id for r in esc_source}))).all())
+        settings = reps.settings_of(session, rep_of.values())
+        hour = get_settings().send_hour
         rows = {}
         for r in esc_source:
             key = notice_key(NoticeKind.ESCALATION, r.customer_id, r.milestone_id, policy.ESCALATION_STAGE,
@@ -490,7 +502,8 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
                 "key": key, "customer_id": r.customer_id, "milestone_id": r.milestone_id,
                 "release_id": r.release_id, "kind": NoticeKind.ESCALATION.value, "audience": "rep",
                 "slot": policy.ESCALATION_STAGE, "revision": r.revision, "milestone_date": r.milestone_date,
-                "stage_date": None, "due_at": _aware(r.due_at), "status": NoticeStatus.PLANNED.value,
+                "stage_date": None, "status": NoticeStatus.PLANNED.value,
+                "due_at": policy.digest_due(_aware(r.due_at), settings[rep_of[r.customer_id].lower()].timezone, hour),
                 "created_at": at,
             }
         have = set(conn.execute(sa.select(N.c.key).where(N.c.key.in_(list(rows)))).scalars())
@@ -534,6 +547,9 @@ def _create_deliveries(session: Session, notice_ids: list[int], at: dt.datetime)
             "next_attempt_at", "created_at", "updated_at"]
     at_naive = at.astimezone(dt.UTC).replace(tzinfo=None)
     now = sa.literal(at_naive, sa.DateTime)
+    same_rep = sa.alias(C, "same_rep")
+    rep_home = (sa.select(sa.func.min(same_rep.c.id))
+                .where(sa.func.lower(same_rep.c.account_rep) == sa.func.lower(C.c.account_rep)).scalar_subquery())
     for chunk_start in range(0, len(notice_ids), 5000):
         ids = notice_ids[chunk_start:chunk_start + 5000]
         customer_notices = sa.and_(N.c.id.in_(ids), N.c.audience == "customer")
@@ -547,8 +563,9 @@ def _create_deliveries(session: Session, notice_ids: list[int], at: dt.datetime)
                       sa.literal(DeliveryStatus.PENDING.value), sa.literal(0), now, now, now)
             .join(K, sa.and_(K.c.customer_id == N.c.customer_id, K.c.undeliverable.is_(False)))
             .where(customer_notices),
-            # rep notices go to the account rep by email
-            sa.select(N.c.id, N.c.customer_id, sa.literal("email"), C.c.account_rep, sa.null(),
+            # rep notices go to the account rep by email, filed under the rep's first customer so that
+            # one delivery run sends the rep one message (the daily digest) for all their customers
+            sa.select(N.c.id, rep_home, sa.literal("email"), C.c.account_rep, sa.null(),
                       sa.literal(DeliveryStatus.PENDING.value), sa.literal(0), now, now, now)
             .join(C, C.c.id == N.c.customer_id).where(N.c.id.in_(ids), N.c.audience == "rep"),
         ]

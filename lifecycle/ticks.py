@@ -1,4 +1,5 @@
-"""One scheduler tick: recover stale claims, plan, release what is due, deliver.
+"""One scheduler tick: recover stale claims, plan, release what is due, keep the escalation work items
+in step, deliver.
 
 `prepare(at)` does the database part in one transaction under the planner lock and returns the
 customers with something to deliver; `tick(at)` then delivers them synchronously (the CLI), while the
@@ -12,7 +13,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from lifecycle import scheduler
+from lifecycle import escalations, scheduler
 from lifecycle.db import session_scope
 from lifecycle.delivery import DeliverResult, deliver_customer
 
@@ -28,11 +29,13 @@ class TickResult:
     customers: list[int] = field(default_factory=list)
     exports_refreshed: int = 0  # calendar export files rewritten
     exports_rendered: int = 0  # calendar export files rendered (rewritten or found unchanged)
+    work_items: dict = field(default_factory=dict)  # escalation work items created and resolved
 
     def as_dict(self) -> dict:
         return {"at": self.at.isoformat(), "plan": self.plan.as_dict(), "release": self.release.as_dict(),
                 "deliver": self.deliver.as_dict(), "customers": len(self.customers),
-                "exports_refreshed": self.exports_refreshed, "exports_rendered": self.exports_rendered}
+                "exports_refreshed": self.exports_refreshed, "exports_rendered": self.exports_rendered,
+                "work_items": self.work_items}
 
 
 def prepare(at: dt.datetime) -> TickResult:
@@ -43,6 +46,7 @@ def prepare(at: dt.datetime) -> TickResult:
         recovered = result.release.recovered
         result.release = scheduler.release_due(session, at)
         result.release.recovered = recovered
+        result.work_items = escalations.sync(session, at)
         result.customers = scheduler.customers_with_due_deliveries(session, at)
     refresh_calendar_exports(result)
     return result

@@ -29,11 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sqlmodel import Session
 
+from lifecycle import reps
 from lifecycle.delivery import settle_notices
 from lifecycle.errors import LifecycleError
 from lifecycle.models import (
     OPEN_STATUSES,
     Contact,
+    Customer,
     Delivery,
     DeliveryStatus,
     Notice,
@@ -203,7 +205,7 @@ def _fail(session: Session, deliveries: list, status: DeliveryStatus, reason: st
     contact_ids = sorted({d.contact_id for d in changed if d.contact_id})
     if contact_ids:
         conn.execute(K.update().where(K.c.id.in_(contact_ids))
-                     .values(undeliverable=True, undeliverable_reason=reason))
+                     .values(undeliverable=True, undeliverable_reason=reason, undeliverable_at=at))
     return changed
 
 
@@ -216,6 +218,9 @@ def _alert_reps(session: Session, deliveries: list, reason: str, at: dt.datetime
         sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.audience, N.c.revision,
                   N.c.milestone_date)
         .where(N.c.id.in_(sorted({d.notice_id for d in deliveries})))).all()}
+    C = Customer.__table__
+    rep_of = dict(conn.execute(sa.select(C.c.id, C.c.account_rep).where(
+        C.c.id.in_({n.customer_id for n in notices.values()}))).all())
     created = 0
     for d in deliveries:
         notice = notices[d.notice_id]
@@ -225,6 +230,7 @@ def _alert_reps(session: Session, deliveries: list, reason: str, at: dt.datetime
             key=f"{NoticeKind.BOUNCE}:{notice.customer_id}:{notice.milestone_id or 0}:{d.id}",
             customer_id=notice.customer_id, milestone_id=notice.milestone_id, release_id=notice.release_id,
             kind=NoticeKind.BOUNCE, audience="rep", slot=str(d.id), revision=notice.revision,
-            milestone_date=notice.milestone_date, detail=f"{d.recipient}: {reason}", due_at=at,
+            milestone_date=notice.milestone_date, detail=f"{d.recipient}: {reason}",
+            due_at=reps.digest_due(session, rep_of[notice.customer_id], at),  # in the rep's daily digest
             status=NoticeStatus.PLANNED, created_at=at).returning(N.c.id)).first() is not None
     return created

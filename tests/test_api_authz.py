@@ -13,11 +13,12 @@ import datetime as dt
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
 from lifecycle import registry
 from lifecycle.config import reset_settings
 from lifecycle.db import session_scope
-from lifecycle.models import Milestone
+from lifecycle.models import Escalation, Milestone, Notice
 from lifecycle.web.app import create_app
 from tests import webworld
 
@@ -60,6 +61,31 @@ def _held_change(w) -> tuple[str, None]:
     return f"/api/changes/{change_id}/undo", None
 
 
+def _contact_to_remove(w) -> tuple[str, None]:
+    """Each call adds the contact it removes."""
+    with session_scope() as s:
+        registry.upsert_contact(s, customer="acme", email="gone@acme.example", at=dt.datetime.now(dt.UTC))
+    return "/api/customers/acme/contacts/gone@acme.example", None
+
+
+def _escalation(w) -> int:
+    """An escalation work item of acme's (made once)."""
+    with session_scope() as s:
+        found = s.exec(select(Escalation)).first()
+        if found is None:
+            now = dt.datetime.now(dt.UTC)
+            notice = Notice(key="escalation:authz", customer_id=w.ids["acme"], milestone_id=w.ids["m_red"],
+                            release_id=w.ids["r314"], kind="escalation", audience="rep", slot="1m", due_at=now,
+                            status="sent", created_at=now)
+            s.add(notice)
+            s.flush()
+            found = Escalation(notice_id=notice.id, customer_id=w.ids["acme"], milestone_id=w.ids["m_red"],
+                               release_id=w.ids["r314"], owner=webworld.ALICE, created_at=now, updated_at=now)
+            s.add(found)
+            s.flush()
+        return found.id
+
+
 # (method, path template) -> (expected status per role, request builder(world) -> (url, json body))
 ROUTES = {
     ("GET", "/api/me"): (EVERYONE, lambda w: ("/api/me", None)),
@@ -97,6 +123,22 @@ ROUTES = {
     ("GET", "/api/customers/{key}/calendar"): (ACME_READ, lambda w: ("/api/customers/acme/calendar", None)),
     ("GET", "/api/reports/agreements"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/reports/agreements", None)),
     ("GET", "/api/reports/compliance"): (pm_only(200), lambda w: ("/api/reports/compliance", None)),
+    ("POST", "/api/customers/{key}/inbox/read-all"): (expect(403, 403, 403, 200, 404), lambda w: (
+        "/api/customers/acme/inbox/read-all", None)),
+    ("POST", "/api/customers/{key}/calendar/rotate"): (ACME_READ, lambda w: ("/api/customers/acme/calendar/rotate",
+                                                                            None)),
+    ("GET", "/api/customers/{key}/contacts"): (ACME_READ, lambda w: ("/api/customers/acme/contacts", None)),
+    ("POST", "/api/customers/{key}/contacts"): (expect(201, 201, 404, 403, 403), lambda w: (
+        "/api/customers/acme/contacts", {"email": "new@acme.example"})),
+    ("DELETE", "/api/customers/{key}/contacts/{email}"): (expect(200, 200, 404, 403, 403), _contact_to_remove),
+    ("GET", "/api/escalations"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/escalations", None)),
+    ("GET", "/api/escalations/{escalation_id}"): (expect(200, 200, 404, 403, 403), lambda w: (
+        f"/api/escalations/{_escalation(w)}", None)),
+    ("PATCH", "/api/escalations/{escalation_id}"): (expect(200, 200, 404, 403, 403), lambda w: (
+        f"/api/escalations/{_escalation(w)}", {"note": "called them"})),
+    ("GET", "/api/reps"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/reps", None)),
+    ("PUT", "/api/reps/{email}"): (expect(200, 200, 404, 403, 403), lambda w: (
+        f"/api/reps/{webworld.ALICE}", {"name": "Alice"})),
 }
 
 

@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from sqlmodel import select
 
-from lifecycle import registry
+from lifecycle import escalations, registry
 from lifecycle.config import reset_settings
 from lifecycle.db import session_scope
 from lifecycle.links import ack_url
@@ -345,3 +345,98 @@ def test_a_pm_previews_confirms_and_undoes_a_short_notice_milestone_and_nobody_h
     shot(page, "12-compliance-drill-down")
     page.context.close()
     assert CSP_VIOLATIONS == []
+
+
+def test_a_plan_with_feedback_reaches_the_rep_and_resolves_the_escalation_in_a_browser(live, browser):
+    base, world = live
+    planned = (world.today + dt.timedelta(days=12)).isoformat()
+    feedback = "Three months is tight for a bank; we need six."
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as s:  # acme's 3.14 ends in 20 days without an agreement: escalated to Alice
+        s.add(Notice(key="escalation:browser", customer_id=world.ids["acme"], milestone_id=world.ids["m_red"],
+                     release_id=world.ids["r314"], kind="escalation", audience="rep", slot="1m", due_at=now,
+                     status="sent", created_at=now))
+        escalations.sync(s, now)
+    CSP_VIOLATIONS.clear()
+
+    # The rep takes the escalation on: in progress, with a note.
+    rep = log_in(browser, base, world.secrets["rep"])
+    item = rep.locator("#escalations li.escalation[data-customer=acme]")
+    assert item.get_attribute("data-state") == "open"
+    assert (world.today + dt.timedelta(days=20)).isoformat() in item.locator(".due").inner_text()
+    item.locator("summary").click()
+    item.locator("select[name=state]").select_option("in-progress")
+    item.locator("textarea[name=note]").fill("Called Ann: they will send a plan this week.")
+    item.locator("button[type=submit]").click()
+    rep.wait_for_load_state()
+    item = rep.locator("#escalations li.escalation[data-customer=acme]")
+    assert item.get_attribute("data-state") == "in-progress"
+    assert "Called Ann: they will send a plan this week." in item.inner_text()
+    shot(rep, "10-escalation-in-progress")
+
+    # The customer plans the upgrade of 3.14 with feedback.
+    page = log_in(browser, base, world.secrets["customer"])
+    form = page.locator(f"#release-{world.ids['r314']} form.agreement-form")
+    assert form.locator("select[name=target] option").all_inner_texts()[1:] == [
+        f"3.18 (recommended) · supported until {(world.today + dt.timedelta(days=900)).isoformat()}",
+        f"3.16 · supported until {(world.today + dt.timedelta(days=300)).isoformat()}"]
+    form.locator("select[name=status]").select_option("planned")
+    form.locator("select[name=target]").select_option("3.18")
+    form.locator("input[name=planned_date]").fill(planned)
+    form.locator("input[name=name]").fill("Ann Operator")
+    form.locator("textarea[name=feedback]").fill(feedback)
+    form.locator("button[type=submit]").click()
+    page.wait_for_load_state()
+    assert "is saved" in page.inner_text("main")
+    shot(page, "11-portal-planned-with-feedback")
+    page.context.close()
+
+    # The rep sees the feedback, the date and who recorded it; the agreement resolved the escalation.
+    rep.goto(f"{base}/dashboard")
+    row = rep.locator("#agreements tbody tr[data-customer=acme][data-version='3.14']")
+    assert feedback in row.locator("td.feedback").inner_text()
+    assert planned in row.locator("td.plan").inner_text() and "3.18" in row.locator("td.plan").inner_text()
+    assert "Ann Operator" in row.locator("td.recorded").inner_text()
+    assert row.get_attribute("data-risk") == "green"
+    item = rep.locator("#escalations li.escalation[data-customer=acme]")
+    assert item.get_attribute("data-state") == "resolved" and "an agreement arrived" in item.inner_text()
+    shot(rep, "12-dashboard-feedback-and-resolved")
+    with rep.expect_download() as download:
+        rep.click("#csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8-sig"))))
+    [r314] = [r for r in rows if r["version"] == "3.14"]
+    assert (r314["feedback"], r314["planned_date"], r314["target"], r314["by"]) == (
+        feedback, planned, "3.18", "Ann Operator")
+    assert r314["escalation_state"] == "resolved" and r314["risk"] == "green"
+    row.locator("a").first.click()
+    rep.wait_for_load_state()
+    assert feedback in rep.inner_text(f"#release-{world.ids['r314']} table.history")
+    shot(rep, "13-customer-page")
+    rep.context.close()
+    assert CSP_VIOLATIONS == []
+
+
+def test_the_api_docs_render_with_the_network_disabled(live, browser):
+    base, _ = live
+    ctx = browser.new_context()
+    outside: list[str] = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:  # an air-gapped install: nothing else can be reached
+            outside.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    ctx.route("**/*", only_this_server)
+    errors: list[str] = []
+    ctx.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page = ctx.new_page()
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=15000)
+    assert "lifecycle" in page.inner_text(".swagger-ui .info .title")
+    page.wait_for_selector(".opblock", timeout=15000)
+    assert page.locator(".opblock").count() > 20
+    shot(page, "20-api-docs-offline")
+    ctx.close()
+    assert outside == [] and errors == []

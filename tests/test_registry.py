@@ -3,10 +3,12 @@
 import json
 
 import pytest
+from sqlmodel import select
 
 from lifecycle import registry
 from lifecycle.db import session_scope
 from lifecycle.errors import InputError, ShortNotice
+from lifecycle.models import AuditEvent
 from tests.conftest import utc
 
 AT = utc(2026, 12, 1)
@@ -126,13 +128,23 @@ def test_the_cli_refuses_a_short_notice_date_with_exit_code_2_and_explains_the_r
     assert rows[0]["revision"] == 2 and rows[0]["history"][0]["reason"] == "critical CVE"
 
 
-def test_adding_a_bounced_contact_again_clears_its_undeliverable_flag(db):
+def test_adding_a_bounced_contact_again_needs_force_which_clears_the_flag_and_is_audited(db):
     with session_scope() as s:
         registry.upsert_customer(s, key="acme", name="ACME", timezone="Asia/Shanghai", locale="en",
                                  account_rep="rep@vendor.example", at=AT)
         contact, _ = registry.upsert_contact(s, customer="acme", email="ops@acme.example", at=AT)
         contact.undeliverable, contact.undeliverable_reason = True, "550 mailbox unavailable"
+        contact.undeliverable_at = AT
         s.add(contact)
+    with session_scope() as s, pytest.raises(InputError, match="bounced on .*550 mailbox unavailable.*--force"):
+        registry.upsert_contact(s, customer="acme", email="OPS@acme.example", at=AT)
+    with session_scope() as s:  # an import re-stating the address leaves it flagged
+        contact, change = registry.upsert_contact(s, customer="acme", email="ops@acme.example", at=AT, force=None)
+        assert change == "unchanged" and contact.undeliverable
     with session_scope() as s:
-        contact, change = registry.upsert_contact(s, customer="acme", email="OPS@acme.example", at=AT)
+        contact, change = registry.upsert_contact(s, customer="acme", email="OPS@acme.example", at=AT, force=True,
+                                                  by="rep@vendor.example")
         assert change == "updated" and not contact.undeliverable and contact.undeliverable_reason is None
+        [event] = s.exec(select(AuditEvent).where(AuditEvent.action == "contact.revalidate")).all()
+        assert event.actor == "rep@vendor.example" and '"forced": true' in event.detail
+        assert "550 mailbox unavailable" in event.detail

@@ -237,7 +237,7 @@ def test_an_acknowledged_upgrade_stops_routine_reminders_but_not_change_notices(
     w.milestone(D(2027, 9, 30))
     w.customer("acme", "Asia/Shanghai")
     w.run(utc(2027, 3, 30, 2))
-    w.ack("acme", "planned", at=utc(2027, 4, 2))
+    w.ack("acme", "planned", at=utc(2027, 4, 2), target="3.18", planned_date=D(2027, 8, 1))
     w.run(utc(2027, 6, 30, 2))
     assert [n.slot for n in w.sent("acme") if n.kind == "stage"] == ["6m"]
     assert {n.slot: n.status_reason for n in w.notices("acme", kind="stage")}["3m"] == "agreement"
@@ -322,5 +322,7 @@ def test_a_tick_reports_the_escalations_and_deliveries_it_created(db):
     w.milestone(D(2027, 9, 30))
     w.customer("acme", "Asia/Shanghai")
     [result] = w.run(utc(2027, 8, 30, 2))
-    assert result.release.escalations == 1
-    assert result.release.deliveries == 3  # portal + email for the 1m stage, email to the rep
+    assert result.release.escalations == 1 and result.work_items == {"created": 1}
+    assert result.release.deliveries == 2  # portal + email for the 1m stage
+    [later] = w.run(utc(2027, 8, 30, 9))  # the rep's daily digest (09:00 in their timezone, UTC by default)
+    assert later.release.deliveries == 1

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from lifecycle import tokens
+from lifecycle import escalations, tokens
 from lifecycle.db import session_scope
 from lifecycle.models import Agreement, ApiToken, Contact, InboxMessage, Milestone, Notice
 from lifecycle.web.app import create_app
@@ -140,7 +140,8 @@ def test_the_portal_counts_unread_notices_and_opening_one_marks_it_read(world):
 
 def test_the_portal_records_an_agreement_for_a_release_the_customer_runs_only(world):
     client, csrf = logged_in(world, "customer")
-    form = {"csrf": csrf, "status": "planned", "target": "3.18", "planned_date": "2031-01-31", "name": "Ann"}
+    form = {"csrf": csrf, "status": "planned", "target": "3.18",
+            "planned_date": (world.today + dt.timedelta(days=10)).isoformat(), "name": "Ann"}
     bad = client.post("/portal/agreements", data=dict(form, release_id=world.ids["r314"], email="not-an-email"))
     assert bad.status_code == 422 and "invalid email address" in bad.text
     foreign = client.post("/portal/agreements", data=dict(form, release_id=world.ids["r318"]))
@@ -160,21 +161,28 @@ def test_the_dashboard_filters_by_customer_product_and_risk_and_exports_csv(worl
         acme_contact.undeliverable, acme_contact.undeliverable_reason = True, "550 mailbox unknown"
         s.add(acme_contact)
         s.add(Notice(key="escalation:test", customer_id=world.ids["acme"], milestone_id=world.ids["m_red"],
-                     kind="escalation", audience="rep", slot="1m", due_at=dt.datetime.now(dt.UTC), status="sent",
-                     created_at=dt.datetime.now(dt.UTC)))
+                     release_id=world.ids["r314"], kind="escalation", audience="rep", slot="1m",
+                     due_at=dt.datetime.now(dt.UTC), status="sent", created_at=dt.datetime.now(dt.UTC)))
+        escalations.sync(s, dt.datetime.now(dt.UTC))
     rep, _ = logged_in(world, "rep")
     page = rep.get("/dashboard").text
-    assert [m for m in re.findall(r'data-risk="(\w+)"', page)] == ["red", "amber"]  # soonest first
+    # acme's only contact bounced: every row of theirs is red, whatever the dates say (soonest first).
+    assert [m for m in re.findall(r'data-risk="(\w+)"', page)] == ["red", "red"]
+    assert page.count("their only contact bounced") >= 2
     assert "550 mailbox unknown" in page and "ops@acme.example" in page
-    assert "escalations" in page and "No escalations" not in page
-    assert re.findall(r'data-risk="(\w+)"', rep.get("/dashboard?risk=amber").text) == ["amber"]
+    assert 'id="escalations"' in page and "No escalations" not in page
+    assert re.findall(r'data-risk="(\w+)"', rep.get("/dashboard?risk=red&product=acp").text) == ["red", "red"]
     assert re.findall(r'data-risk="(\w+)"', rep.get("/dashboard?product=mesh").text) == []
     exported = rep.get("/dashboard.csv?risk=red")
     assert exported.headers["content-type"].startswith("text/csv")
     assert "attachment" in exported.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(exported.content.decode("utf-8-sig"))))
     assert [(r["customer"], r["version"], r["days_left"], r["agreement"], r["cores"], r["risk"]) for r in rows] == [
-        ("acme", "3.14", "20", "none", "128", "red")]
+        ("acme", "3.14", "20", "none", "128", "red"), ("acme", "3.16", "60", "none", "256", "red")]
+    assert rows[0]["risk_reason"] == ("their only contact bounced: no email reaches them; "
+                                      "no agreement, and the milestone is less than a month away")
+    assert rows[1]["risk_reason"] == "their only contact bounced: no email reaches them"
+    assert (rows[0]["contacts"], rows[0]["bounced"], rows[0]["escalation_state"]) == ("1", "1", "open")
     pm, _ = logged_in(world, "pm")
     everyone = list(csv.DictReader(io.StringIO(pm.get("/dashboard.csv").content.decode("utf-8-sig"))))
     assert {r["customer"] for r in everyone} == {"acme", "globex"}
@@ -252,7 +260,8 @@ def test_a_rep_records_an_agreement_reached_by_phone_on_the_dashboard(world):
     page = rep.get("/dashboard").text
     option = re.search(r'<option value="(acme\|\d+)">', page).group(1)
     done = rep.post("/dashboard/agreements", data={"csrf": csrf, "deployment": option, "status": "planned",
-                                                    "target": "3.18", "planned_date": "2099-01-31",
+                                                    "target": "3.18",
+                                                    "planned_date": (world.today + dt.timedelta(days=10)).isoformat(),
                                                     "feedback": "Agreed on the phone"})
     assert done.status_code == 200 and "Recorded for ACME Bank" in done.text
     with session_scope() as s:

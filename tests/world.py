@@ -61,10 +61,11 @@ def reinstate(date, *, at, product="acp", version="3.16", kind="end-of-life", re
                                allow_short_notice=short, reason=reason, customer_reason=customer_reason)
 
 
-def ack(customer_key="acme", status="acknowledged", *, at, product="acp", version="3.16"):
+def ack(customer_key="acme", status="acknowledged", *, at, product="acp", version="3.16", target=None,
+        planned_date=None):
     with session_scope() as s:
         agreements.record_cli(s, customer_key=customer_key, product=product, version=version, status=status,
-                              at=at, channel="cli")
+                              at=at, channel="cli", target_version=target, planned_date=planned_date)
 
 
 def run(*instants):

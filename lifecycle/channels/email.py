@@ -54,6 +54,9 @@ class EmailChannel:
         email = Email(
             to=batch.recipient, to_name=batch.recipient_name, subject=msg.subject, text=msg.text, html=msg.html,
             from_email=settings.mail_from, from_name=settings.mail_from_name, attachments=attachments,
+            # Customers' answers go to their account rep (the footer names them too).
+            reply_to=contexts[0]["rep_email"] if batch.audience == "customer" else None,
+            reply_to_name=(contexts[0]["rep_name"] or None) if batch.audience == "customer" else None,
             custom_args={"delivery_ids": ",".join(str(i) for i in batch.delivery_ids)},
             categories=["lifecycle", *[f"lifecycle-{k}" for k in kinds]],
             message_id=f"<lifecycle-{batch.delivery_ids[0]}-{uuid4().hex[:12]}@{settings.mail_from.split('@')[-1]}>",

@@ -23,7 +23,8 @@ class PortalChannel:
         for item in batch.items:
             existing = session.exec(select(InboxMessage).where(InboxMessage.notice_id == item.notice_id)).first()
             if existing is None:
-                msg = render_message("customer", batch.customer["locale"], [item.context], batch.customer)
+                msg = render_message("customer", batch.customer["locale"], [item.context], batch.customer,
+                                     medium="portal")
                 existing = InboxMessage(customer_id=batch.customer["id"], notice_id=item.notice_id,
                                         subject=msg.subject, body_text=msg.text, body_html=msg.html, created_at=at)
                 try:

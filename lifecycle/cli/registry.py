@@ -322,12 +322,41 @@ def customer_list(json_: JsonOption = False) -> None:
 @contact_app.command("add")
 def contact_add(customer: Annotated[str, typer.Argument(help="Customer key.")],
                 email: Annotated[str, typer.Argument(help="Email address.")],
-                name: Annotated[str | None, typer.Option("--name")] = None, at: AtOption = None) -> None:
+                name: Annotated[str | None, typer.Option("--name")] = None,
+                force: Annotated[bool, typer.Option(
+                    "--force", help="Add an address that bounced again (you know it works now): clears the "
+                    "bounce, recorded in the audit log.")] = False,
+                by: ByOption = None, at: AtOption = None) -> None:
     """Add an email contact to a customer."""
     when = parse_at(at)
     with session_scope() as s:
-        contact, change = registry.upsert_contact(s, customer=customer, email=email, name=name, at=when)
+        contact, change = registry.upsert_contact(s, customer=customer, email=email, name=name, at=when,
+                                                  force=force, by=by)
     say(f"contact {contact.email} of {customer}: {change}")
+
+
+@contact_app.command("list")
+def contact_list(customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False) -> None:
+    """A customer's contacts, with the bounced ones flagged (the provider's reason and when)."""
+    with session_scope() as s:
+        rows = registry.contact_rows(s, registry.get_customer(s, customer))
+    if json_:
+        emit_json(rows)
+        return
+    table(f"Contacts of {customer}", ["email", "name", "state", "since", "reason"], [
+        [r["email"], r["name"], "bounced" if r["bounced"] else "ok",
+         r["bounced_at"].date().isoformat() if r["bounced_at"] else "", r["bounce_reason"]] for r in rows])
+
+
+@contact_app.command("remove")
+def contact_remove(customer: Annotated[str, typer.Argument(help="Customer key.")],
+                   email: Annotated[str, typer.Argument(help="Email address.")],
+                   by: ByOption = None, at: AtOption = None) -> None:
+    """Remove a contact: no more email to it (past deliveries keep the address they went to)."""
+    when = parse_at(at)
+    with session_scope() as s:
+        contact = registry.remove_contact(s, customer=customer, email=email, at=when, by=by)
+    say(f"contact {contact.email} of {customer}: removed")
 
 
 @deployment_app.command("add")

@@ -24,7 +24,8 @@ def report_agreements(
     csv_: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
     """Per customer and release with an upcoming milestone: agreement status, target, planned date,
-    who and when, days left, cores and risk (red: no agreement and under a month; amber: under 3 months)."""
+    who and when, days left, cores, risk and why (red: every contact bounced, the plan is at risk, or no
+    agreement within a month; amber: no agreement within 3 months), and the escalation's state."""
     if json_ and csv_:
         raise InputError("--csv", "give either --json or --csv, not both")
     when = parse_at(at)
@@ -37,8 +38,8 @@ def report_agreements(
     else:
         table(f"Agreements at {when.date().isoformat()}" + (f" for {rep}" if rep else ""),
               ["customer", "release", "next milestone", "days", "agreement", "target", "planned", "by", "cores",
-               "risk"],
+               "risk", "why", "escalation"],
               [[r["customer"], f"{r['product']} {r['version']}", f"{r['milestone']} {r['milestone_date']}",
-                r["days_left"], r["agreement"], r["target"], r["planned_date"],
-                f"{r['by'] or ''} {r['agreed_at'].date() if r['agreed_at'] else ''}".strip(), r["cores"],
-                r["risk"]] for r in rows])
+                r["days_left"], r["agreement"] + (" (at risk)" if r["at_risk"] else ""), r["target"],
+                r["planned_date"], f"{r['by'] or ''} {r['agreed_at'].date() if r['agreed_at'] else ''}".strip(),
+                r["cores"], r["risk"], r["risk_reason"], r["escalation_state"]] for r in rows])

@@ -9,11 +9,12 @@ import sqlalchemy as sa
 import typer
 from sqlmodel import select
 
-from lifecycle import agreements, registry, scheduler
+from lifecycle import agreements, policy, registry, scheduler
 from lifecycle import validation as v
 from lifecycle.cli import app
-from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, say, table
+from lifecycle.cli.common import AtOption, JsonOption, emit_json, err_console, parse_at, say, table
 from lifecycle.db import session_scope
+from lifecycle.errors import InputError
 from lifecycle.models import (
     Contact,
     Customer,
@@ -140,10 +141,17 @@ def ack_cmd(
     by: Annotated[str | None, typer.Option("--by", help="Who agreed (email or name).")] = None,
     feedback: Annotated[str | None, typer.Option("--feedback", help="Feedback on lifecycle expectations.")] = None,
     channel: Annotated[str, typer.Option("--channel", help="How it was agreed: cli, phone, ...")] = "cli",
+    move_deployment: Annotated[bool, typer.Option(
+        "--move-deployment", help="With --status completed: the customer now runs --target instead.")] = False,
     at: AtOption = None,
 ) -> None:
-    """Record a customer's upgrade agreement for a release (stops routine reminders for it)."""
+    """Record a customer's upgrade agreement for a release (stops routine reminders for it).
+
+    `planned` needs --target (a later release not ended on the planned date) and --planned-date; a
+    date after the milestone is recorded but at risk: reminders and escalation go on."""
     when = parse_at(at)
+    if move_deployment and (status != "completed" or not target):
+        raise InputError("--move-deployment", "needs --status completed and --target")
     with session_scope() as s:
         ag = agreements.record_cli(
             s, customer_key=customer, product=product, version=version, status=status, at=when,
@@ -152,6 +160,18 @@ def ack_cmd(
         say(f"agreement {customer} {product} {version}: {ag.status}"
             + (f" → {ag.target_version}" if ag.target_version else "")
             + (f" on {ag.planned_date}" if ag.planned_date else ""))
+        release = s.get(Release, ag.release_id)
+        nxt = agreements.next_milestone(s, release, when.date())
+        if nxt is not None and policy.plan_at_risk(ag.status, ag.target_version, ag.planned_date, nxt.date):
+            err_console.print(f"warning: at risk: the planned date is after {nxt.kind} on {nxt.date.isoformat()}; "
+                              "reminders and escalation go on", highlight=False, markup=False, soft_wrap=True)
+        if move_deployment:
+            agreements.move_deployment(s, customer=s.get(Customer, ag.customer_id), release=release,
+                                       target_version=target, at=when, by=by)
+            say(f"deployment {customer} {product}: {version} → {target}")
+        elif ag.status == "completed" and ag.target_version:
+            say(f"the upgrade is done: record the new deployment with --move-deployment (or `lifecycle deployment "
+                f"add {customer} {product} {ag.target_version}` and `deployment remove ... {version}`)")
 
 
 @app.command("worker")

@@ -42,6 +42,8 @@ class Email:
     html: str
     from_email: str
     from_name: str | None = None
+    reply_to: str | None = None  # where answers go: the customer's account rep
+    reply_to_name: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     custom_args: dict[str, str] = field(default_factory=dict)  # e.g. {"delivery_ids": "12,13"}
     categories: list[str] = field(default_factory=list)

@@ -39,6 +39,7 @@ from sendgrid.helpers.mail import (
     Header,
     Mail,
     MailSettings,
+    ReplyTo,
     SandBoxMode,
     To,
 )
@@ -62,6 +63,8 @@ def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
         plain_text_content=email.text,
         html_content=email.html,
     )
+    if email.reply_to:
+        mail.reply_to = ReplyTo(email.reply_to, email.reply_to_name)
     # The library prepends every added attachment and category: add them last to first to keep order.
     for att in reversed(email.attachments):
         mail.add_attachment(Attachment(

@@ -27,7 +27,9 @@ from lifecycle.links import BadAckToken, read_ack_token
 from lifecycle.models import Customer, Release
 from lifecycle.web import ratelimit
 from lifecycle.web.auth import SessionDep, now
+from lifecycle.web.i18n import translator
 from lifecycle.web.pages import AgreementForm, release_view, render_page
+from lifecycle.web.pages.common import form_error
 
 router = APIRouter(prefix="/ack", tags=["acknowledgements"], include_in_schema=False)
 
@@ -63,8 +65,10 @@ def _page(customer: Customer, view: dict, token: str, *, status: int = 200, form
           error: str | None = None, saved: bool = False, unchanged: bool = False) -> HTMLResponse:
     if view["closed"]:
         status = 410
+    t = translator(customer.locale)
     return render_page("web/ack.html", status=status,
-                       title=f"Upgrade plan for {view['product_name']} {view['version']}", customer=customer,
+                       title=t("{what}: your upgrade plan", what=f"{view['product_name']} {view['version']}"),
+                       customer=customer,
                        r=view, form=form or AgreementForm.initial(view), error=error, saved=saved,
                        unchanged=unchanged, action=f"/ack/{token}")
 
@@ -87,6 +91,7 @@ def ack_submit(
     status: Annotated[str, Form()] = "", target: Annotated[str, Form()] = "",
     planned_date: Annotated[str, Form()] = "", name: Annotated[str, Form()] = "",
     email: Annotated[str, Form()] = "", feedback: Annotated[str, Form()] = "",
+    move_deployment: Annotated[bool, Form()] = False,
 ) -> Response:
     at = now()
     resolved = _resolve(request, session, token, at)
@@ -98,11 +103,28 @@ def ack_submit(
     if agreements.closed(session, customer, release):  # the page says why; nothing is recorded
         return _page(customer, release_view(session, customer, release, at), token, form=form)
     try:
-        _, changed = agreements.save(session, customer=customer, release=release, at=at, channel="email-link",
-                                     **form.cleaned())
+        cleaned = form.cleaned()
+        agreement, changed = agreements.save(session, customer=customer, release=release, at=at,
+                                             channel="email-link", recorded_by="email link", **cleaned)
+        moved = move_deployment and agreement.status == "completed" and agreement.target_version
+        if moved:
+            agreements.move_deployment(session, customer=customer, release=release,
+                                       target_version=agreement.target_version, at=at, by=cleaned["by"])
     except InputError as exc:
         session.rollback()
         return _page(customer, release_view(session, customer, release, at), token, status=422, form=form,
-                     error=str(exc))
+                     error=form_error(exc, translator(customer.locale)))
     session.commit()
+    if moved:  # the link is about a release they no longer run: say what was recorded
+        t = translator(customer.locale)
+        return render_page("web/message.html", title=t("Upgrade completed"), customer=customer,
+                           heading=t("Thank you — we have recorded that you now run {what}.",
+                                     what=f"{view_name(session, release)} {agreement.target_version}"),
+                           text=t("Your account rep has been told."))
     return RedirectResponse(f"/ack/{token}?{'saved=1' if changed else 'unchanged=1'}", status_code=303)
+
+
+def view_name(session: Session, release: Release) -> str:
+    from lifecycle.models import Product
+
+    return session.get(Product, release.product_id).name

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlmodel import Session, select
 
-from lifecycle import agreements, dashboard, links, loader, registry
+from lifecycle import agreements, dashboard, escalations, inbox, links, loader, policy, registry, reps
 from lifecycle import validation as v
 from lifecycle.config import get_settings
 from lifecycle.errors import InputError, InputErrors, ShortNotice
@@ -30,6 +30,7 @@ from lifecycle.models import (
     AgreementChange,
     Customer,
     Deployment,
+    Escalation,
     InboxMessage,
     Milestone,
     Product,
@@ -37,7 +38,7 @@ from lifecycle.models import (
     Role,
 )
 from lifecycle.validation import MAX_CORES, valid_id
-from lifecycle.web.auth import PrincipalDep, SessionDep, now, require, visible_customer
+from lifecycle.web.auth import Principal, PrincipalDep, SessionDep, now, require, visible_customer
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -119,6 +120,26 @@ class AgreementIn(Strict):
     planned_date: Day | None = None
     by: str | None = Field(default=None, max_length=254, description="Name or email of who agreed.")
     feedback: str | None = Field(default=None, max_length=10000)
+    move_deployment: bool = Field(default=False, description="With status completed and a target: the customer "
+                                  "now runs the target instead (the deployment moves).")
+
+
+class ContactIn(Strict):
+    email: str = Field(min_length=3, max_length=254)
+    name: str | None = Field(default=None, max_length=200)
+    force: bool = Field(default=False, description="Add an address that bounced again (it works now): clears the "
+                        "bounce; recorded in the audit log.")
+
+
+class EscalationIn(Strict):
+    state: Literal["open", "in-progress", "resolved"] | None = None
+    note: str | None = Field(default=None, max_length=5000)
+
+
+class RepIn(Strict):
+    name: str | None = Field(default=None, max_length=200, description="Shown to customers in email footers.")
+    locale: Literal["en", "zh-CN"] | None = Field(default=None, description="Language of the daily digest.")
+    timezone: str | None = Field(default=None, max_length=64, description="IANA timezone of the 09:00 digest.")
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -179,10 +200,17 @@ def agreement_list(session: Session, customer: Customer) -> list[dict]:
                                .order_by(AgreementChange.at, AgreementChange.id)).all():
             changes.setdefault(ch.agreement_id, []).append(
                 {"status": ch.status, "target": ch.target_version, "planned_date": ch.planned_date, "by": ch.by,
-                 "channel": ch.channel, "feedback": ch.feedback, "at": ch.at})
-    return [{"product": p.slug, "version": r.version, "status": a.status, "target": a.target_version,
-             "planned_date": a.planned_date, "by": a.by, "channel": a.channel, "feedback": a.feedback, "at": a.at,
-             "history": changes.get(a.id, [])} for a, r, p in rows]
+                 "channel": ch.channel, "feedback": ch.feedback, "recorded_by": ch.recorded_by, "at": ch.at})
+    today = policy.local_date(now(), customer.timezone)
+    out = []
+    for a, r, p in rows:
+        nxt = agreements.next_milestone(session, r, today)
+        out.append({"product": p.slug, "version": r.version, "status": a.status, "target": a.target_version,
+                    "planned_date": a.planned_date, "by": a.by, "recorded_by": a.recorded_by, "channel": a.channel,
+                    "feedback": a.feedback, "at": a.at,
+                    "at_risk": bool(nxt) and policy.plan_at_risk(a.status, a.target_version, a.planned_date, nxt.date),
+                    "history": changes.get(a.id, [])})
+    return out
 
 
 def _inbox_message(session: Session, customer: Customer, message_id: int) -> InboxMessage:
@@ -473,21 +501,48 @@ def record_agreement(key: str, body: AgreementIn, principal: PrincipalDep, sessi
     with domain_errors():
         product = registry.get_product(session, v.slug(body.product, "product"))
         release = registry.get_release(session, product, v.version(body.version))
+        at = now()
         agreement = agreements.record(
-            session, customer=customer, release=release, status=body.status, at=now(),
+            session, customer=customer, release=release, status=body.status, at=at,
             target_version=body.target or None, planned_date=body.planned_date,
-            by=body.by or principal.actor, feedback=body.feedback, channel=channel)
+            by=body.by or principal.actor, feedback=body.feedback, channel=channel, recorded_by=principal.actor)
+        if body.move_deployment:
+            if agreement.status != "completed" or not agreement.target_version:
+                raise InputError("move_deployment", "needs status completed and a target")
+            agreements.move_deployment(session, customer=customer, release=release,
+                                       target_version=agreement.target_version, at=at, by=principal.actor)
     session.commit()
     return next(a for a in agreement_list(session, customer)
                 if a["product"] == product.slug and a["version"] == release.version) | {"id": agreement.id}
 
 
-@router.get("/customers/{key}/inbox", summary="A customer's portal inbox, newest first")
-def list_inbox(key: str, principal: PrincipalDep, session: SessionDep) -> dict:
+@router.get("/customers/{key}/inbox", summary="A customer's portal inbox, newest first, in pages")
+def list_inbox(key: str, principal: PrincipalDep, session: SessionDep,
+               unread: Annotated[bool, Query(description="Only unread messages.")] = False,
+               page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+               per_page: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
     customer = visible_customer(session, principal, key)
-    messages = session.exec(select(InboxMessage).where(InboxMessage.customer_id == customer.id)
-                            .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())).all()
-    return {"unread": sum(1 for m in messages if m.read_at is None), "messages": [_message_out(m) for m in messages]}
+    box = inbox.page(session, customer, unread_only=unread, number=page, per_page=per_page)
+    return {"unread": box.unread, "total": box.total, "page": box.page, "pages": box.pages,
+            "timezone": customer.timezone,
+            "messages": [_message_out(m) | {"received": v["received"], "later": v["later"],
+                                            "changed_by": v["changed_by"]}
+                         for m, v in zip(_messages(session, box), box.messages, strict=True)]}
+
+
+def _messages(session: Session, box) -> list[InboxMessage]:
+    found = {m.id: m for m in session.exec(select(InboxMessage).where(
+        InboxMessage.id.in_([v["id"] for v in box.messages])))}
+    return [found[v["id"]] for v in box.messages]
+
+
+@router.post("/customers/{key}/inbox/read-all", summary="Mark every inbox message read (the customer)")
+def mark_all_read(key: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, CUSTOMER)
+    customer = visible_customer(session, principal, key)
+    n = inbox.mark_all_read(session, customer, now())
+    session.commit()
+    return {"marked": n, "unread": 0}
 
 
 @router.get("/customers/{key}/inbox/{message_id}", summary="One inbox message (reading it does not mark it read)")
@@ -513,6 +568,104 @@ def calendar_link(key: str, principal: PrincipalDep, session: SessionDep) -> dic
     customer = visible_customer(session, principal, key)
     url = links.calendar_url(customer.calendar_token)
     return {"url": url, "webcal": links.webcal_url(url)}
+
+
+@router.post("/customers/{key}/calendar/rotate", summary="A new private calendar link; the old one stops working")
+def rotate_calendar(key: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    customer = visible_customer(session, principal, key)
+    registry.rotate_calendar_token(session, customer, now())
+    session.commit()
+    url = links.calendar_url(customer.calendar_token)
+    return {"url": url, "webcal": links.webcal_url(url)}
+
+
+@router.get("/customers/{key}/contacts", summary="A customer's contacts, with bounces (reason and date)")
+def list_contacts(key: str, principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    return registry.contact_rows(session, visible_customer(session, principal, key))
+
+
+@router.post("/customers/{key}/contacts", status_code=201,
+             summary="Add a contact (pm, rep); a bounced address again needs force")
+def add_contact(key: str, body: ContactIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM, REP)
+    customer = visible_customer(session, principal, key)
+    with domain_errors():
+        contact, change = registry.upsert_contact(session, customer=customer, email=body.email, name=body.name,
+                                                  force=body.force, at=now(), by=principal.actor)
+    session.commit()
+    return next(c for c in registry.contact_rows(session, customer) if c["email"] == contact.email) | {"change": change}
+
+
+@router.delete("/customers/{key}/contacts/{email}", summary="Remove a contact (pm, rep)")
+def remove_contact(key: str, email: str, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM, REP)
+    customer = visible_customer(session, principal, key)
+    try:
+        contact = registry.remove_contact(session, customer=customer, email=email, at=now(), by=principal.actor)
+    except InputError as exc:
+        raise HTTPException(404, exc.message) from None
+    session.commit()
+    return {"customer": customer.key, "email": contact.email, "removed": True}
+
+
+# ----------------------------------------------------------------------------------------- escalations
+
+
+def _escalation(session: Session, principal: Principal, escalation_id: int):
+    item = session.get(Escalation, escalation_id) if valid_id(escalation_id) else None
+    if item is None or not principal.sees(session.get(Customer, item.customer_id)):
+        raise HTTPException(404, f"no escalation {escalation_id}")
+    return item
+
+
+@router.get("/escalations", summary="Escalation work items, open first (pm: all or one rep; rep: their own)")
+def list_escalations(principal: PrincipalDep, session: SessionDep,
+                     state: Annotated[Literal["open", "in-progress", "resolved"] | None, Query()] = None,
+                     rep: Annotated[str | None, Query(description="Only this rep's customers (pm).")] = None,
+                     ) -> list[dict]:
+    require(principal, PM, REP)
+    rep = principal.rep_email if principal.role == REP else rep
+    return escalations.jsonable(escalations.rows(session, at=now(), rep=rep, state=state))
+
+
+@router.get("/escalations/{escalation_id}", summary="One escalation with its notes")
+def get_escalation(escalation_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM, REP)
+    item = _escalation(session, principal, escalation_id)
+    return escalations.jsonable(escalations.rows(session, at=now(), ids=[item.id]))[0]
+
+
+@router.patch("/escalations/{escalation_id}", summary="Work on an escalation: a new state and/or a note (pm, rep)")
+def update_escalation(escalation_id: int, body: EscalationIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM, REP)
+    item = _escalation(session, principal, escalation_id)
+    with domain_errors():
+        escalations.update(session, item, at=now(), by=principal.actor, state=body.state, note=body.note)
+    session.commit()
+    return escalations.jsonable(escalations.rows(session, at=now(), ids=[item.id]))[0]
+
+
+# ---------------------------------------------------------------------------------------------- reps
+
+
+@router.get("/reps", summary="Reps' settings (pm: every rep; rep: their own)")
+def list_reps(principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    require(principal, PM, REP)
+    if principal.role == REP:
+        return [reps.get(session, principal.rep_email or "").as_dict()]
+    return [r.as_dict() for r in reps.listing(session)]
+
+
+@router.put("/reps/{email}", summary="Set a rep's name, digest language and timezone (pm; a rep: their own)")
+def set_rep(email: str, body: RepIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    require(principal, PM, REP)
+    if principal.role == REP and email.strip().lower() != (principal.rep_email or "").lower():
+        raise HTTPException(404, f"no rep {email!r}")
+    with domain_errors():
+        rep, change = reps.upsert(session, email=email, name=body.name, locale=body.locale, timezone=body.timezone,
+                                  at=now(), by=principal.actor)
+    session.commit()
+    return rep.as_dict() | {"change": change}
 
 
 # -------------------------------------------------------------------------------------------- reports

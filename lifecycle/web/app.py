@@ -15,7 +15,7 @@ from lifecycle.web.headers import SecurityHeaders
 from lifecycle.web.ratelimit import Limits
 
 # Modules under lifecycle.web that expose `router`, in the order they are mounted.
-ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "products", "pages")
+ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "products", "pages", "docs")
 
 
 def _utf8_safe(value):
@@ -29,7 +29,8 @@ def _utf8_safe(value):
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="lifecycle", version=__version__,
+    # /docs is served from the package (lifecycle.web.docs), not from FastAPI's CDN-loading page.
+    app = FastAPI(title="lifecycle", version=__version__, docs_url=None, redoc_url=None,
                   description="Product-lifecycle notices: registry, portal inbox, agreements, calendar feeds.")
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(f"lifecycle.web.{name}").router)

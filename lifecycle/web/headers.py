@@ -3,9 +3,9 @@
 - Our pages (`pages.render_page`) carry their own policy: no scripts at all, the one `<style>` of
   web/base.html allowed by a per-response nonce, style attributes allowed (the portal shows our own
   HTML emails, which need them), forms posting only back to this site.
-- The API docs (`/docs`, `/redoc`, FastAPI's own HTML) load Swagger UI / ReDoc from their CDN and
-  start them with an inline script: their policy allows those scripts by hash, computed from the
-  page as served, and nothing else inline.
+- The API docs (`/docs`) load Swagger UI from this site (`lifecycle.web.docs`: no CDN, so they work
+  air-gapped) and start it with an inline script: their policy allows scripts from this site and that
+  script by hash, computed from the page as served, and nothing else inline.
 - Everything else (JSON, calendars, redirects) gets a policy that allows nothing.
 
 `Referrer-Policy: no-referrer` matters most: acknowledgement links and calendar feeds carry their
@@ -27,8 +27,7 @@ COMMON = {
     "Referrer-Policy": "no-referrer",
 }
 NOTHING = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
-CDN = "https://cdn.jsdelivr.net"
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect")
 _INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
 
 
@@ -41,10 +40,8 @@ def page_policy(nonce: str) -> str:
 def docs_policy(html: bytes) -> str:
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'"
                       for body in _INLINE_SCRIPT.findall(html))
-    return (f"default-src 'self'; script-src 'self' {CDN} {hashes}; "
-            f"style-src 'self' 'unsafe-inline' {CDN} https://fonts.googleapis.com; "
-            f"img-src 'self' data: {CDN} https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-            "font-src 'self' data: https://fonts.gstatic.com; "
+    return (f"default-src 'self'; script-src 'self' {hashes}; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
             "worker-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
             "base-uri 'none'; object-src 'none'")
 

@@ -1,7 +1,9 @@
 """Customer-facing page text in the customer's locale. English is the key; missing entries stay English.
 
-Only the pages a customer sees (portal, notice, acknowledgement page) are translated; the rep and PM
-pages are the vendor's own and stay English.
+Only the pages a customer sees (portal, notice, acknowledgement page, and the frame around them) are
+translated; the rep and PM pages are the vendor's own and stay English. tests/test_page_strings.py
+lists every string those pages use and fails on one without a zh-CN entry. Chinese text uses
+full-width punctuation (：，（）).
 """
 
 from __future__ import annotations
@@ -69,6 +71,75 @@ ZH_CN = {
     "You do not run this release.": "您未使用此版本。",
     "Every lifecycle milestone of this release has been withdrawn: there is no upgrade plan to record.":
         "此版本的全部生命周期节点均已撤销，无需记录升级计划。",
+    # page frame, titles and messages
+    "Product Lifecycle": "产品生命周期",
+    "Customer portal": "客户门户",
+    "Back": "返回",
+    "Not found": "未找到",
+    "No such notice": "没有这条通知",
+    "Thank you — we have recorded that you now run {what}.": "谢谢！我们已记录您现在使用 {what}。",
+    "Your account rep has been told.": "我们已通知您的客户经理。",
+    # inbox
+    "Show": "显示",
+    "Unread": "未读",
+    "All": "全部",
+    "Mark all read": "全部标为已读",
+    "Every notice is marked read.": "所有通知均已标为已读。",
+    "Nothing unread.": "没有未读通知。",
+    "Show all notices": "显示全部通知",
+    "later changed": "已变更",
+    "later cancelled": "已取消",
+    "Times are in your timezone, {tz}.": "时间均为您所在时区（{tz}）的时间。",
+    "Pages": "分页",
+    "← Newer": "← 较新",
+    "Older →": "较早 →",
+    "Page {n} of {total}": "第{n}页，共{total}页",
+    "This notice was later changed.": "此通知的内容后来已变更。",
+    "This notice was later cancelled.": "此通知后来已取消。",
+    "Read the newer notice": "查看最新通知",
+    "Received {when} ({tz})": "收到于 {when}（{tz}）",
+    "read {when}": "已读于 {when}",
+    # calendar
+    "Get a new calendar link": "生成新的日历链接",
+    "If the link was shared by mistake, get a new one: the old one stops working at once.":
+        "如果链接被误分享，请生成新链接：旧链接将立即失效。",
+    "Your calendar link has changed: the old one no longer works. Subscribe again with the new one.":
+        "您的日历链接已更换，旧链接已失效。请使用新链接重新订阅。",
+    # releases and plans
+    "{label}: {date}": "{label}：{date}",
+    "recorded {when} by {who}": "{when}由{who}记录",
+    "({channel}, {who})": "（{channel}，{who}）",
+    "web": "客户门户",
+    "email-link": "邮件链接",
+    "phone": "电话",
+    "api": "API",
+    "cli": "命令行",
+    "import": "导入",
+    "supported until {date}": "支持至{date}",
+    "A planned upgrade needs a target version and a date. A date after the milestone is recorded, but we will "
+    "keep reminding you.": "计划升级需要选择目标版本和日期。晚于节点日期的计划也会被记录，但我们会继续提醒您。",
+    "Upgrade completed: we now run the target version (update our deployment)":
+        "升级已完成：我们现在使用目标版本（更新部署记录）",
+    "Recorded: you now run {what}.": "已记录：您现在使用 {what}。",
+    "Your planned date is after the milestone: this plan is at risk, and we will keep reminding you until the "
+    "date is before it.": "您的计划日期晚于节点日期：此计划存在风险，在日期提前到节点之前，我们会继续提醒您。",
+    # refused plans (lifecycle.policy.PLAN_TEXTS) and form errors (pages.common.FIELD_ERRORS)
+    "A planned upgrade needs a target version.": "计划升级需要选择目标版本。",
+    "A planned upgrade needs a planned date.": "计划升级需要填写计划日期。",
+    "{date} is in the past: a planned upgrade needs a date from today on.": "{date}已经过去：计划升级日期不能早于今天。",
+    "There is no release {target} of this product.": "该产品没有 {target} 版本。",
+    "{target} is not a later release than {version}: choose a newer version.":
+        "{target}不比{version}更新：请选择更新的版本。",
+    "{target} reaches its end of life on {end}, before the planned date {date}: choose a version that is still "
+    "supported then.": "{target}的生命周期于{end}终止，早于计划日期{date}：请选择届时仍受支持的版本。",
+    "Please enter a valid date.": "请输入有效的日期。",
+    "Please enter a valid email address.": "请输入有效的邮箱地址。",
+    "Tell us who agrees: a name or an email address (at most 200 characters).":
+        "请告诉我们确认人：填写姓名或邮箱地址（不超过200个字符）。",
+    "The feedback is too long or contains characters we cannot keep.": "反馈内容过长或包含无法保存的字符。",
+    "Please choose your plan.": "请选择您的计划。",
+    "Please choose a target version from the list.": "请从列表中选择目标版本。",
+    "Please check the form and try again.": "请检查表单后重试。",
 }
 
 CATALOGS = {"zh-CN": ZH_CN}
@@ -81,4 +152,5 @@ def translator(locale: str | None) -> Callable[..., str]:
         out = catalog.get(text, text)
         return out.format(**values) if values else out
 
+    t.locale = locale or "en"  # type: ignore[attr-defined]
     return t

@@ -11,11 +11,12 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlmodel import Session, select
 
-from lifecycle import agreements, clock, dashboard, policy, registry
+from lifecycle import agreements, clock, policy
 from lifecycle import validation as v
 from lifecycle.content import AGREEMENT_LABELS, KIND_LABELS
 from lifecycle.content import kind_label as content_kind_label
 from lifecycle.errors import InputError
+from lifecycle.inbox import local_time
 from lifecycle.models import (
     Agreement,
     Customer,
@@ -52,8 +53,10 @@ def render_page(template: str, *, status: int = 200, principal: Principal | None
     nav = [{"label": t(label), "href": href, "active": href == active}
            for label, href in (NAV.get(principal.role, ()) if principal else ())]
     nonce = secrets.token_urlsafe(16)  # lets web/base.html's own <style> through the page's CSP
+    labels = AGREEMENT_LABELS.get(page_locale, AGREEMENT_LABELS["en"])
     html = render(template, principal=principal, csrf=principal.csrf if principal else "", nav=nav, who=who,
-                  t=t, page_locale=page_locale, csp_nonce=nonce, clock_banner=clock.banner(), **ctx)
+                  t=t, page_locale=page_locale, csp_nonce=nonce, clock_banner=clock.banner(), local_time=local_time,
+                  status_label=lambda status: labels.get(status, status), **ctx)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store",
                                                            "Content-Security-Policy": headers.page_policy(nonce)})
 
@@ -128,8 +131,11 @@ def kind_label(kind: str) -> str:
     return KIND_LABELS["en"].get(kind, kind)
 
 
-def release_view(session: Session, customer: Customer, release: Release, at: dt.datetime) -> dict:
-    """A release as the customer sees it: milestones, upgrade targets, their agreement and its history."""
+def release_view(session: Session, customer: Customer, release: Release, at: dt.datetime, *,
+                 locale: str | None = None) -> dict:
+    """A release as the customer sees it (in `locale`, default theirs): milestones, upgrade targets,
+    their agreement and its history."""
+    locale = locale or customer.locale
     product = session.get(Product, release.product_id)
     today = policy.local_date(at, customer.timezone)
     milestones = session.exec(
@@ -139,27 +145,53 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
         )
     ).all()
     ms = sorted(
-        ({"kind": m.kind, "label": content_kind_label(m.kind, customer.locale), "date": m.date, "status": m.status,
+        ({"kind": m.kind, "label": content_kind_label(m.kind, locale), "date": m.date, "status": m.status,
           "days_left": policy.days_left(m.date, today), "past": m.date < today,
           "withdrawn": m.status == MilestoneStatus.WITHDRAWN, "product_level": m.release_id is None}
          for m in milestones),
         key=lambda m: (m["date"], m["kind"]))
     upcoming = [m for m in ms if not m["past"] and not m["withdrawn"]]
-    targets = sorted((r.version for r in session.exec(select(Release).where(
-        Release.product_id == product.id, Release.id != release.id)).all()), key=registry.version_key)
+    # Only targets a plan may name: later releases not ended today, newest first, with their end dates.
+    targets = agreements.target_choices(session, release, today)
     agreement = session.exec(select(Agreement).where(Agreement.customer_id == customer.id,
                                                      Agreement.release_id == release.id)).first()
     history = agreements.history(session, agreement.id) if agreement else []
     status = agreement.status if agreement else "none"
     nxt = upcoming[0] if upcoming else None
+    target, planned = (agreement.target_version, agreement.planned_date) if agreement else (None, None)
+    light = policy.risk(status=status, target=target, planned_date=planned, milestone_date=nxt["date"],
+                        today=today) if nxt else None
     return {
         "release_id": release.id, "product": product.slug, "product_name": product.name,
         "version": release.version, "released": release.released, "upgrade_to": release.upgrade_to,
         "milestones": ms, "next": nxt, "targets": targets,
-        "agreement": agreement, "status": status, "status_label": AGREEMENT_LABELS.get(customer.locale, AGREEMENT_LABELS["en"])[status],
-        "history": history, "risk": dashboard.risk(status, nxt["date"], today) if nxt else "green",
+        "agreement": agreement, "status": status, "status_label": AGREEMENT_LABELS.get(locale, AGREEMENT_LABELS["en"])[status],
+        "history": history, "risk": light.colour if light else "green",
+        "at_risk": bool(nxt) and policy.plan_at_risk(status, target, planned, nxt["date"]),
         "closed": agreements.closed(session, customer, release),  # why no plan can be recorded, or None
+        "timezone": customer.timezone,
     }
+
+
+def form_error(exc: InputError, t) -> str:
+    """A refused form's error in the page's language: a plan's problem as its own sentence, anything
+    else by field (English pages keep the exact message)."""
+    if isinstance(exc, agreements.PlanError):
+        return t(exc.text, **exc.values)
+    if getattr(t, "locale", "en") == "en":
+        return str(exc)
+    return t(FIELD_ERRORS.get(exc.field or "", "Please check the form and try again."))
+
+
+FIELD_ERRORS = {
+    "planned_date": "Please enter a valid date.",
+    "email": "Please enter a valid email address.",
+    "name": "Tell us who agrees: a name or an email address (at most 200 characters).",
+    "feedback": "The feedback is too long or contains characters we cannot keep.",
+    "status": "Please choose your plan.",
+    "target": "Please choose a target version from the list.",
+    "version": "You do not run this release.",
+}
 
 
 @dataclass
@@ -176,8 +208,10 @@ class AgreementForm:
     @classmethod
     def initial(cls, view: dict) -> AgreementForm:
         a: Agreement | None = view["agreement"]
+        offered = [t.version for t in view["targets"]]
+        default = view["upgrade_to"] if view["upgrade_to"] in offered else (offered[0] if offered else "")
         return cls(status=a.status if a else "planned",
-                   target=(a.target_version if a else None) or view["upgrade_to"] or "",
+                   target=(a.target_version if a else None) or default,
                    planned_date=a.planned_date.isoformat() if a and a.planned_date else "",
                    feedback="")
 

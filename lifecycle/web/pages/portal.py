@@ -1,5 +1,7 @@
-"""The customer portal: the inbox, each release the customer runs with its milestones and the
-upgrade-plan form, the calendar subscription."""
+"""The customer portal: the inbox (unread or all, in pages, mark all read, times in the customer's
+timezone, a banner on notices later changed or cancelled), each release the customer runs with its
+milestones and the upgrade-plan form, the calendar subscription and a new calendar link on demand.
+Every text is in the customer's language."""
 
 from __future__ import annotations
 
@@ -11,20 +13,23 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlmodel import Session, select
 
-from lifecycle import agreements, links, registry
+from lifecycle import agreements, inbox, links, registry
 from lifecycle.errors import InputError
 from lifecycle.models import (
     Customer,
     Deployment,
     InboxMessage,
+    Product,
     Release,
     Role,
 )
 from lifecycle.validation import valid_id
 from lifecycle.web.auth import Principal, SessionDep, now
+from lifecycle.web.i18n import translator
 from lifecycle.web.pages.common import (
     STATUS_CHOICES,
     AgreementForm,
+    form_error,
     form_guard,
     guard,
     release_view,
@@ -37,13 +42,9 @@ router = APIRouter(include_in_schema=False)
 # -------------------------------------------------------------------------------------- customer portal
 
 
-def _inbox(session: Session, customer_id: int) -> list[InboxMessage]:
-    return list(session.exec(select(InboxMessage).where(InboxMessage.customer_id == customer_id)
-                             .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())).all())
-
-
 def _portal(session: Session, principal: Principal, at: dt.datetime, *, status: int = 200, saved: int | None = None,
-            error: str | None = None, failed: dict | None = None) -> HTMLResponse:
+            error: str | None = None, failed: dict | None = None, show: str = "all", page: int = 1,
+            rotated: bool = False, moved: str | None = None, marked: bool = False) -> HTMLResponse:
     customer = session.get(Customer, principal.customer_id)
     releases = session.exec(
         select(Release).join(Deployment, Deployment.release_id == Release.id)
@@ -55,23 +56,27 @@ def _portal(session: Session, principal: Principal, at: dt.datetime, *, status: 
     forms = {r["release_id"]: AgreementForm.initial(r) for r in views}
     if failed:
         forms[failed["release_id"]] = failed["form"]
-    messages = _inbox(session, customer.id)
+    show = "unread" if show == "unread" else "all"
+    box = inbox.page(session, customer, unread_only=show == "unread", number=page)
     feed = links.calendar_url(customer.calendar_token)
     saved_view = next((r for r in views if r["release_id"] == saved), None)
     return render_page(
         "web/portal.html", status=status, principal=principal, active="/portal", who=customer.name,
-        title="Customer portal", customer=customer, messages=messages,
-        unread=sum(1 for m in messages if m.read_at is None), releases=views, forms=forms,
+        title="Customer portal", customer=customer, inbox=box, show=show, unread=box.unread,
+        has_messages=box.total > 0 or show == "unread", releases=views, forms=forms,
         statuses=STATUS_CHOICES, calendar_url=feed, webcal_url=links.webcal_url(feed), saved=saved_view,
-        error=error, error_release=failed["release_id"] if failed else None)
+        error=error, error_release=failed["release_id"] if failed else None, rotated=rotated, moved=moved,
+        marked=marked)
 
 
 @router.get("/portal", response_class=HTMLResponse)
-def portal(request: Request, session: SessionDep, saved: int | None = None) -> Response:
+def portal(request: Request, session: SessionDep, saved: int | None = None, show: str = "all", page: int = 1,
+           rotated: int = 0, moved: str | None = None, marked: int = 0) -> Response:
     principal = guard(request, session, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    return _portal(session, principal, now(), saved=saved)
+    return _portal(session, principal, now(), saved=saved, show=show, page=page if 0 < page < 10**6 else 1,
+                   rotated=bool(rotated), moved=moved[:100] if moved else None, marked=bool(marked))
 
 
 _BODY_RE = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
@@ -82,10 +87,13 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     principal = guard(request, session, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
+    customer = session.get(Customer, principal.customer_id)
     msg = session.get(InboxMessage, message_id) if valid_id(message_id) else None
     if msg is None or msg.customer_id != principal.customer_id:
+        t = translator(customer.locale)
         return render_page("web/message.html", status=404, principal=principal, who=who(session, principal),
-                           title="Not found", heading="No such notice", text="", link="/portal")
+                           title=t("Not found"), heading=t("No such notice"), text="", link="/portal",
+                           customer=customer)
     if msg.read_at is None:  # opening a notice in the portal is reading it
         msg.read_at = now()
         session.add(msg)
@@ -93,10 +101,31 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     # The body is our own email template (autoescaped when rendered): show it inside the page.
     match = _BODY_RE.search(msg.body_html)
     body = match.group(1) if match else msg.body_html
-    unread = sum(1 for m in _inbox(session, principal.customer_id) if m.read_at is None)
+    view = inbox.message_view(msg, customer, inbox.newer_notices(session, customer.id).get(msg.id))
+    unread = inbox.page(session, customer, unread_only=True, per_page=1).unread
     return render_page("web/notice.html", principal=principal, active="/portal", who=who(session, principal),
-                       title=msg.subject, msg=msg, body=body, unread=unread,
-                       customer=session.get(Customer, principal.customer_id))
+                       title=msg.subject, msg=msg, view=view, body=body, unread=unread, customer=customer)
+
+
+@router.post("/portal/inbox/read-all", response_class=HTMLResponse)
+def portal_read_all(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
+    principal = form_guard(request, session, csrf, Role.CUSTOMER)
+    if isinstance(principal, Response):
+        return principal
+    inbox.mark_all_read(session, session.get(Customer, principal.customer_id), now())
+    session.commit()
+    return RedirectResponse("/portal?marked=1#inbox", status_code=303)
+
+
+@router.post("/portal/calendar/rotate", response_class=HTMLResponse)
+def portal_rotate_calendar(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
+    """A new private calendar link; the old one stops working at once."""
+    principal = form_guard(request, session, csrf, Role.CUSTOMER)
+    if isinstance(principal, Response):
+        return principal
+    registry.rotate_calendar_token(session, session.get(Customer, principal.customer_id), now())
+    session.commit()
+    return RedirectResponse("/portal?rotated=1#feed-url", status_code=303)
 
 
 @router.post("/portal/agreements", response_class=HTMLResponse)
@@ -105,6 +134,7 @@ def portal_agreement(
     release_id: Annotated[int, Form()] = 0, status: Annotated[str, Form()] = "",
     target: Annotated[str, Form()] = "", planned_date: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "", email: Annotated[str, Form()] = "", feedback: Annotated[str, Form()] = "",
+    move_deployment: Annotated[bool, Form()] = False,
 ) -> Response:
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
@@ -118,12 +148,25 @@ def portal_agreement(
     if closed:
         return _portal(session, principal, at, status=404 if closed == agreements.NOT_RUN else 409, error=closed)
     try:
-        agreements.record(session, customer=customer, release=release, at=at, channel="web", **form.cleaned())
+        cleaned = form.cleaned()
+        agreement = agreements.record(session, customer=customer, release=release, at=at, channel="web",
+                                      recorded_by=f"portal: {customer.key}", **cleaned)
+        if move_deployment and agreement.status == "completed" and agreement.target_version:
+            agreements.move_deployment(session, customer=customer, release=release,
+                                       target_version=agreement.target_version, at=at, by=cleaned["by"])
+            product = session.get(Product, release.product_id)
+            session.commit()
+            moved = f"{product.name} {agreement.target_version}"
+            return RedirectResponse(f"/portal?moved={_quote(moved)}#releases", status_code=303)
     except InputError as exc:
         session.rollback()
-        return _portal(session, principal, at, status=422, error=str(exc),
+        return _portal(session, principal, at, status=422, error=form_error(exc, translator(customer.locale)),
                        failed={"release_id": release.id, "form": form})
     session.commit()
     return RedirectResponse(f"/portal?saved={release.id}#release-{release.id}", status_code=303)
 
 
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
