@@ -18,6 +18,7 @@ from collections import defaultdict
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from lifecycle import policy
 from lifecycle.channels.base import Batch
 from lifecycle.models import (
     AGREED_STATUSES,
@@ -92,13 +93,18 @@ def cancel_in_flight(session: Session, *, at: dt.datetime, reason: str, mileston
             notices = sa.select(N.c.id).where(N.c.milestone_id == milestone_id, N.c.kind == NoticeKind.STAGE,
                                               N.c.milestone_date != current)
     elif reason == "agreement":
-        agreed = session.connection().execute(sa.select(A.c.status).where(
-            A.c.customer_id == customer_id, A.c.release_id == release_id)).scalar()
-        if agreed not in AGREED_STATUSES:
+        agreement = session.connection().execute(sa.select(A.c.status, A.c.target_version, A.c.planned_date).where(
+            A.c.customer_id == customer_id, A.c.release_id == release_id)).first()
+        if agreement is None or agreement.status not in AGREED_STATUSES:
             return 0
         _lock_exclusive(session, LOCK_CUSTOMER, customer_id)
-        notices = sa.select(N.c.id).where(N.c.customer_id == customer_id, N.c.release_id == release_id,
-                                          N.c.kind == NoticeKind.STAGE, N.c.audience == "customer")
+        # The scheduler's rule (policy.counts_as_agreed): a plan dated after a milestone does not stop its
+        # reminders, so only the reminders of milestones it is in time for are cancelled.
+        rows = session.connection().execute(sa.select(N.c.id, N.c.milestone_date).where(
+            N.c.customer_id == customer_id, N.c.release_id == release_id, N.c.kind == NoticeKind.STAGE,
+            N.c.audience == "customer", N.c.status == NoticeStatus.RELEASED)).all()
+        notices = [r.id for r in rows if r.milestone_date is not None and policy.counts_as_agreed(
+            agreement.status, agreement.target_version, agreement.planned_date, r.milestone_date)]
     else:
         raise ValueError(f"unknown reason {reason!r}")
     cancelled = session.connection().execute(
@@ -128,7 +134,8 @@ def stale(session: Session, ids: list[int]) -> dict[int, str]:
     """Deliveries whose notice no longer applies, read now (under the send's locks): delivery -> reason."""
     rows = session.connection().execute(
         sa.select(D.c.id, N.c.kind, N.c.audience, N.c.status, N.c.milestone_date, M.c.status.label("m_status"),
-                  M.c.date.label("m_date"), A.c.status.label("agreement"))
+                  M.c.date.label("m_date"), A.c.status.label("agreement"), A.c.target_version.label("target"),
+                  A.c.planned_date.label("planned_date"))
         .join(N, N.c.id == D.c.notice_id)
         .join(M, M.c.id == N.c.milestone_id, isouter=True)
         .join(A, sa.and_(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id), isouter=True)
@@ -144,7 +151,9 @@ def stale(session: Session, ids: list[int]) -> dict[int, str]:
             reason = "reinstated"
         elif r.kind == NoticeKind.STAGE and r.m_date is not None and r.milestone_date != r.m_date:
             reason = "moved"
-        elif r.kind == NoticeKind.STAGE and r.audience == "customer" and r.agreement in AGREED_STATUSES:
+        elif (r.kind == NoticeKind.STAGE and r.audience == "customer" and r.agreement is not None
+              and r.milestone_date is not None
+              and policy.counts_as_agreed(r.agreement, r.target, r.planned_date, r.milestone_date)):
             reason = "agreement"
         if reason:
             found[r.id] = reason
