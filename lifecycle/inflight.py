@@ -102,7 +102,7 @@ def cancel_in_flight(session: Session, *, at: dt.datetime, reason: str, mileston
         # reminders, so only the reminders of milestones it is in time for are cancelled.
         rows = session.connection().execute(sa.select(N.c.id, N.c.milestone_date).where(
             N.c.customer_id == customer_id, N.c.release_id == release_id, N.c.kind == NoticeKind.STAGE,
-            N.c.audience == "customer", N.c.status == NoticeStatus.RELEASED)).all()
+            N.c.audience == "customer", N.c.status.in_([NoticeStatus.RELEASED, NoticeStatus.SENT]))).all()
         notices = [r.id for r in rows if r.milestone_date is not None and policy.counts_as_agreed(
             agreement.status, agreement.target_version, agreement.planned_date, r.milestone_date)]
     else:

@@ -235,7 +235,9 @@ def _scenario(runner):
         (utc(2027, 2, 20), lambda: w.withdraw(at=utc(2027, 2, 20), version="3.18", kind="end-of-full-support")),
         (utc(2027, 4, 2), remove_leaving),
         (utc(2027, 4, 20, 13), deploy_late),
-        (utc(2027, 5, 2), lambda: w.ack("agreeing", "acknowledged", at=utc(2027, 5, 2))),
+        # An agreement stops every reminder not yet sent, whenever a tick runs: it is made here after the
+        # reminders due before it went out in both runs.
+        (utc(2027, 5, 20), lambda: w.ack("agreeing", "acknowledged", at=utc(2027, 5, 20))),
     ]
     runner(utc(2026, 12, 1), utc(2027, 8, 10), events)
     with session_scope() as s:
