@@ -164,7 +164,7 @@ def test_a_provider_trickling_its_answer_is_cut_off_at_the_deadline_and_no_sweep
     with session_scope() as s:
         scheduler.recover_stale(s, T0 + dt.timedelta(minutes=5))
     [in_flight] = customer_emails()
-    assert in_flight.status == "sending"  # the send in progress was not taken back
+    assert in_flight.status in ("sending", "unknown")  # not taken back to be sent again
     sender.join(timeout=60)
     [email] = customer_emails()
     assert email.status == "unknown" and "1.5 s send deadline" in email.error
