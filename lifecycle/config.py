@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lifecycle.policy import DEFAULT_STAGES, parse_stages
+
 EMAIL_BACKENDS = ("file", "sendgrid", "smtp")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -26,9 +28,6 @@ def parse_duration(value: str | float) -> dt.timedelta:
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "": "minutes"}[m.group(2)]
     return dt.timedelta(**{unit: float(m.group(1))})
 
-# The 3-month stage is the contractual minimum: it is always planned, whatever the configuration says.
-CONTRACT_STAGE = "3m"
-DEFAULT_STAGES = ("6m", "3m", "1m", "1w")
 
 
 class Settings(BaseSettings):
@@ -136,8 +135,6 @@ class Settings(BaseSettings):
 
     @property
     def stage_list(self) -> tuple[str, ...]:
-        from lifecycle.policy import parse_stages
-
         return parse_stages(self.stages)
 
 

@@ -26,8 +26,9 @@ from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
 
-from lifecycle.config import CONTRACT_STAGE, DEFAULT_STAGES
-
+# The 3-month stage is the contractual minimum: it is always planned, whatever the configuration says.
+CONTRACT_STAGE = "3m"
+DEFAULT_STAGES = ("6m", "3m", "1m", "1w")
 _STAGE_RE = re.compile(r"^(\d{1,2})([mw])$")
 CONTRACT_MONTHS = 3
 ESCALATION_STAGE = "1m"
@@ -105,6 +106,7 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@lru_cache(maxsize=65536)
 def local_instant(day: dt.date, tz: str, hour: int = 9) -> dt.datetime:
     """`hour`:00 local time on `day` in `tz`, as an aware UTC datetime.
 
@@ -139,23 +141,6 @@ def is_history(milestone_date: dt.date, at: dt.datetime | dt.date) -> bool:
     return milestone_date < today
 
 
-def service_active(day: dt.date, start: dt.date | None, end: dt.date | None) -> bool:
-    return (start is None or start <= day) and (end is None or day <= end)
-
-
-def plan_stages(
-    milestone_date: dt.date, tz: str, stages: tuple[str, ...], hour: int = 9
-) -> list[tuple[str, dt.date, dt.datetime]]:
-    """[(stage, stage date, due instant UTC)] earliest first."""
-    return [(s, stage_date(milestone_date, s), due_at(milestone_date, s, tz, hour)) for s in stages]
-
-
-def latest_overdue(due: dict[str, dt.datetime], at: dt.datetime) -> str | None:
-    """Catch-up: of the stages already due at `at`, the one to send (the latest); None if none is due."""
-    overdue = [(when, name) for name, when in due.items() if when <= at]
-    return max(overdue)[1] if overdue else None
-
-
 def days_left(milestone_date: dt.date, today: dt.date) -> int:
     return (milestone_date - today).days
 
@@ -170,6 +155,34 @@ def effective_due(stage_day: dt.date, tz: str, *, affected_since: dt.datetime | 
     if affected_since is not None and affected_since > due:
         return local_date(affected_since, tz), affected_since
     return day, due
+
+
+def stage_outcome(day: dt.date, due: dt.datetime, milestone_date: dt.date, *, service_start: dt.date | None,
+                  service_end: dt.date | None, removed: dt.datetime | None,
+                  change_due: dt.datetime | None) -> tuple[str, SkipReason | str | None] | None:
+    """What becomes of a stage falling due on `day` at `due`, judged at that instant:
+    ("planned", None), ("skipped", reason), or None when it is not wanted at all (the customer stopped
+    running the release before it fell due)."""
+    if day > milestone_date:  # became affected after the date: history
+        return "skipped", "service-not-started" if service_start and service_start > milestone_date \
+            else SkipReason.MILESTONE_PASSED
+    if service_end is not None and day > service_end:
+        return "skipped", SkipReason.SERVICE_LAPSED
+    if removed is not None and due >= removed:
+        return None
+    if change_due is not None and due <= change_due:  # the change notice told them instead
+        return "skipped", SkipReason.COVERED_BY_CHANGE
+    return "planned", None
+
+
+def caught_up(stages: list[tuple[dt.date, dt.datetime, bool]]) -> list[bool]:
+    """Catch-up: of the stages (stage date, due instant, going out) that fall due at the same instant,
+    only the latest goes; True for each stage superseded by a later one due with it."""
+    latest: dict[dt.datetime, dt.date] = {}
+    for sdate, due, going in stages:
+        if going:
+            latest[due] = max(latest.get(due, sdate), sdate)
+    return [going and sdate < latest[due] for sdate, due, going in stages]
 
 
 # A release's phases end in this order: end of sale <= end of full support <= end of maintenance <=

@@ -224,7 +224,6 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
     inserts: list[tuple] = []
     updates: list[dict] = []
     desired_keys: set[str] = set()
-    due_cache: dict[tuple, dt.datetime] = {}
 
     def want(row: tuple | None, key: str, values: tuple) -> None:
         """Insert a notice, or re-plan an existing one if it may still change (unsent)."""
@@ -271,40 +270,23 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
                     change_due = _aware(old.due_at) if old is not None else change_at
             if withdrawn:
                 continue
-            # 2. The stages of the current date, due at their effective instants.
+            # 2. The stages of the current date, due at their effective instants (policy rules).
             since = max(a.since, date_set)
             planned: list[tuple[str, dt.date, dt.datetime, str, str | None, tuple | None]] = []
             for stage, sdate in stage_dates:
-                day = max(sdate, a.start) if a.start else sdate
-                ck = (day, a.tz)
-                due = due_cache.get(ck)
-                if due is None:
-                    due = due_cache[ck] = policy.local_instant(day, a.tz, hour)
-                if since > due:
-                    day, due = policy.local_date(since, a.tz), since
-                key = notice_key(NoticeKind.STAGE, cid, mid, stage, mdate)
-                old = existing.get(key)
-                status, reason = NoticeStatus.PLANNED, None
-                if day > mdate:
-                    if old is None:
-                        continue  # became affected after the date: history, nothing to plan
-                    status, reason = NoticeStatus.SKIPPED, (
-                        "service-not-started" if a.start and a.start > mdate else SkipReason.MILESTONE_PASSED)
-                elif a.end is not None and day > a.end:
-                    status, reason = NoticeStatus.SKIPPED, SkipReason.SERVICE_LAPSED
-                elif a.removed is not None and due >= a.removed:
-                    continue  # not running it any more when it falls due: not wanted
-                elif change_due is not None and due <= change_due:
-                    status, reason = NoticeStatus.SKIPPED, SkipReason.COVERED_BY_CHANGE
-                planned.append((stage, sdate, due, status, reason, old))
-            # Catch-up: stages falling due at the same instant (the customer became affected when
-            # several were already past) collapse into the latest one.
-            latest_at: dict[dt.datetime, dt.date] = {}
-            for _, sdate, due, status, _, old in planned:
-                if status == NoticeStatus.PLANNED or (old is not None and old.status in TOLD):
-                    latest_at[due] = max(latest_at.get(due, sdate), sdate)
-            for stage, sdate, due, status, reason, old in planned:
-                if status == NoticeStatus.PLANNED and sdate < latest_at[due]:
+                day, due = policy.effective_due(sdate, a.tz, affected_since=since, service_start=a.start, hour=hour)
+                old = existing.get(notice_key(NoticeKind.STAGE, cid, mid, stage, mdate))
+                outcome = policy.stage_outcome(day, due, mdate, service_start=a.start, service_end=a.end,
+                                               removed=a.removed, change_due=change_due)
+                if outcome is None or (old is None and outcome[1] in ("service-not-started",
+                                                                      SkipReason.MILESTONE_PASSED)):
+                    continue  # not wanted, or history with nothing planned before: nothing to plan
+                planned.append((stage, sdate, due, *outcome, old))
+            superseded = policy.caught_up([
+                (sdate, due, status == NoticeStatus.PLANNED or (old is not None and old.status in TOLD))
+                for _, sdate, due, status, _, old in planned])
+            for (stage, sdate, due, status, reason, old), caught in zip(planned, superseded, strict=True):
+                if caught and status == NoticeStatus.PLANNED:
                     status, reason = NoticeStatus.SKIPPED, SkipReason.SUPERSEDED
                 key = notice_key(NoticeKind.STAGE, cid, mid, stage, mdate)
                 want(old, key, _notice_row(key, cid, m, NoticeKind.STAGE, stage, sdate, due, at, status, reason))

@@ -68,15 +68,35 @@ def test_a_date_before_today_is_history():
     assert not policy.is_history(D(2026, 12, 1), D(2026, 12, 1))
 
 
-def test_catch_up_picks_only_the_latest_overdue_stage():
-    due = {"6m": utc(2026, 6, 1), "3m": utc(2026, 9, 1), "1m": utc(2026, 11, 1), "1w": utc(2026, 11, 24)}
-    assert policy.latest_overdue(due, utc(2026, 11, 2)) == "1m"
-    assert policy.latest_overdue(due, utc(2026, 5, 1)) is None
-    assert policy.latest_overdue(due, utc(2026, 12, 1)) == "1w"
+def test_a_stage_falls_due_at_nine_local_or_when_the_customer_became_affected_if_later():
+    tz = "Europe/Berlin"
+    assert policy.effective_due(D(2027, 3, 31), tz, affected_since=None, service_start=None) == (
+        D(2027, 3, 31), utc(2027, 3, 31, 7))
+    # the service starts later: the first day of service, at 09:00
+    assert policy.effective_due(D(2027, 3, 31), tz, affected_since=None, service_start=D(2027, 5, 10)) == (
+        D(2027, 5, 10), utc(2027, 5, 10, 7))
+    # deployed after the stage's 09:00: at once (its local day)
+    assert policy.effective_due(D(2027, 3, 31), tz, affected_since=utc(2027, 4, 20, 23), service_start=None) == (
+        D(2027, 4, 21), utc(2027, 4, 20, 23))
 
 
-def test_service_is_active_between_start_and_end_inclusive():
-    assert policy.service_active(D(2027, 1, 1), D(2027, 1, 1), D(2027, 12, 31))
-    assert policy.service_active(D(2027, 12, 31), D(2027, 1, 1), D(2027, 12, 31))
-    assert not policy.service_active(D(2028, 1, 1), D(2027, 1, 1), D(2027, 12, 31))
-    assert policy.service_active(D(2030, 1, 1), None, None)
+def test_a_stage_is_judged_at_the_instant_it_falls_due():
+    due, day, mdate = utc(2027, 6, 30, 1), D(2027, 6, 30), D(2027, 9, 30)
+    none = {"service_start": None, "service_end": None, "removed": None, "change_due": None}
+    assert policy.stage_outcome(day, due, mdate, **none) == ("planned", None)
+    assert policy.stage_outcome(day, due, mdate, **{**none, "service_end": D(2027, 6, 29)}) == (
+        "skipped", "service-lapsed")
+    assert policy.stage_outcome(day, due, mdate, **{**none, "service_end": D(2027, 6, 30)}) == ("planned", None)
+    # removed after it fell due: it still goes; removed before: not wanted
+    assert policy.stage_outcome(day, due, mdate, **{**none, "removed": utc(2027, 7, 1)}) == ("planned", None)
+    assert policy.stage_outcome(day, due, mdate, **{**none, "removed": utc(2027, 6, 29)}) is None
+    assert policy.stage_outcome(day, due, mdate, **{**none, "change_due": utc(2027, 7, 1)}) == (
+        "skipped", "covered-by-change")
+    assert policy.stage_outcome(D(2027, 10, 1), due, mdate, **none) == ("skipped", "milestone-passed")
+
+
+def test_stages_falling_due_at_one_instant_are_caught_up_to_the_latest():
+    late, own = utc(2027, 4, 20, 12), utc(2027, 6, 30, 1)
+    stages = [(D(2026, 12, 31), late, True), (D(2027, 3, 31), late, True), (D(2027, 5, 31), own, True),
+              (D(2027, 6, 23), own, False)]
+    assert policy.caught_up(stages) == [True, False, False, False]
