@@ -176,7 +176,7 @@ def _tell_rep(session: Session, customer: Customer, release: Release, change: Ag
     """A rep notice for one agreement change, due in the rep's next daily digest (`reps.digest_due`);
     the scheduler delivers it like every other notice. The slot names the change it reports."""
     session.add(Notice(
-        key=f"agreement:{customer.id}:r{release.id}:{change.id}", customer_id=customer.id,
+        key=policy.notice_key(NoticeKind.AGREEMENT, customer.id, None, f"r{release.id}:{change.id}"), customer_id=customer.id,
         release_id=release.id, kind=NoticeKind.AGREEMENT, audience="rep", slot=str(change.id),
         due_at=reps.digest_due(session, customer.account_rep, at), status=NoticeStatus.PLANNED,
         detail=change.status, created_at=at,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from lifecycle import inflight, liveness
+from lifecycle import inflight, liveness, policy
 from lifecycle.channels.base import Batch, DeliveryError, Item
 from lifecycle.channels.registry import CHANNELS
 from lifecycle.config import get_settings
@@ -235,7 +235,7 @@ def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) ->
         if not recipients:
             continue
         notice_id = conn.execute(insert_ignore(session, N).values(
-            key=f"{NoticeKind.UNDELIVERED}:{d.customer_id}:{d.milestone_id or 0}:{d.id}", customer_id=d.customer_id,
+            key=policy.notice_key(NoticeKind.UNDELIVERED, d.customer_id, d.milestone_id, str(d.id)), customer_id=d.customer_id,
             milestone_id=d.milestone_id, release_id=d.release_id, kind=NoticeKind.UNDELIVERED, audience="rep",
             slot=str(d.id), revision=d.revision, milestone_date=d.milestone_date,
             detail=f"{d.recipient}: {d.error}"[:2000], due_at=at, status=NoticeStatus.RELEASED, released_at=at,

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sqlmodel import Session
 
-from lifecycle import reps
+from lifecycle import policy, reps
 from lifecycle.delivery import settle_notices
 from lifecycle.errors import LifecycleError
 from lifecycle.models import (
@@ -227,7 +227,7 @@ def _alert_reps(session: Session, deliveries: list, reason: str, at: dt.datetime
         if notice.audience != "customer":  # a rep's own alert bounced: nobody further to tell
             continue
         created += conn.execute(insert_ignore(session, N).values(
-            key=f"{NoticeKind.BOUNCE}:{notice.customer_id}:{notice.milestone_id or 0}:{d.id}",
+            key=policy.notice_key(NoticeKind.BOUNCE, notice.customer_id, notice.milestone_id, str(d.id)),
             customer_id=notice.customer_id, milestone_id=notice.milestone_id, release_id=notice.release_id,
             kind=NoticeKind.BOUNCE, audience="rep", slot=str(d.id), revision=notice.revision,
             milestone_date=notice.milestone_date, detail=f"{d.recipient}: {reason}",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from lifecycle import policy
 from lifecycle.policy import LIFECYCLE_ORDER
 from lifecycle.validation import MAX_DATE, MIN_DATE
 
@@ -150,7 +151,7 @@ def layout(rows: list[TimelineRow], today: dt.date, kind_labels: dict[str, str] 
             markers.append({
                 "id": m.id, "kind": m.kind, "date": m.date.isoformat(), "status": m.status, "x": mx, "y": my,
                 "lane": lane, "shape": shape, "colour": "#9aa5b1" if withdrawn else colour, "withdrawn": withdrawn,
-                "past": m.date < today, "points": points(shape, mx, my),
+                "past": policy.is_history(m.date, today), "points": points(shape, mx, my),
                 "old_x": x(m.moved_from) if m.moved_from and not withdrawn else None,
                 "text": text, "text_x": round(extent[0] if on_left else mx + MARKER_R + LABEL_GAP, 1),
                 "extent": (round(extent[0], 1), round(extent[1], 1)),

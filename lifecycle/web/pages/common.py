@@ -146,7 +146,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
     ).all()
     ms = sorted(
         ({"kind": m.kind, "label": content_kind_label(m.kind, locale), "date": m.date, "status": m.status,
-          "days_left": policy.days_left(m.date, today), "past": m.date < today,
+          "days_left": policy.days_left(m.date, today), "past": policy.is_history(m.date, today),
           "withdrawn": m.status == MilestoneStatus.WITHDRAWN, "product_level": m.release_id is None}
          for m in milestones),
         key=lambda m: (m["date"], m["kind"]))
