@@ -46,6 +46,7 @@ from lifecycle.models import (
     RegistryChange,
     Release,
 )
+from lifecycle.policy import SkipReason
 
 N = Notice.__table__
 
@@ -230,7 +231,7 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     escalate = sorted({customers[n.customer_id].key for n in notices
                        if n.kind == NoticeKind.STAGE and n.slot == policy.ESCALATION_STAGE
                        and n.status in (NoticeStatus.PLANNED, NoticeStatus.SKIPPED)
-                       and n.status_reason in (None, "covered-by-change", "superseded")
+                       and n.status_reason in (None, SkipReason.COVERED_BY_CHANGE, SkipReason.SUPERSEDED)
                        and n.milestone_date == milestones[n.milestone_id].date
                        and milestones[n.milestone_id].status == MilestoneStatus.PLANNED
                        and n.release_id is not None and (n.customer_id, n.release_id) not in agreed})

@@ -31,6 +31,7 @@ from lifecycle.models import (
     NoticeKind,
     NoticeStatus,
 )
+from lifecycle.policy import SkipReason
 from lifecycle.settle import settle_notices
 
 D = Delivery.__table__
@@ -47,7 +48,7 @@ CANCELLED_AS = {
     "withdrawn": (NoticeStatus.CANCELLED, "withdrawn"),
     "moved": (NoticeStatus.CANCELLED, "moved"),
     "reinstated": (NoticeStatus.CANCELLED, "reinstated"),
-    "agreement": (NoticeStatus.SKIPPED, "agreement"),  # as the scheduler skips a due reminder
+    "agreement": (NoticeStatus.SKIPPED, SkipReason.AGREEMENT),  # as the scheduler skips a due reminder
     "cancelled": (NoticeStatus.CANCELLED, "cancelled"),
 }
 CANCEL_TEXT = {

@@ -45,17 +45,19 @@ class SkipReason(StrEnum):
     COVERED_BY_CHANGE = "covered-by-change"  # a date-changed / reinstated notice told them instead
     AGREEMENT = "agreement"  # the customer agreed an upgrade before the stage fell due
     SERVICE_LAPSED = "service-lapsed"  # the service period ended before the stage fell due
+    SERVICE_NOT_STARTED = "service-not-started"  # the service starts after the milestone
     MILESTONE_PASSED = "milestone-passed"  # history: never notified
     NOT_AFFECTED = "not-affected"  # the deployment was removed before the stage fell due
     WITHDRAWN = "withdrawn"  # the milestone was withdrawn
     MOVED = "moved"  # the stage announced a date the milestone no longer has
     REPLACED = "replaced"  # a later change notice replaces this one before it went out
+    EVERY_CHANNEL_FAILED = "every-channel-failed"  # nothing delivered it (a failed notice)
 
 
 # Skipped or cancelled notices with these reasons come back when the situation changes (renewal,
 # re-deployment, a milestone moved back to a date, reinstated).
 REPLANNABLE = frozenset({None, SkipReason.SERVICE_LAPSED, SkipReason.NOT_AFFECTED, SkipReason.MILESTONE_PASSED,
-                         SkipReason.WITHDRAWN, SkipReason.MOVED, "service-not-started"})
+                         SkipReason.WITHDRAWN, SkipReason.MOVED, SkipReason.SERVICE_NOT_STARTED})
 
 
 def notice_key(kind: str, customer_id: int, milestone_id: int | None, slot: str,
@@ -164,7 +166,7 @@ def stage_outcome(day: dt.date, due: dt.datetime, milestone_date: dt.date, *, se
     ("planned", None), ("skipped", reason), or None when it is not wanted at all (the customer stopped
     running the release before it fell due)."""
     if day > milestone_date:  # became affected after the date: history
-        return "skipped", "service-not-started" if service_start and service_start > milestone_date \
+        return "skipped", SkipReason.SERVICE_NOT_STARTED if service_start and service_start > milestone_date \
             else SkipReason.MILESTONE_PASSED
     if service_end is not None and day > service_end:
         return "skipped", SkipReason.SERVICE_LAPSED

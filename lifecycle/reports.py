@@ -40,6 +40,7 @@ from lifecycle.models import (
     Product,
     Release,
 )
+from lifecycle.policy import SkipReason
 from lifecycle.registry import version_key
 
 N, D = Notice.__table__, Delivery.__table__
@@ -67,12 +68,12 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.RELEASED, current), 1), else_=0)).label("released"),
             sa.func.sum(sa.case((N.c.status == NoticeStatus.FAILED, 1), else_=0)).label("failed"),
             sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.SKIPPED,
-                                         N.c.status_reason.in_(["service-lapsed", "service-not-started"])), 1),
+                                         N.c.status_reason.in_([SkipReason.SERVICE_LAPSED, SkipReason.SERVICE_NOT_STARTED])), 1),
                                 else_=0)).label("lapsed"),
-            sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.SKIPPED, N.c.status_reason == "agreement"), 1),
+            sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.SKIPPED, N.c.status_reason == SkipReason.AGREEMENT), 1),
                                 else_=0)).label("agreed"),
             sa.func.sum(sa.case((sa.and_(N.c.status == NoticeStatus.CANCELLED,
-                                         N.c.status_reason == "not-affected"), 1), else_=0)).label("removed"),
+                                         N.c.status_reason == SkipReason.NOT_AFFECTED), 1), else_=0)).label("removed"),
             sa.func.count().label("total"),
         ).join(M, M.c.id == N.c.milestone_id).where(cust_notice).group_by(N.c.customer_id, N.c.milestone_id)
     ).all()

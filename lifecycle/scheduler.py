@@ -278,7 +278,7 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
                 old = existing.get(notice_key(NoticeKind.STAGE, cid, mid, stage, mdate))
                 outcome = policy.stage_outcome(day, due, mdate, service_start=a.start, service_end=a.end,
                                                removed=a.removed, change_due=change_due)
-                if outcome is None or (old is None and outcome[1] in ("service-not-started",
+                if outcome is None or (old is None and outcome[1] in (SkipReason.SERVICE_NOT_STARTED,
                                                                       SkipReason.MILESTONE_PASSED)):
                     continue  # not wanted, or history with nothing planned before: nothing to plan
                 planned.append((stage, sdate, due, *outcome, old))

@@ -18,6 +18,7 @@ from lifecycle.models import (
     Notice,
     NoticeStatus,
 )
+from lifecycle.policy import SkipReason
 
 D = Delivery.__table__
 N = Notice.__table__
@@ -53,7 +54,7 @@ def settle_notices(session: Session, notice_ids: list[int], *,
                        (any_failed, NoticeStatus.FAILED.value), (newly_cancelled, str(cancelled_as[0])),
                        else_=N.c.status),
         status_reason=sa.case((any_ok, sa.case((N.c.status == NoticeStatus.SENT, N.c.status_reason))),
-                              (any_open, None), (any_failed, "every-channel-failed"),
+                              (any_open, None), (any_failed, SkipReason.EVERY_CHANNEL_FAILED),
                               (newly_cancelled, cancelled_as[1]), else_=N.c.status_reason),
         sent_at=sa.case((any_ok, sa.func.coalesce(first_ok, N.c.sent_at)),
                         (sa.or_(any_open, any_failed, newly_cancelled), None), else_=N.c.sent_at),
