@@ -1,5 +1,7 @@
 """Email: one message per recipient listing every notice due for them (a digest), with an .ics
 attachment of the milestones it speaks of, sent through the configured backend (lifecycle.mailers).
+Customers' notices go to every deliverable contact; rep notices to the account rep. Its templates
+(`templates/<locale>/`) also render the portal inbox's messages.
 
 The message carries its delivery ids (`custom_args`), by which SendGrid's events and the file backend's
 file names settle a send whose outcome was lost; how each backend settles one is `RECONCILIATION`."""
@@ -10,10 +12,13 @@ import datetime as dt
 from typing import ClassVar
 from uuid import uuid4
 
-from lifecycle.channels.base import Batch
+import sqlalchemy as sa
+
+from lifecycle.channels.base import Batch, N
 from lifecycle.config import get_settings
 from lifecycle.content import render_message
 from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer
+from lifecycle.models import Contact, Customer, DeliveryStatus
 
 
 def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: dt.datetime,
@@ -36,7 +41,27 @@ def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: d
 
 class EmailChannel:
     name: ClassVar[str] = "email"
+    noun: ClassVar[str] = "email"  # what one message is called in reports
+    uses_contacts: ClassVar[bool] = True  # its recipients are the customer's contacts
+    audiences: ClassVar[frozenset[str]] = frozenset({"customer", "rep"})
+    success: ClassVar[str] = DeliveryStatus.SENT.value
     transactional: ClassVar[bool] = False
+    digest: ClassVar[bool] = True
+    subscribed: ClassVar[bool] = False
+
+    def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
+        C, K = Customer.__table__, Contact.__table__
+        if audience == "customer":  # every deliverable contact
+            return (sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), K.c.email, K.c.id, sa.null())
+                    .join(K, sa.and_(K.c.customer_id == N.c.customer_id, K.c.undeliverable.is_(False)))
+                    .where(notices))
+        # Rep notices go to the account rep, filed under the rep's first customer so that one delivery
+        # run sends the rep one message (the daily digest) for all their customers.
+        same_rep = sa.alias(C, "same_rep")
+        rep_home = (sa.select(sa.func.min(same_rep.c.id))
+                    .where(sa.func.lower(same_rep.c.account_rep) == sa.func.lower(C.c.account_rep)).scalar_subquery())
+        return (sa.select(N.c.id, rep_home, sa.literal(self.name), C.c.account_rep, sa.null(), sa.null())
+                .join(C, C.c.id == N.c.customer_id).where(notices))
 
     def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
         settings = get_settings()
