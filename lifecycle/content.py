@@ -286,6 +286,7 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "tone": _tone(notice.kind, days),
             "upgrade_to": release.upgrade_to if release else None,
             "revision": notice.revision,
+            "old_date": known_date if known_date and known_date != date else None,
             "old_date_text": format_date(known_date, locale) if known_date and known_date != date else "",
             "reason": why,
             "short_notice": lead == policy.Lead.SHORT_NOTICE,

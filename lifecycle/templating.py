@@ -29,3 +29,14 @@ def environment() -> Environment:
 
 def render(name: str, **context) -> str:
     return environment().get_template(name).render(**context)
+
+
+@lru_cache
+def folder_environment(folder: str) -> Environment:
+    """An environment rooted at one folder: a channel's own `templates/` (a channel can live anywhere)."""
+    env = environment().overlay(loader=FileSystemLoader(folder))
+    return env
+
+
+def render_in(folder: Path, name: str, **context) -> str:
+    return folder_environment(str(folder)).get_template(name).render(**context)
