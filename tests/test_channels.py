@@ -305,3 +305,67 @@ def test_a_fourth_channel_is_one_folder_and_one_registry_line(db, monkeypatch):
         with session_scope() as s:
             [row] = reports.compliance(s, T0)["rows"]
         assert row["pager_first_at"] is not None
+
+
+# ------------------------------------------------------------------------------------ the portal page
+
+
+def test_a_customer_adds_tests_and_removes_a_webhook_on_the_portal_page(db):
+    from tests import webworld
+    from tests.test_web_pages import logged_in
+
+    world = webworld.build()
+    client, csrf = logged_in(world, "customer")
+    page = client.get("/portal/channels")
+    assert page.status_code == 200 and "No channels yet." in page.text and 'href="/portal/channels"' in page.text
+    with Receiver("webhook") as receiver:
+        added = client.post("/portal/channels", data={"csrf": csrf, "kind": "webhook", "url": receiver.url,
+                                                      "label": "ops hook"})
+        assert added.status_code == 200
+        receiver.secret = added.text.split('id="secret"')[1].split("<code>")[1].split("</code>")[0]
+        assert receiver.secret.startswith("whsec_") and receiver.url not in added.text  # the URL is never shown
+        assert "whsec_" not in client.get("/portal/channels").text  # the secret only once
+        with session_scope() as s:
+            sid = s.exec(select(CustomerChannel)).one().id
+        tested = client.post(f"/portal/channels/{sid}/test", data={"csrf": csrf})
+        assert "The test message was accepted." in tested.text and receiver.requests[0].verified
+        assert client.post(f"/portal/channels/{sid}/test", data={"csrf": "forged"}).status_code == 403
+        refused = client.post("/portal/channels", data={"csrf": csrf, "kind": "webhook", "url": "javascript:x"})
+        assert refused.status_code == 422 and "not an http(s) URL" in refused.text
+        gone = client.post(f"/portal/channels/{sid}/remove", data={"csrf": csrf})
+        assert gone.status_code == 200 and "The channel is removed." in gone.text and "ops hook" not in gone.text
+
+
+def test_another_customers_channel_cannot_be_tested_or_removed(db):
+    from tests import webworld
+    from tests.test_web_pages import logged_in
+
+    world = webworld.build()
+    with session_scope() as s:
+        globex = s.exec(select(Customer).where(Customer.key == "globex")).one()
+        row, _ = subscriptions.add(s, customer=globex, kind="slack", url="https://hooks.slack.example/a",
+                                   at=w.START)
+        sid = row.id
+    client, csrf = logged_in(world, "customer")  # acme
+    assert client.post(f"/portal/channels/{sid}/test", data={"csrf": csrf}).status_code == 404
+    assert client.post(f"/portal/channels/{sid}/remove", data={"csrf": csrf}).status_code == 404
+    assert subscription(sid) is not None
+
+
+def test_the_reps_dashboard_shows_customer_channels_with_the_failing_ones_first(db):
+    from tests import webworld
+    from tests.test_web_pages import logged_in
+
+    world = webworld.build()
+    with session_scope() as s:
+        acme = s.exec(select(Customer).where(Customer.key == "acme")).one()
+        ok, _ = subscriptions.add(s, customer=acme, kind="slack", url="https://hooks.slack.example/a", label="#ok",
+                                  at=w.START)
+        bad, _ = subscriptions.add(s, customer=acme, kind="teams", url="https://teams.example/b", label="ops team",
+                                   at=w.START)
+        subscriptions.failed(s, bad.id, "Teams 404: the workflow no longer exists", w.START, for_good=True)
+    client, _ = logged_in(world, "rep")
+    page = client.get("/dashboard").text
+    section = page.split('id="channels"')[1]
+    assert section.index("ops team") < section.index("#ok")
+    assert "failing: Teams 404: the workflow no longer exists" in section and "untested" in section
