@@ -34,7 +34,6 @@ from lifecycle.errors import InputError, NotFound
 from lifecycle.models import (
     AGREED_STATUSES,
     Agreement,
-    Contact,
     Customer,
     Deployment,
     Milestone,
@@ -199,8 +198,9 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
                            ).all() if ids else []
     customers = {c.id: c for c in session.exec(select(Customer).where(
         Customer.id.in_({n.customer_id for n in notices})))} if notices else {}
-    contacts = Counter(session.exec(select(Contact.customer_id).where(
-        Contact.customer_id.in_(list(customers)), Contact.undeliverable.is_(False))).all()) if customers else Counter()
+    from lifecycle.channels.fanout import planned
+
+    recipients = planned(session, [n.id for n in notices if n.status == NoticeStatus.PLANNED])
 
     at_once: dict[tuple, set[int]] = defaultdict(set)
     later: dict[tuple, list] = defaultdict(list)
@@ -210,7 +210,7 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     for n in notices:
         if n.status == NoticeStatus.PLANNED:
             label = (n.kind, n.slot if n.kind == NoticeKind.STAGE else None)
-            channels = {"portal": 1, "email": contacts.get(n.customer_id, 0)}
+            channels = Counter(r["channel"] for r in recipients.get(n.id, []))
             if _utc(n.due_at) <= hold_until:
                 at_once[label].add(n.customer_id)
                 deliveries_now.update(channels)

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     max_attempts: int | None = None
     # How long an email whose outcome is unknown waits for SendGrid's event webhook to settle it.
     reconcile_seconds: float = 900.0
+    # Channels beyond email and the portal (webhook, Slack, Teams): seconds per socket operation (the
+    # send deadline bounds the whole request), and how many permanent failures in a row turn a
+    # customer's subscription off (the customer and their rep are told).
+    channel_timeout: float = 10.0
+    channel_disable_after: int = Field(default=3, ge=1)
+    # The channels whose first successful delivery counts towards the contractual 3-month promise in
+    # the compliance report (comma-separated channel names); the others are shown, but do not count.
+    promise_channels: str = "email,portal"
     ops_email: str | None = None  # the operator, told about every give-up (unset: an ERROR log line only)
     ack_link_days: int = 400
     tick_seconds: float = 60.0  # how often beat runs the tick
@@ -108,6 +116,18 @@ class Settings(BaseSettings):
     def _duration(cls, value: str) -> str:
         parse_duration(value)
         return value.strip()
+
+    @field_validator("promise_channels")
+    @classmethod
+    def _channel_names(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if not names:
+            raise ValueError("name at least one channel (e.g. email,portal)")
+        return ",".join(names)
+
+    @property
+    def promise_channel_list(self) -> tuple[str, ...]:
+        return tuple(self.promise_channels.split(","))
 
     @property
     def change_hold_delta(self) -> dt.timedelta:

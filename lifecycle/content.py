@@ -1,7 +1,8 @@
 """What a notice says: template contexts built from the database, rendered with Jinja2 per locale.
 
 One customer message (email or portal) lists one or more notices (a digest); one rep message lists
-escalations, bounce alerts and agreement news. Templates live in `templates/email/<locale>/`.
+escalations, bounce alerts and agreement news. The email (and portal) templates live in
+`lifecycle/channels/email/templates/<locale>/`; other channels keep theirs in their own folders.
 """
 
 from __future__ import annotations
@@ -285,6 +286,7 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "tone": _tone(notice.kind, days),
             "upgrade_to": release.upgrade_to if release else None,
             "revision": notice.revision,
+            "old_date": known_date if known_date and known_date != date else None,
             "old_date_text": format_date(known_date, locale) if known_date and known_date != date else "",
             "reason": why,
             "short_notice": lead == policy.Lead.SHORT_NOTICE,
@@ -446,7 +448,7 @@ def render_message(audience: str, locale: str, items: list[dict], customer: dict
     items = sorted(items, key=_sort_key if audience == "customer" else _rep_sort_key)
     if audience != "customer":
         locale = items[0].get("locale", "en")  # the rep's own language (their settings)
-    folder = f"email/{locale if locale in ('en', 'zh-CN') else 'en'}"
+    folder = f"email/templates/{locale if locale in ('en', 'zh-CN') else 'en'}"
     ctx = {"items": items, "first": items[0], "more": len(items) - 1, "customer": customer,
            "calendar_url": items[0]["calendar_url"], "webcal_url": links.webcal_url(items[0]["calendar_url"]),
            "rep": {"email": items[0]["rep_email"], "name": items[0]["rep_name"]},

@@ -8,7 +8,7 @@ customer due together go out as one message per recipient (a digest), each keepi
 What is promised, and how (the README's "Delivery guarantees"):
 
 - Portal: exactly once. The inbox row and the delivery's outcome are written in one transaction.
-- Email: at least once, with every possible duplicate known. Before the provider is called the rows of
+- Other channels (email, webhook, Slack, Teams): at least once, with every possible duplicate known. Before the provider is called the rows of
   the message are marked `send_started_at` and the claim beats (committed); the send then runs inside
   one transaction that locks those rows against the stale-claim sweep, re-checks that the notices
   still apply (lifecycle.inflight), calls the provider (bounded by LIFECYCLE_SEND_DEADLINE) and records
@@ -20,11 +20,17 @@ LIFECYCLE_RETRY_BASE_SECONDS, doubling, capped at LIFECYCLE_RETRY_MAX_BACKOFF_SE
 provider's Retry-After) for LIFECYCLE_RETRY_FOR_HOURS after the first attempt; then, or on a permanent
 error, it fails, loudly: an ERROR log line, an `undelivered` notice to the account rep and to
 LIFECYCLE_OPS_EMAIL. The database owns timing and retries: no Celery countdowns.
+
+Nothing here names a channel: each channel says what a send means (`success`), whether it writes in
+the recording transaction (`transactional`), whether several notices make one message (`digest`) and
+whether it goes through a customer's subscription (`subscribed`: its outcomes are counted on the
+subscription, lifecycle.channels.subscriptions, which turns one off that keeps failing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -36,14 +42,17 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from lifecycle import inflight, liveness, policy
-from lifecycle.channels.base import Batch, DeliveryError, Item
-from lifecycle.channels.registry import CHANNELS
+from lifecycle.channels import subscriptions
+from lifecycle.channels.base import Batch, Item
+from lifecycle.channels.registry import CHANNELS, STAFF_CHANNEL
 from lifecycle.config import get_settings
 from lifecycle.content import notice_contexts
 from lifecycle.db import session_scope
+from lifecycle.errors import DeliveryError
 from lifecycle.models import (
     Contact,
     Customer,
+    CustomerChannel,
     Delivery,
     DeliveryStatus,
     Notice,
@@ -125,17 +134,20 @@ def _lock_mine(session: Session, token: str, ids: list[int]) -> set[int]:
 
 def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list[Batch]:
     rows = session.exec(
-        sa.select(Delivery, Notice, Customer, Contact)
+        sa.select(Delivery, Notice, Customer, Contact, CustomerChannel)
         .join(Notice, Notice.id == Delivery.notice_id)
         .join(Customer, Customer.id == Delivery.customer_id)
         .join(Contact, Contact.id == Delivery.contact_id, isouter=True)
+        .join(CustomerChannel, CustomerChannel.id == Delivery.subscription_id, isouter=True)
         .where(Delivery.id.in_(delivery_ids)).order_by(Notice.due_at, Notice.id)
     ).all()
-    contexts = notice_contexts(session, sorted({n.id for _, n, _, _ in rows}), at)
+    contexts = notice_contexts(session, sorted({n.id for _, n, _, _, _ in rows}), at)
     batches: dict[tuple, Batch] = {}
     shared: dict = {}
-    for delivery, notice, customer, contact in rows:
+    for delivery, notice, customer, contact, sub in rows:
         key = (delivery.channel, delivery.recipient.lower(), notice.audience)
+        if delivery.channel not in CHANNELS or not CHANNELS[delivery.channel].digest:
+            key += (delivery.id,)  # a message per delivery
         batch = batches.get(key)
         if batch is None:
             batch = batches[key] = Batch(
@@ -143,14 +155,16 @@ def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list
                 recipient_name=contact.name if contact else None, audience=notice.audience,
                 customer={"id": customer.id, "key": customer.key, "name": customer.name,
                           "locale": customer.locale, "timezone": customer.timezone,
-                          "account_rep": customer.account_rep}, cache=shared)
+                          "account_rep": customer.account_rep}, cache=shared,
+                subscription={"id": sub.id, "kind": sub.kind, "label": sub.label,
+                              "config": json.loads(sub.config)["sealed"]} if sub is not None else None)
         batch.items.append(Item(delivery_id=delivery.id, notice_id=notice.id, kind=notice.kind,
                                 context=contexts[notice.id]))
     return list(batches.values())
 
 
 def _record_success(session: Session, batch: Batch, token: str, provider_id: str | None, at: dt.datetime) -> int:
-    status = DeliveryStatus.DELIVERED if CHANNELS[batch.channel].transactional else DeliveryStatus.SENT
+    status = CHANNELS[batch.channel].success
     res = session.connection().execute(
         D.update().where(D.c.id.in_(batch.delivery_ids), D.c.claim_token == token,
                          D.c.status.in_([DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN]))
@@ -172,6 +186,8 @@ def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryErr
                      .values(status=DeliveryStatus.UNKNOWN, next_attempt_at=sa.bindparam("b_next"), error=message,
                              claimed_by=None, updated_at=at), waits)
         result.unknown += len(rows)
+        if batch.subscription:
+            subscriptions.failed(session, batch.subscription["id"], message, at, for_good=False)
         return
     settings = get_settings()
     span = dt.timedelta(hours=settings.retry_for_hours)
@@ -200,6 +216,8 @@ def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryErr
                          f"{message}"))[:2000]} for r in give_up])
         result.failed += len(give_up)
         alert_give_up(session, [r.id for r in give_up], at)
+    if batch.subscription:
+        subscriptions.failed(session, batch.subscription["id"], message, at, for_good=bool(give_up))
 
 
 def _span_text(span: dt.timedelta) -> str:
@@ -244,7 +262,7 @@ def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) ->
             continue
         for recipient in dict.fromkeys(recipients):
             queued += len(conn.execute(insert_ignore(session, D).values(
-                notice_id=notice_id, customer_id=d.customer_id, channel="email", recipient=recipient,
+                notice_id=notice_id, customer_id=d.customer_id, channel=STAFF_CHANNEL, recipient=recipient,
                 status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=at, created_at=at, updated_at=at)
                 .returning(D.c.id)).all())
     return queued
@@ -324,5 +342,7 @@ def _send(session: Session, channel, batch: Batch, token: str, at: dt.datetime, 
         _record_failure(session, batch, token, DeliveryError(f"{type(exc).__name__}: {exc}"), at, result)
         return
     result.sent += _record_success(session, batch, token, provider_id, at)
+    if batch.subscription:
+        subscriptions.succeeded(session, batch.subscription["id"], at)
     result.messages += 1
     result.by_channel[batch.channel] += len(batch.items)

@@ -37,3 +37,21 @@ class NotFound(InputError):
 
 class ShortNotice(InputError):
     """A milestone date less than 3 months away, without a reason."""
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver (raised by channels and email backends, read by lifecycle.delivery).
+
+    permanent: retrying cannot help (a 400 from SendGrid, an invalid address): the delivery fails now.
+    retry_after: seconds the provider asked us to wait (Retry-After), used for the next attempt.
+    unknown: the request reached the provider but its answer did not reach us: it may have been
+    accepted. The delivery is not retried blindly (lifecycle.recovery reconciles it first).
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None,
+                 unknown: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.unknown = unknown

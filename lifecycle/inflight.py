@@ -23,6 +23,7 @@ from lifecycle.channels.base import Batch
 from lifecycle.models import (
     AGREED_STATUSES,
     Agreement,
+    CustomerChannel,
     Delivery,
     DeliveryStatus,
     Milestone,
@@ -38,6 +39,7 @@ D = Delivery.__table__
 N = Notice.__table__
 M = Milestone.__table__
 A = Agreement.__table__
+CC = CustomerChannel.__table__
 
 # Advisory lock namespaces (PostgreSQL's two-key form): senders share them, changes take them alone.
 LOCK_MILESTONE = 7_242_002  # (namespace, milestone id): withdrawals and moves
@@ -50,6 +52,7 @@ CANCELLED_AS = {
     "reinstated": (NoticeStatus.CANCELLED, "reinstated"),
     "agreement": (NoticeStatus.SKIPPED, SkipReason.AGREEMENT),  # as the scheduler skips a due reminder
     "cancelled": (NoticeStatus.CANCELLED, "cancelled"),
+    "unsubscribed": (NoticeStatus.CANCELLED, "unsubscribed"),
 }
 CANCEL_TEXT = {
     "withdrawn": "the milestone was withdrawn",
@@ -57,6 +60,7 @@ CANCEL_TEXT = {
     "reinstated": "the milestone was reinstated",
     "agreement": "the customer agreed an upgrade: routine reminders stop",
     "cancelled": "the notice was cancelled",
+    "unsubscribed": "the channel subscription was removed or turned off",
 }
 # Notice kinds that speak of a milestone as current (a withdrawal makes them wrong).
 CURRENT_KINDS = (NoticeKind.STAGE, NoticeKind.CHANGED, NoticeKind.REINSTATED, NoticeKind.ESCALATION)
@@ -136,15 +140,22 @@ def stale(session: Session, ids: list[int]) -> dict[int, str]:
     rows = session.connection().execute(
         sa.select(D.c.id, N.c.kind, N.c.audience, N.c.status, N.c.milestone_date, M.c.status.label("m_status"),
                   M.c.date.label("m_date"), A.c.status.label("agreement"), A.c.target_version.label("target"),
-                  A.c.planned_date.label("planned_date"))
+                  A.c.planned_date.label("planned_date"), D.c.channel, D.c.subscription_id,
+                  CC.c.enabled.label("subscribed"))
         .join(N, N.c.id == D.c.notice_id)
+        .join(CC, CC.c.id == D.c.subscription_id, isouter=True)
         .join(M, M.c.id == N.c.milestone_id, isouter=True)
         .join(A, sa.and_(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id), isouter=True)
         .where(D.c.id.in_(ids))).all()
+    from lifecycle.channels.registry import CHANNELS
+
     found = {}
     for r in rows:
         reason = None
-        if r.status in (NoticeStatus.CANCELLED, NoticeStatus.SKIPPED):
+        channel = CHANNELS.get(r.channel)
+        if channel is not None and channel.subscribed and not r.subscribed:  # removed (null) or turned off
+            reason = "unsubscribed"
+        elif r.status in (NoticeStatus.CANCELLED, NoticeStatus.SKIPPED):
             reason = "cancelled"
         elif r.m_status == MilestoneStatus.WITHDRAWN and r.kind in CURRENT_KINDS:
             reason = "withdrawn"

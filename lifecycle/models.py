@@ -60,6 +60,7 @@ class NoticeKind(StrEnum):
     BOUNCE = "bounce"  # to the rep: an email to their customer bounced
     AGREEMENT = "agreement"  # to the rep: a customer recorded or declined an upgrade plan
     UNDELIVERED = "undelivered"  # to the rep and operator: an email was given up after the retry span
+    CHANNEL_DISABLED = "channel-disabled"  # to the customer and the rep: a subscription kept failing, turned off
 
 
 CUSTOMER_NOTICE_KINDS = (NoticeKind.STAGE, NoticeKind.CHANGED, NoticeKind.WITHDRAWN, NoticeKind.REINSTATED)
@@ -288,6 +289,8 @@ class Delivery(SQLModel, table=True):
     channel: str = Field(max_length=16)
     recipient: str = Field(max_length=254)
     contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    # The customer's channel subscription it goes through (webhook, Slack, Teams); null for email and portal.
+    subscription_id: int | None = Field(default=None, foreign_key="customer_channel.id", index=True)
     status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
     attempts: int = 0
     next_attempt_at: dt.datetime = _ts()
@@ -302,6 +305,29 @@ class Delivery(SQLModel, table=True):
     error: str | None = None
     created_at: dt.datetime = _ts()
     sent_at: dt.datetime | None = _ts(default=None)
+    updated_at: dt.datetime = _ts()
+
+
+class CustomerChannel(SQLModel, table=True):
+    """A customer's subscription to a channel beyond the implicit email and portal (lifecycle.channels:
+    webhook, Slack, Teams). `config` is JSON whose secret fields (URLs that carry a token, signing
+    secrets) are encrypted with a key derived from the secret key (lifecycle.channels.secrets).
+    Only enabled subscriptions receive notices. `failures` counts permanent failures in a row: at
+    LIFECYCLE_CHANNEL_DISABLE_AFTER the subscription is disabled and the customer and rep are told."""
+
+    __tablename__ = "customer_channel"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    kind: str = Field(max_length=16)
+    label: str = Field(max_length=100)  # what people see: never a secret
+    config: str
+    enabled: bool = True
+    verified_at: dt.datetime | None = _ts(default=None)  # the last test or delivery that succeeded
+    last_error: str | None = None
+    failures: int = 0
+    disabled_at: dt.datetime | None = _ts(default=None)
+    created_at: dt.datetime = _ts()
     updated_at: dt.datetime = _ts()
 
 

@@ -33,6 +33,7 @@ from lifecycle.models import (
     DELIVERED_STATUSES,
     OPEN_STATUSES,
     Contact,
+    CustomerChannel,
     Delivery,
     DeliveryStatus,
     Notice,
@@ -141,8 +142,11 @@ def _revive(session: Session, at: dt.datetime, customer_id: int | None) -> int:
     live = sa.exists().where(D.c.notice_id == N.c.id,
                              D.c.status.in_([s.value for s in (*OPEN_STATUSES, *DELIVERED_STATUSES)]))
     stuck = sa.select(N.c.id).where(N.c.status == NoticeStatus.RELEASED, ~live)
-    deliverable = sa.or_(D.c.contact_id.is_(None),
-                         D.c.contact_id.in_(sa.select(K.c.id).where(K.c.undeliverable.is_(False))))
+    CC = CustomerChannel.__table__
+    deliverable = sa.and_(
+        sa.or_(D.c.contact_id.is_(None), D.c.contact_id.in_(sa.select(K.c.id).where(K.c.undeliverable.is_(False)))),
+        sa.or_(D.c.channel.in_([name for name, ch in CHANNELS.items() if not ch.subscribed]),
+               D.c.subscription_id.in_(sa.select(CC.c.id).where(CC.c.enabled.is_(True)))))
     return len(conn.execute(
         D.update().where(D.c.status == DeliveryStatus.CANCELLED, D.c.notice_id.in_(stuck), deliverable,
                          *_scope(customer_id))

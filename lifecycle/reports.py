@@ -5,10 +5,13 @@ Statuses: `on-time`, `late` (cause: short notice, customer/deployment/service ad
 earlier, outage), `pending` (deadline not reached, notices planned), `not-notified` (cause: service
 lapsed, every channel failed, upgrade agreed before any notice, deadline missed), `withdrawn`.
 `compliance_summary` counts them per product, release and milestone (the registry's compliance page).
-A notice counts as given when any channel delivered it; `email_first_at` is null when every email
-bounced or failed, while the portal inbox still counts: such a row says "told by portal only".
-Each row also counts emails whose outcome is still unknown (being reconciled) and emails sent again
-after an unknown outcome (`possible_duplicates`: the customer may have received them twice).
+A customer counts as told once a channel that counts towards the promise (LIFECYCLE_PROMISE_CHANNELS,
+email and portal by default) reported success; every channel has its own `<channel>_first_at` column
+(null when it never delivered, e.g. every email bounced or failed, while the portal inbox still
+counts: such a row says "told by portal only"). A channel that does not count (a Slack message) is
+shown but never makes a row on time. Each row also counts messages whose outcome is still unknown
+(being reconciled) and messages sent again after an unknown outcome (`possible_duplicates`: the
+customer may have received them twice).
 
 The delivery report (`deliveries`) lists, per channel and status, what was delivered, and every
 delivery someone should look at: unknown outcomes, possible duplicates, failures and give-ups, and
@@ -21,12 +24,16 @@ import csv
 import datetime as dt
 import io
 from collections import Counter
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from lifecycle import policy
+from lifecycle.channels.registry import CHANNELS
+from lifecycle.config import get_settings
 from lifecycle.dashboard import _cell  # one rule for CSV cells a spreadsheet must not run as formulas
+from lifecycle.errors import LifecycleError
 from lifecycle.models import (
     Contact,
     Customer,
@@ -45,6 +52,68 @@ from lifecycle.registry import version_key
 
 N, D = Notice.__table__, Delivery.__table__
 OK = ("sent", "delivered")
+OPEN = ("pending", "sending", "unknown")
+
+
+def promise_channels() -> tuple[str, ...]:
+    """The channels that count towards the 3-month promise (LIFECYCLE_PROMISE_CHANNELS)."""
+    names = get_settings().promise_channel_list
+    unknown = [n for n in names if n not in CHANNELS]
+    if unknown:
+        raise LifecycleError(f"LIFECYCLE_PROMISE_CHANNELS: unknown channel {', '.join(unknown)} "
+                             f"(channels: {', '.join(CHANNELS)})")
+    return names
+
+
+def _told(r, key, promise, channels, current_ok, trouble, open_promise) -> _Told:
+    """The notice counts of a (customer, milestone) row, with `first_at` and `first_any_at` read from
+    the channels that count, and a notice still open or failed on those channels counted as such
+    (a notice another channel delivered is `sent`, but has not told them by the promise's measure)."""
+    counted_current = [current_ok[n] for n in promise if n in current_ok]
+    counted_any = [channels[n] for n in promise if n in channels]
+    return _Told(r, min(counted_current) if counted_current else None, min(counted_any) if counted_any else None,
+                 open_promise[key], bool(set(trouble) & set(promise)) and not counted_any)
+
+
+class _Told(SimpleNamespace):
+    def __init__(self, r, first_at, first_any_at, promise_open: int, promise_failed: bool):
+        super().__init__(**dict(r._mapping))
+        self.first_at, self.first_any_at = first_at, first_any_at
+        self.released = (r.released or 0) + (promise_open if first_at is None else 0)
+        self.promise_failed = promise_failed
+
+
+def _notes(channels: dict, trouble: dict[str, str], unknown: Counter, duplicates: Counter,
+           promise: tuple[str, ...], *, has_contact: bool) -> tuple[list[str], list[str]]:
+    """What the compliance row notes about its channels, and which channels alone told the customer
+    after another failed."""
+    notes, only = [], []
+    ok = [name for name in CHANNELS if name in channels]
+    for name, what in trouble.items():
+        if ok:
+            only = ok
+            notes.append(f"told by {' and '.join(ok)} only: {name} {what}")
+        else:
+            notes.append(f"{name} {what}: not notified by {name}")
+    for name, n in unknown.items():
+        notes.append(f"{n} {_noun(name)}(s) with unknown outcome, being reconciled")
+    for name, n in duplicates.items():
+        notes.append(f"{n} possible duplicate {_noun(name)}(s)")
+    if ok and not set(ok) & set(promise):
+        notes.append(f"told only by {' and '.join(ok)}, which does not count towards the promise "
+                     f"(LIFECYCLE_PROMISE_CHANNELS: {','.join(promise)})")
+    if not has_contact:
+        notes.append(f"no contact: not notified by {_contacts()}")
+    return notes, only
+
+
+def _noun(name: str) -> str:
+    return getattr(CHANNELS.get(name), "noun", name)
+
+
+def _contacts() -> str:
+    """The channels whose recipients are the customer's contacts."""
+    return " or ".join(n for n, ch in CHANNELS.items() if getattr(ch, "uses_contacts", False))
 
 
 def _local(ts: dt.datetime | None, tz: str) -> dt.date | None:
@@ -77,27 +146,38 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             sa.func.count().label("total"),
         ).join(M, M.c.id == N.c.milestone_id).where(cust_notice).group_by(N.c.customer_id, N.c.milestone_id)
     ).all()
+    promise = promise_channels()
     by_channel: dict[tuple[int, int], dict[str, dt.datetime]] = {}
-    email_trouble: dict[tuple[int, int], str] = {}
-    unknown: Counter = Counter()
-    duplicates: Counter = Counter()
+    current_ok: dict[tuple[int, int], dict[str, dt.datetime]] = {}
+    trouble: dict[tuple[int, int], dict[str, str]] = {}
+    unknown: dict[tuple[int, int], Counter] = {}
+    duplicates: dict[tuple[int, int], Counter] = {}
+    open_promise: Counter = Counter()
     for row in conn.execute(
         sa.select(N.c.customer_id, N.c.milestone_id, D.c.channel,
                   sa.func.min(sa.case((D.c.status.in_(OK), D.c.sent_at))).label("first_ok"),
+                  sa.func.min(sa.case((sa.and_(D.c.status.in_(OK), current), D.c.sent_at))).label("current_ok"),
+                  sa.func.sum(sa.case((sa.and_(D.c.status.in_(OPEN), current), 1), else_=0)).label("open"),
                   sa.func.sum(sa.case((D.c.status == "bounced", 1), else_=0)).label("bounced"),
                   sa.func.sum(sa.case((D.c.status == "failed", 1), else_=0)).label("failed"),
                   sa.func.sum(sa.case((D.c.status == "unknown", 1), else_=0)).label("unknown"),
                   sa.func.sum(sa.case((D.c.possible_duplicate.is_(True), 1), else_=0)).label("duplicates"))
-        .join(N, N.c.id == D.c.notice_id).where(cust_notice)
+        .join(N, N.c.id == D.c.notice_id).join(M, M.c.id == N.c.milestone_id).where(cust_notice)
         .group_by(N.c.customer_id, N.c.milestone_id, D.c.channel)
     ).all():
         key = (row.customer_id, row.milestone_id)
-        unknown[key] += row.unknown or 0
-        duplicates[key] += row.duplicates or 0
+        if row.unknown:
+            unknown.setdefault(key, Counter())[row.channel] += row.unknown
+        if row.duplicates:
+            duplicates.setdefault(key, Counter())[row.channel] += row.duplicates
+        if row.channel in promise:
+            open_promise[key] += row.open or 0
         if row.first_ok is not None:
             by_channel.setdefault(key, {})[row.channel] = _aware(row.first_ok)
-        elif row.channel == "email" and (row.bounced or row.failed):
-            email_trouble[key] = "bounced" if row.bounced else "failed"
+            if row.current_ok is not None:
+                current_ok.setdefault(key, {})[row.channel] = _aware(row.current_ok)
+        elif row.bounced or row.failed:
+            trouble.setdefault(key, {})[row.channel] = "bounced" if row.bounced else "failed"
 
     milestone_ids = {r.milestone_id for r in agg}
     customer_ids = {r.customer_id for r in agg}
@@ -130,38 +210,37 @@ def compliance(session: Session, at: dt.datetime) -> dict:
         product, release = products[m.product_id], releases.get(m.release_id)
         deadline = policy.contract_deadline(m.date)
         today = policy.local_date(at, c.timezone)
-        first_at = _aware(r.first_at)
+        key = (r.customer_id, r.milestone_id)
+        channels = by_channel.get(key, {})
+        # Told means told through a channel that counts towards the promise, once it reported success.
+        counted = _told(r, key, promise, channels, current_ok.get(key, {}), trouble.get(key, {}), open_promise)
+        first_at = counted.first_at
         first_day = _local(first_at, c.timezone)
-        channels = by_channel.get((r.customer_id, r.milestone_id), {})
-        status, cause = _classify(r, m, c, first_day, deadline, today, date_set.get(m.id),
+        status, cause = _classify(counted, m, c, first_day, deadline, today, date_set.get(m.id),
                                   deployed.get((c.id, m.release_id) if m.release_id else (c.id, -m.product_id)),
                                   _aware(r.first_due), latest.get(m.id))
-        key = (r.customer_id, r.milestone_id)
-        notes = []
-        portal_only = key in email_trouble and "portal" in channels
-        if portal_only:
-            notes.append(f"told by portal only: email {email_trouble[key]}")
-        elif key in email_trouble:
-            notes.append(f"email {email_trouble[key]}: not notified by email")
-        if unknown[key]:
-            notes.append(f"{unknown[key]} email(s) with unknown outcome, being reconciled")
-        if duplicates[key]:
-            notes.append(f"{duplicates[key]} possible duplicate email(s)")
-        if c.id not in with_contact:
-            notes.append("no email contact: portal only")
-        rows.append({
+        notes, only = _notes(channels, trouble.get(key, {}), unknown.get(key, Counter()),
+                             duplicates.get(key, Counter()), promise, has_contact=c.id in with_contact)
+        row = {
             "customer": c.key, "customer_name": c.name, "timezone": c.timezone, "account_rep": c.account_rep,
             "product": product.slug, "version": release.version if release else None, "milestone": m.kind,
             "milestone_date": m.date.isoformat(), "revision": m.revision, "deadline": deadline.isoformat(),
             "first_notified_at": first_at.isoformat() if first_at else None,
-            "first_told_any_date_at": _aware(r.first_any_at).isoformat() if r.first_any_at else None,
-            "email_first_at": channels["email"].isoformat() if "email" in channels else None,
-            "portal_first_at": channels["portal"].isoformat() if "portal" in channels else None,
+            "first_told_any_date_at": counted.first_any_at.isoformat() if counted.first_any_at else None,
+        }
+        for name in CHANNELS:  # a column per channel: when it first delivered a notice about the milestone
+            row[f"{name}_first_at"] = channels[name].isoformat() if name in channels else None
+        row |= {
             "days_before": (m.date - first_day).days if first_day else None,
             "status": status, "cause": cause, "notes": "; ".join(notes) or None,
-            "told_by_portal_only": portal_only, "unknown_emails": unknown[key],
-            "possible_duplicates": duplicates[key],
-        })
+            "counted_channels": list(promise),
+            # Legacy name: unknown outcomes on every channel (only email could end unknown before).
+            "unknown_emails": sum(unknown.get(key, Counter()).values()),
+            "possible_duplicates": sum(duplicates.get(key, Counter()).values()),
+        }
+        for name in CHANNELS:  # another channel failed, and only this one told them
+            row[f"told_by_{name}_only"] = only == [name]
+        rows.append(row)
     rows.sort(key=lambda x: (x["customer"], x["product"], x["version"] or "", x["milestone_date"], x["milestone"]))
     totals = Counter(x["status"] for x in rows)
     return {"at": at.isoformat(), "totals": dict(sorted(totals.items())), "rows": rows}
@@ -238,6 +317,8 @@ def _classify(r, m: Milestone, c: Customer, first_day: dt.date | None, deadline:
         return "not-notified", "service lapsed" if c.service_end and c.service_end < m.date else "service not active"
     if r.failed:
         return "not-notified", "every channel failed"
+    if r.promise_failed:
+        return "not-notified", "every channel that counts towards the promise failed"
     if r.removed and not r.planned:
         return "not-notified", "deployment removed"
     if r.planned:
@@ -277,7 +358,7 @@ def _late_cause(m: Milestone, c: Customer, deadline: dt.date, date_change: Miles
 STATUSES = ("on-time", "late", "not-notified", "pending", "withdrawn")
 COMPLIANCE_COLUMNS = ("customer", "customer_name", "account_rep", "timezone", "product", "version", "milestone",
                       "milestone_date", "revision", "deadline", "first_notified_at", "first_told_any_date_at",
-                      "email_first_at", "portal_first_at", "days_before", "status", "cause", "notes")
+                      *(f"{name}_first_at" for name in CHANNELS), "days_before", "status", "cause", "notes")
 
 
 def compliance_summary(report: dict) -> list[dict]:

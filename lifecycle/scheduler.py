@@ -23,7 +23,8 @@ a few set-based statements per chunk (never a query per customer). For every aff
 due stop it, a due 1-month stage without agreement escalates to the rep (once per milestone date), a
 tick later than `policy.CATCH_UP_GRACE` (an outage) sends only the latest overdue stage and nothing
 about a milestone that has passed. Then a conditional update claims the due notices and one
-INSERT ... SELECT per channel creates the deliveries (unique on notice, channel, recipient).
+INSERT ... SELECT per channel source creates the deliveries (unique on notice, channel, recipient):
+each channel says who its recipients are (lifecycle.channels.fanout).
 
 Both run under one planner lock (a PostgreSQL advisory lock; on SQLite, BEGIN IMMEDIATE), so any
 number of ticks, workers or beats can run at once without doing anything twice.
@@ -45,7 +46,6 @@ from lifecycle.models import (
     CHANGE_NOTICE_KINDS,
     Agreement,
     AgreementChange,
-    Contact,
     Customer,
     Delivery,
     DeliveryStatus,
@@ -521,39 +521,11 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
 
 
 def _create_deliveries(session: Session, notice_ids: list[int], at: dt.datetime) -> int:
-    """One INSERT ... SELECT per channel and audience; duplicates are impossible (unique key)."""
-    C, K = Customer.__table__, Contact.__table__
-    conn = session.connection()
-    total = 0
-    cols = ["notice_id", "customer_id", "channel", "recipient", "contact_id", "status", "attempts",
-            "next_attempt_at", "created_at", "updated_at"]
-    at_naive = at.astimezone(dt.UTC).replace(tzinfo=None)
-    now = sa.literal(at_naive, sa.DateTime)
-    same_rep = sa.alias(C, "same_rep")
-    rep_home = (sa.select(sa.func.min(same_rep.c.id))
-                .where(sa.func.lower(same_rep.c.account_rep) == sa.func.lower(C.c.account_rep)).scalar_subquery())
-    for chunk_start in range(0, len(notice_ids), 5000):
-        ids = notice_ids[chunk_start:chunk_start + 5000]
-        customer_notices = sa.and_(N.c.id.in_(ids), N.c.audience == "customer")
-        sources = [
-            # the portal inbox holds every customer notice
-            sa.select(N.c.id, N.c.customer_id, sa.literal("portal"), C.c.key, sa.null(),
-                      sa.literal(DeliveryStatus.PENDING.value), sa.literal(0), now, now, now)
-            .join(C, C.c.id == N.c.customer_id).where(customer_notices),
-            # email to every deliverable contact
-            sa.select(N.c.id, N.c.customer_id, sa.literal("email"), K.c.email, K.c.id,
-                      sa.literal(DeliveryStatus.PENDING.value), sa.literal(0), now, now, now)
-            .join(K, sa.and_(K.c.customer_id == N.c.customer_id, K.c.undeliverable.is_(False)))
-            .where(customer_notices),
-            # rep notices go to the account rep by email, filed under the rep's first customer so that
-            # one delivery run sends the rep one message (the daily digest) for all their customers
-            sa.select(N.c.id, rep_home, sa.literal("email"), C.c.account_rep, sa.null(),
-                      sa.literal(DeliveryStatus.PENDING.value), sa.literal(0), now, now, now)
-            .join(C, C.c.id == N.c.customer_id).where(N.c.id.in_(ids), N.c.audience == "rep"),
-        ]
-        for src in sources:
-            total += len(conn.execute(insert_ignore(session, D).from_select(cols, src).returning(D.c.id)).all())
-    return total
+    """Every channel's recipients of the released notices (lifecycle.channels.fanout): one INSERT ...
+    SELECT per channel source; duplicates are impossible (unique key)."""
+    from lifecycle.channels.fanout import create_deliveries
+
+    return create_deliveries(session, notice_ids, at)
 
 
 def customers_with_due_deliveries(session: Session, at: dt.datetime, limit: int | None = None) -> list[int]:

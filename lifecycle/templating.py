@@ -1,4 +1,7 @@
-"""One Jinja2 environment for every template (email, portal, web), autoescaped for HTML."""
+"""One Jinja2 environment for every template, autoescaped for HTML.
+
+Two roots: `templates/` (web pages: `web/...`) and `lifecycle/channels/`, where each channel keeps its
+own message templates, named `<channel>/templates/<locale>/<file>` (e.g. `email/templates/en/customer.txt`)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+CHANNELS_DIR = Path(__file__).resolve().parent / "channels"
 
 
 @lru_cache
 def environment() -> Environment:
     env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        loader=FileSystemLoader([str(TEMPLATES_DIR), str(CHANNELS_DIR)]),
         autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml"), default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -25,3 +29,14 @@ def environment() -> Environment:
 
 def render(name: str, **context) -> str:
     return environment().get_template(name).render(**context)
+
+
+@lru_cache
+def folder_environment(folder: str) -> Environment:
+    """An environment rooted at one folder: a channel's own `templates/` (a channel can live anywhere)."""
+    env = environment().overlay(loader=FileSystemLoader(folder))
+    return env
+
+
+def render_in(folder: Path, name: str, **context) -> str:
+    return folder_environment(str(folder)).get_template(name).render(**context)

@@ -18,7 +18,7 @@ from sqlmodel import select
 from lifecycle import registry
 from lifecycle.config import reset_settings
 from lifecycle.db import session_scope
-from lifecycle.models import Escalation, Milestone, Notice
+from lifecycle.models import Customer, Escalation, Milestone, Notice
 from lifecycle.web.app import create_app
 from tests import webworld
 
@@ -86,6 +86,17 @@ def _escalation(w) -> int:
         return found.id
 
 
+def _channel(w) -> int:
+    """A channel subscription of acme's (each call a new one: removing it must find one)."""
+    from lifecycle.channels import subscriptions
+
+    with session_scope() as s:
+        acme = s.exec(select(Customer).where(Customer.key == "acme")).one()
+        row, _ = subscriptions.add(s, customer=acme, kind="teams", url="http://127.0.0.1:9/refused",
+                                   at=dt.datetime.now(dt.UTC))
+        return row.id
+
+
 # (method, path template) -> (expected status per role, request builder(world) -> (url, json body))
 ROUTES = {
     ("GET", "/api/me"): (EVERYONE, lambda w: ("/api/me", None)),
@@ -131,6 +142,13 @@ ROUTES = {
     ("POST", "/api/customers/{key}/contacts"): (expect(201, 201, 404, 403, 403), lambda w: (
         "/api/customers/acme/contacts", {"email": "new@acme.example"})),
     ("DELETE", "/api/customers/{key}/contacts/{email}"): (expect(200, 200, 404, 403, 403), _contact_to_remove),
+    ("GET", "/api/customers/{key}/channels"): (ACME_READ, lambda w: ("/api/customers/acme/channels", None)),
+    ("POST", "/api/customers/{key}/channels"): (expect(201, 201, 404, 201, 404), lambda w: (
+        "/api/customers/acme/channels", {"kind": "slack", "url": "https://hooks.slack.example/T/B/x"})),
+    ("POST", "/api/customers/{key}/channels/{channel_id}/test"): (expect(200, 200, 404, 200, 404), lambda w: (
+        f"/api/customers/acme/channels/{_channel(w)}/test", None)),
+    ("DELETE", "/api/customers/{key}/channels/{channel_id}"): (expect(200, 200, 404, 200, 404), lambda w: (
+        f"/api/customers/acme/channels/{_channel(w)}", None)),
     ("GET", "/api/escalations"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/escalations", None)),
     ("GET", "/api/escalations/{escalation_id}"): (expect(200, 200, 404, 403, 403), lambda w: (
         f"/api/escalations/{_escalation(w)}", None)),

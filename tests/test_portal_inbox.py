@@ -23,7 +23,7 @@ from tests.conftest import ROOT
 from tests.test_web_pages import logged_in
 
 CUSTOMER_PAGES = ("portal.html", "notice.html", "ack.html", "_release.html", "_agreement_form.html", "base.html",
-                  "message.html")
+                  "message.html", "channels.html")
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ import socket
 
 import pytest
 
-from lifecycle.channels.base import DeliveryError
 from lifecycle.config import get_settings, reset_settings
-from lifecycle.errors import LifecycleError
+from lifecycle.errors import DeliveryError, LifecycleError
 from lifecycle.mailers import MAILERS, Attachment, Email
 from lifecycle.mailers.sendgrid import SendGridMailer
 from tests import sendgrid_stub as stub_module

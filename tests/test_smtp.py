@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lifecycle.channels.base import DeliveryError
 from lifecycle.config import get_settings, reset_settings
+from lifecycle.errors import DeliveryError
 from lifecycle.mailers import MAILERS, Attachment, Email
 from lifecycle.mailers.smtp import SmtpMailer
 

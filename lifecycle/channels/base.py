@@ -1,15 +1,27 @@
-"""The one small interface every channel implements.
+"""The one small interface every channel implements, and what the fan-out and the senders share.
 
-A channel receives a `Batch`: one recipient and the notices due for them (one or more: a digest), each
-with its delivery id. It returns the provider's message id (or None) or raises `DeliveryError`.
-Channels with `transactional = True` (the portal inbox) write into the database session that also
-records the outcome, so writing and recording are one atomic step: they either happened or not. The
-others (email) may read through the session (the send's transaction) but write nothing; they hand the
-message to a provider: if the answer is lost (a timeout after the request was written, a reset), the
-provider may have it, and the error says so (`unknown=True`). Such a channel also says how an unknown
-send is settled (`unknown_wait`, `lookup`; see lifecycle.recovery).
-Every send is bounded by `deadline` (a `time.monotonic()` instant): nothing is written to a provider
-after it, and no send lasts beyond it.
+A channel is one folder, `lifecycle/channels/<name>/`, holding its class (in `__init__.py`), its
+message templates (`templates/<locale>/`) and anything else it needs; `registry.CHANNELS` lists them,
+one line each. Nothing else in the code names a channel. A channel declares:
+
+- `audiences`: which notices it carries (`customer`, `rep`);
+- `recipients(audience, notices)`: the SQL source of its recipients for a set of notices (a select of
+  RECIPIENT_COLUMNS). The scheduler's fan-out inserts it as deliveries; the plan preview, the change
+  preview and the reports run the same select (lifecycle.channels.fanout);
+- `success`: what a send that returned means: `delivered` (the portal inbox: written in the very
+  transaction that records it) or `sent` (handed to a provider);
+- `transactional`: it writes through the session that records the outcome, so writing and recording
+  are one atomic step. The others may read through the session (the send's transaction) but write
+  nothing; they hand the message to a provider: if the answer is lost (a timeout after the request was
+  written, a reset), the provider may have it, and the error says so (`unknown=True`). Such a channel
+  also says how an unknown send is settled (`unknown_wait`, `lookup`; see lifecycle.recovery);
+- `digest`: whether one message per recipient lists every notice due for them (email), or each
+  delivery is a message of its own (webhooks: the delivery id is the message id receivers deduplicate on);
+- `subscribed`: its recipients are the customer's subscriptions (`customer_channel` rows), which the
+  batch carries (`Batch.subscription`), rather than contacts;
+- `send(batch) -> provider id`, raising `lifecycle.errors.DeliveryError(permanent=..., retry_after=...,
+  unknown=...)`. Every send is bounded by `deadline` (a `time.monotonic()` instant): nothing is written
+  to a provider after it, and no send lasts beyond it.
 """
 
 from __future__ import annotations
@@ -18,23 +30,15 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import sqlalchemy as sa
 
-class DeliveryError(Exception):
-    """A channel could not deliver.
+from lifecycle.models import CustomerChannel, DeliveryStatus, Notice
 
-    permanent: retrying cannot help (a 400 from SendGrid, an invalid address): the delivery fails now.
-    retry_after: seconds the provider asked us to wait (Retry-After), used for the next attempt.
-    unknown: the request reached the provider but its answer did not reach us: it may have been
-    accepted. The delivery is not retried blindly (lifecycle.recovery reconciles it first).
-    """
+N = Notice.__table__
+CC = CustomerChannel.__table__
 
-    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None,
-                 unknown: bool = False):
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-        self.retry_after = retry_after
-        self.unknown = unknown
+# The columns of every channel's recipient source, in this order.
+RECIPIENT_COLUMNS = ("notice_id", "customer_id", "channel", "recipient", "contact_id", "subscription_id")
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Item:
 @dataclass
 class Batch:
     channel: str
-    recipient: str  # an email address, or the customer key for the portal
+    recipient: str  # an email address, the customer key for the portal, a subscription's label
     recipient_name: str | None
     customer: dict[str, Any]  # key, name, locale, timezone, account_rep, ...
     audience: str  # customer | rep
@@ -58,6 +62,8 @@ class Batch:
     # Shared by the batches of one delivery run: what several recipients of one customer have in
     # common (the .ics attachment) is built once.
     cache: dict[Any, Any] = field(default_factory=dict)
+    # For a subscribed channel: the subscription (id, kind, label, config as stored: secrets encrypted).
+    subscription: dict[str, Any] | None = None
 
     @property
     def delivery_ids(self) -> list[int]:
@@ -66,7 +72,15 @@ class Batch:
 
 class Channel(Protocol):
     name: ClassVar[str]
+    audiences: ClassVar[frozenset[str]]
+    success: ClassVar[str]  # DeliveryStatus.DELIVERED or DeliveryStatus.SENT
     transactional: ClassVar[bool]
+    digest: ClassVar[bool]
+    subscribed: ClassVar[bool]
+
+    def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
+        """Recipients of the notices matching `notices` (a condition on the notice table) of `audience`."""
+        ...
 
     def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None: ...
 
@@ -80,3 +94,70 @@ class Channel(Protocol):
         """Whether the provider holds the message of these deliveries: its id, False when it
         certainly does not, None when it cannot tell."""
         ...
+
+
+def subscription_recipients(kind: str, notices: sa.ColumnElement) -> sa.Select:
+    """The recipient source of a subscribed channel: every enabled subscription of that kind of the
+    notices' customers. The recipient is the subscription's label and id (unique per subscription)."""
+    return (sa.select(N.c.id, N.c.customer_id, sa.literal(kind), CC.c.label + " #" + sa.cast(CC.c.id, sa.String),
+                      sa.null(), CC.c.id)
+            .join(CC, sa.and_(CC.c.customer_id == N.c.customer_id, CC.c.kind == kind, CC.c.enabled.is_(True)))
+            .where(notices))
+
+
+class SubscribedChannel:
+    """What the subscribed channels (webhook, Slack, Teams) share: customer notices to every enabled
+    subscription, one message per delivery, `sent` when the receiver accepted it. An outcome lost after
+    the request was written is unknown; nothing can look it up, so it is sent again after the usual
+    backoff, flagged a possible duplicate (receivers of a signed webhook deduplicate on its id)."""
+
+    audiences: ClassVar[frozenset[str]] = frozenset({"customer"})
+    success: ClassVar[str] = DeliveryStatus.SENT.value
+    transactional: ClassVar[bool] = False
+    digest: ClassVar[bool] = False
+    subscribed: ClassVar[bool] = True
+    name: ClassVar[str]
+
+    def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
+        return subscription_recipients(self.name, notices)
+
+    def unknown_wait(self, attempts: int) -> dt.timedelta:
+        from lifecycle.delivery import backoff
+
+        return backoff(attempts)
+
+    def lookup(self, delivery_ids: list[int], recipient: str) -> str | bool | None:
+        return None
+
+    # What a subscription holds (sealed, lifecycle.channels.secrets) and shows once when it is added.
+    title: ClassVar[str]
+
+    def new_secrets(self, url: str) -> tuple[dict, dict]:
+        """(the settings to seal, what the customer is shown once): by default the URL, which for a
+        chat webhook is the credential itself."""
+        return {"url": url}, {}
+
+    def texts(self, ctx: dict, locale: str) -> dict[str, str]:
+        """The channel's message texts for one notice: the templates `<locale>/<name>.txt` in the
+        `templates/` folder beside the channel's own module, each rendered."""
+        import inspect
+        from pathlib import Path
+
+        from lifecycle.templating import render_in
+
+        locale = locale if locale in ("en", "zh-CN") else "en"
+        folder = Path(inspect.getfile(type(self))).resolve().parent / "templates"
+        return {name: render_in(folder, f"{locale}/{name}.txt", item=ctx).strip() for name in self.text_names}
+
+    text_names: ClassVar[tuple[str, ...]] = ("title", "text")
+
+
+def test_context(customer: dict, locale: str) -> dict:
+    """The notice context of a test message (`lifecycle channel test`): a notice of kind `test`."""
+    return {"kind": "test", "audience": "customer", "notice_id": None, "stage": None, "stage_label": "",
+            "lead": None, "lead_text": "", "customer_key": customer["key"], "customer_name": customer["name"],
+            "product_slug": "", "product_name": "", "version": None, "milestone_kind": None,
+            "milestone_label": "", "date": None, "old_date": None, "stage_date": None, "date_text": "",
+            "days_left": None, "days_text": "", "passed": False, "upgrade_to": None, "old_date_text": "",
+            "reason": "", "short_notice": False, "ack_url": None, "calendar_url": customer.get("calendar_url"),
+            "detail": "", "locale": locale, "milestone_id": None}

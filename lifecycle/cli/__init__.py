@@ -29,7 +29,7 @@ def _register() -> None:
     import importlib
 
     for name in ("registry", "importing", "schedule", "calendar", "web", "reports", "compliance", "secret",
-                 "deliveries", "work"):
+                 "deliveries", "work", "channels"):
         importlib.import_module(f"lifecycle.cli.{name}")
 
 

@@ -16,7 +16,6 @@ from lifecycle.cli.common import AtOption, JsonOption, emit_json, err_console, p
 from lifecycle.db import session_scope
 from lifecycle.errors import InputError
 from lifecycle.models import (
-    Contact,
     Customer,
     InboxMessage,
     Milestone,
@@ -43,18 +42,12 @@ def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int
     if limit:
         q = q.limit(limit)
     rows = session.exec(q).all()
-    contacts: dict[int, list[str]] = {}
-    cids = {c.id for _, c, *_ in rows}
-    if cids:
-        for k in session.exec(select(Contact).where(Contact.customer_id.in_(cids), Contact.undeliverable.is_(False))):
-            contacts.setdefault(k.customer_id, []).append(k.email)
+    from lifecycle.channels.fanout import planned
+
+    recipients = planned(session, [n.id for n, *_ in rows])  # the channels' own recipient sources
     out = []
     for n, c, m, r, p in rows:
-        if n.audience == "customer":
-            channels = [{"channel": "portal", "recipient": c.key}] + [
-                {"channel": "email", "recipient": e} for e in sorted(contacts.get(c.id, []))]
-        else:
-            channels = [{"channel": "email", "recipient": c.account_rep}]
+        channels = recipients.get(n.id, [])
         out.append({
             "notice_id": n.id, "due_at": n.due_at.isoformat(), "overdue": n.due_at <= at, "kind": n.kind,
             "stage": n.slot if n.kind == "stage" else None, "customer": c.key, "timezone": c.timezone,

@@ -55,6 +55,10 @@ def secret_rotate(
     with session_scope() as s:
         before = keys.load(s)
         ring = keys.rotate(when, dt.timedelta(days=days), s)
+        # Channel secrets are sealed with the key: seal them with the new one now (the old may expire).
+        from lifecycle.channels.subscriptions import reseal_all
+
+        reseal_all(s, before)
         registry.audit(s, when, "secret.rotate", ring.source,
                        {"old": keys.fingerprint(before.current), "new": keys.fingerprint(ring.current),
                         "grace_days": days})

@@ -1,7 +1,7 @@
 """Email backends behind one interface: `Mailer.send(Email) -> provider message id`.
 
 `MAILERS` maps LIFECYCLE_EMAIL_BACKEND (file, sendgrid, smtp) to a factory. Backends raise
-`lifecycle.channels.base.DeliveryError` (permanent or transient, with retry_after, or `unknown` when the
+`lifecycle.errors.DeliveryError` (permanent or transient, with retry_after, or `unknown` when the
 request reached the provider but the answer did not reach us) and finish every send by
 `Email.deadline`.
 

@@ -14,9 +14,11 @@ outcome is unknown.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import threading
 import time
+import urllib.request
 
 
 class SendDeadline:
@@ -75,3 +77,47 @@ def _shutdown(sock: socket.socket) -> None:
     # without touching the TLS object that thread is using. A closed socket raises OSError: nothing to do.
     with contextlib.suppress(OSError, ValueError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+# --------------------------------------------------------------------------- urllib through a deadline
+
+
+def _connection(base: type[http.client.HTTPConnection], deadline: SendDeadline):
+    """An HTTP(S) connection class whose sockets obey `deadline` and that records a written request."""
+
+    class DeadlineConnection(base):
+        def connect(self):
+            self.timeout = deadline.timeout(self.timeout)
+            super().connect()
+            deadline.watch(self.sock)
+
+        def request(self, *args, **kwargs):
+            super().request(*args, **kwargs)
+            deadline.written = True  # headers and body handed to the network: the provider may act on it
+
+    return DeadlineConnection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: SendDeadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_connection(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: SendDeadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_connection(http.client.HTTPSConnection, self.deadline), req,
+                            context=self._context)
+
+
+def deadline_opener(deadline: SendDeadline, *handlers) -> urllib.request.OpenerDirector:
+    """A urllib opener whose connections obey `deadline` (SendGrid, and the HTTP channels in
+    lifecycle.channels.http), with any further `handlers`."""
+    return urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline), *handlers)

@@ -44,11 +44,10 @@ from sendgrid.helpers.mail import (
     To,
 )
 
-from lifecycle.channels.base import DeliveryError
 from lifecycle.config import Settings
-from lifecycle.errors import LifecycleError
+from lifecycle.errors import DeliveryError, LifecycleError
 from lifecycle.mailers import Email
-from lifecycle.mailers.deadline import SendDeadline
+from lifecycle.mailers.deadline import SendDeadline, deadline_opener
 
 # 408 Request Timeout and 429 Too Many Requests are worth another try; so is every 5xx.
 TRANSIENT_4XX = (408, 429)
@@ -82,41 +81,6 @@ def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
     if sandbox:
         mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
     return mail
-
-
-def _connection(base: type[http.client.HTTPConnection], deadline: SendDeadline):
-    """An HTTP(S) connection class whose sockets obey `deadline` and that records a written request."""
-
-    class DeadlineConnection(base):
-        def connect(self):
-            self.timeout = deadline.timeout(self.timeout)
-            super().connect()
-            deadline.watch(self.sock)
-
-        def request(self, *args, **kwargs):
-            super().request(*args, **kwargs)
-            deadline.written = True  # headers and body handed to the network: SendGrid may act on it
-
-    return DeadlineConnection
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: SendDeadline):
-        super().__init__()
-        self.deadline = deadline
-
-    def http_open(self, req):
-        return self.do_open(_connection(http.client.HTTPConnection, self.deadline), req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: SendDeadline):
-        super().__init__()
-        self.deadline = deadline
-
-    def https_open(self, req):
-        return self.do_open(_connection(http.client.HTTPSConnection, self.deadline), req,
-                            context=self._context)
 
 
 class SendGridMailer:
@@ -170,7 +134,7 @@ class SendGridMailer:
 
     def _open(self, deadline: SendDeadline, request: urllib.request.Request, timeout: float | None):
         """What python_http_client's `_make_request` does, through deadline-aware connections."""
-        opener = urllib.request.build_opener(_HTTPHandler(deadline), _HTTPSHandler(deadline))
+        opener = deadline_opener(deadline)
         try:
             return opener.open(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as err:

@@ -14,8 +14,8 @@ import smtplib
 import ssl
 import time
 
-from lifecycle.channels.base import DeliveryError
 from lifecycle.config import Settings
+from lifecycle.errors import DeliveryError
 from lifecycle.mailers import Email
 from lifecycle.mailers.deadline import SendDeadline
 from lifecycle.mailers.mime import to_mime

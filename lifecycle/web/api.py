@@ -131,6 +131,13 @@ class ContactIn(Strict):
                         "bounce; recorded in the audit log.")
 
 
+class ChannelIn(Strict):
+    kind: Literal["webhook", "slack", "teams"] = Field(description="The channel: a signed webhook (Standard "
+                                                      "Webhooks), a Slack incoming webhook, a Teams Workflows webhook.")
+    url: str = Field(min_length=1, max_length=2000, description="The endpoint; kept encrypted, never shown again.")
+    label: str | None = Field(default=None, max_length=100, description="A name people see.")
+
+
 class EscalationIn(Strict):
     state: Literal["open", "in-progress", "resolved"] | None = None
     note: str | None = Field(default=None, max_length=5000)
@@ -606,6 +613,61 @@ def remove_contact(key: str, email: str, principal: PrincipalDep, session: Sessi
         raise HTTPException(404, exc.message) from None
     session.commit()
     return {"customer": customer.key, "email": contact.email, "removed": True}
+
+
+# -------------------------------------------------------------------------------------------- channels
+
+
+@router.get("/customers/{key}/channels", summary="A customer's channel subscriptions (email and portal are implicit)")
+def list_channels(key: str, principal: PrincipalDep, session: SessionDep) -> list[dict]:
+    from lifecycle.channels import subscriptions
+
+    customer = visible_customer(session, principal, key)
+    return subscriptions.rows(session, customer_ids=[customer.id])
+
+
+@router.post("/customers/{key}/channels", status_code=201,
+             summary="Subscribe a customer to a channel; a webhook's signing secret is in this answer only")
+def add_channel(key: str, body: ChannelIn, principal: PrincipalDep, session: SessionDep) -> dict:
+    from lifecycle.channels import subscriptions
+
+    customer = visible_customer(session, principal, key)
+    with domain_errors():
+        row, once = subscriptions.add(session, customer=customer, kind=body.kind, url=body.url, label=body.label,
+                                      at=now(), by=principal.actor)
+    session.commit()
+    return subscriptions.row_view(session, row) | once
+
+
+def _channel(session: Session, customer: Customer, channel_id: int):
+    from lifecycle.channels import subscriptions
+
+    try:
+        return subscriptions.get(session, customer, channel_id)
+    except InputError as exc:
+        raise HTTPException(404, exc.message) from None
+
+
+@router.post("/customers/{key}/channels/{channel_id}/test",
+             summary="Send a test message through a subscription now and record the result")
+def test_channel(key: str, channel_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
+    from lifecycle.channels import subscriptions
+
+    customer = visible_customer(session, principal, key)
+    result = subscriptions.test(session, _channel(session, customer, channel_id), at=now(), by=principal.actor)
+    session.commit()
+    return result
+
+
+@router.delete("/customers/{key}/channels/{channel_id}", summary="Unsubscribe (pending deliveries are cancelled)")
+def remove_channel(key: str, channel_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
+    from lifecycle.channels import subscriptions
+
+    customer = visible_customer(session, principal, key)
+    row = _channel(session, customer, channel_id)
+    subscriptions.remove(session, row, at=now(), by=principal.actor)
+    session.commit()
+    return {"customer": customer.key, "id": channel_id, "removed": True}
 
 
 # ----------------------------------------------------------------------------------------- escalations

@@ -142,6 +142,36 @@ ZH_CN = {
     "Please check the form and try again.": "请检查表单后重试。",
 }
 
+ZH_CN |= {  # the channels page
+    "Notification channels": "通知渠道",
+    "Channels": "通知渠道",
+    "Email and this portal carry every notice. You can also receive them in Slack, in Microsoft Teams or at a "
+    "signed webhook of your own.": "邮件和本门户会送达每一条通知。您还可以通过 Slack、Microsoft Teams 或您自己的签名 Webhook 接收通知。",
+    "Your webhook's signing secret (shown only now; verify the webhook-signature header with it):":
+        "您的 Webhook 签名密钥（仅显示这一次；请用它校验 webhook-signature 请求头）：",
+    "The test message was accepted.": "测试消息已被接收。",
+    "The test message failed:": "测试消息发送失败：",
+    "The channel is removed.": "该渠道已删除。",
+    "Your channels": "您的渠道",
+    "Channel": "渠道",
+    "Name": "名称",
+    "Address": "地址",
+    "State": "状态",
+    "working": "正常",
+    "untested": "尚未测试",
+    "failing": "发送失败",
+    "disabled": "已停用",
+    "Send a test": "发送测试消息",
+    "Remove": "删除",
+    "No channels yet.": "尚未添加渠道。",
+    "Add a channel": "添加渠道",
+    "Webhook URL": "Webhook 地址",
+    "Add channel": "添加渠道",
+    "Signed webhook": "签名 Webhook",
+    "Slack": "Slack",
+    "Microsoft Teams": "Microsoft Teams",
+}
+
 CATALOGS = {"zh-CN": ZH_CN}
 
 

@@ -36,7 +36,7 @@ NAV = {
     Role.PM: (("Registry", "/registry"), ("Compliance", "/registry/compliance"), ("Dashboard", "/dashboard"),
               ("API", "/docs")),
     Role.REP: (("Dashboard", "/dashboard"), ("Registry", "/registry"), ("API", "/docs")),
-    Role.CUSTOMER: (("Portal", "/portal"),),
+    Role.CUSTOMER: (("Portal", "/portal"), ("Channels", "/portal/channels")),
 }
 FLASH_SALT = "lifecycle.flash.v1"
 STATUS_CHOICES = ("acknowledged", "planned", "completed", "declined")

@@ -43,6 +43,15 @@ router = APIRouter(include_in_schema=False)
 # ------------------------------------------------------------------------------------------ dashboard
 
 
+def _channel_rows(session: Session, customer_ids: list[int]) -> list[dict]:
+    """The channel subscriptions of these customers, the ones in trouble first (turned off, failing)."""
+    from lifecycle.channels import subscriptions
+
+    order = {"disabled": 0, "failing": 1, "untested": 2, "working": 3}
+    return sorted(subscriptions.rows(session, customer_ids=customer_ids),
+                  key=lambda r: (order.get(r["state"], 9), r["customer"], r["id"]))
+
+
 def _dashboard_rows(session: Session, principal: Principal, at: dt.datetime, customer: str | None,
                     product: str | None, risk: str | None, rep: str | None) -> tuple[list[dict], list[dict]]:
     """(rows after every filter, rows with only the scope filter) for the dashboard and its CSV."""
@@ -88,6 +97,7 @@ def _dashboard(session: Session, principal: Principal, at: dt.datetime, customer
         reps=reps, risks=dashboard.RISKS, csv_url="/dashboard.csv" + (f"?{query}" if query else ""),
         escalations=escalations.rows(session, at=at, rep=scope_rep), back="/dashboard",
         undeliverable=dashboard.undeliverable_contacts(session, rep=scope_rep),
+        channels=_channel_rows(session, [c.id for c in customers]),
         kind_label=kind_label, today=at.date(), done=done, error=error, status=status,
         targets=_targets(session, everything, at))
 

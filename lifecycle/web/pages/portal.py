@@ -166,6 +166,91 @@ def portal_agreement(
     return RedirectResponse(f"/portal?saved={release.id}#release-{release.id}", status_code=303)
 
 
+# ---------------------------------------------------------------------------------- channel subscriptions
+
+
+def _channels(session: Session, principal: Principal, *, status: int = 200, secret: str | None = None,
+              tested: dict | None = None, removed: bool = False, error: str | None = None,
+              form: dict | None = None) -> HTMLResponse:
+    from lifecycle.channels import subscriptions
+    from lifecycle.channels.registry import subscribable
+
+    customer = session.get(Customer, principal.customer_id)
+    return render_page(
+        "web/channels.html", status=status, principal=principal, active="/portal/channels", who=customer.name,
+        title="Notification channels", customer=customer,
+        channels=subscriptions.rows(session, customer_ids=[customer.id]),
+        kinds=[(kind, ch.title) for kind, ch in subscribable().items()], secret=secret, tested=tested,
+        removed=removed, error=error, form=form or {"kind": "", "url": "", "label": ""})
+
+
+@router.get("/portal/channels", response_class=HTMLResponse)
+def portal_channels(request: Request, session: SessionDep, tested: int = 0, removed: int = 0) -> Response:
+    """The customer's channels beyond email and the portal: add, test, remove."""
+    principal = guard(request, session, Role.CUSTOMER)
+    if isinstance(principal, Response):
+        return principal
+    return _channels(session, principal, removed=bool(removed))
+
+
+@router.post("/portal/channels", response_class=HTMLResponse)
+def portal_add_channel(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
+                       kind: Annotated[str, Form()] = "", url: Annotated[str, Form()] = "",
+                       label: Annotated[str, Form()] = "") -> Response:
+    """Answers with the page itself (not a redirect): a webhook's signing secret is shown only now."""
+    from lifecycle.channels import subscriptions
+
+    principal = form_guard(request, session, csrf, Role.CUSTOMER)
+    if isinstance(principal, Response):
+        return principal
+    customer = session.get(Customer, principal.customer_id)
+    try:
+        _, once = subscriptions.add(session, customer=customer, kind=kind, url=url, label=label or None, at=now(),
+                                    by=f"portal: {customer.key}")
+    except InputError as exc:
+        session.rollback()
+        return _channels(session, principal, status=422, error=str(exc),
+                         form={"kind": kind, "url": url[:2000], "label": label[:100]})
+    session.commit()
+    return _channels(session, principal, secret=once.get("secret"))
+
+
+@router.post("/portal/channels/{channel_id}/test", response_class=HTMLResponse)
+def portal_test_channel(channel_id: int, request: Request, session: SessionDep,
+                        csrf: Annotated[str, Form()] = "") -> Response:
+    from lifecycle.channels import subscriptions
+
+    principal = form_guard(request, session, csrf, Role.CUSTOMER)
+    if isinstance(principal, Response):
+        return principal
+    customer = session.get(Customer, principal.customer_id)
+    try:
+        row = subscriptions.get(session, customer, channel_id)
+    except InputError as exc:
+        return _channels(session, principal, status=404, error=str(exc))
+    result = subscriptions.test(session, row, at=now(), by=f"portal: {customer.key}")
+    session.commit()
+    return _channels(session, principal, tested=result)
+
+
+@router.post("/portal/channels/{channel_id}/remove", response_class=HTMLResponse)
+def portal_remove_channel(channel_id: int, request: Request, session: SessionDep,
+                          csrf: Annotated[str, Form()] = "") -> Response:
+    from lifecycle.channels import subscriptions
+
+    principal = form_guard(request, session, csrf, Role.CUSTOMER)
+    if isinstance(principal, Response):
+        return principal
+    customer = session.get(Customer, principal.customer_id)
+    try:
+        row = subscriptions.get(session, customer, channel_id)
+    except InputError as exc:
+        return _channels(session, principal, status=404, error=str(exc))
+    subscriptions.remove(session, row, at=now(), by=f"portal: {customer.key}")
+    session.commit()
+    return RedirectResponse("/portal/channels?removed=1", status_code=303)
+
+
 def _quote(text: str) -> str:
     from urllib.parse import quote
 

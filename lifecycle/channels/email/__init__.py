@@ -1,0 +1,107 @@
+"""Email: one message per recipient listing every notice due for them (a digest), with an .ics
+attachment of the milestones it speaks of, sent through the configured backend (lifecycle.mailers).
+Customers' notices go to every deliverable contact; rep notices to the account rep. Its templates
+(`templates/<locale>/`) also render the portal inbox's messages.
+
+The message carries its delivery ids (`custom_args`), by which SendGrid's events and the file backend's
+file names settle a send whose outcome was lost; how each backend settles one is `RECONCILIATION`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+from uuid import uuid4
+
+import sqlalchemy as sa
+
+from lifecycle.channels.base import Batch, N
+from lifecycle.config import get_settings
+from lifecycle.content import render_message
+from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer
+from lifecycle.models import Contact, Customer, DeliveryStatus
+
+
+def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: dt.datetime,
+                        session=None) -> Attachment | None:
+    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`. Read through
+    `session` when given (the send's own transaction: on SQLite a second one would wait for it)."""
+    if not milestone_ids:
+        return None
+    from lifecycle.calendar import feeds
+    from lifecycle.db import session_scope
+    from lifecycle.models import Customer
+
+    if session is None:
+        with session_scope() as own:
+            return calendar_attachment(milestone_ids, customer_id, at, own)
+    customer = session.get(Customer, customer_id) if customer_id else None
+    data = feeds.attachment(session, milestone_ids, at, customer=customer)
+    return Attachment(filename="lifecycle.ics", content=data, mimetype="text/calendar")
+
+
+class EmailChannel:
+    name: ClassVar[str] = "email"
+    noun: ClassVar[str] = "email"  # what one message is called in reports
+    uses_contacts: ClassVar[bool] = True  # its recipients are the customer's contacts
+    audiences: ClassVar[frozenset[str]] = frozenset({"customer", "rep"})
+    success: ClassVar[str] = DeliveryStatus.SENT.value
+    transactional: ClassVar[bool] = False
+    digest: ClassVar[bool] = True
+    subscribed: ClassVar[bool] = False
+
+    def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
+        C, K = Customer.__table__, Contact.__table__
+        if audience == "customer":  # every deliverable contact
+            return (sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), K.c.email, K.c.id, sa.null())
+                    .join(K, sa.and_(K.c.customer_id == N.c.customer_id, K.c.undeliverable.is_(False)))
+                    .where(notices))
+        # Rep notices go to the account rep, filed under the rep's first customer so that one delivery
+        # run sends the rep one message (the daily digest) for all their customers.
+        same_rep = sa.alias(C, "same_rep")
+        rep_home = (sa.select(sa.func.min(same_rep.c.id))
+                    .where(sa.func.lower(same_rep.c.account_rep) == sa.func.lower(C.c.account_rep)).scalar_subquery())
+        return (sa.select(N.c.id, rep_home, sa.literal(self.name), C.c.account_rep, sa.null(), sa.null())
+                .join(C, C.c.id == N.c.customer_id).where(notices))
+
+    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+        settings = get_settings()
+        contexts = [i.context for i in batch.items]
+        msg = render_message(batch.audience, batch.customer["locale"], contexts, batch.customer)
+        attachments = []
+        if batch.audience == "customer":
+            milestone_ids = tuple(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}))
+            key = ("ics", batch.customer["id"], milestone_ids)
+            if key not in batch.cache:
+                batch.cache[key] = calendar_attachment(list(milestone_ids), batch.customer["id"], at, session)
+            if batch.cache[key]:
+                attachments.append(batch.cache[key])
+        kinds = sorted({i.kind for i in batch.items})
+        email = Email(
+            to=batch.recipient, to_name=batch.recipient_name, subject=msg.subject, text=msg.text, html=msg.html,
+            from_email=settings.mail_from, from_name=settings.mail_from_name, attachments=attachments,
+            # Customers' answers go to their account rep (the footer names them too).
+            reply_to=contexts[0]["rep_email"] if batch.audience == "customer" else None,
+            reply_to_name=(contexts[0]["rep_name"] or None) if batch.audience == "customer" else None,
+            custom_args={"delivery_ids": ",".join(str(i) for i in batch.delivery_ids)},
+            categories=["lifecycle", *[f"lifecycle-{k}" for k in kinds]],
+            message_id=f"<lifecycle-{batch.delivery_ids[0]}-{uuid4().hex[:12]}@{settings.mail_from.split('@')[-1]}>",
+            date=at, deadline=deadline,
+        )
+        return get_mailer(settings).send(email)
+
+    def unknown_wait(self, attempts: int) -> dt.timedelta:
+        from lifecycle.delivery import backoff
+
+        settings = get_settings()
+        how = RECONCILIATION[settings.email_backend]
+        if how == "events":
+            return dt.timedelta(seconds=settings.reconcile_seconds)
+        if how == "lookup":
+            return dt.timedelta(0)
+        return backoff(attempts)
+
+    def lookup(self, delivery_ids: list[int], recipient: str) -> str | bool | None:
+        settings = get_settings()
+        if RECONCILIATION[settings.email_backend] != "lookup":
+            return None
+        return get_mailer(settings).lookup(delivery_ids, recipient)

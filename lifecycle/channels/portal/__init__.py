@@ -1,0 +1,50 @@
+"""The customer-portal inbox: one row per customer notice, written in the same transaction that
+records the delivery, so it exists exactly once (unique on notice_id). A send means delivered. Its
+messages are rendered by the email templates (lifecycle.content.render_message, medium "portal")."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from lifecycle.channels.base import Batch, N
+from lifecycle.content import render_message
+from lifecycle.models import Customer, DeliveryStatus, InboxMessage
+
+
+class PortalChannel:
+    name: ClassVar[str] = "portal"
+    noun: ClassVar[str] = "portal message"  # what one message is called in reports
+    audiences: ClassVar[frozenset[str]] = frozenset({"customer"})
+    success: ClassVar[str] = DeliveryStatus.DELIVERED.value
+    transactional: ClassVar[bool] = True
+    digest: ClassVar[bool] = True
+    subscribed: ClassVar[bool] = False
+
+    def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
+        """The inbox holds every customer notice; its recipient is the customer's key."""
+        C = Customer.__table__
+        return (sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), C.c.key, sa.null(), sa.null())
+                .join(C, C.c.id == N.c.customer_id).where(notices))
+
+    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+        ids = []
+        for item in batch.items:
+            existing = session.exec(select(InboxMessage).where(InboxMessage.notice_id == item.notice_id)).first()
+            if existing is None:
+                msg = render_message("customer", batch.customer["locale"], [item.context], batch.customer,
+                                     medium="portal")
+                existing = InboxMessage(customer_id=batch.customer["id"], notice_id=item.notice_id,
+                                        subject=msg.subject, body_text=msg.text, body_html=msg.html, created_at=at)
+                try:
+                    with session.begin_nested():
+                        session.add(existing)
+                except IntegrityError:  # written by a concurrent attempt: the inbox holds it once
+                    existing = session.exec(select(InboxMessage).where(
+                        InboxMessage.notice_id == item.notice_id)).one()
+            ids.append(existing.id)
+        return ",".join(f"inbox-{i}" for i in ids)
