@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     _register()
     exits, aborts, usage = _click_exceptions()
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode click returns the code of a `typer.Exit` instead of raising it.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except exits as exc:
         sys.exit(exc.exit_code)
     except aborts:
