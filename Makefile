@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Test processes: most tests wait on services and subprocesses, so three share two cores well.
+# Each test file stays in one process (its tests keep their order). `make test PYTEST_ARGS=` runs serially.
+PYTEST_ARGS ?= -n 3 --dist loadfile
 
 .PHONY: run test lint bench clean
 
@@ -18,7 +21,7 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
