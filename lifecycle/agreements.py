@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import inflight, policy, registry, reps
 from lifecycle import validation as v
@@ -64,11 +64,11 @@ def closed(session: Session, customer: Customer, release: Release) -> str | None
     (its own and its product's) is withdrawn. A release with no milestones yet stays open."""
     if not session.exec(select(Deployment.id).where(
             Deployment.customer_id == customer.id, Deployment.release_id == release.id,
-            Deployment.removed_at.is_(None))).first():
+            col(Deployment.removed_at).is_(None))).first():
         return NOT_RUN
     statuses = set(session.exec(select(Milestone.status).where(
         Milestone.product_id == release.product_id,
-        (Milestone.release_id == release.id) | Milestone.release_id.is_(None))).all())
+        (Milestone.release_id == release.id) | col(Milestone.release_id).is_(None))).all())
     if statuses == {MilestoneStatus.WITHDRAWN}:
         return ALL_WITHDRAWN
     return None
@@ -95,9 +95,9 @@ def next_milestone(session: Session, release: Release, today: dt.date) -> Milest
     """The release's next milestone (its own or its product's) not withdrawn and not past."""
     return session.exec(select(Milestone).where(
         Milestone.product_id == release.product_id,
-        (Milestone.release_id == release.id) | Milestone.release_id.is_(None),
+        (Milestone.release_id == release.id) | col(Milestone.release_id).is_(None),
         Milestone.status == MilestoneStatus.PLANNED, Milestone.date >= today)
-        .order_by(Milestone.date, Milestone.kind)).first()
+        .order_by(col(Milestone.date), col(Milestone.kind))).first()
 
 
 def check(session: Session, release: Release, status: str, target: str | None, planned_date: dt.date | None,
@@ -192,7 +192,7 @@ def move_deployment(session: Session, *, customer: Customer, release: Release, t
         raise InputError("target", f"{target.version} is not a later release than {release.version}")
     old = session.exec(select(Deployment).where(Deployment.customer_id == customer.id,
                                                 Deployment.release_id == release.id,
-                                                Deployment.removed_at.is_(None))).first()
+                                                col(Deployment.removed_at).is_(None))).first()
     if old is None:
         raise InputError("version", f"customer {customer.key!r} does not run {product.slug} {release.version}")
     dep, _ = registry.add_deployment(session, customer=customer, product=product, version=target.version,
@@ -213,4 +213,4 @@ def record_cli(session: Session, *, customer_key: str, product: str, version: st
 
 def history(session: Session, agreement_id: int) -> list[AgreementChange]:
     return list(session.exec(select(AgreementChange).where(AgreementChange.agreement_id == agreement_id)
-                             .order_by(AgreementChange.at, AgreementChange.id)).all())
+                             .order_by(col(AgreementChange.at), col(AgreementChange.id))).all())

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry, scheduler
 from lifecycle.config import get_settings
@@ -59,9 +59,9 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 def list_changes(session: Session, at: dt.datetime, *, limit: int = 50) -> list[dict]:
     """The latest change sets, newest first, with whether they are still on hold (can be undone)."""
-    changes = session.exec(select(RegistryChange).order_by(RegistryChange.id.desc()).limit(limit)).all()
+    changes = session.exec(select(RegistryChange).order_by(col(RegistryChange.id).desc()).limit(limit)).all()
     counts = Counter(session.exec(select(MilestoneChange.change_id).where(
-        MilestoneChange.change_id.in_([c.id for c in changes]))).all()) if changes else Counter()
+        col(MilestoneChange.change_id).in_([c.id for c in changes]))).all()) if changes else Counter()
     return [{
         "id": c.id, "action": c.action, "summary": c.summary, "by": c.by, "at": _utc(c.at).isoformat(),
         "hold_until": _utc(c.hold_until).isoformat(), "milestones": counts.get(c.id, 0),
@@ -90,9 +90,9 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
                                    "its notices may have reached customers. Make a new change instead "
                                    "(move the milestone back, or withdraw or reinstate it).")
     rows = session.exec(select(MilestoneChange).where(MilestoneChange.change_id == change_id)
-                        .order_by(MilestoneChange.id.desc())).all()
+                        .order_by(col(MilestoneChange.id).desc())).all()
     milestones = {m.id: m for m in session.exec(select(Milestone).where(
-        Milestone.id.in_([ch.milestone_id for ch in rows])))} if rows else {}
+        col(Milestone.id).in_([ch.milestone_id for ch in rows])))} if rows else {}
     latest: dict[int, MilestoneChange] = {}
     for ch in rows:
         latest.setdefault(ch.milestone_id, ch)
@@ -179,25 +179,25 @@ def preview(at: dt.datetime, apply: Callable[[Session], Any], *, url: str | None
 
 
 def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any]) -> dict:
-    dirty_before = set(session.exec(select(Milestone.id).where(Milestone.needs_plan.is_(True))).all())
+    dirty_before = set(session.exec(select(Milestone.id).where(col(Milestone.needs_plan).is_(True))).all())
     before = {row.id: row.status for row in session.connection().execute(sa.select(N.c.id, N.c.status))}
     last_set = session.exec(select(sa.func.max(RegistryChange.id))).one() or 0
     described = apply(session)
     session.flush()
-    ids = set(session.exec(select(Milestone.id).where(Milestone.needs_plan.is_(True))).all()) - dirty_before
+    ids = set(session.exec(select(Milestone.id).where(col(Milestone.needs_plan).is_(True))).all()) - dirty_before
     hold_until = at + get_settings().change_hold_delta
     sets = session.exec(select(RegistryChange).where(RegistryChange.id > last_set)).all()
     if sets:  # the milestones the change touched, also those still waiting for the planner before it
         ids |= set(session.exec(select(MilestoneChange.milestone_id).where(
-            MilestoneChange.change_id.in_([c.id for c in sets]))).all())
+            col(MilestoneChange.change_id).in_([c.id for c in sets]))).all())
     if sets:
         hold_until = max(_utc(c.hold_until) for c in sets)
     scheduler.plan(session, at)
-    milestones = {m.id: m for m in session.exec(select(Milestone).where(Milestone.id.in_(ids)))} if ids else {}
-    notices = session.exec(select(Notice).where(Notice.milestone_id.in_(ids), Notice.audience == "customer")
+    milestones = {m.id: m for m in session.exec(select(Milestone).where(col(Milestone.id).in_(ids)))} if ids else {}
+    notices = session.exec(select(Notice).where(col(Notice.milestone_id).in_(ids), Notice.audience == "customer")
                            ).all() if ids else []
     customers = {c.id: c for c in session.exec(select(Customer).where(
-        Customer.id.in_({n.customer_id for n in notices})))} if notices else {}
+        col(Customer.id).in_({n.customer_id for n in notices})))} if notices else {}
     from lifecycle.channels.fanout import planned
 
     recipients = planned(session, [n.id for n in notices if n.status == NoticeStatus.PLANNED])
@@ -222,10 +222,10 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     affected = _affected_customers(session, milestones.values())
     release_ids = {m.release_id for m in milestones.values() if m.release_id}
     agreements = session.exec(select(Agreement, Customer, Release)
-                              .join(Customer, Customer.id == Agreement.customer_id)
-                              .join(Release, Release.id == Agreement.release_id)
-                              .where(Agreement.release_id.in_(release_ids),
-                                     Agreement.status.in_([s.value for s in AGREED_STATUSES]))).all() \
+                              .join(Customer, col(Customer.id) == Agreement.customer_id)
+                              .join(Release, col(Release.id) == Agreement.release_id)
+                              .where(col(Agreement.release_id).in_(release_ids),
+                                     col(Agreement.status).in_([s.value for s in AGREED_STATUSES]))).all() \
         if release_ids else []
     agreed = {(a.customer_id, a.release_id) for a, _, _ in agreements}
     escalate = sorted({customers[n.customer_id].key for n in notices
@@ -259,8 +259,8 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
 def _affected_customers(session: Session, milestones) -> set[str]:
     out: set[str] = set()
     for m in milestones:
-        q = (select(Customer.key).join(Deployment, Deployment.customer_id == Customer.id)
-             .join(Release, Release.id == Deployment.release_id).where(Deployment.removed_at.is_(None)))
+        q = (select(Customer.key).join(Deployment, col(Deployment.customer_id) == Customer.id)
+             .join(Release, col(Release.id) == Deployment.release_id).where(col(Deployment.removed_at).is_(None)))
         q = q.where(Release.id == m.release_id) if m.release_id else q.where(Release.product_id == m.product_id)
         out.update(session.exec(q).all())
     return out

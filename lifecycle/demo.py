@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
 START = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -120,10 +120,10 @@ def _next_due(after: dt.datetime) -> dt.datetime | None:
     from lifecycle.models import Delivery, Notice
 
     with session_scope() as s:
-        n = s.exec(sa.select(sa.func.min(Notice.due_at)).where(Notice.status == "planned",
-                                                               Notice.due_at > after)).one()[0]
+        n = s.exec(sa.select(sa.func.min(Notice.due_at)).where(col(Notice.status) == "planned",
+                                                               col(Notice.due_at) > after)).one()[0]
         d = s.exec(sa.select(sa.func.min(Delivery.next_attempt_at)).where(
-            Delivery.status.in_(("pending", "unknown")), Delivery.next_attempt_at > after)).one()[0]
+            col(Delivery.status).in_(("pending", "unknown")), col(Delivery.next_attempt_at) > after)).one()[0]
     from lifecycle.models import UTCDateTime
 
     vals = [UTCDateTime().process_result_value(x, None) for x in (n, d) if x is not None]

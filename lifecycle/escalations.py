@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
 from lifecycle import validation as v
@@ -147,12 +147,12 @@ def rows(session: Session, *, at: dt.datetime, rep: str | None = None, customer_
     if state:
         q = q.where(Escalation.state == state)
     if ids is not None:
-        q = q.where(Escalation.id.in_(ids))
+        q = q.where(col(Escalation.id).in_(ids))
     found = session.exec(q).all()
     notes: dict[int, list[dict]] = {}
     if found:
         for note in session.exec(select(EscalationNote).where(
-                EscalationNote.escalation_id.in_([e.id for e, *_ in found])).order_by(EscalationNote.at, EscalationNote.id)):
+                col(EscalationNote.escalation_id).in_([e.id for e, *_ in found])).order_by(col(EscalationNote.at), col(EscalationNote.id))):
             notes.setdefault(note.escalation_id, []).append({"text": note.text, "by": note.by, "at": note.at})
     order = {s: i for i, s in enumerate(STATES)}
     out = []

@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
 from lifecycle.models import CHANGE_NOTICE_KINDS, Customer, InboxMessage, Notice
@@ -36,9 +36,9 @@ def newer_notices(session: Session, customer_id: int) -> dict[int, tuple[str, in
     """message id -> (kind, id of the newest later message that changed or cancelled what it said)."""
     rows = session.exec(
         select(InboxMessage.id, InboxMessage.created_at, Notice.milestone_id, Notice.kind)
-        .join(Notice, Notice.id == InboxMessage.notice_id)
-        .where(InboxMessage.customer_id == customer_id, Notice.milestone_id.is_not(None))
-        .order_by(InboxMessage.created_at, InboxMessage.id)).all()
+        .join(Notice, col(Notice.id) == InboxMessage.notice_id)
+        .where(InboxMessage.customer_id == customer_id, col(Notice.milestone_id).is_not(None))
+        .order_by(col(InboxMessage.created_at), col(InboxMessage.id))).all()
     by_milestone: dict[int, list] = {}
     for r in rows:
         by_milestone.setdefault(r[2], []).append(r)
@@ -55,13 +55,13 @@ def page(session: Session, customer: Customer, *, unread_only: bool = False, num
          per_page: int = PER_PAGE) -> InboxPage:
     base = select(InboxMessage).where(InboxMessage.customer_id == customer.id)
     if unread_only:
-        base = base.where(InboxMessage.read_at.is_(None))
+        base = base.where(col(InboxMessage.read_at).is_(None))
     total = session.exec(select(sa.func.count()).select_from(base.subquery())).one()
-    unread = session.exec(select(sa.func.count(InboxMessage.id)).where(
-        InboxMessage.customer_id == customer.id, InboxMessage.read_at.is_(None))).one()
+    unread = session.exec(select(sa.func.count(col(InboxMessage.id))).where(
+        InboxMessage.customer_id == customer.id, col(InboxMessage.read_at).is_(None))).one()
     pages = max(1, -(-total // per_page))
     number = min(max(1, number), pages)
-    found = session.exec(base.order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())
+    found = session.exec(base.order_by(col(InboxMessage.created_at).desc(), col(InboxMessage.id).desc())
                          .offset((number - 1) * per_page).limit(per_page)).all()
     newer = newer_notices(session, customer.id) if found else {}
     return InboxPage(messages=[message_view(m, customer, newer.get(m.id)) for m in found], total=total,

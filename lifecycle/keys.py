@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from lifecycle.config import get_settings
 from lifecycle.errors import InputError, LifecycleError
@@ -155,7 +155,7 @@ def _forget_legacy(session: Session) -> None:
 
     from lifecycle.models import AppSetting
 
-    session.exec(sa.delete(AppSetting).where(AppSetting.key == LEGACY_SETTING))
+    session.exec(sa.delete(AppSetting).where(col(AppSetting.key) == LEGACY_SETTING))
 
 
 # -------------------------------------------------------------------------------------------- rotation

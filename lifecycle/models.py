@@ -470,3 +470,8 @@ class AppSetting(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value: str
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a model, for bulk statements (`table_of(Delivery).update()`)."""
+    return model.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models but does not declare it

@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
 from lifecycle import validation as v
@@ -40,7 +40,7 @@ def settings_of(session: Session, emails) -> dict[str, RepSettings]:
     wanted = {e.strip().lower() for e in emails if e}
     out = {e: RepSettings(email=e) for e in wanted}
     if wanted:
-        for rep in session.exec(select(Rep).where(Rep.email.in_(sorted(wanted)))):
+        for rep in session.exec(select(Rep).where(col(Rep.email).in_(sorted(wanted)))):
             out[rep.email] = RepSettings(email=rep.email, name=rep.name, locale=rep.locale, timezone=rep.timezone)
     return out
 

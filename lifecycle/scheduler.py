@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry, reps
 from lifecycle.config import get_settings
@@ -123,8 +123,8 @@ def plan(session: Session, at: dt.datetime, *, chunk: int = CHUNK) -> PlanResult
     hour = get_settings().send_hour
     last_id = 0
     while True:
-        q = (select(Milestone).where(Milestone.needs_plan.is_(True), Milestone.id > last_id)
-             .order_by(Milestone.id).limit(chunk))
+        q = (select(Milestone).where(col(Milestone.needs_plan).is_(True), Milestone.id > last_id)
+             .order_by(col(Milestone.id)).limit(chunk))
         if session.get_bind().dialect.name == "postgresql":
             q = q.with_for_update()  # a concurrent mark_dirty waits and re-marks after us
         milestones = list(session.exec(q).all())
@@ -132,7 +132,7 @@ def plan(session: Session, at: dt.datetime, *, chunk: int = CHUNK) -> PlanResult
             break
         last_id = milestones[-1].id
         _plan_chunk(session, milestones, at, stages, hour, result)
-        session.exec(sa.update(Milestone).where(Milestone.id.in_([m.id for m in milestones]))
+        session.exec(sa.update(Milestone).where(col(Milestone.id).in_([m.id for m in milestones]))
                      .values(needs_plan=False))
         result.milestones += len(milestones)
         result.milestone_ids.extend(m.id for m in milestones)

@@ -23,7 +23,7 @@ import json
 import time
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import keys, links
 from lifecycle.channels import http
@@ -107,11 +107,11 @@ def state(row: CustomerChannel) -> str:
 
 def rows(session: Session, *, customer_ids: list[int] | None = None) -> list[dict]:
     """Subscriptions (of these customers), as every interface shows them: never a secret."""
-    q = select(CustomerChannel, Customer).join(Customer, Customer.id == CustomerChannel.customer_id)
+    q = select(CustomerChannel, Customer).join(Customer, col(Customer.id) == CustomerChannel.customer_id)
     if customer_ids is not None:
-        q = q.where(CustomerChannel.customer_id.in_(customer_ids or [0]))
+        q = q.where(col(CustomerChannel.customer_id).in_(customer_ids or [0]))
     out = []
-    for row, customer in session.exec(q.order_by(Customer.key, CustomerChannel.id)).all():
+    for row, customer in session.exec(q.order_by(col(Customer.key), col(CustomerChannel.id))).all():
         out.append({"id": row.id, "customer": customer.key, "customer_name": customer.name, "kind": row.kind,
                     "channel": CHANNELS[row.kind].title if row.kind in CHANNELS else row.kind,
                     "label": row.label, "endpoint": json.loads(row.config).get("endpoint"), "enabled": row.enabled,

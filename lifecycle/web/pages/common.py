@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import agreements, clock, policy
 from lifecycle import validation as v
@@ -141,7 +141,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
     milestones = session.exec(
         select(Milestone).where(
             Milestone.product_id == product.id,
-            (Milestone.release_id == release.id) | Milestone.release_id.is_(None),
+            (Milestone.release_id == release.id) | col(Milestone.release_id).is_(None),
         )
     ).all()
     ms = sorted(

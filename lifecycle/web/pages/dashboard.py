@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from itsdangerous import BadSignature
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import agreements, dashboard, escalations, registry
 from lifecycle import validation as v
@@ -219,8 +219,8 @@ def _customer_page(session: Session, principal: Principal, key: str, at: dt.date
         return render_page("web/message.html", status=404, principal=principal, who=who(session, principal),
                            title="Not found", heading="No such customer of yours", text="", link="/dashboard")
     releases = session.exec(
-        select(Release).join(Deployment, Deployment.release_id == Release.id)
-        .where(Deployment.customer_id == customer.id, Deployment.removed_at.is_(None))).all()
+        select(Release).join(Deployment, col(Deployment.release_id) == Release.id)
+        .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))).all()
     views = sorted((release_view(session, customer, r, at, locale="en") for r in releases),
                    key=lambda r: (r["product"], registry.version_key(r["version"])))
     rows = {r["release_id"]: r for r in dashboard.agreement_rows(session, at=at, customer_id=customer.id)}

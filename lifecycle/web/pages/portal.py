@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import agreements, inbox, links, registry
 from lifecycle.errors import InputError
@@ -47,8 +47,8 @@ def _portal(session: Session, principal: Principal, at: dt.datetime, *, status: 
             rotated: bool = False, moved: str | None = None, marked: bool = False) -> HTMLResponse:
     customer = session.get(Customer, principal.customer_id)
     releases = session.exec(
-        select(Release).join(Deployment, Deployment.release_id == Release.id)
-        .where(Deployment.customer_id == customer.id, Deployment.removed_at.is_(None))
+        select(Release).join(Deployment, col(Deployment.release_id) == Release.id)
+        .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))
     ).all()
     views = [release_view(session, customer, r, at) for r in releases]
     views.sort(key=lambda r: (r["next"]["days_left"] if r["next"] else 10**6, r["product"],

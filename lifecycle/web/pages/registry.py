@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from itsdangerous import BadSignature
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import changes, policy, registry
 from lifecycle import validation as v
@@ -83,10 +83,10 @@ def held_milestones(session: Session, at: dt.datetime) -> dict[int, dt.datetime]
     """Milestones whose current revision comes from a change still on hold: id -> end of the hold."""
     rows = session.exec(
         select(MilestoneChange.milestone_id, RegistryChange.hold_until)
-        .join(RegistryChange, RegistryChange.id == MilestoneChange.change_id)
-        .join(Milestone, sa.and_(Milestone.id == MilestoneChange.milestone_id,
-                                 Milestone.revision == MilestoneChange.revision))
-        .where(RegistryChange.undone_at.is_(None), RegistryChange.action != "undo",
+        .join(RegistryChange, col(RegistryChange.id) == MilestoneChange.change_id)
+        .join(Milestone, sa.and_(col(Milestone.id) == MilestoneChange.milestone_id,
+                                 col(Milestone.revision) == MilestoneChange.revision))
+        .where(col(RegistryChange.undone_at).is_(None), RegistryChange.action != "undo",
                RegistryChange.hold_until > at)
     ).all()
     return {mid: _utc(until) for mid, until in rows}
@@ -356,7 +356,7 @@ def _held_note(session: Session, milestone_id: int, at: dt.datetime) -> str:
 def _preview_view(session: Session, preview: dict, form: ChangeForm, at: dt.datetime) -> dict:
     """The preview in the page's words: names instead of keys, stages in words, instants as times."""
     keys = preview["affected_customers"]["customers"]
-    names = dict(session.exec(select(Customer.key, Customer.name).where(Customer.key.in_(keys))).all()) \
+    names = dict(session.exec(select(Customer.key, Customer.name).where(col(Customer.key).in_(keys))).all()) \
         if keys else {}
 
     def notice(n: dict) -> str:
