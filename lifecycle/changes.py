@@ -44,10 +44,12 @@ from lifecycle.models import (
     NoticeStatus,
     RegistryChange,
     Release,
+    pk,
+    table_of,
 )
 from lifecycle.policy import SkipReason
 
-N = Notice.__table__
+N = table_of(Notice)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -114,7 +116,7 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
     session.flush()
     undo_set = registry.begin_change(session, action="undo", summary=f"undo #{change_id}: {change.summary}", at=at,
                                      by=by, hold=dt.timedelta(0))
-    reverted = []
+    reverted: list[dict[str, Any]] = []
     for ch in rows:  # newest first: a set that touched one milestone twice unwinds in order
         m = milestones[ch.milestone_id]
         label = registry.describe(session, m)
@@ -124,6 +126,7 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
             continue
         before = m.date
         if ch.action == "moved":
+            assert ch.old_date is not None  # a move records the date it moved from
             m.date = ch.old_date
         elif ch.action == "withdrawn":
             m.status = MilestoneStatus.PLANNED
@@ -133,9 +136,9 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
             continue
         m.revision += 1
         m.changed_at, m.needs_plan = at, True
-        m.short_notice_reason = _short_notice_reason(session, m.id)
+        m.short_notice_reason = _short_notice_reason(session, pk(m))
         session.add(m)
-        session.add(MilestoneChange(milestone_id=m.id, change_id=undo_set.id, revision=m.revision, action="undone",
+        session.add(MilestoneChange(milestone_id=pk(m), change_id=undo_set.id, revision=m.revision, action="undone",
                                     old_date=before, new_date=m.date, reason=f"undo of change #{change_id}", by=by,
                                     at=at))
         reverted.append({"milestone": label, "action": f"{ch.action} undone",
@@ -157,12 +160,12 @@ def _delete_milestone(session: Session, milestone: Milestone) -> None:
     """A milestone whose creation is undone never existed: its unsent notices and history go too."""
     conn = session.connection()
     conn.execute(N.delete().where(N.c.milestone_id == milestone.id))
-    conn.execute(MilestoneChange.__table__.delete().where(MilestoneChange.milestone_id == milestone.id))
+    conn.execute(table_of(MilestoneChange).delete().where(col(MilestoneChange.milestone_id) == milestone.id))
     session.delete(milestone)
     session.flush()
     # Re-plan the product's other milestones, which also re-renders its calendars without this one
     # (a product left with none is refreshed by the exports' daily check).
-    conn.execute(sa.update(Milestone.__table__).where(Milestone.__table__.c.product_id == milestone.product_id)
+    conn.execute(sa.update(table_of(Milestone)).where(table_of(Milestone).c.product_id == milestone.product_id)
                  .values(needs_plan=True))
 
 
@@ -186,7 +189,7 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     session.flush()
     ids = set(session.exec(select(Milestone.id).where(col(Milestone.needs_plan).is_(True))).all()) - dirty_before
     hold_until = at + get_settings().change_hold_delta
-    sets = session.exec(select(RegistryChange).where(RegistryChange.id > last_set)).all()
+    sets = session.exec(select(RegistryChange).where(col(RegistryChange.id) > last_set)).all()
     if sets:  # the milestones the change touched, also those still waiting for the planner before it
         ids |= set(session.exec(select(MilestoneChange.milestone_id).where(
             col(MilestoneChange.change_id).in_([c.id for c in sets]))).all())
@@ -200,7 +203,7 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
         col(Customer.id).in_({n.customer_id for n in notices})))} if notices else {}
     from lifecycle.channels.fanout import planned
 
-    recipients = planned(session, [n.id for n in notices if n.status == NoticeStatus.PLANNED])
+    recipients = planned(session, [pk(n) for n in notices if n.status == NoticeStatus.PLANNED])
 
     at_once: dict[tuple, set[int]] = defaultdict(set)
     later: dict[tuple, list] = defaultdict(list)
@@ -210,7 +213,7 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     for n in notices:
         if n.status == NoticeStatus.PLANNED:
             label = (n.kind, n.slot if n.kind == NoticeKind.STAGE else None)
-            channels = Counter(r["channel"] for r in recipients.get(n.id, []))
+            channels = Counter(r["channel"] for r in recipients.get(pk(n), []))
             if _utc(n.due_at) <= hold_until:
                 at_once[label].add(n.customer_id)
                 deliveries_now.update(channels)

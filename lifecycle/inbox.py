@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
-from lifecycle.models import CHANGE_NOTICE_KINDS, Customer, InboxMessage, Notice
+from lifecycle.models import CHANGE_NOTICE_KINDS, Customer, InboxMessage, Notice, table_of
 
 PER_PAGE = 20
 
@@ -79,8 +79,8 @@ def message_view(m: InboxMessage, customer: Customer, newer: tuple[str, int] | N
 def mark_all_read(session: Session, customer: Customer, at: dt.datetime) -> int:
     """Mark every unread message read; how many were."""
     n = session.connection().execute(
-        InboxMessage.__table__.update().where(InboxMessage.__table__.c.customer_id == customer.id,
-                                              InboxMessage.__table__.c.read_at.is_(None))
+        table_of(InboxMessage).update().where(table_of(InboxMessage).c.customer_id == customer.id,
+                                              table_of(InboxMessage).c.read_at.is_(None))
         .values(read_at=at)).rowcount or 0
     if n:
         registry.audit(session, at, "inbox.read_all", customer.key, {"messages": n})

@@ -31,15 +31,16 @@ from lifecycle.models import (
     Notice,
     NoticeKind,
     NoticeStatus,
+    table_of,
 )
 from lifecycle.policy import SkipReason
 from lifecycle.settle import settle_notices
 
-D = Delivery.__table__
-N = Notice.__table__
-M = Milestone.__table__
-A = Agreement.__table__
-CC = CustomerChannel.__table__
+D = table_of(Delivery)
+N = table_of(Notice)
+M = table_of(Milestone)
+A = table_of(Agreement)
+CC = table_of(CustomerChannel)
 
 # Advisory lock namespaces (PostgreSQL's two-key form): senders share them, changes take them alone.
 LOCK_MILESTONE = 7_242_002  # (namespace, milestone id): withdrawals and moves

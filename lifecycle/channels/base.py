@@ -32,10 +32,10 @@ from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 
-from lifecycle.models import CustomerChannel, DeliveryStatus, Notice
+from lifecycle.models import CustomerChannel, DeliveryStatus, Notice, table_of
 
-N = Notice.__table__
-CC = CustomerChannel.__table__
+N = table_of(Notice)
+CC = table_of(CustomerChannel)
 
 # The columns of every channel's recipient source, in this order.
 RECIPIENT_COLUMNS = ("notice_id", "customer_id", "channel", "recipient", "contact_id", "subscription_id")

@@ -39,11 +39,12 @@ from lifecycle.models import (
     Notice,
     NoticeKind,
     NoticeStatus,
+    table_of,
 )
 
-CC = CustomerChannel.__table__
-D = Delivery.__table__
-N = Notice.__table__
+CC = table_of(CustomerChannel)
+D = table_of(Delivery)
+N = table_of(Notice)
 MAX_LABEL = 100
 
 
