@@ -151,6 +151,10 @@ class SubscribedChannel:
 
     text_names: ClassVar[tuple[str, ...]] = ("title", "text")
 
+    def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:
+        """Send a test message to the subscription with these (unsealed) settings; every channel has its own."""
+        raise NotImplementedError
+
 
 def test_context(customer: dict, locale: str) -> dict:
     """The notice context of a test message (`lifecycle channel test`): a notice of kind `test`."""

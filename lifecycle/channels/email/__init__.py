@@ -104,4 +104,8 @@ class EmailChannel:
         settings = get_settings()
         if RECONCILIATION[settings.email_backend] != "lookup":
             return None
-        return get_mailer(settings).lookup(delivery_ids, recipient)
+        from lifecycle.mailers.file import FileMailer
+
+        mailer = get_mailer(settings)
+        assert isinstance(mailer, FileMailer)  # the one backend RECONCILIATION settles by lookup
+        return mailer.lookup(delivery_ids, recipient)

@@ -48,3 +48,11 @@ class PortalChannel:
                         InboxMessage.notice_id == item.notice_id)).one()
             ids.append(existing.id)
         return ",".join(f"inbox-{i}" for i in ids)
+
+    # Transactional: a portal send commits with its delivery row and never ends unknown.
+
+    def unknown_wait(self, attempts: int) -> dt.timedelta:
+        raise NotImplementedError("a portal send never ends unknown")
+
+    def lookup(self, delivery_ids: list[int], recipient: str) -> str | bool | None:
+        raise NotImplementedError("a portal send never ends unknown")
