@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -29,6 +30,7 @@ from lifecycle.models import (
     MilestoneStatus,
     Product,
     Release,
+    pk,
 )
 from lifecycle.registry import version_key
 
@@ -94,19 +96,19 @@ def agreement_rows(
         .where(col(Contact.customer_id).in_(customer_ids)).group_by(col(Contact.customer_id))).all()}
     work = {(e.customer_id, e.milestone_id): e for e in session.exec(
         select(Escalation).where(col(Escalation.customer_id).in_(customer_ids)).order_by(col(Escalation.id)))}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for dep, cust, rel, prod in deployments:
-        candidates = by_release.get(rel.id, []) + by_product.get(prod.id, [])
+        candidates = by_release.get(pk(rel), []) + by_product.get(pk(prod), [])
         if not candidates:
             continue
         nxt = min(candidates, key=lambda m: (m.date, m.kind))
-        agr = agreements.get((cust.id, rel.id))
+        agr = agreements.get((pk(cust), pk(rel)))
         status = agr.status if agr else AgreementStatus.NONE.value
         target, planned = (agr.target_version, agr.planned_date) if agr else (None, None)
-        total, bounced = contacts.get(cust.id, (0, 0))
+        total, bounced = contacts.get(pk(cust), (0, 0))
         light = policy.risk(status=status, target=target, planned_date=planned, milestone_date=nxt.date,
                             today=policy.local_date(at, cust.timezone), contacts=total, bounced=bounced)
-        item = work.get((cust.id, nxt.id))
+        item = work.get((pk(cust), pk(nxt)))
         rows.append({
             "customer": cust.key, "customer_name": cust.name, "customer_id": cust.id, "rep": cust.account_rep,
             "product": prod.slug, "product_name": prod.name, "version": rel.version, "release_id": rel.id,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
-from lifecycle.models import CHANGE_NOTICE_KINDS, Customer, InboxMessage, Notice, table_of
+from lifecycle.models import CHANGE_NOTICE_KINDS, Customer, InboxMessage, Notice, pk, table_of
 
 PER_PAGE = 20
 
@@ -39,7 +39,7 @@ def newer_notices(session: Session, customer_id: int) -> dict[int, tuple[str, in
         .join(Notice, col(Notice.id) == InboxMessage.notice_id)
         .where(InboxMessage.customer_id == customer_id, col(Notice.milestone_id).is_not(None))
         .order_by(col(InboxMessage.created_at), col(InboxMessage.id))).all()
-    by_milestone: dict[int, list] = {}
+    by_milestone: dict[int | None, list] = {}
     for r in rows:
         by_milestone.setdefault(r[2], []).append(r)
     out: dict[int, tuple[str, int]] = {}
@@ -63,8 +63,8 @@ def page(session: Session, customer: Customer, *, unread_only: bool = False, num
     number = min(max(1, number), pages)
     found = session.exec(base.order_by(col(InboxMessage.created_at).desc(), col(InboxMessage.id).desc())
                          .offset((number - 1) * per_page).limit(per_page)).all()
-    newer = newer_notices(session, customer.id) if found else {}
-    return InboxPage(messages=[message_view(m, customer, newer.get(m.id)) for m in found], total=total,
+    newer = newer_notices(session, pk(customer)) if found else {}
+    return InboxPage(messages=[message_view(m, customer, newer.get(pk(m))) for m in found], total=total,
                      unread=unread, page=number, pages=pages, per_page=per_page)
 
 

@@ -82,7 +82,7 @@ def load(session: Session | None = None) -> KeyRing:
         legacy = _legacy_key(session) if session is not None else None
         private_dir(path.parent)
         write_private_once(path, ((legacy or new_key()) + "\n").encode())  # the loser of a race reads below
-        if legacy is not None:
+        if legacy is not None and session is not None:
             _forget_legacy(session)
         ring = _read(path)
         if ring is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -58,7 +59,7 @@ def upsert(session: Session, *, email: str, at: dt.datetime, name: str | None = 
            timezone: str | None = None, by: str | None = None) -> tuple[RepSettings, str]:
     """Set a rep's name, language or timezone (only what is given). (settings, created/updated/unchanged)."""
     email = v.email(email, "email").lower()
-    values = {}
+    values: dict[str, Any] = {}
     if name is not None:
         values["name"] = v.name(name, "name") if name.strip() else None
     if locale is not None:

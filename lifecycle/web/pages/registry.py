@@ -39,6 +39,7 @@ from lifecycle.models import (
     RegistryChange,
     Release,
     Role,
+    pk,
 )
 from lifecycle.validation import valid_id
 from lifecycle.web import auth
@@ -93,7 +94,7 @@ def held_milestones(session: Session, at: dt.datetime) -> dict[int, dt.datetime]
 
 
 def _names(session: Session) -> tuple[dict[int, Product], dict[int, Release]]:
-    return ({p.id: p for p in session.exec(select(Product))}, {r.id: r for r in session.exec(select(Release))})
+    return ({pk(p): p for p in session.exec(select(Product))}, {pk(r): r for r in session.exec(select(Release))})
 
 
 def scope_label(product: Product, release: Release | None) -> str:
@@ -104,6 +105,7 @@ def scope_label(product: Product, release: Release | None) -> str:
 def milestone_label(session: Session, m: Milestone) -> str:
     product = session.get(Product, m.product_id)
     release = session.get(Release, m.release_id) if m.release_id else None
+    assert product is not None
     return f"{scope_label(product, release)} · {kind_label(m.kind)}"
 
 
@@ -121,16 +123,16 @@ def timeline(session: Session, at: dt.datetime) -> dict:
         by_release.setdefault(m.release_id if m.release_id else -m.product_id, []).append(m)
 
     def markers(ms: list[Milestone]) -> list[timeline_layout.Marker]:
-        return [timeline_layout.Marker(m.id, m.kind, kind_label(m.kind), m.date, m.status,
+        return [timeline_layout.Marker(pk(m), m.kind, kind_label(m.kind), m.date, m.status,
                                        dt.date.fromisoformat(moved_from[m.id]) if m.id in moved_from else None,
-                                       held.get(m.id))
+                                       held.get(pk(m)))
                 for m in ms]
 
     rows: list[timeline_layout.TimelineRow] = []
     for p in products:
-        if by_release.get(-p.id):
+        if by_release.get(-pk(p)):
             rows.append(timeline_layout.TimelineRow(scope_label(p, None), p.slug, None, suffix="(all versions)",
-                                                    milestones=markers(by_release[-p.id])))
+                                                    milestones=markers(by_release[-pk(p)])))
         for r in sorted((r for r in releases if r.product_id == p.id), key=lambda r: registry.version_key(r.version)):
             ms = by_release.get(r.id, [])
             rows.append(timeline_layout.TimelineRow(
@@ -417,6 +419,7 @@ def _change_step(request: Request, session: Session, csrf: str, step: str, form:
         return _refused(session, principal, at, form, exc)
     if form.action != "add":
         m = session.get(Milestone, int(form.milestone))
+        assert m is not None  # the preview found it
         form.revision = str(m.revision)
     return render_page("web/registry_preview.html", principal=principal, active="/registry",
                        who=who(session, principal), title=f"Preview: {TITLES[form.action].lower()}",
