@@ -25,7 +25,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import loader, policy, registry
 from lifecycle import validation as v
@@ -512,18 +512,18 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
     authoritative file retires, and check what needs the database: references to releases, upgrade
     targets and the short-notice guard."""
     slugs = {p.slug for p in products} | {d.product for c in customers for d in c.deployments}
-    db_products = {p.id: p for p in session.exec(select(Product).where(Product.slug.in_(slugs)))} if slugs else {}
+    db_products = {p.id: p for p in session.exec(select(Product).where(col(Product.slug).in_(slugs)))} if slugs else {}
     slug_of = {pid: p.slug for pid, p in db_products.items()}
     versions: dict[str, set[str]] = {s: set() for s in slugs}
     db_releases: dict[int, str] = {}
     if db_products:
-        for r in session.exec(select(Release).where(Release.product_id.in_(list(db_products)))):
+        for r in session.exec(select(Release).where(col(Release.product_id).in_(list(db_products)))):
             versions[slug_of[r.product_id]].add(r.version)
             db_releases[r.id] = r.version
     existing: dict[tuple[str, str | None, str], Milestone] = {}
     file_pids = [pid for pid, p in db_products.items() if p.slug in {fp.slug for fp in products}]
     if file_pids:
-        for m in session.exec(select(Milestone).where(Milestone.product_id.in_(file_pids))):
+        for m in session.exec(select(Milestone).where(col(Milestone.product_id).in_(file_pids))):
             existing[(slug_of[m.product_id], db_releases.get(m.release_id) if m.release_id else None, m.kind)] = m
     for p in products:
         versions.setdefault(p.slug, set()).update(r.version for r in p.releases)
