@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Each test file stays in one process (its tests keep their order). `make test PYTEST_ARGS=` runs serially.
 PYTEST_ARGS ?= -n 3 --dist loadfile
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint check bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -25,6 +25,12 @@ test: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+
+# Lint, formatting and the type check ([tool.mypy] in pyproject.toml: lifecycle/ and tasks/).
+check: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.run

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import inflight, policy, registry, reps
 from lifecycle import validation as v
@@ -39,6 +39,7 @@ from lifecycle.models import (
     NoticeStatus,
     Product,
     Release,
+    pk,
 )
 
 CHANNELS = ("cli", "web", "api", "phone", "email-link", "import")
@@ -64,11 +65,11 @@ def closed(session: Session, customer: Customer, release: Release) -> str | None
     (its own and its product's) is withdrawn. A release with no milestones yet stays open."""
     if not session.exec(select(Deployment.id).where(
             Deployment.customer_id == customer.id, Deployment.release_id == release.id,
-            Deployment.removed_at.is_(None))).first():
+            col(Deployment.removed_at).is_(None))).first():
         return NOT_RUN
     statuses = set(session.exec(select(Milestone.status).where(
         Milestone.product_id == release.product_id,
-        (Milestone.release_id == release.id) | Milestone.release_id.is_(None))).all())
+        (col(Milestone.release_id) == release.id) | col(Milestone.release_id).is_(None))).all())
     if statuses == {MilestoneStatus.WITHDRAWN}:
         return ALL_WITHDRAWN
     return None
@@ -95,9 +96,9 @@ def next_milestone(session: Session, release: Release, today: dt.date) -> Milest
     """The release's next milestone (its own or its product's) not withdrawn and not past."""
     return session.exec(select(Milestone).where(
         Milestone.product_id == release.product_id,
-        (Milestone.release_id == release.id) | Milestone.release_id.is_(None),
+        (col(Milestone.release_id) == release.id) | col(Milestone.release_id).is_(None),
         Milestone.status == MilestoneStatus.PLANNED, Milestone.date >= today)
-        .order_by(Milestone.date, Milestone.kind)).first()
+        .order_by(col(Milestone.date), col(Milestone.kind))).first()
 
 
 def check(session: Session, release: Release, status: str, target: str | None, planned_date: dt.date | None,
@@ -147,7 +148,7 @@ def save(
             status, target_version, planned_date) and feedback in (None, agreement.feedback):
         return agreement, False
     if agreement is None:
-        agreement = Agreement(customer_id=customer.id, release_id=release.id)
+        agreement = Agreement(customer_id=pk(customer), release_id=pk(release))
     agreement.status, agreement.target_version, agreement.planned_date = status, target_version, planned_date
     agreement.by, agreement.channel, agreement.at = by, channel, at
     agreement.recorded_by = recorded_by or by
@@ -155,7 +156,7 @@ def save(
         agreement.feedback = feedback
     session.add(agreement)
     session.flush()
-    change = AgreementChange(agreement_id=agreement.id, status=status, target_version=target_version,
+    change = AgreementChange(agreement_id=pk(agreement), status=status, target_version=target_version,
                              planned_date=planned_date, by=by, channel=channel, feedback=feedback,
                              recorded_by=agreement.recorded_by, at=at)
     session.add(change)
@@ -176,7 +177,7 @@ def _tell_rep(session: Session, customer: Customer, release: Release, change: Ag
     """A rep notice for one agreement change, due in the rep's next daily digest (`reps.digest_due`);
     the scheduler delivers it like every other notice. The slot names the change it reports."""
     session.add(Notice(
-        key=policy.notice_key(NoticeKind.AGREEMENT, customer.id, None, f"r{release.id}:{change.id}"), customer_id=customer.id,
+        key=policy.notice_key(NoticeKind.AGREEMENT, pk(customer), None, f"r{release.id}:{change.id}"), customer_id=pk(customer),
         release_id=release.id, kind=NoticeKind.AGREEMENT, audience="rep", slot=str(change.id),
         due_at=reps.digest_due(session, customer.account_rep, at), status=NoticeStatus.PLANNED,
         detail=change.status, created_at=at,
@@ -186,13 +187,13 @@ def _tell_rep(session: Session, customer: Customer, release: Release, change: Ag
 def move_deployment(session: Session, *, customer: Customer, release: Release, target_version: str,
                     at: dt.datetime, by: str | None = None) -> Deployment:
     """A completed upgrade: the customer now runs `target_version` instead of `release` (same cores)."""
-    product = session.get(Product, release.product_id)
+    product = session.get_one(Product, release.product_id)
     target = registry.get_release(session, product, v.version(target_version, "target"), field="target")
     if policy.version_key(target.version) <= policy.version_key(release.version):
         raise InputError("target", f"{target.version} is not a later release than {release.version}")
     old = session.exec(select(Deployment).where(Deployment.customer_id == customer.id,
                                                 Deployment.release_id == release.id,
-                                                Deployment.removed_at.is_(None))).first()
+                                                col(Deployment.removed_at).is_(None))).first()
     if old is None:
         raise InputError("version", f"customer {customer.key!r} does not run {product.slug} {release.version}")
     dep, _ = registry.add_deployment(session, customer=customer, product=product, version=target.version,
@@ -213,4 +214,4 @@ def record_cli(session: Session, *, customer_key: str, product: str, version: st
 
 def history(session: Session, agreement_id: int) -> list[AgreementChange]:
     return list(session.exec(select(AgreementChange).where(AgreementChange.agreement_id == agreement_id)
-                             .order_by(AgreementChange.at, AgreementChange.id)).all())
+                             .order_by(col(AgreementChange.at), col(AgreementChange.id))).all())

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry, scheduler
 from lifecycle.config import get_settings
@@ -44,10 +44,12 @@ from lifecycle.models import (
     NoticeStatus,
     RegistryChange,
     Release,
+    pk,
+    table_of,
 )
 from lifecycle.policy import SkipReason
 
-N = Notice.__table__
+N = table_of(Notice)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -59,9 +61,9 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 def list_changes(session: Session, at: dt.datetime, *, limit: int = 50) -> list[dict]:
     """The latest change sets, newest first, with whether they are still on hold (can be undone)."""
-    changes = session.exec(select(RegistryChange).order_by(RegistryChange.id.desc()).limit(limit)).all()
+    changes = session.exec(select(RegistryChange).order_by(col(RegistryChange.id).desc()).limit(limit)).all()
     counts = Counter(session.exec(select(MilestoneChange.change_id).where(
-        MilestoneChange.change_id.in_([c.id for c in changes]))).all()) if changes else Counter()
+        col(MilestoneChange.change_id).in_([c.id for c in changes]))).all()) if changes else Counter()
     return [{
         "id": c.id, "action": c.action, "summary": c.summary, "by": c.by, "at": _utc(c.at).isoformat(),
         "hold_until": _utc(c.hold_until).isoformat(), "milestones": counts.get(c.id, 0),
@@ -90,9 +92,9 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
                                    "its notices may have reached customers. Make a new change instead "
                                    "(move the milestone back, or withdraw or reinstate it).")
     rows = session.exec(select(MilestoneChange).where(MilestoneChange.change_id == change_id)
-                        .order_by(MilestoneChange.id.desc())).all()
+                        .order_by(col(MilestoneChange.id).desc())).all()
     milestones = {m.id: m for m in session.exec(select(Milestone).where(
-        Milestone.id.in_([ch.milestone_id for ch in rows])))} if rows else {}
+        col(Milestone.id).in_([ch.milestone_id for ch in rows])))} if rows else {}
     latest: dict[int, MilestoneChange] = {}
     for ch in rows:
         latest.setdefault(ch.milestone_id, ch)
@@ -114,7 +116,7 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
     session.flush()
     undo_set = registry.begin_change(session, action="undo", summary=f"undo #{change_id}: {change.summary}", at=at,
                                      by=by, hold=dt.timedelta(0))
-    reverted = []
+    reverted: list[dict[str, Any]] = []
     for ch in rows:  # newest first: a set that touched one milestone twice unwinds in order
         m = milestones[ch.milestone_id]
         label = registry.describe(session, m)
@@ -124,6 +126,7 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
             continue
         before = m.date
         if ch.action == "moved":
+            assert ch.old_date is not None  # a move records the date it moved from
             m.date = ch.old_date
         elif ch.action == "withdrawn":
             m.status = MilestoneStatus.PLANNED
@@ -133,9 +136,9 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
             continue
         m.revision += 1
         m.changed_at, m.needs_plan = at, True
-        m.short_notice_reason = _short_notice_reason(session, m.id)
+        m.short_notice_reason = _short_notice_reason(session, pk(m))
         session.add(m)
-        session.add(MilestoneChange(milestone_id=m.id, change_id=undo_set.id, revision=m.revision, action="undone",
+        session.add(MilestoneChange(milestone_id=pk(m), change_id=undo_set.id, revision=m.revision, action="undone",
                                     old_date=before, new_date=m.date, reason=f"undo of change #{change_id}", by=by,
                                     at=at))
         reverted.append({"milestone": label, "action": f"{ch.action} undone",
@@ -157,12 +160,12 @@ def _delete_milestone(session: Session, milestone: Milestone) -> None:
     """A milestone whose creation is undone never existed: its unsent notices and history go too."""
     conn = session.connection()
     conn.execute(N.delete().where(N.c.milestone_id == milestone.id))
-    conn.execute(MilestoneChange.__table__.delete().where(MilestoneChange.milestone_id == milestone.id))
+    conn.execute(table_of(MilestoneChange).delete().where(col(MilestoneChange.milestone_id) == milestone.id))
     session.delete(milestone)
     session.flush()
     # Re-plan the product's other milestones, which also re-renders its calendars without this one
     # (a product left with none is refreshed by the exports' daily check).
-    conn.execute(sa.update(Milestone.__table__).where(Milestone.__table__.c.product_id == milestone.product_id)
+    conn.execute(sa.update(table_of(Milestone)).where(table_of(Milestone).c.product_id == milestone.product_id)
                  .values(needs_plan=True))
 
 
@@ -179,28 +182,28 @@ def preview(at: dt.datetime, apply: Callable[[Session], Any], *, url: str | None
 
 
 def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any]) -> dict:
-    dirty_before = set(session.exec(select(Milestone.id).where(Milestone.needs_plan.is_(True))).all())
+    dirty_before = set(session.exec(select(Milestone.id).where(col(Milestone.needs_plan).is_(True))).all())
     before = {row.id: row.status for row in session.connection().execute(sa.select(N.c.id, N.c.status))}
     last_set = session.exec(select(sa.func.max(RegistryChange.id))).one() or 0
     described = apply(session)
     session.flush()
-    ids = set(session.exec(select(Milestone.id).where(Milestone.needs_plan.is_(True))).all()) - dirty_before
+    ids = set(session.exec(select(Milestone.id).where(col(Milestone.needs_plan).is_(True))).all()) - dirty_before
     hold_until = at + get_settings().change_hold_delta
-    sets = session.exec(select(RegistryChange).where(RegistryChange.id > last_set)).all()
+    sets = session.exec(select(RegistryChange).where(col(RegistryChange.id) > last_set)).all()
     if sets:  # the milestones the change touched, also those still waiting for the planner before it
         ids |= set(session.exec(select(MilestoneChange.milestone_id).where(
-            MilestoneChange.change_id.in_([c.id for c in sets]))).all())
+            col(MilestoneChange.change_id).in_([c.id for c in sets]))).all())
     if sets:
         hold_until = max(_utc(c.hold_until) for c in sets)
     scheduler.plan(session, at)
-    milestones = {m.id: m for m in session.exec(select(Milestone).where(Milestone.id.in_(ids)))} if ids else {}
-    notices = session.exec(select(Notice).where(Notice.milestone_id.in_(ids), Notice.audience == "customer")
+    milestones = {m.id: m for m in session.exec(select(Milestone).where(col(Milestone.id).in_(ids)))} if ids else {}
+    notices = session.exec(select(Notice).where(col(Notice.milestone_id).in_(ids), Notice.audience == "customer")
                            ).all() if ids else []
     customers = {c.id: c for c in session.exec(select(Customer).where(
-        Customer.id.in_({n.customer_id for n in notices})))} if notices else {}
+        col(Customer.id).in_({n.customer_id for n in notices})))} if notices else {}
     from lifecycle.channels.fanout import planned
 
-    recipients = planned(session, [n.id for n in notices if n.status == NoticeStatus.PLANNED])
+    recipients = planned(session, [pk(n) for n in notices if n.status == NoticeStatus.PLANNED])
 
     at_once: dict[tuple, set[int]] = defaultdict(set)
     later: dict[tuple, list] = defaultdict(list)
@@ -210,7 +213,7 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     for n in notices:
         if n.status == NoticeStatus.PLANNED:
             label = (n.kind, n.slot if n.kind == NoticeKind.STAGE else None)
-            channels = Counter(r["channel"] for r in recipients.get(n.id, []))
+            channels = Counter(r["channel"] for r in recipients.get(pk(n), []))
             if _utc(n.due_at) <= hold_until:
                 at_once[label].add(n.customer_id)
                 deliveries_now.update(channels)
@@ -222,10 +225,10 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     affected = _affected_customers(session, milestones.values())
     release_ids = {m.release_id for m in milestones.values() if m.release_id}
     agreements = session.exec(select(Agreement, Customer, Release)
-                              .join(Customer, Customer.id == Agreement.customer_id)
-                              .join(Release, Release.id == Agreement.release_id)
-                              .where(Agreement.release_id.in_(release_ids),
-                                     Agreement.status.in_([s.value for s in AGREED_STATUSES]))).all() \
+                              .join(Customer, col(Customer.id) == Agreement.customer_id)
+                              .join(Release, col(Release.id) == Agreement.release_id)
+                              .where(col(Agreement.release_id).in_(release_ids),
+                                     col(Agreement.status).in_([s.value for s in AGREED_STATUSES]))).all() \
         if release_ids else []
     agreed = {(a.customer_id, a.release_id) for a, _, _ in agreements}
     escalate = sorted({customers[n.customer_id].key for n in notices
@@ -259,8 +262,8 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
 def _affected_customers(session: Session, milestones) -> set[str]:
     out: set[str] = set()
     for m in milestones:
-        q = (select(Customer.key).join(Deployment, Deployment.customer_id == Customer.id)
-             .join(Release, Release.id == Deployment.release_id).where(Deployment.removed_at.is_(None)))
+        q = (select(Customer.key).join(Deployment, col(Deployment.customer_id) == Customer.id)
+             .join(Release, col(Release.id) == Deployment.release_id).where(col(Deployment.removed_at).is_(None)))
         q = q.where(Release.id == m.release_id) if m.release_id else q.where(Release.product_id == m.product_id)
         out.update(session.exec(q).all())
     return out

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import links, policy, reps
 from lifecycle.config import get_settings
@@ -27,6 +27,8 @@ from lifecycle.models import (
     Notice,
     Product,
     Release,
+    pk,
+    table_of,
 )
 from lifecycle.templating import render
 
@@ -184,7 +186,7 @@ def _told(session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int]
     out: dict[tuple[int, int], list] = {}
     if not pairs:
         return out
-    N = Notice.__table__
+    N = table_of(Notice)
     rows = session.connection().execute(
         sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.kind, N.c.milestone_date, N.c.released_at)
         .where(N.c.customer_id.in_({c for c, _ in pairs}), N.c.milestone_id.in_({m for _, m in pairs}),
@@ -205,19 +207,20 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
     if not notice_ids:
         return {}
     rows = session.exec(
-        select(Notice, Customer, Milestone, Release, Product)
+        # sqlmodel's select() takes any number of entities, but its overloads stop at four
+        select(Notice, Customer, Milestone, Release, Product)  # type: ignore[call-overload]
         .join(Customer, Customer.id == Notice.customer_id)
         .join(Milestone, Milestone.id == Notice.milestone_id, isouter=True)
         .join(Release, Release.id == sa.func.coalesce(Notice.release_id, Milestone.release_id), isouter=True)
         .join(Product, Product.id == sa.func.coalesce(Milestone.product_id, Release.product_id), isouter=True)
-        .where(Notice.id.in_(notice_ids))
+        .where(col(Notice.id).in_(notice_ids))
     ).all()
     milestone_ids = {n.milestone_id for n, *_ in rows if n.milestone_id}
     changes: dict[tuple[int, int], MilestoneChange] = {}
     dated: dict[int, MilestoneChange] = {}  # the change that set each milestone's current date
     if milestone_ids:
-        for ch in session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id.in_(milestone_ids))
-                               .order_by(MilestoneChange.revision, MilestoneChange.id)):
+        for ch in session.exec(select(MilestoneChange).where(col(MilestoneChange.milestone_id).in_(milestone_ids))
+                               .order_by(col(MilestoneChange.revision), col(MilestoneChange.id))):
             changes[(ch.milestone_id, ch.revision)] = ch
             if ch.action in ("created", "moved", "reinstated"):
                 dated[ch.milestone_id] = ch
@@ -225,14 +228,14 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
     pairs = {(c.id, r.id) for _, c, _, r, _ in rows if r is not None}
     if pairs:
         for ag in session.exec(select(Agreement).where(
-                Agreement.customer_id.in_({c for c, _ in pairs}), Agreement.release_id.in_({r for _, r in pairs}))):
+                col(Agreement.customer_id).in_({c for c, _ in pairs}), col(Agreement.release_id).in_({r for _, r in pairs}))):
             agreements[(ag.customer_id, ag.release_id)] = ag
     told = _told(session, {(n.customer_id, n.milestone_id) for n, *_ in rows
                            if n.milestone_id and n.audience == "customer"})
     # Bounce and give-up alerts name the delivery they are about in their slot.
     about_delivery = ("bounce", "undelivered")
     bounce_ids = [int(n.slot) for n, *_ in rows if n.kind in about_delivery and n.slot.isdigit()]
-    bounced = {d.id: d for d in session.exec(select(Delivery).where(Delivery.id.in_(bounce_ids)))} if bounce_ids else {}
+    bounced = {d.id: d for d in session.exec(select(Delivery).where(col(Delivery.id).in_(bounce_ids)))} if bounce_ids else {}
     rep_settings = reps.settings_of(session, {c.account_rep for _, c, *_ in rows})
     rep_news = _rep_news(session, [n for n, *_ in rows if n.audience == "rep"], at)
 
@@ -324,34 +327,34 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
     if not notices:
         return {}
     change_ids = [int(n.slot) for n in notices if n.kind == "agreement" and n.slot.isdigit()]
-    changes = {c.id: c for c in session.exec(select(AgreementChange).where(AgreementChange.id.in_(change_ids)))} \
+    changes = {c.id: c for c in session.exec(select(AgreementChange).where(col(AgreementChange.id).in_(change_ids)))} \
         if change_ids else {}
     agreement_ids = {c.agreement_id for c in changes.values()}
     earlier: dict[int, list[AgreementChange]] = {}
     if agreement_ids:
-        for c in session.exec(select(AgreementChange).where(AgreementChange.agreement_id.in_(agreement_ids))
-                              .order_by(AgreementChange.at, AgreementChange.id)):
+        for c in session.exec(select(AgreementChange).where(col(AgreementChange.agreement_id).in_(agreement_ids))
+                              .order_by(col(AgreementChange.at), col(AgreementChange.id))):
             earlier.setdefault(c.agreement_id, []).append(c)
     customer_ids = {n.customer_id for n in notices}
     release_ids = {n.release_id for n in notices if n.release_id}
-    agreements = {(a.customer_id, a.release_id): a for a in session.exec(select(Agreement).where(
-        Agreement.customer_id.in_(customer_ids), Agreement.release_id.in_(release_ids or {0})))}
+    agreements: dict[tuple[int, int | None], Agreement] = {(a.customer_id, a.release_id): a for a in session.exec(select(Agreement).where(
+        col(Agreement.customer_id).in_(customer_ids), col(Agreement.release_id).in_(release_ids or {0})))}
     contacts = {cid: (total, bad or 0) for cid, total, bad in session.exec(
-        select(Contact.customer_id, sa.func.count(Contact.id),
-               sa.func.sum(sa.case((Contact.undeliverable.is_(True), 1), else_=0)))
-        .where(Contact.customer_id.in_(customer_ids)).group_by(Contact.customer_id)).all()}
-    releases = {r.id: r for r in session.exec(select(Release).where(Release.id.in_(release_ids or {0})))}
-    upcoming: dict[int, dt.date] = {}
+        select(col(Contact.customer_id), sa.func.count(col(Contact.id)),
+               sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)))
+        .where(col(Contact.customer_id).in_(customer_ids)).group_by(col(Contact.customer_id))).all()}
+    releases = {r.id: r for r in session.exec(select(Release).where(col(Release.id).in_(release_ids or {0})))}
+    upcoming: dict[int | None, dt.date] = {}
     if releases:
         for m in session.exec(select(Milestone).where(
                 Milestone.status == "planned", Milestone.date >= at.date() - dt.timedelta(days=1),
-                sa.or_(Milestone.release_id.in_(list(releases)),
-                       sa.and_(Milestone.release_id.is_(None),
-                               Milestone.product_id.in_({r.product_id for r in releases.values()}))))):
+                sa.or_(col(Milestone.release_id).in_(list(releases)),
+                       sa.and_(col(Milestone.release_id).is_(None),
+                               col(Milestone.product_id).in_({r.product_id for r in releases.values()}))))):
             for rid, r in releases.items():
                 if m.release_id == rid or (m.release_id is None and m.product_id == r.product_id):
                     upcoming[rid] = min(upcoming.get(rid, m.date), m.date)
-    customers = {c.id: c for c in session.exec(select(Customer).where(Customer.id.in_(customer_ids)))}
+    customers = {c.id: c for c in session.exec(select(Customer).where(col(Customer.id).in_(customer_ids)))}
     out: dict[int, dict] = {}
     for n in notices:
         info: dict = {}
@@ -384,7 +387,7 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
                                        today=policy.local_date(at, customer.timezone), contacts=total, bounced=bad)
             info["at_risk"] = policy.plan_at_risk(status, target, planned, mdate)
             info["next_milestone_date"] = mdate
-        out[n.id] = info
+        out[pk(n)] = info
     return out
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy
 from lifecycle.models import (
@@ -29,6 +30,7 @@ from lifecycle.models import (
     MilestoneStatus,
     Product,
     Release,
+    pk,
 )
 from lifecycle.registry import version_key
 
@@ -52,10 +54,10 @@ def agreement_rows(
     today = at.date()
     q = (
         select(Deployment, Customer, Release, Product)
-        .join(Customer, Customer.id == Deployment.customer_id)
-        .join(Release, Release.id == Deployment.release_id)
-        .join(Product, Product.id == Release.product_id)
-        .where(Deployment.removed_at.is_(None))
+        .join(Customer, col(Customer.id) == Deployment.customer_id)
+        .join(Release, col(Release.id) == Deployment.release_id)
+        .join(Product, col(Product.id) == Release.product_id)
+        .where(col(Deployment.removed_at).is_(None))
     )
     if rep:
         q = q.where(_rep_matches(Customer.account_rep, rep))
@@ -71,8 +73,8 @@ def agreement_rows(
     milestones = session.exec(
         select(Milestone).where(
             Milestone.status == MilestoneStatus.PLANNED, Milestone.date >= today,
-            sa.or_(Milestone.release_id.in_(release_ids),
-                   sa.and_(Milestone.release_id.is_(None), Milestone.product_id.in_(product_ids))),
+            sa.or_(col(Milestone.release_id).in_(release_ids),
+                   sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(product_ids))),
         )
     ).all()
     by_release: dict[int, list[Milestone]] = {}
@@ -85,28 +87,28 @@ def agreement_rows(
     customer_ids = {c.id for _, c, _, _ in deployments}
     agreements = {
         (a.customer_id, a.release_id): a
-        for a in session.exec(select(Agreement).where(Agreement.customer_id.in_(customer_ids),
-                                                      Agreement.release_id.in_(release_ids))).all()
+        for a in session.exec(select(Agreement).where(col(Agreement.customer_id).in_(customer_ids),
+                                                      col(Agreement.release_id).in_(release_ids))).all()
     }
     contacts = {cid: (total, bounced or 0) for cid, total, bounced in session.exec(
-        select(Contact.customer_id, sa.func.count(Contact.id),
-               sa.func.sum(sa.case((Contact.undeliverable.is_(True), 1), else_=0)))
-        .where(Contact.customer_id.in_(customer_ids)).group_by(Contact.customer_id)).all()}
+        select(col(Contact.customer_id), sa.func.count(col(Contact.id)),
+               sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)))
+        .where(col(Contact.customer_id).in_(customer_ids)).group_by(col(Contact.customer_id))).all()}
     work = {(e.customer_id, e.milestone_id): e for e in session.exec(
-        select(Escalation).where(Escalation.customer_id.in_(customer_ids)).order_by(Escalation.id))}
-    rows = []
+        select(Escalation).where(col(Escalation.customer_id).in_(customer_ids)).order_by(col(Escalation.id)))}
+    rows: list[dict[str, Any]] = []
     for dep, cust, rel, prod in deployments:
-        candidates = by_release.get(rel.id, []) + by_product.get(prod.id, [])
+        candidates = by_release.get(pk(rel), []) + by_product.get(pk(prod), [])
         if not candidates:
             continue
         nxt = min(candidates, key=lambda m: (m.date, m.kind))
-        agr = agreements.get((cust.id, rel.id))
+        agr = agreements.get((pk(cust), pk(rel)))
         status = agr.status if agr else AgreementStatus.NONE.value
         target, planned = (agr.target_version, agr.planned_date) if agr else (None, None)
-        total, bounced = contacts.get(cust.id, (0, 0))
+        total, bounced = contacts.get(pk(cust), (0, 0))
         light = policy.risk(status=status, target=target, planned_date=planned, milestone_date=nxt.date,
                             today=policy.local_date(at, cust.timezone), contacts=total, bounced=bounced)
-        item = work.get((cust.id, nxt.id))
+        item = work.get((pk(cust), pk(nxt)))
         rows.append({
             "customer": cust.key, "customer_name": cust.name, "customer_id": cust.id, "rep": cust.account_rep,
             "product": prod.slug, "product_name": prod.name, "version": rel.version, "release_id": rel.id,
@@ -157,8 +159,8 @@ def undeliverable_contacts(session: Session, *, rep: str | None = None,
     """Contacts flagged undeliverable (a bounce or drop) of a rep's customers, with the provider's reason
     and when it was reported."""
     q = (
-        select(Contact, Customer).join(Customer, Customer.id == Contact.customer_id)
-        .where(Contact.undeliverable.is_(True)).order_by(Customer.key, Contact.email)
+        select(Contact, Customer).join(Customer, col(Customer.id) == Contact.customer_id)
+        .where(col(Contact.undeliverable).is_(True)).order_by(Customer.key, Contact.email)
     )
     if rep:
         q = q.where(_rep_matches(Customer.account_rep, rep))

@@ -88,7 +88,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     _checked.add(url)
 
 
-def schema_state(engine: sa.Engine) -> tuple[str | None, str]:
+def schema_state(engine: sa.Engine) -> tuple[str | None, str | None]:
     """(current revision, head revision) of the database behind `engine`."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from lifecycle import inflight, liveness, policy
 from lifecycle.channels import subscriptions
@@ -58,13 +58,14 @@ from lifecycle.models import (
     Notice,
     NoticeKind,
     NoticeStatus,
+    table_of,
 )
 from lifecycle.recovery import recover
 from lifecycle.settle import settle_notices
 
 log = logging.getLogger(__name__)
-D = Delivery.__table__
-N = Notice.__table__
+D = table_of(Delivery)
+N = table_of(Notice)
 
 @dataclass
 class DeliverResult:
@@ -133,19 +134,19 @@ def _lock_mine(session: Session, token: str, ids: list[int]) -> set[int]:
 
 
 def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list[Batch]:
-    rows = session.exec(
+    rows = session.exec(  # type: ignore[call-overload]  # sqlmodel's exec() runs any select; its overloads know only its own
         sa.select(Delivery, Notice, Customer, Contact, CustomerChannel)
-        .join(Notice, Notice.id == Delivery.notice_id)
-        .join(Customer, Customer.id == Delivery.customer_id)
-        .join(Contact, Contact.id == Delivery.contact_id, isouter=True)
-        .join(CustomerChannel, CustomerChannel.id == Delivery.subscription_id, isouter=True)
-        .where(Delivery.id.in_(delivery_ids)).order_by(Notice.due_at, Notice.id)
+        .join(Notice, col(Notice.id) == Delivery.notice_id)
+        .join(Customer, col(Customer.id) == Delivery.customer_id)
+        .join(Contact, col(Contact.id) == Delivery.contact_id, isouter=True)
+        .join(CustomerChannel, col(CustomerChannel.id) == Delivery.subscription_id, isouter=True)
+        .where(col(Delivery.id).in_(delivery_ids)).order_by(col(Notice.due_at), col(Notice.id))
     ).all()
     contexts = notice_contexts(session, sorted({n.id for _, n, _, _, _ in rows}), at)
     batches: dict[tuple, Batch] = {}
     shared: dict = {}
     for delivery, notice, customer, contact, sub in rows:
-        key = (delivery.channel, delivery.recipient.lower(), notice.audience)
+        key: tuple = (delivery.channel, delivery.recipient.lower(), notice.audience)
         if delivery.channel not in CHANNELS or not CHANNELS[delivery.channel].digest:
             key += (delivery.id,)  # a message per delivery
         batch = batches.get(key)
@@ -235,7 +236,7 @@ def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) ->
     if not delivery_ids:
         return 0
     conn = session.connection()
-    C = Customer.__table__
+    C = table_of(Customer)
     ops = get_settings().ops_email
     rows = conn.execute(
         sa.select(D.c.id, D.c.channel, D.c.recipient, D.c.attempts, D.c.error, N.c.customer_id, N.c.milestone_id,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "registry.yaml"
 START = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -120,10 +120,10 @@ def _next_due(after: dt.datetime) -> dt.datetime | None:
     from lifecycle.models import Delivery, Notice
 
     with session_scope() as s:
-        n = s.exec(sa.select(sa.func.min(Notice.due_at)).where(Notice.status == "planned",
-                                                               Notice.due_at > after)).one()[0]
-        d = s.exec(sa.select(sa.func.min(Delivery.next_attempt_at)).where(
-            Delivery.status.in_(("pending", "unknown")), Delivery.next_attempt_at > after)).one()[0]
+        n = s.scalar(sa.select(sa.func.min(Notice.due_at)).where(col(Notice.status) == "planned",
+                                                                 col(Notice.due_at) > after))
+        d = s.scalar(sa.select(sa.func.min(Delivery.next_attempt_at)).where(
+            col(Delivery.status).in_(("pending", "unknown")), col(Delivery.next_attempt_at) > after))
     from lifecycle.models import UTCDateTime
 
     vals = [UTCDateTime().process_result_value(x, None) for x in (n, d) if x is not None]
@@ -153,9 +153,9 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
         result = tick(now)
         ticks += 1
         if result.deliver.messages:
-            kinds = Counter()
+            kinds: Counter[str] = Counter()
             with session_scope() as s:
-                for kind, slot in s.exec(sa.select(Notice.kind, Notice.slot).where(Notice.sent_at == now)).all():
+                for kind, slot in s.exec(select(Notice.kind, Notice.slot).where(Notice.sent_at == now)).all():
                     kinds[f"{kind} {slot}" if kind in ("stage", "escalation") else kind] += 1
             say(f"  {now.strftime('%Y-%m-%d %H:%M')}Z  sent: " + ", ".join(f"{k} ×{v}" for k, v in sorted(kinds.items())))
 
@@ -177,10 +177,10 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
 
     with session_scope() as s:
         exports.export_all(s, at=end)
-        per = Counter()
+        per: Counter[tuple[str, str, str]] = Counter()
         for kind, slot, channel, status in s.exec(
-            sa.select(Notice.kind, Notice.slot, Delivery.channel, Delivery.status)
-            .join(Notice, Notice.id == Delivery.notice_id)
+            select(Notice.kind, Notice.slot, Delivery.channel, Delivery.status)
+            .join(Notice, col(Notice.id) == Delivery.notice_id)
         ).all():
             label = f"{kind} {slot}" if kind in ("stage", "escalation") else kind
             per[(label, channel, status)] += 1
@@ -204,8 +204,8 @@ def run(folder: Path, say: Callable[[str], None] = print) -> dict:
     calendars = len(list((folder / "calendar_exports").rglob("*.ics")))
     say(f"Calendars: {calendars} .ics files in {folder / 'calendar_exports'} (products/ and customers/)")
     say("\nSee it in the browser:")
-    command = Path(sys.executable).parent / "lifecycle"
-    command = command if command.exists() else "lifecycle"
+    venv_command = Path(sys.executable).parent / "lifecycle"
+    command = venv_command if venv_command.exists() else "lifecycle"
     say(f"  cd {folder} && {command} serve --at {end.date().isoformat()}")
     say(f"  (--at: the pages, feeds and worker run on the demo's clock, from {end.date().isoformat()} on, not on "
         "today's date; a banner says so)")

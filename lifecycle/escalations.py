@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
 from lifecycle import validation as v
@@ -38,6 +38,8 @@ from lifecycle.models import (
     NoticeKind,
     Product,
     Release,
+    pk,
+    table_of,
 )
 
 STATES = tuple(s.value for s in EscalationState)
@@ -52,10 +54,10 @@ RESOLUTION_LABELS = {"agreement": "an agreement arrived", "withdrawn": "the mile
                      "moved": "the milestone moved beyond its 1-month stage",
                      "not-affected": "the customer no longer runs the release",
                      "passed": "the milestone date has passed", "rep": "resolved by the rep"}
-E, N, M = Escalation.__table__, Notice.__table__, Milestone.__table__
+E, N, M = table_of(Escalation), table_of(Notice), table_of(Milestone)
 
 
-def agreed_now(A=Agreement.__table__, milestone_date=M.c.date):
+def agreed_now(A=table_of(Agreement), milestone_date=M.c.date):
     """SQL: the current agreement counts as agreed for a milestone on `milestone_date`
     (`policy.counts_as_agreed`)."""
     return sa.or_(A.c.status.in_(["acknowledged", "completed"]),
@@ -69,7 +71,7 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
     session.flush()  # pending ORM rows (a new agreement, a notice) take part in the set-based statements
     conn = session.connection()
     counts: dict[str, int] = {}
-    C = Customer.__table__
+    C = table_of(Customer)
     mine = (lambda q, col: q.where(col == customer_id)) if customer_id is not None else (lambda q, col: q)
     # 1. New escalation notices without an item, unless an unresolved one for the milestone exists.
     open_for = sa.exists().where(E.c.customer_id == N.c.customer_id, E.c.milestone_id == N.c.milestone_id,
@@ -94,7 +96,7 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
                                    "updated_at": at} for r in fresh])
         counts["created"] = len(fresh)
     # 2. Resolve what no longer needs work, first reason first.
-    A, Dep = Agreement.__table__, Deployment.__table__
+    A, Dep = table_of(Agreement), table_of(Deployment)
     unresolved = E.c.state != EscalationState.RESOLVED
     if customer_id is not None:
         unresolved = sa.and_(unresolved, E.c.customer_id == customer_id)
@@ -135,7 +137,8 @@ def rows(session: Session, *, at: dt.datetime, rep: str | None = None, customer_
          state: str | None = None, ids: list[int] | None = None) -> list[dict]:
     """Work items for a rep's customers: open first, then in progress, then resolved; soonest due
     first. Each with the milestone's current date (its due date), days left and its notes."""
-    q = (select(Escalation, Customer, Milestone, Release, Product)
+    # sqlmodel's select() accepts any number of entities, but its overloads stop at four
+    q = (select(Escalation, Customer, Milestone, Release, Product)  # type: ignore[call-overload]
          .join(Customer, Customer.id == Escalation.customer_id)
          .join(Milestone, Milestone.id == Escalation.milestone_id)
          .join(Release, Release.id == Escalation.release_id)
@@ -147,12 +150,12 @@ def rows(session: Session, *, at: dt.datetime, rep: str | None = None, customer_
     if state:
         q = q.where(Escalation.state == state)
     if ids is not None:
-        q = q.where(Escalation.id.in_(ids))
+        q = q.where(col(Escalation.id).in_(ids))
     found = session.exec(q).all()
     notes: dict[int, list[dict]] = {}
     if found:
         for note in session.exec(select(EscalationNote).where(
-                EscalationNote.escalation_id.in_([e.id for e, *_ in found])).order_by(EscalationNote.at, EscalationNote.id)):
+                col(EscalationNote.escalation_id).in_([e.id for e, *_ in found])).order_by(col(EscalationNote.at), col(EscalationNote.id))):
             notes.setdefault(note.escalation_id, []).append({"text": note.text, "by": note.by, "at": note.at})
     order = {s: i for i, s in enumerate(STATES)}
     out = []
@@ -195,7 +198,7 @@ def update(session: Session, escalation: Escalation, *, at: dt.datetime, by: str
         escalation.resolved_at = at if state == EscalationState.RESOLVED else None
         registry.audit(session, at, "escalation.state", f"escalation {escalation.id}", {"state": state}, by)
     if note is not None:
-        session.add(EscalationNote(escalation_id=escalation.id, text=note, by=by, at=at))
+        session.add(EscalationNote(escalation_id=pk(escalation), text=note, by=by, at=at))
         registry.audit(session, at, "escalation.note", f"escalation {escalation.id}", None, by)
     escalation.updated_at = at
     session.add(escalation)

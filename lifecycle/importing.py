@@ -25,12 +25,12 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import loader, policy, registry
 from lifecycle import validation as v
 from lifecycle.errors import InputError, InputErrors
-from lifecycle.models import Milestone, MilestoneKind, MilestoneStatus, Product, Release
+from lifecycle.models import Milestone, MilestoneKind, MilestoneStatus, Product, Release, pk
 
 ENTITIES = ("products", "releases", "milestones", "customers", "contacts", "deployments")
 Progress = Callable[[int, int], None]  # (done, total)
@@ -111,6 +111,7 @@ class ImportSummary:
         for warning in self.warnings:
             out.append(f"  warning: {warning}")
         if self.change_id is not None:
+            assert self.hold_until is not None  # set with change_id
             out.append(f"  change #{self.change_id}: notices it makes due at once are held until "
                        f"{self.hold_until.isoformat(timespec='minutes')} (undo: lifecycle change undo "
                        f"{self.change_id})")
@@ -319,7 +320,7 @@ def _milestones(obj, path: str, errs: _Errors) -> tuple[list[_Milestone], list[s
                 ended.append(kind)
             continue
         if isinstance(value, dict):
-            value = _mapping(value, mpath, _MILESTONE, errs)
+            _mapping(value, mpath, _MILESTONE, errs)  # reports unknown and missing keys
             reason = _reason(value.get("short_notice_reason"), f"{mpath}.short_notice_reason", errs)
             change_reason = _reason(value.get("reason"), f"{mpath}.reason", errs)
             customer_reason = _customer_reason(value.get("customer_reason"), f"{mpath}.customer_reason", errs)
@@ -512,19 +513,19 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
     authoritative file retires, and check what needs the database: references to releases, upgrade
     targets and the short-notice guard."""
     slugs = {p.slug for p in products} | {d.product for c in customers for d in c.deployments}
-    db_products = {p.id: p for p in session.exec(select(Product).where(Product.slug.in_(slugs)))} if slugs else {}
+    db_products = {p.id: p for p in session.exec(select(Product).where(col(Product.slug).in_(slugs)))} if slugs else {}
     slug_of = {pid: p.slug for pid, p in db_products.items()}
     versions: dict[str, set[str]] = {s: set() for s in slugs}
     db_releases: dict[int, str] = {}
     if db_products:
-        for r in session.exec(select(Release).where(Release.product_id.in_(list(db_products)))):
-            versions[slug_of[r.product_id]].add(r.version)
-            db_releases[r.id] = r.version
+        for rel in session.exec(select(Release).where(col(Release.product_id).in_(list(db_products)))):
+            versions[slug_of[rel.product_id]].add(rel.version)
+            db_releases[pk(rel)] = rel.version
     existing: dict[tuple[str, str | None, str], Milestone] = {}
     file_pids = [pid for pid, p in db_products.items() if p.slug in {fp.slug for fp in products}]
     if file_pids:
-        for m in session.exec(select(Milestone).where(Milestone.product_id.in_(file_pids))):
-            existing[(slug_of[m.product_id], db_releases.get(m.release_id) if m.release_id else None, m.kind)] = m
+        for row in session.exec(select(Milestone).where(col(Milestone.product_id).in_(file_pids))):
+            existing[(slug_of[row.product_id], db_releases.get(row.release_id) if row.release_id else None, row.kind)] = row
     for p in products:
         versions.setdefault(p.slug, set()).update(r.version for r in p.releases)
 
@@ -556,9 +557,9 @@ def _check_order(p: _Product, existing: dict[tuple[str, str | None, str], Milest
     violation that involves a milestone of the file is an error at its path; endoflife.date data,
     whose upstream order is occasionally inconsistent, gets warnings instead."""
     final: dict[str | None, dict[str, dt.date]] = {}
-    for (slug, version, kind), m in existing.items():
-        if slug == p.slug and m.status == MilestoneStatus.PLANNED:
-            final.setdefault(version, {})[kind] = m.date
+    for (slug, version, kind), row in existing.items():
+        if slug == p.slug and row.status == MilestoneStatus.PLANNED:
+            final.setdefault(version, {})[kind] = row.date
     paths: dict[tuple[str | None, str], str] = {}
     scoped = [(None, m) for m in p.milestones] + [(r.version, m) for r in p.releases for m in r.milestones]
     for version, m in scoped:
@@ -577,7 +578,8 @@ def _check_order(p: _Product, existing: dict[tuple[str, str | None, str], Milest
     for version, dates in final.items():
         if version is None:
             continue
-        found = [(viol, (version, viol.earlier), (version, viol.later)) for viol in policy.order_violations(dates)]
+        found: list[tuple[policy.OrderViolation, tuple[str | None, str], tuple[str | None, str]]] = [
+            (viol, (version, viol.earlier), (version, viol.later)) for viol in policy.order_violations(dates)]
         found += [(viol, (version, viol.earlier), (None, viol.later))
                   for viol in policy.product_violations(product_level, dates)]
         for viol, a, b in found:
@@ -596,7 +598,7 @@ def _retire(p: _Product, existing: dict[tuple[str, str | None, str], Milestone],
     """An authoritative file's product: its planned milestones the file no longer carries are withdrawn;
     a phase the file marks ended without a date moves a future date to the import day."""
     listed = {(None, m.kind) for m in p.milestones} | {(r.version, m.kind) for r in p.releases for m in r.milestones}
-    ended = {r.version: r.ended for r in p.releases if r.ended}
+    ended: dict[str | None, str] = {r.version: r.ended for r in p.releases if r.ended}
     order = [k.value for k in MilestoneKind]
     for (slug, version, kind), m in sorted(existing.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
         if slug != p.slug or (version, kind) in listed or m.status != MilestoneStatus.PLANNED:
@@ -709,6 +711,7 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
             summary.reinstated.append({"milestone": m.label, "date": m.date.isoformat(),
                                        "revision": row.revision, "reason": m.effective_reason})
         else:
+            assert m.existing is not None  # a move
             old = m.existing.date
             row, change = step(m.path, registry.move_milestone, session, m.existing, date=m.date,
                                reason=m.effective_reason, at=at, allow_short_notice=True, reason_code=m.code,
@@ -750,8 +753,8 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
                 summary.ended.append({"release": f"{p.slug} {r.version}", "phase": release.ended})
             for m in r.milestones:
                 milestone(m, product, release)
-        for r in p.retire:
-            retire(p, r)
+        for ret in p.retire:
+            retire(p, ret)
         summary.warnings.extend(p.warnings)
     for c in customers:
         customer, change = step(c.path, registry.upsert_customer, session, key=c.key, at=at, **c.values)
@@ -765,7 +768,7 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
                                version=d.version, cores=d.cores, at=at)
             summary.count("deployments", change)
             if change != "unchanged":
-                warning = registry.ended_warning(session, session.get(Release, dep.release_id), at)
+                warning = registry.ended_warning(session, session.get_one(Release, dep.release_id), at)
                 if warning:
                     summary.notes.append(f"{d.path}: warning: {warning}")
     summary.change_id = change_set.id if change_set is not None else None

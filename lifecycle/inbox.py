@@ -9,10 +9,10 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
-from lifecycle.models import CHANGE_NOTICE_KINDS, Customer, InboxMessage, Notice
+from lifecycle.models import CHANGE_NOTICE_KINDS, Customer, InboxMessage, Notice, pk, table_of
 
 PER_PAGE = 20
 
@@ -36,10 +36,10 @@ def newer_notices(session: Session, customer_id: int) -> dict[int, tuple[str, in
     """message id -> (kind, id of the newest later message that changed or cancelled what it said)."""
     rows = session.exec(
         select(InboxMessage.id, InboxMessage.created_at, Notice.milestone_id, Notice.kind)
-        .join(Notice, Notice.id == InboxMessage.notice_id)
-        .where(InboxMessage.customer_id == customer_id, Notice.milestone_id.is_not(None))
-        .order_by(InboxMessage.created_at, InboxMessage.id)).all()
-    by_milestone: dict[int, list] = {}
+        .join(Notice, col(Notice.id) == InboxMessage.notice_id)
+        .where(InboxMessage.customer_id == customer_id, col(Notice.milestone_id).is_not(None))
+        .order_by(col(InboxMessage.created_at), col(InboxMessage.id))).all()
+    by_milestone: dict[int | None, list] = {}
     for r in rows:
         by_milestone.setdefault(r[2], []).append(r)
     out: dict[int, tuple[str, int]] = {}
@@ -55,16 +55,16 @@ def page(session: Session, customer: Customer, *, unread_only: bool = False, num
          per_page: int = PER_PAGE) -> InboxPage:
     base = select(InboxMessage).where(InboxMessage.customer_id == customer.id)
     if unread_only:
-        base = base.where(InboxMessage.read_at.is_(None))
+        base = base.where(col(InboxMessage.read_at).is_(None))
     total = session.exec(select(sa.func.count()).select_from(base.subquery())).one()
-    unread = session.exec(select(sa.func.count(InboxMessage.id)).where(
-        InboxMessage.customer_id == customer.id, InboxMessage.read_at.is_(None))).one()
+    unread = session.exec(select(sa.func.count(col(InboxMessage.id))).where(
+        InboxMessage.customer_id == customer.id, col(InboxMessage.read_at).is_(None))).one()
     pages = max(1, -(-total // per_page))
     number = min(max(1, number), pages)
-    found = session.exec(base.order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())
+    found = session.exec(base.order_by(col(InboxMessage.created_at).desc(), col(InboxMessage.id).desc())
                          .offset((number - 1) * per_page).limit(per_page)).all()
-    newer = newer_notices(session, customer.id) if found else {}
-    return InboxPage(messages=[message_view(m, customer, newer.get(m.id)) for m in found], total=total,
+    newer = newer_notices(session, pk(customer)) if found else {}
+    return InboxPage(messages=[message_view(m, customer, newer.get(pk(m))) for m in found], total=total,
                      unread=unread, page=number, pages=pages, per_page=per_page)
 
 
@@ -79,8 +79,8 @@ def message_view(m: InboxMessage, customer: Customer, newer: tuple[str, int] | N
 def mark_all_read(session: Session, customer: Customer, at: dt.datetime) -> int:
     """Mark every unread message read; how many were."""
     n = session.connection().execute(
-        InboxMessage.__table__.update().where(InboxMessage.__table__.c.customer_id == customer.id,
-                                              InboxMessage.__table__.c.read_at.is_(None))
+        table_of(InboxMessage).update().where(table_of(InboxMessage).c.customer_id == customer.id,
+                                              table_of(InboxMessage).c.read_at.is_(None))
         .values(read_at=at)).rowcount or 0
     if n:
         registry.audit(session, at, "inbox.read_all", customer.key, {"messages": n})

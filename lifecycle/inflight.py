@@ -31,15 +31,16 @@ from lifecycle.models import (
     Notice,
     NoticeKind,
     NoticeStatus,
+    table_of,
 )
 from lifecycle.policy import SkipReason
 from lifecycle.settle import settle_notices
 
-D = Delivery.__table__
-N = Notice.__table__
-M = Milestone.__table__
-A = Agreement.__table__
-CC = CustomerChannel.__table__
+D = table_of(Delivery)
+N = table_of(Notice)
+M = table_of(Milestone)
+A = table_of(Agreement)
+CC = table_of(CustomerChannel)
 
 # Advisory lock namespaces (PostgreSQL's two-key form): senders share them, changes take them alone.
 LOCK_MILESTONE = 7_242_002  # (namespace, milestone id): withdrawals and moves
@@ -89,7 +90,9 @@ def cancel_in_flight(session: Session, *, at: dt.datetime, reason: str, mileston
     Sends in progress about the same milestone (or customer) finish first; later ones re-check and see
     the change. Returns how many deliveries were cancelled."""
     session.flush()  # the change itself is written first (its row locks before ours)
+    notices: sa.Select | list[int]
     if reason in ("withdrawn", "moved"):
+        assert milestone_id is not None
         _lock_exclusive(session, LOCK_MILESTONE, milestone_id)
         if reason == "withdrawn":
             notices = sa.select(N.c.id).where(N.c.milestone_id == milestone_id, N.c.kind.in_(CURRENT_KINDS))
@@ -102,6 +105,7 @@ def cancel_in_flight(session: Session, *, at: dt.datetime, reason: str, mileston
             A.c.customer_id == customer_id, A.c.release_id == release_id)).first()
         if agreement is None or agreement.status not in AGREED_STATUSES:
             return 0
+        assert customer_id is not None
         _lock_exclusive(session, LOCK_CUSTOMER, customer_id)
         # The scheduler's rule (policy.counts_as_agreed): a plan dated after a milestone does not stop its
         # reminders, so only the reminders of milestones it is in time for are cancelled.
@@ -179,10 +183,10 @@ def cancel(session: Session, stale: dict[int, str], token: str, at: dt.datetime)
         by_reason[reason].append(delivery_id)
     notices: dict[str, list[int]] = {}
     for reason, ids in by_reason.items():
-        notices[reason] = session.connection().execute(
+        notices[reason] = list(session.connection().execute(
             D.update().where(D.c.id.in_(ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
             .values(status=DeliveryStatus.CANCELLED, error=f"cancelled: {CANCEL_TEXT[reason]}", claim_token=None,
-                    updated_at=at).returning(D.c.notice_id)).scalars().all()
+                    updated_at=at).returning(D.c.notice_id)).scalars().all())
     return notices
 
 

@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from lifecycle.config import get_settings
 from lifecycle.errors import InputError, LifecycleError
@@ -82,7 +82,7 @@ def load(session: Session | None = None) -> KeyRing:
         legacy = _legacy_key(session) if session is not None else None
         private_dir(path.parent)
         write_private_once(path, ((legacy or new_key()) + "\n").encode())  # the loser of a race reads below
-        if legacy is not None:
+        if legacy is not None and session is not None:
             _forget_legacy(session)
         ring = _read(path)
         if ring is None:
@@ -155,7 +155,7 @@ def _forget_legacy(session: Session) -> None:
 
     from lifecycle.models import AppSetting
 
-    session.exec(sa.delete(AppSetting).where(AppSetting.key == LEGACY_SETTING))
+    session.exec(sa.delete(AppSetting).where(col(AppSetting.key) == LEGACY_SETTING))
 
 
 # -------------------------------------------------------------------------------------------- rotation

@@ -42,6 +42,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from yaml.events import (
@@ -58,7 +59,7 @@ from yaml.events import (
 from lifecycle.errors import InputError, InputErrors
 
 try:  # libyaml: the same events as the pure-Python parser, many times faster
-    from yaml.cyaml import CParser as _Parser
+    from yaml._yaml import CParser as _Parser
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml.parser import Parser
     from yaml.reader import Reader
@@ -128,8 +129,9 @@ class _Where:
         return f"{self.source}, line {line}" if line else self.source
 
     def offset(self, offset: int) -> str:
-        newline = b"\n" if isinstance(self.text, bytes) else "\n"
-        return self.line(self.text.count(newline, 0, max(offset, 0)) + 1)
+        if isinstance(self.text, bytes):
+            return self.line(self.text.count(b"\n", 0, max(offset, 0)) + 1)
+        return self.line(self.text.count("\n", 0, max(offset, 0)) + 1)
 
     def error(self, line: int | None, message: str) -> InputError:
         return InputError(self.line(line), message)
@@ -140,7 +142,8 @@ def _size(n: int) -> str:
 
 
 def _kind(value) -> str:
-    return {dict: "a mapping", list: "a list"}.get(type(value), "a value")
+    kinds: dict[type, str] = {dict: "a mapping", list: "a list"}
+    return kinds.get(type(value), "a value")
 
 
 # ------------------------------------------------------------------------------------------ public
@@ -300,7 +303,7 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
     max_depth, max_string, max_items = limits.max_depth, limits.max_string, limits.max_items
     try:
         while True:
-            event = get_event()
+            event: Any = get_event()  # dispatched on its exact type below, not narrowed by isinstance (speed)
             kind = type(event)
             if kind is ScalarEvent:
                 if event.anchor is not None:
@@ -391,6 +394,7 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
 
 
 def _yaml_key(event: ScalarEvent, where: _Where, limits: Limits) -> str:
+    assert event.start_mark is not None  # the parser marks every event
     line = event.start_mark.line + 1
     if event.tag not in _STR_TAGS:
         raise where.error(line, f"the tag {event.tag} is not allowed in an import file")
@@ -404,6 +408,7 @@ def _yaml_key(event: ScalarEvent, where: _Where, limits: Limits) -> str:
 
 def _yaml_scalar(event: ScalarEvent, where: _Where, limits: Limits):
     """A value that needs more than "plain text as it is": resolution, a check, or a refusal."""
+    assert event.start_mark is not None  # the parser marks every event
     value, tag, line = event.value, event.tag, event.start_mark.line + 1
     if tag not in _STR_TAGS:
         raise where.error(line, f"the tag {tag} is not allowed in an import file (quote the value instead)")
@@ -469,7 +474,11 @@ def _read_json(text: str, where: _Where, limits: Limits) -> object:
         obj = dict(items)
         if len(obj) != len(items):
             seen: set = set()
-            duplicates.extend(k for k, _ in items if k in seen or seen.add(k))
+            for k, _ in items:
+                if k in seen:
+                    duplicates.append(k)
+                else:
+                    seen.add(k)
             obj = {}
             for key, value in items:
                 obj.setdefault(key, value)
@@ -519,7 +528,7 @@ def _read_json(text: str, where: _Where, limits: Limits) -> object:
 
 def _check_json_items(data: object, where: _Where, max_items: int) -> None:
     """No list or mapping longer than `max_items` (what follows the reading costs per entry too)."""
-    pending = [data]
+    pending: list[Any] = [data]
     while pending:
         value = pending.pop()
         if len(value) > max_items:
@@ -531,7 +540,7 @@ def _check_json_items(data: object, where: _Where, max_items: int) -> None:
 def _check_json_strings(data: object, where: _Where, limits: Limits) -> None:
     """Every key and string within the limits, naming its path (`products[0].name`) when not."""
     max_string = limits.max_string
-    pending: list[tuple[object, str]] = [(data, "")]
+    pending: list[tuple[Any, str]] = [(data, "")]
     while pending:
         value, path = pending.pop()
         items = value.items() if type(value) is dict else enumerate(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -470,3 +471,19 @@ class AppSetting(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value: str
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a model, for bulk statements (`table_of(Delivery).update()`)."""
+    return model.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models but does not declare it
+
+
+class _Keyed(Protocol):
+    id: int | None
+
+
+def pk(row: _Keyed) -> int:
+    """The id of a row that is in the database (loaded, or added and flushed): typed `int`, not `int | None`."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id yet: it was never flushed")
+    return row.id

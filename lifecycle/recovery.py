@@ -38,13 +38,14 @@ from lifecycle.models import (
     DeliveryStatus,
     Notice,
     NoticeStatus,
+    table_of,
 )
 from lifecycle.settle import settle_notices
 
 log = logging.getLogger(__name__)
-D = Delivery.__table__
-N = Notice.__table__
-K = Contact.__table__
+D = table_of(Delivery)
+N = table_of(Notice)
+K = table_of(Contact)
 
 
 def recover(session: Session, at: dt.datetime, *, customer_id: int | None = None) -> int:
@@ -142,7 +143,7 @@ def _revive(session: Session, at: dt.datetime, customer_id: int | None) -> int:
     live = sa.exists().where(D.c.notice_id == N.c.id,
                              D.c.status.in_([s.value for s in (*OPEN_STATUSES, *DELIVERED_STATUSES)]))
     stuck = sa.select(N.c.id).where(N.c.status == NoticeStatus.RELEASED, ~live)
-    CC = CustomerChannel.__table__
+    CC = table_of(CustomerChannel)
     deliverable = sa.and_(
         sa.or_(D.c.contact_id.is_(None), D.c.contact_id.in_(sa.select(K.c.id).where(K.c.undeliverable.is_(False)))),
         sa.or_(D.c.channel.in_([name for name, ch in CHANNELS.items() if not ch.subscribed]),

@@ -8,12 +8,13 @@ changes who should be told what marks the affected milestones `needs_plan`, and 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import secrets
-from typing import Literal
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import inflight, policy
 from lifecycle import validation as v
@@ -97,13 +98,13 @@ def get_milestone(session: Session, product_slug: str, version: str | None, kind
 
 def mark_dirty(session: Session, *, release_ids=(), product_ids=(), milestone_ids=()) -> None:
     """Ask the planner to re-plan the milestones touched by a change."""
-    conds = []
+    conds: list[sa.ColumnElement[bool]] = []
     if release_ids:
-        conds.append(Milestone.release_id.in_(list(release_ids)))
+        conds.append(col(Milestone.release_id).in_(list(release_ids)))
     if product_ids:
-        conds.append(sa.and_(Milestone.release_id.is_(None), Milestone.product_id.in_(list(product_ids))))
+        conds.append(sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(list(product_ids))))
     if milestone_ids:
-        conds.append(Milestone.id.in_(list(milestone_ids)))
+        conds.append(col(Milestone.id).in_(list(milestone_ids)))
     if conds:
         session.exec(sa.update(Milestone).where(sa.or_(*conds)).values(needs_plan=True))
 
@@ -111,7 +112,7 @@ def mark_dirty(session: Session, *, release_ids=(), product_ids=(), milestone_id
 def _mark_customer_dirty(session: Session, customer_id: int) -> None:
     rows = session.exec(
         select(Deployment.release_id, Release.product_id)
-        .join(Release, Release.id == Deployment.release_id)
+        .join(Release, col(Release.id) == Deployment.release_id)
         .where(Deployment.customer_id == customer_id)
     ).all()
     mark_dirty(session, release_ids={r for r, _ in rows}, product_ids={p for _, p in rows})
@@ -137,12 +138,16 @@ def upsert_product(session: Session, *, slug: str, name: str, at: dt.datetime) -
     return product, "unchanged"
 
 
-_UNSET: object = object()
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET: Final = _Unset.UNSET
 
 
 def upsert_release(
     session: Session, *, product: str | Product, version: str, at: dt.datetime,
-    released: dt.date | None = None, upgrade_to: str | None = None, ended: str | None | object = _UNSET,
+    released: dt.date | None = None, upgrade_to: str | None = None, ended: str | None | _Unset = _UNSET,
 ) -> tuple[Release, Change]:
     """Register or update a release. `ended` (a milestone kind, or None) records the phase known to
     have ended without a published date; left as it is when not given."""
@@ -158,6 +163,7 @@ def upsert_release(
         select(Release).where(Release.product_id == prod.id, Release.version == version)
     ).first()
     if release is None:
+        assert prod.id is not None
         release = Release(product_id=prod.id, version=version, released=released, upgrade_to=upgrade_to,
                           ended=None if ended is _UNSET else ended, created_at=at)
         session.add(release)
@@ -220,7 +226,7 @@ def current_change(session: Session, milestone: Milestone) -> RegistryChange | N
     """The change set that made the milestone's current revision."""
     ch = session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id == milestone.id,
                                                     MilestoneChange.revision == milestone.revision)
-                      .order_by(MilestoneChange.id.desc())).first()
+                      .order_by(col(MilestoneChange.id).desc())).first()
     return session.get(RegistryChange, ch.change_id) if ch is not None and ch.change_id else None
 
 
@@ -228,6 +234,7 @@ def describe(session: Session, milestone: Milestone) -> str:
     """'acp 3.16 end-of-life', or 'acp end-of-sale' for a product-level milestone."""
     product = session.get(Product, milestone.product_id)
     release = session.get(Release, milestone.release_id) if milestone.release_id else None
+    assert product is not None
     return _scope_label(product, release) + f" {milestone.kind}"
 
 
@@ -239,9 +246,9 @@ def effective_changes(session: Session, milestone_ids) -> list[tuple[MilestoneCh
         return []
     rows = session.exec(
         select(MilestoneChange, RegistryChange)
-        .join(RegistryChange, RegistryChange.id == MilestoneChange.change_id, isouter=True)
-        .where(MilestoneChange.milestone_id.in_(ids))
-        .order_by(MilestoneChange.milestone_id, MilestoneChange.revision, MilestoneChange.id)
+        .join(RegistryChange, col(RegistryChange.id) == MilestoneChange.change_id, isouter=True)
+        .where(col(MilestoneChange.milestone_id).in_(ids))
+        .order_by(col(MilestoneChange.milestone_id), col(MilestoneChange.revision), col(MilestoneChange.id))
     ).all()
     out = []
     for ch, rc in rows:
@@ -272,7 +279,7 @@ def order_problems(session: Session, product_id: int, changes: dict[tuple[int | 
             dates.setdefault(release_id, {})[kind] = date
     product_level = dates.get(None, {})
     touched = set(changes)
-    out = []
+    out: list[tuple[int | None, policy.OrderViolation]] = []
     for release_id, ds in dates.items():
         if release_id is None:
             continue
@@ -293,6 +300,7 @@ def check_order(session: Session, milestone_product_id: int, release: Release | 
         release_id, viol = problems[0]
         where = session.get(Release, release_id)
         product = session.get(Product, milestone_product_id)
+        assert where is not None and product is not None
         raise InputError(field, f"{product.slug} {where.version}: {viol.message()}")
 
 
@@ -329,6 +337,7 @@ def add_milestone(
     date = v.in_range(date, "date")
     existing = find_milestone(session, prod, release, kind)
     label = f"{_scope_label(prod, release)} {kind}"
+    assert prod.id is not None
     if existing is not None and existing.status == MilestoneStatus.PLANNED:
         if existing.date == date:
             return existing, "unchanged"
@@ -351,6 +360,7 @@ def add_milestone(
         session.add(existing)
         change = change or begin_change(session, action="reinstate", summary=f"reinstate {label} on {date}",
                                         at=at, by=by)
+        assert existing.id is not None
         session.add(MilestoneChange(milestone_id=existing.id, change_id=change.id, revision=existing.revision,
                                     action="reinstated",
                                     old_date=old, new_date=date, reason=reason, short_notice=bool(short),
@@ -358,12 +368,14 @@ def add_milestone(
         audit(session, at, "milestone.reinstate", label, {"date": date, "reason": reason}, by)
         return existing, "updated"
     short = check_short_notice(date, at, allow_short_notice, reason)
+    release_id = release.id if release else None
     milestone = Milestone(
-        product_id=prod.id, release_id=release.id if release else None, scope=release.id if release else 0,
+        product_id=prod.id, release_id=release_id, scope=release_id if release_id is not None else 0,
         kind=kind, date=date, short_notice_reason=short, registered_at=at, changed_at=at, needs_plan=True,
     )
     session.add(milestone)
     session.flush()
+    assert milestone.id is not None
     change = change or begin_change(session, action="add", summary=f"add {label} on {date}", at=at, by=by)
     session.add(MilestoneChange(milestone_id=milestone.id, change_id=change.id, revision=1, action="created",
                                 new_date=date,
@@ -388,6 +400,7 @@ def move_milestone(
     if milestone.date == date:
         return milestone, "unchanged"
     written = customer_reason_json(customer_reason)
+    assert milestone.id is not None
     if check_lifecycle_order:
         check_order(session, milestone.product_id, session.get(Release, milestone.release_id)
                     if milestone.release_id else None, milestone.kind, date)
@@ -419,6 +432,7 @@ def withdraw_milestone(
     if milestone.status == MilestoneStatus.WITHDRAWN:
         return milestone, "unchanged"
     written = customer_reason_json(customer_reason)
+    assert milestone.id is not None
     milestone.status, milestone.revision = MilestoneStatus.WITHDRAWN, milestone.revision + 1
     milestone.changed_at, milestone.needs_plan = at, True
     session.add(milestone)
@@ -458,7 +472,7 @@ def upsert_customer(
     service_end = v.in_range(service_end, "service.end") if service_end else None
     if service_start and service_end and service_end < service_start:
         raise InputError("service.end", f"{service_end} is before the service start {service_start}")
-    values = dict(name=name, timezone=timezone, locale=locale, account_rep=account_rep,
+    values: dict[str, Any] = dict(name=name, timezone=timezone, locale=locale, account_rep=account_rep,
                   service_start=service_start, service_end=service_end, cores=cores)
     customer = session.exec(select(Customer).where(Customer.key == key)).first()
     if customer is None:
@@ -474,6 +488,7 @@ def upsert_customer(
         setattr(customer, k, val)
     session.add(customer)
     if changed.keys() & {"timezone", "service_start", "service_end"}:
+        assert customer.id is not None
         _mark_customer_dirty(session, customer.id)
     audit(session, at, "customer.update", key, changed)
     return customer, "updated"
@@ -502,6 +517,7 @@ def upsert_contact(session: Session, *, customer: str | Customer, email: str, at
         select(Contact).where(Contact.customer_id == cust.id, sa.func.lower(Contact.email) == email.lower())
     ).first()
     if contact is None:
+        assert cust.id is not None
         contact = Contact(customer_id=cust.id, email=email, name=name, created_at=at)
         session.add(contact)
         session.flush()
@@ -540,7 +556,7 @@ def remove_contact(session: Session, *, customer: str | Customer, email: str, at
     """Remove a contact: no more email to it. Past deliveries keep the address they went to; pending
     ones to it fail ("the contact was removed")."""
     from lifecycle.delivery import settle_notices
-    from lifecycle.models import Delivery, DeliveryStatus
+    from lifecycle.models import Delivery, DeliveryStatus, table_of
 
     cust = customer if isinstance(customer, Customer) else get_customer(session, customer)
     email = (email or "").strip()
@@ -549,7 +565,7 @@ def remove_contact(session: Session, *, customer: str | Customer, email: str, at
     ).first()
     if contact is None:
         raise NotFound("email", f"customer {cust.key!r} has no contact {email!r}")
-    D = Delivery.__table__
+    D = table_of(Delivery)
     conn = session.connection()
     pending = conn.execute(D.update().where(D.c.contact_id == contact.id, D.c.status == DeliveryStatus.PENDING)
                            .values(status=DeliveryStatus.FAILED, error="the contact was removed", updated_at=at)
@@ -565,12 +581,13 @@ def remove_contact(session: Session, *, customer: str | Customer, email: str, at
 def ended_warning(session: Session, release: Release, at: dt.datetime) -> str | None:
     """A warning for someone recording a deployment of a release that has already ended."""
     milestones = list(session.exec(select(Milestone).where(
-        sa.or_(Milestone.release_id == release.id,
-               sa.and_(Milestone.release_id.is_(None), Milestone.product_id == release.product_id)))))
+        sa.or_(col(Milestone.release_id) == release.id,
+               sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id) == release.product_id)))))
     ended = release_ended(release, [m for m in milestones if m.release_id == release.id], at.date())
     if ended is None or (ended in ("end-of-sale", "end-of-full-support") and not release.ended):
         return None  # still maintained: running it is ordinary
     product = session.get(Product, release.product_id)
+    assert product is not None
     dated = [m for m in milestones if m.release_id == release.id and m.kind == ended
              and m.status == MilestoneStatus.PLANNED]
     when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
@@ -589,6 +606,7 @@ def add_deployment(session: Session, *, customer: str | Customer, product: str |
     ).first()
     change: Change
     if dep is None:
+        assert cust.id is not None and release.id is not None
         dep = Deployment(customer_id=cust.id, release_id=release.id, cores=cores, added_at=at)
         change = "created"
     elif dep.removed_at is not None:
@@ -612,7 +630,7 @@ def remove_deployment(session: Session, *, customer: str, product: str, version:
     release = get_release(session, prod, version)
     dep = session.exec(
         select(Deployment).where(Deployment.customer_id == cust.id, Deployment.release_id == release.id,
-                                 Deployment.removed_at.is_(None))
+                                 col(Deployment.removed_at).is_(None))
     ).first()
     if dep is None:
         raise NotFound("version", f"customer {cust.key!r} does not run {prod.slug} {release.version}")
@@ -632,13 +650,13 @@ def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
     `past` marks history: milestones whose date is before `at` are shown but never notified."""
     rows = session.exec(
         select(Milestone, Product, Release)
-        .join(Product, Product.id == Milestone.product_id)
-        .join(Release, Release.id == Milestone.release_id, isouter=True)
-        .order_by(Product.slug, Release.version, Milestone.kind, Milestone.id)
+        .join(Product, col(Product.id) == Milestone.product_id)
+        .join(Release, col(Release.id) == Milestone.release_id, isouter=True)
+        .order_by(col(Product.slug), col(Release.version), col(Milestone.kind), col(Milestone.id))
     ).all()
-    history: dict[int, list[dict]] = {}
-    for ch in session.exec(select(MilestoneChange).order_by(MilestoneChange.milestone_id, MilestoneChange.revision,
-                                                             MilestoneChange.id)).all():
+    history: dict[int | None, list[dict]] = {}
+    for ch in session.exec(select(MilestoneChange).order_by(col(MilestoneChange.milestone_id), col(MilestoneChange.revision),
+                                                             col(MilestoneChange.id))).all():
         history.setdefault(ch.milestone_id, []).append({
             "revision": ch.revision, "action": ch.action,
             "old_date": ch.old_date.isoformat() if ch.old_date else None,
@@ -662,12 +680,12 @@ def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
 
 def release_rows(session: Session, at: dt.datetime, product: str | None = None) -> list[dict]:
     """Every release (of one product), newest version first per product, with whether it has ended."""
-    q = select(Release, Product).join(Product, Product.id == Release.product_id)
+    q = select(Release, Product).join(Product, col(Product.id) == Release.product_id)
     if product:
         q = q.where(Product.id == get_product(session, product).id)
     rows = session.exec(q).all()
-    milestones: dict[int, list[Milestone]] = {}
-    for m in session.exec(select(Milestone).where(Milestone.release_id.in_([r.id for r, _ in rows]))):
+    milestones: dict[int | None, list[Milestone]] = {}
+    for m in session.exec(select(Milestone).where(col(Milestone.release_id).in_([r.id for r, _ in rows]))):
         milestones.setdefault(m.release_id, []).append(m)
     out = []
     for r, p in sorted(rows, key=lambda rp: (rp[1].slug, version_key(rp[0].version)), reverse=False):

@@ -25,9 +25,10 @@ import datetime as dt
 import io
 from collections import Counter
 from types import SimpleNamespace
+from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from lifecycle import policy
 from lifecycle.channels.registry import CHANNELS
@@ -46,11 +47,13 @@ from lifecycle.models import (
     NoticeStatus,
     Product,
     Release,
+    pk,
+    table_of,
 )
 from lifecycle.policy import SkipReason
 from lifecycle.registry import version_key
 
-N, D = Notice.__table__, Delivery.__table__
+N, D = table_of(Notice), table_of(Delivery)
 OK = ("sent", "delivered")
 OPEN = ("pending", "sending", "unknown")
 
@@ -122,7 +125,7 @@ def _local(ts: dt.datetime | None, tz: str) -> dt.date | None:
 
 def compliance(session: Session, at: dt.datetime) -> dict:
     conn = session.connection()
-    M = Milestone.__table__
+    M = table_of(Milestone)
     cust_notice = sa.and_(N.c.audience == "customer", N.c.milestone_id.is_not(None))
     # Told about the milestone's *current* date: a stage reminder of that date, or the change notice
     # that announced it. Being told a date that later moved does not keep the promise for the new one.
@@ -181,25 +184,25 @@ def compliance(session: Session, at: dt.datetime) -> dict:
 
     milestone_ids = {r.milestone_id for r in agg}
     customer_ids = {r.customer_id for r in agg}
-    milestones = {m.id: m for m in session.exec(sa.select(Milestone).where(Milestone.id.in_(milestone_ids))).scalars()} \
+    milestones = {m.id: m for m in session.scalars(sa.select(Milestone).where(col(Milestone.id).in_(milestone_ids)))} \
         if milestone_ids else {}
-    customers = {c.id: c for c in session.exec(sa.select(Customer).where(Customer.id.in_(customer_ids))).scalars()} \
+    customers = {c.id: c for c in session.scalars(sa.select(Customer).where(col(Customer.id).in_(customer_ids)))} \
         if customer_ids else {}
-    products = {p.id: p for p in session.exec(sa.select(Product)).scalars()}
-    releases = {r.id: r for r in session.exec(sa.select(Release)).scalars()}
-    with_contact = set(conn.execute(sa.select(Contact.customer_id).where(
-        Contact.customer_id.in_(customer_ids)).distinct()).scalars()) if customer_ids else set()
+    products = {p.id: p for p in session.scalars(sa.select(Product))}
+    releases = {r.id: r for r in session.scalars(sa.select(Release))}
+    with_contact = set(conn.execute(sa.select(col(Contact.customer_id)).where(
+        col(Contact.customer_id).in_(customer_ids)).distinct()).scalars()) if customer_ids else set()
     # When each customer started running each product/release (the latest (re)deployment).
     deployed: dict[tuple[int, int], dt.datetime] = {}
-    for dep, rel in session.exec(sa.select(Deployment, Release).join(Release, Release.id == Deployment.release_id)
-                                 .where(Deployment.customer_id.in_(customer_ids))).all() if customer_ids else []:
-        for key in ((dep.customer_id, rel.id), (dep.customer_id, -rel.product_id)):
+    for dep, rel in session.exec(select(Deployment, Release).join(Release, col(Release.id) == Deployment.release_id)
+                                 .where(col(Deployment.customer_id).in_(customer_ids))).all() if customer_ids else []:
+        for key in ((dep.customer_id, pk(rel)), (dep.customer_id, -rel.product_id)):
             deployed[key] = min(deployed.get(key, dep.added_at), dep.added_at)
     # The change that set each milestone's current date, and its latest change.
     date_set: dict[int, MilestoneChange] = {}
     latest: dict[int, MilestoneChange] = {}
-    for ch in session.exec(sa.select(MilestoneChange).where(MilestoneChange.milestone_id.in_(milestone_ids))
-                           .order_by(MilestoneChange.revision, MilestoneChange.id)).scalars() if milestone_ids else []:
+    for ch in session.scalars(sa.select(MilestoneChange).where(col(MilestoneChange.milestone_id).in_(milestone_ids))
+                              .order_by(col(MilestoneChange.revision), col(MilestoneChange.id))) if milestone_ids else []:
         latest[ch.milestone_id] = ch
         if ch.action in ("created", "moved", "reinstated"):
             date_set[ch.milestone_id] = ch
@@ -216,12 +219,12 @@ def compliance(session: Session, at: dt.datetime) -> dict:
         counted = _told(r, key, promise, channels, current_ok.get(key, {}), trouble.get(key, {}), open_promise)
         first_at = counted.first_at
         first_day = _local(first_at, c.timezone)
-        status, cause = _classify(counted, m, c, first_day, deadline, today, date_set.get(m.id),
-                                  deployed.get((c.id, m.release_id) if m.release_id else (c.id, -m.product_id)),
-                                  _aware(r.first_due), latest.get(m.id))
+        status, cause = _classify(counted, m, c, first_day, deadline, today, date_set.get(pk(m)),
+                                  deployed.get((pk(c), m.release_id) if m.release_id else (pk(c), -m.product_id)),
+                                  _aware(r.first_due), latest.get(pk(m)))
         notes, only = _notes(channels, trouble.get(key, {}), unknown.get(key, Counter()),
                              duplicates.get(key, Counter()), promise, has_contact=c.id in with_contact)
-        row = {
+        entry: dict[str, Any] = {
             "customer": c.key, "customer_name": c.name, "timezone": c.timezone, "account_rep": c.account_rep,
             "product": product.slug, "version": release.version if release else None, "milestone": m.kind,
             "milestone_date": m.date.isoformat(), "revision": m.revision, "deadline": deadline.isoformat(),
@@ -229,8 +232,8 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             "first_told_any_date_at": counted.first_any_at.isoformat() if counted.first_any_at else None,
         }
         for name in CHANNELS:  # a column per channel: when it first delivered a notice about the milestone
-            row[f"{name}_first_at"] = channels[name].isoformat() if name in channels else None
-        row |= {
+            entry[f"{name}_first_at"] = channels[name].isoformat() if name in channels else None
+        entry |= {
             "days_before": (m.date - first_day).days if first_day else None,
             "status": status, "cause": cause, "notes": "; ".join(notes) or None,
             "counted_channels": list(promise),
@@ -239,8 +242,8 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             "possible_duplicates": sum(duplicates.get(key, Counter()).values()),
         }
         for name in CHANNELS:  # another channel failed, and only this one told them
-            row[f"told_by_{name}_only"] = only == [name]
-        rows.append(row)
+            entry[f"told_by_{name}_only"] = only == [name]
+        rows.append(entry)
     rows.sort(key=lambda x: (x["customer"], x["product"], x["version"] or "", x["milestone_date"], x["milestone"]))
     totals = Counter(x["status"] for x in rows)
     return {"at": at.isoformat(), "totals": dict(sorted(totals.items())), "rows": rows}
@@ -255,7 +258,7 @@ def deliveries(session: Session, at: dt.datetime, *, everything: bool = False) -
     duplicates, failed or bounced, and retries in progress (pending after an attempt). `everything`
     lists every delivery."""
     conn = session.connection()
-    C = Customer.__table__
+    C = table_of(Customer)
     totals: dict[str, dict[str, int]] = {}
     for channel, status, n in conn.execute(
             sa.select(D.c.channel, D.c.status, sa.func.count()).group_by(D.c.channel, D.c.status)).all():

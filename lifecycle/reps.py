@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry
 from lifecycle import validation as v
@@ -40,7 +41,7 @@ def settings_of(session: Session, emails) -> dict[str, RepSettings]:
     wanted = {e.strip().lower() for e in emails if e}
     out = {e: RepSettings(email=e) for e in wanted}
     if wanted:
-        for rep in session.exec(select(Rep).where(Rep.email.in_(sorted(wanted)))):
+        for rep in session.exec(select(Rep).where(col(Rep.email).in_(sorted(wanted)))):
             out[rep.email] = RepSettings(email=rep.email, name=rep.name, locale=rep.locale, timezone=rep.timezone)
     return out
 
@@ -58,7 +59,7 @@ def upsert(session: Session, *, email: str, at: dt.datetime, name: str | None = 
            timezone: str | None = None, by: str | None = None) -> tuple[RepSettings, str]:
     """Set a rep's name, language or timezone (only what is given). (settings, created/updated/unchanged)."""
     email = v.email(email, "email").lower()
-    values = {}
+    values: dict[str, Any] = {}
     if name is not None:
         values["name"] = v.name(name, "name") if name.strip() else None
     if locale is not None:

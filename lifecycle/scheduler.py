@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import policy, registry, reps
 from lifecycle.config import get_settings
@@ -56,13 +58,15 @@ from lifecycle.models import (
     NoticeKind,
     NoticeStatus,
     Release,
+    pk,
+    table_of,
 )
 from lifecycle.policy import SkipReason
 
 PLANNER_LOCK_ID = 7_242_001
 CHUNK = 200
-N = Notice.__table__
-D = Delivery.__table__
+N = table_of(Notice)
+D = table_of(Delivery)
 TOLD = (NoticeStatus.SENT, NoticeStatus.RELEASED)
 # Actions of a milestone change that set its current date.
 DATING = ("created", "moved", "reinstated")
@@ -100,7 +104,7 @@ def lock_planner(session: Session) -> None:
     """Serialise planners: a transaction-scoped advisory lock on PostgreSQL (SQLite's BEGIN IMMEDIATE
     already serialises every writer)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.exec(sa.text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=PLANNER_LOCK_ID))
+        session.connection().execute(sa.text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=PLANNER_LOCK_ID))
 
 
 def insert_ignore(session: Session, table: sa.Table):
@@ -123,19 +127,19 @@ def plan(session: Session, at: dt.datetime, *, chunk: int = CHUNK) -> PlanResult
     hour = get_settings().send_hour
     last_id = 0
     while True:
-        q = (select(Milestone).where(Milestone.needs_plan.is_(True), Milestone.id > last_id)
-             .order_by(Milestone.id).limit(chunk))
+        q = (select(Milestone).where(col(Milestone.needs_plan).is_(True), col(Milestone.id) > last_id)
+             .order_by(col(Milestone.id)).limit(chunk))
         if session.get_bind().dialect.name == "postgresql":
             q = q.with_for_update()  # a concurrent mark_dirty waits and re-marks after us
         milestones = list(session.exec(q).all())
         if not milestones:
             break
-        last_id = milestones[-1].id
+        last_id = pk(milestones[-1])
         _plan_chunk(session, milestones, at, stages, hour, result)
-        session.exec(sa.update(Milestone).where(Milestone.id.in_([m.id for m in milestones]))
+        session.exec(sa.update(Milestone).where(col(Milestone.id).in_([m.id for m in milestones]))
                      .values(needs_plan=False))
         result.milestones += len(milestones)
-        result.milestone_ids.extend(m.id for m in milestones)
+        result.milestone_ids.extend(pk(m) for m in milestones)
     return result
 
 
@@ -153,8 +157,8 @@ class _Affected:
 def _affected(session: Session, milestones: list[Milestone]) -> dict[int, dict[int, _Affected]]:
     """Every customer affected by each milestone: deployments still running, and deployments removed
     since the milestone was registered (notices that fell due before the removal still go)."""
-    dep_release = sa.alias(Release.__table__, "dep_release")
-    M, C, Dep = Milestone.__table__, Customer.__table__, Deployment.__table__
+    dep_release = sa.alias(table_of(Release), "dep_release")
+    M, C, Dep = table_of(Milestone), table_of(Customer), table_of(Deployment)
     q = (
         sa.select(M.c.id, C.c.id, C.c.timezone, C.c.service_start, C.c.service_end, Dep.c.added_at,
                   Dep.c.removed_at)
@@ -167,7 +171,7 @@ def _affected(session: Session, milestones: list[Milestone]) -> dict[int, dict[i
         .join(C, C.c.id == Dep.c.customer_id)
         .where(M.c.id.in_([m.id for m in milestones]))
     )
-    out: dict[int, dict[int, _Affected]] = {m.id: {} for m in milestones}
+    out: dict[int, dict[int, _Affected]] = {pk(m): {} for m in milestones}
     for mid, cid, tz, start, end, added, removed in session.connection().execute(q).all():
         added, removed = _aware(added), _aware(removed)
         a = out[mid].get(cid)
@@ -195,12 +199,12 @@ def _told_rank(row) -> tuple:
 
 def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, stages: tuple[str, ...],
                 hour: int, result: PlanResult) -> None:
-    ids = [m.id for m in milestones]
-    by_id = {m.id: m for m in milestones}
+    ids = [pk(m) for m in milestones]
+    by_id = {pk(m): m for m in milestones}
     affected = _affected(session, milestones)
 
-    existing: dict[str, tuple] = {}
-    told: dict[tuple[int, int], tuple] = {}  # (milestone, customer) -> the latest notice they were given
+    existing: dict[str, sa.Row] = {}
+    told: dict[tuple[int, int], sa.Row] = {}  # (milestone, customer) -> the latest notice they were given
     for row in session.connection().execute(
         sa.select(N.c.id, N.c.key, N.c.milestone_id, N.c.customer_id, N.c.kind, N.c.status, N.c.status_reason,
                   N.c.due_at, N.c.revision, N.c.milestone_date, N.c.released_at)
@@ -225,7 +229,7 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
     updates: list[dict] = []
     desired_keys: set[str] = set()
 
-    def want(row: tuple | None, key: str, values: tuple) -> None:
+    def want(row: sa.Row | None, key: str, values: tuple) -> None:
         """Insert a notice, or re-plan an existing one if it may still change (unsent)."""
         desired_keys.add(key)
         if row is None:
@@ -272,7 +276,7 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
                 continue
             # 2. The stages of the current date, due at their effective instants (policy rules).
             since = max(a.since, date_set)
-            planned: list[tuple[str, dt.date, dt.datetime, str, str | None, tuple | None]] = []
+            planned: list[tuple[str, dt.date, dt.datetime, str, str | None, sa.Row | None]] = []
             for stage, sdate in stage_dates:
                 day, due = policy.effective_due(sdate, a.tz, affected_since=since, service_start=a.start, hour=hour)
                 old = existing.get(notice_key(NoticeKind.STAGE, cid, mid, stage, mdate))
@@ -366,14 +370,15 @@ def bulk_insert_notices(session: Session, rows: list[tuple]) -> None:
     cols = ", ".join(NOTICE_COLUMNS)
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
+        assert raw is not None
         with raw.cursor() as cur, cur.copy(f"COPY notice ({cols}) FROM STDIN") as copy:
-            for row in rows:
-                row = list(row)
+            for tup in rows:
+                row = list(tup)
                 for i in _TIME_COLS:
                     row[i] = _naive_utc(row[i])
                 copy.write_row(row)
         return
-    rendered = {}
+    rendered: dict[dt.date, str] = {}
 
     def text(value):
         if value is None:
@@ -388,8 +393,8 @@ def bulk_insert_notices(session: Session, rows: list[tuple]) -> None:
         return out
 
     params = []
-    for row in rows:
-        row = list(row)
+    for tup in rows:
+        row = list(tup)
         for i in _DATE_COLS + _TIME_COLS:
             row[i] = text(row[i])
         params.append(tuple(row))
@@ -413,13 +418,13 @@ def _skip(session: Session, where, reason: str) -> int:
     return res.rowcount or 0
 
 
-def agreed_at_due(A: sa.Table = Agreement.__table__):
+def agreed_at_due(A: sa.Table = table_of(Agreement)):
     """SQL: the notice's customer had agreed an upgrade of its release by the notice's due instant (and
     has not gone back on it since). Judged at the due instant, so a late tick changes nothing.
 
     A plan at risk does not count (`policy.counts_as_agreed`): a `planned` upgrade dated after the
     milestone the notice speaks of, or without a target or date."""
-    AC, later = AgreementChange.__table__, sa.alias(AgreementChange.__table__, "later")
+    AC, later = table_of(AgreementChange), sa.alias(table_of(AgreementChange), "later")
 
     def counts(t):
         return sa.or_(t.c.status.in_(["acknowledged", "completed"]),
@@ -438,7 +443,7 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
     """Decide what is due at `at` and create its deliveries. The caller commits."""
     lock_planner(session)
     result = ReleaseResult()
-    C = Customer.__table__
+    C = table_of(Customer)
     conn = session.connection()
     outage = at - policy.CATCH_UP_GRACE
 
@@ -476,11 +481,11 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
             C.c.id.in_({r.customer_id for r in esc_source}))).all())
         settings = reps.settings_of(session, rep_of.values())
         hour = get_settings().send_hour
-        rows = {}
+        by_key: dict[str, dict[str, Any]] = {}
         for r in esc_source:
             key = notice_key(NoticeKind.ESCALATION, r.customer_id, r.milestone_id, policy.ESCALATION_STAGE,
                              r.milestone_date)
-            rows[key] = {
+            by_key[key] = {
                 "key": key, "customer_id": r.customer_id, "milestone_id": r.milestone_id,
                 "release_id": r.release_id, "kind": NoticeKind.ESCALATION.value, "audience": "rep",
                 "slot": policy.ESCALATION_STAGE, "revision": r.revision, "milestone_date": r.milestone_date,
@@ -488,8 +493,8 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
                 "due_at": policy.digest_due(_aware(r.due_at), settings[rep_of[r.customer_id].lower()].timezone, hour),
                 "created_at": at,
             }
-        have = set(conn.execute(sa.select(N.c.key).where(N.c.key.in_(list(rows)))).scalars())
-        rows = [row for key, row in rows.items() if key not in have]
+        have = set(conn.execute(sa.select(N.c.key).where(N.c.key.in_(list(by_key)))).scalars())
+        rows = [row for key, row in by_key.items() if key not in have]
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
         for i in range(0, len(rows), 500):  # multi-row VALUES: stay under SQLite's variable limit
             res = conn.execute(insert_ignore(session, N).values(rows[i:i + 500]).returning(N.c.id))
@@ -520,7 +525,7 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
     return result
 
 
-def _create_deliveries(session: Session, notice_ids: list[int], at: dt.datetime) -> int:
+def _create_deliveries(session: Session, notice_ids: Sequence[int], at: dt.datetime) -> int:
     """Every channel's recipients of the released notices (lifecycle.channels.fanout): one INSERT ...
     SELECT per channel source; duplicates are impossible (unique key)."""
     from lifecycle.channels.fanout import create_deliveries

@@ -17,11 +17,12 @@ from lifecycle.models import (
     DeliveryStatus,
     Notice,
     NoticeStatus,
+    table_of,
 )
 from lifecycle.policy import SkipReason
 
-D = Delivery.__table__
-N = Notice.__table__
+D = table_of(Delivery)
+N = table_of(Notice)
 
 
 def settle_notices(session: Session, notice_ids: list[int], *,

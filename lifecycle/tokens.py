@@ -12,7 +12,7 @@ import hashlib
 import secrets
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import registry
 from lifecycle import validation as v
@@ -68,7 +68,7 @@ def authenticate(session: Session, secret: str | None, at: dt.datetime | None = 
         return None
     if at is not None:
         # A plain UPDATE, so that concurrent requests never conflict on the ORM row.
-        session.exec(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=at))
+        session.exec(sa.update(ApiToken).where(col(ApiToken.id) == token.id).values(last_used_at=at))
     return token
 
 
@@ -84,13 +84,13 @@ def revoke_token(session: Session, token_id: int, at: dt.datetime) -> ApiToken:
 
 
 def has_tokens(session: Session) -> bool:
-    return session.exec(select(ApiToken.id).where(ApiToken.revoked_at.is_(None)).limit(1)).first() is not None
+    return session.exec(select(ApiToken.id).where(col(ApiToken.revoked_at).is_(None)).limit(1)).first() is not None
 
 
 def token_rows(session: Session) -> list[dict]:
     rows = session.exec(
-        select(ApiToken, Customer.key).join(Customer, Customer.id == ApiToken.customer_id, isouter=True)
-        .order_by(ApiToken.id)
+        select(ApiToken, Customer.key).join(Customer, col(Customer.id) == ApiToken.customer_id, isouter=True)
+        .order_by(col(ApiToken.id))
     ).all()
     return [
         {"id": t.id, "role": t.role, "customer": key, "rep": t.rep_email, "label": t.label,

@@ -42,13 +42,14 @@ from lifecycle.models import (
     NoticeKind,
     NoticeStatus,
     WebhookEvent,
+    table_of,
 )
 from lifecycle.scheduler import insert_ignore
 
-D = Delivery.__table__
-N = Notice.__table__
-K = Contact.__table__
-W = WebhookEvent.__table__
+D = table_of(Delivery)
+N = table_of(Notice)
+K = table_of(Contact)
+W = table_of(WebhookEvent)
 
 # What a failure event does to the delivery.
 FAILURE_STATUS = {"bounce": DeliveryStatus.BOUNCED, "dropped": DeliveryStatus.FAILED}
@@ -218,7 +219,7 @@ def _alert_reps(session: Session, deliveries: list, reason: str, at: dt.datetime
         sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.audience, N.c.revision,
                   N.c.milestone_date)
         .where(N.c.id.in_(sorted({d.notice_id for d in deliveries})))).all()}
-    C = Customer.__table__
+    C = table_of(Customer)
     rep_of = dict(conn.execute(sa.select(C.c.id, C.c.account_rep).where(
         C.c.id.in_({n.customer_id for n in notices.values()}))).all())
     created = 0

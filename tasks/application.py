@@ -8,6 +8,7 @@ server (`lifecycle worker` runs a worker with embedded beat on it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
@@ -28,7 +29,7 @@ def make_app() -> Celery:
     settings = get_settings()
     celery = Celery("lifecycle", include=["tasks.jobs"])
     broker = settings.broker_url or "filesystem://"
-    conf = dict(
+    conf: dict[str, Any] = dict(
         broker_url=broker,
         result_backend=None,
         task_ignore_result=True,

@@ -37,15 +37,16 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session, select
 
 from lifecycle.calendar import feeds, ics
 from lifecycle.config import get_settings
-from lifecycle.models import Customer, Product
+from lifecycle.models import Customer, Product, pk
 
 MANIFEST = ".manifest.json"
 LOCK = ".lock"
@@ -127,10 +128,10 @@ def day_changed(at: dt.datetime, out_dir: Path | None = None) -> bool:
 
 def _refresh(session: Session, out: Path, at: dt.datetime, manifest: Manifest, products: list[Product],
              customers: list[Customer], *, everything: bool, force: bool) -> Refresh:
-    data = feeds.Feeds(session, at, products=None if everything else [p.id for p in products],
-                       customers=None if everything else [c.id for c in customers])
+    data = feeds.Feeds(session, at, products=None if everything else [pk(p) for p in products],
+                       customers=None if everything else [pk(c) for c in customers])
     result = Refresh()
-    jobs = [(f"products/{p.slug}.ics", data.product_fingerprint, data.product, p) for p in products]
+    jobs: list[tuple[str, Callable[[Any], str], Callable[[Any], bytes], Product | Customer]] = [(f"products/{p.slug}.ics", data.product_fingerprint, data.product, p) for p in products]
     jobs += [(f"customers/{c.key}.ics", data.customer_fingerprint, data.customer, c) for c in customers]
     for name, fingerprint_of, render, row in jobs:
         result.checked += 1
@@ -200,7 +201,7 @@ def _missing(session: Session, id_column, name_column, folder: Path) -> set[int]
 
 
 def _rows(session: Session, model, ids: set[int], order: str) -> list:
-    rows = []
+    rows: list = []
     for chunk in feeds.chunks(ids):
         rows.extend(session.exec(select(model).where(model.id.in_(chunk))).all())
     return sorted(rows, key=lambda row: getattr(row, order))

@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import content, links
 from lifecycle.calendar import ics
@@ -69,18 +69,18 @@ def load_milestones(session: Session, condition) -> list[MilestoneRow]:
     """Milestones matching `condition`, with product, release and their latest change: two queries."""
     rows = session.exec(
         select(Milestone, Product, Release)
-        .join(Product, Product.id == Milestone.product_id)
-        .join(Release, Release.id == Milestone.release_id, isouter=True)
+        .join(Product, col(Product.id) == Milestone.product_id)
+        .join(Release, col(Release.id) == Milestone.release_id, isouter=True)
         .where(condition)
     ).all()
-    latest: dict[int, MilestoneChange] = {}
+    latest: dict[int | None, MilestoneChange] = {}
     if rows:
         changes = session.exec(
             select(MilestoneChange)
-            .join(Milestone, sa.and_(Milestone.id == MilestoneChange.milestone_id,
-                                     Milestone.revision == MilestoneChange.revision))
+            .join(Milestone, sa.and_(col(Milestone.id) == MilestoneChange.milestone_id,
+                                     col(Milestone.revision) == MilestoneChange.revision))
             .where(condition)
-            .order_by(MilestoneChange.id)
+            .order_by(col(MilestoneChange.id))
         ).all()
         latest = {ch.milestone_id: ch for ch in changes}  # the last row of the current revision wins
     return [MilestoneRow(m, p, r, latest.get(m.id)) for m, p, r in rows]
@@ -88,19 +88,19 @@ def load_milestones(session: Session, condition) -> list[MilestoneRow]:
 
 def load_releases(session: Session, condition) -> list[ReleaseRow]:
     return [ReleaseRow(r, p) for r, p in session.exec(
-        select(Release, Product).join(Product, Product.id == Release.product_id).where(condition)).all()]
+        select(Release, Product).join(Product, col(Product.id) == Release.product_id).where(condition)).all()]
 
 
 def active_deployments(session: Session, customer_ids: Iterable[int] | None = None) -> list[tuple[int, int, int]]:
     """(customer id, release id, product id) of every deployment still running."""
     query = (select(Deployment.customer_id, Deployment.release_id, Release.product_id)
-             .join(Release, Release.id == Deployment.release_id)
-             .where(Deployment.removed_at.is_(None)))
+             .join(Release, col(Release.id) == Deployment.release_id)
+             .where(col(Deployment.removed_at).is_(None)))
     if customer_ids is None:
-        return [tuple(r) for r in session.exec(query).all()]
+        return [(c, r, p) for c, r, p in session.exec(query).all()]
     out: list[tuple[int, int, int]] = []
     for chunk in chunks(customer_ids):
-        out.extend(tuple(r) for r in session.exec(query.where(Deployment.customer_id.in_(chunk))).all())
+        out.extend((c, r, p) for c, r, p in session.exec(query.where(col(Deployment.customer_id).in_(chunk))).all())
     return out
 
 
@@ -156,43 +156,51 @@ class Feeds:
             prods.add(product_id)
         run_releases = {r for rs, _ in self.deps.values() for r in rs}
         run_products = {p for _, ps in self.deps.values() for p in ps}
+        m_cond: sa.ColumnElement[bool]
+        r_cond: sa.ColumnElement[bool]
         if product_ids is None or customer_ids is None:
             m_cond = r_cond = sa.true()
         else:
             m_cond = sa.or_(_in(Milestone.product_id, product_ids), _in(Milestone.release_id, run_releases),
-                            sa.and_(Milestone.release_id.is_(None), _in(Milestone.product_id, run_products)))
+                            sa.and_(col(Milestone.release_id).is_(None), _in(Milestone.product_id, run_products)))
             r_cond = sa.or_(_in(Release.product_id, product_ids), _in(Release.id, run_releases))
         self.by_product: dict[int, list[MilestoneRow]] = {}
         self.by_release: dict[int, list[MilestoneRow]] = {}
         self.product_level: dict[int, list[MilestoneRow]] = {}
         for row in load_milestones(session, m_cond):
+            assert row.product.id is not None
             self.by_product.setdefault(row.product.id, []).append(row)
             if row.release is not None:
+                assert row.release.id is not None
                 self.by_release.setdefault(row.release.id, []).append(row)
             else:
                 self.product_level.setdefault(row.product.id, []).append(row)
         self.releases: dict[int, ReleaseRow] = {}
         self.product_releases: dict[int, list[ReleaseRow]] = {}
-        for row in load_releases(session, r_cond):
-            self.releases[row.release.id] = row
-            self.product_releases.setdefault(row.product.id, []).append(row)
+        for rel in load_releases(session, r_cond):
+            assert rel.release.id is not None and rel.product.id is not None
+            self.releases[rel.release.id] = rel
+            self.product_releases.setdefault(rel.product.id, []).append(rel)
 
     def _customer_rows(self, customer: Customer) -> tuple[list[MilestoneRow], list[ReleaseRow], list[int], bool]:
         """(milestone rows, release rows, ids of the releases that get ack links, has deployments)."""
+        assert customer.id is not None
         release_ids, product_ids = self.deps.get(customer.id, (set(), set()))
         rows = [row for r in sorted(release_ids) for row in self.by_release.get(r, [])]
         rows += [row for p in sorted(product_ids) for row in self.product_level.get(p, [])]
-        acked = sorted({row.release.id for row in rows if row.release is not None
+        acked = sorted({row.release.id for row in rows if row.release is not None and row.release.id is not None
                         and row.milestone.status != MilestoneStatus.WITHDRAWN and not ics.is_history(row, self.at)})
         releases = [self.releases[r] for r in sorted(release_ids) if r in self.releases]
         return rows, releases, acked, bool(release_ids)
 
     def product(self, product: Product) -> bytes:
+        assert product.id is not None
         return ics.product_feed(product, self.by_product.get(product.id, []),
                                 self.product_releases.get(product.id, []), at=self.at)
 
     def customer(self, customer: Customer) -> bytes:
         rows, releases, acked, deployed = self._customer_rows(customer)
+        assert customer.id is not None
         acks = {r: self.acks.url(customer.id, r) for r in acked}
         return ics.customer_feed(customer, rows, releases, at=self.at, has_deployments=deployed, ack_urls=acks)
 
@@ -203,6 +211,7 @@ class Feeds:
     def _digest(self, kind: str, row) -> str:
         key = (kind, row.milestone.id if kind == "m" else row.release.id)
         if key not in self._digests:
+            parts: tuple
             if kind == "m":
                 parts = (_fields(row.milestone), _fields(row.product), _fields(row.release), _fields(row.change),
                          ics.is_history(row, self.at))
@@ -212,6 +221,7 @@ class Feeds:
         return self._digests[key]
 
     def product_fingerprint(self, product: Product) -> str:
+        assert product.id is not None
         return _hash((_renderer(), _settings(), _fields(product),
                       sorted(self._digest("m", r) for r in self.by_product.get(product.id, [])),
                       sorted(self._digest("r", r) for r in self.product_releases.get(product.id, []))))
@@ -251,7 +261,7 @@ def _settings() -> tuple:
 @lru_cache
 def _renderer() -> str:
     """The code that turns rows into bytes: a new version renders every feed again."""
-    return _hash([Path(module.__file__).read_bytes() for module in (ics, content)])
+    return _hash([Path(str(module.__file__)).read_bytes() for module in (ics, content)])
 
 
 # ------------------------------------------------------------------------------------------ public API
@@ -260,11 +270,13 @@ def _renderer() -> str:
 def product_feed(session: Session, product_slug: str, at: dt.datetime) -> bytes:
     """The public feed of one product as of `at`. Raises NotFound for an unknown slug."""
     product = get_product(session, product_slug)
+    assert product.id is not None
     return Feeds(session, at, products=[product.id], customers=[]).product(product)
 
 
 def customer_feed(session: Session, customer: Customer, at: dt.datetime) -> bytes:
     """The private feed of one customer as of `at`, in their locale."""
+    assert customer.id is not None
     return Feeds(session, at, products=[], customers=[customer.id]).customer(customer)
 
 
@@ -272,12 +284,14 @@ def attachment(session: Session, milestone_ids: list[int], at: dt.datetime, cust
     """The `.ics` attached to an email (MIME type `text/calendar`, METHOD:PUBLISH): the events of the
     given milestones, linking to the portal with acknowledgement links when it goes to a customer."""
     ids = sorted({int(i) for i in milestone_ids})
-    rows = load_milestones(session, Milestone.id.in_(ids)) if ids else []
+    rows = load_milestones(session, col(Milestone.id).in_(ids)) if ids else []
     if customer is None:
         return ics.attachment(rows, at=at)
     acks = AckLinks(session)
+    assert customer.id is not None
     urls = {row.release.id: acks.url(customer.id, row.release.id) for row in rows
-            if row.release is not None and row.milestone.status != MilestoneStatus.WITHDRAWN
+            if row.release is not None and row.release.id is not None
+            and row.milestone.status != MilestoneStatus.WITHDRAWN
             and not ics.is_history(row, at)}
     return ics.attachment(rows, at=at, locale=customer.locale, audience="customer", ack_urls=urls)
 
@@ -291,18 +305,18 @@ def affected(session: Session, milestone_ids: Iterable[int], customer_ids: Itera
     product_level: set[int] = set()
     for chunk in chunks(milestone_ids):
         for product_id, release_id in session.exec(
-                select(Milestone.product_id, Milestone.release_id).where(Milestone.id.in_(chunk))).all():
+                select(Milestone.product_id, Milestone.release_id).where(col(Milestone.id).in_(chunk))).all():
             product_ids.add(product_id)
             if release_id is None:
                 product_level.add(product_id)
             else:
                 release_ids.add(release_id)
     customers = set(customer_ids)
-    deploying = select(Deployment.customer_id).join(Release, Release.id == Deployment.release_id).distinct()
+    deploying = select(Deployment.customer_id).join(Release, col(Release.id) == Deployment.release_id).distinct()
     for chunk in chunks(release_ids):
-        customers.update(session.exec(deploying.where(Deployment.release_id.in_(chunk))).all())
+        customers.update(session.exec(deploying.where(col(Deployment.release_id).in_(chunk))).all())
     for chunk in chunks(product_level):
-        customers.update(session.exec(deploying.where(Release.product_id.in_(chunk))).all())
+        customers.update(session.exec(deploying.where(col(Release.product_id).in_(chunk))).all())
     return product_ids, customers
 
 
@@ -350,14 +364,14 @@ def _day(value) -> dt.date | None:
 def _milestone_stamps(session: Session, condition, at: dt.datetime) -> tuple[list[dt.datetime | None], bool]:
     """([latest change, when the latest milestone became history], whether an ack link is in the feed)."""
     today = ics.today(at)
-    planned = Milestone.status != MilestoneStatus.WITHDRAWN
+    planned = col(Milestone.status) != MilestoneStatus.WITHDRAWN
     changed, past, upcoming = session.exec(
         select(sa.func.max(Milestone.changed_at),
-               sa.func.max(sa.case((sa.and_(planned, Milestone.date < today), Milestone.date))),
-               sa.func.count(sa.case((sa.and_(planned, Milestone.date >= today, Milestone.release_id.is_not(None),
-                                              Release.ended.is_(None)), Milestone.id))))
+               sa.func.max(sa.case((sa.and_(planned, col(Milestone.date) < today), Milestone.date))),
+               sa.func.count(sa.case((sa.and_(planned, col(Milestone.date) >= today, col(Milestone.release_id).is_not(None),
+                                              col(Release.ended).is_(None)), Milestone.id))))
         .select_from(Milestone)
-        .join(Release, Release.id == Milestone.release_id, isouter=True)
+        .join(Release, col(Release.id) == Milestone.release_id, isouter=True)
         .where(condition)
     ).one()
     past = _day(past)
@@ -379,12 +393,13 @@ def customer_last_modified(session: Session, customer: Customer, at: dt.datetime
     """When the customer feed last changed: the latest change of an included milestone or of one of
     the customer's deployments (adding or removing one changes the feed), a milestone turning into
     history, this month's ack-link signing when the feed has ack links, else their creation."""
+    assert customer.id is not None
     deps = active_deployments(session, [customer.id])
     stamps: list[dt.datetime | None] = [customer.created_at]
     if deps:
         release_ids, product_ids = sorted({r for _, r, _ in deps}), sorted({p for _, _, p in deps})
-        cond = sa.or_(Milestone.release_id.in_(release_ids),
-                      sa.and_(Milestone.release_id.is_(None), Milestone.product_id.in_(product_ids)))
+        cond = sa.or_(col(Milestone.release_id).in_(release_ids),
+                      sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(product_ids)))
         milestone_stamps, has_acks = _milestone_stamps(session, cond, at)
         stamps.extend(milestone_stamps)
         if has_acks:

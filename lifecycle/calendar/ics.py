@@ -51,7 +51,7 @@ from icalendar.prop import vDuration, vText
 from lifecycle import links, policy
 from lifecycle.config import get_settings
 from lifecycle.content import format_date, kind_label, stage_label
-from lifecycle.models import Customer, Milestone, MilestoneChange, MilestoneStatus, Product, Release
+from lifecycle.models import Customer, Milestone, MilestoneChange, MilestoneStatus, Product, Release, pk
 
 MIME_TYPE = "text/calendar"
 PRODID = "-//lifecycle//Product lifecycle calendar//EN"
@@ -242,7 +242,7 @@ def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience
         lines.append(t["ack"].format(url=ack_url))
 
     ev = Event()
-    ev.add("uid", uid(m.id))
+    ev.add("uid", uid(pk(m)))
     _stamp(ev, m.changed_at)
     ev.add("sequence", m.revision)
     _all_day(ev, m.date)
@@ -266,6 +266,7 @@ def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience
 def release_event(row: ReleaseRow, *, locale: str, audience: Audience) -> Event:
     """The release-date event of a release (which must have a release date)."""
     r, p, t = row.release, row.product, texts(locale)
+    assert r.released is not None
     what = _what(p, r)
     lines = [t["released"].format(what=what, date=format_date(r.released, locale))]
     ended = _ended_line(p, r, locale)
@@ -274,7 +275,7 @@ def release_event(row: ReleaseRow, *, locale: str, audience: Audience) -> Event:
     if r.upgrade_to:
         lines.append(t["upgrade"].format(product=p.name, version=r.upgrade_to))
     ev = Event()
-    ev.add("uid", release_uid(r.id))
+    ev.add("uid", release_uid(pk(r)))
     _stamp(ev, r.created_at)
     ev.add("sequence", 0)
     _all_day(ev, r.released)
@@ -350,13 +351,13 @@ def _events(milestones: Iterable[MilestoneRow], releases: Iterable[ReleaseRow], 
     stages = get_settings().stage_list if stages is None else stages
     keyed = []
     for row in milestones:
-        ack = ack_urls.get(row.release.id) if row.release is not None else None
-        keyed.append(((row.milestone.date, uid(row.milestone.id)),
+        ack = ack_urls.get(pk(row.release)) if row.release is not None else None
+        keyed.append(((row.milestone.date, uid(pk(row.milestone))),
                       milestone_event(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack)))
-    for row in releases:
-        if row.release.released is not None:
-            keyed.append(((row.release.released, release_uid(row.release.id)),
-                          release_event(row, locale=locale, audience=audience)))
+    for rel in releases:
+        if rel.release.released is not None:
+            keyed.append(((rel.release.released, release_uid(pk(rel.release))),
+                          release_event(rel, locale=locale, audience=audience)))
     return [ev for _, ev in sorted(keyed, key=lambda pair: pair[0])]
 
 
@@ -364,7 +365,7 @@ def ended_note(releases: Iterable[ReleaseRow], locale: str) -> str | None:
     """"Ended without a published date: 1.20 (end of life), ..." for a feed's description, or None."""
     t = texts(locale)
     items = [t["ended_item"].format(version=r.release.version, kind=kind_label(r.release.ended, locale))
-             for r in sorted(releases, key=lambda r: r.release.id) if r.release.ended]
+             for r in sorted(releases, key=lambda r: pk(r.release)) if r.release.ended]
     return t["ended_list"].format(releases=", ".join(items)) if items else None
 
 

@@ -32,10 +32,10 @@ from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 
-from lifecycle.models import CustomerChannel, DeliveryStatus, Notice
+from lifecycle.models import CustomerChannel, DeliveryStatus, Notice, table_of
 
-N = Notice.__table__
-CC = CustomerChannel.__table__
+N = table_of(Notice)
+CC = table_of(CustomerChannel)
 
 # The columns of every channel's recipient source, in this order.
 RECIPIENT_COLUMNS = ("notice_id", "customer_id", "channel", "recipient", "contact_id", "subscription_id")
@@ -150,6 +150,10 @@ class SubscribedChannel:
         return {name: render_in(folder, f"{locale}/{name}.txt", item=ctx).strip() for name in self.text_names}
 
     text_names: ClassVar[tuple[str, ...]] = ("title", "text")
+
+    def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:
+        """Send a test message to the subscription with these (unsealed) settings; every channel has its own."""
+        raise NotImplementedError
 
 
 def test_context(customer: dict, locale: str) -> dict:

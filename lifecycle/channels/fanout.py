@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,13 +17,13 @@ from sqlmodel import Session
 
 from lifecycle.channels.base import RECIPIENT_COLUMNS, N
 from lifecycle.channels.registry import CHANNELS
-from lifecycle.models import Delivery, DeliveryStatus
+from lifecycle.models import Delivery, DeliveryStatus, table_of
 
-D = Delivery.__table__
+D = table_of(Delivery)
 CHUNK = 5000
 
 
-def sources(notice_ids: list[int]) -> list[sa.Select]:
+def sources(notice_ids: Sequence[int]) -> list[sa.Select]:
     """Every channel's recipient source for these notices, for every audience it serves."""
     out = []
     for channel in CHANNELS.values():
@@ -31,7 +32,7 @@ def sources(notice_ids: list[int]) -> list[sa.Select]:
     return out
 
 
-def create_deliveries(session: Session, notice_ids: list[int], at: dt.datetime) -> int:
+def create_deliveries(session: Session, notice_ids: Sequence[int], at: dt.datetime) -> int:
     """One INSERT ... SELECT per channel source: pending deliveries, due at `at`. Returns how many."""
     conn = session.connection()
     mod = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -51,7 +52,7 @@ def planned(session: Session, notice_ids: list[int]) -> dict[int, list[dict]]:
     """The recipients each notice would get if released now: notice id -> [{channel, recipient}], in
     the registry's channel order, recipients sorted."""
     conn = session.connection()
-    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    found: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
     order = {name: i for i, name in enumerate(CHANNELS)}
     for start in range(0, len(notice_ids), CHUNK):
         for src in sources(notice_ids[start:start + CHUNK]):

@@ -6,7 +6,7 @@ portal need no subscription (every customer has them); the others go to the cust
 
 from __future__ import annotations
 
-from lifecycle.channels.base import Channel
+from lifecycle.channels.base import Channel, SubscribedChannel
 from lifecycle.channels.email import EmailChannel
 from lifecycle.channels.portal import PortalChannel
 from lifecycle.channels.slack import SlackChannel
@@ -26,6 +26,6 @@ CHANNELS: dict[str, Channel] = {
 STAFF_CHANNEL = "email"
 
 
-def subscribable() -> dict[str, Channel]:
+def subscribable() -> dict[str, SubscribedChannel]:
     """The channels a customer can subscribe to."""
-    return {name: ch for name, ch in CHANNELS.items() if ch.subscribed}
+    return {name: ch for name, ch in CHANNELS.items() if ch.subscribed and isinstance(ch, SubscribedChannel)}

@@ -23,11 +23,11 @@ import json
 import time
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import keys, links
 from lifecycle.channels import http
-from lifecycle.channels.registry import CHANNELS, subscribable
+from lifecycle.channels.registry import subscribable
 from lifecycle.channels.secrets import reseal, seal, unseal
 from lifecycle.config import get_settings
 from lifecycle.errors import DeliveryError, InputError, NotFound
@@ -39,11 +39,13 @@ from lifecycle.models import (
     Notice,
     NoticeKind,
     NoticeStatus,
+    pk,
+    table_of,
 )
 
-CC = CustomerChannel.__table__
-D = Delivery.__table__
-N = Notice.__table__
+CC = table_of(CustomerChannel)
+D = table_of(Delivery)
+N = table_of(Notice)
 MAX_LABEL = 100
 
 
@@ -79,10 +81,10 @@ def add(session: Session, *, customer: Customer, kind: str, url: str, label: str
 
     kind = _kind(kind)
     url = http.check_url(url, "url")
-    channel = CHANNELS[kind]
+    channel = subscribable()[kind]
     label = _label(label, f"{channel.title} {http.shown(url)}")
     values, once = channel.new_secrets(url)
-    row = CustomerChannel(customer_id=customer.id, kind=kind, label=label, enabled=True, created_at=at,
+    row = CustomerChannel(customer_id=pk(customer), kind=kind, label=label, enabled=True, created_at=at,
                           updated_at=at, config=json.dumps({"endpoint": http.shown(url), "sealed": seal(values)}))
     session.add(row)
     session.flush()
@@ -107,13 +109,14 @@ def state(row: CustomerChannel) -> str:
 
 def rows(session: Session, *, customer_ids: list[int] | None = None) -> list[dict]:
     """Subscriptions (of these customers), as every interface shows them: never a secret."""
-    q = select(CustomerChannel, Customer).join(Customer, Customer.id == CustomerChannel.customer_id)
+    q = select(CustomerChannel, Customer).join(Customer, col(Customer.id) == CustomerChannel.customer_id)
     if customer_ids is not None:
-        q = q.where(CustomerChannel.customer_id.in_(customer_ids or [0]))
+        q = q.where(col(CustomerChannel.customer_id).in_(customer_ids or [0]))
     out = []
-    for row, customer in session.exec(q.order_by(Customer.key, CustomerChannel.id)).all():
+    kinds = subscribable()
+    for row, customer in session.exec(q.order_by(col(Customer.key), col(CustomerChannel.id))).all():
         out.append({"id": row.id, "customer": customer.key, "customer_name": customer.name, "kind": row.kind,
-                    "channel": CHANNELS[row.kind].title if row.kind in CHANNELS else row.kind,
+                    "channel": kinds[row.kind].title if row.kind in kinds else row.kind,
                     "label": row.label, "endpoint": json.loads(row.config).get("endpoint"), "enabled": row.enabled,
                     "state": state(row), "verified_at": row.verified_at, "last_error": row.last_error,
                     "failures": row.failures, "disabled_at": row.disabled_at, "created_at": row.created_at})
@@ -129,7 +132,8 @@ def test(session: Session, row: CustomerChannel, *, at: dt.datetime, by: str | N
     from lifecycle.registry import audit
 
     customer = session.get(Customer, row.customer_id)
-    channel = CHANNELS[row.kind]
+    assert customer is not None
+    channel = subscribable()[row.kind]
     error = None
     try:
         provider_id = channel.send_test(unseal(json.loads(row.config)["sealed"]), customer_view(customer),
@@ -163,7 +167,8 @@ def remove(session: Session, row: CustomerChannel, *, at: dt.datetime, by: str |
     from lifecycle.registry import audit
 
     customer = session.get(Customer, row.customer_id)
-    _cancel_pending(session, row.id, at, "the channel subscription was removed")
+    assert customer is not None
+    _cancel_pending(session, pk(row), at, "the channel subscription was removed")
     # A send in progress holds its rows: this waits for it, and it re-checks (lifecycle.inflight).
     session.connection().execute(D.update().where(D.c.subscription_id == row.id).values(subscription_id=None))
     audit(session, at, "channel.remove", customer.key, {"id": row.id, "kind": row.kind, "label": row.label}, by)

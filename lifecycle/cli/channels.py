@@ -12,6 +12,7 @@ from lifecycle.cli import app
 from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, say, table
 from lifecycle.db import session_scope
 from lifecycle.errors import LifecycleError
+from lifecycle.models import pk
 
 channel_app = typer.Typer(help="A customer's notification channels beyond email and the portal: signed webhook, "
                                "Slack, Microsoft Teams.", no_args_is_help=True)
@@ -59,7 +60,7 @@ def channel_list(customer: Annotated[str | None, typer.Argument(help="Only this 
     from lifecycle.channels import subscriptions
 
     with session_scope() as s:
-        ids = [registry.get_customer(s, customer).id] if customer else None
+        ids = [pk(registry.get_customer(s, customer))] if customer else None
         rows = subscriptions.rows(s, customer_ids=ids)
     if json_:
         emit_json(rows)

@@ -100,8 +100,13 @@ def import_file(
         from lifecycle import changes
 
         found: list = []
+
+        def apply(s):
+            found.append(run(s))
+            return found[0].to_dict()
+
         try:
-            preview = changes.preview(when, lambda s: found.append(run(s)) or found[0].to_dict())
+            preview = changes.preview(when, apply)
         except InputErrors as exc:  # errors name the path in the file (customers[3].name): say which file
             raise InputErrors(exc.errors, source=str(file)) from None
         if json_:

@@ -368,7 +368,7 @@ def deployment_add(customer: Annotated[str, typer.Argument(help="Customer key.")
     with session_scope() as s:
         dep, change = registry.add_deployment(s, customer=customer, product=product, version=version,
                                               cores=cores, at=when)
-        warning = registry.ended_warning(s, s.get(Release, dep.release_id), when) if change != "unchanged" else None
+        warning = registry.ended_warning(s, s.get_one(Release, dep.release_id), when) if change != "unchanged" else None
     say(f"deployment {customer} {product} {version}: {change}")
     if warning:
         err_console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
-from sqlmodel import select
+from sqlmodel import col, select
 
 from lifecycle import agreements, policy, registry, scheduler
 from lifecycle import validation as v
@@ -30,15 +30,15 @@ def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int
     """Planned notices, soonest first, with their channels and recipients."""
     q = (
         sa.select(Notice, Customer, Milestone, Release, Product)
-        .join(Customer, Customer.id == Notice.customer_id)
-        .join(Milestone, Milestone.id == Notice.milestone_id, isouter=True)
-        .join(Release, Release.id == Notice.release_id, isouter=True)
-        .join(Product, Product.id == Milestone.product_id, isouter=True)
-        .where(Notice.status == NoticeStatus.PLANNED)
-        .order_by(Notice.due_at, Customer.key, Notice.id)
+        .join(Customer, col(Customer.id) == Notice.customer_id)
+        .join(Milestone, col(Milestone.id) == Notice.milestone_id, isouter=True)
+        .join(Release, col(Release.id) == Notice.release_id, isouter=True)
+        .join(Product, col(Product.id) == Milestone.product_id, isouter=True)
+        .where(col(Notice.status) == NoticeStatus.PLANNED)
+        .order_by(col(Notice.due_at), col(Customer.key), col(Notice.id))
     )
     if until is not None:
-        q = q.where(Notice.due_at <= until)
+        q = q.where(col(Notice.due_at) <= until)
     if limit:
         q = q.limit(limit)
     rows = session.exec(q).all()
@@ -112,8 +112,8 @@ def inbox_cmd(customer: Annotated[str, typer.Argument(help="Customer key.")], js
     with session_scope() as s:
         cust = registry.get_customer(s, customer)
         msgs = s.exec(select(InboxMessage).where(InboxMessage.customer_id == cust.id)
-                      .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())).all()
-        rows = [{"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),
+                      .order_by(col(InboxMessage.created_at).desc(), col(InboxMessage.id).desc())).all()
+        rows: list[dict[str, Any]] = [{"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),
                  "read": m.read_at is not None, "body": m.body_text} for m in msgs]
     if json_:
         emit_json(rows)
@@ -153,13 +153,14 @@ def ack_cmd(
         say(f"agreement {customer} {product} {version}: {ag.status}"
             + (f" → {ag.target_version}" if ag.target_version else "")
             + (f" on {ag.planned_date}" if ag.planned_date else ""))
-        release = s.get(Release, ag.release_id)
+        release = s.get_one(Release, ag.release_id)
         nxt = agreements.next_milestone(s, release, when.date())
         if nxt is not None and policy.plan_at_risk(ag.status, ag.target_version, ag.planned_date, nxt.date):
             err_console.print(f"warning: at risk: the planned date is after {nxt.kind} on {nxt.date.isoformat()}; "
                               "reminders and escalation go on", highlight=False, markup=False, soft_wrap=True)
         if move_deployment:
-            agreements.move_deployment(s, customer=s.get(Customer, ag.customer_id), release=release,
+            assert target is not None  # checked above
+            agreements.move_deployment(s, customer=s.get_one(Customer, ag.customer_id), release=release,
                                        target_version=target, at=when, by=by)
             say(f"deployment {customer} {product}: {version} → {target}")
         elif ag.status == "completed" and ag.target_version:

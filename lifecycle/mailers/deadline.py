@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import urllib.request
+from typing import Any
 
 
 class SendDeadline:
@@ -84,8 +85,9 @@ def _shutdown(sock: socket.socket) -> None:
 
 def _connection(base: type[http.client.HTTPConnection], deadline: SendDeadline):
     """An HTTP(S) connection class whose sockets obey `deadline` and that records a written request."""
+    parent: Any = base  # a base class chosen at run time, which a type checker cannot follow
 
-    class DeadlineConnection(base):
+    class DeadlineConnection(parent):
         def connect(self):
             self.timeout = deadline.timeout(self.timeout)
             super().connect()

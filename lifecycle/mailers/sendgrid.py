@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from email.message import Message
 from email.utils import parsedate_to_datetime
 
 from python_http_client.exceptions import HTTPError, handle_error
@@ -144,7 +145,7 @@ class SendGridMailer:
 
     def _error(self, err: HTTPError) -> DeliveryError:
         status = int(err.status_code)
-        headers = err.headers or {}
+        headers: Message | dict[str, str] = err.headers or {}
         detail = sendgrid_messages(err.body) or str(err.reason or "")
         message = f"SendGrid {status}: {detail}" if detail else f"SendGrid {status}"
         if status in TRANSIENT_4XX or status >= 500:

@@ -108,6 +108,7 @@ def ack_submit(
                                              channel="email-link", recorded_by="email link", **cleaned)
         moved = move_deployment and agreement.status == "completed" and agreement.target_version
         if moved:
+            assert agreement.target_version is not None  # `moved` needs one
             agreements.move_deployment(session, customer=customer, release=release,
                                        target_version=agreement.target_version, at=at, by=cleaned["by"])
     except InputError as exc:
@@ -127,4 +128,4 @@ def ack_submit(
 def view_name(session: Session, release: Release) -> str:
     from lifecycle.models import Product
 
-    return session.get(Product, release.product_id).name
+    return session.get_one(Product, release.product_id).name

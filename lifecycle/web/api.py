@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import agreements, dashboard, escalations, inbox, links, loader, policy, registry, reps
 from lifecycle import validation as v
@@ -36,6 +36,7 @@ from lifecycle.models import (
     Product,
     Release,
     Role,
+    pk,
 )
 from lifecycle.validation import MAX_CORES, valid_id
 from lifecycle.web.auth import Principal, PrincipalDep, SessionDep, now, require, visible_customer
@@ -197,14 +198,14 @@ def customer_out(c: Customer) -> dict:
 
 def agreement_list(session: Session, customer: Customer) -> list[dict]:
     rows = session.exec(
-        select(Agreement, Release, Product).join(Release, Release.id == Agreement.release_id)
-        .join(Product, Product.id == Release.product_id).where(Agreement.customer_id == customer.id)
+        select(Agreement, Release, Product).join(Release, col(Release.id) == Agreement.release_id)
+        .join(Product, col(Product.id) == Release.product_id).where(col(Agreement.customer_id) == customer.id)
         .order_by(Product.slug, Release.version)
     ).all()
     changes: dict[int, list[dict]] = {}
     if rows:
-        for ch in session.exec(select(AgreementChange).where(AgreementChange.agreement_id.in_([a.id for a, _, _ in rows]))
-                               .order_by(AgreementChange.at, AgreementChange.id)).all():
+        for ch in session.exec(select(AgreementChange).where(col(AgreementChange.agreement_id).in_([a.id for a, _, _ in rows]))
+                               .order_by(col(AgreementChange.at), col(AgreementChange.id))).all():
             changes.setdefault(ch.agreement_id, []).append(
                 {"status": ch.status, "target": ch.target_version, "planned_date": ch.planned_date, "by": ch.by,
                  "channel": ch.channel, "feedback": ch.feedback, "recorded_by": ch.recorded_by, "at": ch.at})
@@ -215,8 +216,8 @@ def agreement_list(session: Session, customer: Customer) -> list[dict]:
         out.append({"product": p.slug, "version": r.version, "status": a.status, "target": a.target_version,
                     "planned_date": a.planned_date, "by": a.by, "recorded_by": a.recorded_by, "channel": a.channel,
                     "feedback": a.feedback, "at": a.at,
-                    "at_risk": bool(nxt) and policy.plan_at_risk(a.status, a.target_version, a.planned_date, nxt.date),
-                    "history": changes.get(a.id, [])})
+                    "at_risk": nxt is not None and policy.plan_at_risk(a.status, a.target_version, a.planned_date, nxt.date),
+                    "history": changes.get(pk(a), [])})
     return out
 
 
@@ -337,7 +338,7 @@ def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, ses
     _milestone(session, milestone_id)
 
     def apply(s: Session):
-        m, change = registry.move_milestone(s, s.get(Milestone, milestone_id), date=body.date, reason=body.reason,
+        m, change = registry.move_milestone(s, s.get_one(Milestone, milestone_id), date=body.date, reason=body.reason,
                                             at=at, allow_short_notice=body.allow_short_notice, by=principal.actor,
                                             customer_reason=body.customer_reason)
         return {"action": "move", "milestone": registry.describe(s, m), "result": change}
@@ -346,7 +347,7 @@ def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, ses
         return _preview(session, at, apply)
     with domain_errors():
         done = apply(session)
-    milestone = session.get(Milestone, milestone_id)
+    milestone = session.get_one(Milestone, milestone_id)
     session.commit()
     return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
 
@@ -359,7 +360,7 @@ def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: Principal
     _milestone(session, milestone_id)
 
     def apply(s: Session):
-        m, change = registry.withdraw_milestone(s, s.get(Milestone, milestone_id), reason=body.reason, at=at,
+        m, change = registry.withdraw_milestone(s, s.get_one(Milestone, milestone_id), reason=body.reason, at=at,
                                                 by=principal.actor, customer_reason=body.customer_reason)
         return {"action": "withdraw", "milestone": registry.describe(s, m), "result": change}
 
@@ -367,7 +368,7 @@ def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: Principal
         return _preview(session, at, apply)
     with domain_errors():
         done = apply(session)
-    milestone = session.get(Milestone, milestone_id)
+    milestone = session.get_one(Milestone, milestone_id)
     session.commit()
     return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
 
@@ -463,9 +464,9 @@ def get_customer(key: str, principal: PrincipalDep, session: SessionDep) -> dict
 def list_deployments(key: str, principal: PrincipalDep, session: SessionDep) -> list[dict]:
     customer = visible_customer(session, principal, key)
     rows = session.exec(
-        select(Deployment, Release, Product).join(Release, Release.id == Deployment.release_id)
-        .join(Product, Product.id == Release.product_id)
-        .where(Deployment.customer_id == customer.id, Deployment.removed_at.is_(None))
+        select(Deployment, Release, Product).join(Release, col(Release.id) == Deployment.release_id)
+        .join(Product, col(Product.id) == Release.product_id)
+        .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))
         .order_by(Product.slug, Release.version)
     ).all()
     return [{"product": p.slug, "version": r.version, "cores": d.cores, "added_at": d.added_at} for d, r, p in rows]
@@ -539,7 +540,7 @@ def list_inbox(key: str, principal: PrincipalDep, session: SessionDep,
 
 def _messages(session: Session, box) -> list[InboxMessage]:
     found = {m.id: m for m in session.exec(select(InboxMessage).where(
-        InboxMessage.id.in_([v["id"] for v in box.messages])))}
+        col(InboxMessage.id).in_([v["id"] for v in box.messages])))}
     return [found[v["id"]] for v in box.messages]
 
 
@@ -623,7 +624,7 @@ def list_channels(key: str, principal: PrincipalDep, session: SessionDep) -> lis
     from lifecycle.channels import subscriptions
 
     customer = visible_customer(session, principal, key)
-    return subscriptions.rows(session, customer_ids=[customer.id])
+    return subscriptions.rows(session, customer_ids=[pk(customer)])
 
 
 @router.post("/customers/{key}/channels", status_code=201,
@@ -675,7 +676,7 @@ def remove_channel(key: str, channel_id: int, principal: PrincipalDep, session: 
 
 def _escalation(session: Session, principal: Principal, escalation_id: int):
     item = session.get(Escalation, escalation_id) if valid_id(escalation_id) else None
-    if item is None or not principal.sees(session.get(Customer, item.customer_id)):
+    if item is None or not principal.sees(session.get_one(Customer, item.customer_id)):
         raise HTTPException(404, f"no escalation {escalation_id}")
     return item
 

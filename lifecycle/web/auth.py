@@ -29,7 +29,7 @@ from sqlmodel import Session, select
 from lifecycle import clock, keys, tokens
 from lifecycle.config import get_settings
 from lifecycle.db import get_session
-from lifecycle.models import ApiToken, Customer, Role
+from lifecycle.models import ApiToken, Customer, Role, pk
 from lifecycle.web import ratelimit
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -61,7 +61,7 @@ class Principal:
 
     @classmethod
     def of(cls, token: ApiToken, csrf: str | None = None) -> Principal:
-        return cls(token_id=token.id, role=token.role, customer_id=token.customer_id, rep_email=token.rep_email,
+        return cls(token_id=pk(token), role=token.role, customer_id=token.customer_id, rep_email=token.rep_email,
                    label=token.label, csrf=csrf)
 
     @property
@@ -75,7 +75,9 @@ class Principal:
         if self.role == Role.PM:
             return True
         if self.role == Role.REP:
-            return bool(self.rep_email) and customer.account_rep.lower() == self.rep_email.lower()
+            if not self.rep_email:
+                return False
+            return customer.account_rep.lower() == self.rep_email.lower()
         return customer.id == self.customer_id
 
     def customer_filter(self):

@@ -81,6 +81,7 @@ class SecurityHeaders:
                 body.extend(message.get("body", b""))
                 if message.get("more_body"):
                     return
+                assert start is not None  # ASGI: the response starts before its body
                 _add(start, docs_policy(bytes(body)))
                 await send(start)
                 await send({"type": "http.response.body", "body": bytes(body)})

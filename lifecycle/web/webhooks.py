@@ -47,12 +47,12 @@ async def sendgrid_events(request: Request) -> JSONResponse:
         key = load_public_key(settings.sendgrid_webhook_public_key)
     except LifecycleError as exc:
         return _error(503, str(exc))
-    body = bytearray()
+    received = bytearray()
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
+        received += chunk
+        if len(received) > MAX_BODY:
             return _error(413, f"the body is larger than {MAX_BODY} bytes")
-    body = bytes(body)
+    body = bytes(received)
     signature = request.headers.get(EventWebhookHeader.SIGNATURE)
     timestamp = request.headers.get(EventWebhookHeader.TIMESTAMP)
     if not verify(key, body, signature, timestamp, now=at, max_age=settings.sendgrid_webhook_max_age):

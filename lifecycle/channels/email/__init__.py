@@ -18,7 +18,7 @@ from lifecycle.channels.base import Batch, N
 from lifecycle.config import get_settings
 from lifecycle.content import render_message
 from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer
-from lifecycle.models import Contact, Customer, DeliveryStatus
+from lifecycle.models import Contact, Customer, DeliveryStatus, table_of
 
 
 def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: dt.datetime,
@@ -50,7 +50,7 @@ class EmailChannel:
     subscribed: ClassVar[bool] = False
 
     def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
-        C, K = Customer.__table__, Contact.__table__
+        C, K = table_of(Customer), table_of(Contact)
         if audience == "customer":  # every deliverable contact
             return (sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), K.c.email, K.c.id, sa.null())
                     .join(K, sa.and_(K.c.customer_id == N.c.customer_id, K.c.undeliverable.is_(False)))
@@ -104,4 +104,8 @@ class EmailChannel:
         settings = get_settings()
         if RECONCILIATION[settings.email_backend] != "lookup":
             return None
-        return get_mailer(settings).lookup(delivery_ids, recipient)
+        from lifecycle.mailers.file import FileMailer
+
+        mailer = get_mailer(settings)
+        assert isinstance(mailer, FileMailer)  # the one backend RECONCILIATION settles by lookup
+        return mailer.lookup(delivery_ids, recipient)

@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from lifecycle.channels.base import Batch, N
 from lifecycle.content import render_message
-from lifecycle.models import Customer, DeliveryStatus, InboxMessage
+from lifecycle.models import Customer, DeliveryStatus, InboxMessage, table_of
 
 
 class PortalChannel:
@@ -27,7 +27,7 @@ class PortalChannel:
 
     def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
         """The inbox holds every customer notice; its recipient is the customer's key."""
-        C = Customer.__table__
+        C = table_of(Customer)
         return (sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), C.c.key, sa.null(), sa.null())
                 .join(C, C.c.id == N.c.customer_id).where(notices))
 
@@ -48,3 +48,11 @@ class PortalChannel:
                         InboxMessage.notice_id == item.notice_id)).one()
             ids.append(existing.id)
         return ",".join(f"inbox-{i}" for i in ids)
+
+    # Transactional: a portal send commits with its delivery row and never ends unknown.
+
+    def unknown_wait(self, attempts: int) -> dt.timedelta:
+        raise NotImplementedError("a portal send never ends unknown")
+
+    def lookup(self, delivery_ids: list[int], recipient: str) -> str | bool | None:
+        raise NotImplementedError("a portal send never ends unknown")

@@ -83,6 +83,7 @@ class SlackChannel(SubscribedChannel):
 
     def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
         ctx = batch.items[0].context  # one delivery per message
+        assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
         return self.post(unseal(batch.subscription["config"]), ctx, batch.customer["locale"], deadline)
 
     def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:

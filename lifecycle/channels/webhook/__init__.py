@@ -72,6 +72,7 @@ class WebhookChannel(SubscribedChannel):
 
     def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
         item = batch.items[0]  # one delivery per message (not a digest)
+        assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
         config = unseal(batch.subscription["config"])
         message_id = str(item.delivery_id)
         body = payload(item.context, batch.customer, message_id, self.texts(item.context, batch.customer["locale"]))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import agreements, clock, policy
 from lifecycle import validation as v
@@ -25,14 +26,15 @@ from lifecycle.models import (
     Product,
     Release,
     Role,
+    pk,
 )
 from lifecycle.templating import render
 from lifecycle.web import auth, headers
 from lifecycle.web.auth import Principal
 from lifecycle.web.i18n import translator
 
-HOME = {Role.PM: "/registry", Role.REP: "/dashboard", Role.CUSTOMER: "/portal"}
-NAV = {
+HOME: dict[str, str] = {Role.PM: "/registry", Role.REP: "/dashboard", Role.CUSTOMER: "/portal"}
+NAV: dict[str, tuple[tuple[str, str], ...]] = {
     Role.PM: (("Registry", "/registry"), ("Compliance", "/registry/compliance"), ("Dashboard", "/dashboard"),
               ("API", "/docs")),
     Role.REP: (("Dashboard", "/dashboard"), ("Registry", "/registry"), ("API", "/docs")),
@@ -137,14 +139,15 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
     their agreement and its history."""
     locale = locale or customer.locale
     product = session.get(Product, release.product_id)
+    assert product is not None
     today = policy.local_date(at, customer.timezone)
     milestones = session.exec(
         select(Milestone).where(
             Milestone.product_id == product.id,
-            (Milestone.release_id == release.id) | Milestone.release_id.is_(None),
+            (col(Milestone.release_id) == release.id) | col(Milestone.release_id).is_(None),
         )
     ).all()
-    ms = sorted(
+    ms: list[dict[str, Any]] = sorted(
         ({"kind": m.kind, "label": content_kind_label(m.kind, locale), "date": m.date, "status": m.status,
           "days_left": policy.days_left(m.date, today), "past": policy.is_history(m.date, today),
           "withdrawn": m.status == MilestoneStatus.WITHDRAWN, "product_level": m.release_id is None}
@@ -155,7 +158,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
     targets = agreements.target_choices(session, release, today)
     agreement = session.exec(select(Agreement).where(Agreement.customer_id == customer.id,
                                                      Agreement.release_id == release.id)).first()
-    history = agreements.history(session, agreement.id) if agreement else []
+    history = agreements.history(session, pk(agreement)) if agreement else []
     status = agreement.status if agreement else "none"
     nxt = upcoming[0] if upcoming else None
     target, planned = (agreement.target_version, agreement.planned_date) if agreement else (None, None)
@@ -167,7 +170,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
         "milestones": ms, "next": nxt, "targets": targets,
         "agreement": agreement, "status": status, "status_label": AGREEMENT_LABELS.get(locale, AGREEMENT_LABELS["en"])[status],
         "history": history, "risk": light.colour if light else "green",
-        "at_risk": bool(nxt) and policy.plan_at_risk(status, target, planned, nxt["date"]),
+        "at_risk": nxt is not None and policy.plan_at_risk(status, target, planned, nxt["date"]),
         "closed": agreements.closed(session, customer, release),  # why no plan can be recorded, or None
         "timezone": customer.timezone,
     }

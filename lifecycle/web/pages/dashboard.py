@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from itsdangerous import BadSignature
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import agreements, dashboard, escalations, registry
 from lifecycle import validation as v
@@ -23,6 +23,7 @@ from lifecycle.models import (
     Product,
     Release,
     Role,
+    pk,
 )
 from lifecycle.validation import valid_id
 from lifecycle.web import auth
@@ -97,7 +98,7 @@ def _dashboard(session: Session, principal: Principal, at: dt.datetime, customer
         reps=reps, risks=dashboard.RISKS, csv_url="/dashboard.csv" + (f"?{query}" if query else ""),
         escalations=escalations.rows(session, at=at, rep=scope_rep), back="/dashboard",
         undeliverable=dashboard.undeliverable_contacts(session, rep=scope_rep),
-        channels=_channel_rows(session, [c.id for c in customers]),
+        channels=_channel_rows(session, [pk(c) for c in customers]),
         kind_label=kind_label, today=at.date(), done=done, error=error, status=status,
         targets=_targets(session, everything, at))
 
@@ -106,7 +107,7 @@ def _targets(session: Session, rows: list[dict], at: dt.datetime) -> dict[int, l
     """Upgrade targets offered per release of the dashboard: later releases not ended today, newest
     first, with their end dates (`agreements.target_choices`)."""
     releases = {r["release_id"] for r in rows}
-    return {rid: agreements.target_choices(session, session.get(Release, rid), at.date()) for rid in releases}
+    return {rid: agreements.target_choices(session, session.get_one(Release, rid), at.date()) for rid in releases}
 
 
 @router.post("/dashboard/agreements", response_class=HTMLResponse)
@@ -143,7 +144,7 @@ def dashboard_agreement(
         session.rollback()
         return _dashboard(session, principal, at, None, None, None, None, error=str(exc), status=422)
     session.commit()
-    product = session.get(Product, rel.product_id)
+    product = session.get_one(Product, rel.product_id)
     flash = auth.untimed_serializer(session, FLASH_SALT).dumps(
         f"Recorded for {customer.name}: {product.name} {rel.version} — {status}")
     return RedirectResponse(f"/dashboard?done={quote(flash)}", status_code=303)
@@ -180,7 +181,7 @@ def dashboard_escalation(escalation_id: int, request: Request, session: SessionD
     target = back if back.startswith("/dashboard") and "//" not in back else "/dashboard"
     try:
         item = escalations.get(session, escalation_id)
-        customer = session.get(Customer, item.customer_id)
+        customer = session.get_one(Customer, item.customer_id)
         if not principal.sees(customer):
             raise InputError("escalation", f"no escalation {escalation_id}")
         escalations.update(session, item, at=at, by=principal.actor,
@@ -219,8 +220,8 @@ def _customer_page(session: Session, principal: Principal, key: str, at: dt.date
         return render_page("web/message.html", status=404, principal=principal, who=who(session, principal),
                            title="Not found", heading="No such customer of yours", text="", link="/dashboard")
     releases = session.exec(
-        select(Release).join(Deployment, Deployment.release_id == Release.id)
-        .where(Deployment.customer_id == customer.id, Deployment.removed_at.is_(None))).all()
+        select(Release).join(Deployment, col(Deployment.release_id) == Release.id)
+        .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))).all()
     views = sorted((release_view(session, customer, r, at, locale="en") for r in releases),
                    key=lambda r: (r["product"], registry.version_key(r["version"])))
     rows = {r["release_id"]: r for r in dashboard.agreement_rows(session, at=at, customer_id=customer.id)}

@@ -62,9 +62,10 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form()] =
         auth.set_login_csrf(session, response, fresh)
         return response
     session.commit()
-    response = RedirectResponse(safe_next(next) or HOME[api_token.role], status_code=303)
-    auth.start_session(session, response, api_token)
-    return response
+    assert api_token is not None  # no error: the token authenticated
+    redirect = RedirectResponse(safe_next(next) or HOME[api_token.role], status_code=303)
+    auth.start_session(session, redirect, api_token)
+    return redirect
 
 
 @router.post("/logout")

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import agreements, inbox, links, registry
 from lifecycle.errors import InputError
@@ -22,6 +22,7 @@ from lifecycle.models import (
     Product,
     Release,
     Role,
+    pk,
 )
 from lifecycle.validation import valid_id
 from lifecycle.web.auth import Principal, SessionDep, now
@@ -42,13 +43,20 @@ router = APIRouter(include_in_schema=False)
 # -------------------------------------------------------------------------------------- customer portal
 
 
+def _customer(session: Session, principal: Principal) -> Customer:
+    """The signed-in customer (guard() admitted a customer token, which always names its customer)."""
+    customer = session.get(Customer, principal.customer_id)
+    assert customer is not None
+    return customer
+
+
 def _portal(session: Session, principal: Principal, at: dt.datetime, *, status: int = 200, saved: int | None = None,
             error: str | None = None, failed: dict | None = None, show: str = "all", page: int = 1,
             rotated: bool = False, moved: str | None = None, marked: bool = False) -> HTMLResponse:
-    customer = session.get(Customer, principal.customer_id)
+    customer = _customer(session, principal)
     releases = session.exec(
-        select(Release).join(Deployment, Deployment.release_id == Release.id)
-        .where(Deployment.customer_id == customer.id, Deployment.removed_at.is_(None))
+        select(Release).join(Deployment, col(Deployment.release_id) == Release.id)
+        .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))
     ).all()
     views = [release_view(session, customer, r, at) for r in releases]
     views.sort(key=lambda r: (r["next"]["days_left"] if r["next"] else 10**6, r["product"],
@@ -87,7 +95,7 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     principal = guard(request, session, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    customer = session.get(Customer, principal.customer_id)
+    customer = _customer(session, principal)
     msg = session.get(InboxMessage, message_id) if valid_id(message_id) else None
     if msg is None or msg.customer_id != principal.customer_id:
         t = translator(customer.locale)
@@ -101,7 +109,7 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     # The body is our own email template (autoescaped when rendered): show it inside the page.
     match = _BODY_RE.search(msg.body_html)
     body = match.group(1) if match else msg.body_html
-    view = inbox.message_view(msg, customer, inbox.newer_notices(session, customer.id).get(msg.id))
+    view = inbox.message_view(msg, customer, inbox.newer_notices(session, pk(customer)).get(pk(msg)))
     unread = inbox.page(session, customer, unread_only=True, per_page=1).unread
     return render_page("web/notice.html", principal=principal, active="/portal", who=who(session, principal),
                        title=msg.subject, msg=msg, view=view, body=body, unread=unread, customer=customer)
@@ -112,7 +120,7 @@ def portal_read_all(request: Request, session: SessionDep, csrf: Annotated[str, 
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    inbox.mark_all_read(session, session.get(Customer, principal.customer_id), now())
+    inbox.mark_all_read(session, _customer(session, principal), now())
     session.commit()
     return RedirectResponse("/portal?marked=1#inbox", status_code=303)
 
@@ -123,7 +131,7 @@ def portal_rotate_calendar(request: Request, session: SessionDep, csrf: Annotate
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    registry.rotate_calendar_token(session, session.get(Customer, principal.customer_id), now())
+    registry.rotate_calendar_token(session, _customer(session, principal), now())
     session.commit()
     return RedirectResponse("/portal?rotated=1#feed-url", status_code=303)
 
@@ -140,13 +148,14 @@ def portal_agreement(
     if isinstance(principal, Response):
         return principal
     at = now()
-    customer = session.get(Customer, principal.customer_id)
+    customer = _customer(session, principal)
     release = session.get(Release, release_id) if valid_id(release_id) else None
     form = AgreementForm(status=status, target=target, planned_date=planned_date, name=name, email=email,
                          feedback=feedback)
     closed = agreements.closed(session, customer, release) if release else agreements.NOT_RUN
     if closed:
         return _portal(session, principal, at, status=404 if closed == agreements.NOT_RUN else 409, error=closed)
+    assert release is not None  # without one, closed is NOT_RUN
     try:
         cleaned = form.cleaned()
         agreement = agreements.record(session, customer=customer, release=release, at=at, channel="web",
@@ -155,6 +164,7 @@ def portal_agreement(
             agreements.move_deployment(session, customer=customer, release=release,
                                        target_version=agreement.target_version, at=at, by=cleaned["by"])
             product = session.get(Product, release.product_id)
+            assert product is not None
             session.commit()
             moved = f"{product.name} {agreement.target_version}"
             return RedirectResponse(f"/portal?moved={_quote(moved)}#releases", status_code=303)
@@ -175,11 +185,11 @@ def _channels(session: Session, principal: Principal, *, status: int = 200, secr
     from lifecycle.channels import subscriptions
     from lifecycle.channels.registry import subscribable
 
-    customer = session.get(Customer, principal.customer_id)
+    customer = _customer(session, principal)
     return render_page(
         "web/channels.html", status=status, principal=principal, active="/portal/channels", who=customer.name,
         title="Notification channels", customer=customer,
-        channels=subscriptions.rows(session, customer_ids=[customer.id]),
+        channels=subscriptions.rows(session, customer_ids=[pk(customer)]),
         kinds=[(kind, ch.title) for kind, ch in subscribable().items()], secret=secret, tested=tested,
         removed=removed, error=error, form=form or {"kind": "", "url": "", "label": ""})
 
@@ -203,7 +213,7 @@ def portal_add_channel(request: Request, session: SessionDep, csrf: Annotated[st
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    customer = session.get(Customer, principal.customer_id)
+    customer = _customer(session, principal)
     try:
         _, once = subscriptions.add(session, customer=customer, kind=kind, url=url, label=label or None, at=now(),
                                     by=f"portal: {customer.key}")
@@ -223,7 +233,7 @@ def portal_test_channel(channel_id: int, request: Request, session: SessionDep,
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    customer = session.get(Customer, principal.customer_id)
+    customer = _customer(session, principal)
     try:
         row = subscriptions.get(session, customer, channel_id)
     except InputError as exc:
@@ -241,7 +251,7 @@ def portal_remove_channel(channel_id: int, request: Request, session: SessionDep
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    customer = session.get(Customer, principal.customer_id)
+    customer = _customer(session, principal)
     try:
         row = subscriptions.get(session, customer, channel_id)
     except InputError as exc:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from itsdangerous import BadSignature
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lifecycle import changes, policy, registry
 from lifecycle import validation as v
@@ -39,6 +39,7 @@ from lifecycle.models import (
     RegistryChange,
     Release,
     Role,
+    pk,
 )
 from lifecycle.validation import valid_id
 from lifecycle.web import auth
@@ -83,17 +84,17 @@ def held_milestones(session: Session, at: dt.datetime) -> dict[int, dt.datetime]
     """Milestones whose current revision comes from a change still on hold: id -> end of the hold."""
     rows = session.exec(
         select(MilestoneChange.milestone_id, RegistryChange.hold_until)
-        .join(RegistryChange, RegistryChange.id == MilestoneChange.change_id)
-        .join(Milestone, sa.and_(Milestone.id == MilestoneChange.milestone_id,
-                                 Milestone.revision == MilestoneChange.revision))
-        .where(RegistryChange.undone_at.is_(None), RegistryChange.action != "undo",
+        .join(RegistryChange, col(RegistryChange.id) == MilestoneChange.change_id)
+        .join(Milestone, sa.and_(col(Milestone.id) == MilestoneChange.milestone_id,
+                                 col(Milestone.revision) == MilestoneChange.revision))
+        .where(col(RegistryChange.undone_at).is_(None), RegistryChange.action != "undo",
                RegistryChange.hold_until > at)
     ).all()
     return {mid: _utc(until) for mid, until in rows}
 
 
 def _names(session: Session) -> tuple[dict[int, Product], dict[int, Release]]:
-    return ({p.id: p for p in session.exec(select(Product))}, {r.id: r for r in session.exec(select(Release))})
+    return ({pk(p): p for p in session.exec(select(Product))}, {pk(r): r for r in session.exec(select(Release))})
 
 
 def scope_label(product: Product, release: Release | None) -> str:
@@ -104,6 +105,7 @@ def scope_label(product: Product, release: Release | None) -> str:
 def milestone_label(session: Session, m: Milestone) -> str:
     product = session.get(Product, m.product_id)
     release = session.get(Release, m.release_id) if m.release_id else None
+    assert product is not None
     return f"{scope_label(product, release)} · {kind_label(m.kind)}"
 
 
@@ -121,16 +123,16 @@ def timeline(session: Session, at: dt.datetime) -> dict:
         by_release.setdefault(m.release_id if m.release_id else -m.product_id, []).append(m)
 
     def markers(ms: list[Milestone]) -> list[timeline_layout.Marker]:
-        return [timeline_layout.Marker(m.id, m.kind, kind_label(m.kind), m.date, m.status,
+        return [timeline_layout.Marker(pk(m), m.kind, kind_label(m.kind), m.date, m.status,
                                        dt.date.fromisoformat(moved_from[m.id]) if m.id in moved_from else None,
-                                       held.get(m.id))
+                                       held.get(pk(m)))
                 for m in ms]
 
     rows: list[timeline_layout.TimelineRow] = []
     for p in products:
-        if by_release.get(-p.id):
+        if by_release.get(-pk(p)):
             rows.append(timeline_layout.TimelineRow(scope_label(p, None), p.slug, None, suffix="(all versions)",
-                                                    milestones=markers(by_release[-p.id])))
+                                                    milestones=markers(by_release[-pk(p)])))
         for r in sorted((r for r in releases if r.product_id == p.id), key=lambda r: registry.version_key(r.version)):
             ms = by_release.get(r.id, [])
             rows.append(timeline_layout.TimelineRow(
@@ -356,7 +358,7 @@ def _held_note(session: Session, milestone_id: int, at: dt.datetime) -> str:
 def _preview_view(session: Session, preview: dict, form: ChangeForm, at: dt.datetime) -> dict:
     """The preview in the page's words: names instead of keys, stages in words, instants as times."""
     keys = preview["affected_customers"]["customers"]
-    names = dict(session.exec(select(Customer.key, Customer.name).where(Customer.key.in_(keys))).all()) \
+    names = dict(session.exec(select(Customer.key, Customer.name).where(col(Customer.key).in_(keys))).all()) \
         if keys else {}
 
     def notice(n: dict) -> str:
@@ -417,6 +419,7 @@ def _change_step(request: Request, session: Session, csrf: str, step: str, form:
         return _refused(session, principal, at, form, exc)
     if form.action != "add":
         m = session.get(Milestone, int(form.milestone))
+        assert m is not None  # the preview found it
         form.revision = str(m.revision)
     return render_page("web/registry_preview.html", principal=principal, active="/registry",
                        who=who(session, principal), title=f"Preview: {TITLES[form.action].lower()}",
