@@ -12,8 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lifecycle import validation
-
 # Piped output (files, `| less`, CI logs) gets a wide page rather than rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160))
 err_console = Console(stderr=True)
@@ -32,6 +30,8 @@ def parse_at(at: str | None) -> dt.datetime:
         from lifecycle import clock
 
         return clock.now()
+    from lifecycle import validation
+
     return validation.instant(at, "--at")
 
 
