@@ -22,6 +22,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    # A callback keeps `app` a group when a command's module registers a single command (`import`):
+    # without it Typer would run that command as the program itself.
+    pass
+
+
 # The areas' modules, in the order their commands are listed.
 MODULES = ("registry", "importing", "schedule", "calendar", "web", "reports", "compliance", "secret", "deliveries",
            "work", "channels")
@@ -118,7 +125,7 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lifecycle.cli.common import err_console
+    from lifecycle.cli.common import PipeClosed, err_console
     from lifecycle.errors import InputError, LifecycleError, ShortNotice
 
     args = sys.argv[1:] if argv is None else list(argv)
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         runner = _prepare(args)
         # Outside standalone mode click returns the code of a `typer.Exit` instead of raising it.
         code = runner(args=args, standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
         if isinstance(code, int) and code:
             sys.exit(code)
     except exits as exc:
@@ -146,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     except LifecycleError as exc:
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
+    except (BrokenPipeError, PipeClosed):  # `lifecycle plan --json | head`: the reader has all it wanted
+        _quiet_stdout()
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports a command a closed pipe stopped
     except Exception as exc:  # noqa: BLE001 - never a traceback to a user
         if _schema_out_of_date(exc):
             err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
@@ -161,3 +172,12 @@ def main(argv: list[str] | None = None) -> None:
 def _schema_out_of_date(exc: Exception) -> bool:
     db = sys.modules.get("lifecycle.db")  # only a command that opened the database can raise it
     return db is not None and isinstance(exc, db.SchemaOutOfDate)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
