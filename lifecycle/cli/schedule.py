@@ -8,7 +8,6 @@ from typing import Annotated
 
 import sqlalchemy as sa
 import typer
-from sqlmodel import select
 
 from lifecycle import agreements, policy, registry, scheduler
 from lifecycle import validation as v
@@ -17,6 +16,7 @@ from lifecycle.cli.common import (
     AtOption,
     JsonOption,
     emit_json,
+    emit_json_array,
     emit_json_stream,
     err_console,
     parse_at,
@@ -213,20 +213,37 @@ def tick_cmd(at: AtOption = None, json_: JsonOption = False) -> None:
 
 
 @app.command("inbox")
-def inbox_cmd(customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False) -> None:
+def inbox_cmd(
+    customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False,
+    unread: Annotated[bool, typer.Option("--unread", help="Only unread messages.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many messages, newest first "
+                                                             "(0: all).")] = 0,
+) -> None:
     """The customer's portal inbox, newest first."""
+    box = InboxMessage.__table__
     with session_scope() as s:
         cust = registry.get_customer(s, customer)
-        msgs = s.exec(select(InboxMessage).where(InboxMessage.customer_id == cust.id)
-                      .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())).all()
-        rows = [{"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),
-                 "read": m.read_at is not None, "body": m.body_text} for m in msgs]
-    if json_:
-        emit_json(rows)
-        return
-    unread = sum(1 for r in rows if not r["read"])
-    table(f"Inbox of {customer} ({unread} unread)", ["", "date", "subject"],
-          [["•" if not r["read"] else "", r["created_at"][:10], r["subject"]] for r in rows])
+        conn = s.connection()
+        total, unread_count = conn.execute(sa.select(sa.func.count(), sa.func.count() - sa.func.count(box.c.read_at))
+                                           .where(box.c.customer_id == cust.id)).one()
+        q = (sa.select(InboxMessage.id, InboxMessage.notice_id, InboxMessage.subject, InboxMessage.created_at,
+                       InboxMessage.read_at, InboxMessage.body_text)
+             .where(InboxMessage.customer_id == cust.id)
+             .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc()).execution_options(yield_per=CHUNK))
+        if unread:
+            q = q.where(InboxMessage.read_at.is_(None))
+        if limit:
+            q = q.limit(limit)
+        rows = ({"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),
+                 "read": m.read_at is not None, "body": m.body_text} for m in s.execute(q))
+        if json_:
+            emit_json_array(rows)
+            return
+        for batch in _batches(rows, 500):
+            table(f"Inbox of {customer} ({unread_count} unread of {total})", ["", "date", "subject"],
+                  [["•" if not r["read"] else "", r["created_at"][:10], r["subject"]] for r in batch])
+        if not total:
+            say(f"the inbox of {customer} is empty")
 
 
 @app.command("ack")
