@@ -21,7 +21,7 @@ class PipeClosed(Exception):
 
 
 @contextmanager
-def _pipe_closed_is_quiet() -> Iterator[None]:
+def pipe_closed_is_quiet() -> Iterator[None]:
     try:
         yield
     except BrokenPipeError:
@@ -58,7 +58,7 @@ def parse_at(at: str | None) -> dt.datetime:
 
 
 def emit_json(data) -> None:
-    with _pipe_closed_is_quiet():
+    with pipe_closed_is_quiet():
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
         sys.stdout.flush()
 
@@ -71,7 +71,7 @@ def emit_json_stream(head: dict, key: str, rows: Iterable, tail: Callable[[], di
     """One JSON document written as it is produced: `head`'s members, then `key` as an array with one row
     per line, written as each row comes (memory stays flat, `| head` answers at once), then `tail()`'s
     members (totals known only at the end). Returns the number of rows."""
-    with _pipe_closed_is_quiet():
+    with pipe_closed_is_quiet():
         return _stream(head, key, rows, tail)
 
 
@@ -92,7 +92,7 @@ def _stream(head: dict, key: str, rows: Iterable, tail: Callable[[], dict] | Non
 
 def emit_json_array(rows: Iterable) -> int:
     """A JSON array written as it is produced, one row per line. Returns the number of rows."""
-    with _pipe_closed_is_quiet():
+    with pipe_closed_is_quiet():
         return _array(rows)
 
 
@@ -119,10 +119,10 @@ def table(title: str | None, columns: list[str], rows: list[list]) -> None:
         t.add_column(col, overflow="fold")
     for row in rows:
         t.add_row(*["" if c is None else str(c) for c in row])
-    with _pipe_closed_is_quiet():
+    with pipe_closed_is_quiet():
         console.print(t)
 
 
 def say(message: str) -> None:
-    with _pipe_closed_is_quiet():
+    with pipe_closed_is_quiet():
         console.print(message, highlight=False, soft_wrap=True)
