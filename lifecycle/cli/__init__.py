@@ -82,8 +82,9 @@ def _register(modules: tuple[str, ...] = MODULES) -> None:
 
 
 def _command_of(argv: list[str]) -> str | None:
-    """The top-level command named on the command line (the app has no options of its own but --help)."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The top-level command named on the command line: its first word (the app has no options of its own
+    but --help, which shows every command whatever follows it)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 def _help_app() -> typer.Typer:
