@@ -35,6 +35,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///lifecycle.db"
     broker_url: str | None = None
+    # When set, GET /metrics asks for `Authorization: Bearer <this>` (the counts tell the fleet's size).
+    metrics_token: str | None = None
     email_backend: str = "file"
     outbox_dir: Path = Path("outbox")
     sendgrid_api_key: str | None = Field(

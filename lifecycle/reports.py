@@ -123,10 +123,50 @@ def _local(ts: dt.datetime | None, tz: str) -> dt.date | None:
     return policy.local_date(ts, tz) if ts else None
 
 
+COMPLIANCE_CHUNK = 500  # customers computed at a time: memory holds one chunk's rows, whatever the fleet
+
+
 def compliance(session: Session, at: dt.datetime) -> dict:
+    """The whole report in memory (the web page, the demo). Listings stream `compliance_rows` instead."""
+    rows = list(compliance_rows(session, at))
+    totals = Counter(x["status"] for x in rows)
+    return {"at": at.isoformat(), "totals": dict(sorted(totals.items())), "rows": rows}
+
+
+def compliance_rows(session: Session, at: dt.datetime, *, after: str | None = None, customers: int | None = None,
+                    customer: str | None = None, chunk: int = COMPLIANCE_CHUNK):
+    """The report's rows, customer by customer in key order (as `compliance` sorts them), computed a chunk
+    of customers at a time. `after`: only customers whose key sorts after it (a cursor); `customers`: at
+    most that many customers; `customer`: only that one."""
+    C = Customer.__table__
+    left = customers
+    while left is None or left > 0:
+        q = sa.select(C.c.id, C.c.key).order_by(C.c.key).limit(chunk if left is None else min(chunk, left))
+        if after is not None:
+            q = q.where(C.c.key > after)
+        if customer is not None:
+            q = q.where(C.c.key == customer)
+        batch = session.connection().execute(q).all()
+        if not batch:
+            return
+        yield from _compliance_chunk(session, at, [r.id for r in batch])
+        after = batch[-1].key
+        if left is not None:
+            left -= len(batch)
+        if customer is not None:
+            return
+
+
+def last_customer(session: Session) -> str | None:
+    """The key that sorts last: a page that ends on it is the last page."""
+    return session.connection().execute(sa.select(sa.func.max(Customer.key))).scalar()
+
+
+def _compliance_chunk(session: Session, at: dt.datetime, customer_ids: list[int]) -> list[dict]:
     conn = session.connection()
     M = table_of(Milestone)
-    cust_notice = sa.and_(N.c.audience == "customer", N.c.milestone_id.is_not(None))
+    cust_notice = sa.and_(N.c.audience == "customer", N.c.milestone_id.is_not(None),
+                          N.c.customer_id.in_(customer_ids))
     # Told about the milestone's *current* date: a stage reminder of that date, or the change notice
     # that announced it. Being told a date that later moved does not keep the promise for the new one.
     current = sa.and_(N.c.milestone_date == M.c.date, N.c.kind != "withdrawn")
@@ -245,8 +285,7 @@ def compliance(session: Session, at: dt.datetime) -> dict:
             entry[f"told_by_{name}_only"] = only == [name]
         rows.append(entry)
     rows.sort(key=lambda x: (x["customer"], x["product"], x["version"] or "", x["milestone_date"], x["milestone"]))
-    totals = Counter(x["status"] for x in rows)
-    return {"at": at.isoformat(), "totals": dict(sorted(totals.items())), "rows": rows}
+    return rows
 
 
 # What the delivery report lists one by one (the rest is only counted).
@@ -364,13 +403,13 @@ COMPLIANCE_COLUMNS = ("customer", "customer_name", "account_rep", "timezone", "p
                       *(f"{name}_first_at" for name in CHANNELS), "days_before", "status", "cause", "notes")
 
 
-def compliance_summary(report: dict) -> list[dict]:
-    """The rows of `compliance` per product, release and milestone: how many customers were told on
-    time, late (with the causes), not told (with the causes), are pending or saw it withdrawn. Causes
-    are counted by their text, most frequent first."""
+def compliance_summary(report) -> list[dict]:
+    """The rows of `compliance` (the report, or its rows as they stream) per product, release and
+    milestone: how many customers were told on time, late (with the causes), not told (with the causes),
+    are pending or saw it withdrawn. Causes are counted by their text, most frequent first."""
     order = {k: i for i, k in enumerate(policy.LIFECYCLE_ORDER)}
     groups: dict[tuple, dict] = {}
-    for r in report["rows"]:
+    for r in report["rows"] if isinstance(report, dict) else report:
         key = (r["product"], r["version"], r["milestone"])
         g = groups.get(key)
         if g is None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+if TYPE_CHECKING:  # jinja2 is imported when a template is first rendered
+    from jinja2 import Environment
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 CHANNELS_DIR = Path(__file__).resolve().parent / "channels"
@@ -16,6 +18,8 @@ CHANNELS_DIR = Path(__file__).resolve().parent / "channels"
 
 @lru_cache
 def environment() -> Environment:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
     env = Environment(
         loader=FileSystemLoader([str(TEMPLATES_DIR), str(CHANNELS_DIR)]),
         autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml"), default_for_string=False),
@@ -34,6 +38,8 @@ def render(name: str, **context) -> str:
 @lru_cache
 def folder_environment(folder: str) -> Environment:
     """An environment rooted at one folder: a channel's own `templates/` (a channel can live anywhere)."""
+    from jinja2 import FileSystemLoader
+
     env = environment().overlay(loader=FileSystemLoader(folder))
     return env
 

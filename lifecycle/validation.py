@@ -13,8 +13,6 @@ import re
 import zoneinfo
 from functools import lru_cache
 
-from email_validator import EmailNotValidError, validate_email
-
 from lifecycle.errors import InputError
 from lifecycle.models import AgreementStatus, MilestoneKind
 
@@ -153,12 +151,16 @@ def locale(value, field: str = "locale") -> str:
 def _ascii_email(value: str) -> str:
     # allow_smtputf8=False: a non-ASCII local part cannot be sent through ordinary mail servers
     # (nor written into an RFC 5322 header); an international domain is fine, in its ASCII form.
+    from email_validator import validate_email
+
     ascii_email = validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
     assert ascii_email is not None  # always set when allow_smtputf8=False (else validate_email raises)
     return ascii_email
 
 
 def email(value, field: str = "email") -> str:
+    from email_validator import EmailNotValidError
+
     value = _no_bidi(_text_of(value, field), field)
     try:
         return _ascii_email(value)

@@ -261,7 +261,7 @@ def test_plan_and_compliance_show_the_new_channels(db, cli):
         first = json.loads(plan.out)["notices"][0]
         assert [c["channel"] for c in first["channels"]] == ["portal", "email", "webhook", "teams"]
         assert first["channels"][2]["recipient"].startswith("webhook of cust0 #")
-        table = cli("plan", "--at", "2026-12-01")
+        table = cli("plan", "--at", "2026-12-01", "--detail")  # recipients: the detailed listing
         assert "webhook:webhook of cust0" in table.out
         w.run(T0)
         report = cli("report", "compliance", "--at", "2027-01-02", "--json")

@@ -116,9 +116,13 @@ def test_the_api_and_the_cli_give_the_same_compliance_data(db, cli):
     api = TestClient(create_app())
     pm = {"Authorization": f"Bearer {secrets['pm']}"}
     from_api = api.get("/api/reports/compliance", params={"at": at}, headers=pm)
-    assert from_api.status_code == 200 and from_api.json() == from_cli
+    assert from_api.status_code == 200
+    page = from_api.json()
+    assert page.pop("next_cursor") is None  # one page holds them all
+    assert page == from_cli
     assert from_cli["totals"] == {"late": 1, "not-notified": 1, "on-time": 2, "pending": 1}
     summary = api.get("/api/reports/compliance", params={"at": at, "summary": "true"}, headers=pm).json()
+    assert summary.pop("next_cursor") is None
     assert summary == json.loads(cli("report", "compliance", "--summary", "--json", "--at", at).out)
     [eol] = [g for g in summary["summary"] if (g["version"], g["milestone"]) == ("3.16", "end-of-life")]
     assert (eol["customers"], eol["on-time"], eol["late"], eol["not-notified"]) == (4, 2, 1, 1)

@@ -32,7 +32,7 @@ def day(world, n: int) -> str:
 
 
 def test_lists_and_reports_hold_only_the_callers_customers(world, client):
-    keys = {who: [c["key"] for c in client.get("/api/customers", headers=world.auth(who)).json()]
+    keys = {who: [c["key"] for c in client.get("/api/customers", headers=world.auth(who)).json()["customers"]]
             for who in ("pm", "rep", "other_rep", "customer", "foreign")}
     assert keys == {"pm": ["acme", "globex"], "rep": ["acme"], "other_rep": ["globex"], "customer": ["acme"],
                     "foreign": ["globex"]}

@@ -13,23 +13,25 @@ from __future__ import annotations
 import base64
 import json
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from lifecycle import keys
 from lifecycle.errors import LifecycleError
 
 INFO = b"lifecycle.channel-secrets.v1"
 
 
-def _fernet(key: str) -> Fernet:
+def _fernet(key: str):
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO).derive(key.encode())
     return Fernet(base64.urlsafe_b64encode(derived))
 
 
-def _ring(*extra: keys.KeyRing) -> MultiFernet:
+def _ring(*extra: keys.KeyRing):
     """The current key first (it seals), then every other key known (they open)."""
+    from cryptography.fernet import MultiFernet
+
     rings = [keys.load(), *extra]
     ordered = list(dict.fromkeys([rings[0].current, *(k for r in rings for k in [r.current, *(p for p, _ in r.previous)])]))
     return MultiFernet([_fernet(k) for k in ordered])
@@ -40,6 +42,8 @@ def seal(values: dict) -> str:
 
 
 def unseal(token: str) -> dict:
+    from cryptography.fernet import InvalidToken
+
     try:
         return json.loads(_ring().decrypt(token.encode("ascii")))
     except (InvalidToken, ValueError):

@@ -6,16 +6,36 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lifecycle import validation
+
+class PipeClosed(Exception):
+    """The reader of stdout went away (`lifecycle plan --json | head`). Not an OSError: click would turn
+    that into a quiet exit 1; `lifecycle.cli.main` exits 141, as a shell reports SIGPIPE."""
+
+
+@contextmanager
+def pipe_closed_is_quiet() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise PipeClosed() from None
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich's own says SystemExit(1)
+        self.quiet = True
+        raise PipeClosed()
+
 
 # Piped output (files, `| less`, CI logs) gets a wide page rather than rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160))
+console = _Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160))
 err_console = Console(stderr=True)
 
 AtOption = Annotated[
@@ -32,11 +52,59 @@ def parse_at(at: str | None) -> dt.datetime:
         from lifecycle import clock
 
         return clock.now()
+    from lifecycle import validation
+
     return validation.instant(at, "--at")
 
 
 def emit_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    with pipe_closed_is_quiet():
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+        sys.stdout.flush()
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def emit_json_stream(head: dict, key: str, rows: Iterable, tail: Callable[[], dict] | None = None) -> int:
+    """One JSON document written as it is produced: `head`'s members, then `key` as an array with one row
+    per line, written as each row comes (memory stays flat, `| head` answers at once), then `tail()`'s
+    members (totals known only at the end). Returns the number of rows."""
+    with pipe_closed_is_quiet():
+        return _stream(head, key, rows, tail)
+
+
+def _stream(head: dict, key: str, rows: Iterable, tail: Callable[[], dict] | None) -> int:
+    write = sys.stdout.write
+    write("{" + "".join(f"{_dumps(k)}: {_dumps(v)}, " for k, v in head.items()) + f"{_dumps(key)}: [")
+    n = 0
+    for row in rows:
+        write(("\n" if n == 0 else ",\n") + _dumps(row))
+        n += 1
+    write("\n]" if n else "]")
+    for k, v in (tail() if tail else {}).items():
+        write(f", {_dumps(k)}: {_dumps(v)}")
+    write("}\n")
+    sys.stdout.flush()
+    return n
+
+
+def emit_json_array(rows: Iterable) -> int:
+    """A JSON array written as it is produced, one row per line. Returns the number of rows."""
+    with pipe_closed_is_quiet():
+        return _array(rows)
+
+
+def _array(rows: Iterable) -> int:
+    write = sys.stdout.write
+    n = 0
+    for row in rows:
+        write(("[\n" if n == 0 else ",\n") + _dumps(row))
+        n += 1
+    write("\n]\n" if n else "[]\n")
+    sys.stdout.flush()
+    return n
 
 
 def _json_default(obj):
@@ -51,8 +119,10 @@ def table(title: str | None, columns: list[str], rows: list[list]) -> None:
         t.add_column(col, overflow="fold")
     for row in rows:
         t.add_row(*["" if c is None else str(c) for c in row])
-    console.print(t)
+    with pipe_closed_is_quiet():
+        console.print(t)
 
 
 def say(message: str) -> None:
-    console.print(message, highlight=False, soft_wrap=True)
+    with pipe_closed_is_quiet():
+        console.print(message, highlight=False, soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sys
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from lifecycle import dashboard
 from lifecycle.cli import app
-from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, table
+from lifecycle.cli.common import AtOption, JsonOption, emit_json_array, parse_at, pipe_closed_is_quiet, table
 from lifecycle.db import session_scope
 from lifecycle.errors import InputError
 
@@ -22,6 +23,10 @@ def report_agreements(
     rep: Annotated[str | None, typer.Option("--rep", help="Only this account rep's customers.")] = None,
     at: AtOption = None, json_: JsonOption = False,
     csv_: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer.")] = None,
+    product: Annotated[str | None, typer.Option("--product", help="Only this product.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many rows, fewest days left first "
+                                                             "(0: all).")] = 0,
 ) -> None:
     """Per customer and release with an upcoming milestone: agreement status, target, planned date,
     who and when, days left, cores, risk and why (red: every contact bounced, the plan is at risk, or no
@@ -30,11 +35,22 @@ def report_agreements(
         raise InputError("--csv", "give either --json or --csv, not both")
     when = parse_at(at)
     with session_scope() as s:
-        rows = dashboard.agreement_rows(s, at=when, rep=rep)
+        customer_id = None
+        if customer is not None:
+            from lifecycle import registry
+
+            customer_id = registry.get_customer(s, customer).id
+        rows = dashboard.agreement_rows(s, at=when, rep=rep, customer_id=customer_id, product=product)
+    if limit:
+        del rows[limit:]
     if json_:
-        emit_json(dashboard.jsonable(rows))
+        emit_json_array(dashboard.jsonable([r])[0] for r in rows)
     elif csv_:
-        sys.stdout.write(dashboard.rows_to_csv(rows))
+        with pipe_closed_is_quiet():
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(dashboard.CSV_COLUMNS)
+            for r in rows:
+                writer.writerow([dashboard._cell(r[c]) for c in dashboard.CSV_COLUMNS])
     else:
         table(f"Agreements at {when.date().isoformat()}" + (f" for {rep}" if rep else ""),
               ["customer", "release", "next milestone", "days", "agreement", "target", "planned", "by", "cores",

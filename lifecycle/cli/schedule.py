@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from collections.abc import Iterable, Iterator
+from typing import Annotated
 
 import sqlalchemy as sa
 import typer
-from sqlmodel import col, select
 
 from lifecycle import agreements, policy, registry, scheduler
 from lifecycle import validation as v
 from lifecycle.cli import app
-from lifecycle.cli.common import AtOption, JsonOption, emit_json, err_console, parse_at, say, table
+from lifecycle.cli.common import (
+    AtOption,
+    JsonOption,
+    emit_json,
+    emit_json_array,
+    emit_json_stream,
+    err_console,
+    parse_at,
+    say,
+    table,
+)
 from lifecycle.db import session_scope
 from lifecycle.errors import InputError
 from lifecycle.models import (
@@ -25,55 +35,153 @@ from lifecycle.models import (
     Release,
 )
 
+CHUNK = 1000  # notices read, and their recipients looked up, per round trip
 
-def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int | None) -> list[dict]:
-    """Planned notices, soonest first, with their channels and recipients."""
-    q = (
-        sa.select(Notice, Customer, Milestone, Release, Product)
-        .join(Customer, col(Customer.id) == Notice.customer_id)
-        .join(Milestone, col(Milestone.id) == Notice.milestone_id, isouter=True)
-        .join(Release, col(Release.id) == Notice.release_id, isouter=True)
-        .join(Product, col(Product.id) == Milestone.product_id, isouter=True)
-        .where(col(Notice.status) == NoticeStatus.PLANNED)
-        .order_by(col(Notice.due_at), col(Customer.key), col(Notice.id))
-    )
+
+def _plan_filter(session, until: dt.datetime | None, customer: str | None, product: str | None) -> sa.ColumnElement:
+    """Planned notices (due by `until`, of one customer, about one product's milestones), as a condition."""
+    N = Notice.__table__
+    cond = [N.c.status == NoticeStatus.PLANNED.value]
     if until is not None:
-        q = q.where(col(Notice.due_at) <= until)
-    if limit:
-        q = q.limit(limit)
-    rows = session.exec(q).all()
+        cond.append(N.c.due_at <= until)
+    if customer is not None:
+        cond.append(N.c.customer_id == registry.get_customer(session, customer).id)
+    if product is not None:
+        prod = registry.get_product(session, v.slug(product, "--product"))
+        cond.append(N.c.milestone_id.in_(sa.select(Milestone.id).where(Milestone.product_id == prod.id)))
+    return sa.and_(*cond)
+
+
+def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int | None,
+                 customer: str | None = None, product: str | None = None) -> Iterator[dict]:
+    """Planned notices, soonest first, with their channels and recipients: streamed from the database in
+    chunks (a server-side cursor on PostgreSQL), so that memory stays flat however many there are."""
     from lifecycle.channels.fanout import planned
 
-    recipients = planned(session, [n.id for n, *_ in rows])  # the channels' own recipient sources
-    out = []
-    for n, c, m, r, p in rows:
-        channels = recipients.get(n.id, [])
-        out.append({
-            "notice_id": n.id, "due_at": n.due_at.isoformat(), "overdue": n.due_at <= at, "kind": n.kind,
-            "stage": n.slot if n.kind == "stage" else None, "customer": c.key, "timezone": c.timezone,
-            "audience": n.audience, "product": p.slug if p else None, "version": r.version if r else None,
-            "milestone": m.kind if m else None, "milestone_date": n.milestone_date.isoformat() if n.milestone_date else None,
-            "channels": channels,
-        })
-    return out
+    q = (
+        sa.select(Notice.id, Notice.due_at, Notice.kind, Notice.slot, Notice.audience, Notice.milestone_date,
+                  Customer.key, Customer.timezone, Product.slug, Release.version, Milestone.kind.label("milestone"))
+        .join(Customer, Customer.id == Notice.customer_id)
+        .join(Milestone, Milestone.id == Notice.milestone_id, isouter=True)
+        .join(Release, Release.id == Notice.release_id, isouter=True)
+        .join(Product, Product.id == Milestone.product_id, isouter=True)
+        .where(_plan_filter(session, until, customer, product))
+        .order_by(Notice.due_at, Customer.key, Notice.id)
+        .execution_options(yield_per=CHUNK)
+    )
+    if limit:
+        q = q.limit(limit)
+    # Columns, not entities: nothing read stays in the session's identity map.
+    for chunk in session.execute(q).partitions():
+        recipients = planned(session, [r.id for r in chunk])  # the channels' own recipient sources
+        for r in chunk:
+            yield {
+                "notice_id": r.id, "due_at": r.due_at.isoformat(), "overdue": r.due_at <= at, "kind": r.kind,
+                "stage": r.slot if r.kind == "stage" else None, "customer": r.key, "timezone": r.timezone,
+                "audience": r.audience, "product": r.slug, "version": r.version, "milestone": r.milestone,
+                "milestone_date": r.milestone_date.isoformat() if r.milestone_date else None,
+                "channels": recipients.get(r.id, []),
+            }
+
+
+def plan_summary(session, until: dt.datetime | None, customer: str | None = None,
+                 product: str | None = None) -> list[dict]:
+    """Planned notices per day (UTC) and stage (or kind: change, withdrawn, ...), with their customers and
+    the recipients per channel: aggregates in SQL over the channels' own recipient sources, so the cost
+    in memory is a row per day and stage, however large the fleet."""
+    from lifecycle.channels.registry import CHANNELS
+
+    N = Notice.__table__
+    cond = _plan_filter(session, until, customer, product)
+
+    def day_and_label(t):
+        return sa.func.date(t.c.due_at), sa.case((t.c.kind == "stage", t.c.slot), else_=t.c.kind)
+
+    groups: dict[tuple[str, str], dict] = {}
+    conn = session.connection()
+    day, label = day_and_label(N)
+    for d, lab, notices, customers in conn.execute(
+            sa.select(day, label, sa.func.count(), sa.func.count(sa.distinct(N.c.customer_id)))
+            .where(cond).group_by(day, label)):
+        groups[(str(d)[:10], lab)] = {"day": str(d)[:10], "notice": lab, "notices": notices, "customers": customers,
+                                      "channels": {}}
+    for name, channel in CHANNELS.items():
+        for audience in sorted(channel.audiences):
+            sub = channel.recipients(audience, sa.and_(cond, N.c.audience == audience)).subquery()
+            n2 = N.alias("planned_notice")
+            d2, lab2 = day_and_label(n2)
+            for d, lab, count in conn.execute(sa.select(d2, lab2, sa.func.count()).select_from(sub)
+                                              .join(n2, n2.c.id == sub.c[0])
+                                              .group_by(d2, lab2)):
+                found = groups[(str(d)[:10], lab)]["channels"]
+                found[name] = found.get(name, 0) + count
+    return [groups[k] for k in sorted(groups)]
 
 
 @app.command("plan")
 def plan_cmd(
     at: AtOption = None, json_: JsonOption = False,
     until: Annotated[str | None, typer.Option("--until", help="Only notices due by this date.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many rows (0: all).")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="With --detail or --json: at most this many "
+                                                             "notices (0: all).")] = 0,
+    detail: Annotated[bool, typer.Option("--detail", help="List every notice with its recipients (the default "
+                                                          "is a summary per day, stage and channel).")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help="With --json: the summary per day, stage and channel "
+                                                            "instead of every notice.")] = False,
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's notices.")] = None,
+    product: Annotated[str | None, typer.Option("--product", help="Only notices about this product.")] = None,
 ) -> None:
-    """Plan notices for every affected customer and show what will be sent, when, to whom, on which channel."""
+    """Plan notices for every affected customer and show what will be sent, when, to whom, on which channel.
+
+    Without flags: a summary per day, stage and channel. --detail lists every notice; --json writes every
+    notice as one JSON document streamed as it is read (--summary for the summary)."""
+    from lifecycle.channels.registry import CHANNELS
+
+    if detail and summary:
+        raise InputError("--summary", "give either --detail or --summary, not both")
     when = parse_at(at)
     end = v.instant(until, "--until") if until else None
     with session_scope() as s:
         result = scheduler.plan(s, when)
     with session_scope() as s:
-        rows = planned_rows(s, when, end, limit or None)
+        if json_ and not summary:
+            emit_json_stream({"at": when.isoformat(), "planned": result.as_dict()}, "notices",
+                             planned_rows(s, when, end, limit or None, customer, product))
+            return
+        if detail:
+            n = 0
+            for rows in _batches(planned_rows(s, when, end, limit or None, customer, product), 500):
+                n += len(rows)
+                _detail_table(when, rows)
+            say(f"{n} planned notice(s); re-planned {result.milestones} milestone(s): "
+                f"{result.created} new, {result.updated} updated, {result.cancelled} cancelled")
+            return
+        groups = plan_summary(s, end, customer, product)
     if json_:
-        emit_json({"at": when.isoformat(), "planned": result.as_dict(), "notices": rows})
+        emit_json({"at": when.isoformat(), "planned": result.as_dict(), "summary": groups})
         return
+    channels = [name for name in CHANNELS if any(name in g["channels"] for g in groups)]
+    table(f"Planned notices per day, stage and channel (as of {when.isoformat()})",
+          ["day (UTC)", "notice", "notices", "customers", *channels],
+          [[g["day"] + (" (due)" if g["day"] <= when.date().isoformat() else ""), g["notice"], g["notices"],
+            g["customers"], *[g["channels"].get(c, 0) for c in channels]] for g in groups])
+    say(f"{sum(g['notices'] for g in groups)} planned notice(s) on {len({g['day'] for g in groups})} day(s); "
+        f"re-planned {result.milestones} milestone(s): {result.created} new, {result.updated} updated, "
+        f"{result.cancelled} cancelled (every notice: --detail or --json)")
+
+
+def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _detail_table(when: dt.datetime, rows: list[dict]) -> None:
     table(f"Planned notices (as of {when.isoformat()})", ["due (UTC)", "customer", "notice", "milestone", "to"], [
         [r["due_at"][:16].replace("T", " ") + (" (due)" if r["overdue"] else ""), r["customer"],
          f"{r['kind']} {r['stage'] or ''}".strip(),
@@ -81,8 +189,6 @@ def plan_cmd(
          ", ".join(f"{c['channel']}:{c['recipient']}" for c in r["channels"])]
         for r in rows
     ])
-    say(f"{len(rows)} planned notice(s); re-planned {result.milestones} milestone(s): "
-        f"{result.created} new, {result.updated} updated, {result.cancelled} cancelled")
 
 
 @app.command("tick")
@@ -107,20 +213,37 @@ def tick_cmd(at: AtOption = None, json_: JsonOption = False) -> None:
 
 
 @app.command("inbox")
-def inbox_cmd(customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False) -> None:
+def inbox_cmd(
+    customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False,
+    unread: Annotated[bool, typer.Option("--unread", help="Only unread messages.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many messages, newest first "
+                                                             "(0: all).")] = 0,
+) -> None:
     """The customer's portal inbox, newest first."""
+    box = InboxMessage.__table__
     with session_scope() as s:
         cust = registry.get_customer(s, customer)
-        msgs = s.exec(select(InboxMessage).where(InboxMessage.customer_id == cust.id)
-                      .order_by(col(InboxMessage.created_at).desc(), col(InboxMessage.id).desc())).all()
-        rows: list[dict[str, Any]] = [{"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),
-                 "read": m.read_at is not None, "body": m.body_text} for m in msgs]
-    if json_:
-        emit_json(rows)
-        return
-    unread = sum(1 for r in rows if not r["read"])
-    table(f"Inbox of {customer} ({unread} unread)", ["", "date", "subject"],
-          [["•" if not r["read"] else "", r["created_at"][:10], r["subject"]] for r in rows])
+        conn = s.connection()
+        total, unread_count = conn.execute(sa.select(sa.func.count(), sa.func.count() - sa.func.count(box.c.read_at))
+                                           .where(box.c.customer_id == cust.id)).one()
+        q = (sa.select(InboxMessage.id, InboxMessage.notice_id, InboxMessage.subject, InboxMessage.created_at,
+                       InboxMessage.read_at, InboxMessage.body_text)
+             .where(InboxMessage.customer_id == cust.id)
+             .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc()).execution_options(yield_per=CHUNK))
+        if unread:
+            q = q.where(InboxMessage.read_at.is_(None))
+        if limit:
+            q = q.limit(limit)
+        rows = ({"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),
+                 "read": m.read_at is not None, "body": m.body_text} for m in s.execute(q))
+        if json_:
+            emit_json_array(rows)
+            return
+        for batch in _batches(rows, 500):
+            table(f"Inbox of {customer} ({unread_count} unread of {total})", ["", "date", "subject"],
+                  [["•" if not r["read"] else "", r["created_at"][:10], r["subject"]] for r in batch])
+        if not total:
+            say(f"the inbox of {customer} is empty")
 
 
 @app.command("ack")

@@ -446,13 +446,40 @@ def import_registry(principal: PrincipalDep, session: SessionDep, request: Reque
 # ------------------------------------------------------------------------------------------ customers
 
 
-@router.get("/customers", summary="Customers in scope: all (pm), the rep's own (rep), itself (customer)")
-def list_customers(principal: PrincipalDep, session: SessionDep) -> list[dict]:
-    q = select(Customer).order_by(Customer.key)
+class CustomerOut(BaseModel):
+    key: str
+    name: str
+    timezone: str
+    locale: str
+    account_rep: str
+    service_start: dt.date | None = None
+    service_end: dt.date | None = None
+    cores: int | None = None
+
+
+class CustomerPage(BaseModel):
+    """A page of customers in key order."""
+
+    customers: list[CustomerOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+@router.get("/customers", summary="Customers in scope: all (pm), the rep's own (rep), itself (customer); in pages",
+            response_model=CustomerPage)
+def list_customers(principal: PrincipalDep, session: SessionDep,
+                   cursor: Annotated[str | None, Query(max_length=200,
+                                                       description="`next_cursor` of the previous page.")] = None,
+                   limit: Annotated[int, Query(ge=1, le=1000, description="Customers per page.")] = 100) -> dict:
+    q = select(Customer).order_by(Customer.key).limit(limit + 1)  # one more: is there a next page?
     cond = principal.customer_filter()
     if cond is not None:
         q = q.where(cond)
-    return [customer_out(c) for c in session.exec(q)]
+    if cursor is not None:
+        q = q.where(Customer.key > cursor)
+    found = session.exec(q).all()
+    page = found[:limit]
+    return {"customers": [customer_out(c) for c in page],
+            "next_cursor": page[-1].key if len(found) > limit else None}
 
 
 @router.get("/customers/{key}", summary="A customer in scope")
@@ -734,22 +761,55 @@ def set_rep(email: str, body: RepIn, principal: PrincipalDep, session: SessionDe
 # -------------------------------------------------------------------------------------------- reports
 
 
-@router.get("/reports/compliance", summary="Compliance report (pm): `lifecycle report compliance --json`")
+class ComplianceReport(BaseModel):
+    """A page of the compliance report: the rows of up to `limit` customers, in customer key order."""
+
+    at: str = Field(description="The instant the report is computed at (ISO 8601).")
+    totals: dict[str, int] = Field(description="Rows per status, over this page (the whole report when "
+                                   "`next_cursor` is null and no cursor was given).")
+    rows: list[dict] | None = Field(default=None, description="Per customer and milestone (without `summary`).")
+    summary: list[dict] | None = Field(default=None, description="Per product, release and milestone, over this "
+                                       "page (with `summary=true`).")
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null on the "
+                                    "last page.")
+
+
+@router.get("/reports/compliance", summary="Compliance report (pm): `lifecycle report compliance --json`, in pages",
+            responses={200: {"model": ComplianceReport}})  # documents the shape; rows keep their nulls
 def compliance_report(
     principal: PrincipalDep, session: SessionDep,
     at: Annotated[dt.datetime | None, Query(description="Pretend it is this instant (default now).")] = None,
     summary: Annotated[bool, Query(description="Per product, release and milestone instead of per customer "
                                                "(`--summary`).")] = False,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Customers per page.")] = 1000,
 ) -> dict:
     """Per customer and milestone: when the first notice went out against the 3-month deadline, with the
-    status (on-time, late, pending, not-notified, withdrawn) and its cause; the same JSON as the CLI."""
+    status (on-time, late, pending, not-notified, withdrawn) and its cause; the same JSON as the CLI.
+    A page holds the rows of `limit` customers; `next_cursor` leads to the next."""
+    from collections import Counter
+
     from lifecycle import reports
 
     require(principal, PM)
-    data = reports.compliance(session, v.instant(at) if at is not None else now())
+    when = v.instant(at) if at is not None else now()
+    rows = list(reports.compliance_rows(session, when, after=cursor, customers=limit))
+    # the key of the page's last customer (with or without rows), unless no customer follows it
+    last = _last_customer_key(session, cursor, limit)
+    more = last is not None and last != reports.last_customer(session)
+    totals = Counter(r["status"] for r in rows)
+    out = {"at": when.isoformat(), "totals": dict(sorted(totals.items())), "next_cursor": last if more else None}
     if summary:
-        return {"at": data["at"], "totals": data["totals"], "summary": reports.compliance_summary(data)}
-    return data
+        return out | {"summary": reports.compliance_summary(rows)}
+    return out | {"rows": rows}
+
+
+def _last_customer_key(session: Session, after: str | None, limit: int) -> str | None:
+    q = select(Customer.key).order_by(Customer.key).limit(limit)
+    if after is not None:
+        q = q.where(Customer.key > after)
+    keys = session.exec(q).all()
+    return keys[-1] if keys else None
 
 
 @router.get("/reports/agreements", summary="Agreements report (pm: everyone, optionally one rep; rep: their own)")

@@ -15,7 +15,7 @@ from lifecycle.web.headers import SecurityHeaders
 from lifecycle.web.ratelimit import Limits
 
 # Modules under lifecycle.web that expose `router`, in the order they are mounted.
-ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "products", "pages", "docs")
+ROUTER_MODULES = ("calendars", "webhooks", "ack", "api", "products", "pages", "docs", "metrics")
 
 
 def _utf8_safe(value):

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from functools import cache
 from typing import ClassVar
-
-from slack_sdk.webhook import WebhookClient
 
 from lifecycle.channels import http
 from lifecycle.channels.base import Batch, SubscribedChannel, test_context
@@ -43,19 +42,25 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class _DeadlineClient(WebhookClient):
-    """WebhookClient whose one HTTP request obeys a SendDeadline (its own timeout is per operation)."""
+@cache
+def _deadline_client():
+    """The client class, made on first use: slack_sdk is imported only by a process that sends to Slack."""
+    from slack_sdk.webhook import WebhookClient
+    from slack_sdk.webhook.webhook_response import WebhookResponse
 
-    def __init__(self, url: str, deadline: SendDeadline, timeout: float):
-        super().__init__(url, timeout=int(max(timeout, 1)), retry_handlers=[])
-        self.deadline = deadline
+    class _DeadlineClient(WebhookClient):
+        """WebhookClient whose one HTTP request obeys a SendDeadline (its own timeout is per operation)."""
 
-    def _perform_http_request_internal(self, url, req):
-        from slack_sdk.webhook.webhook_response import WebhookResponse
+        def __init__(self, url: str, deadline: SendDeadline, timeout: float):
+            super().__init__(url, timeout=int(max(timeout, 1)), retry_handlers=[])
+            self.deadline = deadline
 
-        response = deadline_opener(self.deadline).open(req, timeout=self.deadline.timeout(self.timeout))
-        body = response.read().decode(response.headers.get_content_charset() or "utf-8", "replace")
-        return WebhookResponse(url=url, status_code=response.status, body=body, headers=response.headers)
+        def _perform_http_request_internal(self, url, req):
+            response = deadline_opener(self.deadline).open(req, timeout=self.deadline.timeout(self.timeout))
+            body = response.read().decode(response.headers.get_content_charset() or "utf-8", "replace")
+            return WebhookResponse(url=url, status_code=response.status, body=body, headers=response.headers)
+
+    return _DeadlineClient
 
 
 def blocks(texts: dict[str, str], ctx: dict) -> list[dict]:
@@ -95,7 +100,7 @@ class SlackChannel(SubscribedChannel):
         limit = SendDeadline(deadline if deadline is not None else time.monotonic() + settings.send_deadline)
         if limit.remaining() <= 0:
             raise DeliveryError("Slack not called: the send deadline had already passed")
-        client = _DeadlineClient(config["url"], limit, settings.channel_timeout)
+        client = _deadline_client()(config["url"], limit, settings.channel_timeout)
         try:
             with limit:
                 response = client.send(text=texts["title"], blocks=blocks(texts, ctx), unfurl_links=False)

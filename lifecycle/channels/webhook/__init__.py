@@ -20,8 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
-from standardwebhooks import Webhook
-
 from lifecycle.channels import http
 from lifecycle.channels.base import Batch, SubscribedChannel
 from lifecycle.channels.secrets import unseal
@@ -87,6 +85,8 @@ class WebhookChannel(SubscribedChannel):
                          deadline)
 
     def post(self, config: dict, message_id: str, body: dict, deadline: float | None) -> str:
+        from standardwebhooks import Webhook
+
         settings = get_settings()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         stamp = dt.datetime.fromtimestamp(int(self.clock()), dt.UTC)
