@@ -103,3 +103,21 @@ def format_date(day: dt.date | None, locale: str | None) -> str:
     from babel.dates import format_date as babel_format_date
 
     return babel_format_date(day, gettext_in(locale, DATE_PATTERN), locale=catalog_name(supported(locale)))
+
+
+def catalog(locale: str):
+    """The Babel catalog (`babel.messages.catalog.Catalog`) of a locale's `.po`, as translators edit it."""
+    from babel.messages.pofile import read_po
+
+    with (LOCALE_DIR / catalog_name(locale) / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as f:
+        return read_po(f, locale=catalog_name(locale), domain=DOMAIN)
+
+
+def messages(locale: str) -> dict[str, str]:
+    """English message -> its translation in `locale` (the singular of a plural message; no context)."""
+    out = {}
+    for m in catalog(locale):
+        if m.id and not m.context:
+            msgid = m.id if isinstance(m.id, str) else m.id[0]
+            out[msgid] = m.string if isinstance(m.string, str) else m.string[0]
+    return out
