@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean messages compile-messages
+.PHONY: run test lint bench clean messages compile-messages new-language
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -32,7 +32,11 @@ PYBABEL_EXTRACT := $(BIN)/pybabel -q extract -F babel.cfg $(KEYWORDS) --no-locat
 messages: $(BIN)/.installed
 	$(PYBABEL_EXTRACT) -o lifecycle/locale/messages.pot .
 	$(BIN)/pybabel update -i lifecycle/locale/messages.pot -d lifecycle/locale --no-wrap --ignore-obsolete
-	rm lifecycle/locale/messages.pot
+
+# A new language: `make new-language LOCALE=fr` writes lifecycle/locale/fr/LC_MESSAGES/messages.po to translate.
+new-language: messages
+	@test -n "$(LOCALE)" || (echo "usage: make new-language LOCALE=fr" >&2; exit 2)
+	$(BIN)/pybabel init -i lifecycle/locale/messages.pot -d lifecycle/locale -l $(LOCALE) --no-wrap
 
 # Optional: the .mo files (generated, not in git). Without them a catalog is compiled in memory on first use.
 compile-messages: $(BIN)/.installed
@@ -42,4 +46,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) lifecycle/locale/*/LC_MESSAGES/*.mo outbox calendar_exports/customers calendar_exports/products .lifecycle lifecycle.db*
+	rm -rf $(VENV) lifecycle/locale/*/LC_MESSAGES/*.mo lifecycle/locale/messages.pot outbox calendar_exports/customers calendar_exports/products .lifecycle lifecycle.db*
