@@ -126,7 +126,8 @@ def locale_dir(tmp_path, monkeypatch):
     folder = tmp_path / "locale"
     shutil.copytree(i18n.LOCALE_DIR, folder)
     monkeypatch.setattr(i18n, "LOCALE_DIR", folder)
-    caches = (i18n.locales, i18n.translations, templating.environment, templating.folder_environment)
+    caches = (i18n.locales, i18n.translations, i18n.format_date, templating.environment,
+              templating.folder_environment)
     for cache in caches:
         cache.cache_clear()
     yield folder
