@@ -2,16 +2,17 @@
 
 English is the source language: the messages in the code and the templates are English, and
 `lifecycle/locale/<locale>/LC_MESSAGES/messages.po` (Babel's layout; `zh_CN` for `zh-CN`) holds one
-catalog per other language. Templates mark their text with `{% trans %}` / `_()` (Jinja2's i18n
-extension, installed per locale by `lifecycle.templating`); Python code marks texts it keeps in tables
-with `N_()` and translates them with `gettext_in(locale, ...)` / `ngettext_in(...)`; the web pages' `t(...)`
+catalog per other language. Templates mark their text with `_()`, `ngettext()` and `pgettext()`
+(Jinja2's i18n extension, new style: `%(name)s` placeholders filled by keyword), installed per locale
+by `lifecycle.templating`; Python code marks the texts it keeps in tables with `N_()` and translates
+them with `gettext_in(locale, ...)` / `ngettext_in(...)` (`{name}` placeholders); the web pages' `t()`
 is the same lookup. Dates are formatted with a CLDR pattern that is itself a message ("d MMMM y",
 "y年M月d日"), so a new language brings its own date format with its catalog.
 
 `make messages` extracts the messages (babel.cfg) and updates every catalog; `make compile-messages`
 writes `.mo` files, which are generated and never committed. Without them (a fresh clone, an editable
 install) a catalog is compiled in memory from its `.po` on first use. Adding a language is adding a
-catalog: `pybabel init -i lifecycle/locale/messages.pot -d lifecycle/locale -l fr`, translate, done.
+catalog: `make new-language LOCALE=fr`, translate it, done (`locales()` finds it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import gettext as _gettext
 import io
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from babel.messages.catalog import Catalog
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "messages"
@@ -106,7 +111,7 @@ def format_date(day: dt.date | None, locale: str | None) -> str:
     return babel_format_date(day, gettext_in(locale, DATE_PATTERN), locale=catalog_name(supported(locale)))
 
 
-def catalog(locale: str):
+def catalog(locale: str) -> Catalog:
     """The Babel catalog (`babel.messages.catalog.Catalog`) of a locale's `.po`, as translators edit it."""
     from babel.messages.pofile import read_po
 
@@ -116,7 +121,7 @@ def catalog(locale: str):
 
 def messages(locale: str) -> dict[str, str]:
     """English message -> its translation in `locale` (the singular of a plural message; no context)."""
-    out = {}
+    out: dict[str, str] = {}
     for m in catalog(locale):
         if m.id and not m.context:
             msgid = m.id if isinstance(m.id, str) else m.id[0]
