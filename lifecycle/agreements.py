@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 from lifecycle import inflight, policy, registry, reps
 from lifecycle import validation as v
 from lifecycle.errors import InputError
+from lifecycle.i18n import N_
 from lifecycle.models import (
     Agreement,
     AgreementChange,
@@ -45,9 +46,9 @@ from lifecycle.models import (
 CHANNELS = ("cli", "web", "api", "phone", "email-link", "import")
 
 # Why a plan cannot be recorded, in the words the customer reads (portal and acknowledgement page).
-NOT_RUN = "You do not run this release."
-ALL_WITHDRAWN = ("Every lifecycle milestone of this release has been withdrawn: "
-                 "there is no upgrade plan to record.")
+NOT_RUN = N_("You do not run this release.")
+ALL_WITHDRAWN = N_("Every lifecycle milestone of this release has been withdrawn: "
+                   "there is no upgrade plan to record.")
 
 
 class PlanError(InputError):

@@ -1,8 +1,9 @@
-"""What a notice says: template contexts built from the database, rendered with Jinja2 per locale.
+"""What a notice says: template contexts built from the database, rendered with Jinja2 in the reader's locale.
 
 One customer message (email or portal) lists one or more notices (a digest); one rep message lists
 escalations, bounce alerts and agreement news. The email (and portal) templates live in
-`lifecycle/channels/email/templates/<locale>/`; other channels keep theirs in their own folders.
+`lifecycle/channels/email/templates/`, one per message for every language (`lifecycle.i18n`); other
+channels keep theirs in their own folders.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from lifecycle import links, policy, reps
+from lifecycle import i18n, links, policy, reps
 from lifecycle.config import get_settings
+from lifecycle.i18n import N_
 from lifecycle.models import (
     Agreement,
     AgreementChange,
@@ -32,77 +34,38 @@ from lifecycle.models import (
 )
 from lifecycle.templating import render
 
+# Every word here is an English message translated through the catalogs (lifecycle.i18n): N_() marks
+# it for `make messages`, the functions below translate it for the reader's locale.
 KIND_LABELS = {
-    "en": {
-        "end-of-sale": "end of sale",
-        "end-of-full-support": "end of full support",
-        "end-of-maintenance": "end of maintenance",
-        "end-of-life": "end of life",
-    },
-    "zh-CN": {
-        "end-of-sale": "停止销售",
-        "end-of-full-support": "全面支持结束",
-        "end-of-maintenance": "维护支持结束",
-        "end-of-life": "生命周期终止",
-    },
+    "end-of-sale": N_("end of sale"),
+    "end-of-full-support": N_("end of full support"),
+    "end-of-maintenance": N_("end of maintenance"),
+    "end-of-life": N_("end of life"),
 }
-STAGE_LABELS = {
-    "en": {"m": ("month", "months"), "w": ("week", "weeks")},
-    "zh-CN": {"m": ("个月", "个月"), "w": ("周", "周")},
-}
-STAGE_LABELS_EN_POSSESSIVE = {"m": ("month's", "months'"), "w": ("week's", "weeks'")}
 URGENT_DAYS = 31  # a milestone this close is shown as urgent (red) in messages
-AGREEMENT_LABELS = {
-    "en": {"none": "no agreement", "acknowledged": "acknowledged", "planned": "upgrade planned",
-           "completed": "upgrade completed", "declined": "declined"},
-    "zh-CN": {"none": "尚未确认", "acknowledged": "已确认", "planned": "已计划升级", "completed": "已完成升级",
-              "declined": "已拒绝"},
-}
-CHANNEL_LABELS = {
-    "en": {"web": "the portal", "email-link": "the email link", "phone": "phone", "api": "the API", "cli": "the CLI",
-           "import": "an import"},
-    "zh-CN": {"web": "客户门户", "email-link": "邮件链接", "phone": "电话", "api": "API", "cli": "命令行", "import": "导入"},
-}
+AGREEMENT_LABELS = {"none": N_("no agreement"), "acknowledged": N_("acknowledged"), "planned": N_("upgrade planned"),
+                    "completed": N_("upgrade completed"), "declined": N_("declined")}
+CHANNEL_LABELS = {"web": N_("the portal"), "email-link": N_("the email link"), "phone": N_("phone"),
+                  "api": N_("the API"), "cli": N_("the CLI"), "import": N_("an import")}
 # What customers read about why a date changed: text written for them (MilestoneChange.customer_reason),
-# else a neutral sentence per locale for the change's reason code or action. The reason a product
-# manager or an import gives (MilestoneChange.reason) is internal and never shown to customers.
+# else a neutral sentence for the change's reason code or action. The reason a product manager or an
+# import gives (MilestoneChange.reason) is internal and never shown to customers.
 REASON_TEXTS = {
-    "en": {
-        "moved": "The vendor has revised this date.",
-        "withdrawn": "This milestone no longer applies.",
-        "reinstated": "This milestone applies again.",
-        "upstream-moved": "The upstream project has changed this date.",
-        "upstream-removed": "The upstream project no longer publishes this date.",
-        "upstream-ended": "The upstream project has declared this phase ended without publishing a date.",
-        "upstream-restored": "The upstream project publishes this date again.",
-        "upstream-short": "The upstream project published this date less than 3 months ahead.",
-        "import-removed": "This milestone no longer applies.",
-    },
-    "zh-CN": {
-        "moved": "厂商已修订此日期。",
-        "withdrawn": "该里程碑不再适用。",
-        "reinstated": "该里程碑重新生效。",
-        "upstream-moved": "上游项目已更改此日期。",
-        "upstream-removed": "上游项目已不再公布此日期。",
-        "upstream-ended": "上游项目已宣布该阶段结束，但未公布具体日期。",
-        "upstream-restored": "上游项目重新公布了此日期。",
-        "upstream-short": "上游项目公布此日期时距离该日期已不足3个月。",
-        "import-removed": "该里程碑不再适用。",
-    },
+    "moved": N_("The vendor has revised this date."),
+    "withdrawn": N_("This milestone no longer applies."),
+    "reinstated": N_("This milestone applies again."),
+    "upstream-moved": N_("The upstream project has changed this date."),
+    "upstream-removed": N_("The upstream project no longer publishes this date."),
+    "upstream-ended": N_("The upstream project has declared this phase ended without publishing a date."),
+    "upstream-restored": N_("The upstream project publishes this date again."),
+    "upstream-short": N_("The upstream project published this date less than 3 months ahead."),
+    "import-removed": N_("This milestone no longer applies."),
 }
 LEAD_TEXTS = {
-    "en": {
-        policy.Lead.SCHEDULED: "{days} ({stage} notice)",
-        policy.Lead.CATCH_UP: "catch-up: {days}",
-        policy.Lead.SHORT_NOTICE: "short notice: {n}",
-        policy.Lead.PASSED: "this date has passed",
-    },
-    "zh-CN": {
-        policy.Lead.SCHEDULED: "{days}（提前{stage}通知）",
-        policy.Lead.CATCH_UP: "补发提醒：{days}",
-        policy.Lead.SHORT_NOTICE: "短期通知：仅剩{n}",
-        policy.Lead.PASSED: "该日期已过",
-    },
+    policy.Lead.SCHEDULED: N_("{days} ({stage} notice)"),
+    policy.Lead.CATCH_UP: N_("catch-up: {days}"),
+    policy.Lead.SHORT_NOTICE: N_("short notice: {n}"),
+    policy.Lead.PASSED: N_("this date has passed"),
 }
 
 
@@ -110,25 +73,19 @@ def days_text(days: int | None, locale: str, *, bare: bool = False) -> str:
     """'98 days left' / '剩余98天' ('98 days' / '98天' when bare); 'today' / '今天' on the day."""
     if days is None:
         return ""
-    if locale == "zh-CN":
-        if days == 0:
-            return "今天"
-        if days < 0:
-            return f"已过{-days}天"
-        return f"{days}天" if bare else f"剩余{days}天"
     if days == 0:
-        return "today"
+        return i18n.gettext_in(locale, "today")
     if days < 0:
-        return f"{-days} day{'s' if days != -1 else ''} ago"
-    unit = "day" if days == 1 else "days"
-    return f"{days} {unit}" if bare else f"{days} {unit} left"
+        return i18n.ngettext_in(locale, "{n} day ago", "{n} days ago", -days)
+    if bare:
+        return i18n.ngettext_in(locale, "{n} day", "{n} days", days)
+    return i18n.ngettext_in(locale, "{n} day left", "{n} days left", days)
 
 
 def lead_text(lead: policy.Lead, days: int | None, stage: str | None, locale: str) -> str:
     """The lead-time label of a stage reminder that says what is true (policy.lead decides which)."""
-    texts = LEAD_TEXTS.get(locale, LEAD_TEXTS["en"])
-    return texts[lead].format(days=days_text(days, locale), n=days_text(days, locale, bare=True),
-                              stage=stage_label(stage, locale, possessive=True))
+    return i18n.gettext_in(locale, LEAD_TEXTS[lead], days=days_text(days, locale), n=days_text(days, locale, bare=True),
+                        stage=stage_label(stage, locale, possessive=True))
 
 
 def reason_text(change: MilestoneChange | None, locale: str) -> str:
@@ -142,36 +99,36 @@ def reason_text(change: MilestoneChange | None, locale: str) -> str:
             written = {}
         if isinstance(written, dict) and written.get(locale):
             return str(written[locale])
-    texts = REASON_TEXTS.get(locale, REASON_TEXTS["en"])
-    return texts.get(change.reason_code or "", texts.get(change.action, ""))
+    text = REASON_TEXTS.get(change.reason_code or "", REASON_TEXTS.get(change.action, ""))
+    return i18n.gettext_in(locale, text) if text else ""
 
 
-MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-             "October", "November", "December")
-
-
-def format_date(day: dt.date | None, locale: str) -> str:
-    if day is None:
-        return ""
-    if locale == "zh-CN":
-        return f"{day.year}年{day.month}月{day.day}日"
-    return f"{day.day} {MONTHS_EN[day.month - 1]} {day.year}"
+format_date = i18n.format_date
 
 
 def stage_label(stage: str | None, locale: str, *, possessive: bool = False) -> str:
+    """'6 months' / '6个月'; possessive, as in "6 months' notice": "6 months'"."""
     if not stage:
         return ""
     n, unit = int(stage[:-1]), stage[-1]
-    one, many = STAGE_LABELS.get(locale, STAGE_LABELS["en"])[unit]
-    if possessive and locale != "zh-CN":
-        one, many = STAGE_LABELS_EN_POSSESSIVE[unit]
-    if locale == "zh-CN":
-        return f"{n}{one}"
-    return f"{n} {one if n == 1 else many}"
+    if unit == "w":
+        return (i18n.ngettext_in(locale, "{n} week's", "{n} weeks'", n) if possessive
+                else i18n.ngettext_in(locale, "{n} week", "{n} weeks", n))
+    return (i18n.ngettext_in(locale, "{n} month's", "{n} months'", n) if possessive
+            else i18n.ngettext_in(locale, "{n} month", "{n} months", n))
 
 
 def kind_label(kind: str, locale: str) -> str:
-    return KIND_LABELS.get(locale, KIND_LABELS["en"]).get(kind, kind)
+    return i18n.gettext_in(locale, KIND_LABELS[kind]) if kind in KIND_LABELS else kind
+
+
+def agreement_label(status: str, locale: str) -> str:
+    return i18n.gettext_in(locale, AGREEMENT_LABELS[status]) if status in AGREEMENT_LABELS else status
+
+
+def channel_label(channel: str | None, locale: str) -> str:
+    """How an agreement reached us ('the portal', 'phone', …); '' when unknown."""
+    return i18n.gettext_in(locale, CHANNEL_LABELS[channel]) if channel in CHANNEL_LABELS else ""
 
 
 @dataclass
@@ -244,8 +201,7 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
         # Customers read their own language, reps the language of their settings.
         rep = rep_settings[customer.account_rep.strip().lower()]
         locale = customer.locale if notice.audience == "customer" else rep.locale
-        if locale not in KIND_LABELS:
-            locale = "en"
+        locale = i18n.supported(locale)
         today = policy.local_date(at, customer.timezone)
         date = notice.milestone_date or (milestone.date if milestone else None)
         change = changes.get((milestone.id, notice.revision)) if milestone else None
@@ -297,8 +253,7 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             else None,
             "calendar_url": links.calendar_url(customer.calendar_token),
             "agreement_status": agreement.status if agreement else "none",
-            "agreement_label": AGREEMENT_LABELS.get(locale, AGREEMENT_LABELS["en"])[
-                agreement.status if agreement else "none"],
+            "agreement_label": agreement_label(agreement.status if agreement else "none", locale),
             "agreement_target": agreement.target_version if agreement else None,
             "agreement_feedback": agreement.feedback if agreement else None,
             "agreement_by": agreement.by if agreement else None,
@@ -393,13 +348,12 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
 
 def _rep_item(ctx: dict, locale: str) -> dict:
     """The texts of a rep item in the rep's language (templates receive words, not rules)."""
-    labels = AGREEMENT_LABELS.get(locale, AGREEMENT_LABELS["en"])
     risk = ctx.get("risk")
     out = {"risk_colour": risk.colour if risk else "", "risk_text": risk.text(locale) if risk else "",
            "next_date_text": format_date(ctx.get("next_milestone_date"), locale)}
     change = ctx.get("change")
     if change:
-        out |= {"change_label": labels.get(change["status"], change["status"]),
+        out |= {"change_label": agreement_label(change["status"], locale),
                 "change_target": change["target"] or "",
                 "change_date_text": format_date(change["planned_date"], locale),
                 "change_old_date_text": format_date(change["old_date"], locale) if change["date_changed"] else "",
@@ -408,7 +362,7 @@ def _rep_item(ctx: dict, locale: str) -> dict:
                 "change_by": change["by"] or "",
                 "change_recorded_by": change["recorded_by"] if change["recorded_by"] not in (None, change["by"]) else "",
                 "change_status_changed": change["status_changed"],
-                "change_channel": CHANNEL_LABELS.get(locale, CHANNEL_LABELS["en"]).get(change["channel"] or "", "")}
+                "change_channel": channel_label(change["channel"], locale)}
     return out
 
 
@@ -451,14 +405,17 @@ def render_message(audience: str, locale: str, items: list[dict], customer: dict
     items = sorted(items, key=_sort_key if audience == "customer" else _rep_sort_key)
     if audience != "customer":
         locale = items[0].get("locale", "en")  # the rep's own language (their settings)
-    folder = f"email/templates/{locale if locale in ('en', 'zh-CN') else 'en'}"
+    locale = i18n.supported(locale)
     ctx = {"items": items, "first": items[0], "more": len(items) - 1, "customer": customer,
            "calendar_url": items[0]["calendar_url"], "webcal_url": links.webcal_url(items[0]["calendar_url"]),
            "rep": {"email": items[0]["rep_email"], "name": items[0]["rep_name"]},
            "has_ack_link": any(i.get("ack_url") and i["kind"] != "withdrawn" for i in items),
            "customers": len({i["customer_key"] for i in items}),
-           "kinds": sorted({i["kind"] for i in items}), "medium": medium}
+           "kinds": sorted({i["kind"] for i in items}), "medium": medium,
+           "more_text": i18n.ngettext_in(locale, " and {n} more lifecycle notice", " and {n} more lifecycle notices",
+                                      len(items) - 1, total=len(items)) if len(items) > 1 else ""}
     name = "customer" if audience == "customer" else "rep"
-    subject = " ".join(render(f"{folder}/{name}.subject.txt", **ctx).split())
-    return Rendered(subject=subject, text=render(f"{folder}/{name}.txt", **ctx),
-                    html=render(f"{folder}/{name}.html", **ctx))
+    folder = "email/templates"
+    subject = " ".join(render(f"{folder}/{name}.subject.txt", locale, **ctx).split())
+    return Rendered(subject=subject, text=render(f"{folder}/{name}.txt", locale, **ctx),
+                    html=render(f"{folder}/{name}.html", locale, **ctx))

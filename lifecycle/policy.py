@@ -26,6 +26,9 @@ from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
 
+from lifecycle import i18n
+from lifecycle.i18n import N_
+
 # The 3-month stage is the contractual minimum: it is always planned, whatever the configuration says.
 CONTRACT_STAGE = "3m"
 DEFAULT_STAGES = ("6m", "3m", "1m", "1w")
@@ -283,13 +286,13 @@ class PlanProblem(StrEnum):
 
 
 PLAN_TEXTS = {
-    PlanProblem.TARGET_REQUIRED: "A planned upgrade needs a target version.",
-    PlanProblem.DATE_REQUIRED: "A planned upgrade needs a planned date.",
-    PlanProblem.DATE_PAST: "{date} is in the past: a planned upgrade needs a date from today on.",
-    PlanProblem.TARGET_UNKNOWN: "There is no release {target} of this product.",
-    PlanProblem.TARGET_NOT_LATER: "{target} is not a later release than {version}: choose a newer version.",
-    PlanProblem.TARGET_ENDED: "{target} reaches its end of life on {end}, before the planned date {date}: "
-                              "choose a version that is still supported then.",
+    PlanProblem.TARGET_REQUIRED: N_("A planned upgrade needs a target version."),
+    PlanProblem.DATE_REQUIRED: N_("A planned upgrade needs a planned date."),
+    PlanProblem.DATE_PAST: N_("{date} is in the past: a planned upgrade needs a date from today on."),
+    PlanProblem.TARGET_UNKNOWN: N_("There is no release {target} of this product."),
+    PlanProblem.TARGET_NOT_LATER: N_("{target} is not a later release than {version}: choose a newer version."),
+    PlanProblem.TARGET_ENDED: N_("{target} reaches its end of life on {end}, before the planned date {date}: "
+                                 "choose a version that is still supported then."),
 }
 PLAN_FIELDS = {PlanProblem.TARGET_REQUIRED: "target", PlanProblem.DATE_REQUIRED: "planned_date",
                PlanProblem.DATE_PAST: "planned_date", PlanProblem.TARGET_UNKNOWN: "target",
@@ -350,33 +353,18 @@ AGREED = ("acknowledged", "planned", "completed")
 # ----------------------------------------------------------------------------------------------- risk
 
 
-RISK_TEXTS = {
-    "en": {
-        "only-bounced": "their only contact bounced: no email reaches them",
-        "all-bounced": "every contact bounced: no email reaches them",
-        "plan-late": "the upgrade is planned for {date}, after the milestone on {milestone}",
-        "plan-incomplete": "the plan has no target or date",
-        "none-1m": "no agreement, and the milestone is less than a month away",
-        "declined-1m": "the customer declined, and the milestone is less than a month away",
-        "none-3m": "no agreement, and the milestone is less than 3 months away",
-        "declined-3m": "the customer declined, and the milestone is less than 3 months away",
-        "agreed": "agreed ({status})",
-        "agreed-plan": "upgrade to {target} planned for {date}",
-        "far": "the milestone is more than 3 months away",
-    },
-    "zh-CN": {
-        "only-bounced": "唯一的联系人邮箱退信，邮件无法送达",
-        "all-bounced": "所有联系人邮箱均退信，邮件无法送达",
-        "plan-late": "计划升级日期{date}晚于节点日期{milestone}",
-        "plan-incomplete": "升级计划缺少目标版本或日期",
-        "none-1m": "尚未确认升级计划，距节点不足1个月",
-        "declined-1m": "客户已拒绝升级，距节点不足1个月",
-        "none-3m": "尚未确认升级计划，距节点不足3个月",
-        "declined-3m": "客户已拒绝升级，距节点不足3个月",
-        "agreed": "客户已确认",
-        "agreed-plan": "计划于{date}升级至{target}",
-        "far": "距节点超过3个月",
-    },
+RISK_TEXTS = {  # English messages, translated through the catalogs (lifecycle.i18n)
+    "only-bounced": N_("their only contact bounced: no email reaches them"),
+    "all-bounced": N_("every contact bounced: no email reaches them"),
+    "plan-late": N_("the upgrade is planned for {date}, after the milestone on {milestone}"),
+    "plan-incomplete": N_("the plan has no target or date"),
+    "none-1m": N_("no agreement, and the milestone is less than a month away"),
+    "declined-1m": N_("the customer declined, and the milestone is less than a month away"),
+    "none-3m": N_("no agreement, and the milestone is less than 3 months away"),
+    "declined-3m": N_("the customer declined, and the milestone is less than 3 months away"),
+    "agreed": N_("agreed ({status})"),
+    "agreed-plan": N_("upgrade to {target} planned for {date}"),
+    "far": N_("the milestone is more than 3 months away"),
 }
 
 
@@ -389,9 +377,9 @@ class Risk:
     reasons: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
     def text(self, locale: str = "en") -> str:
-        texts = RISK_TEXTS.get(locale, RISK_TEXTS["en"])
-        sep = "；" if locale == "zh-CN" else "; "
-        return sep.join(texts[code].format(**dict(values)) for code, values in self.reasons)
+        # TRANSLATORS: between the reasons of a risk ("no agreement, …; every contact bounced: …")
+        sep = i18n.gettext_in(locale, "; ")
+        return sep.join(i18n.gettext_in(locale, RISK_TEXTS[code], **dict(values)) for code, values in self.reasons)
 
     @property
     def reason(self) -> str:

@@ -13,10 +13,11 @@ import re
 import zoneinfo
 from functools import lru_cache
 
+from lifecycle import i18n
 from lifecycle.errors import InputError
 from lifecycle.models import AgreementStatus, MilestoneKind
 
-LOCALES = ("en", "zh-CN")
+LOCALES = i18n.locales()  # English and one per message catalog (lifecycle/locale)
 # Dates a lifecycle can sensibly have: anything else is a typo (9999-12-31 would also overflow
 # date arithmetic in feeds and timelines).
 MIN_DATE, MAX_DATE = dt.date(1970, 1, 1), dt.date(2199, 12, 31)
@@ -142,8 +143,8 @@ def timezone(value, field: str = "timezone") -> str:
 
 def locale(value, field: str = "locale") -> str:
     value = _text_of(value, field)
-    if value not in LOCALES:
-        raise InputError(field, f"unknown locale {value!r} (use one of {', '.join(LOCALES)})")
+    if value not in i18n.locales():
+        raise InputError(field, f"unknown locale {value!r} (use one of {', '.join(i18n.locales())})")
     return value
 
 

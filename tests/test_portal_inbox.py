@@ -12,16 +12,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from lifecycle import registry
+from lifecycle import i18n, registry
 from lifecycle.db import session_scope
 from lifecycle.links import ack_token
 from lifecycle.models import Customer, InboxMessage, Notice
 from lifecycle.web.app import create_app
-from lifecycle.web.i18n import CATALOGS
 from tests import webworld
 from tests.conftest import ROOT
 from tests.test_web_pages import logged_in
 
+# What a translator wrote for each language: its message catalog (lifecycle/locale), English -> text.
+CATALOGS = {locale: i18n.messages(locale) for locale in i18n.locales() if locale != i18n.SOURCE_LOCALE}
 CUSTOMER_PAGES = ("portal.html", "notice.html", "ack.html", "_release.html", "_agreement_form.html", "base.html",
                   "message.html", "channels.html")
 
@@ -167,7 +168,6 @@ def customer_page_strings() -> dict[str, set[str]]:
     for name in CUSTOMER_PAGES:
         source = (ROOT / "templates" / "web" / name).read_text(encoding="utf-8")
         found = {a or b for a, b in re.findall(r't\(\s*"((?:[^"\\]|\\.)*)"|t\(\s*\'((?:[^\'\\]|\\.)*)\'', source)}
-        found |= {text for _, text in re.findall(r'\("([\w-]+)", "([^"]+)"\)', source)}  # the plan choices
         out[name] = found
     return out
 

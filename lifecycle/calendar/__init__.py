@@ -3,7 +3,8 @@
 Three modules, each depending only on the ones above it:
 
 - `ics`: pure event building. Rows and `at` in, RFC 5545 bytes out: no database, no clock. What an
-  event says (UIDs, sequence, alarms, history, texts in `en` and `zh-CN`) is decided here.
+  event says (UIDs, sequence, alarms, history, texts in the reader's language through
+  `lifecycle.i18n`) is decided here.
 - `feeds`: what a feed contains (queries: the milestones and releases of a product or of the
   releases a customer runs, acknowledgement links), which feeds a change affects, and the HTTP
   caching helpers (ETag, Last-Modified, 304) the web module uses.

@@ -42,15 +42,17 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
 from icalendar import Alarm, Calendar, Event
 from icalendar.prop import vDuration, vText
 
-from lifecycle import links, policy
+from lifecycle import i18n, links, policy
 from lifecycle.config import get_settings
 from lifecycle.content import format_date, kind_label, stage_label
+from lifecycle.i18n import N_
 from lifecycle.models import Customer, Milestone, MilestoneChange, MilestoneStatus, Product, Release, pk
 
 MIME_TYPE = "text/calendar"
@@ -64,62 +66,35 @@ Audience = Literal["public", "customer"]
 # C0 control characters other than TAB, LF and CR are not allowed in an iCalendar TEXT value.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+# The words of the feeds: English messages, translated through the catalogs (lifecycle.i18n).
 TEXTS = {
-    "en": {
-        "product_feed": "{product} lifecycle",
-        "customer_feed": "{customer}: product lifecycle",
-        "product_about": "Release dates and lifecycle milestones of {product}: {url}",
-        "customer_about": "Release dates and lifecycle milestones of the versions {customer} runs: {url}",
-        "ended_list": "Ended without a published date: {releases}.",
-        "ended_item": "{version} ({kind})",
-        "summary": "{what}: {kind}",
-        "summary_cancelled": "Withdrawn: {what}: {kind}",
-        "date": "{what} reaches {kind} on {date} (the last day of the phase).",
-        "withdrawn": "This milestone has been withdrawn and no longer applies.",
-        "moved": "The date changed from {old} (revision {revision}).",
-        "reason": "Reason: {reason}",
-        "upgrade": "Recommended upgrade: {product} {version}.",
-        "ack": "Acknowledge your upgrade plan: {url}",
-        "alarm": "{what}: {kind} in {stage}, on {date}.",
-        "released_summary": "{what} released",
-        "released": "{what} was released on {date}.",
-        "ended": "{what} has reached {kind}; no date was published.",
-        "empty_product_summary": "{product}: no lifecycle dates published yet",
-        "empty_product": "{product} was registered on {date}. Its release dates and lifecycle milestones will "
-                         "appear in this calendar as they are published.",
-        "empty_customer_summary": "{customer}: no lifecycle dates yet",
-        "empty_customer": "No deployments are registered for {customer}. The release dates and lifecycle "
-                          "milestones of the versions you run will appear in this calendar once they are "
-                          "registered; ask your account rep if this is not right.",
-        "empty_customer_dates": "None of the versions {customer} runs has a release date or lifecycle milestone "
-                                "yet. They will appear in this calendar as they are published.",
-    },
-    "zh-CN": {
-        "product_feed": "{product} 生命周期",
-        "customer_feed": "{customer}：产品生命周期",
-        "product_about": "{product} 的发布日期与生命周期节点：{url}",
-        "customer_about": "{customer} 所用版本的发布日期与生命周期节点：{url}",
-        "ended_list": "已结束但未公布日期：{releases}。",
-        "ended_item": "{version}（{kind}）",
-        "summary": "{what}：{kind}",
-        "summary_cancelled": "已撤销：{what}：{kind}",
-        "date": "{what} 将于 {date} {kind}（该阶段的最后一天）。",
-        "withdrawn": "该里程碑已撤销，不再适用。",
-        "moved": "日期已由 {old} 变更（第 {revision} 版）。",
-        "reason": "原因：{reason}",
-        "upgrade": "建议升级到：{product} {version}。",
-        "ack": "确认您的升级计划：{url}",
-        "alarm": "{what}：{stage}后{kind}（{date}）。",
-        "released_summary": "{what} 发布",
-        "released": "{what} 于 {date} 发布。",
-        "ended": "{what}：{kind}已生效，未公布具体日期。",
-        "empty_product_summary": "{product}：尚未公布生命周期日期",
-        "empty_product": "{product} 于 {date} 登记。其发布日期和生命周期节点公布后将显示在此日历中。",
-        "empty_customer_summary": "{customer}：暂无生命周期日期",
-        "empty_customer": "{customer} 尚未登记任何部署。登记后，您所用版本的发布日期和生命周期节点将显示在此日历中；"
-                          "如有不符，请联系您的客户经理。",
-        "empty_customer_dates": "{customer} 所用的版本尚无发布日期或生命周期节点，公布后将显示在此日历中。",
-    },
+    "product_feed": N_("{product} lifecycle"),
+    "customer_feed": N_("{customer}: product lifecycle"),
+    "product_about": N_("Release dates and lifecycle milestones of {product}: {url}"),
+    "customer_about": N_("Release dates and lifecycle milestones of the versions {customer} runs: {url}"),
+    "ended_list": N_("Ended without a published date: {releases}."),
+    "ended_item": N_("{version} ({kind})"),
+    "summary": N_("{what}: {kind}"),
+    "summary_cancelled": N_("Withdrawn: {what}: {kind}"),
+    "date": N_("{what} reaches {kind} on {date} (the last day of the phase)."),
+    "withdrawn": N_("This milestone has been withdrawn and no longer applies."),
+    "moved": N_("The date changed from {old} (revision {revision})."),
+    "reason": N_("Reason: {reason}"),
+    "upgrade": N_("Recommended upgrade: {product} {version}."),
+    "ack": N_("Acknowledge your upgrade plan: {url}"),
+    "alarm": N_("{what}: {kind} in {stage}, on {date}."),
+    "released_summary": N_("{what} released"),
+    "released": N_("{what} was released on {date}."),
+    "ended": N_("{what} has reached {kind}; no date was published."),
+    "empty_product_summary": N_("{product}: no lifecycle dates published yet"),
+    "empty_product": N_("{product} was registered on {date}. Its release dates and lifecycle milestones will"
+                        " appear in this calendar as they are published."),
+    "empty_customer_summary": N_("{customer}: no lifecycle dates yet"),
+    "empty_customer": N_("No deployments are registered for {customer}. The release dates and lifecycle "
+                         "milestones of the versions you run will appear in this calendar once they are "
+                         "registered; ask your account rep if this is not right."),
+    "empty_customer_dates": N_("None of the versions {customer} runs has a release date or lifecycle "
+                               "milestone yet. They will appear in this calendar as they are published."),
 }
 
 
@@ -156,8 +131,9 @@ def release_uid(release_id: int) -> str:
     return f"release-{release_id}@{host()}"
 
 
+@lru_cache
 def texts(locale: str) -> dict[str, str]:
-    return TEXTS.get(locale, TEXTS["en"])
+    return {key: i18n.gettext_in(locale, text) for key, text in TEXTS.items()}
 
 
 def today(at: dt.datetime) -> dt.date:
@@ -219,34 +195,34 @@ def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience
                     stages: tuple[str, ...], ack_url: str | None = None) -> Event:
     """The event of one milestone. `ack_url` is left out (and no alarm is added) for history and for
     withdrawn milestones."""
-    m, t = row.milestone, texts(locale)
+    m, words = row.milestone, texts(locale)
     what, kind = _what(row.product, row.release), kind_label(m.kind, locale)
     cancelled = m.status == MilestoneStatus.WITHDRAWN
     active = not cancelled and not is_history(row, at)
     date_text = format_date(m.date, locale)
 
-    lines = [t["date"].format(what=what, kind=kind, date=date_text)]
+    lines = [words["date"].format(what=what, kind=kind, date=date_text)]
     if cancelled:
-        lines.append(t["withdrawn"])
+        lines.append(words["withdrawn"])
     ch = row.change
     if ch is not None and ch.action == "moved" and ch.old_date:
-        lines.append(t["moved"].format(old=format_date(ch.old_date, locale), revision=m.revision))
+        lines.append(words["moved"].format(old=format_date(ch.old_date, locale), revision=m.revision))
     if ch is not None and ch.reason:
-        lines.append(t["reason"].format(reason=ch.reason))
+        lines.append(words["reason"].format(reason=ch.reason))
     ended = _ended_line(row.product, row.release, locale)
     if ended:
         lines.append(ended)
     if row.release is not None and row.release.upgrade_to and not cancelled:
-        lines.append(t["upgrade"].format(product=row.product.name, version=row.release.upgrade_to))
+        lines.append(words["upgrade"].format(product=row.product.name, version=row.release.upgrade_to))
     if ack_url and active:
-        lines.append(t["ack"].format(url=ack_url))
+        lines.append(words["ack"].format(url=ack_url))
 
     ev = Event()
     ev.add("uid", uid(pk(m)))
     _stamp(ev, m.changed_at)
     ev.add("sequence", m.revision)
     _all_day(ev, m.date)
-    ev.add("summary", _text(t["summary_cancelled" if cancelled else "summary"].format(what=what, kind=kind)))
+    ev.add("summary", _text(words["summary_cancelled" if cancelled else "summary"].format(what=what, kind=kind)))
     ev.add("description", _text("\n".join(lines)))
     ev.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     ev.add("transp", "TRANSPARENT")  # a deadline, not a meeting: never shows the reader as busy
@@ -256,7 +232,7 @@ def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience
         for stage in stages:
             alarm = Alarm()
             alarm.add("action", "DISPLAY")
-            alarm.add("description", _text(t["alarm"].format(
+            alarm.add("description", _text(words["alarm"].format(
                 what=what, kind=kind, stage=stage_label(stage, locale), date=date_text)))
             alarm.add("trigger", _alarm_trigger(m.date, stage))
             ev.add_component(alarm)
@@ -265,21 +241,21 @@ def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience
 
 def release_event(row: ReleaseRow, *, locale: str, audience: Audience) -> Event:
     """The release-date event of a release (which must have a release date)."""
-    r, p, t = row.release, row.product, texts(locale)
+    r, p, words = row.release, row.product, texts(locale)
     assert r.released is not None
     what = _what(p, r)
-    lines = [t["released"].format(what=what, date=format_date(r.released, locale))]
+    lines = [words["released"].format(what=what, date=format_date(r.released, locale))]
     ended = _ended_line(p, r, locale)
     if ended:
         lines.append(ended)
     if r.upgrade_to:
-        lines.append(t["upgrade"].format(product=p.name, version=r.upgrade_to))
+        lines.append(words["upgrade"].format(product=p.name, version=r.upgrade_to))
     ev = Event()
     ev.add("uid", release_uid(pk(r)))
     _stamp(ev, r.created_at)
     ev.add("sequence", 0)
     _all_day(ev, r.released)
-    ev.add("summary", _text(t["released_summary"].format(what=what)))
+    ev.add("summary", _text(words["released_summary"].format(what=what)))
     ev.add("description", _text("\n".join(lines)))
     ev.add("status", "CONFIRMED")
     ev.add("transp", "TRANSPARENT")
@@ -290,20 +266,20 @@ def release_event(row: ReleaseRow, *, locale: str, audience: Audience) -> Event:
 
 def product_placeholder(product: Product) -> Event:
     """The informational event of a public feed with nothing dated (see the module docstring)."""
-    t = texts("en")
+    words = texts("en")
     return _placeholder(
         f"product-{product.id}@{host()}", product.created_at,
-        t["empty_product_summary"].format(product=product.name),
-        t["empty_product"].format(product=product.name, date=format_date(product.created_at.date(), "en")),
+        words["empty_product_summary"].format(product=product.name),
+        words["empty_product"].format(product=product.name, date=format_date(product.created_at.date(), "en")),
         links.product_page_url(product.slug))
 
 
 def customer_placeholder(customer: Customer, *, has_deployments: bool) -> Event:
     """The informational event of a customer feed with nothing dated (see the module docstring)."""
-    t = texts(customer.locale)
-    body = t["empty_customer_dates" if has_deployments else "empty_customer"].format(customer=customer.name)
+    words = texts(customer.locale)
+    body = words["empty_customer_dates" if has_deployments else "empty_customer"].format(customer=customer.name)
     return _placeholder(f"customer-{customer.id}@{host()}", customer.created_at,
-                        t["empty_customer_summary"].format(customer=customer.name), body, links.portal_url())
+                        words["empty_customer_summary"].format(customer=customer.name), body, links.portal_url())
 
 
 def _placeholder(uid_: str, registered: dt.datetime, summary: str, description: str, url: str) -> Event:
@@ -363,23 +339,23 @@ def _events(milestones: Iterable[MilestoneRow], releases: Iterable[ReleaseRow], 
 
 def ended_note(releases: Iterable[ReleaseRow], locale: str) -> str | None:
     """"Ended without a published date: 1.20 (end of life), ..." for a feed's description, or None."""
-    t = texts(locale)
-    items = [t["ended_item"].format(version=r.release.version, kind=kind_label(r.release.ended, locale))
+    words = texts(locale)
+    items = [words["ended_item"].format(version=r.release.version, kind=kind_label(r.release.ended, locale))
              for r in sorted(releases, key=lambda r: pk(r.release)) if r.release.ended]
-    return t["ended_list"].format(releases=", ".join(items)) if items else None
+    return words["ended_list"].format(releases=", ".join(items)) if items else None
 
 
 def product_feed(product: Product, milestones: list[MilestoneRow], releases: list[ReleaseRow], *,
                  at: dt.datetime, stages: tuple[str, ...] | None = None) -> bytes:
     """The public feed of one product: its milestones (withdrawn ones as STATUS:CANCELLED), the
     release dates of its releases, and a placeholder when there is nothing dated. English."""
-    t = texts("en")
-    about = [t["product_about"].format(product=product.name, url=links.product_page_url(product.slug))]
+    words = texts("en")
+    about = [words["product_about"].format(product=product.name, url=links.product_page_url(product.slug))]
     note = ended_note(releases, "en")
     if note:
         about.append(note)
     cal = _calendar()
-    _feed_properties(cal, t["product_feed"].format(product=product.name), "\n".join(about), None)
+    _feed_properties(cal, words["product_feed"].format(product=product.name), "\n".join(about), None)
     events = _events(milestones, releases, at=at, locale="en", audience="public", ack_urls={}, stages=stages)
     for ev in events or [product_placeholder(product)]:
         cal.add_component(ev)
@@ -391,13 +367,13 @@ def customer_feed(customer: Customer, milestones: list[MilestoneRow], releases: 
                   stages: tuple[str, ...] | None = None) -> bytes:
     """The private feed of one customer, in their locale: the milestones and release dates of the
     releases they run, with acknowledgement links (`ack_urls`: release id -> URL) on upcoming ones."""
-    t = texts(customer.locale)
-    about = [t["customer_about"].format(customer=customer.name, url=links.portal_url())]
+    words = texts(customer.locale)
+    about = [words["customer_about"].format(customer=customer.name, url=links.portal_url())]
     note = ended_note(releases, customer.locale)
     if note:
         about.append(note)
     cal = _calendar()
-    _feed_properties(cal, t["customer_feed"].format(customer=customer.name), "\n".join(about), customer.timezone)
+    _feed_properties(cal, words["customer_feed"].format(customer=customer.name), "\n".join(about), customer.timezone)
     events = _events(milestones, releases, at=at, locale=customer.locale, audience="customer",
                      ack_urls=ack_urls or {}, stages=stages)
     for ev in events or [customer_placeholder(customer, has_deployments=has_deployments)]:

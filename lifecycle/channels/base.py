@@ -138,16 +138,15 @@ class SubscribedChannel:
         return {"url": url}, {}
 
     def texts(self, ctx: dict, locale: str) -> dict[str, str]:
-        """The channel's message texts for one notice: the templates `<locale>/<name>.txt` in the
-        `templates/` folder beside the channel's own module, each rendered."""
+        """The channel's message texts for one notice: the templates `<name>.txt` in the `templates/`
+        folder beside the channel's own module, each rendered in `locale` (lifecycle.i18n)."""
         import inspect
         from pathlib import Path
 
         from lifecycle.templating import render_in
 
-        locale = locale if locale in ("en", "zh-CN") else "en"
         folder = Path(inspect.getfile(type(self))).resolve().parent / "templates"
-        return {name: render_in(folder, f"{locale}/{name}.txt", item=ctx).strip() for name in self.text_names}
+        return {name: render_in(folder, f"{name}.txt", locale, item=ctx).strip() for name in self.text_names}
 
     text_names: ClassVar[tuple[str, ...]] = ("title", "text")
 

@@ -146,7 +146,8 @@ class EscalationIn(Strict):
 
 class RepIn(Strict):
     name: str | None = Field(default=None, max_length=200, description="Shown to customers in email footers.")
-    locale: Literal["en", "zh-CN"] | None = Field(default=None, description="Language of the daily digest.")
+    locale: str | None = Field(default=None, max_length=16,
+                               description="Language of the daily digest: en or a language with a catalog (zh-CN).")
     timezone: str | None = Field(default=None, max_length=64, description="IANA timezone of the 09:00 digest.")
 
 

@@ -14,9 +14,10 @@ from sqlmodel import Session, col, select
 
 from lifecycle import agreements, clock, policy
 from lifecycle import validation as v
-from lifecycle.content import AGREEMENT_LABELS, KIND_LABELS
+from lifecycle.content import agreement_label
 from lifecycle.content import kind_label as content_kind_label
 from lifecycle.errors import InputError
+from lifecycle.i18n import N_
 from lifecycle.inbox import local_time
 from lifecycle.models import (
     Agreement,
@@ -38,7 +39,7 @@ NAV: dict[str, tuple[tuple[str, str], ...]] = {
     Role.PM: (("Registry", "/registry"), ("Compliance", "/registry/compliance"), ("Dashboard", "/dashboard"),
               ("API", "/docs")),
     Role.REP: (("Dashboard", "/dashboard"), ("Registry", "/registry"), ("API", "/docs")),
-    Role.CUSTOMER: (("Portal", "/portal"), ("Channels", "/portal/channels")),
+    Role.CUSTOMER: ((N_("Portal"), "/portal"), (N_("Channels"), "/portal/channels")),
 }
 FLASH_SALT = "lifecycle.flash.v1"
 STATUS_CHOICES = ("acknowledged", "planned", "completed", "declined")
@@ -55,10 +56,9 @@ def render_page(template: str, *, status: int = 200, principal: Principal | None
     nav = [{"label": t(label), "href": href, "active": href == active}
            for label, href in (NAV.get(principal.role, ()) if principal else ())]
     nonce = secrets.token_urlsafe(16)  # lets web/base.html's own <style> through the page's CSP
-    labels = AGREEMENT_LABELS.get(page_locale, AGREEMENT_LABELS["en"])
-    html = render(template, principal=principal, csrf=principal.csrf if principal else "", nav=nav, who=who,
+    html = render(template, page_locale, principal=principal, csrf=principal.csrf if principal else "", nav=nav, who=who,
                   t=t, page_locale=page_locale, csp_nonce=nonce, clock_banner=clock.banner(), local_time=local_time,
-                  status_label=lambda status: labels.get(status, status), **ctx)
+                  status_label=lambda status: agreement_label(status, page_locale), **ctx)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store",
                                                            "Content-Security-Policy": headers.page_policy(nonce)})
 
@@ -130,7 +130,7 @@ def safe_next(value: str | None) -> str | None:
 
 
 def kind_label(kind: str) -> str:
-    return KIND_LABELS["en"].get(kind, kind)
+    return content_kind_label(kind, "en")
 
 
 def release_view(session: Session, customer: Customer, release: Release, at: dt.datetime, *,
@@ -168,7 +168,7 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
         "release_id": release.id, "product": product.slug, "product_name": product.name,
         "version": release.version, "released": release.released, "upgrade_to": release.upgrade_to,
         "milestones": ms, "next": nxt, "targets": targets,
-        "agreement": agreement, "status": status, "status_label": AGREEMENT_LABELS.get(locale, AGREEMENT_LABELS["en"])[status],
+        "agreement": agreement, "status": status, "status_label": agreement_label(status, locale),
         "history": history, "risk": light.colour if light else "green",
         "at_risk": nxt is not None and policy.plan_at_risk(status, target, planned, nxt["date"]),
         "closed": agreements.closed(session, customer, release),  # why no plan can be recorded, or None
@@ -183,17 +183,18 @@ def form_error(exc: InputError, t) -> str:
         return t(exc.text, **exc.values)
     if getattr(t, "locale", "en") == "en":
         return str(exc)
-    return t(FIELD_ERRORS.get(exc.field or "", "Please check the form and try again."))
+    return t(FIELD_ERRORS.get(exc.field or "", FORM_ERROR))
 
 
+FORM_ERROR = N_("Please check the form and try again.")
 FIELD_ERRORS = {
-    "planned_date": "Please enter a valid date.",
-    "email": "Please enter a valid email address.",
-    "name": "Tell us who agrees: a name or an email address (at most 200 characters).",
-    "feedback": "The feedback is too long or contains characters we cannot keep.",
-    "status": "Please choose your plan.",
-    "target": "Please choose a target version from the list.",
-    "version": "You do not run this release.",
+    "planned_date": N_("Please enter a valid date."),
+    "email": N_("Please enter a valid email address."),
+    "name": N_("Tell us who agrees: a name or an email address (at most 200 characters)."),
+    "feedback": N_("The feedback is too long or contains characters we cannot keep."),
+    "status": N_("Please choose your plan."),
+    "target": N_("Please choose a target version from the list."),
+    "version": N_("You do not run this release."),
 }
 
 

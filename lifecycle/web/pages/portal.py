@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from lifecycle import agreements, inbox, links, registry
 from lifecycle.errors import InputError
+from lifecycle.i18n import N_
 from lifecycle.models import (
     Customer,
     Deployment,
@@ -70,7 +71,7 @@ def _portal(session: Session, principal: Principal, at: dt.datetime, *, status: 
     saved_view = next((r for r in views if r["release_id"] == saved), None)
     return render_page(
         "web/portal.html", status=status, principal=principal, active="/portal", who=customer.name,
-        title="Customer portal", customer=customer, inbox=box, show=show, unread=box.unread,
+        title=N_("Customer portal"), customer=customer, inbox=box, show=show, unread=box.unread,
         has_messages=box.total > 0 or show == "unread", releases=views, forms=forms,
         statuses=STATUS_CHOICES, calendar_url=feed, webcal_url=links.webcal_url(feed), saved=saved_view,
         error=error, error_release=failed["release_id"] if failed else None, rotated=rotated, moved=moved,
