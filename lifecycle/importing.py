@@ -4,8 +4,9 @@ All or nothing. The whole file is read into plain records and checked first — 
 keys, duplicates within the file, references to releases, and the short-notice guard against the dates
 already in the database and `at` — and every problem is collected with its path
 (`customers[3].timezone: unknown timezone 'Asia/Shangai'`). Only a file without a single error is
-written, through the registry functions (which mark milestones for re-planning and write the audit
-log), in the caller's transaction. Re-importing is an idempotent upsert by natural keys; a changed
+written, in the caller's transaction: set-based by `lifecycle.bulkimport` (the same rows and audit rows
+as the registry functions, in batches), or row by row through the registry functions (`writer="rows"`,
+the reference it is tested against). Re-importing is an idempotent upsert by natural keys; a changed
 milestone date is a move.
 
 Imports are authoritative for what they cover:
@@ -655,8 +656,10 @@ def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source
 # ------------------------------------------------------------------------------------------- applying
 
 
-def _apply(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
-           source: str, on_progress: Progress | None) -> ImportSummary:
+def _apply_rows(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
+                source: str, on_progress: Progress | None) -> ImportSummary:
+    """The row-by-row writer: every row through the registry functions. The reference the set-based
+    writer (`lifecycle.bulkimport`) is tested against; too slow for a fleet (one statement per row)."""
     summary = ImportSummary(source=source)
     change_set = None
 
@@ -773,27 +776,38 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
     return summary
 
 
+def _apply_bulk(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
+                source: str, on_progress: Progress | None) -> ImportSummary:
+    from lifecycle import bulkimport
+
+    return bulkimport.apply(session, products, customers, at=at, source=source, on_progress=on_progress)
+
+
+# How a checked file is written: set-based (the default), or row by row through the registry functions.
+WRITERS = {"bulk": _apply_bulk, "rows": _apply_rows}
+
+
 def _run(session: Session, products, customers, errs: _Errors, *, at: dt.datetime, source: str,
-         short_hint: str, on_progress: Progress | None) -> ImportSummary:
+         short_hint: str, on_progress: Progress | None, writer: str = "bulk") -> ImportSummary:
     if at.tzinfo is None:
         raise ValueError("`at` must be timezone-aware")
     _check(session, products, customers, at=at, source=source, short_hint=short_hint, errs=errs)
     if errs:
         raise InputErrors(list(errs))
-    return _apply(session, products, customers, at=at, source=source, on_progress=on_progress)
+    return WRITERS[writer](session, products, customers, at=at, source=source, on_progress=on_progress)
 
 
 # ----------------------------------------------------------------------------------------- public API
 
 
 def import_registry(session: Session, data: dict, *, at: dt.datetime, source: str,
-                    on_progress: Progress | None = None) -> ImportSummary:
+                    on_progress: Progress | None = None, writer: str = "bulk") -> ImportSummary:
     """Import products, releases, milestones, customers, contacts and deployments (the brief's shape).
 
     Raises `InputErrors` listing every problem, before anything is written."""
     errs = _Errors()
     products, customers = _parse_registry(data, errs)
-    return _run(session, products, customers, errs, at=at, source=source, on_progress=on_progress,
+    return _run(session, products, customers, errs, at=at, source=source, on_progress=on_progress, writer=writer,
                 short_hint="Give it a short_notice_reason to import it anyway: "
                            "{kind}: {{date: {date}, short_notice_reason: \"...\"}}.")
 
@@ -805,7 +819,7 @@ UPSTREAM_REASON = "upstream lifecycle date published by endoflife.date"
 
 def import_endoflife(session: Session, data: dict, *, product: str, name: str | None, at: dt.datetime,
                      source: str, short_notice_reason: str | None = None,
-                     on_progress: Progress | None = None) -> ImportSummary:
+                     on_progress: Progress | None = None, writer: str = "bulk") -> ImportSummary:
     """Import one product from endoflife.date API v1 JSON (`/api/v1/products/<name>`).
 
     Each `result.releases` entry is a release; eoasFrom -> end-of-full-support; eolFrom -> end-of-life
@@ -813,6 +827,6 @@ def import_endoflife(session: Session, data: dict, *, product: str, name: str | 
     end-of-sale. `short_notice_reason` is recorded on every date less than 3 months after `at`."""
     errs = _Errors()
     products = _parse_endoflife(data, product, name, short_notice_reason, errs)
-    return _run(session, products, [], errs, at=at, source=source, on_progress=on_progress,
+    return _run(session, products, [], errs, at=at, source=source, on_progress=on_progress, writer=writer,
                 short_hint="Import without --strict, or give --short-notice-reason \"...\", to record it as short "
                            "notice.")
