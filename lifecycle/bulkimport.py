@@ -58,31 +58,89 @@ def _chunks(items: Iterable, size: int = IN_CHUNK) -> Iterator[list]:
         yield batch
 
 
+def _memo(processor):
+    """A bind processor that converts each distinct value once: an import's timestamps are all `at`, and
+    its dates repeat."""
+    if processor is None:
+        return None
+    seen: dict = {}
+
+    def process(value):
+        try:
+            return seen[value]
+        except KeyError:
+            out = seen[value] = processor(value)
+            if len(seen) > 100_000:
+                seen.clear()
+            return out
+        except TypeError:  # not hashable
+            return processor(value)
+
+    return process
+
+
+class _Insert:
+    """A table's INSERT compiled once for the connection's dialect: rows are converted by the columns'
+    own bind processors (the very conversion SQLAlchemy applies) and handed to the driver's executemany,
+    without SQLAlchemy's per-statement work for each batch of rows."""
+
+    def __init__(self, conn: sa.Connection, table: sa.Table, columns: Iterable[str]):
+        columns = list(columns)
+        compiled = table.insert().compile(dialect=conn.dialect, column_keys=columns)
+        self.sql = str(compiled)
+        order = list(compiled.positiontup) if compiled.positional else columns
+        self.positional = compiled.positional
+        self.columns = [(name, _memo(table.c[name].type._cached_bind_processor(conn.dialect))) for name in order]
+
+    def params(self, rows: list[dict]) -> list:
+        cols = self.columns
+        if self.positional:
+            return [tuple(p(r[c]) if p else r[c] for c, p in cols) for r in rows]
+        return [{c: p(r[c]) if p else r[c] for c, p in cols} for r in rows]
+
+
 class _Writer:
-    """Rows queued per statement, written `BATCH` at a time (executemany)."""
+    """Rows queued per statement, written `BATCH` at a time (executemany). Inserts go straight to the
+    driver (`_Insert`); updates, few, through SQLAlchemy."""
 
     def __init__(self, conn: sa.Connection):
         self.conn = conn
-        self.queues: dict[str, tuple[sa.Executable, list[dict]]] = {}
+        self.queues: dict[str, tuple[sa.Executable | sa.Table, list[dict]]] = {}
+        self.inserts: dict[str, _Insert] = {}
 
-    def add(self, name: str, stmt: sa.Executable, row: dict) -> None:
-        queue = self.queues.setdefault(name, (stmt, []))[1]
+    def add(self, name: str, target: sa.Executable | sa.Table, row: dict) -> None:
+        queue = self.queues.setdefault(name, (target, []))[1]
         queue.append(row)
         if len(queue) >= BATCH:
             self.flush(name)
 
     def flush(self, name: str | None = None) -> None:
         for key in [name] if name else list(self.queues):
-            stmt, rows = self.queues.get(key, (None, []))
-            if rows:
-                self.conn.execute(stmt, rows)
-                rows.clear()
+            target, rows = self.queues.get(key, (None, []))
+            if not rows:
+                continue
+            if isinstance(target, sa.Table):
+                insert = self.inserts.get(key)
+                if insert is None:
+                    insert = self.inserts[key] = _Insert(self.conn, target, rows[0])
+                self.conn.exec_driver_sql(insert.sql, insert.params(rows))
+            else:
+                self.conn.execute(target, rows)
+            rows.clear()
+
+    def insert_all(self, name: str, table: sa.Table, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self.add(name, table, row)
+        self.flush(name)
+
+
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # json.dumps(..., default=str, ensure_ascii=False)
 
 
 def _audit_row(at: dt.datetime, action: str, subject: str, detail: dict | None) -> dict:
     """What `registry.audit` writes."""
     return {"at": at, "actor": None, "action": action, "subject": subject,
-            "detail": json.dumps(detail, default=str, ensure_ascii=False) if detail else None}
+            "detail": _JSON.encode(detail) if detail else None}
 
 
 def _path_error(path: str, exc: InputError) -> InputErrors:
@@ -133,7 +191,7 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
     for p in products:
         row = current.get(p.slug)
         if row is None:
-            writer.add("product+", P.insert(), {"slug": p.slug, "name": p.name, "created_at": at})
+            writer.add("product+", P, {"slug": p.slug, "name": p.name, "created_at": at})
             audits.append(_audit_row(at, "product.add", p.slug, {"name": p.name}))
             summary.count("products", "created")
         elif row.name != p.name:
@@ -164,7 +222,7 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
             before = releases.get((pid[p.slug], r.version))
             if before is None:
                 ended = r.ended if r.ended_known else None
-                writer.add("release+", R.insert(), {"product_id": pid[p.slug], "version": r.version,
+                writer.add("release+", R, {"product_id": pid[p.slug], "version": r.version,
                                                     "released": r.released, "upgrade_to": r.upgrade_to,
                                                     "ended": ended, "created_at": at})
                 audits.append(_audit_row(at, "release.add", label, {"released": r.released,
@@ -196,8 +254,7 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
     for chunk in _chunks(pid.values()):
         for row in conn.execute(sa.select(R.c.id, R.c.product_id, R.c.version).where(R.c.product_id.in_(chunk))):
             rid[(slug_of[row.product_id], row.version)] = row.id
-    for chunk in _chunks(audits, BATCH):
-        conn.execute(A.insert(), chunk)
+    writer.insert_all("audit", A, audits)
     audits.clear()
 
     # Milestones: new ones in bulk; moves, withdrawals and reinstatements through the registry.
@@ -296,17 +353,15 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
         summary.warnings.extend(p.warnings)
     session.flush()
     if created:
-        for chunk in _chunks(created, BATCH):
-            conn.execute(M.insert(), [c[0] for c in chunk])
+        writer.insert_all("milestone+", M, (c[0] for c in created))
         ids: dict[tuple[int, int, str], int] = {}
         for chunk in _chunks(pid.values()):
             for row in conn.execute(sa.select(M.c.id, M.c.product_id, M.c.scope, M.c.kind)
                                     .where(M.c.product_id.in_(chunk))):
                 ids[(row.product_id, row.scope, row.kind)] = row.id
-        for chunk in _chunks(created, BATCH):
-            conn.execute(MC.insert(), [{**c[1], "milestone_id": ids[(c[0]["product_id"], c[0]["scope"], c[0]["kind"])]}
-                                       for c in chunk])
-            conn.execute(A.insert(), [c[2] for c in chunk])
+        writer.insert_all("milestonechange+", MC, ({**c[1], "milestone_id": ids[(c[0]["product_id"], c[0]["scope"],
+                                                                                 c[0]["kind"])]} for c in created))
+        writer.insert_all("audit", A, (c[2] for c in created))
     created.clear()
     if change_set is None:
         return None, None
@@ -333,7 +388,7 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
         row = current.get(c.key)
         values = {f: c.values[f] for f in CUSTOMER_FIELDS}
         if row is None:
-            writer.add("customer+", C.insert(), {"key": c.key, **values, "calendar_token": registry.new_calendar_token(),
+            writer.add("customer+", C, {"key": c.key, **values, "calendar_token": registry.new_calendar_token(),
                                                  "created_at": at})
             outcome[c.key] = ("created", values)
             continue
@@ -394,17 +449,17 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
         what, detail = outcome[c.key]
         summary.count("customers", what)
         if what != "unchanged":
-            writer.add("audit", A.insert(), _audit_row(at, f"customer.{'add' if what == 'created' else 'update'}",
+            writer.add("audit", A, _audit_row(at, f"customer.{'add' if what == 'created' else 'update'}",
                                                        c.key, detail))
         progress()
         customer_id = cid[c.key]
         for ct in c.contacts:
             row = contacts.get((customer_id, ct.email.lower()))
             if row is None:
-                writer.add("contact+", CT.insert(), {"customer_id": customer_id, "email": ct.email, "name": ct.name,
+                writer.add("contact+", CT, {"customer_id": customer_id, "email": ct.email, "name": ct.name,
                                                      "undeliverable": False, "undeliverable_reason": None,
                                                      "undeliverable_at": None, "created_at": at})
-                writer.add("audit", A.insert(), _audit_row(at, "contact.add", c.key, {"email": ct.email}))
+                writer.add("audit", A, _audit_row(at, "contact.add", c.key, {"email": ct.email}))
                 summary.count("contacts", "created")
             elif ct.name and row.name != ct.name:  # a bounced address stays flagged (force=None)
                 writer.add("contact~", update_contact, {"_id": row.id, "name": ct.name})
@@ -416,7 +471,7 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
             release_id, product_id = releases[(d.product, d.version)]
             row = deployments.get((customer_id, release_id))
             if row is None:
-                writer.add("deployment+", D.insert(), {"customer_id": customer_id, "release_id": release_id,
+                writer.add("deployment+", D, {"customer_id": customer_id, "release_id": release_id,
                                                        "cores": d.cores, "added_at": at, "removed_at": None})
                 change = "created"
             elif row.removed_at is not None:
@@ -433,7 +488,7 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
             if change != "unchanged":
                 dirty_releases.add(release_id)
                 dirty_products.add(product_id)
-                writer.add("audit", A.insert(), _audit_row(at, "deployment.add", f"{c.key} {d.product} {d.version}",
+                writer.add("audit", A, _audit_row(at, "deployment.add", f"{c.key} {d.product} {d.version}",
                                                            {"cores": d.cores}))
                 changed_deployments.append((d.path, release_id))
             progress()

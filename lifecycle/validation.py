@@ -149,11 +149,33 @@ def locale(value, field: str = "locale") -> str:
     return value
 
 
+# The plain addresses nearly every fleet is made of (ops@customer.example): a dot-atom of letters, digits,
+# `_`, `+` and `-`, then a domain of letter-digit-hyphen labels with an alphabetic top-level label. These
+# `email_validator` always accepts, as `local@domain-in-lowercase` (tests/test_validation_email.py
+# compares the two on a fuzzed corpus); checking them takes a regular expression instead of the IDNA
+# rules (about half a millisecond an address: ten seconds for a fleet's 30,000 contacts). Everything
+# else (quoted or unusual local parts, international or punycode domains, special-use names such as
+# .test or .local, lengths near the limits) goes through `email_validator`.
+_PLAIN_EMAIL = re.compile(r"([A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*)@"
+                          r"((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}))")
+_SPECIAL_USE = frozenset(("arpa", "invalid", "local", "localhost", "onion", "test"))
+
+
+def _plain_email(value: str) -> str | None:
+    m = _PLAIN_EMAIL.fullmatch(value)
+    if m is None or len(m[1]) > 64 or len(value) > 200 or m[3].lower() in _SPECIAL_USE:
+        return None
+    domain = m[2].lower()
+    if "--" in domain:  # punycode (xn--) and other IDNA-reserved labels: the full rules
+        return None
+    return f"{m[1]}@{domain}"
+
+
 @lru_cache(maxsize=4096)  # an import repeats the same account rep on thousands of customers
 def _ascii_email(value: str) -> str:
     # allow_smtputf8=False: a non-ASCII local part cannot be sent through ordinary mail servers
     # (nor written into an RFC 5322 header); an international domain is fine, in its ASCII form.
-    return validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
+    return _plain_email(value) or validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email
 
 
 def email(value, field: str = "email") -> str:
