@@ -177,14 +177,14 @@ class _Product:
     warnings: list[str] = field(default_factory=list)  # upstream data out of lifecycle order
 
 
-@dataclass
+@dataclass(slots=True)  # one per row of a fleet file: no __dict__ each
 class _Contact:
     path: str
     email: str
     name: str | None
 
 
-@dataclass
+@dataclass(slots=True)  # one per row of a fleet file: no __dict__ each
 class _Deployment:
     path: str
     product: str
@@ -192,7 +192,7 @@ class _Deployment:
     cores: int | None
 
 
-@dataclass
+@dataclass(slots=True)  # one per row of a fleet file: no __dict__ each
 class _Customer:
     path: str
     key: str
@@ -392,6 +392,7 @@ def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Cu
 
 def _parse_customers(obj, errs: _Errors) -> list[_Customer]:
     customers: list[_Customer] = []
+    valid_releases: set[tuple[str, str]] = set()  # (product, version) pairs the validators took as they are
     for i, raw in enumerate(_list(obj, "customers", errs)):
         path = f"customers[{i}]"
         raw = _mapping(raw, path, _CUSTOMER, errs)
@@ -434,8 +435,14 @@ def _parse_customers(obj, errs: _Errors) -> list[_Customer]:
             draw = _mapping(draw, dpath, _DEPLOYMENT, errs)
             if draw is None or draw.get("product") is None or draw.get("version") is None:
                 continue
-            product = errs.check(v.slug, draw["product"], f"{dpath}.product")
-            version = _version(draw["version"], f"{dpath}.version", errs)
+            pair = (draw["product"], draw["version"])
+            if type(pair[0]) is str and type(pair[1]) is str and pair in valid_releases:
+                product, version = pair  # a fleet names the same few thousand releases 100,000 times
+            else:
+                product = errs.check(v.slug, draw["product"], f"{dpath}.product")
+                version = _version(draw["version"], f"{dpath}.version", errs)
+                if type(product) is str and type(version) is str and (product, version) == pair:
+                    valid_releases.add(pair)
             cores = errs.check(v.cores, draw.get("cores"), f"{dpath}.cores")
             if product and version:
                 deployments.append(_Deployment(dpath, product, version, cores))
