@@ -344,7 +344,7 @@ def _latest(kinds: list[str]) -> str | None:
     return max(kinds, key=order.index) if kinds else None
 
 
-def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Customer]]:
+def _parse_registry(data: dict, errs: _Errors, consume: bool = False) -> tuple[list[_Product], list[_Customer]]:
     if isinstance(data, dict) and isinstance(data.get("result"), dict) and "releases" in data["result"]:
         errs.add(None, "this looks like endoflife.date JSON: import it with --format endoflife --product SLUG")
         return [], []
@@ -387,10 +387,12 @@ def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Cu
         if slug is not None:
             products.append(_Product(path, slug, name, milestones, releases, missing=missing))
     _duplicates(products, lambda p: p.slug, "product", errs, "slug")
-    return products, _parse_customers(data.get("customers"), errs)
+    return products, _parse_customers(data.get("customers"), errs, consume)
 
 
-def _parse_customers(obj, errs: _Errors) -> list[_Customer]:
+def _parse_customers(obj, errs: _Errors, consume: bool = False) -> list[_Customer]:
+    """The customers' records. `consume`: each entry of `obj` is dropped once read (the caller owns the
+    data and needs it no more), so that a fleet file is held once, not as data and records at once."""
     customers: list[_Customer] = []
     valid_releases: set[tuple[str, str]] = set()  # (product, version) pairs the validators took as they are
     for i, raw in enumerate(_list(obj, "customers", errs)):
@@ -449,6 +451,8 @@ def _parse_customers(obj, errs: _Errors) -> list[_Customer]:
         _duplicates(deployments, lambda d: (d.product, d.version), "deployment", errs, "version")
         if key is not None:
             customers.append(_Customer(path, key, values, contacts, deployments))
+        if consume:
+            obj[i] = None
     _duplicates(customers, lambda c: c.key, "customer", errs, "key")
     return customers
 
@@ -808,12 +812,13 @@ def _run(session: Session, products, customers, errs: _Errors, *, at: dt.datetim
 
 
 def import_registry(session: Session, data: dict, *, at: dt.datetime, source: str,
-                    on_progress: Progress | None = None, writer: str = "bulk") -> ImportSummary:
+                    on_progress: Progress | None = None, writer: str = "bulk", consume: bool = False) -> ImportSummary:
     """Import products, releases, milestones, customers, contacts and deployments (the brief's shape).
 
-    Raises `InputErrors` listing every problem, before anything is written."""
+    Raises `InputErrors` listing every problem, before anything is written. `consume=True` (the CLI,
+    which read the file and needs the data no more) frees the customers of `data` as they are read."""
     errs = _Errors()
-    products, customers = _parse_registry(data, errs)
+    products, customers = _parse_registry(data, errs, consume)
     return _run(session, products, customers, errs, at=at, source=source, on_progress=on_progress, writer=writer,
                 short_hint="Give it a short_notice_reason to import it anyway: "
                            "{kind}: {{date: {date}, short_notice_reason: \"...\"}}.")

@@ -189,3 +189,13 @@ def test_a_bulk_import_of_many_customers_writes_in_batches_and_counts_every_row(
     with session_scope() as s:
         again = importing.import_registry(s, data, at=AT, source="many.yaml")
     assert not again.changed
+
+
+def test_the_cli_lets_the_import_drop_the_file_data_as_it_reads_it(db, cli, tmp_path):
+    data = importing.load_file(EXAMPLE)
+    with session_scope() as s:
+        summary = importing.import_registry(s, data, at=AT, source="a.yaml", consume=True)
+    assert summary.counts["customers"]["created"] == 6
+    assert data["customers"] == [None] * 6, "each customer's data is dropped once read"
+    r = cli("import", EXAMPLE, "--at", "2026-12-01")
+    assert r.code == 0 and "no changes" in r.out, r
