@@ -283,7 +283,7 @@ def bench_import(name: str, scale: float, *, log=print) -> dict:
             "ratio": first["seconds"] / floor,
             # The machine may be shared: the CPU time of the import's process against the floor's (on
             # SQLite the floor's work is all in its process; on PostgreSQL most of it is the server's).
-            "cpu_ratio": first["cpu_seconds"] / floor_cpu if floor_cpu > 0 else None,
+            "cpu_ratio": first["cpu_seconds"] / floor_cpu if floor_cpu > 0 and name == "sqlite" else None,
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

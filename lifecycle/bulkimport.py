@@ -127,10 +127,22 @@ class _Writer:
                 insert = self.inserts.get(key)
                 if insert is None:
                     insert = self.inserts[key] = _Insert(self.conn, target, rows[0])
-                self.conn.exec_driver_sql(insert.sql, insert.params(rows))
+                if self.conn.dialect.name == "postgresql":
+                    self._copy(target, insert, rows)
+                else:
+                    self.conn.exec_driver_sql(insert.sql, insert.params(rows))
             else:
                 self.conn.execute(target, rows)
             rows.clear()
+
+    def _copy(self, table: sa.Table, insert: _Insert, rows: list[dict]) -> None:
+        """PostgreSQL: COPY ... FROM STDIN, the values converted as for an INSERT, in this transaction."""
+        names = [c for c, _ in insert.columns]
+        columns = ", ".join('"' + n + '"' for n in names)
+        raw = self.conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in insert.params(rows):
+                copy.write_row([row[n] for n in names])
 
     def insert_all(self, name: str, table: sa.Table, rows: Iterable[dict]) -> None:
         for row in rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -109,7 +110,9 @@ def test_the_bench_measures_postgresql_in_a_schema_of_its_own(tmp_path):
 def _bench_schemas() -> set[str]:
     admin = sa.create_engine(bench.PG_ADMIN_URL)
     with admin.connect() as conn:
-        names = conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lc_bench_%%'").scalars()
+        # This process's schemas only: other benches on the same server come and go meanwhile.
+        names = conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE %(p)s",
+                                     {"p": f"lc_bench_{os.getpid()}_%"}).scalars()
         result = set(names)
     admin.dispose()
     return result
