@@ -320,7 +320,7 @@ def sqlite_database(workdir: Path):
 @contextmanager
 def postgres_database(workdir: Path):
     """A schema of its own for this run, dropped at the end."""
-    schema = f"lc_bench_{os.getpid()}_{int(time.time())}"
+    schema = f"lc_bench_{os.getpid()}_{time.time_ns()}"  # two in one second: distinct names
     admin = sa.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
     try:
         with admin.begin() as conn:
@@ -350,7 +350,7 @@ def postgres_available() -> str | None:
     return None
 
 
-def bench_database(name: str, scale: float, *, isolate: bool = True, log=print) -> dict:
+def bench_database(name: str, scale: float, *, isolate: bool = True, with_import: bool = True, log=print) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"lifecycle-bench-{name}-"))
     try:
         with DATABASES[name](workdir) as url:
@@ -360,13 +360,18 @@ def bench_database(name: str, scale: float, *, isolate: bool = True, log=print) 
                 steps[step] = run_step(step, url, scale, workdir, isolate=isolate)
             plan, floor = steps["plan"], steps["floor"]
             steps["ratio"] = plan["seconds"] / floor["seconds"]
-            return steps
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if with_import:  # a database of its own: the import starts from an empty one
+        from bench import importing
+
+        log(f"  {name}: import ...")
+        steps["import"] = importing.bench_import(name, scale, log=log)
+    return steps
 
 
 def run(scale: float = 1.0, dbs: tuple[str, ...] = ("sqlite", "postgres"), *, isolate: bool = True,
-        results_dir: Path | None = RESULTS_DIR, log=print) -> dict:
+        results_dir: Path | None = RESULTS_DIR, with_import: bool = True, log=print) -> dict:
     """Run the benchmark; return (and write to `results_dir`) the results."""
     started = dt.datetime.now(dt.UTC)
     report = {"started": started.isoformat(), "scale": scale, "size": fleet.size_for(scale).as_dict(),
@@ -380,7 +385,7 @@ def run(scale: float = 1.0, dbs: tuple[str, ...] = ("sqlite", "postgres"), *, is
             report["databases"][name] = {"skipped": why}
             continue
         log(f"{name}, scale {scale}:")
-        report["databases"][name] = bench_database(name, scale, isolate=isolate, log=log)
+        report["databases"][name] = bench_database(name, scale, isolate=isolate, with_import=with_import, log=log)
     report["seconds"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -418,6 +423,17 @@ def table(report: dict) -> str:
         ("peak RSS of the tick process, MB", lambda d: f"{d['ticks']['peak_rss_mb']:.0f}"),
         ("fleet generation, s", lambda d: f"{d['generate']['seconds']:.1f}"),
     ]
+    if all("import" in d for d in dbs.values()):  # bench/importing.py
+        rows += [
+            ("`lifecycle import` of the fleet file, s", lambda d: f"{d['import']['import']['seconds']:.1f}"),
+            ("  MB / rows written", lambda d: f"{d['import']['file_mb']:.1f} / {d['import']['total_rows']:,}"),
+            ("  rows/s", lambda d: f"{d['import']['import']['rows_per_s']:,.0f}"),
+            ("  floor (raw bulk insert of the same rows), s", lambda d: f"{d['import']['floor']['seconds']:.2f}"),
+            ("  ratio import / floor (target <= 3)", lambda d: f"{d['import']['ratio']:.1f}"),
+            ("  peak RSS of the import process, MB (target <= 300)",
+             lambda d: f"{d['import']['import']['peak_rss_mb']:.0f}"),
+            ("  re-import, no changes, s", lambda d: f"{d['import']['reimport']['seconds']:.1f}"),
+        ]
     names = list(dbs)
     lines = [f"| scale {report['scale']:g} | " + " | ".join(names) + " |",
              "|---|" + "---:|" * len(names)]
@@ -435,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--inline", action="store_true", help="run every step in this process")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results/*.json")
+    parser.add_argument("--no-import", action="store_true", help="skip the import bench (bench/importing.py)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -448,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [d for d in dbs if d not in DATABASES]
     if unknown:
         parser.error(f"--db: unknown database {', '.join(unknown)} (use sqlite, postgres)")
-    report = run(args.scale, dbs, isolate=not args.inline, results_dir=None if args.no_write else RESULTS_DIR)
+    report = run(args.scale, dbs, isolate=not args.inline, results_dir=None if args.no_write else RESULTS_DIR,
+                 with_import=not args.no_import)
     print()
     print(table(report))
     if "path" in report:

@@ -4,8 +4,9 @@ All or nothing. The whole file is read into plain records and checked first — 
 keys, duplicates within the file, references to releases, and the short-notice guard against the dates
 already in the database and `at` — and every problem is collected with its path
 (`customers[3].timezone: unknown timezone 'Asia/Shangai'`). Only a file without a single error is
-written, through the registry functions (which mark milestones for re-planning and write the audit
-log), in the caller's transaction. Re-importing is an idempotent upsert by natural keys; a changed
+written, in the caller's transaction: set-based by `lifecycle.bulkimport` (the same rows and audit rows
+as the registry functions, in batches), or row by row through the registry functions (`writer="rows"`,
+the reference it is tested against). Re-importing is an idempotent upsert by natural keys; a changed
 milestone date is a move.
 
 Imports are authoritative for what they cover:
@@ -177,14 +178,14 @@ class _Product:
     warnings: list[str] = field(default_factory=list)  # upstream data out of lifecycle order
 
 
-@dataclass
+@dataclass(slots=True)  # one per row of a fleet file: no __dict__ each
 class _Contact:
     path: str
     email: str
     name: str | None
 
 
-@dataclass
+@dataclass(slots=True)  # one per row of a fleet file: no __dict__ each
 class _Deployment:
     path: str
     product: str
@@ -192,7 +193,7 @@ class _Deployment:
     cores: int | None
 
 
-@dataclass
+@dataclass(slots=True)  # one per row of a fleet file: no __dict__ each
 class _Customer:
     path: str
     key: str
@@ -344,7 +345,7 @@ def _latest(kinds: list[str]) -> str | None:
     return max(kinds, key=order.index) if kinds else None
 
 
-def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Customer]]:
+def _parse_registry(data: dict, errs: _Errors, consume: bool = False) -> tuple[list[_Product], list[_Customer]]:
     if isinstance(data, dict) and isinstance(data.get("result"), dict) and "releases" in data["result"]:
         errs.add(None, "this looks like endoflife.date JSON: import it with --format endoflife --product SLUG")
         return [], []
@@ -387,11 +388,14 @@ def _parse_registry(data: dict, errs: _Errors) -> tuple[list[_Product], list[_Cu
         if slug is not None:
             products.append(_Product(path, slug, name, milestones, releases, missing=missing))
     _duplicates(products, lambda p: p.slug, "product", errs, "slug")
-    return products, _parse_customers(data.get("customers"), errs)
+    return products, _parse_customers(data.get("customers"), errs, consume)
 
 
-def _parse_customers(obj, errs: _Errors) -> list[_Customer]:
+def _parse_customers(obj, errs: _Errors, consume: bool = False) -> list[_Customer]:
+    """The customers' records. `consume`: each entry of `obj` is dropped once read (the caller owns the
+    data and needs it no more), so that a fleet file is held once, not as data and records at once."""
     customers: list[_Customer] = []
+    valid_releases: set[tuple[str, str]] = set()  # (product, version) pairs the validators took as they are
     for i, raw in enumerate(_list(obj, "customers", errs)):
         path = f"customers[{i}]"
         raw = _mapping(raw, path, _CUSTOMER, errs)
@@ -434,14 +438,22 @@ def _parse_customers(obj, errs: _Errors) -> list[_Customer]:
             draw = _mapping(draw, dpath, _DEPLOYMENT, errs)
             if draw is None or draw.get("product") is None or draw.get("version") is None:
                 continue
-            product = errs.check(v.slug, draw["product"], f"{dpath}.product")
-            version = _version(draw["version"], f"{dpath}.version", errs)
+            pair = (draw["product"], draw["version"])
+            if type(pair[0]) is str and type(pair[1]) is str and pair in valid_releases:
+                product, version = pair  # a fleet names the same few thousand releases 100,000 times
+            else:
+                product = errs.check(v.slug, draw["product"], f"{dpath}.product")
+                version = _version(draw["version"], f"{dpath}.version", errs)
+                if type(product) is str and type(version) is str and (product, version) == pair:
+                    valid_releases.add(pair)
             cores = errs.check(v.cores, draw.get("cores"), f"{dpath}.cores")
             if product and version:
                 deployments.append(_Deployment(dpath, product, version, cores))
         _duplicates(deployments, lambda d: (d.product, d.version), "deployment", errs, "version")
         if key is not None:
             customers.append(_Customer(path, key, values, contacts, deployments))
+        if consume:
+            obj[i] = None
     _duplicates(customers, lambda c: c.key, "customer", errs, "key")
     return customers
 
@@ -657,8 +669,10 @@ def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source
 # ------------------------------------------------------------------------------------------- applying
 
 
-def _apply(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
-           source: str, on_progress: Progress | None) -> ImportSummary:
+def _apply_rows(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
+                source: str, on_progress: Progress | None) -> ImportSummary:
+    """The row-by-row writer: every row through the registry functions. The reference the set-based
+    writer (`lifecycle.bulkimport`) is tested against; too slow for a fleet (one statement per row)."""
     summary = ImportSummary(source=source)
     change_set = None
 
@@ -776,27 +790,39 @@ def _apply(session: Session, products: list[_Product], customers: list[_Customer
     return summary
 
 
+def _apply_bulk(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
+                source: str, on_progress: Progress | None) -> ImportSummary:
+    from lifecycle import bulkimport
+
+    return bulkimport.apply(session, products, customers, at=at, source=source, on_progress=on_progress)
+
+
+# How a checked file is written: set-based (the default), or row by row through the registry functions.
+WRITERS = {"bulk": _apply_bulk, "rows": _apply_rows}
+
+
 def _run(session: Session, products, customers, errs: _Errors, *, at: dt.datetime, source: str,
-         short_hint: str, on_progress: Progress | None) -> ImportSummary:
+         short_hint: str, on_progress: Progress | None, writer: str = "bulk") -> ImportSummary:
     if at.tzinfo is None:
         raise ValueError("`at` must be timezone-aware")
     _check(session, products, customers, at=at, source=source, short_hint=short_hint, errs=errs)
     if errs:
         raise InputErrors(list(errs))
-    return _apply(session, products, customers, at=at, source=source, on_progress=on_progress)
+    return WRITERS[writer](session, products, customers, at=at, source=source, on_progress=on_progress)
 
 
 # ----------------------------------------------------------------------------------------- public API
 
 
 def import_registry(session: Session, data: dict, *, at: dt.datetime, source: str,
-                    on_progress: Progress | None = None) -> ImportSummary:
+                    on_progress: Progress | None = None, writer: str = "bulk", consume: bool = False) -> ImportSummary:
     """Import products, releases, milestones, customers, contacts and deployments (the brief's shape).
 
-    Raises `InputErrors` listing every problem, before anything is written."""
+    Raises `InputErrors` listing every problem, before anything is written. `consume=True` (the CLI,
+    which read the file and needs the data no more) frees the customers of `data` as they are read."""
     errs = _Errors()
-    products, customers = _parse_registry(data, errs)
-    return _run(session, products, customers, errs, at=at, source=source, on_progress=on_progress,
+    products, customers = _parse_registry(data, errs, consume)
+    return _run(session, products, customers, errs, at=at, source=source, on_progress=on_progress, writer=writer,
                 short_hint="Give it a short_notice_reason to import it anyway: "
                            "{kind}: {{date: {date}, short_notice_reason: \"...\"}}.")
 
@@ -808,7 +834,7 @@ UPSTREAM_REASON = "upstream lifecycle date published by endoflife.date"
 
 def import_endoflife(session: Session, data: dict, *, product: str, name: str | None, at: dt.datetime,
                      source: str, short_notice_reason: str | None = None,
-                     on_progress: Progress | None = None) -> ImportSummary:
+                     on_progress: Progress | None = None, writer: str = "bulk") -> ImportSummary:
     """Import one product from endoflife.date API v1 JSON (`/api/v1/products/<name>`).
 
     Each `result.releases` entry is a release; eoasFrom -> end-of-full-support; eolFrom -> end-of-life
@@ -816,6 +842,6 @@ def import_endoflife(session: Session, data: dict, *, product: str, name: str | 
     end-of-sale. `short_notice_reason` is recorded on every date less than 3 months after `at`."""
     errs = _Errors()
     products = _parse_endoflife(data, product, name, short_notice_reason, errs)
-    return _run(session, products, [], errs, at=at, source=source, on_progress=on_progress,
+    return _run(session, products, [], errs, at=at, source=source, on_progress=on_progress, writer=writer,
                 short_hint="Import without --strict, or give --short-notice-reason \"...\", to record it as short "
                            "notice.")

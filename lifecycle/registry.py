@@ -580,19 +580,31 @@ def remove_contact(session: Session, *, customer: str | Customer, email: str, at
 
 def ended_warning(session: Session, release: Release, at: dt.datetime) -> str | None:
     """A warning for someone recording a deployment of a release that has already ended."""
-    milestones = list(session.exec(select(Milestone).where(
-        sa.or_(col(Milestone.release_id) == release.id,
-               sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id) == release.product_id)))))
-    ended = release_ended(release, [m for m in milestones if m.release_id == release.id], at.date())
-    if ended is None or (ended in ("end-of-sale", "end-of-full-support") and not release.ended):
-        return None  # still maintained: running it is ordinary
-    product = session.get(Product, release.product_id)
-    assert product is not None
-    dated = [m for m in milestones if m.release_id == release.id and m.kind == ended
-             and m.status == MilestoneStatus.PLANNED]
-    when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
-    return (f"{product.slug} {release.version} has already reached {ended} {when}: that is history, and no "
-            "notice will be sent about it")
+    return ended_warnings(session, [release.id], at).get(release.id)
+
+
+def ended_warnings(session: Session, release_ids, at: dt.datetime) -> dict[int, str | None]:
+    """`ended_warning` for many releases at once (a bulk import): release id -> warning or None."""
+    ids = sorted(set(release_ids))
+    out: dict[int, str | None] = {}
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900]
+        rows = session.exec(select(Release, Product).join(Product, col(Product.id) == Release.product_id)
+                            .where(col(Release.id).in_(chunk))).all()
+        milestones: dict[int, list[Milestone]] = {}
+        for m in session.exec(select(Milestone).where(col(Milestone.release_id).in_(chunk))):
+            milestones.setdefault(m.release_id, []).append(m)
+        for release, product in rows:
+            own = milestones.get(release.id, [])
+            ended = release_ended(release, own, at.date())
+            if ended is None or (ended in ("end-of-sale", "end-of-full-support") and not release.ended):
+                out[release.id] = None  # still maintained: running it is ordinary
+                continue
+            dated = [m for m in own if m.kind == ended and m.status == MilestoneStatus.PLANNED]
+            when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
+            out[release.id] = (f"{product.slug} {release.version} has already reached {ended} {when}: that is "
+                               "history, and no notice will be sent about it")
+    return out
 
 
 def add_deployment(session: Session, *, customer: str | Customer, product: str | Product, version: str,

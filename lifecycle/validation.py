@@ -148,10 +148,39 @@ def locale(value, field: str = "locale") -> str:
     return value
 
 
+# The plain addresses nearly every fleet is made of (ops@customer.example): a dot-atom of letters, digits,
+# `_`, `+` and `-`, then a domain of letter-digit-hyphen labels with an alphabetic top-level label. These
+# `email_validator` always accepts, as `local@domain-in-lowercase` (tests/test_validation_email.py
+# compares the two on a fuzzed corpus); checking them takes a regular expression instead of the IDNA
+# rules (about half a millisecond an address: ten seconds for a fleet's 30,000 contacts). Everything
+# else (quoted or unusual local parts, international or punycode domains, special-use names such as
+# .test or .local, lengths near the limits) goes through `email_validator`.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*")
+_PLAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_PLAIN_TLD = re.compile(r"[a-z]{2,63}")
+_SPECIAL_USE = frozenset(("arpa", "invalid", "local", "localhost", "onion", "test"))
+
+
+def _plain_email(value: str) -> str | None:
+    local, at, domain = value.rpartition("@")
+    if not at or len(local) > 64 or len(value) > 200 or not _PLAIN_LOCAL.fullmatch(local):
+        return None
+    domain = domain.lower()
+    labels = domain.split(".")
+    if (len(labels) < 2 or "--" in domain  # punycode (xn--) and other IDNA-reserved labels: the full rules
+            or not _PLAIN_TLD.fullmatch(labels[-1]) or labels[-1] in _SPECIAL_USE
+            or not all(_PLAIN_LABEL.fullmatch(label) for label in labels[:-1])):
+        return None
+    return f"{local}@{domain}"
+
+
 @lru_cache(maxsize=4096)  # an import repeats the same account rep on thousands of customers
 def _ascii_email(value: str) -> str:
     # allow_smtputf8=False: a non-ASCII local part cannot be sent through ordinary mail servers
     # (nor written into an RFC 5322 header); an international domain is fine, in its ASCII form.
+    plain = _plain_email(value)
+    if plain is not None:
+        return plain
     from email_validator import validate_email
 
     ascii_email = validate_email(value, check_deliverability=False, allow_smtputf8=False).ascii_email

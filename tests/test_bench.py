@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -26,6 +27,23 @@ def _check(result: dict) -> None:
     assert ticks["due"]["deliveries"] >= ticks["due"]["released"]  # the portal, at least, for each
     due = ticks["due"]
     assert due["released"] + sum(due["skipped"].values()) >= due["due"]
+    _check_import(result["import"])
+
+
+def _check_import(imp: dict) -> None:
+    """bench/importing.py: the fleet as a file, imported by the CLI, then its rows inserted raw."""
+    size = fleet.size_for(SCALE)
+    rows = imp["rows"]
+    assert rows["customer"] == imp["file"]["customers"] == size.customers
+    assert rows["milestone"] == imp["file"]["milestones"] == size.milestones
+    assert rows["deployment"] == imp["file"]["deployments"] > 0
+    assert rows["contact"] == imp["file"]["contacts"] and rows["auditevent"] > rows["deployment"]
+    assert imp["total_rows"] == sum(rows.values())
+    assert imp["import"]["seconds"] > 0 and imp["floor"]["seconds"] > 0 and imp["ratio"] > 0
+    assert imp["import"]["peak_rss_mb"] > 0 and imp["reimport"]["peak_rss_mb"] > 0
+    assert imp["import"]["summary"][0].endswith(": imported")
+    assert "no changes" in imp["reimport"]["summary"][0]
+    assert imp["parse"]["strict_s"] > 0 and imp["parse"]["csafeloader_s"] > 0
 
 
 def test_the_fleet_has_the_size_asked_for_and_is_the_same_every_time(sqlite_db):
@@ -51,6 +69,32 @@ def test_the_bench_measures_sqlite_in_child_processes_and_writes_its_results(tmp
     _check(report["databases"]["sqlite"])
     assert json.loads((tmp_path / report["path"].split("/")[-1]).read_text())["scale"] == SCALE
     assert "| ratio plan / floor" in bench.table(report)
+    assert "ratio import / floor" in bench.table(report)
+
+
+def test_the_import_bench_file_is_a_registry_file_the_strict_reader_takes(tmp_path):
+    from bench import importing as import_bench
+    from lifecycle import loader
+
+    path = tmp_path / "fleet.yaml"
+    counts = import_bench.write_file(path, SCALE)
+    data = loader.load_file(path)
+    assert len(data["customers"]) == counts["customers"] == fleet.size_for(SCALE).customers
+    assert sum(len(r["milestones"]) for p in data["products"] for r in p["releases"]) == counts["milestones"]
+    assert import_bench.table([{"db": "sqlite", **_fake_result()}]).count("|") > 20
+
+
+def _fake_result() -> dict:
+    rows = dict.fromkeys(import_bench_tables(), 1)
+    timing = {"seconds": 1.0, "rows_per_s": 9.0, "peak_rss_mb": 1.0, "cpu_seconds": 1.0}
+    return {"scale": SCALE, "file_mb": 1.0, "total_rows": 9, "rows": rows, "import": timing, "floor": timing,
+            "reimport": timing, "ratio": 1.0, "cpu_ratio": 1.0, "parse": {"strict_s": 1.0, "csafeloader_s": 1.0}}
+
+
+def import_bench_tables() -> tuple[str, ...]:
+    from bench import importing as import_bench
+
+    return import_bench.TABLES
 
 
 @pytest.mark.postgres
@@ -66,7 +110,9 @@ def test_the_bench_measures_postgresql_in_a_schema_of_its_own(tmp_path):
 def _bench_schemas() -> set[str]:
     admin = sa.create_engine(bench.PG_ADMIN_URL)
     with admin.connect() as conn:
-        names = conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'lc_bench_%%'").scalars()
+        # This process's schemas only: other benches on the same server come and go meanwhile.
+        names = conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE %(p)s",
+                                     {"p": f"lc_bench_{os.getpid()}_%"}).scalars()
         result = set(names)
     admin.dispose()
     return result

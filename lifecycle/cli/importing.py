@@ -94,7 +94,9 @@ def import_file(
                                               short_notice_reason=None if strict else (
                                                   short_notice_reason or importing.UPSTREAM_REASON),
                                               on_progress=on_progress)
-        return importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress)
+        # The data is read once here: let the import drop it as it builds its records (bounded memory).
+        return importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress,
+                                         consume=True)
 
     if dry_run:
         from lifecycle import changes
