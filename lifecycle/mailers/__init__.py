@@ -56,6 +56,26 @@ class Email:
 class Mailer(Protocol):
     def send(self, email: Email) -> str | None: ...
 
+    # Optional: `send_many(emails) -> [provider id or exception]`, many emails at once (one SMTP
+    # connection reused, a bounded pool of SendGrid requests). Without it, they go one by one.
+
+
+def send_many(mailer: Mailer, emails: list[Email]) -> list[str | None | Exception]:
+    """Send many emails through `mailer`: an outcome per email, in order (the provider id, or the
+    exception its send raised). A BaseException (the process is stopping) is not caught."""
+    if not emails:
+        return []
+    own = getattr(mailer, "send_many", None)
+    if own is not None:
+        return own(emails)
+    out: list[str | None | Exception] = []
+    for email in emails:
+        try:
+            out.append(mailer.send(email))
+        except Exception as exc:  # noqa: BLE001 - the outcome of that email
+            out.append(exc)
+    return out
+
 
 def _file(settings: Settings) -> Mailer:
     from lifecycle.mailers.file import FileMailer

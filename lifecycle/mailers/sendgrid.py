@@ -85,7 +85,8 @@ def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
 
 class SendGridMailer:
     def __init__(self, api_key: str, *, host: str = "https://api.sendgrid.com", timeout: float = 10.0,
-                 deadline: float = 30.0, sandbox: bool = False, clock: Callable[[], float] = time.time):
+                 deadline: float = 30.0, sandbox: bool = False, clock: Callable[[], float] = time.time,
+                 concurrency: int = 8):
         if not api_key:
             raise LifecycleError("SendGrid needs an API key: set SENDGRID_API_KEY")
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
@@ -97,12 +98,33 @@ class SendGridMailer:
         self.deadline = deadline
         self.sandbox = sandbox
         self.clock = clock  # only to turn X-RateLimit-Reset (an epoch) into a delay
+        self.concurrency = max(1, concurrency)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendGridMailer:
         return cls(settings.sendgrid_api_key or "", host=settings.sendgrid_host,
                    timeout=settings.sendgrid_timeout, deadline=settings.send_deadline,
-                   sandbox=settings.sendgrid_sandbox)
+                   sandbox=settings.sendgrid_sandbox, concurrency=settings.sendgrid_concurrency)
+
+    def send_many(self, emails: list[Email]) -> list[str | None | Exception]:
+        """Many emails, `concurrency` requests in flight at a time (a bounded pool of threads); each
+        request has its own send deadline, counted from its own start. An outcome per email, in order."""
+        if len(emails) <= 1 or self.concurrency == 1:
+            from lifecycle.mailers import send_many
+
+            return send_many(_OneByOne(self), emails)
+
+        def one(email: Email) -> str | None | Exception:
+            try:
+                return self.send(email)
+            except Exception as exc:  # noqa: BLE001 - the outcome of that email
+                return exc
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(emails)),
+                                thread_name_prefix="sendgrid") as pool:
+            return list(pool.map(one, emails))
 
     def send(self, email: Email) -> str | None:
         mail = build_mail(email, sandbox=self.sandbox)
@@ -170,6 +192,13 @@ class SendGridMailer:
         if reset.isdigit():
             return max(float(reset) - now, 0.0)
         return None
+
+
+class _OneByOne:
+    """A mailer's `send` alone (so `send_many` sends one email after another)."""
+
+    def __init__(self, mailer):
+        self.send = mailer.send
 
 
 def sendgrid_messages(body: bytes | str | None) -> str:
