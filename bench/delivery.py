@@ -111,7 +111,7 @@ def duplicates(url: str) -> int:
             "SELECT count(*) FROM (SELECT notice_id, channel, lower(recipient) FROM delivery "
             "WHERE status IN ('sent', 'delivered') GROUP BY 1, 2, 3 HAVING count(*) > 1) x").scalar_one()
         inbox = conn.exec_driver_sql(
-            "SELECT count(*) FROM (SELECT notice_id FROM inbox_message GROUP BY 1 HAVING count(*) > 1) x").scalar_one()
+            "SELECT count(*) FROM (SELECT notice_id FROM inboxmessage GROUP BY 1 HAVING count(*) > 1) x").scalar_one()
         flagged = conn.exec_driver_sql("SELECT count(*) FROM delivery WHERE possible_duplicate").scalar_one()
     return twice + inbox + flagged
 

@@ -106,25 +106,16 @@ class SendGridMailer:
                    timeout=settings.sendgrid_timeout, deadline=settings.send_deadline,
                    sandbox=settings.sendgrid_sandbox, concurrency=settings.sendgrid_concurrency)
 
-    def send_many(self, emails: list[Email]) -> list[str | None | Exception]:
-        """Many emails, `concurrency` requests in flight at a time (a bounded pool of threads); each
-        request has its own send deadline, counted from its own start. An outcome per email, in order."""
-        if len(emails) <= 1 or self.concurrency == 1:
-            from lifecycle.mailers import send_many
-
-            return send_many(_OneByOne(self), emails)
-
-        def one(email: Email) -> str | None | Exception:
-            try:
-                return self.send(email)
-            except Exception as exc:  # noqa: BLE001 - the outcome of that email
-                return exc
-
+    def send_many(self, emails) -> list[str | None | Exception]:
+        """Many emails, at most `concurrency` requests in flight (a bounded pool of threads), each
+        submitted as soon as it is built (`emails` may be a generator); each request has its own send
+        deadline, counted from its own start. An outcome per email, in order."""
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(emails)),
-                                thread_name_prefix="sendgrid") as pool:
-            return list(pool.map(one, emails))
+        from lifecycle.mailers import send_one
+
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sendgrid") as pool:
+            return list(pool.map(lambda email: send_one(self, email), emails))
 
     def send(self, email: Email) -> str | None:
         mail = build_mail(email, sandbox=self.sandbox)
@@ -192,13 +183,6 @@ class SendGridMailer:
         if reset.isdigit():
             return max(float(reset) - now, 0.0)
         return None
-
-
-class _OneByOne:
-    """A mailer's `send` alone (so `send_many` sends one email after another)."""
-
-    def __init__(self, mailer):
-        self.send = mailer.send
 
 
 def sendgrid_messages(body: bytes | str | None) -> str:

@@ -98,15 +98,14 @@ class EmailChannel:
         together (`Mailer.send_many`: one SMTP connection, a bounded pool of SendGrid requests). Each
         email's send deadline starts when its own send starts. Returns an outcome per batch: the
         provider id, or the exception."""
-        emails: list[Email | Exception] = []
-        for batch in batches:
-            try:
-                emails.append(self.message(batch, at=at, session=session))
-            except Exception as exc:  # noqa: BLE001 - the outcome of that batch
-                emails.append(exc)
-        ready = [e for e in emails if isinstance(e, Email)]
-        sent = iter(send_many(get_mailer(get_settings()), ready))
-        return [e if isinstance(e, Exception) else next(sent) for e in emails]
+        def build():  # in this thread (it reads through the session), while the backend sends the others
+            for batch in batches:
+                try:
+                    yield self.message(batch, at=at, session=session)
+                except Exception as exc:  # noqa: BLE001 - the outcome of that batch
+                    yield exc
+
+        return send_many(get_mailer(get_settings()), build())
 
     def unknown_wait(self, attempts: int) -> dt.timedelta:
         from lifecycle.delivery import backoff
