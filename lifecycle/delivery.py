@@ -1,18 +1,23 @@
-"""Deliver what is due for one customer: claim, check, send through the channel, record the outcome.
+"""Deliver what is due, a batch of customers per run: claim, check, send through the channels, record.
 
 Record before you send: the delivery rows exist (`pending`) before any channel is called. A claim is a
 conditional update (`pending -> sending` with a claim token; `FOR UPDATE SKIP LOCKED` on PostgreSQL)
-so two workers never send the same delivery; only the claimer may finish a row. Deliveries of one
-customer due together go out as one message per recipient (a digest), each keeping its own row.
+so two workers never send the same delivery; only the claimer may finish a row. A run (`deliver_due`)
+claims whole customers, up to 100, in one statement (on PostgreSQL each under a transaction-scoped
+advisory lock that concurrent runs skip; SQLite's BEGIN IMMEDIATE serialises claims), so deliveries of
+one customer due together go out as one message per recipient (a digest), each keeping its own row.
+It loads their notices and contexts set-based, then sends 25 customers at a time, a chunk of messages
+per channel per transaction: one heartbeat, one lock, one staleness check, the sends (a channel's
+`send_many`: one SMTP connection, a pool of SendGrid requests), the outcomes in a few statements.
 
 What is promised, and how (the README's "Delivery guarantees"):
 
 - Portal: exactly once. The inbox row and the delivery's outcome are written in one transaction.
-- Other channels (email, webhook, Slack, Teams): at least once, with every possible duplicate known. Before the provider is called the rows of
-  the message are marked `send_started_at` and the claim beats (committed); the send then runs inside
-  one transaction that locks those rows against the stale-claim sweep, re-checks that the notices
-  still apply (lifecycle.inflight), calls the provider (bounded by LIFECYCLE_SEND_DEADLINE) and records
-  the outcome. An outcome that is lost (a timeout after the request was written, a reset, the worker
+- Other channels (email, webhook, Slack, Teams): at least once, with every possible duplicate known.
+  Before the provider is called the rows of the chunk's messages are marked `send_started_at` and the
+  claim beats (committed); the sends then run inside one transaction that locks those rows against the
+  stale-claim sweep, re-checks that the notices still apply (lifecycle.inflight), calls the provider
+  (each send bounded by LIFECYCLE_SEND_DEADLINE) and records the outcomes. An outcome that is lost (a timeout after the request was written, a reset, the worker
   dying mid-send) is `unknown`, never `pending`; lifecycle.recovery and the SendGrid webhook settle it.
 
 Retries: a transient error puts the row back to `pending` with a later `next_attempt_at` (backoff from
@@ -280,18 +285,21 @@ def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) ->
 
 # ------------------------------------------------------------------------------------------ runs
 
-# Customers claimed by one delivery run, and messages sent per recording transaction.
+# Customers claimed by one delivery run; customers, and messages of one channel, sent per recording
+# transaction.
 CLAIM_CUSTOMERS = 100
 CHUNK_MESSAGES = 50
+CHUNK_CUSTOMERS = 25
 LOCK_CLAIM = 7_242_004  # (namespace, customer id): a customer is claimed by one run at a time (PostgreSQL)
 
 
 def claim_due(session: Session, at: dt.datetime, token: str, *, customers: int = CLAIM_CUSTOMERS,
               customer_ids: list[int] | None = None) -> list[int]:
     """Claim, in one statement, every due delivery of up to `customers` customers (of `customer_ids`
-    when given): whole customers, so that each recipient gets one digest. On PostgreSQL a customer is
-    taken under a transaction-scoped advisory lock that concurrent runs skip (and `FOR UPDATE SKIP
-    LOCKED` on the rows); SQLite's `BEGIN IMMEDIATE` (lifecycle.db) serialises the claims."""
+    when given): whole customers, so that each recipient gets one digest. On PostgreSQL the customers
+    are chosen first, each under a transaction-scoped advisory lock that concurrent runs skip (and the
+    rows are taken `FOR UPDATE SKIP LOCKED`); SQLite's `BEGIN IMMEDIATE` (lifecycle.db) serialises the
+    claims."""
     due = [D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at]
     window = sa.select(D.c.customer_id).where(*due)
     if customer_ids is not None:
@@ -299,13 +307,17 @@ def claim_due(session: Session, at: dt.datetime, token: str, *, customers: int =
     pg = session.get_bind().dialect.name == "postgresql"
     window = window.distinct().order_by(D.c.customer_id).limit(customers * 4 if pg else customers)
     if pg:
+        # Chosen first (a statement of its own: inside the claim, the planner may run it per row).
         w = window.subquery()
-        who = (sa.select(w.c.customer_id)
-               .where(sa.func.pg_try_advisory_xact_lock(sa.literal(LOCK_CLAIM), w.c.customer_id)).limit(customers))
+        who = session.connection().execute(
+            sa.select(w.c.customer_id)
+            .where(sa.func.pg_try_advisory_xact_lock(sa.literal(LOCK_CLAIM), w.c.customer_id))
+            .limit(customers)).scalars().all()
+        if not who:
+            return []
+        rows = (sa.select(D.c.id).where(*due, D.c.customer_id.in_(who)).with_for_update(skip_locked=True))
     else:
-        who = window
-    rows = (sa.select(D.c.id).where(*due, D.c.customer_id.in_(who.scalar_subquery()))
-            .with_for_update(skip_locked=True))
+        rows = sa.select(D.c.id).where(*due, D.c.customer_id.in_(window.scalar_subquery()))
     return sorted(session.connection().execute(
         D.update().where(D.c.id.in_(rows.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
         .values(status=DeliveryStatus.SENDING, claim_token=token, claimed_at=at, claimed_by=liveness.owner(),
@@ -350,12 +362,16 @@ def deliver_customer(customer_id: int, at: dt.datetime, *, limit: int = 500) -> 
     return result
 
 
-def deliver_all(at: dt.datetime, customer_ids: list[int], *, customers: int = CLAIM_CUSTOMERS) -> DeliverResult:
-    """Deliver what is due for these customers, `customers` at a time (the CLI tick, the embedded
-    worker). Each customer is visited once: a retry due again at once waits for the next run."""
+def deliver_all(at: dt.datetime, customer_ids: list[int], *, customers: int = CLAIM_CUSTOMERS,
+                clock: Callable[[], dt.datetime] | None = None) -> DeliverResult:
+    """Deliver what is due by `at` for these customers, `customers` at a time (the CLI tick, a Celery
+    batch, the embedded worker). Each customer is visited once: a retry due again at once waits for the
+    next run. With `clock` (a worker on the real clock), each run sends as of max(`at`, clock()), so a
+    long catch-up records when each message really went out."""
     result = DeliverResult()
     for start in range(0, len(customer_ids), customers):
-        result.add(deliver_due(at, customers=customers, customer_ids=customer_ids[start:start + customers]))
+        when = max(at, clock()) if clock is not None else at
+        result.add(deliver_due(when, customers=customers, customer_ids=customer_ids[start:start + customers]))
     return result
 
 
@@ -365,15 +381,22 @@ def _deliver_claimed(batches: list[Batch], token: str, at: dt.datetime, result: 
     def now() -> dt.datetime:  # `at`, advanced by the real time this run has taken (heartbeats)
         return at + dt.timedelta(seconds=time.monotonic() - started)
 
-    by_channel: dict[str, list[Batch]] = defaultdict(list)
+    # A few customers at a time, every channel for them, so the first messages go out at once.
+    by_customer: dict[int, list[Batch]] = defaultdict(list)
     for batch in batches:
-        by_channel[batch.channel].append(batch)
-    for name in CHANNELS:  # the registry's order: the portal first
-        group = by_channel.pop(name, [])
-        for start in range(0, len(group), CHUNK_MESSAGES):
-            _deliver_batch(group[start:start + CHUNK_MESSAGES], token, at, now, result)
-    for name in by_channel:  # a channel no longer registered: left to the sweep
-        log.error("deliveries for unknown channel %s left claimed", name)
+        by_customer[batch.customer["id"]].append(batch)
+    customers = list(by_customer)
+    for start in range(0, len(customers), CHUNK_CUSTOMERS):
+        by_channel: dict[str, list[Batch]] = defaultdict(list)
+        for customer_id in customers[start:start + CHUNK_CUSTOMERS]:
+            for batch in by_customer[customer_id]:
+                by_channel[batch.channel].append(batch)
+        for name in CHANNELS:  # the registry's order: the portal first
+            group = by_channel.pop(name, [])
+            for first in range(0, len(group), CHUNK_MESSAGES):
+                _deliver_batch(group[first:first + CHUNK_MESSAGES], token, at, now, result)
+        for name in by_channel:  # a channel no longer registered: left to the sweep
+            log.error("deliveries for unknown channel %s left claimed", name)
 
 
 def _deliver_batch(batches: list[Batch], token: str, at: dt.datetime, now: Callable[[], dt.datetime],

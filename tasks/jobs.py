@@ -19,17 +19,24 @@ def _at(at: str | None) -> dt.datetime:
     return dt.datetime.fromisoformat(at) if at else clock.now()  # simulated under `lifecycle serve --at`
 
 
+TASK_CUSTOMERS = 50  # customers per `lifecycle.deliver` message: enough work to share among workers
+
+
 def _in_process() -> bool:
     """The embedded default (the file-system broker, polled about once a second per consumer): the
     tick delivers in-process rather than through queued messages."""
     return str(app.conf.broker_url or "").startswith("filesystem")
 
 
+def _now() -> dt.datetime:
+    return _at(None)
+
+
 @app.task(name="lifecycle.tick", ignore_result=True)
 def tick(at: str | None = None) -> dict:
     """Plan and release what is due, then deliver it: in-process on the embedded default (draining
     while work remains), else by handing batches of customer ids to the workers."""
-    from lifecycle.delivery import CLAIM_CUSTOMERS, deliver_all
+    from lifecycle.delivery import deliver_all
     from lifecycle.ticks import prepare
 
     when = _at(at)
@@ -40,7 +47,7 @@ def tick(at: str | None = None) -> dict:
         for _ in range(10):
             if not result.customers:
                 break
-            result.deliver.add(deliver_all(when, result.customers))
+            result.deliver.add(deliver_all(when, result.customers, clock=None if at else _now))
             if at is not None:
                 break
             when = max(when, _at(None))
@@ -54,8 +61,8 @@ def tick(at: str | None = None) -> dict:
     # Copies older than a few ticks are dropped unrun: newer ones are behind them in the queue, and
     # running them would only find nothing left to claim.
     expires = max(get_settings().tick_seconds * 3, 5.0)
-    for start in range(0, len(result.customers), CLAIM_CUSTOMERS):
-        deliver.apply_async((result.customers[start:start + CLAIM_CUSTOMERS], when.isoformat()), expires=expires)
+    for start in range(0, len(result.customers), TASK_CUSTOMERS):
+        deliver.apply_async((result.customers[start:start + TASK_CUSTOMERS], when.isoformat()), expires=expires)
     log.info("tick %s: %s", when.isoformat(), result.as_dict())
     return result.as_dict()
 
@@ -77,7 +84,7 @@ def deliver(customer_ids: list[int], at: str | None = None) -> dict:
     # Deliver as of now, not as of the tick that queued us: a message that waited must not
     # record a send time in the past.
     when = max(_at(at), _at(None)) if at else _at(None)
-    return deliver_all(when, [int(i) for i in customer_ids]).as_dict()
+    return deliver_all(when, [int(i) for i in customer_ids], clock=_now).as_dict()
 
 
 @app.task(name="lifecycle.deliver_due", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
