@@ -191,13 +191,14 @@ def step_catch_up(args: dict) -> dict:
     fleet.generate(url, scale=scale)
     prepared = ticks.prepare(fleet.AT)
     rss_before = _rss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = delivery.deliver_all(fleet.AT, prepared.customers)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     emails = result.by_channel.get("email", 0)
     return {"scale": scale, "customers": len(prepared.customers), "deliveries": result.sent,
             "claimed": result.claimed, "messages": result.messages, "emails": _email_messages(args),
-            "email_deliveries": emails, "seconds": seconds, "deliveries_per_s": result.sent / seconds,
+            "email_deliveries": emails, "seconds": seconds, "cpu_s": cpu, "load": os.getloadavg()[0],
+            "deliveries_per_s": result.sent / seconds,
             "failed": result.failed + result.retried + result.unknown, "rss_before_mb": rss_before,
             "duplicates": duplicates(url)}
 
@@ -227,7 +228,7 @@ def step_file_floor(args: dict) -> dict:
             "text": text, "html": html, "atts": atts, "name": path.name})
     out = Path(args["floor_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for p in parsed:
         m = EmailMessage()
         for k in ("Subject", "From", "To", "Reply-To", "Date", "Message-ID", "X-Lifecycle-Args"):
@@ -242,8 +243,9 @@ def step_file_floor(args: dict) -> dict:
         tmp = out / f".{p['name']}.tmp"
         tmp.write_bytes(m.as_bytes())
         os.replace(tmp, out / p["name"])
-    seconds = time.perf_counter() - t0
-    return {"emails": len(parsed), "seconds": seconds, "emails_per_s": len(parsed) / seconds if seconds else 0}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"emails": len(parsed), "seconds": seconds, "cpu_s": cpu,
+            "emails_per_s": len(parsed) / seconds if seconds else 0}
 
 
 def bench_file(scale: float, pg: bool = False, log=print) -> dict:
@@ -347,6 +349,16 @@ def _wait(predicate, timeout: float, proc: subprocess.Popen | None = None, every
     return False
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (and its waited-for children) so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def _watch_rss(pid: int, peak: list[float], stop: threading.Event) -> None:
     while not stop.is_set():
         peak[0] = max(peak[0], _proc_rss_mb(pid))
@@ -375,6 +387,7 @@ def bench_worker(customers: int, log=print, timeout: float = 1800) -> dict:
         try:
             done = _wait(lambda: emails_sent(url) >= customers, timeout, proc, every=0.25)
             seconds = time.perf_counter() - t0
+            cpu = _proc_cpu_s(proc.pid)
         finally:
             stop.set()
             _terminate(proc)
@@ -383,7 +396,8 @@ def bench_worker(customers: int, log=print, timeout: float = 1800) -> dict:
                                + (workdir / "worker.log").read_text()[-3000:])
         files = len(list((workdir / "outbox").glob("*.eml")))
         result = {"customers": customers, "seconds": seconds, "customers_per_s": customers / seconds,
-                  "eml_files": files, "duplicates": duplicates(url), "peak_rss_mb": peak[0]}
+                  "cpu_s": cpu, "load": os.getloadavg()[0], "eml_files": files, "duplicates": duplicates(url),
+                  "peak_rss_mb": peak[0]}
         from lifecycle.db import dispose_engines
 
         dispose_engines()
@@ -498,36 +512,48 @@ def _redis_unavailable(redis_url: str = REDIS_URL) -> str | None:
     return None
 
 
+def _cpu_ratio(d: dict) -> str:
+    run_, floor = d["run"], d["floor"]
+    if not run_.get("cpu_s") or not floor.get("cpu_s"):
+        return "-"
+    return f"{(floor['cpu_s'] / floor['emails']) / (run_['cpu_s'] / run_['emails']):.2f}"
+
+
 def table(report: dict) -> str:
-    lines = [f"Machine: {report['cpus']} cores (other work was running on it too).", ""]
+    lines = [f"Machine: {report['cpus']} cores, shared with other work while this ran (load average in the "
+             "`load` column: wall-clock rates are depressed accordingly; CPU seconds are not).", ""]
     if report["file"] or report["sendgrid"]:
-        lines += ["| catch-up delivery | scale | customers | deliveries | emails | s | emails/s | floor emails/s "
-                  "| ratio (target >= 0.5) | peak RSS MB | duplicates |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| catch-up delivery | scale | customers | deliveries | emails | s | CPU s | load | emails/s "
+                  "| floor emails/s | ratio (target >= 0.5) | ratio by CPU | peak RSS MB | duplicates |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name in ("file", "sendgrid"):
             for scale, d in report[name].items():
                 run_ = d["run"]
+                label = f"sendgrid ({d['concurrency']} threads)" if name == "sendgrid" else name
                 lines.append(
-                    f"| {name}{' (' + str(d['concurrency']) + ' threads)' if name == 'sendgrid' else ''} | {scale} "
-                    f"| {run_['customers']:,} | {run_['deliveries']:,} | {run_['emails']:,} | {run_['seconds']:.1f} "
+                    f"| {label} | {scale} | {run_['customers']:,} | {run_['deliveries']:,} | {run_['emails']:,} "
+                    f"| {run_['seconds']:.1f} | {run_.get('cpu_s', 0):.1f} | {run_.get('load', 0):.0f} "
                     f"| {d['emails_per_s']:,.0f} | {d['floor']['emails_per_s']:,.0f} | **{d['ratio']:.2f}** "
-                    f"| {run_['peak_rss_mb']:.0f} | {run_['duplicates']} |")
+                    f"| {_cpu_ratio(d)} | {run_['peak_rss_mb']:.0f} | {run_['duplicates']} |")
         lines.append("")
     if report["worker"]:
-        lines += ["| embedded worker (`lifecycle worker`) | customers due | s, start to last sent | customers/s "
-                  "| peak RSS MB | duplicates |", "|---|---:|---:|---:|---:|---:|"]
+        lines += ["| embedded worker (`lifecycle worker`) | customers due | s, start to last sent (target < 30 "
+                  "for 1,000) | CPU s | load | customers/s | peak RSS MB | duplicates |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for n, d in report["worker"].items():
-            lines.append(f"| SQLite, file backend | {int(n):,} | **{d['seconds']:.1f}** | {d['customers_per_s']:,.0f} "
-                         f"| {d['peak_rss_mb']:.0f} | {d['duplicates']} |")
+            lines.append(f"| SQLite, file backend | {int(n):,} | **{d['seconds']:.1f}** | {d.get('cpu_s', 0):.1f} "
+                         f"| {d.get('load', 0):.0f} | {d['customers_per_s']:,.0f} | {d['peak_rss_mb']:.0f} "
+                         f"| {d['duplicates']} |")
         lines.append("")
     if report["celery"]:
         if "skipped" in report["celery"]:
             lines.append(f"celery: skipped ({report['celery']['skipped']})")
         else:
-            lines += ["| PostgreSQL + Redis | worker processes | customers | deliveries | s | deliveries/s "
-                      "| speed-up | duplicates |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += ["| PostgreSQL + Redis | worker processes | customers | deliveries | s, first to last email "
+                      "| deliveries/s | speed-up | duplicates |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
             for p, d in report["celery"].items():
                 lines.append(f"| `celery -A tasks worker` | {p} | {d['customers']:,} | {d['deliveries']:,} "
-                             f"| {d['seconds']:.1f} | {d['deliveries_per_s']:,.0f} | {d['speedup']:.2f} "
+                             f"| {d['seconds']:.1f} | {d['deliveries_per_s']:,.0f} | {d.get('speedup', 1):.2f} "
                              f"| {d['duplicates']} |")
     return "\n".join(lines)
 
