@@ -44,7 +44,7 @@ SCALES = (0.1, 0.5, 1.0)
 WORKER_CUSTOMERS = (1_000, 20_000)
 CELERY_CUSTOMERS = 5_000
 CELERY_PROCESSES = (1, 2, 4)
-REDIS_URL = os.environ.get("LIFECYCLE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_SERVER = os.environ.get("LIFECYCLE_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 # --------------------------------------------------------------------------------------- due fleets
@@ -409,8 +409,35 @@ def bench_worker(customers: int, log=print, timeout: float = 1800) -> dict:
 # ---------------------------------------------------------------------------- PostgreSQL + Redis
 
 
+@contextmanager
+def leased_redis(server: str = REDIS_SERVER, wait: float = 300):
+    """A Redis database number (1-15) leased as the test suite leases them (SET NX on a key in database
+    0, with an expiry), so the bench never flushes a database a test run is using. Yields its URL."""
+    import redis
+
+    admin = redis.Redis.from_url(f"{server}/0", socket_connect_timeout=2)
+    token = f"bench:{os.getpid()}:{secrets.token_hex(4)}"
+    deadline = time.monotonic() + wait
+    leased = None
+    while leased is None:
+        leased = next((n for n in range(15, 0, -1)
+                       if admin.set(f"lifecycle-test:redis-db:{n}", token, nx=True, ex=7200)), None)
+        if leased is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("no free Redis database number (1-15)")
+            time.sleep(0.5)
+    try:
+        yield f"{server}/{leased}"
+    finally:
+        admin.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+                   1, f"lifecycle-test:redis-db:{leased}", token)
+
+
 def bench_celery(customers: int, processes: int, log=print, timeout: float = 1800,
-                 redis_url: str = REDIS_URL) -> dict:
+                 redis_url: str | None = None) -> dict:
+    if redis_url is None:
+        with leased_redis() as url:
+            return bench_celery(customers, processes, log, timeout, url)
     """`celery -A tasks worker -c N` (prefork) on Redis, PostgreSQL: one tick queued (batches of
     customers); deliveries/s from the first to the last sent_at; duplicates by a query."""
     import redis
@@ -476,7 +503,7 @@ STEP_FUNCS = {"catch_up": step_catch_up, "file_floor": step_file_floor, "catch_u
 
 
 def run(scales=SCALES, only=("file", "sendgrid", "worker", "celery"), *, worker_customers=WORKER_CUSTOMERS,
-        celery_customers=CELERY_CUSTOMERS, celery_processes=CELERY_PROCESSES, redis_url=REDIS_URL,
+        celery_customers=CELERY_CUSTOMERS, celery_processes=CELERY_PROCESSES, redis_url: str | None = None,
         log=print) -> dict:
     report: dict = {"cpus": os.cpu_count(), "file": {}, "sendgrid": {}, "worker": {}, "celery": {}}
     for scale in scales:
@@ -490,7 +517,7 @@ def run(scales=SCALES, only=("file", "sendgrid", "worker", "celery"), *, worker_
     if "celery" in only:
         from bench.run import postgres_available
 
-        why = postgres_available() or _redis_unavailable(redis_url)
+        why = postgres_available() or _redis_unavailable(redis_url or REDIS_SERVER + "/0")
         if why:
             report["celery"] = {"skipped": why}
         else:
@@ -502,7 +529,7 @@ def run(scales=SCALES, only=("file", "sendgrid", "worker", "celery"), *, worker_
     return report
 
 
-def _redis_unavailable(redis_url: str = REDIS_URL) -> str | None:
+def _redis_unavailable(redis_url: str) -> str | None:
     try:
         import redis
 

@@ -290,7 +290,7 @@ def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) ->
 CLAIM_CUSTOMERS = 100
 CHUNK_MESSAGES = 50
 CHUNK_CUSTOMERS = 25
-LOCK_CLAIM = 7_242_004  # (namespace, customer id): a customer is claimed by one run at a time (PostgreSQL)
+LOCK_CLAIM = 7_242_004  # (hash of schema and this, customer id): a customer is claimed by one run at a time
 
 
 def claim_due(session: Session, at: dt.datetime, token: str, *, customers: int = CLAIM_CUSTOMERS,
@@ -311,7 +311,10 @@ def claim_due(session: Session, at: dt.datetime, token: str, *, customers: int =
         w = window.subquery()
         who = session.connection().execute(
             sa.select(w.c.customer_id)
-            .where(sa.func.pg_try_advisory_xact_lock(sa.literal(LOCK_CLAIM), w.c.customer_id))
+            # The key names the schema too: advisory locks are per database, and schemas of one
+            # database (test runs, benches) must not take each other's customers.
+            .where(sa.func.pg_try_advisory_xact_lock(
+                sa.func.hashtext(sa.func.current_schema() + sa.literal(f":{LOCK_CLAIM}")), w.c.customer_id))
             .limit(customers)).scalars().all()
         if not who:
             return []
