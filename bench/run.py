@@ -371,8 +371,10 @@ def bench_database(name: str, scale: float, *, isolate: bool = True, with_import
 
 
 def run(scale: float = 1.0, dbs: tuple[str, ...] = ("sqlite", "postgres"), *, isolate: bool = True,
-        results_dir: Path | None = RESULTS_DIR, with_import: bool = True, log=print) -> dict:
-    """Run the benchmark; return (and write to `results_dir`) the results."""
+        results_dir: Path | None = RESULTS_DIR, with_import: bool = True, log=print,
+        delivery_scales: tuple[float, ...] = ()) -> dict:
+    """Run the benchmark; return (and write to `results_dir`) the results. With `delivery_scales`, the
+    delivery benchmark (bench/delivery.py) runs after the planning steps, as extra steps."""
     started = dt.datetime.now(dt.UTC)
     report = {"started": started.isoformat(), "scale": scale, "size": fleet.size_for(scale).as_dict(),
               "at": fleet.AT.isoformat(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
@@ -386,6 +388,11 @@ def run(scale: float = 1.0, dbs: tuple[str, ...] = ("sqlite", "postgres"), *, is
             continue
         log(f"{name}, scale {scale}:")
         report["databases"][name] = bench_database(name, scale, isolate=isolate, with_import=with_import, log=log)
+    if delivery_scales:
+        from bench import delivery
+
+        log("delivery:")
+        report["delivery"] = delivery.run(delivery_scales, log=log)
     report["seconds"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -452,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inline", action="store_true", help="run every step in this process")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results/*.json")
     parser.add_argument("--no-import", action="store_true", help="skip the import bench (bench/importing.py)")
+    parser.add_argument("--delivery", default="0.1,0.5,1.0", metavar="SCALES",
+                        help="the delivery benchmark's scales (bench/delivery.py); 'none' to skip it")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -465,10 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [d for d in dbs if d not in DATABASES]
     if unknown:
         parser.error(f"--db: unknown database {', '.join(unknown)} (use sqlite, postgres)")
-    report = run(args.scale, dbs, isolate=not args.inline, results_dir=None if args.no_write else RESULTS_DIR,
-                 with_import=not args.no_import)
+    results_dir = None if args.no_write else RESULTS_DIR
+    delivery_scales = () if args.delivery == "none" else tuple(float(x) for x in args.delivery.split(",") if x)
+    report = run(args.scale, dbs, isolate=not args.inline, results_dir=results_dir,
+                 with_import=not args.no_import, delivery_scales=delivery_scales)
     print()
     print(table(report))
+    if report.get("delivery"):
+        from bench import delivery
+
+        print("\nDelivery\n")
+        print(delivery.table(report["delivery"]))
     if "path" in report:
         print(f"\nwritten to {report['path']}")
     return 0

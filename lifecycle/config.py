@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     sendgrid_host: str = "https://api.sendgrid.com"
     sendgrid_timeout: float = 10.0  # per socket operation; the whole send is bounded by send_deadline
     sendgrid_sandbox: bool = False
+    sendgrid_concurrency: int = Field(default=8, ge=1, le=64)  # requests in flight in one delivery run
     sendgrid_webhook_public_key: str | None = None
     sendgrid_webhook_max_age: int = 600
     smtp_host: str = "127.0.0.1"

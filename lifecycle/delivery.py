@@ -1,18 +1,23 @@
-"""Deliver what is due for one customer: claim, check, send through the channel, record the outcome.
+"""Deliver what is due, a batch of customers per run: claim, check, send through the channels, record.
 
 Record before you send: the delivery rows exist (`pending`) before any channel is called. A claim is a
 conditional update (`pending -> sending` with a claim token; `FOR UPDATE SKIP LOCKED` on PostgreSQL)
-so two workers never send the same delivery; only the claimer may finish a row. Deliveries of one
-customer due together go out as one message per recipient (a digest), each keeping its own row.
+so two workers never send the same delivery; only the claimer may finish a row. A run (`deliver_due`)
+claims whole customers, up to 100, in one statement (on PostgreSQL each under a transaction-scoped
+advisory lock that concurrent runs skip; SQLite's BEGIN IMMEDIATE serialises claims), so deliveries of
+one customer due together go out as one message per recipient (a digest), each keeping its own row.
+It loads their notices and contexts set-based, then sends 25 customers at a time, a chunk of messages
+per channel per transaction: one heartbeat, one lock, one staleness check, the sends (a channel's
+`send_many`: one SMTP connection, a pool of SendGrid requests), the outcomes in a few statements.
 
 What is promised, and how (the README's "Delivery guarantees"):
 
 - Portal: exactly once. The inbox row and the delivery's outcome are written in one transaction.
-- Other channels (email, webhook, Slack, Teams): at least once, with every possible duplicate known. Before the provider is called the rows of
-  the message are marked `send_started_at` and the claim beats (committed); the send then runs inside
-  one transaction that locks those rows against the stale-claim sweep, re-checks that the notices
-  still apply (lifecycle.inflight), calls the provider (bounded by LIFECYCLE_SEND_DEADLINE) and records
-  the outcome. An outcome that is lost (a timeout after the request was written, a reset, the worker
+- Other channels (email, webhook, Slack, Teams): at least once, with every possible duplicate known.
+  Before the provider is called the rows of the chunk's messages are marked `send_started_at` and the
+  claim beats (committed); the sends then run inside one transaction that locks those rows against the
+  stale-claim sweep, re-checks that the notices still apply (lifecycle.inflight), calls the provider
+  (each send bounded by LIFECYCLE_SEND_DEADLINE) and records the outcomes. An outcome that is lost (a timeout after the request was written, a reset, the worker
   dying mid-send) is `unknown`, never `pending`; lifecycle.recovery and the SendGrid webhook settle it.
 
 Retries: a transient error puts the row back to `pending` with a later `next_attempt_at` (backoff from
@@ -164,13 +169,22 @@ def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list
     return list(batches.values())
 
 
-def _record_success(session: Session, batch: Batch, token: str, provider_id: str | None, at: dt.datetime) -> int:
-    status = CHANNELS[batch.channel].success
-    res = session.connection().execute(
-        D.update().where(D.c.id.in_(batch.delivery_ids), D.c.claim_token == token,
-                         D.c.status.in_([DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN]))
-        .values(status=status, provider_id=provider_id, sent_at=at, error=None, updated_at=at))
-    return res.rowcount or 0
+def _record_success(session: Session, done: list[tuple[Batch, str | None]], token: str, at: dt.datetime) -> int:
+    """Record the messages that went out, in one statement per status (an executemany)."""
+    by_status: dict[str, list[dict]] = defaultdict(list)
+    for batch, provider_id in done:
+        status = CHANNELS[batch.channel].success
+        by_status[status] += [{"b_id": i, "b_provider": provider_id} for i in batch.delivery_ids]
+    total = 0
+    for status, params in by_status.items():
+        res = session.connection().execute(
+            D.update().where(D.c.id == sa.bindparam("b_id"), D.c.claim_token == token,
+                             sa.or_(D.c.status == DeliveryStatus.SENDING, D.c.status == DeliveryStatus.UNKNOWN))
+            .values(status=status, provider_id=sa.bindparam("b_provider"), sent_at=at, error=None, updated_at=at),
+            params)
+        # The rows are locked by this transaction (PostgreSQL) or by SQLite's write lock: all are ours.
+        total += res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(params)
+    return total
 
 
 def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryError, at: dt.datetime,
@@ -269,15 +283,78 @@ def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) ->
     return queued
 
 
+
+# ------------------------------------------------------------------------------------------ runs
+
+# Customers claimed by one delivery run; customers, and messages of one channel, sent per recording
+# transaction.
+CLAIM_CUSTOMERS = 100
+CHUNK_MESSAGES = 50
+CHUNK_CUSTOMERS = 25
+LOCK_CLAIM = 7_242_004  # (hash of schema and this, customer id): a customer is claimed by one run at a time
+
+
+def claim_due(session: Session, at: dt.datetime, token: str, *, customers: int = CLAIM_CUSTOMERS,
+              customer_ids: list[int] | None = None) -> list[int]:
+    """Claim, in one statement, every due delivery of up to `customers` customers (of `customer_ids`
+    when given): whole customers, so that each recipient gets one digest. On PostgreSQL the customers
+    are chosen first, each under a transaction-scoped advisory lock that concurrent runs skip (and the
+    rows are taken `FOR UPDATE SKIP LOCKED`); SQLite's `BEGIN IMMEDIATE` (lifecycle.db) serialises the
+    claims."""
+    due = [D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at]
+    window = sa.select(D.c.customer_id).where(*due)
+    if customer_ids is not None:
+        window = window.where(D.c.customer_id.in_(customer_ids))
+    pg = session.get_bind().dialect.name == "postgresql"
+    window = window.distinct().order_by(D.c.customer_id).limit(customers * 4 if pg else customers)
+    if pg:
+        # Chosen first (a statement of its own: inside the claim, the planner may run it per row).
+        w = window.subquery()
+        who = session.connection().execute(
+            sa.select(w.c.customer_id)
+            # The key names the schema too: advisory locks are per database, and schemas of one
+            # database (test runs, benches) must not take each other's customers.
+            .where(sa.func.pg_try_advisory_xact_lock(
+                sa.func.hashtext(sa.func.current_schema() + sa.literal(f":{LOCK_CLAIM}")), w.c.customer_id))
+            .limit(customers)).scalars().all()
+        if not who:
+            return []
+        rows = (sa.select(D.c.id).where(*due, D.c.customer_id.in_(who)).with_for_update(skip_locked=True))
+    else:
+        rows = sa.select(D.c.id).where(*due, D.c.customer_id.in_(window.scalar_subquery()))
+    return sorted(session.connection().execute(
+        D.update().where(D.c.id.in_(rows.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SENDING, claim_token=token, claimed_at=at, claimed_by=liveness.owner(),
+                heartbeat_at=at, send_started_at=None, first_attempt_at=sa.func.coalesce(D.c.first_attempt_at, at),
+                attempts=D.c.attempts + 1, updated_at=at)
+        .returning(D.c.id)
+    ).scalars().all())
+
+
+def deliver_due(at: dt.datetime, *, customers: int = CLAIM_CUSTOMERS,
+                customer_ids: list[int] | None = None) -> DeliverResult:
+    """One delivery run: claim the due deliveries of up to `customers` customers (of `customer_ids`
+    when given) in one statement, load them set-based, send them message by message in chunks that are
+    recorded a few statements at a time. Safe to run anywhere, any number of times, concurrently."""
+    from lifecycle.recovery import expire_claims
+
+    result = DeliverResult()
+    token = uuid.uuid4().hex
+    with session_scope() as session:
+        result.recovered = expire_claims(session, at)
+        ids = claim_due(session, at, token, customers=customers, customer_ids=customer_ids)
+        if not ids:
+            return result
+        batches = _batches(session, ids, at)
+    result.claimed = len(ids)
+    _deliver_claimed(batches, token, at, result)
+    return result
+
+
 def deliver_customer(customer_id: int, at: dt.datetime, *, limit: int = 500) -> DeliverResult:
     """Send everything due for one customer (and their rep). Safe to run anywhere, any number of times."""
     result = DeliverResult()
     token = uuid.uuid4().hex
-    started = time.monotonic()
-
-    def now() -> dt.datetime:  # `at`, advanced by the real time this run has taken (heartbeats)
-        return at + dt.timedelta(seconds=time.monotonic() - started)
-
     with session_scope() as session:
         result.recovered = recover(session, at, customer_id=customer_id)
         ids = claim(session, customer_id, at, token, limit)
@@ -285,65 +362,136 @@ def deliver_customer(customer_id: int, at: dt.datetime, *, limit: int = 500) -> 
             return result
         batches = _batches(session, ids, at)
     result.claimed = len(ids)
-    for batch in batches:
-        _deliver_batch(batch, token, at, now, result)
+    _deliver_claimed(batches, token, at, result)
     return result
 
 
-def _deliver_batch(batch: Batch, token: str, at: dt.datetime, now: Callable[[], dt.datetime],
+def deliver_all(at: dt.datetime, customer_ids: list[int], *, customers: int = CLAIM_CUSTOMERS,
+                clock: Callable[[], dt.datetime] | None = None) -> DeliverResult:
+    """Deliver what is due by `at` for these customers, `customers` at a time (the CLI tick, a Celery
+    batch, the embedded worker). Each customer is visited once: a retry due again at once waits for the
+    next run. With `clock` (a worker on the real clock), each run sends as of max(`at`, clock()), so a
+    long catch-up records when each message really went out."""
+    result = DeliverResult()
+    for start in range(0, len(customer_ids), customers):
+        when = max(at, clock()) if clock is not None else at
+        result.add(deliver_due(when, customers=customers, customer_ids=customer_ids[start:start + customers]))
+    return result
+
+
+def _deliver_claimed(batches: list[Batch], token: str, at: dt.datetime, result: DeliverResult) -> None:
+    started = time.monotonic()
+
+    def now() -> dt.datetime:  # `at`, advanced by the real time this run has taken (heartbeats)
+        return at + dt.timedelta(seconds=time.monotonic() - started)
+
+    # A few customers at a time, every channel for them, so the first messages go out at once.
+    by_customer: dict[int, list[Batch]] = defaultdict(list)
+    for batch in batches:
+        by_customer[batch.customer["id"]].append(batch)
+    customers = list(by_customer)
+    for start in range(0, len(customers), CHUNK_CUSTOMERS):
+        by_channel: dict[str, list[Batch]] = defaultdict(list)
+        for customer_id in customers[start:start + CHUNK_CUSTOMERS]:
+            for batch in by_customer[customer_id]:
+                by_channel[batch.channel].append(batch)
+        for name in CHANNELS:  # the registry's order: the portal first
+            group = by_channel.pop(name, [])
+            for first in range(0, len(group), CHUNK_MESSAGES):
+                _deliver_batch(group[first:first + CHUNK_MESSAGES], token, at, now, result)
+        for name in by_channel:  # a channel no longer registered: left to the sweep
+            log.error("deliveries for unknown channel %s left claimed", name)
+
+
+def _deliver_batch(batches: list[Batch], token: str, at: dt.datetime, now: Callable[[], dt.datetime],
                    result: DeliverResult) -> None:
-    channel = CHANNELS[batch.channel]
+    """Send a chunk of messages of one channel, and record them. For a channel that is not
+    transactional the rows are marked `send_started_at` and the claim beats (committed) before any
+    provider is called, so a worker dying during the sends leaves them `unknown`, never `pending`."""
+    channel = CHANNELS[batches[0].channel]
+    all_ids = [i for b in batches for i in b.delivery_ids]
     if not channel.transactional:
-        # Committed before the provider is called: if this process dies during the send, the sweep
-        # knows the message may have gone out.
         with session_scope() as session:
-            mine = _heartbeat(session, token, batch.delivery_ids, now())
-        batch.items = [i for i in batch.items if i.delivery_id in mine]
-        if not batch.items:
+            mine = _heartbeat(session, token, all_ids, now())
+        batches = _keep(batches, mine)
+        if not batches:
             return
     with session_scope() as session:
         if channel.transactional:
             _heartbeat(session, token, [], now())
-        mine = _lock_mine(session, token, batch.delivery_ids)
-        batch.items = [i for i in batch.items if i.delivery_id in mine]
-        if not batch.items:
+        mine = _lock_mine(session, token, [i for b in batches for i in b.delivery_ids])
+        batches = _keep(batches, mine)
+        if not batches:
             return
-        if not inflight.try_lock_shared(session, batch):
-            result.deferred += inflight.defer(session, batch.delivery_ids, token, at)
-            return
-        all_notices = [i.notice_id for i in batch.items]
-        cancelled: dict[str, list[int]] = {}
-        stale = inflight.stale(session, batch.delivery_ids)
+        all_notices = sorted({i.notice_id for b in batches for i in b.items})
+        ready = []
+        for batch in batches:
+            if inflight.try_lock_shared(session, batch):
+                ready.append(batch)
+            else:
+                result.deferred += inflight.defer(session, batch.delivery_ids, token, at)
+        cancelled: dict[str, list[int]] = defaultdict(list)
+        stale = inflight.stale(session, [i for b in ready for i in b.delivery_ids]) if ready else {}
         if stale:
-            cancelled = inflight.cancel(session, stale, token, at)
-            result.cancelled += sum(len(v) for v in cancelled.values())
-            batch.items = [i for i in batch.items if i.delivery_id not in stale]
-        if batch.items:
-            _send(session, channel, batch, token, at, result)
+            for reason, notice_ids in inflight.cancel(session, stale, token, at).items():
+                cancelled[reason] += notice_ids
+            result.cancelled += len(stale)
+            for batch in ready:
+                batch.items = [i for i in batch.items if i.delivery_id not in stale]
+            ready = [b for b in ready if b.items]
+        if ready:
+            _send(session, channel, ready, token, at, result)
         for reason, notice_ids in cancelled.items():
             settle_notices(session, sorted(set(notice_ids)), cancelled_as=inflight.CANCELLED_AS[reason])
-        settle_notices(session, sorted(set(all_notices)))
+        settle_notices(session, all_notices)
 
 
-def _send(session: Session, channel, batch: Batch, token: str, at: dt.datetime, result: DeliverResult) -> None:
-    deadline = time.monotonic() + get_settings().send_deadline
-    try:
-        # A transactional channel writes through the session, the others only read through it.
-        if channel.transactional:
-            with session.begin_nested():  # a failed write leaves nothing behind
-                provider_id = channel.send(batch, at=at, session=session, deadline=deadline)
-        else:
-            provider_id = channel.send(batch, at=at, session=session, deadline=deadline)
-    except DeliveryError as err:
-        log.warning("delivery via %s to %s failed: %s", batch.channel, batch.recipient, err.message)
-        _record_failure(session, batch, token, err, at, result)
+def _keep(batches: list[Batch], mine: set[int]) -> list[Batch]:
+    for batch in batches:
+        batch.items = [i for i in batch.items if i.delivery_id in mine]
+    return [b for b in batches if b.items]
+
+
+def _send(session: Session, channel, batches: list[Batch], token: str, at: dt.datetime,
+          result: DeliverResult) -> None:
+    """Send the messages (a channel with `send_many` sends them together: a reused connection, a
+    bounded pool of threads), then record every outcome."""
+    settings = get_settings()
+    outcomes: list[str | None | Exception] = []
+    if channel.transactional:
+        for batch in batches:
+            deadline = time.monotonic() + settings.send_deadline
+            try:
+                with session.begin_nested():  # a failed write leaves nothing behind
+                    outcomes.append(channel.send(batch, at=at, session=session, deadline=deadline))
+            except Exception as exc:  # noqa: BLE001 - recorded below
+                outcomes.append(exc)
+    elif hasattr(channel, "send_many"):
+        outcomes = channel.send_many(batches, at=at, session=session)
+    else:
+        for batch in batches:
+            deadline = time.monotonic() + settings.send_deadline
+            try:
+                outcomes.append(channel.send(batch, at=at, session=session, deadline=deadline))
+            except Exception as exc:  # noqa: BLE001 - recorded below
+                outcomes.append(exc)
+    done = []
+    for batch, outcome in zip(batches, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            err = outcome
+            if not isinstance(err, DeliveryError):  # a bug or an unexpected answer: retry later
+                log.error("delivery via %s to %s crashed", batch.channel, batch.recipient, exc_info=err)
+                err = DeliveryError(f"{type(err).__name__}: {err}")
+            else:
+                log.warning("delivery via %s to %s failed: %s", batch.channel, batch.recipient, err.message)
+            _record_failure(session, batch, token, err, at, result)
+            continue
+        done.append((batch, outcome))
+    if not done:
         return
-    except Exception as exc:  # a bug or an unexpected answer before anything was sent: retry later
-        log.exception("delivery via %s to %s crashed", batch.channel, batch.recipient)
-        _record_failure(session, batch, token, DeliveryError(f"{type(exc).__name__}: {exc}"), at, result)
-        return
-    result.sent += _record_success(session, batch, token, provider_id, at)
-    if batch.subscription:
-        subscriptions.succeeded(session, batch.subscription["id"], at)
-    result.messages += 1
-    result.by_channel[batch.channel] += len(batch.items)
+    result.sent += _record_success(session, done, token, at)
+    for batch, _ in done:
+        if batch.subscription:
+            subscriptions.succeeded(session, batch.subscription["id"], at)
+        result.messages += 1
+        result.by_channel[batch.channel] += len(batch.items)

@@ -43,6 +43,8 @@ A = table_of(Agreement)
 CC = table_of(CustomerChannel)
 
 # Advisory lock namespaces (PostgreSQL's two-key form): senders share them, changes take them alone.
+# The first key is a hash of the schema and the namespace: advisory locks are per database, and
+# deployments (or test runs) in other schemas of one database must not hold each other up.
 LOCK_MILESTONE = 7_242_002  # (namespace, milestone id): withdrawals and moves
 LOCK_CUSTOMER = 7_242_003  # (namespace, customer id): agreements
 
@@ -74,8 +76,8 @@ def _is_pg(session: Session) -> bool:
 def _lock_exclusive(session: Session, namespace: int, key: int) -> None:
     """Wait for the sends holding this key to finish; sends starting meanwhile defer until we commit."""
     if _is_pg(session):
-        session.connection().execute(sa.text("SELECT pg_advisory_xact_lock(:ns, :key)"),
-                                     {"ns": namespace, "key": key})
+        session.connection().execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :ns), :key)"),
+                                     {"ns": f":{namespace}", "key": key})
 
 
 def cancel_in_flight(session: Session, *, at: dt.datetime, reason: str, milestone_id: int | None = None,
@@ -133,7 +135,8 @@ def try_lock_shared(session: Session, batch: Batch) -> bool:
     keys = sorted({(LOCK_MILESTONE, i.context["milestone_id"]) for i in batch.items if i.context.get("milestone_id")}
                   | {(LOCK_CUSTOMER, batch.customer["id"])})
     got = session.connection().execute(
-        sa.text("SELECT pg_try_advisory_xact_lock_shared(k.ns, k.id) FROM unnest(CAST(:ns AS int[]), "
+        sa.text("SELECT pg_try_advisory_xact_lock_shared(hashtext(current_schema() || ':' || k.ns::text), k.id) "
+                "FROM unnest(CAST(:ns AS int[]), "
                 "CAST(:ids AS int[])) AS k(ns, id)"),
         {"ns": [k[0] for k in keys], "ids": [k[1] for k in keys]}).scalars().all()
     return all(got)

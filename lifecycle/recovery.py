@@ -58,6 +58,12 @@ def recover(session: Session, at: dt.datetime, *, customer_id: int | None = None
     return _expire_claims(session, at, None) + _reconcile_unknown(session, at, None) + _revive(session, at, None)
 
 
+def expire_claims(session: Session, at: dt.datetime) -> int:
+    """Only the claims of dead or stalled workers (one query when there are none): what a delivery run
+    checks before it claims, so that a run started after a worker died resumes its work at once."""
+    return _expire_claims(session, at, None)
+
+
 def _scope(customer_id: int | None) -> list:
     return [D.c.customer_id == customer_id] if customer_id is not None else []
 

@@ -2,8 +2,9 @@
 in step, deliver.
 
 `prepare(at)` does the database part in one transaction under the planner lock and returns the
-customers with something to deliver; `tick(at)` then delivers them synchronously (the CLI), while the
-Celery tick task hands each customer id to a worker instead. Either way the database is the truth:
+customers with something to deliver; `tick(at)` then delivers them synchronously, a batch of customers
+per delivery run (lifecycle.delivery.deliver_due), while the Celery tick task hands batches of customer
+ids to workers instead (or, on the embedded default, delivers them in-process). Either way the database is the truth:
 whatever a lost broker message did not deliver is found again by the next tick.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from lifecycle import escalations, scheduler
 from lifecycle.db import session_scope
-from lifecycle.delivery import DeliverResult, deliver_customer
+from lifecycle.delivery import DeliverResult, deliver_all
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,5 @@ def refresh_calendar_exports(result: TickResult) -> None:
 def tick(at: dt.datetime) -> TickResult:
     """Plan and deliver everything due by `at`, synchronously. Idempotent."""
     result = prepare(at)
-    for customer_id in result.customers:
-        result.deliver.add(deliver_customer(customer_id, at))
+    result.deliver.add(deliver_all(at, result.customers))
     return result

@@ -41,7 +41,8 @@ def make_app() -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         task_default_queue="lifecycle",
-        task_routes={"lifecycle.tick": {"queue": "lifecycle"}, "lifecycle.deliver_customer": {"queue": "lifecycle"}},
+        task_routes={name: {"queue": "lifecycle"} for name in (
+            "lifecycle.tick", "lifecycle.deliver", "lifecycle.deliver_due", "lifecycle.deliver_customer")},
         # One static entry; `expires` just under a minute drops ticks that piled up during downtime.
         beat_schedule={"tick": {"task": "lifecycle.tick", "schedule": settings.tick_seconds,
                                 "options": {"expires": max(settings.tick_seconds * 0.9, 1.0)}}},

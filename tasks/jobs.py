@@ -19,34 +19,87 @@ def _at(at: str | None) -> dt.datetime:
     return dt.datetime.fromisoformat(at) if at else clock.now()  # simulated under `lifecycle serve --at`
 
 
+TASK_CUSTOMERS = 50  # customers per `lifecycle.deliver` message: enough work to share among workers
+
+
+def _in_process() -> bool:
+    """The embedded default (the file-system broker, polled about once a second per consumer): the
+    tick delivers in-process rather than through queued messages."""
+    return str(app.conf.broker_url or "").startswith("filesystem")
+
+
+def _now() -> dt.datetime:
+    return _at(None)
+
+
 @app.task(name="lifecycle.tick", ignore_result=True)
 def tick(at: str | None = None) -> dict:
-    """Plan and release what is due, then hand each customer with due deliveries to a worker."""
+    """Plan and release what is due, then deliver it: in-process on the embedded default (draining
+    while work remains), else by handing batches of customer ids to the workers."""
+    from lifecycle.delivery import deliver_all
     from lifecycle.ticks import prepare
 
     when = _at(at)
     result = prepare(when)
+    if _in_process():
+        # Drain: deliver, then look again (as of now) while new work keeps falling due, a bounded
+        # number of rounds; the next beat picks up the rest. Not bound by the broker's polling.
+        for _ in range(10):
+            if not result.customers:
+                break
+            result.deliver.add(deliver_all(when, result.customers, clock=None if at else _now))
+            if at is not None:
+                break
+            when = max(when, _at(None))
+            with _session() as session:
+                from lifecycle.scheduler import customers_with_due_deliveries
+
+                result.customers = customers_with_due_deliveries(session, when)
+        log.info("tick %s: %s", when.isoformat(), result.as_dict())
+        return result.as_dict()
     # Every tick queues every customer with something due, so a lost message costs one tick at most.
     # Copies older than a few ticks are dropped unrun: newer ones are behind them in the queue, and
     # running them would only find nothing left to claim.
     expires = max(get_settings().tick_seconds * 3, 5.0)
-    for customer_id in result.customers:
-        deliver_customer.apply_async((customer_id, when.isoformat()), expires=expires)
+    for start in range(0, len(result.customers), TASK_CUSTOMERS):
+        deliver.apply_async((result.customers[start:start + TASK_CUSTOMERS], when.isoformat()), expires=expires)
     log.info("tick %s: %s", when.isoformat(), result.as_dict())
     return result.as_dict()
 
 
+def _session():
+    from lifecycle.db import session_scope
+
+    return session_scope()
+
+
 # A repeat is harmless (claims are conditional), so acknowledge late, and give the message back when
 # the pool process running it dies (reject_on_worker_lost): another process takes it at once, and its
-# recovery sees the dead process's claim (lifecycle.liveness) and takes its deliveries back.
-@app.task(name="lifecycle.deliver_customer", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver_customer(customer_id: int, at: str | None = None) -> dict:
-    from lifecycle.delivery import deliver_customer as deliver
+# delivery run sees the dead process's claim (lifecycle.liveness) and takes its deliveries back.
+@app.task(name="lifecycle.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver(customer_ids: list[int], at: str | None = None) -> dict:
+    """Deliver what is due for a batch of customers (lifecycle.delivery.deliver_all)."""
+    from lifecycle.delivery import deliver_all
 
     # Deliver as of now, not as of the tick that queued us: a message that waited must not
     # record a send time in the past.
     when = max(_at(at), _at(None)) if at else _at(None)
-    return deliver(customer_id, when).as_dict()
+    return deliver_all(when, [int(i) for i in customer_ids], clock=_now).as_dict()
+
+
+@app.task(name="lifecycle.deliver_due", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_due(limit: int = 100, at: str | None = None) -> dict:
+    """One delivery run over whichever customers are due: up to `limit` customers."""
+    from lifecycle.delivery import deliver_due as run
+
+    when = max(_at(at), _at(None)) if at else _at(None)
+    return run(when, customers=int(limit)).as_dict()
+
+
+@app.task(name="lifecycle.deliver_customer", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_customer(customer_id: int, at: str | None = None) -> dict:
+    """One customer (messages queued by an earlier version)."""
+    return deliver([customer_id], at)
 
 
 @worker_ready.connect

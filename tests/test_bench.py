@@ -116,3 +116,41 @@ def _bench_schemas() -> set[str]:
         result = set(names)
     admin.dispose()
     return result
+
+
+# ------------------------------------------------------------------------------ delivery (issue 11)
+
+
+def test_the_delivery_bench_measures_file_and_sendgrid_against_their_floors_and_the_embedded_worker():
+    from bench import delivery as bench_delivery
+
+    report = bench_delivery.run((0.002,), ("file", "sendgrid", "worker"), worker_customers=(30,), log=lambda _: None)
+    for name in ("file", "sendgrid"):
+        d = report[name]["0.002"]
+        assert d["run"]["deliveries"] > 0 and d["run"]["emails"] > 0 and d["run"]["failed"] == 0
+        assert d["floor"]["emails"] == d["run"]["emails"], "the floor sends the very same emails"
+        assert d["ratio"] > 0 and d["run"]["duplicates"] == 0
+    worker = report["worker"]["30"]
+    assert worker["eml_files"] == 30 and worker["duplicates"] == 0 and worker["peak_rss_mb"] > 0
+    text = bench_delivery.table(report)
+    assert "| file | 0.002 |" in text and "| SQLite, file backend | 30 |" in text
+    assert f"{report['cpus']} cores" in text
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+def test_the_delivery_bench_scales_out_celery_workers_on_postgresql_and_redis(redis_db):
+    from bench import delivery as bench_delivery
+
+    if why := bench.postgres_available():
+        need_service("PostgreSQL", why)
+    before = _bench_schemas()
+    url = redis_db.connection_pool.connection_kwargs
+    redis_url = f"redis://{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 0)}"
+    report = bench_delivery.run((), ("celery",), celery_customers=40, celery_processes=(1, 2),
+                                redis_url=redis_url, log=lambda _: None)
+    for p in ("1", "2"):
+        d = report["celery"][p]
+        assert d["deliveries"] >= 80 and d["duplicates"] == 0 and d["speedup"] > 0  # email + portal each
+    assert _bench_schemas() == before, "the bench drops its schema"

@@ -210,10 +210,10 @@ def test_a_file_email_written_by_a_worker_that_died_before_recording_it_is_settl
     fleet(1)
     record = delivery._record_success
 
-    def die_after_email(session, batch, *args):
-        if batch.channel == "email":
+    def die_after_email(session, done, *args):
+        if any(batch.channel == "email" for batch, _ in done):
             raise Crash()
-        return record(session, batch, *args)
+        return record(session, done, *args)
 
     monkeypatch.setattr(delivery, "_record_success", die_after_email)
     with pytest.raises(Crash):

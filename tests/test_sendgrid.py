@@ -97,6 +97,32 @@ def test_an_attachment_type_with_parameters_is_refused_like_sendgrid_does(sendgr
     assert "attachment type cannot contain" in err.value.message and "attachments.0.type" in err.value.message
 
 
+def test_many_emails_go_out_through_a_bounded_pool_each_with_its_own_outcome_in_order(sendgrid_stub):
+    import threading
+
+    bad = Attachment(filename="x.ics", content=ICS, mimetype="text/calendar; method=PUBLISH")
+    emails = [notice_email(to=f"ops{i}@acme.example", custom_args={"delivery_ids": str(i)},
+                           attachments=[bad] if i == 4 else []) for i in range(9)]
+    built = []
+
+    def lazily():  # built one by one while the pool sends the first ones
+        for e in emails:
+            built.append(threading.current_thread().name)
+            yield e
+        yield DeliveryError("could not be built", permanent=True)
+
+    out = mailer(sendgrid_stub, concurrency=3).send_many(lazily())
+    assert len(out) == 10 and set(built) == {threading.current_thread().name}
+    by_to = {r.body["personalizations"][0]["to"][0]["email"]: r.message_id for r in sendgrid_stub.accepted}
+    for i, outcome in enumerate(out[:9]):
+        if i == 4:
+            assert isinstance(outcome, DeliveryError) and outcome.permanent
+        else:
+            assert outcome == by_to[f"ops{i}@acme.example"] and outcome
+    assert isinstance(out[9], DeliveryError) and out[9].message == "could not be built"
+    assert len(sendgrid_stub.requests) == 9
+
+
 def test_a_queued_400_carries_every_sendgrid_error_and_field(sendgrid_stub):
     sendgrid_stub.queue(400, body={"errors": [
         {"message": "Does not contain a valid address.", "field": "from.email", "help": None},

@@ -38,6 +38,7 @@ class SmtpServer:
     credentials: tuple[str, str] | None = None
     messages: list[Received] = field(default_factory=list)
     port: int = 0
+    connections: int = 0
 
     def start(self):
         server_state = self
@@ -57,6 +58,7 @@ class SmtpServer:
                 return True
 
             def handle(self):
+                server_state.connections += 1
                 if not self.answer("GREETING", "220 localhost ESMTP test"):
                     return
                 mail_from, rcpts = None, []
@@ -153,6 +155,28 @@ def test_it_sends_the_mime_message_and_returns_its_message_id(smtp_server):
     assert msg.get_body(("plain",)).get_content().splitlines()[1] == ".leading dot line"
     [ics] = [p for p in msg.iter_attachments() if p.get_content_type() == "text/calendar"]
     assert ics.get_filename() == "lifecycle.ics" and ics.get_param("method") == "PUBLISH"
+
+
+def test_many_emails_go_over_one_connection_and_a_refused_one_does_not_stop_the_others(smtp_server):
+    mailer = SmtpMailer("127.0.0.1", smtp_server.port, timeout=5)
+    emails = [notice_email(to=f"ops{i}@acme.example", message_id=f"<m{i}@vendor.example>") for i in range(4)]
+    assert mailer.send_many(emails) == [f"<m{i}@vendor.example>" for i in range(4)]
+    assert smtp_server.connections == 1
+    assert [m.rcpt_to for m in smtp_server.messages] == [[f"ops{i}@acme.example"] for i in range(4)]
+
+    def with_a_refusal():
+        yield emails[0]
+        smtp_server.replies["RCPT"] = "550 5.1.1 no such user"
+        yield emails[1]
+        del smtp_server.replies["RCPT"]
+        yield emails[2]
+
+    smtp_server.messages.clear()
+    first, refused, third = mailer.send_many(with_a_refusal())
+    assert first == "<m0@vendor.example>" and third == "<m2@vendor.example>"
+    assert isinstance(refused, DeliveryError) and refused.permanent and "550" in refused.message
+    assert [m.rcpt_to for m in smtp_server.messages] == [["ops0@acme.example"], ["ops2@acme.example"]]
+    assert smtp_server.connections == 1 + 2  # a new connection after the error
 
 
 def test_it_logs_in_when_credentials_are_configured(smtp_server):

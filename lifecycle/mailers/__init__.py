@@ -19,7 +19,7 @@ is unknown is settled (`RECONCILIATION`):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +55,32 @@ class Email:
 
 class Mailer(Protocol):
     def send(self, email: Email) -> str | None: ...
+
+    # Optional: `send_many(emails) -> [provider id or exception]`, many emails at once (one SMTP
+    # connection reused, a bounded pool of SendGrid requests). Without it, they go one by one.
+
+
+def send_many(mailer: Mailer, emails: Iterable[Email | Exception]) -> list[str | None | Exception]:
+    """Send many emails through `mailer`: an outcome per email, in order (the provider id, or the
+    exception its send raised). An exception in `emails` (the email could not be built) is its own
+    outcome. `emails` may be a generator: a backend sending concurrently sends the first ones while the
+    next are built. A BaseException (the process is stopping) is not caught."""
+    own = getattr(mailer, "send_many", None)
+    if own is not None:
+        return own(emails)
+    out: list[str | None | Exception] = []
+    for email in emails:
+        out.append(send_one(mailer, email))
+    return out
+
+
+def send_one(mailer: Mailer, email: Email | Exception) -> str | None | Exception:
+    if isinstance(email, Exception):
+        return email
+    try:
+        return mailer.send(email)
+    except Exception as exc:  # noqa: BLE001 - the outcome of that email
+        return exc
 
 
 def _file(settings: Settings) -> Mailer:

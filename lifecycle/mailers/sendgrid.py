@@ -86,7 +86,8 @@ def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
 
 class SendGridMailer:
     def __init__(self, api_key: str, *, host: str = "https://api.sendgrid.com", timeout: float = 10.0,
-                 deadline: float = 30.0, sandbox: bool = False, clock: Callable[[], float] = time.time):
+                 deadline: float = 30.0, sandbox: bool = False, clock: Callable[[], float] = time.time,
+                 concurrency: int = 8):
         if not api_key:
             raise LifecycleError("SendGrid needs an API key: set SENDGRID_API_KEY")
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
@@ -98,12 +99,24 @@ class SendGridMailer:
         self.deadline = deadline
         self.sandbox = sandbox
         self.clock = clock  # only to turn X-RateLimit-Reset (an epoch) into a delay
+        self.concurrency = max(1, concurrency)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendGridMailer:
         return cls(settings.sendgrid_api_key or "", host=settings.sendgrid_host,
                    timeout=settings.sendgrid_timeout, deadline=settings.send_deadline,
-                   sandbox=settings.sendgrid_sandbox)
+                   sandbox=settings.sendgrid_sandbox, concurrency=settings.sendgrid_concurrency)
+
+    def send_many(self, emails) -> list[str | None | Exception]:
+        """Many emails, at most `concurrency` requests in flight (a bounded pool of threads), each
+        submitted as soon as it is built (`emails` may be a generator); each request has its own send
+        deadline, counted from its own start. An outcome per email, in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from lifecycle.mailers import send_one
+
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="sendgrid") as pool:
+            return list(pool.map(lambda email: send_one(self, email), emails))
 
     def send(self, email: Email) -> str | None:
         mail = build_mail(email, sandbox=self.sandbox)

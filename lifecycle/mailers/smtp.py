@@ -98,6 +98,76 @@ class SmtpMailer:
         return str(msg["Message-ID"])
 
 
+    def _open(self, deadline: SendDeadline) -> _SMTP:
+        smtp = _SMTP(deadline, self.host, self.port, self.timeout)
+        try:
+            smtp.ehlo()
+            if self.starttls:
+                # Never fall back to plain text when TLS was asked for: SMTPNotSupportedError.
+                smtp.starttls(context=self.ssl_context or ssl.create_default_context())
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self.password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def send_many(self, emails) -> list[str | Exception]:
+        """Many emails over one connection (opened for the first, reused for the next ones; a new one
+        after an error). Each message has its own send deadline, counted from its own start, bound to
+        the connection's socket while it is sent. An outcome per email, in order: the Message-ID or the
+        DeliveryError (an exception in `emails`, an email that could not be built, is its own outcome)."""
+        out: list[str | Exception] = []
+        smtp: _SMTP | None = None
+        try:
+            for email in emails:
+                if isinstance(email, Exception):
+                    out.append(email)
+                    continue
+                try:
+                    msg = to_mime(email)
+                except Exception as exc:  # noqa: BLE001 - the outcome of that email
+                    out.append(exc)
+                    continue
+                deadline = SendDeadline(email.deadline if email.deadline is not None
+                                        else time.monotonic() + self.deadline)
+                if deadline.remaining() <= 0:
+                    out.append(DeliveryError("SMTP server not called: the send deadline had already passed"))
+                    continue
+                for reused in ((True, False) if smtp is not None else (False,)):
+                    try:
+                        with deadline:
+                            if smtp is None:
+                                smtp = self._open(deadline)
+                            else:
+                                smtp.deadline, smtp.data_sent = deadline, False
+                                deadline.watch(smtp.sock)
+                                smtp.sock.settimeout(deadline.timeout(self.timeout))
+                            refused = smtp.send_message(msg)
+                    except (smtplib.SMTPException, OSError) as exc:
+                        data_sent = smtp is not None and smtp.data_sent
+                        err = self._error(exc, deadline, smtp)
+                        if smtp is not None:
+                            smtp.close()
+                            smtp = None
+                        dropped = isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(
+                            exc, smtplib.SMTPException)  # (SMTPException is an OSError)
+                        if reused and not data_sent and dropped:
+                            continue  # the server closed the idle connection: once more on a new one
+                        out.append(err)
+                        break
+                    if refused:
+                        text = "; ".join(f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in refused.items())
+                        out.append(DeliveryError(f"SMTP recipient refused: {text}", permanent=True))
+                    else:
+                        out.append(str(msg["Message-ID"]))
+                    break
+        finally:
+            if smtp is not None:
+                _close(smtp)
+        return out
+
     def _error(self, exc: Exception, deadline: SendDeadline, smtp: _SMTP | None) -> DeliveryError:
         data_sent = smtp is not None and smtp.data_sent
         if data_sent and (deadline.expired or not isinstance(exc, smtplib.SMTPResponseException)):

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from lifecycle.channels.base import Batch, N
 from lifecycle.config import get_settings
 from lifecycle.content import render_message
-from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer
+from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer, send_many
 from lifecycle.models import Contact, Customer, DeliveryStatus, table_of
 
 
@@ -63,7 +63,9 @@ class EmailChannel:
         return (sa.select(N.c.id, rep_home, sa.literal(self.name), C.c.account_rep, sa.null(), sa.null())
                 .join(C, C.c.id == N.c.customer_id).where(notices))
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+    def message(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> Email:
+        """The email of one batch: rendered, with its .ics attachment (built once per customer and
+        milestone set in a delivery run: `batch.cache`)."""
         settings = get_settings()
         contexts = [i.context for i in batch.items]
         msg = render_message(batch.audience, batch.customer["locale"], contexts, batch.customer)
@@ -76,7 +78,7 @@ class EmailChannel:
             if batch.cache[key]:
                 attachments.append(batch.cache[key])
         kinds = sorted({i.kind for i in batch.items})
-        email = Email(
+        return Email(
             to=batch.recipient, to_name=batch.recipient_name, subject=msg.subject, text=msg.text, html=msg.html,
             from_email=settings.mail_from, from_name=settings.mail_from_name, attachments=attachments,
             # Customers' answers go to their account rep (the footer names them too).
@@ -87,7 +89,23 @@ class EmailChannel:
             message_id=f"<lifecycle-{batch.delivery_ids[0]}-{uuid4().hex[:12]}@{settings.mail_from.split('@')[-1]}>",
             date=at, deadline=deadline,
         )
-        return get_mailer(settings).send(email)
+
+    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+        return get_mailer(get_settings()).send(self.message(batch, at=at, session=session, deadline=deadline))
+
+    def send_many(self, batches: list[Batch], *, at: dt.datetime, session=None) -> list[str | None | Exception]:
+        """The emails of many batches, built here (reading through `session`) and handed to the backend
+        together (`Mailer.send_many`: one SMTP connection, a bounded pool of SendGrid requests). Each
+        email's send deadline starts when its own send starts. Returns an outcome per batch: the
+        provider id, or the exception."""
+        def build():  # in this thread (it reads through the session), while the backend sends the others
+            for batch in batches:
+                try:
+                    yield self.message(batch, at=at, session=session)
+                except Exception as exc:  # noqa: BLE001 - the outcome of that batch
+                    yield exc
+
+        return send_many(get_mailer(get_settings()), build())
 
     def unknown_wait(self, attempts: int) -> dt.timedelta:
         from lifecycle.delivery import backoff

@@ -8,8 +8,7 @@ import datetime as dt
 from typing import ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from lifecycle.channels.base import Batch, N
 from lifecycle.content import render_message
@@ -32,22 +31,29 @@ class PortalChannel:
                 .join(C, C.c.id == N.c.customer_id).where(notices))
 
     def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
-        ids = []
+        """The batch's inbox rows: those missing inserted (one statement), an id per notice."""
+        IM = InboxMessage.__table__
+        conn = session.connection()
+        notice_ids = [item.notice_id for item in batch.items]
+
+        def existing() -> dict[int, int]:
+            return dict(conn.execute(sa.select(IM.c.notice_id, IM.c.id).where(IM.c.notice_id.in_(notice_ids))).all())
+
+        found = existing()
+        rows = []
         for item in batch.items:
-            existing = session.exec(select(InboxMessage).where(InboxMessage.notice_id == item.notice_id)).first()
-            if existing is None:
-                msg = render_message("customer", batch.customer["locale"], [item.context], batch.customer,
-                                     medium="portal")
-                existing = InboxMessage(customer_id=batch.customer["id"], notice_id=item.notice_id,
-                                        subject=msg.subject, body_text=msg.text, body_html=msg.html, created_at=at)
-                try:
-                    with session.begin_nested():
-                        session.add(existing)
-                except IntegrityError:  # written by a concurrent attempt: the inbox holds it once
-                    existing = session.exec(select(InboxMessage).where(
-                        InboxMessage.notice_id == item.notice_id)).one()
-            ids.append(existing.id)
-        return ",".join(f"inbox-{i}" for i in ids)
+            if item.notice_id in found:
+                continue
+            msg = render_message("customer", batch.customer["locale"], [item.context], batch.customer,
+                                 medium="portal")
+            rows.append({"customer_id": batch.customer["id"], "notice_id": item.notice_id, "subject": msg.subject,
+                         "body_text": msg.text, "body_html": msg.html, "created_at": at, "read_at": None})
+        if rows:
+            # A row written by a concurrent attempt stays: the inbox holds each notice once.
+            mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(mod.insert(IM).on_conflict_do_nothing(index_elements=[IM.c.notice_id]), rows)
+            found = existing()
+        return ",".join(f"inbox-{found[i]}" for i in notice_ids)
 
     # Transactional: a portal send commits with its delivery row and never ends unknown.
 
