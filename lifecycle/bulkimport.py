@@ -36,19 +36,20 @@ from lifecycle.models import (
     MilestoneStatus,
     Product,
     Release,
+    table_of,
 )
 
 BATCH = 5000
 IN_CHUNK = 900  # ids per IN (...) list: well under every database's limit on bound parameters
 
-P, R, M = Product.__table__, Release.__table__, Milestone.__table__
-C, CT, D = Customer.__table__, Contact.__table__, Deployment.__table__
-A, MC = AuditEvent.__table__, MilestoneChange.__table__
+P, R, M = table_of(Product), table_of(Release), table_of(Milestone)
+C, CT, D = table_of(Customer), table_of(Contact), table_of(Deployment)
+A, MC = table_of(AuditEvent), table_of(MilestoneChange)
 CUSTOMER_FIELDS = ("name", "timezone", "locale", "account_rep", "service_start", "service_end", "cores")
 
 
 def _rows(conn: sa.Connection, stmt: sa.Select) -> list[sa.Row]:
-    return conn.execute(stmt).all()  # fetchall: far cheaper than a fetch per row
+    return list(conn.execute(stmt).all())  # fetchall: far cheaper than a fetch per row
 
 
 def _chunks(items: Iterable, size: int = IN_CHUNK) -> Iterator[list]:
@@ -92,7 +93,7 @@ class _Insert:
         columns = list(columns)
         compiled = table.insert().compile(dialect=conn.dialect, column_keys=columns)
         self.sql = str(compiled)
-        order = list(compiled.positiontup) if compiled.positional else columns
+        order = list(compiled.positiontup or ()) if compiled.positional else columns
         self.positional = compiled.positional
         self.columns = [(name, _memo(table.c[name].type._cached_bind_processor(conn.dialect))) for name in order]
 
@@ -120,9 +121,10 @@ class _Writer:
 
     def flush(self, name: str | None = None) -> None:
         for key in [name] if name else list(self.queues):
-            target, rows = self.queues.get(key, (None, []))
-            if not rows:
+            queued = self.queues.get(key)
+            if queued is None or not queued[1]:
                 continue
+            target, rows = queued
             if isinstance(target, sa.Table):
                 insert = self.inserts.get(key)
                 if insert is None:
@@ -140,6 +142,7 @@ class _Writer:
         names = [c for c, _ in insert.columns]
         columns = ", ".join('"' + n + '"' for n in names)
         raw = self.conn.connection.driver_connection
+        assert raw is not None  # an open connection
         with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
             for row in insert.params(rows):
                 copy.write_row([row[n] for n in names])
@@ -201,8 +204,8 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
     slugs = [p.slug for p in products]
     current = {}
     for chunk in _chunks(slugs):
-        for row in _rows(conn, sa.select(P.c.id, P.c.slug, P.c.name).where(P.c.slug.in_(chunk))):
-            current[row.slug] = row
+        for found in _rows(conn, sa.select(P.c.id, P.c.slug, P.c.name).where(P.c.slug.in_(chunk))):
+            current[found.slug] = found
     audits: list[dict] = []
     for p in products:
         row = current.get(p.slug)
@@ -313,7 +316,7 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
                 summary.history += history
                 summary.added.append({"milestone": m.label, "date": m.date.isoformat(), "history": history})
             elif m.action == "reinstate":
-                product = session.get(Product, m.existing.product_id)
+                product = session.get_one(Product, m.existing.product_id)
                 release = session.get(Release, m.existing.release_id) if m.existing.release_id else None
                 row, change = registry.add_milestone(
                     session, product=product, version=release, kind=m.kind, date=m.date, at=at,
@@ -392,9 +395,9 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
     keys = [c.key for c in customers]
     current: dict[str, sa.Row] = {}
     for chunk in _chunks(keys):
-        for row in _rows(conn, sa.select(C.c.id, C.c.key, *(C.c[f] for f in CUSTOMER_FIELDS))
-                                .where(C.c.key.in_(chunk))):
-            current[row.key] = row
+        for found in _rows(conn, sa.select(C.c.id, C.c.key, *(C.c[f] for f in CUSTOMER_FIELDS))
+                                  .where(C.c.key.in_(chunk))):
+            current[found.key] = found
     # Pass 1: the customers themselves, so that new ones have ids.
     update_customer = C.update().where(C.c.id == sa.bindparam("_id")).values(
         **{f: sa.bindparam(f) for f in CUSTOMER_FIELDS})
@@ -431,12 +434,12 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
     dirty_products: set[int] = set()
     dirty_set = set(dirty_customers)
     for chunk in _chunks(existing_ids):
-        for row in _rows(conn, sa.select(CT.c.id, CT.c.customer_id, CT.c.email, CT.c.name)
-                                .where(CT.c.customer_id.in_(chunk))):
-            contacts[(row.customer_id, row.email.lower())] = row
-        for row in _rows(conn, sa.select(D.c.id, D.c.customer_id, D.c.release_id, D.c.cores, D.c.removed_at)
-                                .where(D.c.customer_id.in_(chunk))):
-            deployments[(row.customer_id, row.release_id)] = row
+        for found in _rows(conn, sa.select(CT.c.id, CT.c.customer_id, CT.c.email, CT.c.name)
+                                  .where(CT.c.customer_id.in_(chunk))):
+            contacts[(found.customer_id, found.email.lower())] = found
+        for found in _rows(conn, sa.select(D.c.id, D.c.customer_id, D.c.release_id, D.c.cores, D.c.removed_at)
+                                  .where(D.c.customer_id.in_(chunk))):
+            deployments[(found.customer_id, found.release_id)] = found
     # Releases named by deployments: (slug, version) -> (release id, product id).
     slugs = {d.product for c in customers for d in c.deployments}
     releases: dict[tuple[str, str], tuple[int, int]] = {}

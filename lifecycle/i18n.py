@@ -125,5 +125,5 @@ def messages(locale: str) -> dict[str, str]:
     for m in catalog(locale):
         if m.id and not m.context:
             msgid = m.id if isinstance(m.id, str) else m.id[0]
-            out[msgid] = m.string if isinstance(m.string, str) else m.string[0]
+            out[msgid] = m.string if isinstance(m.string, str) else (m.string[0] if m.string else "")
     return out

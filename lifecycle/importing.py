@@ -439,6 +439,8 @@ def _parse_customers(obj, errs: _Errors, consume: bool = False) -> list[_Custome
             if draw is None or draw.get("product") is None or draw.get("version") is None:
                 continue
             pair = (draw["product"], draw["version"])
+            product: str | None
+            version: str | None
             if type(pair[0]) is str and type(pair[1]) is str and pair in valid_releases:
                 product, version = pair  # a fleet names the same few thousand releases 100,000 times
             else:

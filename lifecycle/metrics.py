@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 
-from lifecycle.models import Delivery, DeliveryStatus, Notice, NoticeStatus
+from lifecycle.models import Delivery, DeliveryStatus, Notice, NoticeStatus, table_of
 
 log = logging.getLogger(__name__)
 
-N, D = Notice.__table__, Delivery.__table__
+N, D = table_of(Notice), table_of(Delivery)
 LAG_WINDOW = dt.timedelta(hours=24)
 # Seconds: a minute, 5 and 15 minutes, an hour, 4 hours, a day, 3 days, a week.
 LAG_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0, 604800.0)

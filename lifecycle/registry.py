@@ -32,6 +32,7 @@ from lifecycle.models import (
     Product,
     RegistryChange,
     Release,
+    pk,
 )
 
 Change = Literal["created", "updated", "unchanged"]
@@ -580,7 +581,7 @@ def remove_contact(session: Session, *, customer: str | Customer, email: str, at
 
 def ended_warning(session: Session, release: Release, at: dt.datetime) -> str | None:
     """A warning for someone recording a deployment of a release that has already ended."""
-    return ended_warnings(session, [release.id], at).get(release.id)
+    return ended_warnings(session, [pk(release)], at).get(pk(release))
 
 
 def ended_warnings(session: Session, release_ids, at: dt.datetime) -> dict[int, str | None]:
@@ -593,16 +594,18 @@ def ended_warnings(session: Session, release_ids, at: dt.datetime) -> dict[int, 
                             .where(col(Release.id).in_(chunk))).all()
         milestones: dict[int, list[Milestone]] = {}
         for m in session.exec(select(Milestone).where(col(Milestone.release_id).in_(chunk))):
-            milestones.setdefault(m.release_id, []).append(m)
+            if m.release_id is not None:
+                milestones.setdefault(m.release_id, []).append(m)
         for release, product in rows:
-            own = milestones.get(release.id, [])
+            rid = pk(release)
+            own = milestones.get(rid, [])
             ended = release_ended(release, own, at.date())
             if ended is None or (ended in ("end-of-sale", "end-of-full-support") and not release.ended):
-                out[release.id] = None  # still maintained: running it is ordinary
+                out[rid] = None  # still maintained: running it is ordinary
                 continue
             dated = [m for m in own if m.kind == ended and m.status == MilestoneStatus.PLANNED]
             when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
-            out[release.id] = (f"{product.slug} {release.version} has already reached {ended} {when}: that is "
+            out[rid] = (f"{product.slug} {release.version} has already reached {ended} {when}: that is "
                                "history, and no notice will be sent about it")
     return out
 

@@ -138,7 +138,7 @@ def compliance_rows(session: Session, at: dt.datetime, *, after: str | None = No
     """The report's rows, customer by customer in key order (as `compliance` sorts them), computed a chunk
     of customers at a time. `after`: only customers whose key sorts after it (a cursor); `customers`: at
     most that many customers; `customer`: only that one."""
-    C = Customer.__table__
+    C = table_of(Customer)
     left = customers
     while left is None or left > 0:
         q = sa.select(C.c.id, C.c.key).order_by(C.c.key).limit(chunk if left is None else min(chunk, left))
@@ -223,19 +223,19 @@ def _compliance_chunk(session: Session, at: dt.datetime, customer_ids: list[int]
             trouble.setdefault(key, {})[row.channel] = "bounced" if row.bounced else "failed"
 
     milestone_ids = {r.milestone_id for r in agg}
-    customer_ids = {r.customer_id for r in agg}
+    agg_customers = {r.customer_id for r in agg}
     milestones = {m.id: m for m in session.scalars(sa.select(Milestone).where(col(Milestone.id).in_(milestone_ids)))} \
         if milestone_ids else {}
-    customers = {c.id: c for c in session.scalars(sa.select(Customer).where(col(Customer.id).in_(customer_ids)))} \
-        if customer_ids else {}
+    customers = {c.id: c for c in session.scalars(sa.select(Customer).where(col(Customer.id).in_(agg_customers)))} \
+        if agg_customers else {}
     products = {p.id: p for p in session.scalars(sa.select(Product))}
     releases = {r.id: r for r in session.scalars(sa.select(Release))}
     with_contact = set(conn.execute(sa.select(col(Contact.customer_id)).where(
-        col(Contact.customer_id).in_(customer_ids)).distinct()).scalars()) if customer_ids else set()
+        col(Contact.customer_id).in_(agg_customers)).distinct()).scalars()) if agg_customers else set()
     # When each customer started running each product/release (the latest (re)deployment).
     deployed: dict[tuple[int, int], dt.datetime] = {}
     for dep, rel in session.exec(select(Deployment, Release).join(Release, col(Release.id) == Deployment.release_id)
-                                 .where(col(Deployment.customer_id).in_(customer_ids))).all() if customer_ids else []:
+                                 .where(col(Deployment.customer_id).in_(agg_customers))).all() if agg_customers else []:
         for key in ((dep.customer_id, pk(rel)), (dep.customer_id, -rel.product_id)):
             deployed[key] = min(deployed.get(key, dep.added_at), dep.added_at)
     # The change that set each milestone's current date, and its latest change.

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import sqlalchemy as sa
 import typer
+from sqlmodel import col
 
 from lifecycle import agreements, policy, registry, scheduler
 from lifecycle import validation as v
@@ -33,6 +34,7 @@ from lifecycle.models import (
     NoticeStatus,
     Product,
     Release,
+    table_of,
 )
 
 CHUNK = 1000  # notices read, and their recipients looked up, per round trip
@@ -40,7 +42,7 @@ CHUNK = 1000  # notices read, and their recipients looked up, per round trip
 
 def _plan_filter(session, until: dt.datetime | None, customer: str | None, product: str | None) -> sa.ColumnElement:
     """Planned notices (due by `until`, of one customer, about one product's milestones), as a condition."""
-    N = Notice.__table__
+    N = table_of(Notice)
     cond = [N.c.status == NoticeStatus.PLANNED.value]
     if until is not None:
         cond.append(N.c.due_at <= until)
@@ -48,7 +50,7 @@ def _plan_filter(session, until: dt.datetime | None, customer: str | None, produ
         cond.append(N.c.customer_id == registry.get_customer(session, customer).id)
     if product is not None:
         prod = registry.get_product(session, v.slug(product, "--product"))
-        cond.append(N.c.milestone_id.in_(sa.select(Milestone.id).where(Milestone.product_id == prod.id)))
+        cond.append(N.c.milestone_id.in_(sa.select(col(Milestone.id)).where(col(Milestone.product_id) == prod.id)))
     return sa.and_(*cond)
 
 
@@ -59,14 +61,15 @@ def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int
     from lifecycle.channels.fanout import planned
 
     q = (
-        sa.select(Notice.id, Notice.due_at, Notice.kind, Notice.slot, Notice.audience, Notice.milestone_date,
-                  Customer.key, Customer.timezone, Product.slug, Release.version, Milestone.kind.label("milestone"))
-        .join(Customer, Customer.id == Notice.customer_id)
-        .join(Milestone, Milestone.id == Notice.milestone_id, isouter=True)
-        .join(Release, Release.id == Notice.release_id, isouter=True)
-        .join(Product, Product.id == Milestone.product_id, isouter=True)
+        sa.select(col(Notice.id), col(Notice.due_at), col(Notice.kind), col(Notice.slot), col(Notice.audience),
+                  col(Notice.milestone_date), col(Customer.key), col(Customer.timezone), col(Product.slug),
+                  col(Release.version), col(Milestone.kind).label("milestone"))
+        .join(Customer, col(Customer.id) == Notice.customer_id)
+        .join(Milestone, col(Milestone.id) == Notice.milestone_id, isouter=True)
+        .join(Release, col(Release.id) == Notice.release_id, isouter=True)
+        .join(Product, col(Product.id) == Milestone.product_id, isouter=True)
         .where(_plan_filter(session, until, customer, product))
-        .order_by(Notice.due_at, Customer.key, Notice.id)
+        .order_by(col(Notice.due_at), col(Customer.key), col(Notice.id))
         .execution_options(yield_per=CHUNK)
     )
     if limit:
@@ -91,7 +94,7 @@ def plan_summary(session, until: dt.datetime | None, customer: str | None = None
     in memory is a row per day and stage, however large the fleet."""
     from lifecycle.channels.registry import CHANNELS
 
-    N = Notice.__table__
+    N = table_of(Notice)
     cond = _plan_filter(session, until, customer, product)
 
     def day_and_label(t):
@@ -220,18 +223,17 @@ def inbox_cmd(
                                                              "(0: all).")] = 0,
 ) -> None:
     """The customer's portal inbox, newest first."""
-    box = InboxMessage.__table__
+    box = table_of(InboxMessage)
     with session_scope() as s:
         cust = registry.get_customer(s, customer)
         conn = s.connection()
         total, unread_count = conn.execute(sa.select(sa.func.count(), sa.func.count() - sa.func.count(box.c.read_at))
                                            .where(box.c.customer_id == cust.id)).one()
-        q = (sa.select(InboxMessage.id, InboxMessage.notice_id, InboxMessage.subject, InboxMessage.created_at,
-                       InboxMessage.read_at, InboxMessage.body_text)
-             .where(InboxMessage.customer_id == cust.id)
-             .order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc()).execution_options(yield_per=CHUNK))
+        q = (sa.select(box.c.id, box.c.notice_id, box.c.subject, box.c.created_at, box.c.read_at, box.c.body_text)
+             .where(box.c.customer_id == cust.id)
+             .order_by(box.c.created_at.desc(), box.c.id.desc()).execution_options(yield_per=CHUNK))
         if unread:
-            q = q.where(InboxMessage.read_at.is_(None))
+            q = q.where(box.c.read_at.is_(None))
         if limit:
             q = q.limit(limit)
         rows = ({"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),

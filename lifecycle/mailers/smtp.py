@@ -142,6 +142,7 @@ class SmtpMailer:
                                 smtp = self._open(deadline)
                             else:
                                 smtp.deadline, smtp.data_sent = deadline, False
+                                assert smtp.sock is not None  # an open connection has its socket
                                 deadline.watch(smtp.sock)
                                 smtp.sock.settimeout(deadline.timeout(self.timeout))
                             refused = smtp.send_message(msg)

@@ -32,7 +32,7 @@ class PortalChannel:
 
     def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
         """The batch's inbox rows: those missing inserted (one statement), an id per notice."""
-        IM = InboxMessage.__table__
+        IM = table_of(InboxMessage)
         conn = session.connection()
         notice_ids = [item.notice_id for item in batch.items]
 
