@@ -463,12 +463,12 @@ def bench_celery(customers: int, processes: int, log=print, timeout: float = 180
     r.flushdb()
     try:
         with postgres_database(workdir) as url, _environment(_env(url, workdir, LIFECYCLE_BROKER_URL=redis_url,
-                                                                  LIFECYCLE_TICK_SECONDS="5")):
+                                                                  LIFECYCLE_TICK_SECONDS="60")):
             upgrade(url)
             env = {**os.environ}
             due_fleet(url, customers, dt.datetime.now(dt.UTC))
             log(f"  celery on Redis + PostgreSQL, {customers:,} customers, {processes} worker process(es) ...")
-            # With beat (a tick every 5 s), as in production: what a run defers (a change holding a
+            # With beat (a tick a minute), as in production: what a run defers (a change holding a
             # milestone's lock) or retries is picked up by a later tick.
             proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "worker", "-B", "--pool=prefork",
                                      f"--concurrency={processes}", "-Q", "lifecycle", "--loglevel=warning",

@@ -57,12 +57,13 @@ def tick(at: str | None = None) -> dict:
                 result.customers = customers_with_due_deliveries(session, when)
         log.info("tick %s: %s", when.isoformat(), result.as_dict())
         return result.as_dict()
-    # Every tick queues every customer with something due, so a lost message costs one tick at most.
-    # Copies older than a few ticks are dropped unrun: newer ones are behind them in the queue, and
-    # running them would only find nothing left to claim.
+    # A message per batch of customers with something due, each claiming whichever customers are due
+    # when it runs (`deliver_due`): any copy makes progress, so a lost or expired message costs
+    # nothing, and a copy that finds nothing left returns at once. Copies older than a few ticks are
+    # dropped unrun: newer ones are behind them in the queue.
     expires = max(get_settings().tick_seconds * 3, 5.0)
-    for start in range(0, len(result.customers), TASK_CUSTOMERS):
-        deliver.apply_async((result.customers[start:start + TASK_CUSTOMERS], when.isoformat()), expires=expires)
+    for _ in range(0, len(result.customers), TASK_CUSTOMERS):
+        deliver_due.apply_async((TASK_CUSTOMERS, when.isoformat()), expires=expires)
     log.info("tick %s: %s", when.isoformat(), result.as_dict())
     return result.as_dict()
 
