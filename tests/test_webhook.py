@@ -329,7 +329,7 @@ def test_an_unsigned_forged_tampered_or_stale_post_is_refused_and_changes_nothin
     elif case == "stale":
         r = post(client, events, timestamp=str(now - 601))
     elif case == "future":
-        r = post(client, events, timestamp=str(now + 601))
+        r = post(client, events, timestamp=str(now + 900))  # past the 600 s window however slow the server
     else:
         r = post(client, events, headers={SIG: "not base64!!", TS: str(now)})
     assert r.status_code == 401, r.text
