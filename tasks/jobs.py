@@ -90,11 +90,21 @@ def deliver(customer_ids: list[int], at: str | None = None) -> dict:
 
 @app.task(name="lifecycle.deliver_due", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_due(limit: int = 100, at: str | None = None) -> dict:
-    """One delivery run over whichever customers are due: up to `limit` customers."""
+    """Delivery runs over whichever customers are due, `limit` customers each, while some are left
+    (for up to a minute): the messages still queued behind it then find nothing and return at once."""
+    import time
+
+    from lifecycle.delivery import DeliverResult
     from lifecycle.delivery import deliver_due as run
 
-    when = max(_at(at), _at(None)) if at else _at(None)
-    return run(when, customers=int(limit)).as_dict()
+    result, started = DeliverResult(), time.monotonic()
+    while time.monotonic() - started < 60:
+        when = max(_at(at), _at(None)) if at else _at(None)
+        done = run(when, customers=int(limit))
+        result.add(done)
+        if not done.claimed:
+            break
+    return result.as_dict()
 
 
 @app.task(name="lifecycle.deliver_customer", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
