@@ -61,38 +61,98 @@ def due_fleet(url: str, customers: int, at: dt.datetime) -> dict:
     engine = db.get_engine(url)
     zones = ("Europe/Berlin", "Asia/Shanghai", "America/New_York", "Asia/Kolkata", "UTC")
     with engine.begin() as conn:
-        pid = conn.execute(Product.__table__.insert().values(slug="bench", name="Bench Product", created_at=at)
-                           .returning(Product.__table__.c.id)).scalar_one()
-        rid = conn.execute(Release.__table__.insert().values(
-            product_id=pid, version="1.0", released=(at - dt.timedelta(days=700)).date(), upgrade_to=None,
-            created_at=at).returning(Release.__table__.c.id)).scalar_one()
-        conn.execute(Milestone.__table__.insert().values(
-            product_id=pid, release_id=rid, scope=rid, kind="end-of-life",
-            date=(at + dt.timedelta(days=100)).date(), status="planned", revision=1, short_notice_reason=None,
-            registered_at=at - dt.timedelta(days=200), changed_at=at - dt.timedelta(days=200), needs_plan=True))
+        pid = conn.execute(
+            Product.__table__.insert()
+            .values(slug="bench", name="Bench Product", created_at=at)
+            .returning(Product.__table__.c.id)
+        ).scalar_one()
+        rid = conn.execute(
+            Release.__table__.insert()
+            .values(
+                product_id=pid,
+                version="1.0",
+                released=(at - dt.timedelta(days=700)).date(),
+                upgrade_to=None,
+                created_at=at,
+            )
+            .returning(Release.__table__.c.id)
+        ).scalar_one()
+        conn.execute(
+            Milestone.__table__.insert().values(
+                product_id=pid,
+                release_id=rid,
+                scope=rid,
+                kind="end-of-life",
+                date=(at + dt.timedelta(days=100)).date(),
+                status="planned",
+                revision=1,
+                short_notice_reason=None,
+                registered_at=at - dt.timedelta(days=200),
+                changed_at=at - dt.timedelta(days=200),
+                needs_plan=True,
+            )
+        )
         C = Customer.__table__
         first = (conn.execute(sa.select(sa.func.max(C.c.id))).scalar() or 0) + 1
         for start in range(0, customers, 5000):
             ids = range(first + start, first + min(start + 5000, customers))
-            conn.execute(C.insert(), [
-                {"id": i, "key": f"due-{i:06d}", "name": f"Due customer {i}", "timezone": zones[i % len(zones)],
-                 "locale": "zh-CN" if i % 3 == 0 else "en", "account_rep": f"rep-{i % 50:02d}@vendor.example",
-                 "service_start": (at - dt.timedelta(days=400)).date(), "service_end": None, "cores": None,
-                 "calendar_token": secrets.token_urlsafe(24), "created_at": at - dt.timedelta(days=400)}
-                for i in ids])
-            conn.execute(Contact.__table__.insert(), [
-                {"customer_id": i, "email": f"ops@due-{i:06d}.example", "name": "Ops", "undeliverable": False,
-                 "undeliverable_reason": None, "created_at": at} for i in ids])
-            conn.execute(Deployment.__table__.insert(), [
-                {"customer_id": i, "release_id": rid, "cores": None, "added_at": at - dt.timedelta(days=300),
-                 "removed_at": None} for i in ids])
+            conn.execute(
+                C.insert(),
+                [
+                    {
+                        "id": i,
+                        "key": f"due-{i:06d}",
+                        "name": f"Due customer {i}",
+                        "timezone": zones[i % len(zones)],
+                        "locale": "zh-CN" if i % 3 == 0 else "en",
+                        "account_rep": f"rep-{i % 50:02d}@vendor.example",
+                        "service_start": (at - dt.timedelta(days=400)).date(),
+                        "service_end": None,
+                        "cores": None,
+                        "calendar_token": secrets.token_urlsafe(24),
+                        "created_at": at - dt.timedelta(days=400),
+                    }
+                    for i in ids
+                ],
+            )
+            conn.execute(
+                Contact.__table__.insert(),
+                [
+                    {
+                        "customer_id": i,
+                        "email": f"ops@due-{i:06d}.example",
+                        "name": "Ops",
+                        "undeliverable": False,
+                        "undeliverable_reason": None,
+                        "created_at": at,
+                    }
+                    for i in ids
+                ],
+            )
+            conn.execute(
+                Deployment.__table__.insert(),
+                [
+                    {
+                        "customer_id": i,
+                        "release_id": rid,
+                        "cores": None,
+                        "added_at": at - dt.timedelta(days=300),
+                        "removed_at": None,
+                    }
+                    for i in ids
+                ],
+            )
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('customer', 'id'), (SELECT max(id) FROM customer))")
+            conn.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('customer', 'id'), (SELECT max(id) FROM customer))"
+            )
     return {"customers": customers}
 
 
-SENT_EMAILS = ("SELECT count(*) FROM delivery d JOIN notice n ON n.id = d.notice_id WHERE d.channel = 'email' "
-               "AND n.audience = 'customer' AND d.status = 'sent'")
+SENT_EMAILS = (
+    "SELECT count(*) FROM delivery d JOIN notice n ON n.id = d.notice_id WHERE d.channel = 'email' "
+    "AND n.audience = 'customer' AND d.status = 'sent'"
+)
 
 
 def emails_sent(url: str) -> int:
@@ -123,9 +183,11 @@ def duplicates(url: str) -> int:
     with get_engine(url).connect() as conn:
         twice = conn.exec_driver_sql(
             "SELECT count(*) FROM (SELECT notice_id, channel, lower(recipient) FROM delivery "
-            "WHERE status IN ('sent', 'delivered') GROUP BY 1, 2, 3 HAVING count(*) > 1) x").scalar_one()
+            "WHERE status IN ('sent', 'delivered') GROUP BY 1, 2, 3 HAVING count(*) > 1) x"
+        ).scalar_one()
         inbox = conn.exec_driver_sql(
-            "SELECT count(*) FROM (SELECT notice_id FROM inboxmessage GROUP BY 1 HAVING count(*) > 1) x").scalar_one()
+            "SELECT count(*) FROM (SELECT notice_id FROM inboxmessage GROUP BY 1 HAVING count(*) > 1) x"
+        ).scalar_one()
         flagged = conn.exec_driver_sql("SELECT count(*) FROM delivery WHERE possible_duplicate").scalar_one()
     return twice + inbox + flagged
 
@@ -184,8 +246,13 @@ def _proc_rss_mb(pid: int) -> float:
 
 def _child(step: str, args: dict, env: dict[str, str]) -> dict:
     """Run `step` in a child process of its own (its peak RSS is the step's)."""
-    proc = subprocess.run([sys.executable, "-m", "bench.delivery", "--step", step, "--args", json.dumps(args)],
-                          cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.delivery", "--step", step, "--args", json.dumps(args)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"delivery step {step} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -208,12 +275,22 @@ def step_catch_up(args: dict) -> dict:
     result = delivery.deliver_all(fleet.AT, prepared.customers)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     emails = result.by_channel.get("email", 0)
-    return {"scale": scale, "customers": len(prepared.customers), "deliveries": result.sent,
-            "claimed": result.claimed, "messages": result.messages, "emails": _email_messages(args),
-            "email_deliveries": emails, "seconds": seconds, "cpu_s": cpu, "load": os.getloadavg()[0],
-            "deliveries_per_s": result.sent / seconds,
-            "failed": result.failed + result.retried + result.unknown, "rss_before_mb": rss_before,
-            "duplicates": duplicates(url)}
+    return {
+        "scale": scale,
+        "customers": len(prepared.customers),
+        "deliveries": result.sent,
+        "claimed": result.claimed,
+        "messages": result.messages,
+        "emails": _email_messages(args),
+        "email_deliveries": emails,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "load": os.getloadavg()[0],
+        "deliveries_per_s": result.sent / seconds,
+        "failed": result.failed + result.retried + result.unknown,
+        "rss_before_mb": rss_before,
+        "duplicates": duplicates(url),
+    }
 
 
 def _email_messages(args: dict) -> int:
@@ -236,9 +313,14 @@ def step_file_floor(args: dict) -> dict:
         text = msg.get_body(("plain",)).get_content()
         html = msg.get_body(("html",)).get_content()
         atts = [(a.get_content(), a.get_filename()) for a in msg.iter_attachments()]
-        parsed.append({k: str(msg[k]) for k in ("Subject", "From", "To", "Reply-To", "Date", "Message-ID",
-                                                 "X-Lifecycle-Args") if msg[k]} | {
-            "text": text, "html": html, "atts": atts, "name": path.name})
+        parsed.append(
+            {
+                k: str(msg[k])
+                for k in ("Subject", "From", "To", "Reply-To", "Date", "Message-ID", "X-Lifecycle-Args")
+                if msg[k]
+            }
+            | {"text": text, "html": html, "atts": atts, "name": path.name}
+        )
     out = Path(args["floor_dir"])
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -251,14 +333,19 @@ def step_file_floor(args: dict) -> dict:
         m.add_alternative(p["html"], subtype="html", charset="utf-8")
         for content, filename in p["atts"]:
             data = content if isinstance(content, bytes) else content.encode()
-            m.add_attachment(data, maintype="text", subtype="calendar", filename=filename,
-                             params={"method": "PUBLISH"})
+            m.add_attachment(
+                data, maintype="text", subtype="calendar", filename=filename, params={"method": "PUBLISH"}
+            )
         tmp = out / f".{p['name']}.tmp"
         tmp.write_bytes(m.as_bytes())
         os.replace(tmp, out / p["name"])
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"emails": len(parsed), "seconds": seconds, "cpu_s": cpu,
-            "emails_per_s": len(parsed) / seconds if seconds else 0}
+    return {
+        "emails": len(parsed),
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "emails_per_s": len(parsed) / seconds if seconds else 0,
+    }
 
 
 def bench_file(scale: float, pg: bool = False, log=print) -> dict:
@@ -269,10 +356,16 @@ def bench_file(scale: float, pg: bool = False, log=print) -> dict:
         log(f"  file backend, scale {scale}: catch-up ...")
         run = _child("catch_up", {"url": url, "scale": scale}, env)
         log(f"  file backend, scale {scale}: floor ...")
-        floor = _child("file_floor", {"outbox": str(workdir / "outbox"), "floor_dir": str(workdir / "floor")}, env)
+        floor = _child(
+            "file_floor", {"outbox": str(workdir / "outbox"), "floor_dir": str(workdir / "floor")}, env
+        )
         emails_per_s = run["emails"] / run["seconds"]
-        return {"run": run, "floor": floor, "emails_per_s": emails_per_s,
-                "ratio": emails_per_s / floor["emails_per_s"] if floor["emails_per_s"] else None}
+        return {
+            "run": run,
+            "floor": floor,
+            "emails_per_s": emails_per_s,
+            "ratio": emails_per_s / floor["emails_per_s"] if floor["emails_per_s"] else None,
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -296,6 +389,7 @@ def step_sendgrid_floor(args: dict) -> dict:
     bodies = json.loads(Path(args["bodies"]).read_text())
     stub = _start_stub()
     try:
+
         def post(body: dict) -> int:
             client = SendGridAPIClient(api_key=stub.api_key, host=stub.url)
             return client.client.mail.send.post(request_body=body).status_code
@@ -306,8 +400,12 @@ def step_sendgrid_floor(args: dict) -> dict:
         seconds = time.perf_counter() - t0
     finally:
         stub.stop()
-    return {"emails": len(bodies), "seconds": seconds, "emails_per_s": len(bodies) / seconds,
-            "accepted": sum(1 for c in codes if c == 202)}
+    return {
+        "emails": len(bodies),
+        "seconds": seconds,
+        "emails_per_s": len(bodies) / seconds,
+        "accepted": sum(1 for c in codes if c == 202),
+    }
 
 
 def step_catch_up_sendgrid(args: dict) -> dict:
@@ -342,8 +440,13 @@ def bench_sendgrid(scale: float, log=print) -> dict:
         log(f"  sendgrid stub, scale {scale}: floor ...")
         floor = _child("sendgrid_floor", {"bodies": bodies, "concurrency": concurrency}, env)
         emails_per_s = run["emails"] / run["seconds"]
-        return {"run": run, "floor": floor, "concurrency": concurrency, "emails_per_s": emails_per_s,
-                "ratio": emails_per_s / floor["emails_per_s"] if floor["emails_per_s"] else None}
+        return {
+            "run": run,
+            "floor": floor,
+            "concurrency": concurrency,
+            "emails_per_s": emails_per_s,
+            "ratio": emails_per_s / floor["emails_per_s"] if floor["emails_per_s"] else None,
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -391,9 +494,14 @@ def bench_worker(customers: int, log=print, timeout: float = 1800) -> dict:
             dispose_engines()
         log(f"  embedded worker, {customers:,} customers due ...")
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], cwd=workdir, env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(workdir / "worker.log", "w"),  # noqa: SIM115
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lifecycle", "worker"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "worker.log", "w"),  # noqa: SIM115
+            start_new_session=True,
+        )
         peak, stop = [0.0], threading.Event()
         watcher = threading.Thread(target=_watch_rss, args=(proc.pid, peak, stop), daemon=True)
         watcher.start()
@@ -405,12 +513,21 @@ def bench_worker(customers: int, log=print, timeout: float = 1800) -> dict:
             stop.set()
             _terminate(proc)
         if not done:
-            raise RuntimeError(f"the worker did not deliver {customers} customers within {timeout} s:\n"
-                               + (workdir / "worker.log").read_text()[-3000:])
+            raise RuntimeError(
+                f"the worker did not deliver {customers} customers within {timeout} s:\n"
+                + (workdir / "worker.log").read_text()[-3000:]
+            )
         files = len(list((workdir / "outbox").glob("*.eml")))
-        result = {"customers": customers, "seconds": seconds, "customers_per_s": customers / seconds,
-                  "cpu_s": cpu, "load": os.getloadavg()[0], "eml_files": files, "duplicates": duplicates(url),
-                  "peak_rss_mb": peak[0]}
+        result = {
+            "customers": customers,
+            "seconds": seconds,
+            "customers_per_s": customers / seconds,
+            "cpu_s": cpu,
+            "load": os.getloadavg()[0],
+            "eml_files": files,
+            "duplicates": duplicates(url),
+            "peak_rss_mb": peak[0],
+        }
         from lifecycle.db import dispose_engines
 
         dispose_engines()
@@ -433,8 +550,14 @@ def leased_redis(server: str = REDIS_SERVER, wait: float = 300):
     deadline = time.monotonic() + wait
     leased = None
     while leased is None:
-        leased = next((n for n in range(15, 0, -1)
-                       if admin.set(f"lifecycle-test:redis-db:{n}", token, nx=True, ex=7200)), None)
+        leased = next(
+            (
+                n
+                for n in range(15, 0, -1)
+                if admin.set(f"lifecycle-test:redis-db:{n}", token, nx=True, ex=7200)
+            ),
+            None,
+        )
         if leased is None:
             if time.monotonic() > deadline:
                 raise RuntimeError("no free Redis database number (1-15)")
@@ -442,12 +565,17 @@ def leased_redis(server: str = REDIS_SERVER, wait: float = 300):
     try:
         yield f"{server}/{leased}"
     finally:
-        admin.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-                   1, f"lifecycle-test:redis-db:{leased}", token)
+        admin.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+            1,
+            f"lifecycle-test:redis-db:{leased}",
+            token,
+        )
 
 
-def bench_celery(customers: int, processes: int, log=print, timeout: float = 1800,
-                 redis_url: str | None = None) -> dict:
+def bench_celery(
+    customers: int, processes: int, log=print, timeout: float = 1800, redis_url: str | None = None
+) -> dict:
     if redis_url is None:
         with leased_redis() as url:
             return bench_celery(customers, processes, log, timeout, url)
@@ -462,21 +590,44 @@ def bench_celery(customers: int, processes: int, log=print, timeout: float = 180
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
     try:
-        with postgres_database(workdir) as url, _environment(_env(url, workdir, LIFECYCLE_BROKER_URL=redis_url,
-                                                                  LIFECYCLE_TICK_SECONDS="60")):
+        with (
+            postgres_database(workdir) as url,
+            _environment(_env(url, workdir, LIFECYCLE_BROKER_URL=redis_url, LIFECYCLE_TICK_SECONDS="60")),
+        ):
             upgrade(url)
             env = {**os.environ}
             due_fleet(url, customers, dt.datetime.now(dt.UTC))
-            log(f"  celery on Redis + PostgreSQL, {customers:,} customers, {processes} worker process(es) ...")
+            log(
+                f"  celery on Redis + PostgreSQL, {customers:,} customers, {processes} worker process(es) ..."
+            )
             # With beat (a tick a minute), as in production: what a run defers (a change holding a
             # milestone's lock) or retries is picked up by a later tick.
-            proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "worker", "-B", "--pool=prefork",
-                                     f"--concurrency={processes}", "-Q", "lifecycle", "--loglevel=warning",
-                                     "--without-gossip", "--without-mingle", "--without-heartbeat",
-                                     "-s", str(workdir / "beat-schedule")],
-                                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=open(workdir / "celery.log", "w"),  # noqa: SIM115
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tasks",
+                    "worker",
+                    "-B",
+                    "--pool=prefork",
+                    f"--concurrency={processes}",
+                    "-Q",
+                    "lifecycle",
+                    "--loglevel=warning",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-s",
+                    str(workdir / "beat-schedule"),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(workdir / "celery.log", "w"),  # noqa: SIM115
+                start_new_session=True,
+            )
             t0 = time.perf_counter()
             try:
                 # The worker's own start-up tick (worker_ready) plans, releases and queues the batches.
@@ -487,14 +638,25 @@ def bench_celery(customers: int, processes: int, log=print, timeout: float = 180
             finally:
                 _terminate(proc)
             if not done:
-                raise RuntimeError("celery did not deliver in time:\n" + (workdir / "celery.log").read_text()[-3000:])
+                raise RuntimeError(
+                    "celery did not deliver in time:\n" + (workdir / "celery.log").read_text()[-3000:]
+                )
             with get_engine(url).connect() as conn:
-                n = conn.exec_driver_sql("SELECT count(*) FROM delivery WHERE status IN ('sent', 'delivered')").scalar()
+                n = conn.exec_driver_sql(
+                    "SELECT count(*) FROM delivery WHERE status IN ('sent', 'delivered')"
+                ).scalar()
             # From the first email recorded to the last (polled every 0.1 s): the delivery, without the
             # worker's start-up and the tick that released the notices.
             span = max(last - first, 0.1)
-            result = {"customers": customers, "processes": processes, "deliveries": n, "seconds": span,
-                      "start_to_end_s": last - t0, "deliveries_per_s": n / span, "duplicates": duplicates(url)}
+            result = {
+                "customers": customers,
+                "processes": processes,
+                "deliveries": n,
+                "seconds": span,
+                "start_to_end_s": last - t0,
+                "deliveries_per_s": n / span,
+                "duplicates": duplicates(url),
+            }
             dispose_engines()
             return result
     finally:
@@ -515,13 +677,24 @@ def _terminate(proc: subprocess.Popen) -> None:
 # ---------------------------------------------------------------------------------------- the run
 
 
-STEP_FUNCS = {"catch_up": step_catch_up, "file_floor": step_file_floor, "catch_up_sendgrid": step_catch_up_sendgrid,
-              "sendgrid_floor": step_sendgrid_floor}
+STEP_FUNCS = {
+    "catch_up": step_catch_up,
+    "file_floor": step_file_floor,
+    "catch_up_sendgrid": step_catch_up_sendgrid,
+    "sendgrid_floor": step_sendgrid_floor,
+}
 
 
-def run(scales=SCALES, only=("file", "sendgrid", "worker", "celery"), *, worker_customers=WORKER_CUSTOMERS,
-        celery_customers=CELERY_CUSTOMERS, celery_processes=CELERY_PROCESSES, redis_url: str | None = None,
-        log=print) -> dict:
+def run(
+    scales=SCALES,
+    only=("file", "sendgrid", "worker", "celery"),
+    *,
+    worker_customers=WORKER_CUSTOMERS,
+    celery_customers=CELERY_CUSTOMERS,
+    celery_processes=CELERY_PROCESSES,
+    redis_url: str | None = None,
+    log=print,
+) -> dict:
     report: dict = {"cpus": os.cpu_count(), "file": {}, "sendgrid": {}, "worker": {}, "celery": {}}
     for scale in scales:
         if "file" in only:
@@ -568,12 +741,17 @@ def _cpu_ratio(d: dict) -> str:
 
 
 def table(report: dict) -> str:
-    lines = [f"Machine: {report['cpus']} cores, shared with other work while this ran (load average in the "
-             "`load` column: wall-clock rates are depressed accordingly; CPU seconds are not).", ""]
+    lines = [
+        f"Machine: {report['cpus']} cores, shared with other work while this ran (load average in the "
+        "`load` column: wall-clock rates are depressed accordingly; CPU seconds are not).",
+        "",
+    ]
     if report["file"] or report["sendgrid"]:
-        lines += ["| catch-up delivery | scale | customers | deliveries | emails | s | CPU s | load | emails/s "
-                  "| floor emails/s | ratio (target >= 0.5) | ratio by CPU | peak RSS MB | duplicates |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "| catch-up delivery | scale | customers | deliveries | emails | s | CPU s | load | emails/s "
+            "| floor emails/s | ratio (target >= 0.5) | ratio by CPU | peak RSS MB | duplicates |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for name in ("file", "sendgrid"):
             for scale, d in report[name].items():
                 run_ = d["run"]
@@ -582,27 +760,37 @@ def table(report: dict) -> str:
                     f"| {label} | {scale} | {run_['customers']:,} | {run_['deliveries']:,} | {run_['emails']:,} "
                     f"| {run_['seconds']:.1f} | {_num(run_.get('cpu_s'), '.1f')} | {_num(run_.get('load'), '.0f')} "
                     f"| {d['emails_per_s']:,.0f} | {d['floor']['emails_per_s']:,.0f} | **{d['ratio']:.2f}** "
-                    f"| {_cpu_ratio(d)} | {run_['peak_rss_mb']:.0f} | {run_['duplicates']} |")
+                    f"| {_cpu_ratio(d)} | {run_['peak_rss_mb']:.0f} | {run_['duplicates']} |"
+                )
         lines.append("")
     if report["worker"]:
-        lines += ["| embedded worker (`lifecycle worker`) | customers due | s, start to last sent (target < 30 "
-                  "for 1,000) | CPU s | load | customers/s | peak RSS MB | duplicates |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "| embedded worker (`lifecycle worker`) | customers due | s, start to last sent (target < 30 "
+            "for 1,000) | CPU s | load | customers/s | peak RSS MB | duplicates |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for n, d in report["worker"].items():
-            lines.append(f"| SQLite, file backend | {int(n):,} | **{d['seconds']:.1f}** | {_num(d.get('cpu_s'), '.1f')} "
-                         f"| {_num(d.get('load'), '.0f')} | {d['customers_per_s']:,.0f} | {d['peak_rss_mb']:.0f} "
-                         f"| {d['duplicates']} |")
+            lines.append(
+                f"| SQLite, file backend | {int(n):,} | **{d['seconds']:.1f}** | {_num(d.get('cpu_s'), '.1f')} "
+                f"| {_num(d.get('load'), '.0f')} | {d['customers_per_s']:,.0f} | {d['peak_rss_mb']:.0f} "
+                f"| {d['duplicates']} |"
+            )
         lines.append("")
     if report["celery"]:
         if "skipped" in report["celery"]:
             lines.append(f"celery: skipped ({report['celery']['skipped']})")
         else:
-            lines += ["| PostgreSQL + Redis | worker processes | customers | deliveries | s, first to last email "
-                      "| deliveries/s | speed-up | duplicates |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            lines += [
+                "| PostgreSQL + Redis | worker processes | customers | deliveries | s, first to last email "
+                "| deliveries/s | speed-up | duplicates |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
+            ]
             for p, d in report["celery"].items():
-                lines.append(f"| `celery -A tasks worker` | {p} | {d['customers']:,} | {d['deliveries']:,} "
-                             f"| {d['seconds']:.1f} | {d['deliveries_per_s']:,.0f} | {d.get('speedup', 1):.2f} "
-                             f"| {d['duplicates']} |")
+                lines.append(
+                    f"| `celery -A tasks worker` | {p} | {d['customers']:,} | {d['deliveries']:,} "
+                    f"| {d['seconds']:.1f} | {d['deliveries_per_s']:,.0f} | {d.get('speedup', 1):.2f} "
+                    f"| {d['duplicates']} |"
+                )
     return "\n".join(lines)
 
 
@@ -620,10 +808,12 @@ def main(argv: list[str] | None = None) -> int:
         result["peak_rss_mb"] = _rss_mb()
         print(json.dumps(result, default=str))
         return 0
-    report = run(tuple(float(s) for s in args.scale.split(",") if s),
-                 tuple(s.strip() for s in args.only.split(",")),
-                 worker_customers=tuple(int(n) for n in args.worker.split(",") if n),
-                 celery_customers=args.celery_customers)
+    report = run(
+        tuple(float(s) for s in args.scale.split(",") if s),
+        tuple(s.strip() for s in args.only.split(",")),
+        worker_customers=tuple(int(n) for n in args.worker.split(",") if n),
+        celery_customers=args.celery_customers,
+    )
     print(json.dumps(report, default=str))
     print()
     print(table(report))

@@ -30,15 +30,43 @@ SEED = 20270101
 BATCH = 5000
 RELEASES_PER_PRODUCT = 20
 DEPLOYMENTS_PER_CUSTOMER = (3, 4, 5, 6, 7)  # cycled: 5 on average
-KINDS = (MilestoneKind.END_OF_SALE, MilestoneKind.END_OF_FULL_SUPPORT, MilestoneKind.END_OF_MAINTENANCE,
-         MilestoneKind.END_OF_LIFE)
+KINDS = (
+    MilestoneKind.END_OF_SALE,
+    MilestoneKind.END_OF_FULL_SUPPORT,
+    MilestoneKind.END_OF_MAINTENANCE,
+    MilestoneKind.END_OF_LIFE,
+)
 TIMEZONES = (
-    "America/Los_Angeles", "America/Denver", "America/Chicago", "America/New_York", "America/Toronto",
-    "America/Mexico_City", "America/Bogota", "America/Sao_Paulo", "Pacific/Honolulu", "Europe/London",
-    "Europe/Paris", "Europe/Berlin", "Europe/Madrid", "Europe/Istanbul", "Europe/Moscow",
-    "Africa/Lagos", "Africa/Cairo", "Africa/Johannesburg", "Asia/Dubai", "Asia/Kolkata",
-    "Asia/Kathmandu", "Asia/Jakarta", "Asia/Singapore", "Asia/Shanghai", "Asia/Seoul", "Asia/Tokyo",
-    "Australia/Adelaide", "Australia/Sydney", "Pacific/Auckland", "UTC",
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/Toronto",
+    "America/Mexico_City",
+    "America/Bogota",
+    "America/Sao_Paulo",
+    "Pacific/Honolulu",
+    "Europe/London",
+    "Europe/Paris",
+    "Europe/Berlin",
+    "Europe/Madrid",
+    "Europe/Istanbul",
+    "Europe/Moscow",
+    "Africa/Lagos",
+    "Africa/Cairo",
+    "Africa/Johannesburg",
+    "Asia/Dubai",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Jakarta",
+    "Asia/Singapore",
+    "Asia/Shanghai",
+    "Asia/Seoul",
+    "Asia/Tokyo",
+    "Australia/Adelaide",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+    "UTC",
 )
 PAST_DAYS, FUTURE_DAYS = 183, 3 * 365  # milestone dates: from at - PAST_DAYS to at + FUTURE_DAYS
 
@@ -63,8 +91,13 @@ def size_for(scale: float) -> FleetSize:
     releases = products * RELEASES_PER_PRODUCT
     customers = max(len(DEPLOYMENTS_PER_CUSTOMER), round(20_000 * scale))
     deployments = sum(DEPLOYMENTS_PER_CUSTOMER[i % len(DEPLOYMENTS_PER_CUSTOMER)] for i in range(customers))
-    return FleetSize(customers=customers, products=products, releases=releases,
-                     milestones=releases * len(KINDS), deployments=deployments)
+    return FleetSize(
+        customers=customers,
+        products=products,
+        releases=releases,
+        milestones=releases * len(KINDS),
+        deployments=deployments,
+    )
 
 
 def _batched(rows: Iterable[dict], size: int = BATCH) -> Iterator[list[dict]]:
@@ -97,9 +130,14 @@ def _releases(size: FleetSize, at: dt.datetime) -> Iterator[dict]:
         for n in range(RELEASES_PER_PRODUCT):
             rid += 1
             upgrade_to = f"{n // 4 + 2}.0" if n < RELEASES_PER_PRODUCT - 4 else None
-            yield {"id": rid, "product_id": pid, "version": f"{n // 4 + 1}.{n % 4}",
-                   "released": (at - dt.timedelta(days=40 * (RELEASES_PER_PRODUCT - n))).date(),
-                   "upgrade_to": upgrade_to, "created_at": at}
+            yield {
+                "id": rid,
+                "product_id": pid,
+                "version": f"{n // 4 + 1}.{n % 4}",
+                "released": (at - dt.timedelta(days=40 * (RELEASES_PER_PRODUCT - n))).date(),
+                "upgrade_to": upgrade_to,
+                "created_at": at,
+            }
 
 
 def _milestones(size: FleetSize, at: dt.datetime, rng: random.Random) -> Iterator[dict]:
@@ -109,10 +147,19 @@ def _milestones(size: FleetSize, at: dt.datetime, rng: random.Random) -> Iterato
         # Four dates per release, in kind order (end of sale first, end of life last).
         days = sorted(rng.randint(-PAST_DAYS, FUTURE_DAYS) for _ in KINDS)
         for kind, offset in zip(KINDS, days, strict=True):
-            yield {"product_id": pid, "release_id": rid, "scope": rid, "kind": kind.value,
-                   "date": today + dt.timedelta(days=offset), "status": "planned", "revision": 1,
-                   "short_notice_reason": None, "registered_at": at - dt.timedelta(days=30), "changed_at": at -
-                   dt.timedelta(days=30), "needs_plan": True}
+            yield {
+                "product_id": pid,
+                "release_id": rid,
+                "scope": rid,
+                "kind": kind.value,
+                "date": today + dt.timedelta(days=offset),
+                "status": "planned",
+                "revision": 1,
+                "short_notice_reason": None,
+                "registered_at": at - dt.timedelta(days=30),
+                "changed_at": at - dt.timedelta(days=30),
+                "needs_plan": True,
+            }
 
 
 def _service(rng: random.Random, today: dt.date) -> tuple[dt.date, dt.date | None]:
@@ -138,18 +185,32 @@ def _customers(size: FleetSize, at: dt.datetime, rng: random.Random) -> Iterator
     today = at.date()
     for cid in range(1, size.customers + 1):
         start, end = _service(rng, today)
-        yield {"id": cid, "key": f"customer-{cid:05d}", "name": f"Customer {cid}",
-               "timezone": rng.choice(TIMEZONES), "locale": "zh-CN" if rng.random() < 0.3 else "en",
-               "account_rep": f"rep-{cid % 200:03d}@vendor.example", "service_start": start,
-               "service_end": end, "cores": rng.choice((None, 16, 64, 256)),
-               "calendar_token": secrets.token_urlsafe(24), "created_at": at - dt.timedelta(days=400)}
+        yield {
+            "id": cid,
+            "key": f"customer-{cid:05d}",
+            "name": f"Customer {cid}",
+            "timezone": rng.choice(TIMEZONES),
+            "locale": "zh-CN" if rng.random() < 0.3 else "en",
+            "account_rep": f"rep-{cid % 200:03d}@vendor.example",
+            "service_start": start,
+            "service_end": end,
+            "cores": rng.choice((None, 16, 64, 256)),
+            "calendar_token": secrets.token_urlsafe(24),
+            "created_at": at - dt.timedelta(days=400),
+        }
 
 
 def _contacts(size: FleetSize, at: dt.datetime, rng: random.Random) -> Iterator[dict]:
     for cid in range(1, size.customers + 1):
         for n in range(1 if rng.random() < 0.5 else 2):
-            yield {"customer_id": cid, "email": f"ops{n}@customer-{cid:05d}.example", "name": f"Ops {n}",
-                   "undeliverable": False, "undeliverable_reason": None, "created_at": at}
+            yield {
+                "customer_id": cid,
+                "email": f"ops{n}@customer-{cid:05d}.example",
+                "name": f"Ops {n}",
+                "undeliverable": False,
+                "undeliverable_reason": None,
+                "created_at": at,
+            }
 
 
 def _deployments(size: FleetSize, at: dt.datetime, rng: random.Random) -> Iterator[dict]:
@@ -157,8 +218,13 @@ def _deployments(size: FleetSize, at: dt.datetime, rng: random.Random) -> Iterat
         count = min(DEPLOYMENTS_PER_CUSTOMER[(cid - 1) % len(DEPLOYMENTS_PER_CUSTOMER)], size.releases)
         for rid in rng.sample(range(1, size.releases + 1), count):
             removed = at - dt.timedelta(days=rng.randint(1, 90)) if rng.random() < 0.02 else None
-            yield {"customer_id": cid, "release_id": rid, "cores": rng.choice((None, 8, 32)),
-                   "added_at": at - dt.timedelta(days=rng.randint(100, 900)), "removed_at": removed}
+            yield {
+                "customer_id": cid,
+                "release_id": rid,
+                "cores": rng.choice((None, 8, 32)),
+                "added_at": at - dt.timedelta(days=rng.randint(100, 900)),
+                "removed_at": removed,
+            }
 
 
 def generate(url: str, *, scale: float = 1.0, at: dt.datetime = AT, seed: int = SEED) -> dict:
@@ -177,5 +243,6 @@ def generate(url: str, *, scale: float = 1.0, at: dt.datetime = AT, seed: int = 
         if conn.dialect.name == "postgresql":  # explicit ids were written: move the sequences on
             for table in ("product", "release", "customer"):
                 conn.exec_driver_sql(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+                )
     return counts

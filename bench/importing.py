@@ -38,8 +38,17 @@ from bench import fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 # The tables an import writes, parents first.
-TABLES = ("product", "release", "milestone", "registrychange", "milestonechange", "customer", "contact",
-          "deployment", "auditevent")
+TABLES = (
+    "product",
+    "release",
+    "milestone",
+    "registrychange",
+    "milestonechange",
+    "customer",
+    "contact",
+    "deployment",
+    "auditevent",
+)
 SHORT_REASON = "bench: dates less than 3 months away"
 
 
@@ -58,8 +67,14 @@ def write_file(path: Path, scale: float, at: dt.datetime = fleet.AT, seed: int =
     rng = random.Random(seed)  # drawn in the order bench.fleet.generate draws
     products = list(fleet._products(size, at))
     releases = list(fleet._releases(size, at))
-    counts = {"products": len(products), "releases": len(releases), "milestones": 0, "customers": 0,
-              "contacts": 0, "deployments": 0}
+    counts = {
+        "products": len(products),
+        "releases": len(releases),
+        "milestones": 0,
+        "customers": 0,
+        "contacts": 0,
+        "deployments": 0,
+    }
     by_release: dict[int, list[dict]] = {}
     for m in fleet._milestones(size, at, rng):
         by_release.setdefault(m["release_id"], []).append(m)
@@ -74,7 +89,9 @@ def write_file(path: Path, scale: float, at: dt.datetime = fleet.AT, seed: int =
     release_of = {r["id"]: r for r in releases}
     slug_of = {p["id"]: p["slug"] for p in products}
     with path.open("w", encoding="utf-8") as out:
-        out.write(f"# The bench fleet at scale {scale:g} (bench/importing.py). Import with --at {at.date()}.\n")
+        out.write(
+            f"# The bench fleet at scale {scale:g} (bench/importing.py). Import with --at {at.date()}.\n"
+        )
         out.write("products:\n")
         by_product: dict[int, list[dict]] = {}
         for r in releases:
@@ -89,15 +106,19 @@ def write_file(path: Path, scale: float, at: dt.datetime = fleet.AT, seed: int =
                 for m in by_release.get(r["id"], []):
                     counts["milestones"] += 1
                     if policy.is_short_notice(m["date"], at):
-                        out.write(f"          {m['kind']}: {{date: {m['date']}, short_notice_reason: "
-                                  f"{_q(SHORT_REASON)}}}\n")
+                        out.write(
+                            f"          {m['kind']}: {{date: {m['date']}, short_notice_reason: "
+                            f"{_q(SHORT_REASON)}}}\n"
+                        )
                     else:
                         out.write(f"          {m['kind']}: {m['date']}\n")
         out.write("customers:\n")
         for c in customers:
             counts["customers"] += 1
-            out.write(f"  - key: {c['key']}\n    name: {_q(c['name'])}\n    timezone: {c['timezone']}\n"
-                      f"    locale: {c['locale']}\n    account_rep: {c['account_rep']}\n")
+            out.write(
+                f"  - key: {c['key']}\n    name: {_q(c['name'])}\n    timezone: {c['timezone']}\n"
+                f"    locale: {c['locale']}\n    account_rep: {c['account_rep']}\n"
+            )
             service = [f"start: {c['service_start']}"]
             if c["service_end"]:
                 service.append(f"end: {c['service_end']}")
@@ -112,7 +133,9 @@ def write_file(path: Path, scale: float, at: dt.datetime = fleet.AT, seed: int =
                 counts["deployments"] += 1
                 r = release_of[d["release_id"]]
                 cores = f", cores: {d['cores']}" if d["cores"] is not None else ""
-                out.write(f"      - {{product: {slug_of[r['product_id']]}, version: {_q(r['version'])}{cores}}}\n")
+                out.write(
+                    f"      - {{product: {slug_of[r['product_id']]}, version: {_q(r['version'])}{cores}}}\n"
+                )
     counts["bytes"] = path.stat().st_size
     return counts
 
@@ -136,9 +159,14 @@ def _run_measured(args: list[str], env: dict) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return {"seconds": seconds, "code": proc.returncode, "peak_rss_mb": usage.ru_maxrss / 1024,
-                "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                "stdout": out.read().decode(errors="replace"), "stderr": err.read().decode(errors="replace")}
+        return {
+            "seconds": seconds,
+            "code": proc.returncode,
+            "peak_rss_mb": usage.ru_maxrss / 1024,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "stdout": out.read().decode(errors="replace"),
+            "stderr": err.read().decode(errors="replace"),
+        }
 
 
 def _count(url: str) -> dict[str, int]:
@@ -176,8 +204,11 @@ def _floor_sqlite(url: str, workdir: Path) -> tuple[float, float]:
                     table, batch = pickle.load(f)
                 except EOFError:
                     break
-                raw.executemany(f'INSERT INTO "{table}" ({", ".join(cols[table])}) '
-                                f'VALUES ({", ".join("?" * len(cols[table]))})', batch)
+                raw.executemany(
+                    f'INSERT INTO "{table}" ({", ".join(cols[table])}) '
+                    f"VALUES ({', '.join('?' * len(cols[table]))})",
+                    batch,
+                )
         raw.execute("COMMIT")
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
@@ -194,8 +225,11 @@ def _floor_postgres(url: str, workdir: Path) -> tuple[float, float]:
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
         for table, path in dumps.items():
-            with path.open("wb") as out, raw.cursor() as cur, \
-                    cur.copy(f'COPY (SELECT * FROM "{table}" ORDER BY id) TO STDOUT') as copy:
+            with (
+                path.open("wb") as out,
+                raw.cursor() as cur,
+                cur.copy(f'COPY (SELECT * FROM "{table}" ORDER BY id) TO STDOUT') as copy,
+            ):
                 for data in copy:
                     out.write(data)
         conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in TABLES) + " RESTART IDENTITY CASCADE")
@@ -252,7 +286,10 @@ def bench_import(name: str, scale: float, *, log=print) -> dict:
             parse = _run_measured([sys.executable, "-m", "bench.importing", "--parse", str(path)], env)
             if parse["code"] != 0:
                 raise RuntimeError(f"parse failed:\n{parse['stderr'][-4000:]}")
-            parse = {**json.loads(parse["stdout"].strip().splitlines()[-1]), "peak_rss_mb": parse["peak_rss_mb"]}
+            parse = {
+                **json.loads(parse["stdout"].strip().splitlines()[-1]),
+                "peak_rss_mb": parse["peak_rss_mb"],
+            }
             cli = [sys.executable, "-m", "lifecycle", "import", str(path), "--at", fleet.AT.isoformat()]
             log(f"  {name}: import ...")
             first = _run_measured(cli, env)
@@ -261,25 +298,45 @@ def bench_import(name: str, scale: float, *, log=print) -> dict:
             log(f"  {name}: re-import ...")
             again = _run_measured(cli, env)
             if again["code"] != 0 or "no changes" not in again["stdout"]:
-                raise RuntimeError(f"re-import: exit {again['code']}:\n{again['stdout'][-2000:]}{again['stderr'][-2000:]}")
+                raise RuntimeError(
+                    f"re-import: exit {again['code']}:\n{again['stdout'][-2000:]}{again['stderr'][-2000:]}"
+                )
             rows = _count(url)
             log(f"  {name}: floor ...")
-            floor, floor_cpu = (_floor_postgres if url.startswith("postgresql") else _floor_sqlite)(url, workdir)
+            floor, floor_cpu = (_floor_postgres if url.startswith("postgresql") else _floor_sqlite)(
+                url, workdir
+            )
             after = _count(url)
             db.dispose_engines()
             if after != rows:
                 raise RuntimeError(f"floor: {rows} imported, {after} inserted raw")
         total = sum(rows.values())
         return {
-            "scale": scale, "file": file_counts, "file_mb": file_counts["bytes"] / (1 << 20),
-            "file_seconds": generated, "rows": rows, "total_rows": total, "parse": parse,
-            "import": {"seconds": first["seconds"], "rows_per_s": total / first["seconds"],
-                       "peak_rss_mb": first["peak_rss_mb"], "cpu_seconds": first["cpu_seconds"],
-                       "summary": first["stdout"].splitlines()[:4]},
-            "reimport": {"seconds": again["seconds"], "peak_rss_mb": again["peak_rss_mb"],
-                         "summary": again["stdout"].splitlines()[:1]},
-            "floor": {"seconds": floor, "rows_per_s": total / floor, "cpu_seconds": floor_cpu,
-                      "method": "COPY FROM STDIN" if name == "postgres" else "sqlite3 executemany"},
+            "scale": scale,
+            "file": file_counts,
+            "file_mb": file_counts["bytes"] / (1 << 20),
+            "file_seconds": generated,
+            "rows": rows,
+            "total_rows": total,
+            "parse": parse,
+            "import": {
+                "seconds": first["seconds"],
+                "rows_per_s": total / first["seconds"],
+                "peak_rss_mb": first["peak_rss_mb"],
+                "cpu_seconds": first["cpu_seconds"],
+                "summary": first["stdout"].splitlines()[:4],
+            },
+            "reimport": {
+                "seconds": again["seconds"],
+                "peak_rss_mb": again["peak_rss_mb"],
+                "summary": again["stdout"].splitlines()[:1],
+            },
+            "floor": {
+                "seconds": floor,
+                "rows_per_s": total / floor,
+                "cpu_seconds": floor_cpu,
+                "method": "COPY FROM STDIN" if name == "postgres" else "sqlite3 executemany",
+            },
             "ratio": first["seconds"] / floor,
             # The machine may be shared: the CPU time of the import's process against the floor's (on
             # SQLite the floor's work is all in its process; on PostgreSQL most of it is the server's).
@@ -295,8 +352,10 @@ def table(results: list[dict]) -> str:
     rows = [
         ("file, MB", lambda r: f"{r['file_mb']:.1f}"),
         ("rows written (all tables, audit incl.)", lambda r: f"{r['total_rows']:,}"),
-        ("  customers / contacts / deployments", lambda r: f"{r['rows']['customer']:,} / {r['rows']['contact']:,} / "
-                                                           f"{r['rows']['deployment']:,}"),
+        (
+            "  customers / contacts / deployments",
+            lambda r: f"{r['rows']['customer']:,} / {r['rows']['contact']:,} / {r['rows']['deployment']:,}",
+        ),
         ("  milestones / audit rows", lambda r: f"{r['rows']['milestone']:,} / {r['rows']['auditevent']:,}"),
         ("`lifecycle import`, s (child process, start-up incl.)", lambda r: f"{r['import']['seconds']:.1f}"),
         ("  rows/s", lambda r: f"{r['import']['rows_per_s']:,.0f}"),
@@ -305,8 +364,10 @@ def table(results: list[dict]) -> str:
         ("floor (raw bulk insert of the same rows), s", lambda r: f"{r['floor']['seconds']:.2f}"),
         ("  rows/s", lambda r: f"{r['floor']['rows_per_s']:,.0f}"),
         ("**ratio import / floor** (target <= 3)", lambda r: f"**{r['ratio']:.1f}**"),
-        ("ratio of CPU time import / floor (SQLite: both in-process)",
-         lambda r: f"{r['cpu_ratio']:.1f}" if r.get("cpu_ratio") else "n/a"),
+        (
+            "ratio of CPU time import / floor (SQLite: both in-process)",
+            lambda r: f"{r['cpu_ratio']:.1f}" if r.get("cpu_ratio") else "n/a",
+        ),
         ("re-import, no changes, s", lambda r: f"{r['reimport']['seconds']:.1f}"),
         ("  peak RSS, MB", lambda r: f"{r['reimport']['peak_rss_mb']:.0f}"),
         ("parse only: strict reader (libyaml events), s", lambda r: f"{r['parse']['strict_s']:.1f}"),
@@ -320,7 +381,9 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.importing", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="0.1,0.5,1.0", help="comma-separated scales (1.0 = the reference fleet)")
+    parser.add_argument(
+        "--scale", default="0.1,0.5,1.0", help="comma-separated scales (1.0 = the reference fleet)"
+    )
     parser.add_argument("--db", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--write-file", type=Path, help="only write the fleet file at the (first) scale")
     parser.add_argument("--parse", help=argparse.SUPPRESS)  # a child process

@@ -42,7 +42,9 @@ from bench import fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PG_ADMIN_URL = os.environ.get("LIFECYCLE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "LIFECYCLE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 STEPS = ("generate", "plan", "floor", "ticks")
 STEADY_RUNS = 7
 DUE_TARGET = 1000
@@ -88,8 +90,13 @@ def step_plan(url: str, scale: float, workdir: Path) -> dict:
         result = scheduler.plan(session, fleet.AT)
     seconds = time.perf_counter() - t0
     rows = _count_notices(url)
-    return {"seconds": seconds, "rows": rows, "rows_per_s": rows / seconds, "plan": result.as_dict(),
-            "rss_before_mb": rss_before}
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "rows_per_s": rows / seconds,
+        "plan": result.as_dict(),
+        "rss_before_mb": rss_before,
+    }
 
 
 def _dump_sqlite(path: str, cols: list[str], dump: Path) -> int:
@@ -144,7 +151,10 @@ def _floor_postgres(url: str, cols: list[str], dump: Path) -> tuple[int, float]:
     col_list = ", ".join(cols)
     with engine.begin() as conn, dump.open("wb") as out:
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY (SELECT {col_list} FROM notice ORDER BY id) TO STDOUT") as copy:
+        with (
+            raw.cursor() as cur,
+            cur.copy(f"COPY (SELECT {col_list} FROM notice ORDER BY id) TO STDOUT") as copy,
+        ):
             for data in copy:
                 out.write(data)
         conn.exec_driver_sql("TRUNCATE notice RESTART IDENTITY CASCADE")
@@ -169,8 +179,12 @@ def step_floor(url: str, scale: float, workdir: Path) -> dict:
     dump.unlink()
     if not before == rows == after:
         raise RuntimeError(f"floor: {before} rows planned, {rows} dumped, {after} inserted")
-    return {"seconds": seconds, "rows": rows, "rows_per_s": rows / seconds,
-            "method": "COPY FROM STDIN (text)" if url.startswith("postgresql") else "sqlite3 executemany"}
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "rows_per_s": rows / seconds,
+        "method": "COPY FROM STDIN (text)" if url.startswith("postgresql") else "sqlite3 executemany",
+    }
 
 
 def _mark_delivered(url: str, at: dt.datetime) -> int:
@@ -181,10 +195,14 @@ def _mark_delivered(url: str, at: dt.datetime) -> int:
     D, N = Delivery.__table__, Notice.__table__
     with session_scope(url) as session:
         conn = session.connection()
-        n = conn.execute(D.update().where(D.c.status == DeliveryStatus.PENDING).values(
-            status=DeliveryStatus.DELIVERED, sent_at=at, updated_at=at, attempts=1)).rowcount
-        conn.execute(N.update().where(N.c.status == NoticeStatus.RELEASED).values(
-            status=NoticeStatus.SENT, sent_at=at))
+        n = conn.execute(
+            D.update()
+            .where(D.c.status == DeliveryStatus.PENDING)
+            .values(status=DeliveryStatus.DELIVERED, sent_at=at, updated_at=at, attempts=1)
+        ).rowcount
+        conn.execute(
+            N.update().where(N.c.status == NoticeStatus.RELEASED).values(status=NoticeStatus.SENT, sent_at=at)
+        )
     return n
 
 
@@ -210,8 +228,13 @@ def _due_instant(url: str, after: dt.datetime, target: int) -> tuple[dt.datetime
         total = conn.execute(sa.select(sa.func.count()).where(planned_after)).scalar_one()
         if total == 0:
             raise RuntimeError("nothing planned after the steady instant: the fleet is too small")
-        at = conn.execute(sa.select(N.c.due_at).where(planned_after).order_by(N.c.due_at)
-                          .offset(min(target, total) - 1).limit(1)).scalar_one()
+        at = conn.execute(
+            sa.select(N.c.due_at)
+            .where(planned_after)
+            .order_by(N.c.due_at)
+            .offset(min(target, total) - 1)
+            .limit(1)
+        ).scalar_one()
         due = conn.execute(sa.select(sa.func.count()).where(planned_after, N.c.due_at <= at)).scalar_one()
     return at, due
 
@@ -232,8 +255,13 @@ def step_ticks(url: str, scale: float, workdir: Path) -> dict:
             r = ticks.tick(at + dt.timedelta(minutes=k))
             times.append(time.perf_counter() - t0)
             released += r.release.released
-        return {"runs": len(times), "median_s": statistics.median(times), "min_s": min(times),
-                "max_s": max(times), "released": released}
+        return {
+            "runs": len(times),
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "max_s": max(times),
+            "released": released,
+        }
 
     # Right after the catch-up, PostgreSQL's indexes still hold the dead versions of every row it
     # changed; autovacuum removes them in a system that has been running, so measure both.
@@ -247,14 +275,28 @@ def step_ticks(url: str, scale: float, workdir: Path) -> dict:
     r = ticks.tick(due_at)
     due_s = time.perf_counter() - t0
     return {
-        "catch_up": {"at": at.isoformat(), "seconds": catch_up_s, "release": catch_up.release.as_dict(),
-                     "customers": len(catch_up.customers), "marked_delivered": marked},
+        "catch_up": {
+            "at": at.isoformat(),
+            "seconds": catch_up_s,
+            "release": catch_up.release.as_dict(),
+            "customers": len(catch_up.customers),
+            "marked_delivered": marked,
+        },
         "steady_before_vacuum": steady_fresh,
         "steady": steady,
-        "due": {"at": due_at.isoformat(), "due": due, "seconds": due_s, "released": r.release.released,
-                "skipped": dict(r.release.skipped), "escalations": r.release.escalations,
-                "deliveries": r.deliver.sent, "messages": r.deliver.messages, "customers": len(r.customers),
-                "notices_per_s": r.release.released / due_s, "deliveries_per_s": r.deliver.sent / due_s},
+        "due": {
+            "at": due_at.isoformat(),
+            "due": due,
+            "seconds": due_s,
+            "released": r.release.released,
+            "skipped": dict(r.release.skipped),
+            "escalations": r.release.escalations,
+            "deliveries": r.deliver.sent,
+            "messages": r.deliver.messages,
+            "customers": len(r.customers),
+            "notices_per_s": r.release.released / due_s,
+            "deliveries_per_s": r.deliver.sent / due_s,
+        },
     }
 
 
@@ -277,9 +319,24 @@ def run_step(step: str, url: str, scale: float, workdir: Path, *, isolate: bool 
     env = _step_env(url, workdir)
     if isolate:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.run", "--step", step, "--url", url, "--scale", str(scale),
-             "--workdir", str(workdir)],
-            cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-m",
+                "bench.run",
+                "--step",
+                step,
+                "--url",
+                url,
+                "--scale",
+                str(scale),
+                "--workdir",
+                str(workdir),
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"step {step} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -350,7 +407,9 @@ def postgres_available() -> str | None:
     return None
 
 
-def bench_database(name: str, scale: float, *, isolate: bool = True, with_import: bool = True, log=print) -> dict:
+def bench_database(
+    name: str, scale: float, *, isolate: bool = True, with_import: bool = True, log=print
+) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix=f"lifecycle-bench-{name}-"))
     try:
         with DATABASES[name](workdir) as url:
@@ -370,15 +429,29 @@ def bench_database(name: str, scale: float, *, isolate: bool = True, with_import
     return steps
 
 
-def run(scale: float = 1.0, dbs: tuple[str, ...] = ("sqlite", "postgres"), *, isolate: bool = True,
-        results_dir: Path | None = RESULTS_DIR, with_import: bool = True, log=print,
-        delivery_scales: tuple[float, ...] = ()) -> dict:
+def run(
+    scale: float = 1.0,
+    dbs: tuple[str, ...] = ("sqlite", "postgres"),
+    *,
+    isolate: bool = True,
+    results_dir: Path | None = RESULTS_DIR,
+    with_import: bool = True,
+    log=print,
+    delivery_scales: tuple[float, ...] = (),
+) -> dict:
     """Run the benchmark; return (and write to `results_dir`) the results. With `delivery_scales`, the
     delivery benchmark (bench/delivery.py) runs after the planning steps, as extra steps."""
     started = dt.datetime.now(dt.UTC)
-    report = {"started": started.isoformat(), "scale": scale, "size": fleet.size_for(scale).as_dict(),
-              "at": fleet.AT.isoformat(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-              "isolated": isolate, "databases": {}}
+    report = {
+        "started": started.isoformat(),
+        "scale": scale,
+        "size": fleet.size_for(scale).as_dict(),
+        "at": fleet.AT.isoformat(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "isolated": isolate,
+        "databases": {},
+    }
     for name in dbs:
         if name not in DATABASES:
             raise ValueError(f"unknown database {name!r}: use sqlite, postgres")
@@ -387,7 +460,9 @@ def run(scale: float = 1.0, dbs: tuple[str, ...] = ("sqlite", "postgres"), *, is
             report["databases"][name] = {"skipped": why}
             continue
         log(f"{name}, scale {scale}:")
-        report["databases"][name] = bench_database(name, scale, isolate=isolate, with_import=with_import, log=log)
+        report["databases"][name] = bench_database(
+            name, scale, isolate=isolate, with_import=with_import, log=log
+        )
     if delivery_scales:
         from bench import delivery
 
@@ -415,17 +490,32 @@ def table(report: dict) -> str:
         ("peak RSS of the plan process, MB", lambda d: f"{d['plan']['peak_rss_mb']:.0f}"),
         ("  of which before planning, MB", lambda d: f"{d['plan']['rss_before_mb']:.0f}"),
         ("catch-up prepare at `at`, s", lambda d: f"{d['ticks']['catch_up']['seconds']:.2f}"),
-        ("  notices released / deliveries", lambda d: f"{d['ticks']['catch_up']['release']['released']:,} / "
-                                                      f"{d['ticks']['catch_up']['release']['deliveries']:,}"),
-        ("steady tick, nothing due, median s (target < 0.2)", lambda d: f"{d['ticks']['steady']['median_s']:.3f}"),
-        ("  min / max s", lambda d: f"{d['ticks']['steady']['min_s']:.3f} / {d['ticks']['steady']['max_s']:.3f}"),
-        ("  median s right after the catch-up, before VACUUM",
-         lambda d: f"{d['ticks']['steady_before_vacuum']['median_s']:.3f}"),
+        (
+            "  notices released / deliveries",
+            lambda d: (
+                f"{d['ticks']['catch_up']['release']['released']:,} / "
+                f"{d['ticks']['catch_up']['release']['deliveries']:,}"
+            ),
+        ),
+        (
+            "steady tick, nothing due, median s (target < 0.2)",
+            lambda d: f"{d['ticks']['steady']['median_s']:.3f}",
+        ),
+        (
+            "  min / max s",
+            lambda d: f"{d['ticks']['steady']['min_s']:.3f} / {d['ticks']['steady']['max_s']:.3f}",
+        ),
+        (
+            "  median s right after the catch-up, before VACUUM",
+            lambda d: f"{d['ticks']['steady_before_vacuum']['median_s']:.3f}",
+        ),
         ("tick with ~1,000 due: notices released", lambda d: f"{d['ticks']['due']['released']:,}"),
         ("  s", lambda d: f"{d['ticks']['due']['seconds']:.1f}"),
         ("  notices/s", lambda d: f"{d['ticks']['due']['notices_per_s']:,.0f}"),
-        ("  deliveries (messages)", lambda d: f"{d['ticks']['due']['deliveries']:,} "
-                                              f"({d['ticks']['due']['messages']:,})"),
+        (
+            "  deliveries (messages)",
+            lambda d: f"{d['ticks']['due']['deliveries']:,} ({d['ticks']['due']['messages']:,})",
+        ),
         ("  deliveries/s", lambda d: f"{d['ticks']['due']['deliveries_per_s']:,.0f}"),
         ("peak RSS of the tick process, MB", lambda d: f"{d['ticks']['peak_rss_mb']:.0f}"),
         ("fleet generation, s", lambda d: f"{d['generate']['seconds']:.1f}"),
@@ -433,17 +523,24 @@ def table(report: dict) -> str:
     if all("import" in d for d in dbs.values()):  # bench/importing.py
         rows += [
             ("`lifecycle import` of the fleet file, s", lambda d: f"{d['import']['import']['seconds']:.1f}"),
-            ("  MB / rows written", lambda d: f"{d['import']['file_mb']:.1f} / {d['import']['total_rows']:,}"),
+            (
+                "  MB / rows written",
+                lambda d: f"{d['import']['file_mb']:.1f} / {d['import']['total_rows']:,}",
+            ),
             ("  rows/s", lambda d: f"{d['import']['import']['rows_per_s']:,.0f}"),
-            ("  floor (raw bulk insert of the same rows), s", lambda d: f"{d['import']['floor']['seconds']:.2f}"),
+            (
+                "  floor (raw bulk insert of the same rows), s",
+                lambda d: f"{d['import']['floor']['seconds']:.2f}",
+            ),
             ("  ratio import / floor (target <= 3)", lambda d: f"{d['import']['ratio']:.1f}"),
-            ("  peak RSS of the import process, MB (target <= 300)",
-             lambda d: f"{d['import']['import']['peak_rss_mb']:.0f}"),
+            (
+                "  peak RSS of the import process, MB (target <= 300)",
+                lambda d: f"{d['import']['import']['peak_rss_mb']:.0f}",
+            ),
             ("  re-import, no changes, s", lambda d: f"{d['import']['reimport']['seconds']:.1f}"),
         ]
     names = list(dbs)
-    lines = [f"| scale {report['scale']:g} | " + " | ".join(names) + " |",
-             "|---|" + "---:|" * len(names)]
+    lines = [f"| scale {report['scale']:g} | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for label, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(fmt(dbs[n]) for n in names) + " |")
     for name, d in report["databases"].items():
@@ -459,8 +556,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inline", action="store_true", help="run every step in this process")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results/*.json")
     parser.add_argument("--no-import", action="store_true", help="skip the import bench (bench/importing.py)")
-    parser.add_argument("--delivery", default="0.1,0.5,1.0", metavar="SCALES",
-                        help="the delivery benchmark's scales (bench/delivery.py); 'none' to skip it")
+    parser.add_argument(
+        "--delivery",
+        default="0.1,0.5,1.0",
+        metavar="SCALES",
+        help="the delivery benchmark's scales (bench/delivery.py); 'none' to skip it",
+    )
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -475,9 +576,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--db: unknown database {', '.join(unknown)} (use sqlite, postgres)")
     results_dir = None if args.no_write else RESULTS_DIR
-    delivery_scales = () if args.delivery == "none" else tuple(float(x) for x in args.delivery.split(",") if x)
-    report = run(args.scale, dbs, isolate=not args.inline, results_dir=results_dir,
-                 with_import=not args.no_import, delivery_scales=delivery_scales)
+    delivery_scales = (
+        () if args.delivery == "none" else tuple(float(x) for x in args.delivery.split(",") if x)
+    )
+    report = run(
+        args.scale,
+        dbs,
+        isolate=not args.inline,
+        results_dir=results_dir,
+        with_import=not args.no_import,
+        delivery_scales=delivery_scales,
+    )
     print()
     print(table(report))
     if report.get("delivery"):

@@ -47,8 +47,9 @@ CHANNELS = ("cli", "web", "api", "phone", "email-link", "import")
 
 # Why a plan cannot be recorded, in the words the customer reads (portal and acknowledgement page).
 NOT_RUN = N_("You do not run this release.")
-ALL_WITHDRAWN = N_("Every lifecycle milestone of this release has been withdrawn: "
-                   "there is no upgrade plan to record.")
+ALL_WITHDRAWN = N_(
+    "Every lifecycle milestone of this release has been withdrawn: there is no upgrade plan to record."
+)
 
 
 class PlanError(InputError):
@@ -64,13 +65,22 @@ def closed(session: Session, customer: Customer, release: Release) -> str | None
     """Why `customer` can no longer record an upgrade plan for `release` (`NOT_RUN`, `ALL_WITHDRAWN`), or
     None while they can: their deployment is removed, or every milestone that applies to the release
     (its own and its product's) is withdrawn. A release with no milestones yet stays open."""
-    if not session.exec(select(Deployment.id).where(
-            Deployment.customer_id == customer.id, Deployment.release_id == release.id,
-            col(Deployment.removed_at).is_(None))).first():
+    if not session.exec(
+        select(Deployment.id).where(
+            Deployment.customer_id == customer.id,
+            Deployment.release_id == release.id,
+            col(Deployment.removed_at).is_(None),
+        )
+    ).first():
         return NOT_RUN
-    statuses = set(session.exec(select(Milestone.status).where(
-        Milestone.product_id == release.product_id,
-        (col(Milestone.release_id) == release.id) | col(Milestone.release_id).is_(None))).all())
+    statuses = set(
+        session.exec(
+            select(Milestone.status).where(
+                Milestone.product_id == release.product_id,
+                (col(Milestone.release_id) == release.id) | col(Milestone.release_id).is_(None),
+            )
+        ).all()
+    )
     if statuses == {MilestoneStatus.WITHDRAWN}:
         return ALL_WITHDRAWN
     return None
@@ -80,12 +90,21 @@ def targets(session: Session, product_id: int) -> dict[str, policy.Target]:
     """Every release of a product as an upgrade target, with the day it ends: its end of life (its
     own, else the product's), or ended without a date."""
     releases = session.exec(select(Release).where(Release.product_id == product_id)).all()
-    eol = {m.release_id: m.date for m in session.exec(select(Milestone).where(
-        Milestone.product_id == product_id, Milestone.kind == MilestoneKind.END_OF_LIFE,
-        Milestone.status == MilestoneStatus.PLANNED))}
+    eol = {
+        m.release_id: m.date
+        for m in session.exec(
+            select(Milestone).where(
+                Milestone.product_id == product_id,
+                Milestone.kind == MilestoneKind.END_OF_LIFE,
+                Milestone.status == MilestoneStatus.PLANNED,
+            )
+        )
+    }
     product_end = eol.get(None)
-    return {r.version: policy.Target(r.version, eol.get(r.id, product_end), r.ended == MilestoneKind.END_OF_LIFE)
-            for r in releases}
+    return {
+        r.version: policy.Target(r.version, eol.get(r.id, product_end), r.ended == MilestoneKind.END_OF_LIFE)
+        for r in releases
+    }
 
 
 def target_choices(session: Session, release: Release, today: dt.date) -> list[policy.Target]:
@@ -95,18 +114,30 @@ def target_choices(session: Session, release: Release, today: dt.date) -> list[p
 
 def next_milestone(session: Session, release: Release, today: dt.date) -> Milestone | None:
     """The release's next milestone (its own or its product's) not withdrawn and not past."""
-    return session.exec(select(Milestone).where(
-        Milestone.product_id == release.product_id,
-        (col(Milestone.release_id) == release.id) | col(Milestone.release_id).is_(None),
-        Milestone.status == MilestoneStatus.PLANNED, Milestone.date >= today)
-        .order_by(col(Milestone.date), col(Milestone.kind))).first()
+    return session.exec(
+        select(Milestone)
+        .where(
+            Milestone.product_id == release.product_id,
+            (col(Milestone.release_id) == release.id) | col(Milestone.release_id).is_(None),
+            Milestone.status == MilestoneStatus.PLANNED,
+            Milestone.date >= today,
+        )
+        .order_by(col(Milestone.date), col(Milestone.kind))
+    ).first()
 
 
-def check(session: Session, release: Release, status: str, target: str | None, planned_date: dt.date | None,
-          today: dt.date) -> None:
+def check(
+    session: Session,
+    release: Release,
+    status: str,
+    target: str | None,
+    planned_date: dt.date | None,
+    today: dt.date,
+) -> None:
     """Raise `PlanError` for a plan that cannot work (`policy.plan_problem`)."""
-    problem = policy.plan_problem(status, release.version, target, planned_date, today,
-                                  targets(session, release.product_id))
+    problem = policy.plan_problem(
+        status, release.version, target, planned_date, today, targets(session, release.product_id)
+    )
     if problem is not None:
         raise PlanError(*problem)
 
@@ -117,9 +148,18 @@ def record(session: Session, **kwargs) -> Agreement:
 
 
 def save(
-    session: Session, *, customer: Customer, release: Release, status: str, at: dt.datetime,
-    target_version: str | None = None, planned_date: dt.date | None = None, by: str | None = None,
-    feedback: str | None = None, channel: str = "cli", recorded_by: str | None = None,
+    session: Session,
+    *,
+    customer: Customer,
+    release: Release,
+    status: str,
+    at: dt.datetime,
+    target_version: str | None = None,
+    planned_date: dt.date | None = None,
+    by: str | None = None,
+    feedback: str | None = None,
+    channel: str = "cli",
+    recorded_by: str | None = None,
 ) -> tuple[Agreement, bool]:
     """(agreement, whether anything changed). The same status, target and date as recorded, and no
     new feedback, change nothing: no history row, no audit event, no notice to the rep. Feedback
@@ -129,8 +169,11 @@ def save(
     if reason == NOT_RUN:
         raise InputError("version", f"customer {customer.key!r} does not run release {release.version!r}")
     if reason == ALL_WITHDRAWN:
-        raise InputError("version", f"every milestone of release {release.version!r} is withdrawn: there is no "
-                                    "upgrade plan to record")
+        raise InputError(
+            "version",
+            f"every milestone of release {release.version!r} is withdrawn: there is no "
+            "upgrade plan to record",
+        )
     if channel not in CHANNELS:
         raise InputError("channel", f"unknown channel {channel!r}")
     target_version = v.version(target_version, "target") if target_version else None
@@ -145,8 +188,12 @@ def save(
     agreement = session.exec(
         select(Agreement).where(Agreement.customer_id == customer.id, Agreement.release_id == release.id)
     ).first()
-    if agreement is not None and (agreement.status, agreement.target_version, agreement.planned_date) == (
-            status, target_version, planned_date) and feedback in (None, agreement.feedback):
+    if (
+        agreement is not None
+        and (agreement.status, agreement.target_version, agreement.planned_date)
+        == (status, target_version, planned_date)
+        and feedback in (None, agreement.feedback)
+    ):
         return agreement, False
     if agreement is None:
         agreement = Agreement(customer_id=pk(customer), release_id=pk(release))
@@ -157,56 +204,109 @@ def save(
         agreement.feedback = feedback
     session.add(agreement)
     session.flush()
-    change = AgreementChange(agreement_id=pk(agreement), status=status, target_version=target_version,
-                             planned_date=planned_date, by=by, channel=channel, feedback=feedback,
-                             recorded_by=agreement.recorded_by, at=at)
+    change = AgreementChange(
+        agreement_id=pk(agreement),
+        status=status,
+        target_version=target_version,
+        planned_date=planned_date,
+        by=by,
+        channel=channel,
+        feedback=feedback,
+        recorded_by=agreement.recorded_by,
+        at=at,
+    )
     session.add(change)
     session.flush()
-    registry.audit(session, at, "agreement.record", f"{customer.key} release {release.id}",
-                   {"status": status, "target": target_version, "planned_date": planned_date,
-                    "channel": channel, "feedback": bool(feedback)}, recorded_by or by)
+    registry.audit(
+        session,
+        at,
+        "agreement.record",
+        f"{customer.key} release {release.id}",
+        {
+            "status": status,
+            "target": target_version,
+            "planned_date": planned_date,
+            "channel": channel,
+            "feedback": bool(feedback),
+        },
+        recorded_by or by,
+    )
     _tell_rep(session, customer, release, change, at)
     from lifecycle import escalations
 
     escalations.sync(session, at, customer_id=customer.id)
-    inflight.cancel_in_flight(session, at=at, reason="agreement", customer_id=customer.id, release_id=release.id)
+    inflight.cancel_in_flight(
+        session, at=at, reason="agreement", customer_id=customer.id, release_id=release.id
+    )
     return agreement, True
 
 
-def _tell_rep(session: Session, customer: Customer, release: Release, change: AgreementChange,
-              at: dt.datetime) -> None:
+def _tell_rep(
+    session: Session, customer: Customer, release: Release, change: AgreementChange, at: dt.datetime
+) -> None:
     """A rep notice for one agreement change, due in the rep's next daily digest (`reps.digest_due`);
     the scheduler delivers it like every other notice. The slot names the change it reports."""
-    session.add(Notice(
-        key=policy.notice_key(NoticeKind.AGREEMENT, pk(customer), None, f"r{release.id}:{change.id}"), customer_id=pk(customer),
-        release_id=release.id, kind=NoticeKind.AGREEMENT, audience="rep", slot=str(change.id),
-        due_at=reps.digest_due(session, customer.account_rep, at), status=NoticeStatus.PLANNED,
-        detail=change.status, created_at=at,
-    ))
+    session.add(
+        Notice(
+            key=policy.notice_key(NoticeKind.AGREEMENT, pk(customer), None, f"r{release.id}:{change.id}"),
+            customer_id=pk(customer),
+            release_id=release.id,
+            kind=NoticeKind.AGREEMENT,
+            audience="rep",
+            slot=str(change.id),
+            due_at=reps.digest_due(session, customer.account_rep, at),
+            status=NoticeStatus.PLANNED,
+            detail=change.status,
+            created_at=at,
+        )
+    )
 
 
-def move_deployment(session: Session, *, customer: Customer, release: Release, target_version: str,
-                    at: dt.datetime, by: str | None = None) -> Deployment:
+def move_deployment(
+    session: Session,
+    *,
+    customer: Customer,
+    release: Release,
+    target_version: str,
+    at: dt.datetime,
+    by: str | None = None,
+) -> Deployment:
     """A completed upgrade: the customer now runs `target_version` instead of `release` (same cores)."""
     product = session.get_one(Product, release.product_id)
     target = registry.get_release(session, product, v.version(target_version, "target"), field="target")
     if policy.version_key(target.version) <= policy.version_key(release.version):
         raise InputError("target", f"{target.version} is not a later release than {release.version}")
-    old = session.exec(select(Deployment).where(Deployment.customer_id == customer.id,
-                                                Deployment.release_id == release.id,
-                                                col(Deployment.removed_at).is_(None))).first()
+    old = session.exec(
+        select(Deployment).where(
+            Deployment.customer_id == customer.id,
+            Deployment.release_id == release.id,
+            col(Deployment.removed_at).is_(None),
+        )
+    ).first()
     if old is None:
-        raise InputError("version", f"customer {customer.key!r} does not run {product.slug} {release.version}")
-    dep, _ = registry.add_deployment(session, customer=customer, product=product, version=target.version,
-                                     cores=old.cores, at=at)
-    registry.remove_deployment(session, customer=customer.key, product=product.slug, version=release.version, at=at)
-    registry.audit(session, at, "deployment.move", f"{customer.key} {product.slug} {release.version}",
-                   {"to": target.version}, by)
+        raise InputError(
+            "version", f"customer {customer.key!r} does not run {product.slug} {release.version}"
+        )
+    dep, _ = registry.add_deployment(
+        session, customer=customer, product=product, version=target.version, cores=old.cores, at=at
+    )
+    registry.remove_deployment(
+        session, customer=customer.key, product=product.slug, version=release.version, at=at
+    )
+    registry.audit(
+        session,
+        at,
+        "deployment.move",
+        f"{customer.key} {product.slug} {release.version}",
+        {"to": target.version},
+        by,
+    )
     return dep
 
 
-def record_cli(session: Session, *, customer_key: str, product: str, version: str, status: str,
-               at: dt.datetime, **kwargs) -> Agreement:
+def record_cli(
+    session: Session, *, customer_key: str, product: str, version: str, status: str, at: dt.datetime, **kwargs
+) -> Agreement:
     customer = registry.get_customer(session, customer_key)
     prod = registry.get_product(session, product)
     release = registry.get_release(session, prod, version)
@@ -214,5 +314,10 @@ def record_cli(session: Session, *, customer_key: str, product: str, version: st
 
 
 def history(session: Session, agreement_id: int) -> list[AgreementChange]:
-    return list(session.exec(select(AgreementChange).where(AgreementChange.agreement_id == agreement_id)
-                             .order_by(col(AgreementChange.at), col(AgreementChange.id))).all())
+    return list(
+        session.exec(
+            select(AgreementChange)
+            .where(AgreementChange.agreement_id == agreement_id)
+            .order_by(col(AgreementChange.at), col(AgreementChange.id))
+        ).all()
+    )

@@ -95,7 +95,9 @@ class _Insert:
         self.sql = str(compiled)
         order = list(compiled.positiontup or ()) if compiled.positional else columns
         self.positional = compiled.positional
-        self.columns = [(name, _memo(table.c[name].type._cached_bind_processor(conn.dialect))) for name in order]
+        self.columns = [
+            (name, _memo(table.c[name].type._cached_bind_processor(conn.dialect))) for name in order
+        ]
 
     def params(self, rows: list[dict]) -> list:
         cols = self.columns
@@ -158,8 +160,13 @@ _JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # json.dumps(..., def
 
 def _audit_row(at: dt.datetime, action: str, subject: str, detail: dict | None) -> dict:
     """What `registry.audit` writes."""
-    return {"at": at, "actor": None, "action": action, "subject": subject,
-            "detail": _JSON.encode(detail) if detail else None}
+    return {
+        "at": at,
+        "actor": None,
+        "action": action,
+        "subject": subject,
+        "detail": _JSON.encode(detail) if detail else None,
+    }
 
 
 def _path_error(path: str, exc: InputError) -> InputErrors:
@@ -174,8 +181,10 @@ def apply(session: Session, products, customers, *, at: dt.datetime, source: str
     session.flush()
     conn = session.connection()
     writer = _Writer(conn)
-    total = sum(1 + len(p.milestones) + len(p.retire) + sum(1 + len(r.milestones) for r in p.releases)
-                for p in products) + sum(1 + len(c.contacts) + len(c.deployments) for c in customers)
+    total = sum(
+        1 + len(p.milestones) + len(p.retire) + sum(1 + len(r.milestones) for r in p.releases)
+        for p in products
+    ) + sum(1 + len(c.contacts) + len(c.deployments) for c in customers)
     done = 0
 
     def progress(n: int = 1) -> None:
@@ -185,8 +194,9 @@ def apply(session: Session, products, customers, *, at: dt.datetime, source: str
             on_progress(done, total)
 
     if products:
-        change_id, hold_until = _products(session, conn, writer, products, summary, at=at, source=source,
-                                          progress=progress)
+        change_id, hold_until = _products(
+            session, conn, writer, products, summary, at=at, source=source, progress=progress
+        )
         summary.change_id, summary.hold_until = change_id, hold_until
     if customers:
         _customers(session, conn, writer, customers, summary, at=at, progress=progress)
@@ -199,8 +209,17 @@ def apply(session: Session, products, customers, *, at: dt.datetime, source: str
 # ------------------------------------------------------------------------------ products and releases
 
 
-def _products(session: Session, conn: sa.Connection, writer: _Writer, products, summary, *, at: dt.datetime,
-              source: str, progress) -> tuple[int | None, dt.datetime | None]:
+def _products(
+    session: Session,
+    conn: sa.Connection,
+    writer: _Writer,
+    products,
+    summary,
+    *,
+    at: dt.datetime,
+    source: str,
+    progress,
+) -> tuple[int | None, dt.datetime | None]:
     slugs = [p.slug for p in products]
     current = {}
     for chunk in _chunks(slugs):
@@ -214,8 +233,11 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
             audits.append(_audit_row(at, "product.add", p.slug, {"name": p.name}))
             summary.count("products", "created")
         elif row.name != p.name:
-            writer.add("product~", P.update().where(P.c.id == sa.bindparam("_id")).values(name=sa.bindparam("name")),
-                       {"_id": row.id, "name": p.name})
+            writer.add(
+                "product~",
+                P.update().where(P.c.id == sa.bindparam("_id")).values(name=sa.bindparam("name")),
+                {"_id": row.id, "name": p.name},
+            )
             audits.append(_audit_row(at, "product.update", p.slug, {"name": p.name}))
             summary.count("products", "updated")
         else:
@@ -224,16 +246,29 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
     writer.flush()
     pid: dict[str, int] = {}
     for chunk in _chunks(slugs):
-        pid.update((r.slug, r.id) for r in _rows(conn, sa.select(P.c.id, P.c.slug).where(P.c.slug.in_(chunk))))
+        pid.update(
+            (r.slug, r.id) for r in _rows(conn, sa.select(P.c.id, P.c.slug).where(P.c.slug.in_(chunk)))
+        )
 
     # Releases: the state of every release of these products, then the diff.
     releases: dict[tuple[int, str], sa.Row] = {}
     for chunk in _chunks(pid.values()):
-        for row in _rows(conn, sa.select(R.c.id, R.c.product_id, R.c.version, R.c.released, R.c.upgrade_to,
-                                          R.c.ended).where(R.c.product_id.in_(chunk))):
+        for row in _rows(
+            conn,
+            sa.select(R.c.id, R.c.product_id, R.c.version, R.c.released, R.c.upgrade_to, R.c.ended).where(
+                R.c.product_id.in_(chunk)
+            ),
+        ):
             releases[(row.product_id, row.version)] = row
-    update_release = R.update().where(R.c.id == sa.bindparam("_id")).values(
-        released=sa.bindparam("released"), upgrade_to=sa.bindparam("upgrade_to"), ended=sa.bindparam("ended"))
+    update_release = (
+        R.update()
+        .where(R.c.id == sa.bindparam("_id"))
+        .values(
+            released=sa.bindparam("released"),
+            upgrade_to=sa.bindparam("upgrade_to"),
+            ended=sa.bindparam("ended"),
+        )
+    )
     release_change: dict[tuple[str, str], str] = {}
     for p in products:
         for r in p.releases:
@@ -241,11 +276,26 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
             before = releases.get((pid[p.slug], r.version))
             if before is None:
                 ended = r.ended if r.ended_known else None
-                writer.add("release+", R, {"product_id": pid[p.slug], "version": r.version,
-                                                    "released": r.released, "upgrade_to": r.upgrade_to,
-                                                    "ended": ended, "created_at": at})
-                audits.append(_audit_row(at, "release.add", label, {"released": r.released,
-                                                                    "upgrade_to": r.upgrade_to, "ended": ended}))
+                writer.add(
+                    "release+",
+                    R,
+                    {
+                        "product_id": pid[p.slug],
+                        "version": r.version,
+                        "released": r.released,
+                        "upgrade_to": r.upgrade_to,
+                        "ended": ended,
+                        "created_at": at,
+                    },
+                )
+                audits.append(
+                    _audit_row(
+                        at,
+                        "release.add",
+                        label,
+                        {"released": r.released, "upgrade_to": r.upgrade_to, "ended": ended},
+                    )
+                )
                 release_change[(p.slug, r.version)] = "created"
                 if ended:
                     summary.ended.append({"release": label, "phase": ended})
@@ -258,10 +308,19 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
             if r.ended_known:
                 ended = r.ended
             if (released, upgrade_to, ended) != (before.released, before.upgrade_to, before.ended):
-                writer.add("release~", update_release, {"_id": before.id, "released": released,
-                                                        "upgrade_to": upgrade_to, "ended": ended})
-                audits.append(_audit_row(at, "release.update", label, {"released": released,
-                                                                       "upgrade_to": upgrade_to, "ended": ended}))
+                writer.add(
+                    "release~",
+                    update_release,
+                    {"_id": before.id, "released": released, "upgrade_to": upgrade_to, "ended": ended},
+                )
+                audits.append(
+                    _audit_row(
+                        at,
+                        "release.update",
+                        label,
+                        {"released": released, "upgrade_to": upgrade_to, "ended": ended},
+                    )
+                )
                 release_change[(p.slug, r.version)] = "updated"
                 if ended and ended != before.ended:
                     summary.ended.append({"release": label, "phase": ended})
@@ -271,7 +330,9 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
     rid: dict[tuple[str, str], int] = {}
     slug_of = {v: k for k, v in pid.items()}
     for chunk in _chunks(pid.values()):
-        for row in _rows(conn, sa.select(R.c.id, R.c.product_id, R.c.version).where(R.c.product_id.in_(chunk))):
+        for row in _rows(
+            conn, sa.select(R.c.id, R.c.product_id, R.c.version).where(R.c.product_id.in_(chunk))
+        ):
             rid[(slug_of[row.product_id], row.version)] = row.id
     writer.insert_all("audit", A, audits)
     audits.clear()
@@ -290,9 +351,11 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
     def milestone(p, m, release_version: str | None) -> None:
         if m.action in ("unchanged", "withdrawn"):
             if m.action == "withdrawn":
-                summary.notes.append(f"{m.path}: left alone: the milestone is withdrawn in the registry (give "
-                                     "it a reason in the file, or add it again with `lifecycle milestone add "
-                                     "... --reason`, to reinstate it)")
+                summary.notes.append(
+                    f"{m.path}: left alone: the milestone is withdrawn in the registry (give "
+                    "it a reason in the file, or add it again with `lifecycle milestone add "
+                    "... --reason`, to reinstate it)"
+                )
             summary.count("milestones", "unchanged")
             progress()
             return
@@ -302,15 +365,37 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
                 written = registry.customer_reason_json(m.customer_reason)
                 release_id = rid[(p.slug, release_version)] if release_version is not None else None
                 ch = change_of_file()
-                created.append((
-                    {"product_id": pid[p.slug], "release_id": release_id, "scope": release_id or 0, "kind": m.kind,
-                     "date": m.date, "status": MilestoneStatus.PLANNED.value, "revision": 1,
-                     "short_notice_reason": short, "registered_at": at, "changed_at": at, "needs_plan": True},
-                    {"change_id": ch.id, "revision": 1, "action": "created", "old_date": None, "new_date": m.date,
-                     "reason": m.effective_reason if short or m.effective_reason else None,
-                     "short_notice": bool(short), "reason_code": m.code, "customer_reason": written, "by": None,
-                     "at": at},
-                    _audit_row(at, "milestone.add", m.label, {"date": m.date, "short_notice": short})))
+                created.append(
+                    (
+                        {
+                            "product_id": pid[p.slug],
+                            "release_id": release_id,
+                            "scope": release_id or 0,
+                            "kind": m.kind,
+                            "date": m.date,
+                            "status": MilestoneStatus.PLANNED.value,
+                            "revision": 1,
+                            "short_notice_reason": short,
+                            "registered_at": at,
+                            "changed_at": at,
+                            "needs_plan": True,
+                        },
+                        {
+                            "change_id": ch.id,
+                            "revision": 1,
+                            "action": "created",
+                            "old_date": None,
+                            "new_date": m.date,
+                            "reason": m.effective_reason if short or m.effective_reason else None,
+                            "short_notice": bool(short),
+                            "reason_code": m.code,
+                            "customer_reason": written,
+                            "by": None,
+                            "at": at,
+                        },
+                        _audit_row(at, "milestone.add", m.label, {"date": m.date, "short_notice": short}),
+                    )
+                )
                 change = "created"
                 history = policy.is_history(m.date, at)
                 summary.history += history
@@ -319,27 +404,59 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
                 product = session.get_one(Product, m.existing.product_id)
                 release = session.get(Release, m.existing.release_id) if m.existing.release_id else None
                 row, change = registry.add_milestone(
-                    session, product=product, version=release, kind=m.kind, date=m.date, at=at,
-                    allow_short_notice=True, reason=m.effective_reason, reason_code=m.code,
-                    customer_reason=m.customer_reason, check_lifecycle_order=False, change=change_of_file())
-                summary.reinstated.append({"milestone": m.label, "date": m.date.isoformat(),
-                                           "revision": row.revision, "reason": m.effective_reason})
+                    session,
+                    product=product,
+                    version=release,
+                    kind=m.kind,
+                    date=m.date,
+                    at=at,
+                    allow_short_notice=True,
+                    reason=m.effective_reason,
+                    reason_code=m.code,
+                    customer_reason=m.customer_reason,
+                    check_lifecycle_order=False,
+                    change=change_of_file(),
+                )
+                summary.reinstated.append(
+                    {
+                        "milestone": m.label,
+                        "date": m.date.isoformat(),
+                        "revision": row.revision,
+                        "reason": m.effective_reason,
+                    }
+                )
             else:
                 old = m.existing.date
                 row, change = registry.move_milestone(
-                    session, m.existing, date=m.date, reason=m.effective_reason, at=at, allow_short_notice=True,
-                    reason_code=m.code, customer_reason=m.customer_reason, check_lifecycle_order=False,
-                    change=change_of_file())
-                summary.moves.append({"milestone": m.label, "from": old.isoformat(), "to": m.date.isoformat(),
-                                      "revision": row.revision, "reason": m.effective_reason})
+                    session,
+                    m.existing,
+                    date=m.date,
+                    reason=m.effective_reason,
+                    at=at,
+                    allow_short_notice=True,
+                    reason_code=m.code,
+                    customer_reason=m.customer_reason,
+                    check_lifecycle_order=False,
+                    change=change_of_file(),
+                )
+                summary.moves.append(
+                    {
+                        "milestone": m.label,
+                        "from": old.isoformat(),
+                        "to": m.date.isoformat(),
+                        "revision": row.revision,
+                        "reason": m.effective_reason,
+                    }
+                )
         except InputErrors:
             raise
         except InputError as exc:  # the checks should have caught it; still name the path
             raise _path_error(m.path, exc) from None
         summary.count("milestones", change)
         if policy.is_short_notice(m.date, at):
-            summary.short_notice.append({"milestone": m.label, "date": m.date.isoformat(),
-                                         "reason": m.effective_reason})
+            summary.short_notice.append(
+                {"milestone": m.label, "date": m.date.isoformat(), "reason": m.effective_reason}
+            )
         progress()
 
     for p in products:
@@ -353,18 +470,44 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
         for ret in p.retire:
             try:
                 if ret.action == "withdraw":
-                    registry.withdraw_milestone(session, ret.existing, reason=ret.reason, at=at, reason_code=ret.code,
-                                                change=change_of_file())
-                    summary.withdrawn.append({"milestone": ret.label, "date": ret.existing.date.isoformat(),
-                                              "revision": ret.existing.revision, "reason": ret.reason})
+                    registry.withdraw_milestone(
+                        session,
+                        ret.existing,
+                        reason=ret.reason,
+                        at=at,
+                        reason_code=ret.code,
+                        change=change_of_file(),
+                    )
+                    summary.withdrawn.append(
+                        {
+                            "milestone": ret.label,
+                            "date": ret.existing.date.isoformat(),
+                            "revision": ret.existing.revision,
+                            "reason": ret.reason,
+                        }
+                    )
                 else:
                     old = ret.existing.date
-                    registry.move_milestone(session, ret.existing, date=at.date(), reason=ret.reason, at=at,
-                                            allow_short_notice=True, reason_code=ret.code, check_lifecycle_order=False,
-                                            change=change_of_file())
-                    summary.moves.append({"milestone": ret.label, "from": old.isoformat(),
-                                          "to": at.date().isoformat(), "revision": ret.existing.revision,
-                                          "reason": ret.reason})
+                    registry.move_milestone(
+                        session,
+                        ret.existing,
+                        date=at.date(),
+                        reason=ret.reason,
+                        at=at,
+                        allow_short_notice=True,
+                        reason_code=ret.code,
+                        check_lifecycle_order=False,
+                        change=change_of_file(),
+                    )
+                    summary.moves.append(
+                        {
+                            "milestone": ret.label,
+                            "from": old.isoformat(),
+                            "to": at.date().isoformat(),
+                            "revision": ret.existing.revision,
+                            "reason": ret.reason,
+                        }
+                    )
             except InputError as exc:
                 raise _path_error(p.path, exc) from None
             summary.count("milestones", "updated")
@@ -375,11 +518,18 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
         writer.insert_all("milestone+", M, (c[0] for c in created))
         ids: dict[tuple[int, int, str], int] = {}
         for chunk in _chunks(pid.values()):
-            for row in _rows(conn, sa.select(M.c.id, M.c.product_id, M.c.scope, M.c.kind)
-                                    .where(M.c.product_id.in_(chunk))):
+            for row in _rows(
+                conn, sa.select(M.c.id, M.c.product_id, M.c.scope, M.c.kind).where(M.c.product_id.in_(chunk))
+            ):
                 ids[(row.product_id, row.scope, row.kind)] = row.id
-        writer.insert_all("milestonechange+", MC, ({**c[1], "milestone_id": ids[(c[0]["product_id"], c[0]["scope"],
-                                                                                 c[0]["kind"])]} for c in created))
+        writer.insert_all(
+            "milestonechange+",
+            MC,
+            (
+                {**c[1], "milestone_id": ids[(c[0]["product_id"], c[0]["scope"], c[0]["kind"])]}
+                for c in created
+            ),
+        )
         writer.insert_all("audit", A, (c[2] for c in created))
     created.clear()
     if change_set is None:
@@ -390,25 +540,33 @@ def _products(session: Session, conn: sa.Connection, writer: _Writer, products, 
 # ------------------------------------------------------------------------- customers, contacts, deployments
 
 
-def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers, summary, *, at: dt.datetime,
-               progress) -> None:
+def _customers(
+    session: Session, conn: sa.Connection, writer: _Writer, customers, summary, *, at: dt.datetime, progress
+) -> None:
     keys = [c.key for c in customers]
     current: dict[str, sa.Row] = {}
     for chunk in _chunks(keys):
-        for found in _rows(conn, sa.select(C.c.id, C.c.key, *(C.c[f] for f in CUSTOMER_FIELDS))
-                                  .where(C.c.key.in_(chunk))):
+        for found in _rows(
+            conn, sa.select(C.c.id, C.c.key, *(C.c[f] for f in CUSTOMER_FIELDS)).where(C.c.key.in_(chunk))
+        ):
             current[found.key] = found
     # Pass 1: the customers themselves, so that new ones have ids.
-    update_customer = C.update().where(C.c.id == sa.bindparam("_id")).values(
-        **{f: sa.bindparam(f) for f in CUSTOMER_FIELDS})
+    update_customer = (
+        C.update()
+        .where(C.c.id == sa.bindparam("_id"))
+        .values(**{f: sa.bindparam(f) for f in CUSTOMER_FIELDS})
+    )
     outcome: dict[str, tuple[str, dict]] = {}  # key -> (created/updated/unchanged, audit detail)
     dirty_customers: list[int] = []
     for c in customers:
         row = current.get(c.key)
         values = {f: c.values[f] for f in CUSTOMER_FIELDS}
         if row is None:
-            writer.add("customer+", C, {"key": c.key, **values, "calendar_token": registry.new_calendar_token(),
-                                                 "created_at": at})
+            writer.add(
+                "customer+",
+                C,
+                {"key": c.key, **values, "calendar_token": registry.new_calendar_token(), "created_at": at},
+            )
             outcome[c.key] = ("created", values)
             continue
         changed = {f: val for f, val in values.items() if getattr(row, f) != val}
@@ -434,50 +592,82 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
     dirty_products: set[int] = set()
     dirty_set = set(dirty_customers)
     for chunk in _chunks(existing_ids):
-        for found in _rows(conn, sa.select(CT.c.id, CT.c.customer_id, CT.c.email, CT.c.name)
-                                  .where(CT.c.customer_id.in_(chunk))):
+        for found in _rows(
+            conn,
+            sa.select(CT.c.id, CT.c.customer_id, CT.c.email, CT.c.name).where(CT.c.customer_id.in_(chunk)),
+        ):
             contacts[(found.customer_id, found.email.lower())] = found
-        for found in _rows(conn, sa.select(D.c.id, D.c.customer_id, D.c.release_id, D.c.cores, D.c.removed_at)
-                                  .where(D.c.customer_id.in_(chunk))):
+        for found in _rows(
+            conn,
+            sa.select(D.c.id, D.c.customer_id, D.c.release_id, D.c.cores, D.c.removed_at).where(
+                D.c.customer_id.in_(chunk)
+            ),
+        ):
             deployments[(found.customer_id, found.release_id)] = found
     # Releases named by deployments: (slug, version) -> (release id, product id).
     slugs = {d.product for c in customers for d in c.deployments}
     releases: dict[tuple[str, str], tuple[int, int]] = {}
     for chunk in _chunks(slugs):
-        for row in _rows(conn, sa.select(R.c.id, R.c.product_id, R.c.version, P.c.slug)
-                                .join(P, P.c.id == R.c.product_id).where(P.c.slug.in_(chunk))):
+        for row in _rows(
+            conn,
+            sa.select(R.c.id, R.c.product_id, R.c.version, P.c.slug)
+            .join(P, P.c.id == R.c.product_id)
+            .where(P.c.slug.in_(chunk)),
+        ):
             releases[(row.slug, row.version)] = (row.id, row.product_id)
     if dirty_set:  # what `registry._mark_customer_dirty` marks: the releases the customer ran before
         product_of = {r: p for r, p in releases.values()}
         missing = {rel for (cust, rel) in deployments if cust in dirty_set} - product_of.keys()
         for chunk in _chunks(missing):
-            product_of.update((r.id, r.product_id) for r in _rows(
-                conn, sa.select(R.c.id, R.c.product_id).where(R.c.id.in_(chunk))))
-        for (cust, rel) in deployments:
+            product_of.update(
+                (r.id, r.product_id)
+                for r in _rows(conn, sa.select(R.c.id, R.c.product_id).where(R.c.id.in_(chunk)))
+            )
+        for cust, rel in deployments:
             if cust in dirty_set:
                 dirty_releases.add(rel)
                 dirty_products.add(product_of[rel])
 
     # Pass 2: contacts and deployments, and every audit row in the order the registry writes them.
     update_contact = CT.update().where(CT.c.id == sa.bindparam("_id")).values(name=sa.bindparam("name"))
-    update_deployment = D.update().where(D.c.id == sa.bindparam("_id")).values(
-        removed_at=sa.bindparam("removed_at"), added_at=sa.bindparam("added_at"), cores=sa.bindparam("cores"))
+    update_deployment = (
+        D.update()
+        .where(D.c.id == sa.bindparam("_id"))
+        .values(
+            removed_at=sa.bindparam("removed_at"),
+            added_at=sa.bindparam("added_at"),
+            cores=sa.bindparam("cores"),
+        )
+    )
     update_cores = D.update().where(D.c.id == sa.bindparam("_id")).values(cores=sa.bindparam("cores"))
     changed_deployments: list[tuple[str, int]] = []  # (path, release id) for the ended-release warnings
     for c in customers:
         what, detail = outcome[c.key]
         summary.count("customers", what)
         if what != "unchanged":
-            writer.add("audit", A, _audit_row(at, f"customer.{'add' if what == 'created' else 'update'}",
-                                                       c.key, detail))
+            writer.add(
+                "audit",
+                A,
+                _audit_row(at, f"customer.{'add' if what == 'created' else 'update'}", c.key, detail),
+            )
         progress()
         customer_id = cid[c.key]
         for ct in c.contacts:
             row = contacts.get((customer_id, ct.email.lower()))
             if row is None:
-                writer.add("contact+", CT, {"customer_id": customer_id, "email": ct.email, "name": ct.name,
-                                                     "undeliverable": False, "undeliverable_reason": None,
-                                                     "undeliverable_at": None, "created_at": at})
+                writer.add(
+                    "contact+",
+                    CT,
+                    {
+                        "customer_id": customer_id,
+                        "email": ct.email,
+                        "name": ct.name,
+                        "undeliverable": False,
+                        "undeliverable_reason": None,
+                        "undeliverable_at": None,
+                        "created_at": at,
+                    },
+                )
                 writer.add("audit", A, _audit_row(at, "contact.add", c.key, {"email": ct.email}))
                 summary.count("contacts", "created")
             elif ct.name and row.name != ct.name:  # a bounced address stays flagged (force=None)
@@ -490,13 +680,29 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
             release_id, product_id = releases[(d.product, d.version)]
             row = deployments.get((customer_id, release_id))
             if row is None:
-                writer.add("deployment+", D, {"customer_id": customer_id, "release_id": release_id,
-                                                       "cores": d.cores, "added_at": at, "removed_at": None})
+                writer.add(
+                    "deployment+",
+                    D,
+                    {
+                        "customer_id": customer_id,
+                        "release_id": release_id,
+                        "cores": d.cores,
+                        "added_at": at,
+                        "removed_at": None,
+                    },
+                )
                 change = "created"
             elif row.removed_at is not None:
-                writer.add("deployment~", update_deployment, {
-                    "_id": row.id, "removed_at": None, "added_at": at,
-                    "cores": d.cores if d.cores is not None else row.cores})
+                writer.add(
+                    "deployment~",
+                    update_deployment,
+                    {
+                        "_id": row.id,
+                        "removed_at": None,
+                        "added_at": at,
+                        "cores": d.cores if d.cores is not None else row.cores,
+                    },
+                )
                 change = "updated"
             elif d.cores is not None and row.cores != d.cores:
                 writer.add("deployment cores", update_cores, {"_id": row.id, "cores": d.cores})
@@ -507,8 +713,11 @@ def _customers(session: Session, conn: sa.Connection, writer: _Writer, customers
             if change != "unchanged":
                 dirty_releases.add(release_id)
                 dirty_products.add(product_id)
-                writer.add("audit", A, _audit_row(at, "deployment.add", f"{c.key} {d.product} {d.version}",
-                                                           {"cores": d.cores}))
+                writer.add(
+                    "audit",
+                    A,
+                    _audit_row(at, "deployment.add", f"{c.key} {d.product} {d.version}", {"cores": d.cores}),
+                )
                 changed_deployments.append((d.path, release_id))
             progress()
     writer.flush()

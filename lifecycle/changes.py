@@ -62,15 +62,36 @@ def _utc(value: dt.datetime) -> dt.datetime:
 def list_changes(session: Session, at: dt.datetime, *, limit: int = 50) -> list[dict]:
     """The latest change sets, newest first, with whether they are still on hold (can be undone)."""
     changes = session.exec(select(RegistryChange).order_by(col(RegistryChange.id).desc()).limit(limit)).all()
-    counts = Counter(session.exec(select(MilestoneChange.change_id).where(
-        col(MilestoneChange.change_id).in_([c.id for c in changes]))).all()) if changes else Counter()
-    return [{
-        "id": c.id, "action": c.action, "summary": c.summary, "by": c.by, "at": _utc(c.at).isoformat(),
-        "hold_until": _utc(c.hold_until).isoformat(), "milestones": counts.get(c.id, 0),
-        "state": "undone" if c.undone_at else "applied" if c.action == "undo" else (
-            "held" if at <= _utc(c.hold_until) else "released"),
-        "undone_at": _utc(c.undone_at).isoformat() if c.undone_at else None, "undone_by": c.undone_by,
-    } for c in changes]
+    counts = (
+        Counter(
+            session.exec(
+                select(MilestoneChange.change_id).where(
+                    col(MilestoneChange.change_id).in_([c.id for c in changes])
+                )
+            ).all()
+        )
+        if changes
+        else Counter()
+    )
+    return [
+        {
+            "id": c.id,
+            "action": c.action,
+            "summary": c.summary,
+            "by": c.by,
+            "at": _utc(c.at).isoformat(),
+            "hold_until": _utc(c.hold_until).isoformat(),
+            "milestones": counts.get(c.id, 0),
+            "state": "undone"
+            if c.undone_at
+            else "applied"
+            if c.action == "undo"
+            else ("held" if at <= _utc(c.hold_until) else "released"),
+            "undone_at": _utc(c.undone_at).isoformat() if c.undone_at else None,
+            "undone_by": c.undone_by,
+        }
+        for c in changes
+    ]
 
 
 # -------------------------------------------------------------------------------------------------- undo
@@ -84,38 +105,76 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
     if change.action == "undo":
         raise InputError("change", f"change #{change_id} is an undo: make the change again instead")
     if change.undone_at is not None:
-        raise InputError("change", f"change #{change_id} was already undone on "
-                                   f"{_utc(change.undone_at).isoformat(timespec='minutes')}")
+        raise InputError(
+            "change",
+            f"change #{change_id} was already undone on "
+            f"{_utc(change.undone_at).isoformat(timespec='minutes')}",
+        )
     hold_until = _utc(change.hold_until)
     if at > hold_until:
-        raise InputError("change", f"the hold of change #{change_id} ended at {hold_until.isoformat(timespec='minutes')}: "
-                                   "its notices may have reached customers. Make a new change instead "
-                                   "(move the milestone back, or withdraw or reinstate it).")
-    rows = session.exec(select(MilestoneChange).where(MilestoneChange.change_id == change_id)
-                        .order_by(col(MilestoneChange.id).desc())).all()
-    milestones = {m.id: m for m in session.exec(select(Milestone).where(
-        col(Milestone.id).in_([ch.milestone_id for ch in rows])))} if rows else {}
+        raise InputError(
+            "change",
+            f"the hold of change #{change_id} ended at {hold_until.isoformat(timespec='minutes')}: "
+            "its notices may have reached customers. Make a new change instead "
+            "(move the milestone back, or withdraw or reinstate it).",
+        )
+    rows = session.exec(
+        select(MilestoneChange)
+        .where(MilestoneChange.change_id == change_id)
+        .order_by(col(MilestoneChange.id).desc())
+    ).all()
+    milestones = (
+        {
+            m.id: m
+            for m in session.exec(
+                select(Milestone).where(col(Milestone.id).in_([ch.milestone_id for ch in rows]))
+            )
+        }
+        if rows
+        else {}
+    )
     latest: dict[int, MilestoneChange] = {}
     for ch in rows:
         latest.setdefault(ch.milestone_id, ch)
     for mid, ch in latest.items():
         m = milestones[mid]
         if m.revision != ch.revision:
-            raise InputError("change", f"{registry.describe(session, m)} changed again since (now revision "
-                                       f"{m.revision}): undo that change first")
-    told = session.connection().execute(
-        sa.select(sa.func.count()).select_from(N).where(
-            N.c.milestone_id.in_(list(milestones)), N.c.released_at >= change.at,
-            N.c.status.in_([NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED]))
-    ).scalar_one() if milestones else 0
+            raise InputError(
+                "change",
+                f"{registry.describe(session, m)} changed again since (now revision "
+                f"{m.revision}): undo that change first",
+            )
+    told = (
+        session.connection()
+        .execute(
+            sa.select(sa.func.count())
+            .select_from(N)
+            .where(
+                N.c.milestone_id.in_(list(milestones)),
+                N.c.released_at >= change.at,
+                N.c.status.in_([NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED]),
+            )
+        )
+        .scalar_one()
+        if milestones
+        else 0
+    )
     if told:
-        raise InputError("change", f"{told} notice(s) caused by change #{change_id} already went out: make a new "
-                                   "change instead")
+        raise InputError(
+            "change",
+            f"{told} notice(s) caused by change #{change_id} already went out: make a new change instead",
+        )
     change.undone_at, change.undone_by = at, by
     session.add(change)
     session.flush()
-    undo_set = registry.begin_change(session, action="undo", summary=f"undo #{change_id}: {change.summary}", at=at,
-                                     by=by, hold=dt.timedelta(0))
+    undo_set = registry.begin_change(
+        session,
+        action="undo",
+        summary=f"undo #{change_id}: {change.summary}",
+        at=at,
+        by=by,
+        hold=dt.timedelta(0),
+    )
     reverted: list[dict[str, Any]] = []
     for ch in rows:  # newest first: a set that touched one milestone twice unwinds in order
         m = milestones[ch.milestone_id]
@@ -138,11 +197,28 @@ def undo(session: Session, change_id: int, *, at: dt.datetime, by: str | None = 
         m.changed_at, m.needs_plan = at, True
         m.short_notice_reason = _short_notice_reason(session, pk(m))
         session.add(m)
-        session.add(MilestoneChange(milestone_id=pk(m), change_id=undo_set.id, revision=m.revision, action="undone",
-                                    old_date=before, new_date=m.date, reason=f"undo of change #{change_id}", by=by,
-                                    at=at))
-        reverted.append({"milestone": label, "action": f"{ch.action} undone",
-                         "date": m.date.isoformat(), "status": m.status, "revision": m.revision})
+        session.add(
+            MilestoneChange(
+                milestone_id=pk(m),
+                change_id=undo_set.id,
+                revision=m.revision,
+                action="undone",
+                old_date=before,
+                new_date=m.date,
+                reason=f"undo of change #{change_id}",
+                by=by,
+                at=at,
+            )
+        )
+        reverted.append(
+            {
+                "milestone": label,
+                "action": f"{ch.action} undone",
+                "date": m.date.isoformat(),
+                "status": m.status,
+                "revision": m.revision,
+            }
+        )
     registry.audit(session, at, "change.undo", f"change {change_id}", {"summary": change.summary}, by)
     return {"change": change_id, "summary": change.summary, "undo_change": undo_set.id, "reverted": reverted}
 
@@ -165,8 +241,11 @@ def _delete_milestone(session: Session, milestone: Milestone) -> None:
     session.flush()
     # Re-plan the product's other milestones, which also re-renders its calendars without this one
     # (a product left with none is refreshed by the exports' daily check).
-    conn.execute(sa.update(table_of(Milestone)).where(table_of(Milestone).c.product_id == milestone.product_id)
-                 .values(needs_plan=True))
+    conn.execute(
+        sa.update(table_of(Milestone))
+        .where(table_of(Milestone).c.product_id == milestone.product_id)
+        .values(needs_plan=True)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ preview
@@ -187,20 +266,43 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
     last_set = session.exec(select(sa.func.max(RegistryChange.id))).one() or 0
     described = apply(session)
     session.flush()
-    ids = set(session.exec(select(Milestone.id).where(col(Milestone.needs_plan).is_(True))).all()) - dirty_before
+    ids = (
+        set(session.exec(select(Milestone.id).where(col(Milestone.needs_plan).is_(True))).all())
+        - dirty_before
+    )
     hold_until = at + get_settings().change_hold_delta
     sets = session.exec(select(RegistryChange).where(col(RegistryChange.id) > last_set)).all()
     if sets:  # the milestones the change touched, also those still waiting for the planner before it
-        ids |= set(session.exec(select(MilestoneChange.milestone_id).where(
-            col(MilestoneChange.change_id).in_([c.id for c in sets]))).all())
+        ids |= set(
+            session.exec(
+                select(MilestoneChange.milestone_id).where(
+                    col(MilestoneChange.change_id).in_([c.id for c in sets])
+                )
+            ).all()
+        )
     if sets:
         hold_until = max(_utc(c.hold_until) for c in sets)
     scheduler.plan(session, at)
-    milestones = {m.id: m for m in session.exec(select(Milestone).where(col(Milestone.id).in_(ids)))} if ids else {}
-    notices = session.exec(select(Notice).where(col(Notice.milestone_id).in_(ids), Notice.audience == "customer")
-                           ).all() if ids else []
-    customers = {c.id: c for c in session.exec(select(Customer).where(
-        col(Customer.id).in_({n.customer_id for n in notices})))} if notices else {}
+    milestones = (
+        {m.id: m for m in session.exec(select(Milestone).where(col(Milestone.id).in_(ids)))} if ids else {}
+    )
+    notices = (
+        session.exec(
+            select(Notice).where(col(Notice.milestone_id).in_(ids), Notice.audience == "customer")
+        ).all()
+        if ids
+        else []
+    )
+    customers = (
+        {
+            c.id: c
+            for c in session.exec(
+                select(Customer).where(col(Customer.id).in_({n.customer_id for n in notices}))
+            )
+        }
+        if notices
+        else {}
+    )
     from lifecycle.channels.fanout import planned
 
     recipients = planned(session, [pk(n) for n in notices if n.status == NoticeStatus.PLANNED])
@@ -224,20 +326,34 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
             cancelled[n.status_reason or "cancelled"] += 1
     affected = _affected_customers(session, milestones.values())
     release_ids = {m.release_id for m in milestones.values() if m.release_id}
-    agreements = session.exec(select(Agreement, Customer, Release)
-                              .join(Customer, col(Customer.id) == Agreement.customer_id)
-                              .join(Release, col(Release.id) == Agreement.release_id)
-                              .where(col(Agreement.release_id).in_(release_ids),
-                                     col(Agreement.status).in_([s.value for s in AGREED_STATUSES]))).all() \
-        if release_ids else []
+    agreements = (
+        session.exec(
+            select(Agreement, Customer, Release)
+            .join(Customer, col(Customer.id) == Agreement.customer_id)
+            .join(Release, col(Release.id) == Agreement.release_id)
+            .where(
+                col(Agreement.release_id).in_(release_ids),
+                col(Agreement.status).in_([s.value for s in AGREED_STATUSES]),
+            )
+        ).all()
+        if release_ids
+        else []
+    )
     agreed = {(a.customer_id, a.release_id) for a, _, _ in agreements}
-    escalate = sorted({customers[n.customer_id].key for n in notices
-                       if n.kind == NoticeKind.STAGE and n.slot == policy.ESCALATION_STAGE
-                       and n.status in (NoticeStatus.PLANNED, NoticeStatus.SKIPPED)
-                       and n.status_reason in (None, SkipReason.COVERED_BY_CHANGE, SkipReason.SUPERSEDED)
-                       and n.milestone_date == milestones[n.milestone_id].date
-                       and milestones[n.milestone_id].status == MilestoneStatus.PLANNED
-                       and n.release_id is not None and (n.customer_id, n.release_id) not in agreed})
+    escalate = sorted(
+        {
+            customers[n.customer_id].key
+            for n in notices
+            if n.kind == NoticeKind.STAGE
+            and n.slot == policy.ESCALATION_STAGE
+            and n.status in (NoticeStatus.PLANNED, NoticeStatus.SKIPPED)
+            and n.status_reason in (None, SkipReason.COVERED_BY_CHANGE, SkipReason.SUPERSEDED)
+            and n.milestone_date == milestones[n.milestone_id].date
+            and milestones[n.milestone_id].status == MilestoneStatus.PLANNED
+            and n.release_id is not None
+            and (n.customer_id, n.release_id) not in agreed
+        }
+    )
     return {
         "at": at.isoformat(),
         "change": described,
@@ -245,16 +361,26 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
         "affected_customers": {"count": len(affected), "customers": sorted(affected)},
         "at_once": {
             "held_until": hold_until.isoformat(),
-            "notices": [{"kind": k, "stage": s, "customers": len(c)} for (k, s), c in sorted(at_once.items(),
-                                                                                           key=str)],
+            "notices": [
+                {"kind": k, "stage": s, "customers": len(c)} for (k, s), c in sorted(at_once.items(), key=str)
+            ],
             "deliveries": dict(deliveries_now),
         },
-        "planned": [{"kind": k, "stage": s, "customers": len({c for _, c in rows}),
-                     "first_due": min(d for d, _ in rows).isoformat(), "last_due": max(d for d, _ in rows).isoformat()}
-                    for (k, s), rows in sorted(later.items(), key=lambda kv: min(d for d, _ in kv[1]))],
+        "planned": [
+            {
+                "kind": k,
+                "stage": s,
+                "customers": len({c for _, c in rows}),
+                "first_due": min(d for d, _ in rows).isoformat(),
+                "last_due": max(d for d, _ in rows).isoformat(),
+            }
+            for (k, s), rows in sorted(later.items(), key=lambda kv: min(d for d, _ in kv[1]))
+        ],
         "planned_deliveries": dict(deliveries_later),
         "cancelled": dict(cancelled),
-        "agreements": [{"customer": c.key, "version": r.version, "status": a.status} for a, c, r in agreements],
+        "agreements": [
+            {"customer": c.key, "version": r.version, "status": a.status} for a, c, r in agreements
+        ],
         "escalations": {"customers": escalate, "count": len(escalate)},
     }
 
@@ -262,48 +388,77 @@ def _preview(session: Session, at: dt.datetime, apply: Callable[[Session], Any])
 def _affected_customers(session: Session, milestones) -> set[str]:
     out: set[str] = set()
     for m in milestones:
-        q = (select(Customer.key).join(Deployment, col(Deployment.customer_id) == Customer.id)
-             .join(Release, col(Release.id) == Deployment.release_id).where(col(Deployment.removed_at).is_(None)))
-        q = q.where(Release.id == m.release_id) if m.release_id else q.where(Release.product_id == m.product_id)
+        q = (
+            select(Customer.key)
+            .join(Deployment, col(Deployment.customer_id) == Customer.id)
+            .join(Release, col(Release.id) == Deployment.release_id)
+            .where(col(Deployment.removed_at).is_(None))
+        )
+        q = (
+            q.where(Release.id == m.release_id)
+            if m.release_id
+            else q.where(Release.product_id == m.product_id)
+        )
         out.update(session.exec(q).all())
     return out
 
 
 def _milestone_line(session: Session, m: Milestone, at: dt.datetime) -> dict:
-    return {"milestone": registry.describe(session, m), "date": m.date.isoformat(), "status": m.status,
-            "revision": m.revision, "short_notice": policy.is_short_notice(m.date, at),
-            "history": policy.is_history(m.date, at)}
+    return {
+        "milestone": registry.describe(session, m),
+        "date": m.date.isoformat(),
+        "status": m.status,
+        "revision": m.revision,
+        "short_notice": policy.is_short_notice(m.date, at),
+        "history": policy.is_history(m.date, at),
+    }
 
 
 def preview_lines(p: dict) -> list[str]:
     """The preview for people, one line each."""
     out = ["Preview (nothing is written):"]
     for m in p["milestones"]:
-        note = " — history: recorded, never notified" if m["history"] else (
-            " — short notice: less than 3 months away" if m["short_notice"] else "")
+        note = (
+            " — history: recorded, never notified"
+            if m["history"]
+            else (" — short notice: less than 3 months away" if m["short_notice"] else "")
+        )
         out.append(f"  {m['milestone']}: {m['status']} on {m['date']} (revision {m['revision']}){note}")
     aff = p["affected_customers"]
-    out.append(f"  affected customers: {aff['count']}" + (f" ({', '.join(aff['customers'][:20])}"
-                                                         + (", …" if aff["count"] > 20 else "") + ")"
-                                                         if aff["count"] else ""))
+    out.append(
+        f"  affected customers: {aff['count']}"
+        + (
+            f" ({', '.join(aff['customers'][:20])}" + (", …" if aff["count"] > 20 else "") + ")"
+            if aff["count"]
+            else ""
+        )
+    )
     now = p["at_once"]
     if now["notices"]:
         out.append(f"  at once, held until {now['held_until'][:16].replace('T', ' ')} UTC:")
         for n in now["notices"]:
-            out.append(f"    {n['kind']}{' ' + n['stage'] if n['stage'] else ''}: {n['customers']} customer(s)")
+            out.append(
+                f"    {n['kind']}{' ' + n['stage'] if n['stage'] else ''}: {n['customers']} customer(s)"
+            )
         out.append("    deliveries: " + ", ".join(f"{k} {v}" for k, v in sorted(now["deliveries"].items())))
     else:
         out.append("  nothing goes out at once")
     for n in p["planned"]:
-        out.append(f"  planned {n['kind']}{' ' + n['stage'] if n['stage'] else ''}: {n['customers']} customer(s), "
-                   f"from {n['first_due'][:10]}" + (f" to {n['last_due'][:10]}" if n["last_due"][:10] != n["first_due"][:10]
-                                                    else ""))
+        out.append(
+            f"  planned {n['kind']}{' ' + n['stage'] if n['stage'] else ''}: {n['customers']} customer(s), "
+            f"from {n['first_due'][:10]}"
+            + (f" to {n['last_due'][:10]}" if n["last_due"][:10] != n["first_due"][:10] else "")
+        )
     if p["cancelled"]:
         out.append("  cancelled: " + ", ".join(f"{v} ({k})" for k, v in sorted(p["cancelled"].items())))
     if p["agreements"]:
-        out.append("  agreements (routine reminders stay stopped): " + ", ".join(
-            f"{a['customer']} {a['version']} {a['status']}" for a in p["agreements"]))
+        out.append(
+            "  agreements (routine reminders stay stopped): "
+            + ", ".join(f"{a['customer']} {a['version']} {a['status']}" for a in p["agreements"])
+        )
     if p["escalations"]["count"]:
-        out.append(f"  escalations to reps at the 1-month stage without an agreement: {p['escalations']['count']} "
-                   f"({', '.join(p['escalations']['customers'][:20])})")
+        out.append(
+            f"  escalations to reps at the 1-month stage without an agreement: {p['escalations']['count']} "
+            f"({', '.join(p['escalations']['customers'][:20])})"
+        )
     return out

@@ -47,6 +47,10 @@ def banner(at: dt.datetime | None = None) -> str | None:
     at = at or now()
     days = offset().total_seconds() / 86400
     direction = "ahead of" if days > 0 else "behind"
-    span = f"{abs(days):.0f} days" if abs(days) >= 1.5 else f"{abs(offset().total_seconds()) / 3600:.1f} hours"
-    return (f"Simulated clock: it is {at.strftime('%Y-%m-%d %H:%M')} UTC here, {span} {direction} the real time. "
-            "Pages, notices and calendar feeds all follow this clock.")
+    span = (
+        f"{abs(days):.0f} days" if abs(days) >= 1.5 else f"{abs(offset().total_seconds()) / 3600:.1f} hours"
+    )
+    return (
+        f"Simulated clock: it is {at.strftime('%Y-%m-%d %H:%M')} UTC here, {span} {direction} the real time. "
+        "Pages, notices and calendar feeds all follow this clock."
+    )

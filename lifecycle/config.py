@@ -29,7 +29,6 @@ def parse_duration(value: str | float) -> dt.timedelta:
     return dt.timedelta(**{unit: float(m.group(1))})
 
 
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIFECYCLE_", extra="ignore")
 

@@ -43,10 +43,21 @@ KIND_LABELS = {
     "end-of-life": N_("end of life"),
 }
 URGENT_DAYS = 31  # a milestone this close is shown as urgent (red) in messages
-AGREEMENT_LABELS = {"none": N_("no agreement"), "acknowledged": N_("acknowledged"), "planned": N_("upgrade planned"),
-                    "completed": N_("upgrade completed"), "declined": N_("declined")}
-CHANNEL_LABELS = {"web": N_("the portal"), "email-link": N_("the email link"), "phone": N_("phone"),
-                  "api": N_("the API"), "cli": N_("the CLI"), "import": N_("an import")}
+AGREEMENT_LABELS = {
+    "none": N_("no agreement"),
+    "acknowledged": N_("acknowledged"),
+    "planned": N_("upgrade planned"),
+    "completed": N_("upgrade completed"),
+    "declined": N_("declined"),
+}
+CHANNEL_LABELS = {
+    "web": N_("the portal"),
+    "email-link": N_("the email link"),
+    "phone": N_("phone"),
+    "api": N_("the API"),
+    "cli": N_("the CLI"),
+    "import": N_("an import"),
+}
 # What customers read about why a date changed: text written for them (MilestoneChange.customer_reason),
 # else a neutral sentence for the change's reason code or action. The reason a product manager or an
 # import gives (MilestoneChange.reason) is internal and never shown to customers.
@@ -84,8 +95,13 @@ def days_text(days: int | None, locale: str, *, bare: bool = False) -> str:
 
 def lead_text(lead: policy.Lead, days: int | None, stage: str | None, locale: str) -> str:
     """The lead-time label of a stage reminder that says what is true (policy.lead decides which)."""
-    return i18n.gettext_in(locale, LEAD_TEXTS[lead], days=days_text(days, locale), n=days_text(days, locale, bare=True),
-                        stage=stage_label(stage, locale, possessive=True))
+    return i18n.gettext_in(
+        locale,
+        LEAD_TEXTS[lead],
+        days=days_text(days, locale),
+        n=days_text(days, locale, bare=True),
+        stage=stage_label(stage, locale, possessive=True),
+    )
 
 
 def reason_text(change: MilestoneChange | None, locale: str) -> str:
@@ -112,10 +128,16 @@ def stage_label(stage: str | None, locale: str, *, possessive: bool = False) -> 
         return ""
     n, unit = int(stage[:-1]), stage[-1]
     if unit == "w":
-        return (i18n.ngettext_in(locale, "{n} week's", "{n} weeks'", n) if possessive
-                else i18n.ngettext_in(locale, "{n} week", "{n} weeks", n))
-    return (i18n.ngettext_in(locale, "{n} month's", "{n} months'", n) if possessive
-            else i18n.ngettext_in(locale, "{n} month", "{n} months", n))
+        return (
+            i18n.ngettext_in(locale, "{n} week's", "{n} weeks'", n)
+            if possessive
+            else i18n.ngettext_in(locale, "{n} week", "{n} weeks", n)
+        )
+    return (
+        i18n.ngettext_in(locale, "{n} month's", "{n} months'", n)
+        if possessive
+        else i18n.ngettext_in(locale, "{n} month", "{n} months", n)
+    )
 
 
 def kind_label(kind: str, locale: str) -> str:
@@ -144,12 +166,22 @@ def _told(session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int]
     if not pairs:
         return out
     N = table_of(Notice)
-    rows = session.connection().execute(
-        sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.kind, N.c.milestone_date, N.c.released_at)
-        .where(N.c.customer_id.in_({c for c, _ in pairs}), N.c.milestone_id.in_({m for _, m in pairs}),
-               N.c.audience == "customer", N.c.status.in_(["sent", "released"]))
-        .order_by(N.c.released_at, N.c.id)
-    ).all()
+    rows = (
+        session.connection()
+        .execute(
+            sa.select(
+                N.c.id, N.c.customer_id, N.c.milestone_id, N.c.kind, N.c.milestone_date, N.c.released_at
+            )
+            .where(
+                N.c.customer_id.in_({c for c, _ in pairs}),
+                N.c.milestone_id.in_({m for _, m in pairs}),
+                N.c.audience == "customer",
+                N.c.status.in_(["sent", "released"]),
+            )
+            .order_by(N.c.released_at, N.c.id)
+        )
+        .all()
+    )
     for r in rows:
         if (r.customer_id, r.milestone_id) in pairs:
             out.setdefault((r.customer_id, r.milestone_id), []).append(r)
@@ -176,23 +208,36 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
     changes: dict[tuple[int, int], MilestoneChange] = {}
     dated: dict[int, MilestoneChange] = {}  # the change that set each milestone's current date
     if milestone_ids:
-        for ch in session.exec(select(MilestoneChange).where(col(MilestoneChange.milestone_id).in_(milestone_ids))
-                               .order_by(col(MilestoneChange.revision), col(MilestoneChange.id))):
+        for ch in session.exec(
+            select(MilestoneChange)
+            .where(col(MilestoneChange.milestone_id).in_(milestone_ids))
+            .order_by(col(MilestoneChange.revision), col(MilestoneChange.id))
+        ):
             changes[(ch.milestone_id, ch.revision)] = ch
             if ch.action in ("created", "moved", "reinstated"):
                 dated[ch.milestone_id] = ch
     agreements: dict[tuple[int, int], Agreement] = {}
     pairs = {(c.id, r.id) for _, c, _, r, _ in rows if r is not None}
     if pairs:
-        for ag in session.exec(select(Agreement).where(
-                col(Agreement.customer_id).in_({c for c, _ in pairs}), col(Agreement.release_id).in_({r for _, r in pairs}))):
+        for ag in session.exec(
+            select(Agreement).where(
+                col(Agreement.customer_id).in_({c for c, _ in pairs}),
+                col(Agreement.release_id).in_({r for _, r in pairs}),
+            )
+        ):
             agreements[(ag.customer_id, ag.release_id)] = ag
-    told = _told(session, {(n.customer_id, n.milestone_id) for n, *_ in rows
-                           if n.milestone_id and n.audience == "customer"})
+    told = _told(
+        session,
+        {(n.customer_id, n.milestone_id) for n, *_ in rows if n.milestone_id and n.audience == "customer"},
+    )
     # Bounce and give-up alerts name the delivery they are about in their slot.
     about_delivery = ("bounce", "undelivered")
     bounce_ids = [int(n.slot) for n, *_ in rows if n.kind in about_delivery and n.slot.isdigit()]
-    bounced = {d.id: d for d in session.exec(select(Delivery).where(col(Delivery.id).in_(bounce_ids)))} if bounce_ids else {}
+    bounced = (
+        {d.id: d for d in session.exec(select(Delivery).where(col(Delivery.id).in_(bounce_ids)))}
+        if bounce_ids
+        else {}
+    )
     rep_settings = reps.settings_of(session, {c.account_rep for _, c, *_ in rows})
     rep_news = _rep_news(session, [n for n, *_ in rows if n.audience == "rep"], at)
 
@@ -208,9 +253,16 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
         agreement = agreements.get((customer.id, release.id)) if release else None
         days = policy.days_left(date, today) if date else None
         # What the customer knew before this notice: the date of the last notice given before it.
-        earlier = [r for r in told.get((customer.id, notice.milestone_id), [])
-                   if r.id != notice.id and (notice.released_at is None or r.released_at is None
-                                             or _utc(r.released_at) < _utc(notice.released_at))]
+        earlier = [
+            r
+            for r in told.get((customer.id, notice.milestone_id), [])
+            if r.id != notice.id
+            and (
+                notice.released_at is None
+                or r.released_at is None
+                or _utc(r.released_at) < _utc(notice.released_at)
+            )
+        ]
         known_date = earlier[-1].milestone_date if earlier and earlier[-1].kind != "withdrawn" else None
         if known_date is None and change is not None and change.old_date and notice.kind != "stage":
             known_date = change.old_date
@@ -249,7 +301,8 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "old_date_text": format_date(known_date, locale) if known_date and known_date != date else "",
             "reason": why,
             "short_notice": lead == policy.Lead.SHORT_NOTICE,
-            "ack_url": links.ack_url(session, customer.id, release.id) if release and (days is None or days >= 0)
+            "ack_url": links.ack_url(session, customer.id, release.id)
+            if release and (days is None or days >= 0)
             else None,
             "calendar_url": links.calendar_url(customer.calendar_token),
             "agreement_status": agreement.status if agreement else "none",
@@ -259,7 +312,8 @@ def notice_contexts(session: Session, notice_ids: list[int], at: dt.datetime) ->
             "agreement_by": agreement.by if agreement else None,
             "detail": notice.detail or "",
             "bounced_email": bounced[int(notice.slot)].recipient
-            if notice.kind in about_delivery and notice.slot.isdigit() and int(notice.slot) in bounced else "",
+            if notice.kind in about_delivery and notice.slot.isdigit() and int(notice.slot) in bounced
+            else "",
             "dashboard_url": f"{get_settings().base_url}/dashboard",
             "portal_url": f"{get_settings().base_url}/portal",
             "milestone_id": milestone.id if milestone else None,
@@ -282,30 +336,62 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
     if not notices:
         return {}
     change_ids = [int(n.slot) for n in notices if n.kind == "agreement" and n.slot.isdigit()]
-    changes = {c.id: c for c in session.exec(select(AgreementChange).where(col(AgreementChange.id).in_(change_ids)))} \
-        if change_ids else {}
+    changes = (
+        {
+            c.id: c
+            for c in session.exec(select(AgreementChange).where(col(AgreementChange.id).in_(change_ids)))
+        }
+        if change_ids
+        else {}
+    )
     agreement_ids = {c.agreement_id for c in changes.values()}
     earlier: dict[int, list[AgreementChange]] = {}
     if agreement_ids:
-        for c in session.exec(select(AgreementChange).where(col(AgreementChange.agreement_id).in_(agreement_ids))
-                              .order_by(col(AgreementChange.at), col(AgreementChange.id))):
+        for c in session.exec(
+            select(AgreementChange)
+            .where(col(AgreementChange.agreement_id).in_(agreement_ids))
+            .order_by(col(AgreementChange.at), col(AgreementChange.id))
+        ):
             earlier.setdefault(c.agreement_id, []).append(c)
     customer_ids = {n.customer_id for n in notices}
     release_ids = {n.release_id for n in notices if n.release_id}
-    agreements: dict[tuple[int, int | None], Agreement] = {(a.customer_id, a.release_id): a for a in session.exec(select(Agreement).where(
-        col(Agreement.customer_id).in_(customer_ids), col(Agreement.release_id).in_(release_ids or {0})))}
-    contacts = {cid: (total, bad or 0) for cid, total, bad in session.exec(
-        select(col(Contact.customer_id), sa.func.count(col(Contact.id)),
-               sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)))
-        .where(col(Contact.customer_id).in_(customer_ids)).group_by(col(Contact.customer_id))).all()}
+    agreements: dict[tuple[int, int | None], Agreement] = {
+        (a.customer_id, a.release_id): a
+        for a in session.exec(
+            select(Agreement).where(
+                col(Agreement.customer_id).in_(customer_ids),
+                col(Agreement.release_id).in_(release_ids or {0}),
+            )
+        )
+    }
+    contacts = {
+        cid: (total, bad or 0)
+        for cid, total, bad in session.exec(
+            select(
+                col(Contact.customer_id),
+                sa.func.count(col(Contact.id)),
+                sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)),
+            )
+            .where(col(Contact.customer_id).in_(customer_ids))
+            .group_by(col(Contact.customer_id))
+        ).all()
+    }
     releases = {r.id: r for r in session.exec(select(Release).where(col(Release.id).in_(release_ids or {0})))}
     upcoming: dict[int | None, dt.date] = {}
     if releases:
-        for m in session.exec(select(Milestone).where(
-                Milestone.status == "planned", Milestone.date >= at.date() - dt.timedelta(days=1),
-                sa.or_(col(Milestone.release_id).in_(list(releases)),
-                       sa.and_(col(Milestone.release_id).is_(None),
-                               col(Milestone.product_id).in_({r.product_id for r in releases.values()}))))):
+        for m in session.exec(
+            select(Milestone).where(
+                Milestone.status == "planned",
+                Milestone.date >= at.date() - dt.timedelta(days=1),
+                sa.or_(
+                    col(Milestone.release_id).in_(list(releases)),
+                    sa.and_(
+                        col(Milestone.release_id).is_(None),
+                        col(Milestone.product_id).in_({r.product_id for r in releases.values()}),
+                    ),
+                ),
+            )
+        ):
             for rid, r in releases.items():
                 if m.release_id == rid or (m.release_id is None and m.product_id == r.product_id):
                     upcoming[rid] = min(upcoming.get(rid, m.date), m.date)
@@ -322,24 +408,41 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
             before = [c for c in history if (c.at, c.id) < (change.at, change.id)]
             prev = before[-1] if before else None
             info["change"] = {
-                "status": change.status, "target": change.target_version, "planned_date": change.planned_date,
-                "feedback": change.feedback, "by": change.by, "recorded_by": change.recorded_by,
-                "channel": change.channel, "at": change.at, "first": prev is None,
+                "status": change.status,
+                "target": change.target_version,
+                "planned_date": change.planned_date,
+                "feedback": change.feedback,
+                "by": change.by,
+                "recorded_by": change.recorded_by,
+                "channel": change.channel,
+                "at": change.at,
+                "first": prev is None,
                 "status_changed": prev is None or prev.status != change.status,
-                "old_target": prev.target_version if prev and prev.target_version != change.target_version else None,
+                "old_target": prev.target_version
+                if prev and prev.target_version != change.target_version
+                else None,
                 "old_date": prev.planned_date if prev and prev.planned_date != change.planned_date else None,
                 "target_changed": prev is not None and prev.target_version != change.target_version,
                 "date_changed": prev is not None and prev.planned_date != change.planned_date,
             }
-        mdate = n.milestone_date if n.kind == "escalation" and n.milestone_date else upcoming.get(n.release_id)
+        mdate = (
+            n.milestone_date if n.kind == "escalation" and n.milestone_date else upcoming.get(n.release_id)
+        )
         customer = customers[n.customer_id]
         if mdate is not None:
             status = change.status if change else (agr.status if agr else "none")
             target = change.target_version if change else (agr.target_version if agr else None)
             planned = change.planned_date if change else (agr.planned_date if agr else None)
             total, bad = contacts.get(n.customer_id, (0, 0))
-            info["risk"] = policy.risk(status=status, target=target, planned_date=planned, milestone_date=mdate,
-                                       today=policy.local_date(at, customer.timezone), contacts=total, bounced=bad)
+            info["risk"] = policy.risk(
+                status=status,
+                target=target,
+                planned_date=planned,
+                milestone_date=mdate,
+                today=policy.local_date(at, customer.timezone),
+                contacts=total,
+                bounced=bad,
+            )
             info["at_risk"] = policy.plan_at_risk(status, target, planned, mdate)
             info["next_milestone_date"] = mdate
         out[pk(n)] = info
@@ -349,20 +452,27 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
 def _rep_item(ctx: dict, locale: str) -> dict:
     """The texts of a rep item in the rep's language (templates receive words, not rules)."""
     risk = ctx.get("risk")
-    out = {"risk_colour": risk.colour if risk else "", "risk_text": risk.text(locale) if risk else "",
-           "next_date_text": format_date(ctx.get("next_milestone_date"), locale)}
+    out = {
+        "risk_colour": risk.colour if risk else "",
+        "risk_text": risk.text(locale) if risk else "",
+        "next_date_text": format_date(ctx.get("next_milestone_date"), locale),
+    }
     change = ctx.get("change")
     if change:
-        out |= {"change_label": agreement_label(change["status"], locale),
-                "change_target": change["target"] or "",
-                "change_date_text": format_date(change["planned_date"], locale),
-                "change_old_date_text": format_date(change["old_date"], locale) if change["date_changed"] else "",
-                "change_old_target": (change["old_target"] or "—") if change["target_changed"] else "",
-                "change_feedback": change["feedback"] or "",
-                "change_by": change["by"] or "",
-                "change_recorded_by": change["recorded_by"] if change["recorded_by"] not in (None, change["by"]) else "",
-                "change_status_changed": change["status_changed"],
-                "change_channel": channel_label(change["channel"], locale)}
+        out |= {
+            "change_label": agreement_label(change["status"], locale),
+            "change_target": change["target"] or "",
+            "change_date_text": format_date(change["planned_date"], locale),
+            "change_old_date_text": format_date(change["old_date"], locale) if change["date_changed"] else "",
+            "change_old_target": (change["old_target"] or "—") if change["target_changed"] else "",
+            "change_feedback": change["feedback"] or "",
+            "change_by": change["by"] or "",
+            "change_recorded_by": change["recorded_by"]
+            if change["recorded_by"] not in (None, change["by"])
+            else "",
+            "change_status_changed": change["status_changed"],
+            "change_channel": channel_label(change["channel"], locale),
+        }
     return out
 
 
@@ -380,16 +490,27 @@ def _tone(kind: str, days: int | None) -> str:
 def _rep_sort_key(ctx: dict):
     """A rep's digest: escalations first, then bounces, then agreement news; by customer, oldest first."""
     order = {"escalation": 0, "bounce": 1, "agreement": 2}
-    return (order.get(ctx["kind"], 9), ctx["customer_name"], ctx["product_slug"], ctx["version"] or "",
-            ctx["notice_id"])
+    return (
+        order.get(ctx["kind"], 9),
+        ctx["customer_name"],
+        ctx["product_slug"],
+        ctx["version"] or "",
+        ctx["notice_id"],
+    )
 
 
 def _sort_key(ctx: dict):
-    return (ctx["date"] or dt.date.max, ctx["product_slug"], ctx["version"] or "", ctx["milestone_kind"] or "")
+    return (
+        ctx["date"] or dt.date.max,
+        ctx["product_slug"],
+        ctx["version"] or "",
+        ctx["milestone_kind"] or "",
+    )
 
 
-def render_message(audience: str, locale: str, items: list[dict], customer: dict, *,
-                   medium: str = "email") -> Rendered:
+def render_message(
+    audience: str, locale: str, items: list[dict], customer: dict, *, medium: str = "email"
+) -> Rendered:
     """Subject, text and HTML of one message listing `items` (notice contexts), for an email or the
     portal inbox (`medium`: only an email can be answered to reach the rep).
 
@@ -399,23 +520,42 @@ def render_message(audience: str, locale: str, items: list[dict], customer: dict
     for item in items:
         if item["kind"] == "stage":
             k = (item["milestone_id"], item["date"])
-            if k not in latest or (item["stage_date"] or dt.date.min) > (latest[k]["stage_date"] or dt.date.min):
+            if k not in latest or (item["stage_date"] or dt.date.min) > (
+                latest[k]["stage_date"] or dt.date.min
+            ):
                 latest[k] = item
     items = [i for i in items if i["kind"] != "stage" or latest[(i["milestone_id"], i["date"])] is i]
     items = sorted(items, key=_sort_key if audience == "customer" else _rep_sort_key)
     if audience != "customer":
         locale = items[0].get("locale", "en")  # the rep's own language (their settings)
     locale = i18n.supported(locale)
-    ctx = {"items": items, "first": items[0], "more": len(items) - 1, "customer": customer,
-           "calendar_url": items[0]["calendar_url"], "webcal_url": links.webcal_url(items[0]["calendar_url"]),
-           "rep": {"email": items[0]["rep_email"], "name": items[0]["rep_name"]},
-           "has_ack_link": any(i.get("ack_url") and i["kind"] != "withdrawn" for i in items),
-           "customers": len({i["customer_key"] for i in items}),
-           "kinds": sorted({i["kind"] for i in items}), "medium": medium,
-           "more_text": i18n.ngettext_in(locale, " and {n} more lifecycle notice", " and {n} more lifecycle notices",
-                                      len(items) - 1, total=len(items)) if len(items) > 1 else ""}
+    ctx = {
+        "items": items,
+        "first": items[0],
+        "more": len(items) - 1,
+        "customer": customer,
+        "calendar_url": items[0]["calendar_url"],
+        "webcal_url": links.webcal_url(items[0]["calendar_url"]),
+        "rep": {"email": items[0]["rep_email"], "name": items[0]["rep_name"]},
+        "has_ack_link": any(i.get("ack_url") and i["kind"] != "withdrawn" for i in items),
+        "customers": len({i["customer_key"] for i in items}),
+        "kinds": sorted({i["kind"] for i in items}),
+        "medium": medium,
+        "more_text": i18n.ngettext_in(
+            locale,
+            " and {n} more lifecycle notice",
+            " and {n} more lifecycle notices",
+            len(items) - 1,
+            total=len(items),
+        )
+        if len(items) > 1
+        else "",
+    }
     name = "customer" if audience == "customer" else "rep"
     folder = "email/templates"
     subject = " ".join(render(f"{folder}/{name}.subject.txt", locale, **ctx).split())
-    return Rendered(subject=subject, text=render(f"{folder}/{name}.txt", locale, **ctx),
-                    html=render(f"{folder}/{name}.html", locale, **ctx))
+    return Rendered(
+        subject=subject,
+        text=render(f"{folder}/{name}.txt", locale, **ctx),
+        html=render(f"{folder}/{name}.html", locale, **ctx),
+    )

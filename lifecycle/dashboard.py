@@ -35,10 +35,33 @@ from lifecycle.models import (
 from lifecycle.registry import version_key
 
 RISKS = ("red", "amber", "green")
-CSV_COLUMNS = ("customer", "customer_name", "rep", "product", "version", "milestone", "milestone_date",
-               "days_left", "agreement", "target", "planned_date", "at_risk", "by", "recorded_by", "agreed_at",
-               "channel", "feedback", "cores", "contacts", "bounced", "risk", "risk_reason", "escalation",
-               "escalation_state", "escalation_owner")
+CSV_COLUMNS = (
+    "customer",
+    "customer_name",
+    "rep",
+    "product",
+    "version",
+    "milestone",
+    "milestone_date",
+    "days_left",
+    "agreement",
+    "target",
+    "planned_date",
+    "at_risk",
+    "by",
+    "recorded_by",
+    "agreed_at",
+    "channel",
+    "feedback",
+    "cores",
+    "contacts",
+    "bounced",
+    "risk",
+    "risk_reason",
+    "escalation",
+    "escalation_state",
+    "escalation_owner",
+)
 
 
 def _rep_matches(column, rep: str):
@@ -46,7 +69,11 @@ def _rep_matches(column, rep: str):
 
 
 def agreement_rows(
-    session: Session, *, at: dt.datetime, rep: str | None = None, customer_id: int | None = None,
+    session: Session,
+    *,
+    at: dt.datetime,
+    rep: str | None = None,
+    customer_id: int | None = None,
     product: str | None = None,
 ) -> list[dict]:
     """One row per (customer, deployed release) whose next planned milestone is on or after `at`'s date,
@@ -72,9 +99,12 @@ def agreement_rows(
     product_ids = {p.id for _, _, _, p in deployments}
     milestones = session.exec(
         select(Milestone).where(
-            Milestone.status == MilestoneStatus.PLANNED, Milestone.date >= today,
-            sa.or_(col(Milestone.release_id).in_(release_ids),
-                   sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(product_ids))),
+            Milestone.status == MilestoneStatus.PLANNED,
+            Milestone.date >= today,
+            sa.or_(
+                col(Milestone.release_id).in_(release_ids),
+                sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(product_ids)),
+            ),
         )
     ).all()
     by_release: dict[int, list[Milestone]] = {}
@@ -87,15 +117,32 @@ def agreement_rows(
     customer_ids = {c.id for _, c, _, _ in deployments}
     agreements = {
         (a.customer_id, a.release_id): a
-        for a in session.exec(select(Agreement).where(col(Agreement.customer_id).in_(customer_ids),
-                                                      col(Agreement.release_id).in_(release_ids))).all()
+        for a in session.exec(
+            select(Agreement).where(
+                col(Agreement.customer_id).in_(customer_ids), col(Agreement.release_id).in_(release_ids)
+            )
+        ).all()
     }
-    contacts = {cid: (total, bounced or 0) for cid, total, bounced in session.exec(
-        select(col(Contact.customer_id), sa.func.count(col(Contact.id)),
-               sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)))
-        .where(col(Contact.customer_id).in_(customer_ids)).group_by(col(Contact.customer_id))).all()}
-    work = {(e.customer_id, e.milestone_id): e for e in session.exec(
-        select(Escalation).where(col(Escalation.customer_id).in_(customer_ids)).order_by(col(Escalation.id)))}
+    contacts = {
+        cid: (total, bounced or 0)
+        for cid, total, bounced in session.exec(
+            select(
+                col(Contact.customer_id),
+                sa.func.count(col(Contact.id)),
+                sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)),
+            )
+            .where(col(Contact.customer_id).in_(customer_ids))
+            .group_by(col(Contact.customer_id))
+        ).all()
+    }
+    work = {
+        (e.customer_id, e.milestone_id): e
+        for e in session.exec(
+            select(Escalation)
+            .where(col(Escalation.customer_id).in_(customer_ids))
+            .order_by(col(Escalation.id))
+        )
+    }
     rows: list[dict[str, Any]] = []
     for dep, cust, rel, prod in deployments:
         candidates = by_release.get(pk(rel), []) + by_product.get(pk(prod), [])
@@ -106,23 +153,50 @@ def agreement_rows(
         status = agr.status if agr else AgreementStatus.NONE.value
         target, planned = (agr.target_version, agr.planned_date) if agr else (None, None)
         total, bounced = contacts.get(pk(cust), (0, 0))
-        light = policy.risk(status=status, target=target, planned_date=planned, milestone_date=nxt.date,
-                            today=policy.local_date(at, cust.timezone), contacts=total, bounced=bounced)
+        light = policy.risk(
+            status=status,
+            target=target,
+            planned_date=planned,
+            milestone_date=nxt.date,
+            today=policy.local_date(at, cust.timezone),
+            contacts=total,
+            bounced=bounced,
+        )
         item = work.get((pk(cust), pk(nxt)))
-        rows.append({
-            "customer": cust.key, "customer_name": cust.name, "customer_id": cust.id, "rep": cust.account_rep,
-            "product": prod.slug, "product_name": prod.name, "version": rel.version, "release_id": rel.id,
-            "upgrade_to": rel.upgrade_to, "milestone_id": nxt.id, "milestone": nxt.kind,
-            "milestone_date": nxt.date, "days_left": policy.days_left(nxt.date, today),
-            "agreement": status, "target": target, "planned_date": planned,
-            "at_risk": policy.plan_at_risk(status, target, planned, nxt.date),
-            "by": agr.by if agr else None, "recorded_by": agr.recorded_by if agr else None,
-            "agreed_at": agr.at if agr else None, "channel": agr.channel if agr else None,
-            "feedback": agr.feedback if agr else None, "cores": dep.cores, "contacts": total, "bounced": bounced,
-            "risk": light.colour, "risk_reason": light.reason,
-            "escalation": item.id if item else None, "escalation_state": item.state if item else None,
-            "escalation_owner": item.owner if item else None,
-        })
+        rows.append(
+            {
+                "customer": cust.key,
+                "customer_name": cust.name,
+                "customer_id": cust.id,
+                "rep": cust.account_rep,
+                "product": prod.slug,
+                "product_name": prod.name,
+                "version": rel.version,
+                "release_id": rel.id,
+                "upgrade_to": rel.upgrade_to,
+                "milestone_id": nxt.id,
+                "milestone": nxt.kind,
+                "milestone_date": nxt.date,
+                "days_left": policy.days_left(nxt.date, today),
+                "agreement": status,
+                "target": target,
+                "planned_date": planned,
+                "at_risk": policy.plan_at_risk(status, target, planned, nxt.date),
+                "by": agr.by if agr else None,
+                "recorded_by": agr.recorded_by if agr else None,
+                "agreed_at": agr.at if agr else None,
+                "channel": agr.channel if agr else None,
+                "feedback": agr.feedback if agr else None,
+                "cores": dep.cores,
+                "contacts": total,
+                "bounced": bounced,
+                "risk": light.colour,
+                "risk_reason": light.reason,
+                "escalation": item.id if item else None,
+                "escalation_state": item.state if item else None,
+                "escalation_owner": item.owner if item else None,
+            }
+        )
     rows.sort(key=lambda r: (r["days_left"], r["customer"], r["product"], version_key(r["version"])))
     return rows
 
@@ -154,17 +228,29 @@ def jsonable(rows: list[dict]) -> list[dict]:
     return [{k: (val.isoformat() if isinstance(val, dt.date) else val) for k, val in r.items()} for r in rows]
 
 
-def undeliverable_contacts(session: Session, *, rep: str | None = None,
-                           customer_id: int | None = None) -> list[dict]:
+def undeliverable_contacts(
+    session: Session, *, rep: str | None = None, customer_id: int | None = None
+) -> list[dict]:
     """Contacts flagged undeliverable (a bounce or drop) of a rep's customers, with the provider's reason
     and when it was reported."""
     q = (
-        select(Contact, Customer).join(Customer, col(Customer.id) == Contact.customer_id)
-        .where(col(Contact.undeliverable).is_(True)).order_by(Customer.key, Contact.email)
+        select(Contact, Customer)
+        .join(Customer, col(Customer.id) == Contact.customer_id)
+        .where(col(Contact.undeliverable).is_(True))
+        .order_by(Customer.key, Contact.email)
     )
     if rep:
         q = q.where(_rep_matches(Customer.account_rep, rep))
     if customer_id is not None:
         q = q.where(Customer.id == customer_id)
-    return [{"customer": c.key, "customer_name": c.name, "email": ct.email, "name": ct.name,
-             "reason": ct.undeliverable_reason, "since": ct.undeliverable_at} for ct, c in session.exec(q).all()]
+    return [
+        {
+            "customer": c.key,
+            "customer_name": c.name,
+            "email": ct.email,
+            "name": ct.name,
+            "reason": ct.undeliverable_reason,
+            "since": ct.undeliverable_at,
+        }
+        for ct, c in session.exec(q).all()
+    ]

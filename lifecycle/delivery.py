@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 D = table_of(Delivery)
 N = table_of(Notice)
 
+
 @dataclass
 class DeliverResult:
     claimed: int = 0
@@ -86,8 +87,17 @@ class DeliverResult:
     by_channel: dict = field(default_factory=lambda: defaultdict(int))
 
     def add(self, other: DeliverResult) -> None:
-        for name in ("claimed", "sent", "retried", "failed", "unknown", "cancelled", "deferred", "recovered",
-                     "messages"):
+        for name in (
+            "claimed",
+            "sent",
+            "retried",
+            "failed",
+            "unknown",
+            "cancelled",
+            "deferred",
+            "recovered",
+            "messages",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for k, v in other.by_channel.items():
             self.by_channel[k] += v
@@ -106,33 +116,70 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 def claim(session: Session, customer_id: int, at: dt.datetime, token: str, limit: int = 500) -> list[int]:
-    due = (sa.select(D.c.id)
-           .where(D.c.customer_id == customer_id, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at)
-           .order_by(D.c.id).limit(limit).with_for_update(skip_locked=True))
-    return list(session.connection().execute(
-        D.update().where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING, claim_token=token, claimed_at=at, claimed_by=liveness.owner(),
-                heartbeat_at=at, send_started_at=None, first_attempt_at=sa.func.coalesce(D.c.first_attempt_at, at),
-                attempts=D.c.attempts + 1, updated_at=at)
-        .returning(D.c.id)
-    ).scalars().all())
+    due = (
+        sa.select(D.c.id)
+        .where(
+            D.c.customer_id == customer_id, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at
+        )
+        .order_by(D.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(
+        session.connection()
+        .execute(
+            D.update()
+            .where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
+            .values(
+                status=DeliveryStatus.SENDING,
+                claim_token=token,
+                claimed_at=at,
+                claimed_by=liveness.owner(),
+                heartbeat_at=at,
+                send_started_at=None,
+                first_attempt_at=sa.func.coalesce(D.c.first_attempt_at, at),
+                attempts=D.c.attempts + 1,
+                updated_at=at,
+            )
+            .returning(D.c.id)
+        )
+        .scalars()
+        .all()
+    )
 
 
 def _heartbeat(session: Session, token: str, starting: list[int], when: dt.datetime) -> set[int]:
     """Extend the claim (every row still ours) and mark `starting` as about to be sent. Returns the
     rows of `starting` still ours: a row the sweep took back is not sent."""
-    started = sa.case((D.c.id.in_(starting), when), else_=D.c.send_started_at) if starting else D.c.send_started_at
-    rows = session.connection().execute(
-        D.update().where(D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
-        .values(heartbeat_at=when, send_started_at=started).returning(D.c.id)).scalars().all()
+    started = (
+        sa.case((D.c.id.in_(starting), when), else_=D.c.send_started_at) if starting else D.c.send_started_at
+    )
+    rows = (
+        session.connection()
+        .execute(
+            D.update()
+            .where(D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
+            .values(heartbeat_at=when, send_started_at=started)
+            .returning(D.c.id)
+        )
+        .scalars()
+        .all()
+    )
     return set(rows) & set(starting)
 
 
 def _lock_mine(session: Session, token: str, ids: list[int]) -> set[int]:
     """Lock the rows of a message for the send (the sweep skips locked rows); those still ours."""
-    return set(session.connection().execute(
-        sa.select(D.c.id).where(D.c.id.in_(ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
-        .with_for_update(skip_locked=True)).scalars().all())
+    return set(
+        session.connection()
+        .execute(
+            sa.select(D.c.id)
+            .where(D.c.id.in_(ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+    )
 
 
 # ------------------------------------------------------------------------------------------ sending
@@ -145,7 +192,8 @@ def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list
         .join(Customer, col(Customer.id) == Delivery.customer_id)
         .join(Contact, col(Contact.id) == Delivery.contact_id, isouter=True)
         .join(CustomerChannel, col(CustomerChannel.id) == Delivery.subscription_id, isouter=True)
-        .where(col(Delivery.id).in_(delivery_ids)).order_by(col(Notice.due_at), col(Notice.id))
+        .where(col(Delivery.id).in_(delivery_ids))
+        .order_by(col(Notice.due_at), col(Notice.id))
     ).all()
     contexts = notice_contexts(session, sorted({n.id for _, n, _, _, _ in rows}), at)
     batches: dict[tuple, Batch] = {}
@@ -157,19 +205,37 @@ def _batches(session: Session, delivery_ids: list[int], at: dt.datetime) -> list
         batch = batches.get(key)
         if batch is None:
             batch = batches[key] = Batch(
-                channel=delivery.channel, recipient=delivery.recipient,
-                recipient_name=contact.name if contact else None, audience=notice.audience,
-                customer={"id": customer.id, "key": customer.key, "name": customer.name,
-                          "locale": customer.locale, "timezone": customer.timezone,
-                          "account_rep": customer.account_rep}, cache=shared,
-                subscription={"id": sub.id, "kind": sub.kind, "label": sub.label,
-                              "config": json.loads(sub.config)["sealed"]} if sub is not None else None)
-        batch.items.append(Item(delivery_id=delivery.id, notice_id=notice.id, kind=notice.kind,
-                                context=contexts[notice.id]))
+                channel=delivery.channel,
+                recipient=delivery.recipient,
+                recipient_name=contact.name if contact else None,
+                audience=notice.audience,
+                customer={
+                    "id": customer.id,
+                    "key": customer.key,
+                    "name": customer.name,
+                    "locale": customer.locale,
+                    "timezone": customer.timezone,
+                    "account_rep": customer.account_rep,
+                },
+                cache=shared,
+                subscription={
+                    "id": sub.id,
+                    "kind": sub.kind,
+                    "label": sub.label,
+                    "config": json.loads(sub.config)["sealed"],
+                }
+                if sub is not None
+                else None,
+            )
+        batch.items.append(
+            Item(delivery_id=delivery.id, notice_id=notice.id, kind=notice.kind, context=contexts[notice.id])
+        )
     return list(batches.values())
 
 
-def _record_success(session: Session, done: list[tuple[Batch, str | None]], token: str, at: dt.datetime) -> int:
+def _record_success(
+    session: Session, done: list[tuple[Batch, str | None]], token: str, at: dt.datetime
+) -> int:
     """Record the messages that went out, in one statement per status (an executemany)."""
     by_status: dict[str, list[dict]] = defaultdict(list)
     for batch, provider_id in done:
@@ -178,28 +244,49 @@ def _record_success(session: Session, done: list[tuple[Batch, str | None]], toke
     total = 0
     for status, params in by_status.items():
         res = session.connection().execute(
-            D.update().where(D.c.id == sa.bindparam("b_id"), D.c.claim_token == token,
-                             sa.or_(D.c.status == DeliveryStatus.SENDING, D.c.status == DeliveryStatus.UNKNOWN))
-            .values(status=status, provider_id=sa.bindparam("b_provider"), sent_at=at, error=None, updated_at=at),
-            params)
+            D.update()
+            .where(
+                D.c.id == sa.bindparam("b_id"),
+                D.c.claim_token == token,
+                sa.or_(D.c.status == DeliveryStatus.SENDING, D.c.status == DeliveryStatus.UNKNOWN),
+            )
+            .values(
+                status=status, provider_id=sa.bindparam("b_provider"), sent_at=at, error=None, updated_at=at
+            ),
+            params,
+        )
         # The rows are locked by this transaction (PostgreSQL) or by SQLite's write lock: all are ours.
         total += res.rowcount if res.rowcount is not None and res.rowcount >= 0 else len(params)
     return total
 
 
-def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryError, at: dt.datetime,
-                    result: DeliverResult) -> None:
+def _record_failure(
+    session: Session, batch: Batch, token: str, err: DeliveryError, at: dt.datetime, result: DeliverResult
+) -> None:
     conn = session.connection()
-    mine = sa.and_(D.c.id.in_(batch.delivery_ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING)
+    mine = sa.and_(
+        D.c.id.in_(batch.delivery_ids), D.c.claim_token == token, D.c.status == DeliveryStatus.SENDING
+    )
     rows = conn.execute(sa.select(D.c.id, D.c.attempts, D.c.first_attempt_at).where(mine)).all()
     if not rows:
         return
     message = err.message[:2000]
     if err.unknown:
-        waits = [{"b_id": r.id, "b_next": at + CHANNELS[batch.channel].unknown_wait(r.attempts)} for r in rows]
-        conn.execute(D.update().where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
-                     .values(status=DeliveryStatus.UNKNOWN, next_attempt_at=sa.bindparam("b_next"), error=message,
-                             claimed_by=None, updated_at=at), waits)
+        waits = [
+            {"b_id": r.id, "b_next": at + CHANNELS[batch.channel].unknown_wait(r.attempts)} for r in rows
+        ]
+        conn.execute(
+            D.update()
+            .where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.UNKNOWN,
+                next_attempt_at=sa.bindparam("b_next"),
+                error=message,
+                claimed_by=None,
+                updated_at=at,
+            ),
+            waits,
+        )
         result.unknown += len(rows)
         if batch.subscription:
             subscriptions.failed(session, batch.subscription["id"], message, at, for_good=False)
@@ -218,17 +305,42 @@ def _record_failure(session: Session, batch: Batch, token: str, err: DeliveryErr
             wait = max(wait, dt.timedelta(seconds=err.retry_after))
         retry.append({"b_id": r.id, "b_next": min(at + wait, end)})  # the last try at the end of the span
     if retry:
-        conn.execute(D.update().where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
-                     .values(status=DeliveryStatus.PENDING, next_attempt_at=sa.bindparam("b_next"), error=message,
-                             claim_token=None, claimed_by=None, updated_at=at), retry)
+        conn.execute(
+            D.update()
+            .where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=sa.bindparam("b_next"),
+                error=message,
+                claim_token=None,
+                claimed_by=None,
+                updated_at=at,
+            ),
+            retry,
+        )
         result.retried += len(retry)
     if give_up:
-        conn.execute(D.update().where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
-                     .values(status=DeliveryStatus.FAILED, error=sa.bindparam("b_error"), claimed_by=None,
-                             updated_at=at),
-                     [{"b_id": r.id, "b_error": (message if err.permanent else (
-                         f"gave up after {r.attempts} attempts over {_span_text(at - (r.first_attempt_at or at))}: "
-                         f"{message}"))[:2000]} for r in give_up])
+        conn.execute(
+            D.update()
+            .where(D.c.id == sa.bindparam("b_id"), D.c.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.FAILED, error=sa.bindparam("b_error"), claimed_by=None, updated_at=at
+            ),
+            [
+                {
+                    "b_id": r.id,
+                    "b_error": (
+                        message
+                        if err.permanent
+                        else (
+                            f"gave up after {r.attempts} attempts over {_span_text(at - (r.first_attempt_at or at))}: "
+                            f"{message}"
+                        )
+                    )[:2000],
+                }
+                for r in give_up
+            ],
+        )
         result.failed += len(give_up)
         alert_give_up(session, [r.id for r in give_up], at)
     if batch.subscription:
@@ -253,35 +365,83 @@ def alert_give_up(session: Session, delivery_ids: list[int], at: dt.datetime) ->
     C = table_of(Customer)
     ops = get_settings().ops_email
     rows = conn.execute(
-        sa.select(D.c.id, D.c.channel, D.c.recipient, D.c.attempts, D.c.error, N.c.customer_id, N.c.milestone_id,
-                  N.c.release_id, N.c.revision, N.c.milestone_date, N.c.kind, N.c.audience, C.c.key,
-                  C.c.account_rep)
-        .join(N, N.c.id == D.c.notice_id).join(C, C.c.id == N.c.customer_id)
-        .where(D.c.id.in_(delivery_ids))).all()
+        sa.select(
+            D.c.id,
+            D.c.channel,
+            D.c.recipient,
+            D.c.attempts,
+            D.c.error,
+            N.c.customer_id,
+            N.c.milestone_id,
+            N.c.release_id,
+            N.c.revision,
+            N.c.milestone_date,
+            N.c.kind,
+            N.c.audience,
+            C.c.key,
+            C.c.account_rep,
+        )
+        .join(N, N.c.id == D.c.notice_id)
+        .join(C, C.c.id == N.c.customer_id)
+        .where(D.c.id.in_(delivery_ids))
+    ).all()
     queued = 0
     for d in rows:
-        log.error("delivery %s given up: %s to %s for customer %s (%s notice): %s", d.id, d.channel, d.recipient,
-                  d.key, d.kind, d.error)
+        log.error(
+            "delivery %s given up: %s to %s for customer %s (%s notice): %s",
+            d.id,
+            d.channel,
+            d.recipient,
+            d.key,
+            d.kind,
+            d.error,
+        )
         if d.kind == NoticeKind.UNDELIVERED:
             continue
         recipients = ([d.account_rep] if d.audience == "customer" else []) + ([ops] if ops else [])
         if not recipients:
             continue
-        notice_id = conn.execute(insert_ignore(session, N).values(
-            key=policy.notice_key(NoticeKind.UNDELIVERED, d.customer_id, d.milestone_id, str(d.id)), customer_id=d.customer_id,
-            milestone_id=d.milestone_id, release_id=d.release_id, kind=NoticeKind.UNDELIVERED, audience="rep",
-            slot=str(d.id), revision=d.revision, milestone_date=d.milestone_date,
-            detail=f"{d.recipient}: {d.error}"[:2000], due_at=at, status=NoticeStatus.RELEASED, released_at=at,
-            created_at=at).returning(N.c.id)).scalar()
+        notice_id = conn.execute(
+            insert_ignore(session, N)
+            .values(
+                key=policy.notice_key(NoticeKind.UNDELIVERED, d.customer_id, d.milestone_id, str(d.id)),
+                customer_id=d.customer_id,
+                milestone_id=d.milestone_id,
+                release_id=d.release_id,
+                kind=NoticeKind.UNDELIVERED,
+                audience="rep",
+                slot=str(d.id),
+                revision=d.revision,
+                milestone_date=d.milestone_date,
+                detail=f"{d.recipient}: {d.error}"[:2000],
+                due_at=at,
+                status=NoticeStatus.RELEASED,
+                released_at=at,
+                created_at=at,
+            )
+            .returning(N.c.id)
+        ).scalar()
         if notice_id is None:
             continue
         for recipient in dict.fromkeys(recipients):
-            queued += len(conn.execute(insert_ignore(session, D).values(
-                notice_id=notice_id, customer_id=d.customer_id, channel=STAFF_CHANNEL, recipient=recipient,
-                status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=at, created_at=at, updated_at=at)
-                .returning(D.c.id)).all())
+            queued += len(
+                conn.execute(
+                    insert_ignore(session, D)
+                    .values(
+                        notice_id=notice_id,
+                        customer_id=d.customer_id,
+                        channel=STAFF_CHANNEL,
+                        recipient=recipient,
+                        status=DeliveryStatus.PENDING,
+                        attempts=0,
+                        next_attempt_at=at,
+                        created_at=at,
+                        updated_at=at,
+                    )
+                    .returning(D.c.id)
+                ).all()
+            )
     return queued
-
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -294,8 +454,14 @@ CHUNK_CUSTOMERS = 25
 LOCK_CLAIM = 7_242_004  # (hash of schema and this, customer id): a customer is claimed by one run at a time
 
 
-def claim_due(session: Session, at: dt.datetime, token: str, *, customers: int = CLAIM_CUSTOMERS,
-              customer_ids: list[int] | None = None) -> list[int]:
+def claim_due(
+    session: Session,
+    at: dt.datetime,
+    token: str,
+    *,
+    customers: int = CLAIM_CUSTOMERS,
+    customer_ids: list[int] | None = None,
+) -> list[int]:
     """Claim, in one statement, every due delivery of up to `customers` customers (of `customer_ids`
     when given): whole customers, so that each recipient gets one digest. On PostgreSQL the customers
     are chosen first, each under a transaction-scoped advisory lock that concurrent runs skip (and the
@@ -310,29 +476,54 @@ def claim_due(session: Session, at: dt.datetime, token: str, *, customers: int =
     if pg:
         # Chosen first (a statement of its own: inside the claim, the planner may run it per row).
         w = window.subquery()
-        who = session.connection().execute(
-            sa.select(w.c.customer_id)
-            # The key names the schema too: advisory locks are per database, and schemas of one
-            # database (test runs, benches) must not take each other's customers.
-            .where(sa.func.pg_try_advisory_xact_lock(
-                sa.func.hashtext(sa.func.current_schema() + sa.literal(f":{LOCK_CLAIM}")), w.c.customer_id))
-            .limit(customers)).scalars().all()
+        who = (
+            session.connection()
+            .execute(
+                sa.select(w.c.customer_id)
+                # The key names the schema too: advisory locks are per database, and schemas of one
+                # database (test runs, benches) must not take each other's customers.
+                .where(
+                    sa.func.pg_try_advisory_xact_lock(
+                        sa.func.hashtext(sa.func.current_schema() + sa.literal(f":{LOCK_CLAIM}")),
+                        w.c.customer_id,
+                    )
+                )
+                .limit(customers)
+            )
+            .scalars()
+            .all()
+        )
         if not who:
             return []
-        rows = (sa.select(D.c.id).where(*due, D.c.customer_id.in_(who)).with_for_update(skip_locked=True))
+        rows = sa.select(D.c.id).where(*due, D.c.customer_id.in_(who)).with_for_update(skip_locked=True)
     else:
         rows = sa.select(D.c.id).where(*due, D.c.customer_id.in_(window.scalar_subquery()))
-    return sorted(session.connection().execute(
-        D.update().where(D.c.id.in_(rows.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING, claim_token=token, claimed_at=at, claimed_by=liveness.owner(),
-                heartbeat_at=at, send_started_at=None, first_attempt_at=sa.func.coalesce(D.c.first_attempt_at, at),
-                attempts=D.c.attempts + 1, updated_at=at)
-        .returning(D.c.id)
-    ).scalars().all())
+    return sorted(
+        session.connection()
+        .execute(
+            D.update()
+            .where(D.c.id.in_(rows.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
+            .values(
+                status=DeliveryStatus.SENDING,
+                claim_token=token,
+                claimed_at=at,
+                claimed_by=liveness.owner(),
+                heartbeat_at=at,
+                send_started_at=None,
+                first_attempt_at=sa.func.coalesce(D.c.first_attempt_at, at),
+                attempts=D.c.attempts + 1,
+                updated_at=at,
+            )
+            .returning(D.c.id)
+        )
+        .scalars()
+        .all()
+    )
 
 
-def deliver_due(at: dt.datetime, *, customers: int = CLAIM_CUSTOMERS,
-                customer_ids: list[int] | None = None) -> DeliverResult:
+def deliver_due(
+    at: dt.datetime, *, customers: int = CLAIM_CUSTOMERS, customer_ids: list[int] | None = None
+) -> DeliverResult:
     """One delivery run: claim the due deliveries of up to `customers` customers (of `customer_ids`
     when given) in one statement, load them set-based, send them message by message in chunks that are
     recorded a few statements at a time. Safe to run anywhere, any number of times, concurrently."""
@@ -366,8 +557,13 @@ def deliver_customer(customer_id: int, at: dt.datetime, *, limit: int = 500) -> 
     return result
 
 
-def deliver_all(at: dt.datetime, customer_ids: list[int], *, customers: int = CLAIM_CUSTOMERS,
-                clock: Callable[[], dt.datetime] | None = None) -> DeliverResult:
+def deliver_all(
+    at: dt.datetime,
+    customer_ids: list[int],
+    *,
+    customers: int = CLAIM_CUSTOMERS,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> DeliverResult:
     """Deliver what is due by `at` for these customers, `customers` at a time (the CLI tick, a Celery
     batch, the embedded worker). Each customer is visited once: a retry due again at once waits for the
     next run. With `clock` (a worker on the real clock), each run sends as of max(`at`, clock()), so a
@@ -375,7 +571,9 @@ def deliver_all(at: dt.datetime, customer_ids: list[int], *, customers: int = CL
     result = DeliverResult()
     for start in range(0, len(customer_ids), customers):
         when = max(at, clock()) if clock is not None else at
-        result.add(deliver_due(when, customers=customers, customer_ids=customer_ids[start:start + customers]))
+        result.add(
+            deliver_due(when, customers=customers, customer_ids=customer_ids[start : start + customers])
+        )
     return result
 
 
@@ -392,19 +590,20 @@ def _deliver_claimed(batches: list[Batch], token: str, at: dt.datetime, result: 
     customers = list(by_customer)
     for start in range(0, len(customers), CHUNK_CUSTOMERS):
         by_channel: dict[str, list[Batch]] = defaultdict(list)
-        for customer_id in customers[start:start + CHUNK_CUSTOMERS]:
+        for customer_id in customers[start : start + CHUNK_CUSTOMERS]:
             for batch in by_customer[customer_id]:
                 by_channel[batch.channel].append(batch)
         for name in CHANNELS:  # the registry's order: the portal first
             group = by_channel.pop(name, [])
             for first in range(0, len(group), CHUNK_MESSAGES):
-                _deliver_batch(group[first:first + CHUNK_MESSAGES], token, at, now, result)
+                _deliver_batch(group[first : first + CHUNK_MESSAGES], token, at, now, result)
         for name in by_channel:  # a channel no longer registered: left to the sweep
             log.error("deliveries for unknown channel %s left claimed", name)
 
 
-def _deliver_batch(batches: list[Batch], token: str, at: dt.datetime, now: Callable[[], dt.datetime],
-                   result: DeliverResult) -> None:
+def _deliver_batch(
+    batches: list[Batch], token: str, at: dt.datetime, now: Callable[[], dt.datetime], result: DeliverResult
+) -> None:
     """Send a chunk of messages of one channel, and record them. For a channel that is not
     transactional the rows are marked `send_started_at` and the claim beats (committed) before any
     provider is called, so a worker dying during the sends leaves them `unknown`, never `pending`."""
@@ -452,8 +651,9 @@ def _keep(batches: list[Batch], mine: set[int]) -> list[Batch]:
     return [b for b in batches if b.items]
 
 
-def _send(session: Session, channel, batches: list[Batch], token: str, at: dt.datetime,
-          result: DeliverResult) -> None:
+def _send(
+    session: Session, channel, batches: list[Batch], token: str, at: dt.datetime, result: DeliverResult
+) -> None:
     """Send the messages (a channel with `send_many` sends them together: a reused connection, a
     bounded pool of threads), then record every outcome."""
     settings = get_settings()

@@ -48,8 +48,14 @@ class DeliveryError(Exception):
     accepted. The delivery is not retried blindly (lifecycle.recovery reconciles it first).
     """
 
-    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None,
-                 unknown: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        unknown: bool = False,
+    ):
         super().__init__(message)
         self.message = message
         self.permanent = permanent

@@ -50,19 +50,29 @@ TRANSITIONS = {
     EscalationState.RESOLVED: {EscalationState.OPEN},
 }
 STATE_LABELS = {"open": "open", "in-progress": "in progress", "resolved": "resolved"}
-RESOLUTION_LABELS = {"agreement": "an agreement arrived", "withdrawn": "the milestone was withdrawn",
-                     "moved": "the milestone moved beyond its 1-month stage",
-                     "not-affected": "the customer no longer runs the release",
-                     "passed": "the milestone date has passed", "rep": "resolved by the rep"}
+RESOLUTION_LABELS = {
+    "agreement": "an agreement arrived",
+    "withdrawn": "the milestone was withdrawn",
+    "moved": "the milestone moved beyond its 1-month stage",
+    "not-affected": "the customer no longer runs the release",
+    "passed": "the milestone date has passed",
+    "rep": "resolved by the rep",
+}
 E, N, M = table_of(Escalation), table_of(Notice), table_of(Milestone)
 
 
 def agreed_now(A=table_of(Agreement), milestone_date=M.c.date):
     """SQL: the current agreement counts as agreed for a milestone on `milestone_date`
     (`policy.counts_as_agreed`)."""
-    return sa.or_(A.c.status.in_(["acknowledged", "completed"]),
-                  sa.and_(A.c.status == "planned", A.c.target_version.is_not(None), A.c.planned_date.is_not(None),
-                          A.c.planned_date <= milestone_date))
+    return sa.or_(
+        A.c.status.in_(["acknowledged", "completed"]),
+        sa.and_(
+            A.c.status == "planned",
+            A.c.target_version.is_not(None),
+            A.c.planned_date.is_not(None),
+            A.c.planned_date <= milestone_date,
+        ),
+    )
 
 
 def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -> dict[str, int]:
@@ -74,15 +84,33 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
     C = table_of(Customer)
     mine = (lambda q, col: q.where(col == customer_id)) if customer_id is not None else (lambda q, col: q)
     # 1. New escalation notices without an item, unless an unresolved one for the milestone exists.
-    open_for = sa.exists().where(E.c.customer_id == N.c.customer_id, E.c.milestone_id == N.c.milestone_id,
-                                 E.c.state != EscalationState.RESOLVED)
+    open_for = sa.exists().where(
+        E.c.customer_id == N.c.customer_id,
+        E.c.milestone_id == N.c.milestone_id,
+        E.c.state != EscalationState.RESOLVED,
+    )
     has_item = sa.exists().where(E.c.notice_id == N.c.id)
-    source = mine(sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.release_id, C.c.account_rep,
-                            sa.literal(EscalationState.OPEN.value), sa.literal(_naive(at), sa.DateTime),
-                            sa.literal(_naive(at), sa.DateTime))
-                  .join(C, C.c.id == N.c.customer_id)
-                  .where(N.c.kind == NoticeKind.ESCALATION, N.c.milestone_id.is_not(None),
-                         N.c.release_id.is_not(None), ~has_item, ~open_for), N.c.customer_id)
+    source = mine(
+        sa.select(
+            N.c.id,
+            N.c.customer_id,
+            N.c.milestone_id,
+            N.c.release_id,
+            C.c.account_rep,
+            sa.literal(EscalationState.OPEN.value),
+            sa.literal(_naive(at), sa.DateTime),
+            sa.literal(_naive(at), sa.DateTime),
+        )
+        .join(C, C.c.id == N.c.customer_id)
+        .where(
+            N.c.kind == NoticeKind.ESCALATION,
+            N.c.milestone_id.is_not(None),
+            N.c.release_id.is_not(None),
+            ~has_item,
+            ~open_for,
+        ),
+        N.c.customer_id,
+    )
     # One notice per customer and milestone at a time: the newest (a moved date's) wins.
     rows = conn.execute(source.order_by(N.c.id.desc())).all()
     seen, fresh = set(), []
@@ -91,9 +119,22 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
             seen.add((r[1], r[2]))
             fresh.append(r)
     if fresh:
-        conn.execute(E.insert(), [{"notice_id": r[0], "customer_id": r[1], "milestone_id": r[2],
-                                   "release_id": r[3], "owner": r[4].lower(), "state": r[5], "created_at": at,
-                                   "updated_at": at} for r in fresh])
+        conn.execute(
+            E.insert(),
+            [
+                {
+                    "notice_id": r[0],
+                    "customer_id": r[1],
+                    "milestone_id": r[2],
+                    "release_id": r[3],
+                    "owner": r[4].lower(),
+                    "state": r[5],
+                    "created_at": at,
+                    "updated_at": at,
+                }
+                for r in fresh
+            ],
+        )
         counts["created"] = len(fresh)
     # 2. Resolve what no longer needs work, first reason first.
     A, Dep = table_of(Agreement), table_of(Deployment)
@@ -101,30 +142,47 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
     if customer_id is not None:
         unresolved = sa.and_(unresolved, E.c.customer_id == customer_id)
     milestone = sa.select(M.c.id).where(M.c.id == E.c.milestone_id)
-    agreed = sa.exists().where(A.c.customer_id == E.c.customer_id, A.c.release_id == E.c.release_id,
-                               M.c.id == E.c.milestone_id, agreed_now(A, M.c.date))
+    agreed = sa.exists().where(
+        A.c.customer_id == E.c.customer_id,
+        A.c.release_id == E.c.release_id,
+        M.c.id == E.c.milestone_id,
+        agreed_now(A, M.c.date),
+    )
     withdrawn = sa.exists(milestone.where(M.c.status == MilestoneStatus.WITHDRAWN))
-    running = sa.exists().where(Dep.c.customer_id == E.c.customer_id, Dep.c.release_id == E.c.release_id,
-                                Dep.c.removed_at.is_(None))
+    running = sa.exists().where(
+        Dep.c.customer_id == E.c.customer_id, Dep.c.release_id == E.c.release_id, Dep.c.removed_at.is_(None)
+    )
     for name, cond in [("agreement", agreed), ("withdrawn", withdrawn), ("not-affected", ~running)]:
-        n = conn.execute(E.update().where(unresolved, cond).values(
-            state=EscalationState.RESOLVED, resolution=name, resolved_at=at, updated_at=at)).rowcount or 0
+        n = (
+            conn.execute(
+                E.update()
+                .where(unresolved, cond)
+                .values(state=EscalationState.RESOLVED, resolution=name, resolved_at=at, updated_at=at)
+            ).rowcount
+            or 0
+        )
         if n:
             counts[name] = n
     # Passed, or moved beyond the 1-month stage, on the customer's own calendar (per item: calendar
     # months are not SQL arithmetic, and unresolved items are few).
     by_reason: dict[str, list[int]] = {}
-    for eid, day, tz in conn.execute(sa.select(E.c.id, M.c.date, C.c.timezone)
-                                     .join(M, M.c.id == E.c.milestone_id)
-                                     .join(C, C.c.id == E.c.customer_id).where(unresolved)).all():
+    for eid, day, tz in conn.execute(
+        sa.select(E.c.id, M.c.date, C.c.timezone)
+        .join(M, M.c.id == E.c.milestone_id)
+        .join(C, C.c.id == E.c.customer_id)
+        .where(unresolved)
+    ).all():
         today = policy.local_date(at, tz)
         if day < today:
             by_reason.setdefault("passed", []).append(eid)
         elif today < policy.stage_date(day, policy.ESCALATION_STAGE):
             by_reason.setdefault("moved", []).append(eid)
     for name, ids in by_reason.items():
-        conn.execute(E.update().where(E.c.id.in_(ids), unresolved).values(
-            state=EscalationState.RESOLVED, resolution=name, resolved_at=at, updated_at=at))
+        conn.execute(
+            E.update()
+            .where(E.c.id.in_(ids), unresolved)
+            .values(state=EscalationState.RESOLVED, resolution=name, resolved_at=at, updated_at=at)
+        )
         counts[name] = len(ids)
     return counts
 
@@ -133,16 +191,25 @@ def _naive(at: dt.datetime) -> dt.datetime:
     return at.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def rows(session: Session, *, at: dt.datetime, rep: str | None = None, customer_id: int | None = None,
-         state: str | None = None, ids: list[int] | None = None) -> list[dict]:
+def rows(
+    session: Session,
+    *,
+    at: dt.datetime,
+    rep: str | None = None,
+    customer_id: int | None = None,
+    state: str | None = None,
+    ids: list[int] | None = None,
+) -> list[dict]:
     """Work items for a rep's customers: open first, then in progress, then resolved; soonest due
     first. Each with the milestone's current date (its due date), days left and its notes."""
     # sqlmodel's select() accepts any number of entities, but its overloads stop at four
-    q = (select(Escalation, Customer, Milestone, Release, Product)  # type: ignore[call-overload]
-         .join(Customer, Customer.id == Escalation.customer_id)
-         .join(Milestone, Milestone.id == Escalation.milestone_id)
-         .join(Release, Release.id == Escalation.release_id)
-         .join(Product, Product.id == Release.product_id))
+    q = (
+        select(Escalation, Customer, Milestone, Release, Product)  # type: ignore[call-overload]
+        .join(Customer, Customer.id == Escalation.customer_id)
+        .join(Milestone, Milestone.id == Escalation.milestone_id)
+        .join(Release, Release.id == Escalation.release_id)
+        .join(Product, Product.id == Release.product_id)
+    )
     if rep:
         q = q.where(sa.func.lower(Customer.account_rep) == rep.strip().lower())
     if customer_id is not None:
@@ -154,23 +221,39 @@ def rows(session: Session, *, at: dt.datetime, rep: str | None = None, customer_
     found = session.exec(q).all()
     notes: dict[int, list[dict]] = {}
     if found:
-        for note in session.exec(select(EscalationNote).where(
-                col(EscalationNote.escalation_id).in_([e.id for e, *_ in found])).order_by(col(EscalationNote.at), col(EscalationNote.id))):
+        for note in session.exec(
+            select(EscalationNote)
+            .where(col(EscalationNote.escalation_id).in_([e.id for e, *_ in found]))
+            .order_by(col(EscalationNote.at), col(EscalationNote.id))
+        ):
             notes.setdefault(note.escalation_id, []).append({"text": note.text, "by": note.by, "at": note.at})
     order = {s: i for i, s in enumerate(STATES)}
     out = []
     for e, c, m, r, p in found:
         withdrawn = m.status == MilestoneStatus.WITHDRAWN
-        out.append({
-            "id": e.id, "state": e.state, "state_label": STATE_LABELS.get(e.state, e.state),
-            "owner": e.owner, "customer": c.key, "customer_name": c.name, "product": p.slug,
-            "product_name": p.name, "version": r.version, "milestone": m.kind,
-            "due_date": m.date, "milestone_withdrawn": withdrawn,
-            "days_left": policy.days_left(m.date, policy.local_date(at, c.timezone)),
-            "resolution": e.resolution, "resolution_label": RESOLUTION_LABELS.get(e.resolution or "", ""),
-            "resolved_at": e.resolved_at, "created_at": e.created_at, "updated_at": e.updated_at,
-            "notes": notes.get(e.id, []),
-        })
+        out.append(
+            {
+                "id": e.id,
+                "state": e.state,
+                "state_label": STATE_LABELS.get(e.state, e.state),
+                "owner": e.owner,
+                "customer": c.key,
+                "customer_name": c.name,
+                "product": p.slug,
+                "product_name": p.name,
+                "version": r.version,
+                "milestone": m.kind,
+                "due_date": m.date,
+                "milestone_withdrawn": withdrawn,
+                "days_left": policy.days_left(m.date, policy.local_date(at, c.timezone)),
+                "resolution": e.resolution,
+                "resolution_label": RESOLUTION_LABELS.get(e.resolution or "", ""),
+                "resolved_at": e.resolved_at,
+                "created_at": e.created_at,
+                "updated_at": e.updated_at,
+                "notes": notes.get(e.id, []),
+            }
+        )
     out.sort(key=lambda x: (order.get(x["state"], 9), x["due_date"], x["customer"], x["id"]))
     return out
 
@@ -182,8 +265,15 @@ def get(session: Session, escalation_id: int) -> Escalation:
     return found
 
 
-def update(session: Session, escalation: Escalation, *, at: dt.datetime, by: str | None, state: str | None = None,
-           note: str | None = None) -> Escalation:
+def update(
+    session: Session,
+    escalation: Escalation,
+    *,
+    at: dt.datetime,
+    by: str | None,
+    state: str | None = None,
+    note: str | None = None,
+) -> Escalation:
     """A rep's work on an item: a new state (`TRANSITIONS`) and/or a note."""
     note = v.text(note, "note", max_length=5000)
     if state is None and note is None:
@@ -215,4 +305,5 @@ def jsonable(items: list[dict]) -> list[dict]:
         if isinstance(val, dict):
             return {k: conv(x) for k, x in val.items()}
         return val
+
     return [conv(i) for i in items]

@@ -45,7 +45,9 @@ def catalog_name(locale: str) -> str:
 @lru_cache
 def locales() -> tuple[str, ...]:
     """Every locale a customer or rep may have: English and one per catalog, in `lifecycle/locale/`."""
-    found = sorted(p.parent.parent.name.replace("_", "-") for p in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
+    found = sorted(
+        p.parent.parent.name.replace("_", "-") for p in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po")
+    )
     return (SOURCE_LOCALE, *(loc for loc in found if loc != SOURCE_LOCALE))
 
 

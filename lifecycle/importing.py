@@ -52,7 +52,8 @@ class ImportSummary:
 
     source: str
     counts: dict[str, dict[str, int]] = field(
-        default_factory=lambda: {e: {"created": 0, "updated": 0, "unchanged": 0} for e in ENTITIES})
+        default_factory=lambda: {e: {"created": 0, "updated": 0, "unchanged": 0} for e in ENTITIES}
+    )
     added: list[dict] = field(default_factory=list)
     moves: list[dict] = field(default_factory=list)
     withdrawn: list[dict] = field(default_factory=list)
@@ -73,52 +74,78 @@ class ImportSummary:
         return any(c["created"] or c["updated"] for c in self.counts.values())
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "changed": self.changed, "counts": self.counts, "added": self.added,
-                "moves": self.moves, "withdrawn": self.withdrawn, "reinstated": self.reinstated,
-                "ended": self.ended, "warnings": self.warnings, "short_notice": self.short_notice,
-                "history": self.history, "notes": self.notes, "change_id": self.change_id,
-                "hold_until": self.hold_until.isoformat() if self.hold_until else None}
+        return {
+            "source": self.source,
+            "changed": self.changed,
+            "counts": self.counts,
+            "added": self.added,
+            "moves": self.moves,
+            "withdrawn": self.withdrawn,
+            "reinstated": self.reinstated,
+            "ended": self.ended,
+            "warnings": self.warnings,
+            "short_notice": self.short_notice,
+            "history": self.history,
+            "notes": self.notes,
+            "change_id": self.change_id,
+            "hold_until": self.hold_until.isoformat() if self.hold_until else None,
+        }
 
     def lines(self) -> list[str]:
         """The summary for people, one line each."""
+
         def part(entity: str, change: str) -> str | None:
             n = self.counts[entity][change]
             return f"{n} {entity if n != 1 else entity[:-1]}" if n else None
 
         if not self.changed:
             seen = [p for e in ENTITIES if (p := part(e, "unchanged"))]
-            return [f"{self.source}: no changes" + (f" ({', '.join(seen)} unchanged)" if seen else ""), *self.notes]
+            return [
+                f"{self.source}: no changes" + (f" ({', '.join(seen)} unchanged)" if seen else ""),
+                *self.notes,
+            ]
         out = [f"{self.source}: imported"]
         for change in ("created", "updated", "unchanged"):
             parts = [p for e in ENTITIES if (p := part(e, change))]
             if parts:
                 out.append(f"  {change}: {', '.join(parts)}")
         for m in self.added:
-            out.append(f"  added {m['milestone']} on {m['date']}" + (" (history: never notified)" if m["history"]
-                                                                    else ""))
+            out.append(
+                f"  added {m['milestone']} on {m['date']}"
+                + (" (history: never notified)" if m["history"] else "")
+            )
         for m in self.moves:
-            out.append(f"  moved {m['milestone']} from {m['from']} to {m['to']} (revision {m['revision']}): "
-                       f"{m['reason']}")
+            out.append(
+                f"  moved {m['milestone']} from {m['from']} to {m['to']} (revision {m['revision']}): "
+                f"{m['reason']}"
+            )
         for m in self.withdrawn:
             out.append(f"  withdrew {m['milestone']} (was {m['date']}): {m['reason']}")
         for m in self.reinstated:
             out.append(f"  reinstated {m['milestone']} on {m['date']}: {m['reason']}")
         for r in self.ended:
-            out.append(f"  marked {r['release']} as ended ({r['phase']}, no date published): history, never "
-                       "notified")
+            out.append(
+                f"  marked {r['release']} as ended ({r['phase']}, no date published): history, never notified"
+            )
         for m in self.short_notice:
-            out.append(f"  short notice: {m['milestone']} on {m['date']} ({m['reason']}): affected customers "
-                       "are notified at once")
+            out.append(
+                f"  short notice: {m['milestone']} on {m['date']} ({m['reason']}): affected customers "
+                "are notified at once"
+            )
         for warning in self.warnings:
             out.append(f"  warning: {warning}")
         if self.change_id is not None:
             assert self.hold_until is not None  # set with change_id
-            out.append(f"  change #{self.change_id}: notices it makes due at once are held until "
-                       f"{self.hold_until.isoformat(timespec='minutes')} (undo: lifecycle change undo "
-                       f"{self.change_id})")
+            out.append(
+                f"  change #{self.change_id}: notices it makes due at once are held until "
+                f"{self.hold_until.isoformat(timespec='minutes')} (undo: lifecycle change undo "
+                f"{self.change_id})"
+            )
         if self.history:
-            out.append(f"  {self.history} milestone{'s' if self.history != 1 else ''} already past: recorded as "
-                       "history, never notified")
+            out.append(
+                f"  {self.history} milestone{'s' if self.history != 1 else ''} already past: recorded as "
+                "history, never notified"
+            )
         return out + self.notes
 
 
@@ -216,8 +243,15 @@ class _Errors(list):
 
 
 def _kind(value) -> str:
-    names = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", int: "a number",
-             float: "a number", type(None): "nothing"}
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        type(None): "nothing",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -266,8 +300,10 @@ def _duplicates(items, key, what: str, errs: _Errors, field_name: str) -> None:
     for item in items:
         k = key(item)
         if k in seen:
-            errs.add(f"{item.path}.{field_name}", f"duplicate {what} {k if isinstance(k, str) else ' '.join(k)!r} "
-                                                  f"(also at {seen[k]})")
+            errs.add(
+                f"{item.path}.{field_name}",
+                f"duplicate {what} {k if isinstance(k, str) else ' '.join(k)!r} (also at {seen[k]})",
+            )
         else:
             seen[k] = item.path
 
@@ -279,8 +315,16 @@ _PRODUCT = {"slug": True, "name": True, "milestones": False, "releases": False, 
 MISSING = ("keep", "withdraw")
 _RELEASE = {"version": True, "released": False, "upgrade_to": False, "milestones": False}
 _MILESTONE = {"date": True, "short_notice_reason": False, "reason": False, "customer_reason": False}
-_CUSTOMER = {"key": True, "name": True, "timezone": True, "locale": False, "account_rep": True,
-             "service": False, "contacts": False, "deployments": False}
+_CUSTOMER = {
+    "key": True,
+    "name": True,
+    "timezone": True,
+    "locale": False,
+    "account_rep": True,
+    "service": False,
+    "contacts": False,
+    "deployments": False,
+}
 _SERVICE = {"start": False, "end": False, "cores": False}
 _CONTACT = {"email": True, "name": False}
 _DEPLOYMENT = {"product": True, "version": True, "cores": False}
@@ -329,14 +373,20 @@ def _milestones(obj, path: str, errs: _Errors) -> tuple[list[_Milestone], list[s
                 continue  # reported as required
             date = errs.check(v.date, value.get("date"), f"{mpath}.date")
         elif value is None or value is False:
-            errs.add(mpath, "a date is required (YYYY-MM-DD, true for a phase that ended on an unknown date, "
-                            "or {date: ..., short_notice_reason: ..., reason: ..., customer_reason: ...})")
+            errs.add(
+                mpath,
+                "a date is required (YYYY-MM-DD, true for a phase that ended on an unknown date, "
+                "or {date: ..., short_notice_reason: ..., reason: ..., customer_reason: ...})",
+            )
             continue
         else:
             date = errs.check(v.date, value, mpath)
         if kind and date:
-            out.append(_Milestone(mpath, kind, date, reason, change_reason=change_reason,
-                                  customer_reason=customer_reason))
+            out.append(
+                _Milestone(
+                    mpath, kind, date, reason, change_reason=change_reason, customer_reason=customer_reason
+                )
+            )
     return out, ended
 
 
@@ -345,9 +395,13 @@ def _latest(kinds: list[str]) -> str | None:
     return max(kinds, key=order.index) if kinds else None
 
 
-def _parse_registry(data: dict, errs: _Errors, consume: bool = False) -> tuple[list[_Product], list[_Customer]]:
+def _parse_registry(
+    data: dict, errs: _Errors, consume: bool = False
+) -> tuple[list[_Product], list[_Customer]]:
     if isinstance(data, dict) and isinstance(data.get("result"), dict) and "releases" in data["result"]:
-        errs.add(None, "this looks like endoflife.date JSON: import it with --format endoflife --product SLUG")
+        errs.add(
+            None, "this looks like endoflife.date JSON: import it with --format endoflife --product SLUG"
+        )
         return [], []
     data = _mapping(data, "", _TOP, errs) or {}
     if isinstance(data, dict) and not data.get("products") and not data.get("customers"):
@@ -366,7 +420,11 @@ def _parse_registry(data: dict, errs: _Errors, consume: bool = False) -> tuple[l
             rraw = _mapping(rraw, rpath, _RELEASE, errs)
             if rraw is None:
                 continue
-            version = _version(rraw["version"], f"{rpath}.version", errs) if rraw.get("version") is not None else None
+            version = (
+                _version(rraw["version"], f"{rpath}.version", errs)
+                if rraw.get("version") is not None
+                else None
+            )
             released = errs.check(v.optional_date, rraw.get("released"), f"{rpath}.released")
             upgrade_to = rraw.get("upgrade_to")
             if upgrade_to is not None:
@@ -375,13 +433,24 @@ def _parse_registry(data: dict, errs: _Errors, consume: bool = False) -> tuple[l
                     errs.add(f"{rpath}.upgrade_to", f"release {version!r} cannot upgrade to itself")
             milestones, ended = _milestones(rraw.get("milestones"), f"{rpath}.milestones", errs)
             if version is not None:
-                releases.append(_Release(rpath, version, released, upgrade_to, milestones, _latest(ended),
-                                         ended_known=bool(ended)))
+                releases.append(
+                    _Release(
+                        rpath,
+                        version,
+                        released,
+                        upgrade_to,
+                        milestones,
+                        _latest(ended),
+                        ended_known=bool(ended),
+                    )
+                )
         _duplicates(releases, lambda r: r.version, "version", errs, "version")
         milestones, ended = _milestones(raw.get("milestones"), f"{path}.milestones", errs)
         if ended:
-            errs.add(f"{path}.milestones.{ended[0]}", "a product-level milestone needs a date (true marks a "
-                                                      "release's phase as ended)")
+            errs.add(
+                f"{path}.milestones.{ended[0]}",
+                "a product-level milestone needs a date (true marks a release's phase as ended)",
+            )
         missing = raw.get("missing_milestones", "keep")
         if missing not in MISSING:
             errs.add(f"{path}.missing_milestones", f"expected keep or withdraw, got {missing!r}")
@@ -407,10 +476,13 @@ def _parse_customers(obj, errs: _Errors, consume: bool = False) -> list[_Custome
 
         key = req(v.customer_key, "key")
         values = {
-            "name": req(v.name, "name"), "timezone": req(v.timezone, "timezone"),
+            "name": req(v.name, "name"),
+            "timezone": req(v.timezone, "timezone"),
             "locale": errs.check(v.locale, raw.get("locale", "en"), f"{path}.locale"),
             "account_rep": req(v.email, "account_rep"),
-            "service_start": None, "service_end": None, "cores": None,
+            "service_start": None,
+            "service_end": None,
+            "cores": None,
         }
         if raw.get("service") is not None:
             spath = f"{path}.service"
@@ -463,8 +535,9 @@ def _parse_customers(obj, errs: _Errors, consume: bool = False) -> list[_Custome
 # --------------------------------------------------------------------------------- endoflife.date format
 
 
-def _parse_endoflife(data: dict, product: str, name: str | None, short_notice_reason: str | None,
-                     errs: _Errors) -> list[_Product]:
+def _parse_endoflife(
+    data: dict, product: str, name: str | None, short_notice_reason: str | None, errs: _Errors
+) -> list[_Product]:
     slug = errs.check(v.slug, product, "product")
     reason = _reason(short_notice_reason, "short_notice_reason", errs)
     result = data.get("result") if isinstance(data, dict) else None
@@ -510,10 +583,15 @@ def _parse_endoflife(data: dict, product: str, name: str | None, short_notice_re
                 continue
             date = errs.check(v.optional_date, value, f"{path}.{key}")
             if date is not None:
-                milestones.append(_Milestone(f"{path}.{key}", kind.value, date, reason, reason_only_if_short=True,
-                                             upstream=True))
+                milestones.append(
+                    _Milestone(
+                        f"{path}.{key}", kind.value, date, reason, reason_only_if_short=True, upstream=True
+                    )
+                )
         if version is not None:
-            releases.append(_Release(path, version, released, None, milestones, _latest(ended), ended_known=True))
+            releases.append(
+                _Release(path, version, released, None, milestones, _latest(ended), ended_known=True)
+            )
     _duplicates(releases, lambda r: r.version, "release", errs, "name")
     return [_Product("product", slug, name, [], releases, missing="withdraw", upstream=True)] if slug else []
 
@@ -521,13 +599,23 @@ def _parse_endoflife(data: dict, product: str, name: str | None, short_notice_re
 # ------------------------------------------------------------------------------- checks against the DB
 
 
-def _check(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
-           source: str, short_hint: str, errs: _Errors) -> None:
+def _check(
+    session: Session,
+    products: list[_Product],
+    customers: list[_Customer],
+    *,
+    at: dt.datetime,
+    source: str,
+    short_hint: str,
+    errs: _Errors,
+) -> None:
     """Decide what each milestone becomes (create, move, reinstate, unchanged), which milestones an
     authoritative file retires, and check what needs the database: references to releases, upgrade
     targets and the short-notice guard."""
     slugs = {p.slug for p in products} | {d.product for c in customers for d in c.deployments}
-    db_products = {p.id: p for p in session.exec(select(Product).where(col(Product.slug).in_(slugs)))} if slugs else {}
+    db_products = (
+        {p.id: p for p in session.exec(select(Product).where(col(Product.slug).in_(slugs)))} if slugs else {}
+    )
     slug_of = {pid: p.slug for pid, p in db_products.items()}
     versions: dict[str, set[str]] = {s: set() for s in slugs}
     db_releases: dict[int, str] = {}
@@ -539,19 +627,37 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
     file_pids = [pid for pid, p in db_products.items() if p.slug in {fp.slug for fp in products}]
     if file_pids:
         for row in session.exec(select(Milestone).where(col(Milestone.product_id).in_(file_pids))):
-            existing[(slug_of[row.product_id], db_releases.get(row.release_id) if row.release_id else None, row.kind)] = row
+            existing[
+                (
+                    slug_of[row.product_id],
+                    db_releases.get(row.release_id) if row.release_id else None,
+                    row.kind,
+                )
+            ] = row
     for p in products:
         versions.setdefault(p.slug, set()).update(r.version for r in p.releases)
 
     for p in products:
         for r in p.releases:
             if r.upgrade_to is not None and r.upgrade_to not in versions[p.slug]:
-                errs.add(f"{r.path}.upgrade_to", f"product {p.slug!r} has no release {r.upgrade_to!r} "
-                                                 "(add it to the file or register it first)")
-        scoped = [(None, m) for m in p.milestones] + [(r.version, m) for r in p.releases for m in r.milestones]
+                errs.add(
+                    f"{r.path}.upgrade_to",
+                    f"product {p.slug!r} has no release {r.upgrade_to!r} "
+                    "(add it to the file or register it first)",
+                )
+        scoped = [(None, m) for m in p.milestones] + [
+            (r.version, m) for r in p.releases for m in r.milestones
+        ]
         for version, m in scoped:
-            _decide(m, existing.get((p.slug, version, m.kind)), at=at, source=source, hint=short_hint,
-                    errs=errs, label=" ".join(x for x in (p.slug, version, m.kind) if x))
+            _decide(
+                m,
+                existing.get((p.slug, version, m.kind)),
+                at=at,
+                source=source,
+                hint=short_hint,
+                errs=errs,
+                label=" ".join(x for x in (p.slug, version, m.kind) if x),
+            )
         if p.missing == "withdraw":
             _retire(p, existing, at=at, source=source)
         _check_order(p, existing, at=at, errs=errs)
@@ -559,14 +665,20 @@ def _check(session: Session, products: list[_Product], customers: list[_Customer
     for c in customers:
         for d in c.deployments:
             if d.product not in known:
-                errs.add(f"{d.path}.product", f"no product {d.product!r} (add it to the file or register it first)")
+                errs.add(
+                    f"{d.path}.product", f"no product {d.product!r} (add it to the file or register it first)"
+                )
             elif d.version not in versions.get(d.product, set()):
-                errs.add(f"{d.path}.version", f"product {d.product!r} has no release {d.version!r} "
-                                              "(add it to the file or register it first)")
+                errs.add(
+                    f"{d.path}.version",
+                    f"product {d.product!r} has no release {d.version!r} "
+                    "(add it to the file or register it first)",
+                )
 
 
-def _check_order(p: _Product, existing: dict[tuple[str, str | None, str], Milestone], *, at: dt.datetime,
-                 errs: _Errors) -> None:
+def _check_order(
+    p: _Product, existing: dict[tuple[str, str | None, str], Milestone], *, at: dt.datetime, errs: _Errors
+) -> None:
     """The product as it will be after the import, in lifecycle order (policy.order_violations)? Every
     violation that involves a milestone of the file is an error at its path; endoflife.date data,
     whose upstream order is occasionally inconsistent, gets warnings instead."""
@@ -593,9 +705,12 @@ def _check_order(p: _Product, existing: dict[tuple[str, str | None, str], Milest
         if version is None:
             continue
         found: list[tuple[policy.OrderViolation, tuple[str | None, str], tuple[str | None, str]]] = [
-            (viol, (version, viol.earlier), (version, viol.later)) for viol in policy.order_violations(dates)]
-        found += [(viol, (version, viol.earlier), (None, viol.later))
-                  for viol in policy.product_violations(product_level, dates)]
+            (viol, (version, viol.earlier), (version, viol.later)) for viol in policy.order_violations(dates)
+        ]
+        found += [
+            (viol, (version, viol.earlier), (None, viol.later))
+            for viol in policy.product_violations(product_level, dates)
+        ]
         for viol, a, b in found:
             path = paths.get(b) or paths.get(a)
             if path is None:
@@ -607,11 +722,14 @@ def _check_order(p: _Product, existing: dict[tuple[str, str | None, str], Milest
                 errs.add(path, message)
 
 
-def _retire(p: _Product, existing: dict[tuple[str, str | None, str], Milestone], *, at: dt.datetime,
-            source: str) -> None:
+def _retire(
+    p: _Product, existing: dict[tuple[str, str | None, str], Milestone], *, at: dt.datetime, source: str
+) -> None:
     """An authoritative file's product: its planned milestones the file no longer carries are withdrawn;
     a phase the file marks ended without a date moves a future date to the import day."""
-    listed = {(None, m.kind) for m in p.milestones} | {(r.version, m.kind) for r in p.releases for m in r.milestones}
+    listed = {(None, m.kind) for m in p.milestones} | {
+        (r.version, m.kind) for r in p.releases for m in r.milestones
+    }
     ended: dict[str | None, str] = {r.version: r.ended for r in p.releases if r.ended}
     order = [k.value for k in MilestoneKind]
     for (slug, version, kind), m in sorted(existing.items(), key=lambda kv: (kv[0][1] or "", kv[0][2])):
@@ -623,16 +741,39 @@ def _retire(p: _Product, existing: dict[tuple[str, str | None, str], Milestone],
         phase = ended.get(version)
         if phase is not None and order.index(kind) <= order.index(phase):
             if m.date > at.date():  # ended already, although the date we had is still ahead
-                p.retire.append(_Retire(label, m, "end", "ended upstream without a published date"
-                                        if p.upstream else f"marked ended in {source}",
-                                        "upstream-ended" if p.upstream else "moved"))
+                p.retire.append(
+                    _Retire(
+                        label,
+                        m,
+                        "end",
+                        "ended upstream without a published date"
+                        if p.upstream
+                        else f"marked ended in {source}",
+                        "upstream-ended" if p.upstream else "moved",
+                    )
+                )
             continue  # a past date is more precise than "ended": keep it as history
-        p.retire.append(_Retire(label, m, "withdraw", "removed upstream" if p.upstream else f"not in {source}",
-                                "upstream-removed" if p.upstream else "import-removed"))
+        p.retire.append(
+            _Retire(
+                label,
+                m,
+                "withdraw",
+                "removed upstream" if p.upstream else f"not in {source}",
+                "upstream-removed" if p.upstream else "import-removed",
+            )
+        )
 
 
-def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source: str, hint: str,
-            errs: _Errors, label: str) -> None:
+def _decide(
+    m: _Milestone,
+    current: Milestone | None,
+    *,
+    at: dt.datetime,
+    source: str,
+    hint: str,
+    errs: _Errors,
+    label: str,
+) -> None:
     m.existing, m.label = current, label
     short = policy.is_short_notice(m.date, at)
     given = m.reason if (short or not m.reason_only_if_short) else None
@@ -644,35 +785,54 @@ def _decide(m: _Milestone, current: Milestone | None, *, at: dt.datetime, source
         m.effective_reason = m.change_reason or "published again upstream"
         m.code = "upstream-restored" if m.upstream and not m.change_reason else None
         if short and not given and not m.upstream:
-            errs.add(m.path, f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}: "
-                             f"customers are promised at least 3 months' notice. {hint.format(kind=m.kind, date=m.date)}")
+            errs.add(
+                m.path,
+                f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}: "
+                f"customers are promised at least 3 months' notice. {hint.format(kind=m.kind, date=m.date)}",
+            )
         elif short and not given:
-            errs.add(m.path, f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}. "
-                             f"{hint.format(kind=m.kind, date=m.date)}")
+            errs.add(
+                m.path,
+                f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}. "
+                f"{hint.format(kind=m.kind, date=m.date)}",
+            )
         return
     if current is not None and current.date == m.date:
         m.action = "unchanged"
         return
     if short and not given:
-        errs.add(m.path, f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}: customers "
-                         f"are promised at least 3 months' notice (the first notice had to go out by "
-                         f"{policy.contract_deadline(m.date).isoformat()}). {hint.format(kind=m.kind, date=m.date)}")
+        errs.add(
+            m.path,
+            f"{m.date.isoformat()} is less than 3 months after {at.date().isoformat()}: customers "
+            f"are promised at least 3 months' notice (the first notice had to go out by "
+            f"{policy.contract_deadline(m.date).isoformat()}). {hint.format(kind=m.kind, date=m.date)}",
+        )
         return
     if current is None:
         m.action, m.effective_reason = "create", given
         m.code = "upstream-short" if m.upstream and short else None
     else:
         m.action = "move"
-        m.effective_reason = m.change_reason or given or (
-            "changed upstream" if m.upstream else f"changed by import of {source}")
+        m.effective_reason = (
+            m.change_reason
+            or given
+            or ("changed upstream" if m.upstream else f"changed by import of {source}")
+        )
         m.code = "upstream-moved" if m.upstream and not m.change_reason else None
 
 
 # ------------------------------------------------------------------------------------------- applying
 
 
-def _apply_rows(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
-                source: str, on_progress: Progress | None) -> ImportSummary:
+def _apply_rows(
+    session: Session,
+    products: list[_Product],
+    customers: list[_Customer],
+    *,
+    at: dt.datetime,
+    source: str,
+    on_progress: Progress | None,
+) -> ImportSummary:
     """The row-by-row writer: every row through the registry functions. The reference the set-based
     writer (`lifecycle.bulkimport`) is tested against; too slow for a fleet (one statement per row)."""
     summary = ImportSummary(source=source)
@@ -685,8 +845,10 @@ def _apply_rows(session: Session, products: list[_Product], customers: list[_Cus
             change_set = registry.begin_change(session, action="import", summary=f"import {source}", at=at)
         return change_set
 
-    total = sum(1 + len(p.milestones) + len(p.retire) + sum(1 + len(r.milestones) for r in p.releases)
-                for p in products) + sum(1 + len(c.contacts) + len(c.deployments) for c in customers)
+    total = sum(
+        1 + len(p.milestones) + len(p.retire) + sum(1 + len(r.milestones) for r in p.releases)
+        for p in products
+    ) + sum(1 + len(c.contacts) + len(c.deployments) for c in customers)
     done = 0
 
     def step(path: str, fn, *args, **kwargs):
@@ -696,7 +858,9 @@ def _apply_rows(session: Session, products: list[_Product], customers: list[_Cus
         except InputErrors:
             raise
         except InputError as exc:  # the checks above should have caught it; still name the path
-            raise InputErrors([InputError(_join(path, exc.field) if exc.field else path, exc.message)]) from None
+            raise InputErrors(
+                [InputError(_join(path, exc.field) if exc.field else path, exc.message)]
+            ) from None
         done += 1
         if on_progress:
             on_progress(done, total)
@@ -705,52 +869,135 @@ def _apply_rows(session: Session, products: list[_Product], customers: list[_Cus
     def milestone(m: _Milestone, product: Product, release: Release | None) -> None:
         if m.action in ("unchanged", "withdrawn"):
             if m.action == "withdrawn":
-                summary.notes.append(f"{m.path}: left alone: the milestone is withdrawn in the registry (give "
-                                     "it a reason in the file, or add it again with `lifecycle milestone add "
-                                     "... --reason`, to reinstate it)")
+                summary.notes.append(
+                    f"{m.path}: left alone: the milestone is withdrawn in the registry (give "
+                    "it a reason in the file, or add it again with `lifecycle milestone add "
+                    "... --reason`, to reinstate it)"
+                )
             summary.count("milestones", "unchanged")
             step(m.path, lambda: None)
             return
         if m.action == "create":
-            row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
-                               date=m.date, at=at, allow_short_notice=bool(m.effective_reason),
-                               reason=m.effective_reason, reason_code=m.code, customer_reason=m.customer_reason,
-                               check_lifecycle_order=False, change=change_of_file())
+            row, change = step(
+                m.path,
+                registry.add_milestone,
+                session,
+                product=product,
+                version=release,
+                kind=m.kind,
+                date=m.date,
+                at=at,
+                allow_short_notice=bool(m.effective_reason),
+                reason=m.effective_reason,
+                reason_code=m.code,
+                customer_reason=m.customer_reason,
+                check_lifecycle_order=False,
+                change=change_of_file(),
+            )
             history = policy.is_history(m.date, at)
             summary.history += history
             summary.added.append({"milestone": m.label, "date": m.date.isoformat(), "history": history})
         elif m.action == "reinstate":
-            row, change = step(m.path, registry.add_milestone, session, product=product, version=release, kind=m.kind,
-                               date=m.date, at=at, allow_short_notice=True, reason=m.effective_reason,
-                               reason_code=m.code, customer_reason=m.customer_reason, check_lifecycle_order=False,
-                               change=change_of_file())
-            summary.reinstated.append({"milestone": m.label, "date": m.date.isoformat(),
-                                       "revision": row.revision, "reason": m.effective_reason})
+            row, change = step(
+                m.path,
+                registry.add_milestone,
+                session,
+                product=product,
+                version=release,
+                kind=m.kind,
+                date=m.date,
+                at=at,
+                allow_short_notice=True,
+                reason=m.effective_reason,
+                reason_code=m.code,
+                customer_reason=m.customer_reason,
+                check_lifecycle_order=False,
+                change=change_of_file(),
+            )
+            summary.reinstated.append(
+                {
+                    "milestone": m.label,
+                    "date": m.date.isoformat(),
+                    "revision": row.revision,
+                    "reason": m.effective_reason,
+                }
+            )
         else:
             assert m.existing is not None  # a move
             old = m.existing.date
-            row, change = step(m.path, registry.move_milestone, session, m.existing, date=m.date,
-                               reason=m.effective_reason, at=at, allow_short_notice=True, reason_code=m.code,
-                               customer_reason=m.customer_reason, check_lifecycle_order=False, change=change_of_file())
-            summary.moves.append({"milestone": m.label, "from": old.isoformat(), "to": m.date.isoformat(),
-                                  "revision": row.revision, "reason": m.effective_reason})
+            row, change = step(
+                m.path,
+                registry.move_milestone,
+                session,
+                m.existing,
+                date=m.date,
+                reason=m.effective_reason,
+                at=at,
+                allow_short_notice=True,
+                reason_code=m.code,
+                customer_reason=m.customer_reason,
+                check_lifecycle_order=False,
+                change=change_of_file(),
+            )
+            summary.moves.append(
+                {
+                    "milestone": m.label,
+                    "from": old.isoformat(),
+                    "to": m.date.isoformat(),
+                    "revision": row.revision,
+                    "reason": m.effective_reason,
+                }
+            )
         summary.count("milestones", change)
         if policy.is_short_notice(m.date, at):
-            summary.short_notice.append({"milestone": m.label, "date": m.date.isoformat(),
-                                         "reason": m.effective_reason})
+            summary.short_notice.append(
+                {"milestone": m.label, "date": m.date.isoformat(), "reason": m.effective_reason}
+            )
 
     def retire(p: _Product, r: _Retire) -> None:
         if r.action == "withdraw":
-            step(p.path, registry.withdraw_milestone, session, r.existing, reason=r.reason, at=at,
-                 reason_code=r.code, change=change_of_file())
-            summary.withdrawn.append({"milestone": r.label, "date": r.existing.date.isoformat(),
-                                      "revision": r.existing.revision, "reason": r.reason})
+            step(
+                p.path,
+                registry.withdraw_milestone,
+                session,
+                r.existing,
+                reason=r.reason,
+                at=at,
+                reason_code=r.code,
+                change=change_of_file(),
+            )
+            summary.withdrawn.append(
+                {
+                    "milestone": r.label,
+                    "date": r.existing.date.isoformat(),
+                    "revision": r.existing.revision,
+                    "reason": r.reason,
+                }
+            )
         else:
             old = r.existing.date
-            step(p.path, registry.move_milestone, session, r.existing, date=at.date(), reason=r.reason, at=at,
-                 allow_short_notice=True, reason_code=r.code, check_lifecycle_order=False, change=change_of_file())
-            summary.moves.append({"milestone": r.label, "from": old.isoformat(), "to": at.date().isoformat(),
-                                  "revision": r.existing.revision, "reason": r.reason})
+            step(
+                p.path,
+                registry.move_milestone,
+                session,
+                r.existing,
+                date=at.date(),
+                reason=r.reason,
+                at=at,
+                allow_short_notice=True,
+                reason_code=r.code,
+                check_lifecycle_order=False,
+                change=change_of_file(),
+            )
+            summary.moves.append(
+                {
+                    "milestone": r.label,
+                    "from": old.isoformat(),
+                    "to": at.date().isoformat(),
+                    "revision": r.existing.revision,
+                    "reason": r.reason,
+                }
+            )
         summary.count("milestones", "updated")
 
     for p in products:
@@ -762,8 +1009,17 @@ def _apply_rows(session: Session, products: list[_Product], customers: list[_Cus
             ended = {"ended": r.ended} if r.ended_known else {}
             before = registry.find_release(session, product, r.version)
             was_ended = before.ended if before is not None else None
-            release, change = step(r.path, registry.upsert_release, session, product=product, version=r.version,
-                                   released=r.released, upgrade_to=r.upgrade_to, at=at, **ended)
+            release, change = step(
+                r.path,
+                registry.upsert_release,
+                session,
+                product=product,
+                version=r.version,
+                released=r.released,
+                upgrade_to=r.upgrade_to,
+                at=at,
+                **ended,
+            )
             summary.count("releases", change)
             if release.ended and release.ended != was_ended:
                 summary.ended.append({"release": f"{p.slug} {r.version}", "phase": release.ended})
@@ -776,12 +1032,28 @@ def _apply_rows(session: Session, products: list[_Product], customers: list[_Cus
         customer, change = step(c.path, registry.upsert_customer, session, key=c.key, at=at, **c.values)
         summary.count("customers", change)
         for ct in c.contacts:
-            _, change = step(ct.path, registry.upsert_contact, session, customer=customer, email=ct.email,
-                             name=ct.name, at=at, force=None)  # a bounced address stays flagged
+            _, change = step(
+                ct.path,
+                registry.upsert_contact,
+                session,
+                customer=customer,
+                email=ct.email,
+                name=ct.name,
+                at=at,
+                force=None,
+            )  # a bounced address stays flagged
             summary.count("contacts", change)
         for d in c.deployments:
-            dep, change = step(d.path, registry.add_deployment, session, customer=customer, product=d.product,
-                               version=d.version, cores=d.cores, at=at)
+            dep, change = step(
+                d.path,
+                registry.add_deployment,
+                session,
+                customer=customer,
+                product=d.product,
+                version=d.version,
+                cores=d.cores,
+                at=at,
+            )
             summary.count("deployments", change)
             if change != "unchanged":
                 warning = registry.ended_warning(session, session.get_one(Release, dep.release_id), at)
@@ -792,8 +1064,15 @@ def _apply_rows(session: Session, products: list[_Product], customers: list[_Cus
     return summary
 
 
-def _apply_bulk(session: Session, products: list[_Product], customers: list[_Customer], *, at: dt.datetime,
-                source: str, on_progress: Progress | None) -> ImportSummary:
+def _apply_bulk(
+    session: Session,
+    products: list[_Product],
+    customers: list[_Customer],
+    *,
+    at: dt.datetime,
+    source: str,
+    on_progress: Progress | None,
+) -> ImportSummary:
     from lifecycle import bulkimport
 
     return bulkimport.apply(session, products, customers, at=at, source=source, on_progress=on_progress)
@@ -803,8 +1082,18 @@ def _apply_bulk(session: Session, products: list[_Product], customers: list[_Cus
 WRITERS = {"bulk": _apply_bulk, "rows": _apply_rows}
 
 
-def _run(session: Session, products, customers, errs: _Errors, *, at: dt.datetime, source: str,
-         short_hint: str, on_progress: Progress | None, writer: str = "bulk") -> ImportSummary:
+def _run(
+    session: Session,
+    products,
+    customers,
+    errs: _Errors,
+    *,
+    at: dt.datetime,
+    source: str,
+    short_hint: str,
+    on_progress: Progress | None,
+    writer: str = "bulk",
+) -> ImportSummary:
     if at.tzinfo is None:
         raise ValueError("`at` must be timezone-aware")
     _check(session, products, customers, at=at, source=source, short_hint=short_hint, errs=errs)
@@ -816,17 +1105,34 @@ def _run(session: Session, products, customers, errs: _Errors, *, at: dt.datetim
 # ----------------------------------------------------------------------------------------- public API
 
 
-def import_registry(session: Session, data: dict, *, at: dt.datetime, source: str,
-                    on_progress: Progress | None = None, writer: str = "bulk", consume: bool = False) -> ImportSummary:
+def import_registry(
+    session: Session,
+    data: dict,
+    *,
+    at: dt.datetime,
+    source: str,
+    on_progress: Progress | None = None,
+    writer: str = "bulk",
+    consume: bool = False,
+) -> ImportSummary:
     """Import products, releases, milestones, customers, contacts and deployments (the brief's shape).
 
     Raises `InputErrors` listing every problem, before anything is written. `consume=True` (the CLI,
     which read the file and needs the data no more) frees the customers of `data` as they are read."""
     errs = _Errors()
     products, customers = _parse_registry(data, errs, consume)
-    return _run(session, products, customers, errs, at=at, source=source, on_progress=on_progress, writer=writer,
-                short_hint="Give it a short_notice_reason to import it anyway: "
-                           "{kind}: {{date: {date}, short_notice_reason: \"...\"}}.")
+    return _run(
+        session,
+        products,
+        customers,
+        errs,
+        at=at,
+        source=source,
+        on_progress=on_progress,
+        writer=writer,
+        short_hint="Give it a short_notice_reason to import it anyway: "
+        '{kind}: {{date: {date}, short_notice_reason: "..."}}.',
+    )
 
 
 # endoflife.date publishes the upstream project's dates: the vendor cannot give more notice than the
@@ -834,9 +1140,18 @@ def import_registry(session: Session, data: dict, *, at: dt.datetime, source: st
 UPSTREAM_REASON = "upstream lifecycle date published by endoflife.date"
 
 
-def import_endoflife(session: Session, data: dict, *, product: str, name: str | None, at: dt.datetime,
-                     source: str, short_notice_reason: str | None = None,
-                     on_progress: Progress | None = None, writer: str = "bulk") -> ImportSummary:
+def import_endoflife(
+    session: Session,
+    data: dict,
+    *,
+    product: str,
+    name: str | None,
+    at: dt.datetime,
+    source: str,
+    short_notice_reason: str | None = None,
+    on_progress: Progress | None = None,
+    writer: str = "bulk",
+) -> ImportSummary:
     """Import one product from endoflife.date API v1 JSON (`/api/v1/products/<name>`).
 
     Each `result.releases` entry is a release; eoasFrom -> end-of-full-support; eolFrom -> end-of-life
@@ -844,6 +1159,15 @@ def import_endoflife(session: Session, data: dict, *, product: str, name: str | 
     end-of-sale. `short_notice_reason` is recorded on every date less than 3 months after `at`."""
     errs = _Errors()
     products = _parse_endoflife(data, product, name, short_notice_reason, errs)
-    return _run(session, products, [], errs, at=at, source=source, on_progress=on_progress, writer=writer,
-                short_hint="Import without --strict, or give --short-notice-reason \"...\", to record it as short "
-                           "notice.")
+    return _run(
+        session,
+        products,
+        [],
+        errs,
+        at=at,
+        source=source,
+        on_progress=on_progress,
+        writer=writer,
+        short_hint='Import without --strict, or give --short-notice-reason "...", to record it as short '
+        "notice.",
+    )

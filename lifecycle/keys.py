@@ -118,8 +118,11 @@ def _read(path: Path) -> KeyRing | None:
 
 def _parse(path: Path, text: str) -> KeyRing:
     """The ring in a key file; errors name the line, never the key."""
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()
-             and not line.lstrip().startswith("#")]
+    lines = [
+        (n, line.strip())
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
         raise LifecycleError(f"the key file {path} is empty: delete it to have a new key made, or restore it")
     current_no, current_line = lines[0]
@@ -133,8 +136,10 @@ def _parse(path: Path, text: str) -> KeyRing:
         except ValueError:
             when = None
         if when is None or when.tzinfo is None:
-            raise LifecycleError(f"{path} line {n}: a previous key needs the instant it expires, "
-                                 "with a UTC offset (`<key> 2027-01-31T00:00:00+00:00`)")
+            raise LifecycleError(
+                f"{path} line {n}: a previous key needs the instant it expires, "
+                "with a UTC offset (`<key> 2027-01-31T00:00:00+00:00`)"
+            )
         previous.append((key, when))
     return KeyRing(current=current_line, previous=tuple(previous), source=str(path))
 
@@ -166,9 +171,12 @@ def rotate(at: dt.datetime, grace: dt.timedelta, session: Session | None = None)
     until `at + grace`. Previous keys already expired at `at` are dropped."""
     settings = get_settings()
     if settings.secret_key:
-        raise InputError("LIFECYCLE_SECRET_KEY", "the key comes from the environment: rotate it by setting a new "
-                         "value and putting the old one in LIFECYCLE_SECRET_KEY_PREVIOUS (comma-separated) "
-                         "until the grace period is over")
+        raise InputError(
+            "LIFECYCLE_SECRET_KEY",
+            "the key comes from the environment: rotate it by setting a new "
+            "value and putting the old one in LIFECYCLE_SECRET_KEY_PREVIOUS (comma-separated) "
+            "until the grace period is over",
+        )
     if grace < dt.timedelta(0):
         raise InputError("grace", "cannot be negative")
     old = load(session)
@@ -190,6 +198,12 @@ def describe(ring: KeyRing, at: dt.datetime) -> dict:
     return {
         "source": ring.source,
         "current": fingerprint(ring.current),
-        "previous": [{"fingerprint": fingerprint(key), "accepted_until": when,
-                      "expired": when is not None and when <= at} for key, when in ring.previous],
+        "previous": [
+            {
+                "fingerprint": fingerprint(key),
+                "accepted_until": when,
+                "expired": when is not None and when <= at,
+            }
+            for key, when in ring.previous
+        ],
     }

@@ -36,15 +36,21 @@ class _SignedAt(TimestampSigner):
 def _serializer(session: Session, issued_at: dt.datetime | None = None) -> URLSafeTimedSerializer:
     if issued_at is None:
         return URLSafeTimedSerializer(secret_key(session), salt=ACK_SALT)
-    return URLSafeTimedSerializer(secret_key(session), salt=ACK_SALT, signer=_SignedAt,
-                                  signer_kwargs={"issued": int(issued_at.timestamp())})
+    return URLSafeTimedSerializer(
+        secret_key(session),
+        salt=ACK_SALT,
+        signer=_SignedAt,
+        signer_kwargs={"issued": int(issued_at.timestamp())},
+    )
 
 
 def _verifier(session: Session, at: dt.datetime) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(keys.accepted(at, session), salt=ACK_SALT)
 
 
-def ack_token(session: Session, customer_id: int, release_id: int, issued_at: dt.datetime | None = None) -> str:
+def ack_token(
+    session: Session, customer_id: int, release_id: int, issued_at: dt.datetime | None = None
+) -> str:
     """A signed link token for one customer and release; `issued_at` fixes the signing time (feeds
     that must stay byte-identical), otherwise it is signed now. Valid LIFECYCLE_ACK_LINK_DAYS."""
     return _serializer(session, issued_at).dumps({"c": customer_id, "r": release_id})

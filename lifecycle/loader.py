@@ -90,13 +90,21 @@ _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _NOT_FINITE = re.compile(r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_WORDS = {"": None, "~": None, "null": None, "Null": None, "NULL": None,
-          **dict.fromkeys(("true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"), True),
-          **dict.fromkeys(("false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"), False)}
+_WORDS = {
+    "": None,
+    "~": None,
+    "null": None,
+    "Null": None,
+    "NULL": None,
+    **dict.fromkeys(("true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"), True),
+    **dict.fromkeys(("false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"), False),
+}
 _NUMERIC = frozenset("0123456789+-.")
 _STR_TAGS = (None, "!", "tag:yaml.org,2002:str")
-_COLLECTION_TAGS = {MappingStartEvent: (None, "tag:yaml.org,2002:map"),
-                    SequenceStartEvent: (None, "tag:yaml.org,2002:seq")}
+_COLLECTION_TAGS = {
+    MappingStartEvent: (None, "tag:yaml.org,2002:map"),
+    SequenceStartEvent: (None, "tag:yaml.org,2002:seq"),
+}
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _ONE_BRACKET = str.maketrans("{}", "[]")
@@ -170,8 +178,9 @@ def load_file(path: str | Path, *, limits: Limits | None = None) -> dict:
     return load_bytes(data, source=where.source, fmt=fmt, limits=limits, is_file=True)
 
 
-def load_bytes(data: bytes, *, source: str, fmt: str | None = None, limits: Limits | None = None,
-               is_file: bool = False) -> dict:
+def load_bytes(
+    data: bytes, *, source: str, fmt: str | None = None, limits: Limits | None = None, is_file: bool = False
+) -> dict:
     """Read a YAML or JSON document (`fmt` "yaml", "json" or None: JSON when it starts with `{`/`[`)
     whose top level is a mapping. `is_file`: a YAML file must end with a line break (truncation)."""
     limits = limits or Limits.from_settings()
@@ -188,8 +197,11 @@ def load_bytes(data: bytes, *, source: str, fmt: str | None = None, limits: Limi
         value = _read_json(text, where, limits)
     else:
         if is_file and not text.endswith(("\n", "\r")):
-            raise where.error(text.count("\n") + 1, "the file does not end with a line break: it may be "
-                              "truncated (if it is complete, add a line break at the end)")
+            raise where.error(
+                text.count("\n") + 1,
+                "the file does not end with a line break: it may be "
+                "truncated (if it is complete, add a line break at the end)",
+            )
         value = _read_yaml(text, where, limits)
     if value is None:
         raise where.error(None, "the file is empty" if is_file else "empty")
@@ -198,8 +210,9 @@ def load_bytes(data: bytes, *, source: str, fmt: str | None = None, limits: Limi
     return value
 
 
-def parse_json_bytes(data: bytes, *, source: str = "body", max_bytes: int,
-                     max_depth: int = MAX_DEPTH) -> object:
+def parse_json_bytes(
+    data: bytes, *, source: str = "body", max_bytes: int, max_depth: int = MAX_DEPTH
+) -> object:
     """Plain JSON with a size and a depth limit checked before parsing (the SendGrid webhook).
 
     Unlike `load_bytes`, strings are not policed: a provider's bounce reason is recorded as sent."""
@@ -223,24 +236,36 @@ def parse_json_bytes(data: bytes, *, source: str = "body", max_bytes: int,
 
 
 def _decode(data: bytes, where: _Where) -> str:
-    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "UTF-32"),
+        (codecs.BOM_UTF32_BE, "UTF-32"),
+        (codecs.BOM_UTF16_LE, "UTF-16"),
+        (codecs.BOM_UTF16_BE, "UTF-16"),
+    ):
         if data.startswith(bom):
             raise where.error(None, f"{name} text: save it as UTF-8")
     data = data.removeprefix(codecs.BOM_UTF8)
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise InputError(where.offset(nul), "contains NUL bytes: a binary file, or UTF-16/32 text without a "
-                                            "byte order mark (save it as UTF-8)")
+        raise InputError(
+            where.offset(nul),
+            "contains NUL bytes: a binary file, or UTF-16/32 text without a "
+            "byte order mark (save it as UTF-8)",
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(where.offset(exc.start), f"not UTF-8 text (byte 0x{data[exc.start]:02x}): a binary "
-                                                  "file or another encoding (save it as UTF-8)") from None
+        raise InputError(
+            where.offset(exc.start),
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x}): a binary "
+            "file or another encoding (save it as UTF-8)",
+        ) from None
     bad = _BAD_CHAR.search(text)
     if bad:
-        raise InputError(_Where(where.source, text).offset(bad.start()), f"contains the control character "
-                         f"U+{ord(bad.group()):04X}: a binary or corrupted file")
+        raise InputError(
+            _Where(where.source, text).offset(bad.start()),
+            f"contains the control character U+{ord(bad.group()):04X}: a binary or corrupted file",
+        )
     return text
 
 
@@ -307,8 +332,10 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
             kind = type(event)
             if kind is ScalarEvent:
                 if event.anchor is not None:
-                    raise where.error(event.start_mark.line + 1, f"anchors (&{event.anchor}) are not allowed "
-                                                                 "in an import file")
+                    raise where.error(
+                        event.start_mark.line + 1,
+                        f"anchors (&{event.anchor}) are not allowed in an import file",
+                    )
                 if frame is not None and frame.key is _NO_KEY:  # (only a mapping waits for a key)
                     key = event.value
                     if event.tag is not None or event.style == '"' or key == "<<" or len(key) > max_string:
@@ -320,13 +347,19 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
                         frame.key = key
                     else:
                         frame.key = _DUPLICATE
-                        errors.append(where.error(line, f"duplicate key {key!r} (first given at line {first})"))
+                        errors.append(
+                            where.error(line, f"duplicate key {key!r} (first given at line {first})")
+                        )
                         if len(errors) >= MAX_ERRORS:
                             break
                     continue
                 value = event.value
-                if (event.tag is None and event.implicit[0] and (value in _WORDS or value[:1] in _NUMERIC)) \
-                        or event.tag not in _STR_TAGS or event.style == '"' or len(value) > max_string:
+                if (
+                    (event.tag is None and event.implicit[0] and (value in _WORDS or value[:1] in _NUMERIC))
+                    or event.tag not in _STR_TAGS
+                    or event.style == '"'
+                    or len(value) > max_string
+                ):
                     value = _yaml_scalar(event, where, limits)
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 is_map = kind is MappingStartEvent
@@ -340,8 +373,11 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
                 if len(stack) >= max_depth:
                     raise where.error(line, f"nested deeper than {max_depth} levels")
                 if not stack and top is not None and (dict if is_map else list) is not top:
-                    raise where.error(None, f"expected {_kind(top())} at the top level, got "
-                                            f"{'a mapping' if is_map else 'a list'}")
+                    raise where.error(
+                        None,
+                        f"expected {_kind(top())} at the top level, got "
+                        f"{'a mapping' if is_map else 'a list'}",
+                    )
                 frame = _Frame({} if is_map else [], is_map)
                 stack.append(frame)
                 continue
@@ -349,12 +385,15 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
                 value = stack.pop().container
                 frame = stack[-1] if stack else None
             elif kind is AliasEvent:
-                raise where.error(event.start_mark.line + 1, f"aliases (*{event.anchor}) are not allowed in an "
-                                                             "import file")
+                raise where.error(
+                    event.start_mark.line + 1, f"aliases (*{event.anchor}) are not allowed in an import file"
+                )
             elif kind is DocumentStartEvent:
                 documents += 1
                 if documents > 1:
-                    raise where.error(event.start_mark.line + 1, "more than one YAML document (---): one per file")
+                    raise where.error(
+                        event.start_mark.line + 1, "more than one YAML document (---): one per file"
+                    )
                 continue
             elif kind is StreamEndEvent:
                 break
@@ -365,8 +404,10 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
                 continue
             container = frame.container
             if len(container) >= max_items:
-                raise where.error(event.start_mark.line + 1, f"more than {max_items:,} entries in one "
-                                                             f"{'mapping' if frame.is_map else 'list'}")
+                raise where.error(
+                    event.start_mark.line + 1,
+                    f"more than {max_items:,} entries in one {'mapping' if frame.is_map else 'list'}",
+                )
             if frame.is_map:
                 if frame.key is not _DUPLICATE:
                     container[frame.key] = value
@@ -376,7 +417,9 @@ def _read_yaml(text: str, where: _Where, limits: Limits, *, top: type | None = d
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         if "maximum nesting depth" in str(exc.problem):  # libyaml's own limit, met while looking ahead
-            raise where.error(mark.line + 1 if mark else None, f"nested deeper than {max_depth} levels") from None
+            raise where.error(
+                mark.line + 1 if mark else None, f"nested deeper than {max_depth} levels"
+            ) from None
         detail = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         column = f" (column {mark.column + 1})" if mark else ""
         raise where.error(mark.line + 1 if mark else None, f"not valid YAML: {detail}{column}") from None
@@ -490,6 +533,7 @@ def _read_json(text: str, where: _Where, limits: Limits) -> object:
                 return check(literal, where, None)
             except InputError as exc:
                 raise _JsonRefused(InputError(where.offset(text.find(literal)), exc.message)) from None
+
         return parse
 
     def constant(name: str):
@@ -499,8 +543,9 @@ def _read_json(text: str, where: _Where, limits: Limits) -> object:
     # is faster); every float is checked (1e400 is infinite).
     hooks = {"parse_int": number(_check_int)} if _LONG_DIGITS.search(skeleton) else {}
     try:
-        data = json.loads(text, object_pairs_hook=pairs, parse_float=number(_check_float),
-                          parse_constant=constant, **hooks)
+        data = json.loads(
+            text, object_pairs_hook=pairs, parse_float=number(_check_float), parse_constant=constant, **hooks
+        )
     except json.JSONDecodeError as exc:
         raise where.error(exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
     except _JsonRefused as exc:
@@ -533,8 +578,11 @@ def _check_json_items(data: object, where: _Where, max_items: int) -> None:
         value = pending.pop()
         if len(value) > max_items:
             raise where.error(None, f"more than {max_items:,} entries in one {_kind(value)[2:]}")
-        pending.extend(item for item in (value.values() if type(value) is dict else value)
-                       if type(item) is dict or type(item) is list)
+        pending.extend(
+            item
+            for item in (value.values() if type(value) is dict else value)
+            if type(item) is dict or type(item) is list
+        )
 
 
 def _check_json_strings(data: object, where: _Where, limits: Limits) -> None:

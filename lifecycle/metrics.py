@@ -58,40 +58,72 @@ def _seconds_between(dialect: str, later, earlier) -> sa.ColumnElement:
 def snapshot(conn: sa.Connection, at: dt.datetime) -> dict:
     """Everything /metrics shows, as plain data (also what the tests read)."""
     stage = _stage(N)
-    notices = [tuple(r) for r in conn.execute(
-        sa.select(N.c.kind, stage, N.c.status, sa.func.count()).group_by(N.c.kind, stage, N.c.status))]
-    deliveries = [tuple(r) for r in conn.execute(
-        sa.select(D.c.channel, D.c.status, sa.func.count()).group_by(D.c.channel, D.c.status))]
-    sent = [tuple(r) for r in conn.execute(
-        sa.select(D.c.channel, N.c.kind, stage, sa.func.count()).join(N, N.c.id == D.c.notice_id)
-        .where(D.c.sent_at.is_not(None))  # sent once: stays counted if it bounces later
-        .group_by(D.c.channel, N.c.kind, stage))]
-    failures = [tuple(r) for r in conn.execute(
-        sa.select(D.c.channel, D.c.status, sa.func.count()).where(D.c.status.in_(FAILURES))
-        .group_by(D.c.channel, D.c.status))]
+    notices = [
+        tuple(r)
+        for r in conn.execute(
+            sa.select(N.c.kind, stage, N.c.status, sa.func.count()).group_by(N.c.kind, stage, N.c.status)
+        )
+    ]
+    deliveries = [
+        tuple(r)
+        for r in conn.execute(
+            sa.select(D.c.channel, D.c.status, sa.func.count()).group_by(D.c.channel, D.c.status)
+        )
+    ]
+    sent = [
+        tuple(r)
+        for r in conn.execute(
+            sa.select(D.c.channel, N.c.kind, stage, sa.func.count())
+            .join(N, N.c.id == D.c.notice_id)
+            .where(D.c.sent_at.is_not(None))  # sent once: stays counted if it bounces later
+            .group_by(D.c.channel, N.c.kind, stage)
+        )
+    ]
+    failures = [
+        tuple(r)
+        for r in conn.execute(
+            sa.select(D.c.channel, D.c.status, sa.func.count())
+            .where(D.c.status.in_(FAILURES))
+            .group_by(D.c.channel, D.c.status)
+        )
+    ]
 
     lag = _seconds_between(conn.dialect.name, D.c.sent_at, N.c.due_at)
     cols = [D.c.channel, sa.func.count(), sa.func.sum(lag)]
     cols += [sa.func.sum(sa.case((lag <= bound, 1), else_=0)) for bound in LAG_BUCKETS]
     histogram = {}
-    for row in conn.execute(sa.select(*cols).join(N, N.c.id == D.c.notice_id)
-                            .where(D.c.sent_at.is_not(None), D.c.sent_at > at - LAG_WINDOW,
-                                   D.c.sent_at <= at)
-                            .group_by(D.c.channel)):
+    for row in conn.execute(
+        sa.select(*cols)
+        .join(N, N.c.id == D.c.notice_id)
+        .where(D.c.sent_at.is_not(None), D.c.sent_at > at - LAG_WINDOW, D.c.sent_at <= at)
+        .group_by(D.c.channel)
+    ):
         channel, count, total, *buckets = row
-        histogram[channel] = {"count": int(count), "sum": float(total or 0.0),
-                              "buckets": [(bound, int(n or 0)) for bound, n in zip(LAG_BUCKETS, buckets, strict=True)]}
+        histogram[channel] = {
+            "count": int(count),
+            "sum": float(total or 0.0),
+            "buckets": [(bound, int(n or 0)) for bound, n in zip(LAG_BUCKETS, buckets, strict=True)],
+        }
 
     oldest, waiting = conn.execute(
-        sa.select(sa.func.min(N.c.due_at), sa.func.count())
-        .where(N.c.status.in_(UNDELIVERED), N.c.due_at <= at)).one()
+        sa.select(sa.func.min(N.c.due_at), sa.func.count()).where(
+            N.c.status.in_(UNDELIVERED), N.c.due_at <= at
+        )
+    ).one()
     if isinstance(oldest, str):  # an aggregate's datetime may come back as SQLite's text
         oldest = dt.datetime.fromisoformat(oldest)
     if oldest is not None and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=dt.UTC)  # stored as naive UTC
     age = max((at - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
-    return {"notices": notices, "deliveries": deliveries, "sent": sent, "failures": failures, "lag": histogram,
-            "oldest_undelivered_due_seconds": age, "undelivered_due_notices": int(waiting)}
+    return {
+        "notices": notices,
+        "deliveries": deliveries,
+        "sent": sent,
+        "failures": failures,
+        "lag": histogram,
+        "oldest_undelivered_due_seconds": age,
+        "undelivered_due_notices": int(waiting),
+    }
 
 
 class DatabaseCollector:
@@ -118,41 +150,54 @@ class DatabaseCollector:
         up.add_metric([], 1)
         yield up
 
-        notices = GaugeMetricFamily("lifecycle_notices", "Notices per kind, stage and state.",
-                                    labels=["kind", "stage", "status"])
+        notices = GaugeMetricFamily(
+            "lifecycle_notices", "Notices per kind, stage and state.", labels=["kind", "stage", "status"]
+        )
         for kind, stage, status, count in data["notices"]:
             notices.add_metric([kind, stage or "", status], count)
         yield notices
 
-        deliveries = GaugeMetricFamily("lifecycle_deliveries", "Deliveries per channel and state.",
-                                       labels=["channel", "status"])
+        deliveries = GaugeMetricFamily(
+            "lifecycle_deliveries", "Deliveries per channel and state.", labels=["channel", "status"]
+        )
         for channel, status, count in data["deliveries"]:
             deliveries.add_metric([channel, status], count)
         yield deliveries
 
-        sent = CounterMetricFamily("lifecycle_deliveries_sent", "Deliveries a provider accepted or the portal "
-                                   "delivered, per channel, notice kind and stage.", labels=["channel", "kind", "stage"])
+        sent = CounterMetricFamily(
+            "lifecycle_deliveries_sent",
+            "Deliveries a provider accepted or the portal delivered, per channel, notice kind and stage.",
+            labels=["channel", "kind", "stage"],
+        )
         for channel, kind, stage, count in data["sent"]:
             sent.add_metric([channel, kind, stage or ""], count)
         yield sent
 
-        failures = CounterMetricFamily("lifecycle_delivery_failures", "Deliveries failed for good or bounced.",
-                                       labels=["channel", "status"])
+        failures = CounterMetricFamily(
+            "lifecycle_delivery_failures",
+            "Deliveries failed for good or bounced.",
+            labels=["channel", "status"],
+        )
         for channel, status, count in data["failures"]:
             failures.add_metric([channel, status], count)
         yield failures
 
         hours = int(LAG_WINDOW.total_seconds() // 3600)
         lag = GaugeHistogramMetricFamily(
-            "lifecycle_delivery_lag_seconds", f"sent_at minus the notice's due instant, for deliveries sent in the "
-            f"last {hours} h.", labels=["channel"])
+            "lifecycle_delivery_lag_seconds",
+            f"sent_at minus the notice's due instant, for deliveries sent in the last {hours} h.",
+            labels=["channel"],
+        )
         for channel, h in sorted(data["lag"].items()):
             buckets = [(_le(bound), n) for bound, n in h["buckets"]] + [("+Inf", h["count"])]
             lag.add_metric([channel], buckets, gsum_value=h["sum"])
         yield lag
 
-        oldest = GaugeMetricFamily("lifecycle_oldest_undelivered_due_seconds", "How long the oldest notice that is "
-                                   "due and not delivered yet has been due (0: none). The promise at risk.")
+        oldest = GaugeMetricFamily(
+            "lifecycle_oldest_undelivered_due_seconds",
+            "How long the oldest notice that is "
+            "due and not delivered yet has been due (0: none). The promise at risk.",
+        )
         oldest.add_metric([], data["oldest_undelivered_due_seconds"])
         yield oldest
         waiting = GaugeMetricFamily("lifecycle_undelivered_due_notices", "Notices due and not delivered yet.")

@@ -61,7 +61,9 @@ class NoticeKind(StrEnum):
     BOUNCE = "bounce"  # to the rep: an email to their customer bounced
     AGREEMENT = "agreement"  # to the rep: a customer recorded or declined an upgrade plan
     UNDELIVERED = "undelivered"  # to the rep and operator: an email was given up after the retry span
-    CHANNEL_DISABLED = "channel-disabled"  # to the customer and the rep: a subscription kept failing, turned off
+    CHANNEL_DISABLED = (
+        "channel-disabled"  # to the customer and the rep: a subscription kept failing, turned off
+    )
 
 
 CUSTOMER_NOTICE_KINDS = (NoticeKind.STAGE, NoticeKind.CHANGED, NoticeKind.WITHDRAWN, NoticeKind.REINSTATED)
@@ -89,7 +91,9 @@ class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"  # confirmed delivered (portal at once, email by webhook)
     FAILED = "failed"  # refused for good, or given up after the retry span
     BOUNCED = "bounced"
-    CANCELLED = "cancelled"  # no longer to be sent: the milestone was withdrawn or moved, or an agreement came
+    CANCELLED = (
+        "cancelled"  # no longer to be sent: the milestone was withdrawn or moved, or an agreement came
+    )
 
 
 DELIVERED_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)

@@ -59,12 +59,22 @@ class SkipReason(StrEnum):
 
 # Skipped or cancelled notices with these reasons come back when the situation changes (renewal,
 # re-deployment, a milestone moved back to a date, reinstated).
-REPLANNABLE = frozenset({None, SkipReason.SERVICE_LAPSED, SkipReason.NOT_AFFECTED, SkipReason.MILESTONE_PASSED,
-                         SkipReason.WITHDRAWN, SkipReason.MOVED, SkipReason.SERVICE_NOT_STARTED})
+REPLANNABLE = frozenset(
+    {
+        None,
+        SkipReason.SERVICE_LAPSED,
+        SkipReason.NOT_AFFECTED,
+        SkipReason.MILESTONE_PASSED,
+        SkipReason.WITHDRAWN,
+        SkipReason.MOVED,
+        SkipReason.SERVICE_NOT_STARTED,
+    }
+)
 
 
-def notice_key(kind: str, customer_id: int, milestone_id: int | None, slot: str,
-               date: dt.date | None = None) -> str:
+def notice_key(
+    kind: str, customer_id: int, milestone_id: int | None, slot: str, date: dt.date | None = None
+) -> str:
     """The unique key of a notice: one per customer, milestone and slot (a stage, or a revision for
     change notices); stages and escalations also name the milestone date they speak of."""
     key = f"{kind}:{customer_id}:{milestone_id or 0}:{slot}"
@@ -150,8 +160,14 @@ def days_left(milestone_date: dt.date, today: dt.date) -> int:
     return (milestone_date - today).days
 
 
-def effective_due(stage_day: dt.date, tz: str, *, affected_since: dt.datetime | None,
-                  service_start: dt.date | None, hour: int = 9) -> tuple[dt.date, dt.datetime]:
+def effective_due(
+    stage_day: dt.date,
+    tz: str,
+    *,
+    affected_since: dt.datetime | None,
+    service_start: dt.date | None,
+    hour: int = 9,
+) -> tuple[dt.date, dt.datetime]:
     """(send day, due instant) of a stage: its own day at `hour` local, moved to the first day of
     service if it falls before it, and to the instant the customer became affected under the current
     date if that is later (then it goes at once rather than waiting for 09:00)."""
@@ -162,15 +178,26 @@ def effective_due(stage_day: dt.date, tz: str, *, affected_since: dt.datetime | 
     return day, due
 
 
-def stage_outcome(day: dt.date, due: dt.datetime, milestone_date: dt.date, *, service_start: dt.date | None,
-                  service_end: dt.date | None, removed: dt.datetime | None,
-                  change_due: dt.datetime | None) -> tuple[str, SkipReason | str | None] | None:
+def stage_outcome(
+    day: dt.date,
+    due: dt.datetime,
+    milestone_date: dt.date,
+    *,
+    service_start: dt.date | None,
+    service_end: dt.date | None,
+    removed: dt.datetime | None,
+    change_due: dt.datetime | None,
+) -> tuple[str, SkipReason | str | None] | None:
     """What becomes of a stage falling due on `day` at `due`, judged at that instant:
     ("planned", None), ("skipped", reason), or None when it is not wanted at all (the customer stopped
     running the release before it fell due)."""
     if day > milestone_date:  # became affected after the date: history
-        return "skipped", SkipReason.SERVICE_NOT_STARTED if service_start and service_start > milestone_date \
-            else SkipReason.MILESTONE_PASSED
+        return (
+            "skipped",
+            SkipReason.SERVICE_NOT_STARTED
+            if service_start and service_start > milestone_date
+            else SkipReason.MILESTONE_PASSED,
+        )
     if service_end is not None and day > service_end:
         return "skipped", SkipReason.SERVICE_LAPSED
     if removed is not None and due >= removed:
@@ -209,26 +236,38 @@ class OrderViolation:
     def message(self) -> str:
         label = {k: k.replace("-", " ") for k in LIFECYCLE_ORDER}
         if self.scope == "product":
-            return (f"{label[self.earlier]} of the release ({self.earlier_date.isoformat()}) is after the "
-                    f"product's {label[self.later]} ({self.later_date.isoformat()}): no version can outlive its "
-                    "product")
-        return (f"{label[self.earlier]} ({self.earlier_date.isoformat()}) is after {label[self.later]} "
-                f"({self.later_date.isoformat()}): phases end in the order end of sale, full support, "
-                "maintenance, life")
+            return (
+                f"{label[self.earlier]} of the release ({self.earlier_date.isoformat()}) is after the "
+                f"product's {label[self.later]} ({self.later_date.isoformat()}): no version can outlive its "
+                "product"
+            )
+        return (
+            f"{label[self.earlier]} ({self.earlier_date.isoformat()}) is after {label[self.later]} "
+            f"({self.later_date.isoformat()}): phases end in the order end of sale, full support, "
+            "maintenance, life"
+        )
 
 
 def order_violations(dates: dict[str, dt.date]) -> list[OrderViolation]:
     """Pairs of a release's milestones (kind -> date) out of lifecycle order."""
     kinds = [k for k in LIFECYCLE_ORDER if k in dates]
-    return [OrderViolation(a, dates[a], b, dates[b]) for i, a in enumerate(kinds) for b in kinds[i + 1:]
-            if dates[a] > dates[b]]
+    return [
+        OrderViolation(a, dates[a], b, dates[b])
+        for i, a in enumerate(kinds)
+        for b in kinds[i + 1 :]
+        if dates[a] > dates[b]
+    ]
 
 
-def product_violations(product_dates: dict[str, dt.date], release_dates: dict[str, dt.date]) -> list[OrderViolation]:
+def product_violations(
+    product_dates: dict[str, dt.date], release_dates: dict[str, dt.date]
+) -> list[OrderViolation]:
     """A release milestone after the product-level milestone of the same kind."""
-    return [OrderViolation(k, release_dates[k], k, product_dates[k], scope="product")
-            for k in LIFECYCLE_ORDER if k in product_dates and k in release_dates
-            and release_dates[k] > product_dates[k]]
+    return [
+        OrderViolation(k, release_dates[k], k, product_dates[k], scope="product")
+        for k in LIFECYCLE_ORDER
+        if k in product_dates and k in release_dates and release_dates[k] > product_dates[k]
+    ]
 
 
 class Lead(StrEnum):
@@ -256,7 +295,9 @@ def lead(stage_day: dt.date | None, milestone_date: dt.date, today: dt.date, *, 
 
 def version_key(version: str) -> tuple:
     """Natural order for version strings: 1.9 < 1.10, 3.16 < 3.18."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-_+~]", version))
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"[.\-_+~]", version)
+    )
 
 
 @dataclass(frozen=True)
@@ -290,17 +331,32 @@ PLAN_TEXTS = {
     PlanProblem.DATE_REQUIRED: N_("A planned upgrade needs a planned date."),
     PlanProblem.DATE_PAST: N_("{date} is in the past: a planned upgrade needs a date from today on."),
     PlanProblem.TARGET_UNKNOWN: N_("There is no release {target} of this product."),
-    PlanProblem.TARGET_NOT_LATER: N_("{target} is not a later release than {version}: choose a newer version."),
-    PlanProblem.TARGET_ENDED: N_("{target} reaches its end of life on {end}, before the planned date {date}: "
-                                 "choose a version that is still supported then."),
+    PlanProblem.TARGET_NOT_LATER: N_(
+        "{target} is not a later release than {version}: choose a newer version."
+    ),
+    PlanProblem.TARGET_ENDED: N_(
+        "{target} reaches its end of life on {end}, before the planned date {date}: "
+        "choose a version that is still supported then."
+    ),
 }
-PLAN_FIELDS = {PlanProblem.TARGET_REQUIRED: "target", PlanProblem.DATE_REQUIRED: "planned_date",
-               PlanProblem.DATE_PAST: "planned_date", PlanProblem.TARGET_UNKNOWN: "target",
-               PlanProblem.TARGET_NOT_LATER: "target", PlanProblem.TARGET_ENDED: "target"}
+PLAN_FIELDS = {
+    PlanProblem.TARGET_REQUIRED: "target",
+    PlanProblem.DATE_REQUIRED: "planned_date",
+    PlanProblem.DATE_PAST: "planned_date",
+    PlanProblem.TARGET_UNKNOWN: "target",
+    PlanProblem.TARGET_NOT_LATER: "target",
+    PlanProblem.TARGET_ENDED: "target",
+}
 
 
-def plan_problem(status: str, version: str, target: str | None, planned_date: dt.date | None, today: dt.date,
-                 targets: dict[str, Target]) -> tuple[PlanProblem, dict] | None:
+def plan_problem(
+    status: str,
+    version: str,
+    target: str | None,
+    planned_date: dt.date | None,
+    today: dt.date,
+    targets: dict[str, Target],
+) -> tuple[PlanProblem, dict] | None:
     """The one rule for a valid upgrade plan, on every channel (portal, link, API, CLI, rep form):
     `planned` needs a target and a date from today on; any target must be a later release of the same
     product (`targets`: every release of the product) that has not itself ended on the planned date
@@ -322,18 +378,30 @@ def plan_problem(status: str, version: str, target: str | None, planned_date: dt
         return None
     day = planned_date if planned_date is not None and planned_date > today else today
     if found.ended_on(day):
-        return PlanProblem.TARGET_ENDED, {"target": target, "end": found.end.isoformat() if found.end else "—",
-                                          "date": day.isoformat()}
+        return PlanProblem.TARGET_ENDED, {
+            "target": target,
+            "end": found.end.isoformat() if found.end else "—",
+            "date": day.isoformat(),
+        }
     return None
 
 
 def valid_targets(version: str, targets: dict[str, Target], today: dt.date) -> list[Target]:
     """Upgrade targets a picker offers: later releases not ended today, newest first."""
-    return sorted((t for t in targets.values() if version_key(t.version) > version_key(version)
-                   and not t.ended_on(today)), key=lambda t: version_key(t.version), reverse=True)
+    return sorted(
+        (
+            t
+            for t in targets.values()
+            if version_key(t.version) > version_key(version) and not t.ended_on(today)
+        ),
+        key=lambda t: version_key(t.version),
+        reverse=True,
+    )
 
 
-def plan_at_risk(status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date) -> bool:
+def plan_at_risk(
+    status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date
+) -> bool:
     """A `planned` upgrade dated after the milestone (or, from before the rule, without a target or a
     date): recorded, but it does not count as agreed for reminders and escalation."""
     if status != "planned":
@@ -341,7 +409,9 @@ def plan_at_risk(status: str, target: str | None, planned_date: dt.date | None, 
     return not target or planned_date is None or planned_date > milestone_date
 
 
-def counts_as_agreed(status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date) -> bool:
+def counts_as_agreed(
+    status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date
+) -> bool:
     """An agreement that stops routine reminders about a milestone (the scheduler's SQL is the same
     rule: `scheduler.agreed_at_due`)."""
     return status in AGREED and not plan_at_risk(status, target, planned_date, milestone_date)
@@ -379,7 +449,9 @@ class Risk:
     def text(self, locale: str = "en") -> str:
         # TRANSLATORS: between the reasons of a risk ("no agreement, …; every contact bounced: …")
         sep = i18n.gettext_in(locale, "; ")
-        return sep.join(i18n.gettext_in(locale, RISK_TEXTS[code], **dict(values)) for code, values in self.reasons)
+        return sep.join(
+            i18n.gettext_in(locale, RISK_TEXTS[code], **dict(values)) for code, values in self.reasons
+        )
 
     @property
     def reason(self) -> str:
@@ -390,8 +462,16 @@ def _why(code: str, **values) -> tuple[str, tuple[tuple[str, str], ...]]:
     return code, tuple(sorted((k, str(val)) for k, val in values.items()))
 
 
-def risk(*, status: str, target: str | None, planned_date: dt.date | None, milestone_date: dt.date,
-         today: dt.date, contacts: int = 0, bounced: int = 0) -> Risk:
+def risk(
+    *,
+    status: str,
+    target: str | None,
+    planned_date: dt.date | None,
+    milestone_date: dt.date,
+    today: dt.date,
+    contacts: int = 0,
+    bounced: int = 0,
+) -> Risk:
     """The one risk rule (dashboard, CSV, API, emails, portal):
 
     - red: every contact bounced (no email reaches the customer), the plan is at risk, or there is no
@@ -403,8 +483,11 @@ def risk(*, status: str, target: str | None, planned_date: dt.date | None, miles
     if contacts and bounced >= contacts:
         red.append(_why("all-bounced" if contacts > 1 else "only-bounced"))
     if plan_at_risk(status, target, planned_date, milestone_date):
-        red.append(_why("plan-late", date=planned_date.isoformat(), milestone=milestone_date.isoformat())
-                   if planned_date and target else _why("plan-incomplete"))
+        red.append(
+            _why("plan-late", date=planned_date.isoformat(), milestone=milestone_date.isoformat())
+            if planned_date and target
+            else _why("plan-incomplete")
+        )
     agreed = status in AGREED
     prefix = "declined" if status == "declined" else "none"
     if not agreed and today >= stage_date(milestone_date, ESCALATION_STAGE):
@@ -414,8 +497,14 @@ def risk(*, status: str, target: str | None, planned_date: dt.date | None, miles
     if not agreed and is_short_notice(milestone_date, today):
         return Risk("amber", (_why(f"{prefix}-3m"),))
     if agreed:
-        return Risk("green", (_why("agreed-plan", status=status, target=target, date=planned_date.isoformat())
-                              if target and planned_date else _why("agreed", status=status),))
+        return Risk(
+            "green",
+            (
+                _why("agreed-plan", status=status, target=target, date=planned_date.isoformat())
+                if target and planned_date
+                else _why("agreed", status=status),
+            ),
+        )
     return Risk("green", (_why("far"),))
 
 

@@ -55,7 +55,9 @@ def recover(session: Session, at: dt.datetime, *, customer_id: int | None = None
     there are none), which is what lets a task redelivered after a worker died resume at once."""
     if customer_id is not None:
         return _expire_claims(session, at, customer_id)
-    return _expire_claims(session, at, None) + _reconcile_unknown(session, at, None) + _revive(session, at, None)
+    return (
+        _expire_claims(session, at, None) + _reconcile_unknown(session, at, None) + _revive(session, at, None)
+    )
 
 
 def expire_claims(session: Session, at: dt.datetime) -> int:
@@ -72,33 +74,64 @@ def _expire_claims(session: Session, at: dt.datetime, customer_id: int | None) -
     conn = session.connection()
     sending = [D.c.status == DeliveryStatus.SENDING, *_scope(customer_id)]
     # One row per claim, without locks (locking would make a live claim skip its own rows).
-    claims = conn.execute(sa.select(D.c.claim_token, D.c.claimed_by,
-                                    sa.func.max(sa.func.coalesce(D.c.heartbeat_at, D.c.claimed_at)).label("beat"))
-                          .where(*sending).group_by(D.c.claim_token, D.c.claimed_by)).all()
+    claims = conn.execute(
+        sa.select(
+            D.c.claim_token,
+            D.c.claimed_by,
+            sa.func.max(sa.func.coalesce(D.c.heartbeat_at, D.c.claimed_at)).label("beat"),
+        )
+        .where(*sending)
+        .group_by(D.c.claim_token, D.c.claimed_by)
+    ).all()
     cutoff = at - dt.timedelta(seconds=get_settings().claim_timeout)
-    dead = [c.claim_token for c in claims
-            if (c.beat is not None and _aware(c.beat) < cutoff) or liveness.is_dead(c.claimed_by)]
+    dead = [
+        c.claim_token
+        for c in claims
+        if (c.beat is not None and _aware(c.beat) < cutoff) or liveness.is_dead(c.claimed_by)
+    ]
     if not dead:
         return 0
-    rows = conn.execute(sa.select(D.c.id, D.c.channel, D.c.send_started_at, D.c.attempts)
-                        .where(*sending, D.c.claim_token.in_(dead)).with_for_update(skip_locked=True)).all()
+    rows = conn.execute(
+        sa.select(D.c.id, D.c.channel, D.c.send_started_at, D.c.attempts)
+        .where(*sending, D.c.claim_token.in_(dead))
+        .with_for_update(skip_locked=True)
+    ).all()
     if not rows:
         return 0
     back = [r.id for r in rows if CHANNELS[r.channel].transactional or r.send_started_at is None]
     if back:  # nothing can have been sent: a transactional channel rolled back, or no send had started
-        conn.execute(D.update().where(D.c.id.in_(back), D.c.status == DeliveryStatus.SENDING).values(
-            status=DeliveryStatus.PENDING, next_attempt_at=at, claim_token=None, claimed_by=None, updated_at=at))
+        conn.execute(
+            D.update()
+            .where(D.c.id.in_(back), D.c.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=at,
+                claim_token=None,
+                claimed_by=None,
+                updated_at=at,
+            )
+        )
     maybe: dict[tuple[str, int], list[int]] = defaultdict(list)
     for r in rows:
         if r.id not in back:
             maybe[(r.channel, r.attempts)].append(r.id)
     for (channel, attempts), ids in maybe.items():
-        conn.execute(D.update().where(D.c.id.in_(ids), D.c.status == DeliveryStatus.SENDING).values(
-            status=DeliveryStatus.UNKNOWN, claimed_by=None, updated_at=at,
-            next_attempt_at=at + CHANNELS[channel].unknown_wait(attempts),
-            error="the worker sending it stopped during the send: the outcome is unknown"))
-    log.warning("took back %d deliveries of dead or expired claims (%d may have been sent)", len(rows),
-                len(rows) - len(back))
+        conn.execute(
+            D.update()
+            .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.UNKNOWN,
+                claimed_by=None,
+                updated_at=at,
+                next_attempt_at=at + CHANNELS[channel].unknown_wait(attempts),
+                error="the worker sending it stopped during the send: the outcome is unknown",
+            )
+        )
+    log.warning(
+        "took back %d deliveries of dead or expired claims (%d may have been sent)",
+        len(rows),
+        len(rows) - len(back),
+    )
     return len(rows)
 
 
@@ -111,11 +144,19 @@ def _reconcile_unknown(session: Session, at: dt.datetime, customer_id: int | Non
     again, flagged as a possible duplicate."""
     conn = session.connection()
     rows = conn.execute(
-        sa.select(D.c.id, D.c.channel, D.c.claim_token, D.c.recipient, D.c.notice_id, D.c.send_started_at,
-                  N.c.audience)
+        sa.select(
+            D.c.id,
+            D.c.channel,
+            D.c.claim_token,
+            D.c.recipient,
+            D.c.notice_id,
+            D.c.send_started_at,
+            N.c.audience,
+        )
         .join(N, N.c.id == D.c.notice_id)
         .where(D.c.status == DeliveryStatus.UNKNOWN, D.c.next_attempt_at <= at, *_scope(customer_id))
-        .with_for_update(of=D, skip_locked=True)).all()
+        .with_for_update(of=D, skip_locked=True)
+    ).all()
     messages: dict[tuple, list] = defaultdict(list)  # the rows of one message share claim and recipient
     for r in rows:
         messages[(r.channel, r.claim_token, r.recipient.lower(), r.audience)].append(r)
@@ -125,18 +166,39 @@ def _reconcile_unknown(session: Session, at: dt.datetime, customer_id: int | Non
         found = CHANNELS[channel].lookup(ids, group[0].recipient)
         unknown = sa.and_(D.c.id.in_(ids), D.c.status == DeliveryStatus.UNKNOWN)
         if isinstance(found, str) and found:
-            conn.execute(D.update().where(unknown).values(
-                status=DeliveryStatus.SENT, provider_id=found, claim_token=None, error=None, updated_at=at,
-                sent_at=sa.func.coalesce(D.c.send_started_at, at)))
+            conn.execute(
+                D.update()
+                .where(unknown)
+                .values(
+                    status=DeliveryStatus.SENT,
+                    provider_id=found,
+                    claim_token=None,
+                    error=None,
+                    updated_at=at,
+                    sent_at=sa.func.coalesce(D.c.send_started_at, at),
+                )
+            )
             settled += [r.notice_id for r in group]
         elif found is False:  # certainly not sent: an ordinary retry
-            conn.execute(D.update().where(unknown).values(
-                status=DeliveryStatus.PENDING, next_attempt_at=at, claim_token=None, updated_at=at))
+            conn.execute(
+                D.update()
+                .where(unknown)
+                .values(status=DeliveryStatus.PENDING, next_attempt_at=at, claim_token=None, updated_at=at)
+            )
         else:
-            conn.execute(D.update().where(unknown).values(
-                status=DeliveryStatus.PENDING, next_attempt_at=at, claim_token=None, possible_duplicate=True,
-                updated_at=at, error="no confirmation from the provider within the reconciliation window: "
-                                     "sent again (possible duplicate)"))
+            conn.execute(
+                D.update()
+                .where(unknown)
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    next_attempt_at=at,
+                    claim_token=None,
+                    possible_duplicate=True,
+                    updated_at=at,
+                    error="no confirmation from the provider within the reconciliation window: "
+                    "sent again (possible duplicate)",
+                )
+            )
     settle_notices(session, sorted(set(settled)))
     return len(rows)
 
@@ -146,16 +208,39 @@ def _revive(session: Session, at: dt.datetime, customer_id: int | None) -> int:
     released again (reinstated, moved back): its deliveries are due again. Such a notice is `released`
     with nothing open or delivered: a cancellation always settles its notice in the same transaction."""
     conn = session.connection()
-    live = sa.exists().where(D.c.notice_id == N.c.id,
-                             D.c.status.in_([s.value for s in (*OPEN_STATUSES, *DELIVERED_STATUSES)]))
+    live = sa.exists().where(
+        D.c.notice_id == N.c.id, D.c.status.in_([s.value for s in (*OPEN_STATUSES, *DELIVERED_STATUSES)])
+    )
     stuck = sa.select(N.c.id).where(N.c.status == NoticeStatus.RELEASED, ~live)
     CC = table_of(CustomerChannel)
     deliverable = sa.and_(
-        sa.or_(D.c.contact_id.is_(None), D.c.contact_id.in_(sa.select(K.c.id).where(K.c.undeliverable.is_(False)))),
-        sa.or_(D.c.channel.in_([name for name, ch in CHANNELS.items() if not ch.subscribed]),
-               D.c.subscription_id.in_(sa.select(CC.c.id).where(CC.c.enabled.is_(True)))))
-    return len(conn.execute(
-        D.update().where(D.c.status == DeliveryStatus.CANCELLED, D.c.notice_id.in_(stuck), deliverable,
-                         *_scope(customer_id))
-        .values(status=DeliveryStatus.PENDING, next_attempt_at=at, attempts=0, first_attempt_at=None, error=None,
-                claim_token=None, updated_at=at).returning(D.c.id)).all())
+        sa.or_(
+            D.c.contact_id.is_(None),
+            D.c.contact_id.in_(sa.select(K.c.id).where(K.c.undeliverable.is_(False))),
+        ),
+        sa.or_(
+            D.c.channel.in_([name for name, ch in CHANNELS.items() if not ch.subscribed]),
+            D.c.subscription_id.in_(sa.select(CC.c.id).where(CC.c.enabled.is_(True))),
+        ),
+    )
+    return len(
+        conn.execute(
+            D.update()
+            .where(
+                D.c.status == DeliveryStatus.CANCELLED,
+                D.c.notice_id.in_(stuck),
+                deliverable,
+                *_scope(customer_id),
+            )
+            .values(
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=at,
+                attempts=0,
+                first_attempt_at=None,
+                error=None,
+                claim_token=None,
+                updated_at=at,
+            )
+            .returning(D.c.id)
+        ).all()
+    )

@@ -38,10 +38,23 @@ from lifecycle.models import (
 Change = Literal["created", "updated", "unchanged"]
 
 
-def audit(session: Session, at: dt.datetime, action: str, subject: str, detail: dict | None = None,
-          actor: str | None = None) -> None:
-    session.add(AuditEvent(at=at, actor=actor, action=action, subject=subject,
-                           detail=json.dumps(detail, default=str, ensure_ascii=False) if detail else None))
+def audit(
+    session: Session,
+    at: dt.datetime,
+    action: str,
+    subject: str,
+    detail: dict | None = None,
+    actor: str | None = None,
+) -> None:
+    session.add(
+        AuditEvent(
+            at=at,
+            actor=actor,
+            action=action,
+            subject=subject,
+            detail=json.dumps(detail, default=str, ensure_ascii=False) if detail else None,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------- lookups
@@ -76,7 +89,9 @@ def get_customer(session: Session, key: str, field: str = "customer") -> Custome
     return customer
 
 
-def find_milestone(session: Session, product: Product, release: Release | None, kind: str) -> Milestone | None:
+def find_milestone(
+    session: Session, product: Product, release: Release | None, kind: str
+) -> Milestone | None:
     return session.exec(
         select(Milestone).where(
             Milestone.product_id == product.id,
@@ -103,7 +118,9 @@ def mark_dirty(session: Session, *, release_ids=(), product_ids=(), milestone_id
     if release_ids:
         conds.append(col(Milestone.release_id).in_(list(release_ids)))
     if product_ids:
-        conds.append(sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(list(product_ids))))
+        conds.append(
+            sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(list(product_ids)))
+        )
     if milestone_ids:
         conds.append(col(Milestone.id).in_(list(milestone_ids)))
     if conds:
@@ -147,8 +164,14 @@ _UNSET: Final = _Unset.UNSET
 
 
 def upsert_release(
-    session: Session, *, product: str | Product, version: str, at: dt.datetime,
-    released: dt.date | None = None, upgrade_to: str | None = None, ended: str | None | _Unset = _UNSET,
+    session: Session,
+    *,
+    product: str | Product,
+    version: str,
+    at: dt.datetime,
+    released: dt.date | None = None,
+    upgrade_to: str | None = None,
+    ended: str | None | _Unset = _UNSET,
 ) -> tuple[Release, Change]:
     """Register or update a release. `ended` (a milestone kind, or None) records the phase known to
     have ended without a published date; left as it is when not given."""
@@ -165,12 +188,23 @@ def upsert_release(
     ).first()
     if release is None:
         assert prod.id is not None
-        release = Release(product_id=prod.id, version=version, released=released, upgrade_to=upgrade_to,
-                          ended=None if ended is _UNSET else ended, created_at=at)
+        release = Release(
+            product_id=prod.id,
+            version=version,
+            released=released,
+            upgrade_to=upgrade_to,
+            ended=None if ended is _UNSET else ended,
+            created_at=at,
+        )
         session.add(release)
         session.flush()
-        audit(session, at, "release.add", f"{prod.slug} {version}",
-              {"released": released, "upgrade_to": upgrade_to, "ended": release.ended})
+        audit(
+            session,
+            at,
+            "release.add",
+            f"{prod.slug} {version}",
+            {"released": released, "upgrade_to": upgrade_to, "ended": release.ended},
+        )
         return release, "created"
     changed = False
     if released is not None and release.released != released:
@@ -181,16 +215,22 @@ def upsert_release(
         release.ended, changed = ended, True
     if changed:
         session.add(release)
-        audit(session, at, "release.update", f"{prod.slug} {version}",
-              {"released": release.released, "upgrade_to": release.upgrade_to, "ended": release.ended})
+        audit(
+            session,
+            at,
+            "release.update",
+            f"{prod.slug} {version}",
+            {"released": release.released, "upgrade_to": release.upgrade_to, "ended": release.ended},
+        )
     return release, "updated" if changed else "unchanged"
 
 
 # ---------------------------------------------------------------------------------------- milestones
 
 
-def check_short_notice(date: dt.date, at: dt.datetime, allow: bool, reason: str | None,
-                       field: str = "date") -> str | None:
+def check_short_notice(
+    date: dt.date, at: dt.datetime, allow: bool, reason: str | None, field: str = "date"
+) -> str | None:
     """The short-notice guard: a date less than 3 months after `at` needs an explicit reason.
 
     Returns the reason to record when the date is short notice, None otherwise. Past dates are history.
@@ -213,8 +253,15 @@ def _scope_label(product: Product, release: Release | None) -> str:
     return f"{product.slug} {release.version}" if release else product.slug
 
 
-def begin_change(session: Session, *, action: str, summary: str, at: dt.datetime,
-                 by: str | None = None, hold: dt.timedelta | None = None) -> RegistryChange:
+def begin_change(
+    session: Session,
+    *,
+    action: str,
+    summary: str,
+    at: dt.datetime,
+    by: str | None = None,
+    hold: dt.timedelta | None = None,
+) -> RegistryChange:
     """Open a change set. Notices it makes due at once are held until `at` + LIFECYCLE_CHANGE_HOLD."""
     hold = get_settings().change_hold_delta if hold is None else hold
     change = RegistryChange(action=action, summary=summary[:2000], by=by, at=at, hold_until=at + hold)
@@ -225,9 +272,11 @@ def begin_change(session: Session, *, action: str, summary: str, at: dt.datetime
 
 def current_change(session: Session, milestone: Milestone) -> RegistryChange | None:
     """The change set that made the milestone's current revision."""
-    ch = session.exec(select(MilestoneChange).where(MilestoneChange.milestone_id == milestone.id,
-                                                    MilestoneChange.revision == milestone.revision)
-                      .order_by(col(MilestoneChange.id).desc())).first()
+    ch = session.exec(
+        select(MilestoneChange)
+        .where(MilestoneChange.milestone_id == milestone.id, MilestoneChange.revision == milestone.revision)
+        .order_by(col(MilestoneChange.id).desc())
+    ).first()
     return session.get(RegistryChange, ch.change_id) if ch is not None and ch.change_id else None
 
 
@@ -264,14 +313,20 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-def order_problems(session: Session, product_id: int, changes: dict[tuple[int | None, str], dt.date | None],
-                   ) -> list[tuple[int | None, policy.OrderViolation]]:
+def order_problems(
+    session: Session,
+    product_id: int,
+    changes: dict[tuple[int | None, str], dt.date | None],
+) -> list[tuple[int | None, policy.OrderViolation]]:
     """The lifecycle-order violations a product would have with `changes` applied ((release id or None
     for product-level, kind) -> new date, None = withdrawn): (release id, violation) pairs, only those
     that involve a changed milestone (data already inconsistent upstream is not blamed on a new change)."""
     dates: dict[int | None, dict[str, dt.date]] = {}
-    for m in session.exec(select(Milestone).where(Milestone.product_id == product_id,
-                                                  Milestone.status == MilestoneStatus.PLANNED)):
+    for m in session.exec(
+        select(Milestone).where(
+            Milestone.product_id == product_id, Milestone.status == MilestoneStatus.PLANNED
+        )
+    ):
         dates.setdefault(m.release_id, {})[m.kind] = m.date
     for (release_id, kind), date in changes.items():
         if date is None:
@@ -293,8 +348,14 @@ def order_problems(session: Session, product_id: int, changes: dict[tuple[int | 
     return out
 
 
-def check_order(session: Session, milestone_product_id: int, release: Release | None, kind: str,
-                date: dt.date, field: str = "date") -> None:
+def check_order(
+    session: Session,
+    milestone_product_id: int,
+    release: Release | None,
+    kind: str,
+    date: dt.date,
+    field: str = "date",
+) -> None:
     """Refuse a date that would put a product's milestones out of lifecycle order, naming the conflict."""
     problems = order_problems(session, milestone_product_id, {(release.id if release else None, kind): date})
     if problems:
@@ -321,10 +382,20 @@ def customer_reason_json(customer_reason: dict[str, str] | str | None) -> str | 
 
 
 def add_milestone(
-    session: Session, *, product: str | Product, version: str | Release | None, kind: str, date: dt.date,
-    at: dt.datetime, allow_short_notice: bool = False, reason: str | None = None, by: str | None = None,
-    reason_code: str | None = None, customer_reason: dict[str, str] | str | None = None,
-    check_lifecycle_order: bool = True, change: RegistryChange | None = None,
+    session: Session,
+    *,
+    product: str | Product,
+    version: str | Release | None,
+    kind: str,
+    date: dt.date,
+    at: dt.datetime,
+    allow_short_notice: bool = False,
+    reason: str | None = None,
+    by: str | None = None,
+    reason_code: str | None = None,
+    customer_reason: dict[str, str] | str | None = None,
+    check_lifecycle_order: bool = True,
+    change: RegistryChange | None = None,
 ) -> tuple[Milestone, Change]:
     """Register a milestone. An existing planned one with the same date is unchanged; a different
     date is refused (use `move`); a withdrawn one is reinstated, which needs a reason: customers who
@@ -342,15 +413,21 @@ def add_milestone(
     if existing is not None and existing.status == MilestoneStatus.PLANNED:
         if existing.date == date:
             return existing, "unchanged"
-        raise InputError("date", f"{label} is already registered for {existing.date.isoformat()}: "
-                                 "use `lifecycle milestone move` to change its date")
+        raise InputError(
+            "date",
+            f"{label} is already registered for {existing.date.isoformat()}: "
+            "use `lifecycle milestone move` to change its date",
+        )
     written = customer_reason_json(customer_reason)
     if check_lifecycle_order:
         check_order(session, prod.id, release, kind, date)
     if existing is not None:  # reinstating a withdrawn milestone
         if not (reason or "").strip():
-            raise InputError("reason", f"{label} was withdrawn: give a reason to reinstate it (customers who "
-                                       "were told it was cancelled are told it applies again)")
+            raise InputError(
+                "reason",
+                f"{label} was withdrawn: give a reason to reinstate it (customers who "
+                "were told it was cancelled are told it applies again)",
+            )
         reason = v.reason(reason)
         short = check_short_notice(date, at, allow_short_notice, reason)
         existing.status = MilestoneStatus.PLANNED
@@ -359,37 +436,76 @@ def add_milestone(
         existing.changed_at, existing.needs_plan = at, True
         existing.short_notice_reason = short or existing.short_notice_reason
         session.add(existing)
-        change = change or begin_change(session, action="reinstate", summary=f"reinstate {label} on {date}",
-                                        at=at, by=by)
+        change = change or begin_change(
+            session, action="reinstate", summary=f"reinstate {label} on {date}", at=at, by=by
+        )
         assert existing.id is not None
-        session.add(MilestoneChange(milestone_id=existing.id, change_id=change.id, revision=existing.revision,
-                                    action="reinstated",
-                                    old_date=old, new_date=date, reason=reason, short_notice=bool(short),
-                                    reason_code=reason_code, customer_reason=written, by=by, at=at))
+        session.add(
+            MilestoneChange(
+                milestone_id=existing.id,
+                change_id=change.id,
+                revision=existing.revision,
+                action="reinstated",
+                old_date=old,
+                new_date=date,
+                reason=reason,
+                short_notice=bool(short),
+                reason_code=reason_code,
+                customer_reason=written,
+                by=by,
+                at=at,
+            )
+        )
         audit(session, at, "milestone.reinstate", label, {"date": date, "reason": reason}, by)
         return existing, "updated"
     short = check_short_notice(date, at, allow_short_notice, reason)
     release_id = release.id if release else None
     milestone = Milestone(
-        product_id=prod.id, release_id=release_id, scope=release_id if release_id is not None else 0,
-        kind=kind, date=date, short_notice_reason=short, registered_at=at, changed_at=at, needs_plan=True,
+        product_id=prod.id,
+        release_id=release_id,
+        scope=release_id if release_id is not None else 0,
+        kind=kind,
+        date=date,
+        short_notice_reason=short,
+        registered_at=at,
+        changed_at=at,
+        needs_plan=True,
     )
     session.add(milestone)
     session.flush()
     assert milestone.id is not None
     change = change or begin_change(session, action="add", summary=f"add {label} on {date}", at=at, by=by)
-    session.add(MilestoneChange(milestone_id=milestone.id, change_id=change.id, revision=1, action="created",
-                                new_date=date,
-                                reason=reason if short or reason else None, short_notice=bool(short),
-                                reason_code=reason_code, customer_reason=written, by=by, at=at))
+    session.add(
+        MilestoneChange(
+            milestone_id=milestone.id,
+            change_id=change.id,
+            revision=1,
+            action="created",
+            new_date=date,
+            reason=reason if short or reason else None,
+            short_notice=bool(short),
+            reason_code=reason_code,
+            customer_reason=written,
+            by=by,
+            at=at,
+        )
+    )
     audit(session, at, "milestone.add", label, {"date": date, "short_notice": short}, by)
     return milestone, "created"
 
 
 def move_milestone(
-    session: Session, milestone: Milestone, *, date: dt.date, reason: str, at: dt.datetime,
-    allow_short_notice: bool = False, by: str | None = None, reason_code: str | None = None,
-    customer_reason: dict[str, str] | str | None = None, check_lifecycle_order: bool = True,
+    session: Session,
+    milestone: Milestone,
+    *,
+    date: dt.date,
+    reason: str,
+    at: dt.datetime,
+    allow_short_notice: bool = False,
+    by: str | None = None,
+    reason_code: str | None = None,
+    customer_reason: dict[str, str] | str | None = None,
+    check_lifecycle_order: bool = True,
     change: RegistryChange | None = None,
 ) -> tuple[Milestone, Change]:
     """Move a milestone to a new date (also into the past: a correction). Customers already told about
@@ -403,8 +519,13 @@ def move_milestone(
     written = customer_reason_json(customer_reason)
     assert milestone.id is not None
     if check_lifecycle_order:
-        check_order(session, milestone.product_id, session.get(Release, milestone.release_id)
-                    if milestone.release_id else None, milestone.kind, date)
+        check_order(
+            session,
+            milestone.product_id,
+            session.get(Release, milestone.release_id) if milestone.release_id else None,
+            milestone.kind,
+            date,
+        )
     short = check_short_notice(date, at, allow_short_notice, reason)
     old = milestone.date
     milestone.date, milestone.revision = date, milestone.revision + 1
@@ -412,21 +533,50 @@ def move_milestone(
     if short:
         milestone.short_notice_reason = short
     session.add(milestone)
-    change = change or begin_change(session, action="move", summary=f"move {describe(session, milestone)} from "
-                                    f"{old} to {date}", at=at, by=by)
-    session.add(MilestoneChange(milestone_id=milestone.id, change_id=change.id, revision=milestone.revision,
-                                action="moved",
-                                old_date=old, new_date=date, reason=reason, short_notice=bool(short),
-                                reason_code=reason_code, customer_reason=written, by=by, at=at))
-    audit(session, at, "milestone.move", f"milestone {milestone.id}",
-          {"from": old, "to": date, "reason": reason}, by)
+    change = change or begin_change(
+        session,
+        action="move",
+        summary=f"move {describe(session, milestone)} from {old} to {date}",
+        at=at,
+        by=by,
+    )
+    session.add(
+        MilestoneChange(
+            milestone_id=milestone.id,
+            change_id=change.id,
+            revision=milestone.revision,
+            action="moved",
+            old_date=old,
+            new_date=date,
+            reason=reason,
+            short_notice=bool(short),
+            reason_code=reason_code,
+            customer_reason=written,
+            by=by,
+            at=at,
+        )
+    )
+    audit(
+        session,
+        at,
+        "milestone.move",
+        f"milestone {milestone.id}",
+        {"from": old, "to": date, "reason": reason},
+        by,
+    )
     inflight.cancel_in_flight(session, at=at, reason="moved", milestone_id=milestone.id)
     return milestone, "updated"
 
 
 def withdraw_milestone(
-    session: Session, milestone: Milestone, *, reason: str, at: dt.datetime, by: str | None = None,
-    reason_code: str | None = None, customer_reason: dict[str, str] | str | None = None,
+    session: Session,
+    milestone: Milestone,
+    *,
+    reason: str,
+    at: dt.datetime,
+    by: str | None = None,
+    reason_code: str | None = None,
+    customer_reason: dict[str, str] | str | None = None,
     change: RegistryChange | None = None,
 ) -> tuple[Milestone, Change]:
     reason = v.reason(reason)
@@ -437,12 +587,23 @@ def withdraw_milestone(
     milestone.status, milestone.revision = MilestoneStatus.WITHDRAWN, milestone.revision + 1
     milestone.changed_at, milestone.needs_plan = at, True
     session.add(milestone)
-    change = change or begin_change(session, action="withdraw", summary=f"withdraw {describe(session, milestone)}",
-                                    at=at, by=by)
-    session.add(MilestoneChange(milestone_id=milestone.id, change_id=change.id, revision=milestone.revision,
-                                action="withdrawn",
-                                old_date=milestone.date, reason=reason, reason_code=reason_code,
-                                customer_reason=written, by=by, at=at))
+    change = change or begin_change(
+        session, action="withdraw", summary=f"withdraw {describe(session, milestone)}", at=at, by=by
+    )
+    session.add(
+        MilestoneChange(
+            milestone_id=milestone.id,
+            change_id=change.id,
+            revision=milestone.revision,
+            action="withdrawn",
+            old_date=milestone.date,
+            reason=reason,
+            reason_code=reason_code,
+            customer_reason=written,
+            by=by,
+            at=at,
+        )
+    )
     audit(session, at, "milestone.withdraw", f"milestone {milestone.id}", {"reason": reason}, by)
     inflight.cancel_in_flight(session, at=at, reason="withdrawn", milestone_id=milestone.id)
     return milestone, "updated"
@@ -452,7 +613,9 @@ def release_ended(release: Release, milestones: list[Milestone], today: dt.date)
     """The lifecycle phase a release is known to have ended (its latest past milestone, or the phase
     upstream marked ended without a date), or None while it is still supported."""
     order = [k.value for k in MilestoneKind]
-    ended = [m.kind for m in milestones if m.status == MilestoneStatus.PLANNED and policy.is_history(m.date, today)]
+    ended = [
+        m.kind for m in milestones if m.status == MilestoneStatus.PLANNED and policy.is_history(m.date, today)
+    ]
     if release.ended:
         ended.append(release.ended)
     return max(ended, key=order.index) if ended else None
@@ -462,8 +625,17 @@ def release_ended(release: Release, milestones: list[Milestone], today: dt.date)
 
 
 def upsert_customer(
-    session: Session, *, key: str, name: str, timezone: str, locale: str, account_rep: str, at: dt.datetime,
-    service_start: dt.date | None = None, service_end: dt.date | None = None, cores: int | None = None,
+    session: Session,
+    *,
+    key: str,
+    name: str,
+    timezone: str,
+    locale: str,
+    account_rep: str,
+    at: dt.datetime,
+    service_start: dt.date | None = None,
+    service_end: dt.date | None = None,
+    cores: int | None = None,
 ) -> tuple[Customer, Change]:
     key, name = v.customer_key(key), v.name(name)
     timezone, locale = v.timezone(timezone), v.locale(locale)
@@ -473,8 +645,15 @@ def upsert_customer(
     service_end = v.in_range(service_end, "service.end") if service_end else None
     if service_start and service_end and service_end < service_start:
         raise InputError("service.end", f"{service_end} is before the service start {service_start}")
-    values: dict[str, Any] = dict(name=name, timezone=timezone, locale=locale, account_rep=account_rep,
-                  service_start=service_start, service_end=service_end, cores=cores)
+    values: dict[str, Any] = dict(
+        name=name,
+        timezone=timezone,
+        locale=locale,
+        account_rep=account_rep,
+        service_start=service_start,
+        service_end=service_end,
+        cores=cores,
+    )
     customer = session.exec(select(Customer).where(Customer.key == key)).first()
     if customer is None:
         customer = Customer(key=key, calendar_token=new_calendar_token(), created_at=at, **values)
@@ -506,8 +685,16 @@ def rotate_calendar_token(session: Session, customer: Customer, at: dt.datetime)
     return customer.calendar_token
 
 
-def upsert_contact(session: Session, *, customer: str | Customer, email: str, at: dt.datetime,
-                   name: str | None = None, force: bool | None = False, by: str | None = None) -> tuple[Contact, Change]:
+def upsert_contact(
+    session: Session,
+    *,
+    customer: str | Customer,
+    email: str,
+    at: dt.datetime,
+    name: str | None = None,
+    force: bool | None = False,
+    by: str | None = None,
+) -> tuple[Contact, Change]:
     """Add a contact (or rename one). Adding an address that bounced again is refused unless `force`
     (someone confirmed it works): then the flag is cleared and the audit records who forced it.
     `force=None` (an import re-stating its contacts) leaves a bounced address flagged."""
@@ -527,15 +714,28 @@ def upsert_contact(session: Session, *, customer: str | Customer, email: str, at
     changed = False
     if contact.undeliverable and force is False:
         when = f" on {contact.undeliverable_at.date().isoformat()}" if contact.undeliverable_at else ""
-        raise InputError("email", f"{contact.email} bounced{when} ({contact.undeliverable_reason or 'undeliverable'}): "
-                                  "add it again with --force (force) once you know it works")
+        raise InputError(
+            "email",
+            f"{contact.email} bounced{when} ({contact.undeliverable_reason or 'undeliverable'}): "
+            "add it again with --force (force) once you know it works",
+        )
     if name and contact.name != name:
         contact.name, changed = name, True
     if contact.undeliverable and force:
         # The rep confirms the address works: email it again, and say who decided so.
-        audit(session, at, "contact.revalidate", cust.key,
-              {"email": contact.email, "forced": True, "bounce": contact.undeliverable_reason,
-               "bounced_at": contact.undeliverable_at}, by)
+        audit(
+            session,
+            at,
+            "contact.revalidate",
+            cust.key,
+            {
+                "email": contact.email,
+                "forced": True,
+                "bounce": contact.undeliverable_reason,
+                "bounced_at": contact.undeliverable_at,
+            },
+            by,
+        )
         contact.undeliverable, contact.undeliverable_reason, contact.undeliverable_at = False, None, None
         changed = True
     if changed:
@@ -546,14 +746,24 @@ def upsert_contact(session: Session, *, customer: str | Customer, email: str, at
 
 def contact_rows(session: Session, customer: Customer) -> list[dict]:
     """A customer's contacts with their bounced state: the provider's reason and when it was reported."""
-    return [{"email": c.email, "name": c.name, "bounced": c.undeliverable, "bounce_reason": c.undeliverable_reason,
-             "bounced_at": c.undeliverable_at, "added_at": c.created_at}
-            for c in session.exec(select(Contact).where(Contact.customer_id == customer.id)
-                                  .order_by(sa.func.lower(Contact.email)))]
+    return [
+        {
+            "email": c.email,
+            "name": c.name,
+            "bounced": c.undeliverable,
+            "bounce_reason": c.undeliverable_reason,
+            "bounced_at": c.undeliverable_at,
+            "added_at": c.created_at,
+        }
+        for c in session.exec(
+            select(Contact).where(Contact.customer_id == customer.id).order_by(sa.func.lower(Contact.email))
+        )
+    ]
 
 
-def remove_contact(session: Session, *, customer: str | Customer, email: str, at: dt.datetime,
-                   by: str | None = None) -> Contact:
+def remove_contact(
+    session: Session, *, customer: str | Customer, email: str, at: dt.datetime, by: str | None = None
+) -> Contact:
     """Remove a contact: no more email to it. Past deliveries keep the address they went to; pending
     ones to it fail ("the contact was removed")."""
     from lifecycle.delivery import settle_notices
@@ -568,12 +778,26 @@ def remove_contact(session: Session, *, customer: str | Customer, email: str, at
         raise NotFound("email", f"customer {cust.key!r} has no contact {email!r}")
     D = table_of(Delivery)
     conn = session.connection()
-    pending = conn.execute(D.update().where(D.c.contact_id == contact.id, D.c.status == DeliveryStatus.PENDING)
-                           .values(status=DeliveryStatus.FAILED, error="the contact was removed", updated_at=at)
-                           .returning(D.c.notice_id)).scalars().all()
+    pending = (
+        conn.execute(
+            D.update()
+            .where(D.c.contact_id == contact.id, D.c.status == DeliveryStatus.PENDING)
+            .values(status=DeliveryStatus.FAILED, error="the contact was removed", updated_at=at)
+            .returning(D.c.notice_id)
+        )
+        .scalars()
+        .all()
+    )
     conn.execute(D.update().where(D.c.contact_id == contact.id).values(contact_id=None))
     settle_notices(session, sorted(set(pending)))
-    audit(session, at, "contact.remove", cust.key, {"email": contact.email, "bounced": contact.undeliverable}, by)
+    audit(
+        session,
+        at,
+        "contact.remove",
+        cust.key,
+        {"email": contact.email, "bounced": contact.undeliverable},
+        by,
+    )
     session.delete(contact)
     session.flush()
     return contact
@@ -589,9 +813,12 @@ def ended_warnings(session: Session, release_ids, at: dt.datetime) -> dict[int, 
     ids = sorted(set(release_ids))
     out: dict[int, str | None] = {}
     for start in range(0, len(ids), 900):
-        chunk = ids[start:start + 900]
-        rows = session.exec(select(Release, Product).join(Product, col(Product.id) == Release.product_id)
-                            .where(col(Release.id).in_(chunk))).all()
+        chunk = ids[start : start + 900]
+        rows = session.exec(
+            select(Release, Product)
+            .join(Product, col(Product.id) == Release.product_id)
+            .where(col(Release.id).in_(chunk))
+        ).all()
         milestones: dict[int, list[Milestone]] = {}
         for m in session.exec(select(Milestone).where(col(Milestone.release_id).in_(chunk))):
             if m.release_id is not None:
@@ -605,13 +832,22 @@ def ended_warnings(session: Session, release_ids, at: dt.datetime) -> dict[int, 
                 continue
             dated = [m for m in own if m.kind == ended and m.status == MilestoneStatus.PLANNED]
             when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
-            out[rid] = (f"{product.slug} {release.version} has already reached {ended} {when}: that is "
-                               "history, and no notice will be sent about it")
+            out[rid] = (
+                f"{product.slug} {release.version} has already reached {ended} {when}: that is "
+                "history, and no notice will be sent about it"
+            )
     return out
 
 
-def add_deployment(session: Session, *, customer: str | Customer, product: str | Product, version: str,
-                   at: dt.datetime, cores: int | None = None) -> tuple[Deployment, Change]:
+def add_deployment(
+    session: Session,
+    *,
+    customer: str | Customer,
+    product: str | Product,
+    version: str,
+    at: dt.datetime,
+    cores: int | None = None,
+) -> tuple[Deployment, Change]:
     cust = customer if isinstance(customer, Customer) else get_customer(session, customer)
     prod = product if isinstance(product, Product) else get_product(session, product)
     release = get_release(session, prod, v.version(version))
@@ -638,14 +874,18 @@ def add_deployment(session: Session, *, customer: str | Customer, product: str |
     return dep, change
 
 
-def remove_deployment(session: Session, *, customer: str, product: str, version: str,
-                      at: dt.datetime) -> Deployment:
+def remove_deployment(
+    session: Session, *, customer: str, product: str, version: str, at: dt.datetime
+) -> Deployment:
     cust = get_customer(session, customer)
     prod = get_product(session, product)
     release = get_release(session, prod, version)
     dep = session.exec(
-        select(Deployment).where(Deployment.customer_id == cust.id, Deployment.release_id == release.id,
-                                 col(Deployment.removed_at).is_(None))
+        select(Deployment).where(
+            Deployment.customer_id == cust.id,
+            Deployment.release_id == release.id,
+            col(Deployment.removed_at).is_(None),
+        )
     ).first()
     if dep is None:
         raise NotFound("version", f"customer {cust.key!r} does not run {prod.slug} {release.version}")
@@ -670,26 +910,47 @@ def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
         .order_by(col(Product.slug), col(Release.version), col(Milestone.kind), col(Milestone.id))
     ).all()
     history: dict[int | None, list[dict]] = {}
-    for ch in session.exec(select(MilestoneChange).order_by(col(MilestoneChange.milestone_id), col(MilestoneChange.revision),
-                                                             col(MilestoneChange.id))).all():
-        history.setdefault(ch.milestone_id, []).append({
-            "revision": ch.revision, "action": ch.action,
-            "old_date": ch.old_date.isoformat() if ch.old_date else None,
-            "new_date": ch.new_date.isoformat() if ch.new_date else None,
-            "reason": ch.reason, "reason_code": ch.reason_code,
-            "customer_reason": json.loads(ch.customer_reason) if ch.customer_reason else None,
-            "short_notice": ch.short_notice, "by": ch.by, "at": ch.at.isoformat(),
-        })
+    for ch in session.exec(
+        select(MilestoneChange).order_by(
+            col(MilestoneChange.milestone_id), col(MilestoneChange.revision), col(MilestoneChange.id)
+        )
+    ).all():
+        history.setdefault(ch.milestone_id, []).append(
+            {
+                "revision": ch.revision,
+                "action": ch.action,
+                "old_date": ch.old_date.isoformat() if ch.old_date else None,
+                "new_date": ch.new_date.isoformat() if ch.new_date else None,
+                "reason": ch.reason,
+                "reason_code": ch.reason_code,
+                "customer_reason": json.loads(ch.customer_reason) if ch.customer_reason else None,
+                "short_notice": ch.short_notice,
+                "by": ch.by,
+                "at": ch.at.isoformat(),
+            }
+        )
     return [
         {
-            "id": m.id, "product": p.slug, "version": r.version if r else None, "kind": m.kind,
-            "date": m.date.isoformat(), "status": m.status, "revision": m.revision,
-            "short_notice_reason": m.short_notice_reason, "past": policy.is_history(m.date, at),
+            "id": m.id,
+            "product": p.slug,
+            "version": r.version if r else None,
+            "kind": m.kind,
+            "date": m.date.isoformat(),
+            "status": m.status,
+            "revision": m.revision,
+            "short_notice_reason": m.short_notice_reason,
+            "past": policy.is_history(m.date, at),
             "release_ended": r.ended if r else None,
             "history": history.get(m.id, []),
         }
-        for m, p, r in sorted(rows, key=lambda row: (row[1].slug, version_key(row[2].version if row[2] else ""),
-                                                     policy.LIFECYCLE_ORDER.index(row[0].kind)))
+        for m, p, r in sorted(
+            rows,
+            key=lambda row: (
+                row[1].slug,
+                version_key(row[2].version if row[2] else ""),
+                policy.LIFECYCLE_ORDER.index(row[0].kind),
+            ),
+        )
     ]
 
 
@@ -707,10 +968,17 @@ def release_rows(session: Session, at: dt.datetime, product: str | None = None) 
         ms = milestones.get(r.id, [])
         ended = release_ended(r, ms, at.date())
         dated = [m for m in ms if m.kind == ended and m.status == MilestoneStatus.PLANNED]
-        out.append({"product": p.slug, "version": r.version,
-                    "released": r.released.isoformat() if r.released else None, "upgrade_to": r.upgrade_to,
-                    "ended": ended, "ended_date": dated[0].date.isoformat() if dated else None,
-                    "ended_without_date": r.ended})
+        out.append(
+            {
+                "product": p.slug,
+                "version": r.version,
+                "released": r.released.isoformat() if r.released else None,
+                "upgrade_to": r.upgrade_to,
+                "ended": ended,
+                "ended_date": dated[0].date.isoformat() if dated else None,
+                "ended_without_date": r.ended,
+            }
+        )
     return out
 
 

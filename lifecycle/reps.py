@@ -42,7 +42,9 @@ def settings_of(session: Session, emails) -> dict[str, RepSettings]:
     out = {e: RepSettings(email=e) for e in wanted}
     if wanted:
         for rep in session.exec(select(Rep).where(col(Rep.email).in_(sorted(wanted)))):
-            out[rep.email] = RepSettings(email=rep.email, name=rep.name, locale=rep.locale, timezone=rep.timezone)
+            out[rep.email] = RepSettings(
+                email=rep.email, name=rep.name, locale=rep.locale, timezone=rep.timezone
+            )
     return out
 
 
@@ -55,8 +57,16 @@ def digest_due(session: Session, email: str, at: dt.datetime) -> dt.datetime:
     return policy.digest_due(at, get(session, email).timezone, get_settings().send_hour)
 
 
-def upsert(session: Session, *, email: str, at: dt.datetime, name: str | None = None, locale: str | None = None,
-           timezone: str | None = None, by: str | None = None) -> tuple[RepSettings, str]:
+def upsert(
+    session: Session,
+    *,
+    email: str,
+    at: dt.datetime,
+    name: str | None = None,
+    locale: str | None = None,
+    timezone: str | None = None,
+    by: str | None = None,
+) -> tuple[RepSettings, str]:
     """Set a rep's name, language or timezone (only what is given). (settings, created/updated/unchanged)."""
     email = v.email(email, "email").lower()
     values: dict[str, Any] = {}

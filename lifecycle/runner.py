@@ -14,9 +14,23 @@ from lifecycle.files import private_dir
 
 def worker_argv(loglevel: str = "info", concurrency: int = 2) -> list[str]:
     settings = get_settings()
-    argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-B", f"--loglevel={loglevel}",
-            "--pool=threads", f"--concurrency={concurrency}", "-Q", "lifecycle", "--without-gossip",
-            "--without-mingle", "--without-heartbeat"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks",
+        "worker",
+        "-B",
+        f"--loglevel={loglevel}",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        "-Q",
+        "lifecycle",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     private_dir(settings.state_dir)
     argv += ["--schedule", str(settings.state_dir / "beat-schedule")]
     return argv

@@ -104,7 +104,9 @@ def lock_planner(session: Session) -> None:
     """Serialise planners: a transaction-scoped advisory lock on PostgreSQL (SQLite's BEGIN IMMEDIATE
     already serialises every writer)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(sa.text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=PLANNER_LOCK_ID))
+        session.connection().execute(
+            sa.text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=PLANNER_LOCK_ID)
+        )
 
 
 def insert_ignore(session: Session, table: sa.Table):
@@ -127,8 +129,12 @@ def plan(session: Session, at: dt.datetime, *, chunk: int = CHUNK) -> PlanResult
     hour = get_settings().send_hour
     last_id = 0
     while True:
-        q = (select(Milestone).where(col(Milestone.needs_plan).is_(True), col(Milestone.id) > last_id)
-             .order_by(col(Milestone.id)).limit(chunk))
+        q = (
+            select(Milestone)
+            .where(col(Milestone.needs_plan).is_(True), col(Milestone.id) > last_id)
+            .order_by(col(Milestone.id))
+            .limit(chunk)
+        )
         if session.get_bind().dialect.name == "postgresql":
             q = q.with_for_update()  # a concurrent mark_dirty waits and re-marks after us
         milestones = list(session.exec(q).all())
@@ -136,8 +142,11 @@ def plan(session: Session, at: dt.datetime, *, chunk: int = CHUNK) -> PlanResult
             break
         last_id = pk(milestones[-1])
         _plan_chunk(session, milestones, at, stages, hour, result)
-        session.exec(sa.update(Milestone).where(col(Milestone.id).in_([m.id for m in milestones]))
-                     .values(needs_plan=False))
+        session.exec(
+            sa.update(Milestone)
+            .where(col(Milestone.id).in_([m.id for m in milestones]))
+            .values(needs_plan=False)
+        )
         result.milestones += len(milestones)
         result.milestone_ids.extend(pk(m) for m in milestones)
     return result
@@ -160,14 +169,24 @@ def _affected(session: Session, milestones: list[Milestone]) -> dict[int, dict[i
     dep_release = sa.alias(table_of(Release), "dep_release")
     M, C, Dep = table_of(Milestone), table_of(Customer), table_of(Deployment)
     q = (
-        sa.select(M.c.id, C.c.id, C.c.timezone, C.c.service_start, C.c.service_end, Dep.c.added_at,
-                  Dep.c.removed_at)
+        sa.select(
+            M.c.id, C.c.id, C.c.timezone, C.c.service_start, C.c.service_end, Dep.c.added_at, Dep.c.removed_at
+        )
         .select_from(M)
-        .join(dep_release, sa.or_(
-            dep_release.c.id == M.c.release_id,
-            sa.and_(M.c.release_id.is_(None), dep_release.c.product_id == M.c.product_id)))
-        .join(Dep, sa.and_(Dep.c.release_id == dep_release.c.id,
-                           sa.or_(Dep.c.removed_at.is_(None), Dep.c.removed_at > M.c.registered_at)))
+        .join(
+            dep_release,
+            sa.or_(
+                dep_release.c.id == M.c.release_id,
+                sa.and_(M.c.release_id.is_(None), dep_release.c.product_id == M.c.product_id),
+            ),
+        )
+        .join(
+            Dep,
+            sa.and_(
+                Dep.c.release_id == dep_release.c.id,
+                sa.or_(Dep.c.removed_at.is_(None), Dep.c.removed_at > M.c.registered_at),
+            ),
+        )
         .join(C, C.c.id == Dep.c.customer_id)
         .where(M.c.id.in_([m.id for m in milestones]))
     )
@@ -197,19 +216,39 @@ def _told_rank(row) -> tuple:
     return (row.revision, row.kind != NoticeKind.STAGE, _aware(row.released_at) or _aware(row.due_at), row.id)
 
 
-def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, stages: tuple[str, ...],
-                hour: int, result: PlanResult) -> None:
+def _plan_chunk(
+    session: Session,
+    milestones: list[Milestone],
+    at: dt.datetime,
+    stages: tuple[str, ...],
+    hour: int,
+    result: PlanResult,
+) -> None:
     ids = [pk(m) for m in milestones]
     by_id = {pk(m): m for m in milestones}
     affected = _affected(session, milestones)
 
     existing: dict[str, sa.Row] = {}
     told: dict[tuple[int, int], sa.Row] = {}  # (milestone, customer) -> the latest notice they were given
-    for row in session.connection().execute(
-        sa.select(N.c.id, N.c.key, N.c.milestone_id, N.c.customer_id, N.c.kind, N.c.status, N.c.status_reason,
-                  N.c.due_at, N.c.revision, N.c.milestone_date, N.c.released_at)
-        .where(N.c.milestone_id.in_(ids), N.c.audience == "customer")
-    ).all():
+    for row in (
+        session.connection()
+        .execute(
+            sa.select(
+                N.c.id,
+                N.c.key,
+                N.c.milestone_id,
+                N.c.customer_id,
+                N.c.kind,
+                N.c.status,
+                N.c.status_reason,
+                N.c.due_at,
+                N.c.revision,
+                N.c.milestone_date,
+                N.c.released_at,
+            ).where(N.c.milestone_id.in_(ids), N.c.audience == "customer")
+        )
+        .all()
+    ):
         existing[row.key] = row
         if row.status in TOLD:
             k = (row.milestone_id, row.customer_id)
@@ -235,11 +274,32 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
         if row is None:
             inserts.append(values)
         elif _replannable(row):
-            due, sdate, status, reason, rev, mdate = values[10], values[9], values[11], values[12], values[7], values[8]
-            if (_aware(row.due_at) != due or row.status != status or row.status_reason != reason
-                    or row.revision != rev or row.milestone_date != mdate):
-                updates.append({"b_id": row.id, "due_at": due, "stage_date": sdate, "status": status,
-                                "status_reason": reason, "revision": rev, "milestone_date": mdate})
+            due, sdate, status, reason, rev, mdate = (
+                values[10],
+                values[9],
+                values[11],
+                values[12],
+                values[7],
+                values[8],
+            )
+            if (
+                _aware(row.due_at) != due
+                or row.status != status
+                or row.status_reason != reason
+                or row.revision != rev
+                or row.milestone_date != mdate
+            ):
+                updates.append(
+                    {
+                        "b_id": row.id,
+                        "due_at": due,
+                        "stage_date": sdate,
+                        "status": status,
+                        "status_reason": reason,
+                        "revision": rev,
+                        "milestone_date": mdate,
+                    }
+                )
 
     for mid in ids:
         m = by_id[mid]
@@ -278,22 +338,40 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
             since = max(a.since, date_set)
             planned: list[tuple[str, dt.date, dt.datetime, str, str | None, sa.Row | None]] = []
             for stage, sdate in stage_dates:
-                day, due = policy.effective_due(sdate, a.tz, affected_since=since, service_start=a.start, hour=hour)
+                day, due = policy.effective_due(
+                    sdate, a.tz, affected_since=since, service_start=a.start, hour=hour
+                )
                 old = existing.get(notice_key(NoticeKind.STAGE, cid, mid, stage, mdate))
-                outcome = policy.stage_outcome(day, due, mdate, service_start=a.start, service_end=a.end,
-                                               removed=a.removed, change_due=change_due)
-                if outcome is None or (old is None and outcome[1] in (SkipReason.SERVICE_NOT_STARTED,
-                                                                      SkipReason.MILESTONE_PASSED)):
+                outcome = policy.stage_outcome(
+                    day,
+                    due,
+                    mdate,
+                    service_start=a.start,
+                    service_end=a.end,
+                    removed=a.removed,
+                    change_due=change_due,
+                )
+                if outcome is None or (
+                    old is None
+                    and outcome[1] in (SkipReason.SERVICE_NOT_STARTED, SkipReason.MILESTONE_PASSED)
+                ):
                     continue  # not wanted, or history with nothing planned before: nothing to plan
                 planned.append((stage, sdate, due, *outcome, old))
-            superseded = policy.caught_up([
-                (sdate, due, status == NoticeStatus.PLANNED or (old is not None and old.status in TOLD))
-                for _, sdate, due, status, _, old in planned])
+            superseded = policy.caught_up(
+                [
+                    (sdate, due, status == NoticeStatus.PLANNED or (old is not None and old.status in TOLD))
+                    for _, sdate, due, status, _, old in planned
+                ]
+            )
             for (stage, sdate, due, status, reason, old), caught in zip(planned, superseded, strict=True):
                 if caught and status == NoticeStatus.PLANNED:
                     status, reason = NoticeStatus.SKIPPED, SkipReason.SUPERSEDED
                 key = notice_key(NoticeKind.STAGE, cid, mid, stage, mdate)
-                want(old, key, _notice_row(key, cid, m, NoticeKind.STAGE, stage, sdate, due, at, status, reason))
+                want(
+                    old,
+                    key,
+                    _notice_row(key, cid, m, NoticeKind.STAGE, stage, sdate, due, at, status, reason),
+                )
 
     # Planned notices nobody wants any more.
     cancels: list[tuple[int, str]] = []
@@ -318,16 +396,23 @@ def _plan_chunk(session: Session, milestones: list[Milestone], at: dt.datetime, 
         result.created += len(inserts)
     if updates:
         session.connection().execute(
-            N.update().where(N.c.id == sa.bindparam("b_id")).values(
-                due_at=sa.bindparam("due_at"), stage_date=sa.bindparam("stage_date"),
-                status=sa.bindparam("status"), status_reason=sa.bindparam("status_reason"),
-                revision=sa.bindparam("revision"), milestone_date=sa.bindparam("milestone_date")),
+            N.update()
+            .where(N.c.id == sa.bindparam("b_id"))
+            .values(
+                due_at=sa.bindparam("due_at"),
+                stage_date=sa.bindparam("stage_date"),
+                status=sa.bindparam("status"),
+                status_reason=sa.bindparam("status_reason"),
+                revision=sa.bindparam("revision"),
+                milestone_date=sa.bindparam("milestone_date"),
+            ),
             updates,
         )
         result.updated += len(updates)
     if cancels:
         session.connection().execute(
-            N.update().where(N.c.id == sa.bindparam("b_id"), N.c.status == NoticeStatus.PLANNED)
+            N.update()
+            .where(N.c.id == sa.bindparam("b_id"), N.c.status == NoticeStatus.PLANNED)
             .values(status=NoticeStatus.CANCELLED, status_reason=sa.bindparam("reason")),
             [{"b_id": i, "reason": r} for i, r in cancels],
         )
@@ -347,18 +432,55 @@ REPLANNABLE = policy.REPLANNABLE | {SkipReason.SUPERSEDED, SkipReason.COVERED_BY
 
 
 # Column order of the rows `_notice_row` builds and `bulk_insert_notices` writes.
-NOTICE_COLUMNS = ("key", "customer_id", "milestone_id", "release_id", "kind", "audience", "slot", "revision",
-                  "milestone_date", "stage_date", "due_at", "status", "status_reason", "created_at")
+NOTICE_COLUMNS = (
+    "key",
+    "customer_id",
+    "milestone_id",
+    "release_id",
+    "kind",
+    "audience",
+    "slot",
+    "revision",
+    "milestone_date",
+    "stage_date",
+    "due_at",
+    "status",
+    "status_reason",
+    "created_at",
+)
 _DATE_COLS = (8, 9)
 _TIME_COLS = (10, 13)
 
 
-def _notice_row(key: str, customer_id: int, m: Milestone, kind: str, slot: str, sdate: dt.date | None,
-                due: dt.datetime, at: dt.datetime, status: str = NoticeStatus.PLANNED,
-                reason: str | None = None) -> tuple:
+def _notice_row(
+    key: str,
+    customer_id: int,
+    m: Milestone,
+    kind: str,
+    slot: str,
+    sdate: dt.date | None,
+    due: dt.datetime,
+    at: dt.datetime,
+    status: str = NoticeStatus.PLANNED,
+    reason: str | None = None,
+) -> tuple:
     """A customer notice as a tuple in NOTICE_COLUMNS order (tuples, not dicts: millions in a cold plan)."""
-    return (key, customer_id, m.id, m.release_id, str(kind), "customer", slot, m.revision, m.date, sdate, due,
-            str(status), reason, at)
+    return (
+        key,
+        customer_id,
+        m.id,
+        m.release_id,
+        str(kind),
+        "customer",
+        slot,
+        m.revision,
+        m.date,
+        sdate,
+        due,
+        str(status),
+        reason,
+        at,
+    )
 
 
 def bulk_insert_notices(session: Session, rows: list[tuple]) -> None:
@@ -398,7 +520,9 @@ def bulk_insert_notices(session: Session, rows: list[tuple]) -> None:
         for i in _DATE_COLS + _TIME_COLS:
             row[i] = text(row[i])
         params.append(tuple(row))
-    conn.exec_driver_sql(f"INSERT INTO notice ({cols}) VALUES ({', '.join('?' * len(NOTICE_COLUMNS))})", params)
+    conn.exec_driver_sql(
+        f"INSERT INTO notice ({cols}) VALUES ({', '.join('?' * len(NOTICE_COLUMNS))})", params
+    )
 
 
 def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -414,7 +538,8 @@ def _due_stage(at: dt.datetime):
 
 def _skip(session: Session, where, reason: str) -> int:
     res = session.connection().execute(
-        N.update().where(where).values(status=NoticeStatus.SKIPPED, status_reason=reason))
+        N.update().where(where).values(status=NoticeStatus.SKIPPED, status_reason=reason)
+    )
     return res.rowcount or 0
 
 
@@ -427,16 +552,33 @@ def agreed_at_due(A: sa.Table = table_of(Agreement)):
     AC, later = table_of(AgreementChange), sa.alias(table_of(AgreementChange), "later")
 
     def counts(t):
-        return sa.or_(t.c.status.in_(["acknowledged", "completed"]),
-                      sa.and_(t.c.status == "planned", t.c.target_version.is_not(None), t.c.planned_date.is_not(None),
-                              t.c.planned_date <= N.c.milestone_date))
+        return sa.or_(
+            t.c.status.in_(["acknowledged", "completed"]),
+            sa.and_(
+                t.c.status == "planned",
+                t.c.target_version.is_not(None),
+                t.c.planned_date.is_not(None),
+                t.c.planned_date <= N.c.milestone_date,
+            ),
+        )
 
-    went_back = (sa.exists().where(later.c.agreement_id == A.c.id, ~counts(later),
-                                   later.c.at > AC.c.at).correlate_except(later))
-    since = (sa.select(AC.c.id).where(AC.c.agreement_id == A.c.id, counts(AC),
-                                      AC.c.at <= N.c.due_at, ~went_back).correlate_except(AC))
-    return sa.exists().where(A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id,
-                             counts(A), sa.exists(since)).correlate_except(A)
+    went_back = (
+        sa.exists()
+        .where(later.c.agreement_id == A.c.id, ~counts(later), later.c.at > AC.c.at)
+        .correlate_except(later)
+    )
+    since = (
+        sa.select(AC.c.id)
+        .where(AC.c.agreement_id == A.c.id, counts(AC), AC.c.at <= N.c.due_at, ~went_back)
+        .correlate_except(AC)
+    )
+    return (
+        sa.exists()
+        .where(
+            A.c.customer_id == N.c.customer_id, A.c.release_id == N.c.release_id, counts(A), sa.exists(since)
+        )
+        .correlate_except(A)
+    )
 
 
 def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
@@ -450,14 +592,21 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
     # After an outage (a tick later than the grace), a milestone that has passed on the customer's own
     # calendar day is history: not notified. One pass per timezone with something that overdue.
     late = sa.and_(_due_stage(at), N.c.due_at < outage)
-    zones = conn.execute(sa.select(C.c.timezone).distinct().where(
-        C.c.id.in_(sa.select(N.c.customer_id).where(late)))).scalars().all()
+    zones = (
+        conn.execute(
+            sa.select(C.c.timezone).distinct().where(C.c.id.in_(sa.select(N.c.customer_id).where(late)))
+        )
+        .scalars()
+        .all()
+    )
     for tz in zones:
         local_today = policy.local_date(at, tz)
         in_zone = sa.select(C.c.id).where(C.c.timezone == tz)
         result.skipped[SkipReason.MILESTONE_PASSED] += _skip(
-            session, sa.and_(late, N.c.customer_id.in_(in_zone), N.c.milestone_date < local_today),
-            SkipReason.MILESTONE_PASSED)
+            session,
+            sa.and_(late, N.c.customer_id.in_(in_zone), N.c.milestone_date < local_today),
+            SkipReason.MILESTONE_PASSED,
+        )
 
     agreed = agreed_at_due()
 
@@ -465,59 +614,98 @@ def release_due(session: Session, at: dt.datetime) -> ReleaseResult:
     # up by a later stage, or was covered by a change notice after a move. Once per milestone date (the
     # key names it): a move re-plans the escalation for the new date.
     one_month_due = sa.and_(
-        N.c.kind == NoticeKind.STAGE, N.c.slot == policy.ESCALATION_STAGE, N.c.due_at <= at,
-        N.c.due_at > at - dt.timedelta(days=62),  # a 1-month stage of a milestone not yet past: keeps the scan short
-        N.c.release_id.is_not(None), N.c.milestone_date >= at.date() - dt.timedelta(days=1),
-        sa.or_(N.c.status == NoticeStatus.PLANNED,
-               sa.and_(N.c.status == NoticeStatus.SKIPPED,
-                       N.c.status_reason.in_([SkipReason.COVERED_BY_CHANGE, SkipReason.SUPERSEDED]))))
+        N.c.kind == NoticeKind.STAGE,
+        N.c.slot == policy.ESCALATION_STAGE,
+        N.c.due_at <= at,
+        N.c.due_at
+        > at - dt.timedelta(days=62),  # a 1-month stage of a milestone not yet past: keeps the scan short
+        N.c.release_id.is_not(None),
+        N.c.milestone_date >= at.date() - dt.timedelta(days=1),
+        sa.or_(
+            N.c.status == NoticeStatus.PLANNED,
+            sa.and_(
+                N.c.status == NoticeStatus.SKIPPED,
+                N.c.status_reason.in_([SkipReason.COVERED_BY_CHANGE, SkipReason.SUPERSEDED]),
+            ),
+        ),
+    )
     esc_source = conn.execute(
-        sa.select(N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.revision, N.c.milestone_date, N.c.due_at)
-        .where(one_month_due, ~agreed)
+        sa.select(
+            N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.revision, N.c.milestone_date, N.c.due_at
+        ).where(one_month_due, ~agreed)
     ).all()
     if esc_source:
         # Due in the rep's daily digest after the stage fell due (judged at that instant, not the tick's).
-        rep_of = dict(conn.execute(sa.select(C.c.id, C.c.account_rep).where(
-            C.c.id.in_({r.customer_id for r in esc_source}))).all())
+        rep_of = dict(
+            conn.execute(
+                sa.select(C.c.id, C.c.account_rep).where(C.c.id.in_({r.customer_id for r in esc_source}))
+            ).all()
+        )
         settings = reps.settings_of(session, rep_of.values())
         hour = get_settings().send_hour
         by_key: dict[str, dict[str, Any]] = {}
         for r in esc_source:
-            key = notice_key(NoticeKind.ESCALATION, r.customer_id, r.milestone_id, policy.ESCALATION_STAGE,
-                             r.milestone_date)
+            key = notice_key(
+                NoticeKind.ESCALATION,
+                r.customer_id,
+                r.milestone_id,
+                policy.ESCALATION_STAGE,
+                r.milestone_date,
+            )
             by_key[key] = {
-                "key": key, "customer_id": r.customer_id, "milestone_id": r.milestone_id,
-                "release_id": r.release_id, "kind": NoticeKind.ESCALATION.value, "audience": "rep",
-                "slot": policy.ESCALATION_STAGE, "revision": r.revision, "milestone_date": r.milestone_date,
-                "stage_date": None, "status": NoticeStatus.PLANNED.value,
-                "due_at": policy.digest_due(_aware(r.due_at), settings[rep_of[r.customer_id].lower()].timezone, hour),
+                "key": key,
+                "customer_id": r.customer_id,
+                "milestone_id": r.milestone_id,
+                "release_id": r.release_id,
+                "kind": NoticeKind.ESCALATION.value,
+                "audience": "rep",
+                "slot": policy.ESCALATION_STAGE,
+                "revision": r.revision,
+                "milestone_date": r.milestone_date,
+                "stage_date": None,
+                "status": NoticeStatus.PLANNED.value,
+                "due_at": policy.digest_due(
+                    _aware(r.due_at), settings[rep_of[r.customer_id].lower()].timezone, hour
+                ),
                 "created_at": at,
             }
         have = set(conn.execute(sa.select(N.c.key).where(N.c.key.in_(list(by_key)))).scalars())
         rows = [row for key, row in by_key.items() if key not in have]
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
         for i in range(0, len(rows), 500):  # multi-row VALUES: stay under SQLite's variable limit
-            res = conn.execute(insert_ignore(session, N).values(rows[i:i + 500]).returning(N.c.id))
+            res = conn.execute(insert_ignore(session, N).values(rows[i : i + 500]).returning(N.c.id))
             result.escalations += len(res.all())
 
     # Routine reminders stop once the customer has agreed on an upgrade for the release.
-    result.skipped[SkipReason.AGREEMENT] += _skip(session, sa.and_(_due_stage(at), agreed), SkipReason.AGREEMENT)
+    result.skipped[SkipReason.AGREEMENT] += _skip(
+        session, sa.and_(_due_stage(at), agreed), SkipReason.AGREEMENT
+    )
 
     # An outage: of several overdue stages of one customer and milestone date, only the latest is sent.
     later = sa.alias(N, "later")
     newer_due = sa.exists().where(
-        later.c.customer_id == N.c.customer_id, later.c.milestone_id == N.c.milestone_id,
-        later.c.milestone_date == N.c.milestone_date, later.c.kind == NoticeKind.STAGE, later.c.due_at <= at,
+        later.c.customer_id == N.c.customer_id,
+        later.c.milestone_id == N.c.milestone_id,
+        later.c.milestone_date == N.c.milestone_date,
+        later.c.kind == NoticeKind.STAGE,
+        later.c.due_at <= at,
         later.c.stage_date > N.c.stage_date,
         later.c.status.in_([NoticeStatus.PLANNED, NoticeStatus.RELEASED, NoticeStatus.SENT]),
     )
     result.skipped[SkipReason.OUTAGE] += _skip(session, sa.and_(late, newer_due), SkipReason.OUTAGE)
 
     # Claim what is due (conditional update: only rows still planned).
-    released = session.connection().execute(
-        N.update().where(N.c.status == NoticeStatus.PLANNED, N.c.due_at <= at)
-        .values(status=NoticeStatus.RELEASED, released_at=at).returning(N.c.id)
-    ).scalars().all()
+    released = (
+        session.connection()
+        .execute(
+            N.update()
+            .where(N.c.status == NoticeStatus.PLANNED, N.c.due_at <= at)
+            .values(status=NoticeStatus.RELEASED, released_at=at)
+            .returning(N.c.id)
+        )
+        .scalars()
+        .all()
+    )
     result.released = len(released)
     if released:
         result.deliveries = _create_deliveries(session, released, at)
@@ -534,8 +722,12 @@ def _create_deliveries(session: Session, notice_ids: Sequence[int], at: dt.datet
 
 
 def customers_with_due_deliveries(session: Session, at: dt.datetime, limit: int | None = None) -> list[int]:
-    q = (sa.select(D.c.customer_id).where(D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at)
-         .distinct().order_by(D.c.customer_id))
+    q = (
+        sa.select(D.c.customer_id)
+        .where(D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at)
+        .distinct()
+        .order_by(D.c.customer_id)
+    )
     if limit:
         q = q.limit(limit)
     return list(session.connection().execute(q).scalars().all())

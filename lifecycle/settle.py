@@ -25,8 +25,12 @@ D = table_of(Delivery)
 N = table_of(Notice)
 
 
-def settle_notices(session: Session, notice_ids: list[int], *,
-                   cancelled_as: tuple[str, str] = (NoticeStatus.CANCELLED, "deliveries-cancelled")) -> None:
+def settle_notices(
+    session: Session,
+    notice_ids: list[int],
+    *,
+    cancelled_as: tuple[str, str] = (NoticeStatus.CANCELLED, "deliveries-cancelled"),
+) -> None:
     """Recompute whether each notice was given, after its deliveries changed (a send, a failure, a
     webhook's event, a cancellation): `sent` while one delivery is sent or delivered (sent_at = the
     earliest); else `released` while one is still open (pending, sending, or unknown: not delivered,
@@ -35,7 +39,9 @@ def settle_notices(session: Session, notice_ids: list[int], *,
     if not notice_ids:
         return
     conn = session.connection()
-    if session.get_bind().dialect.name == "postgresql" and len(notice_ids) > 1:  # concurrent settlers lock shared notices in one order
+    if (
+        session.get_bind().dialect.name == "postgresql" and len(notice_ids) > 1
+    ):  # concurrent settlers lock shared notices in one order
         conn.execute(sa.select(N.c.id).where(N.c.id.in_(notice_ids)).order_by(N.c.id).with_for_update())
 
     def any_in(statuses) -> sa.ColumnElement:
@@ -43,20 +49,47 @@ def settle_notices(session: Session, notice_ids: list[int], *,
 
     any_ok, any_open = any_in(DELIVERED_STATUSES), any_in(OPEN_STATUSES)
     any_failed = any_in(FAILED_STATUSES)
-    newly_cancelled = sa.and_(any_in([DeliveryStatus.CANCELLED]),
-                              N.c.status.notin_([NoticeStatus.CANCELLED, NoticeStatus.SKIPPED]))
-    first_ok = (sa.select(sa.func.min(D.c.sent_at))
-                .where(D.c.notice_id == N.c.id, D.c.status.in_([s.value for s in DELIVERED_STATUSES]))
-                .scalar_subquery())
-    conn.execute(N.update().where(N.c.id.in_(notice_ids), N.c.status.in_(
-        [NoticeStatus.RELEASED, NoticeStatus.SENT, NoticeStatus.FAILED, NoticeStatus.CANCELLED, NoticeStatus.SKIPPED]
-    )).values(
-        status=sa.case((any_ok, NoticeStatus.SENT.value), (any_open, NoticeStatus.RELEASED.value),
-                       (any_failed, NoticeStatus.FAILED.value), (newly_cancelled, str(cancelled_as[0])),
-                       else_=N.c.status),
-        status_reason=sa.case((any_ok, sa.case((N.c.status == NoticeStatus.SENT, N.c.status_reason))),
-                              (any_open, None), (any_failed, SkipReason.EVERY_CHANNEL_FAILED),
-                              (newly_cancelled, cancelled_as[1]), else_=N.c.status_reason),
-        sent_at=sa.case((any_ok, sa.func.coalesce(first_ok, N.c.sent_at)),
-                        (sa.or_(any_open, any_failed, newly_cancelled), None), else_=N.c.sent_at),
-    ))
+    newly_cancelled = sa.and_(
+        any_in([DeliveryStatus.CANCELLED]), N.c.status.notin_([NoticeStatus.CANCELLED, NoticeStatus.SKIPPED])
+    )
+    first_ok = (
+        sa.select(sa.func.min(D.c.sent_at))
+        .where(D.c.notice_id == N.c.id, D.c.status.in_([s.value for s in DELIVERED_STATUSES]))
+        .scalar_subquery()
+    )
+    conn.execute(
+        N.update()
+        .where(
+            N.c.id.in_(notice_ids),
+            N.c.status.in_(
+                [
+                    NoticeStatus.RELEASED,
+                    NoticeStatus.SENT,
+                    NoticeStatus.FAILED,
+                    NoticeStatus.CANCELLED,
+                    NoticeStatus.SKIPPED,
+                ]
+            ),
+        )
+        .values(
+            status=sa.case(
+                (any_ok, NoticeStatus.SENT.value),
+                (any_open, NoticeStatus.RELEASED.value),
+                (any_failed, NoticeStatus.FAILED.value),
+                (newly_cancelled, str(cancelled_as[0])),
+                else_=N.c.status,
+            ),
+            status_reason=sa.case(
+                (any_ok, sa.case((N.c.status == NoticeStatus.SENT, N.c.status_reason))),
+                (any_open, None),
+                (any_failed, SkipReason.EVERY_CHANNEL_FAILED),
+                (newly_cancelled, cancelled_as[1]),
+                else_=N.c.status_reason,
+            ),
+            sent_at=sa.case(
+                (any_ok, sa.func.coalesce(first_ok, N.c.sent_at)),
+                (sa.or_(any_open, any_failed, newly_cancelled), None),
+                else_=N.c.sent_at,
+            ),
+        )
+    )

@@ -63,5 +63,8 @@ def folder_environment(folder: str, locale: str = i18n.SOURCE_LOCALE) -> Environ
 
 
 def render_in(folder: Path, name: str, locale: str = i18n.SOURCE_LOCALE, **context) -> str:
-    return folder_environment(str(folder), locale).get_template(name).render(locale=i18n.supported(locale),
-                                                                             **context)
+    return (
+        folder_environment(str(folder), locale)
+        .get_template(name)
+        .render(locale=i18n.supported(locale), **context)
+    )

@@ -33,10 +33,16 @@ class TickResult:
     work_items: dict = field(default_factory=dict)  # escalation work items created and resolved
 
     def as_dict(self) -> dict:
-        return {"at": self.at.isoformat(), "plan": self.plan.as_dict(), "release": self.release.as_dict(),
-                "deliver": self.deliver.as_dict(), "customers": len(self.customers),
-                "exports_refreshed": self.exports_refreshed, "exports_rendered": self.exports_rendered,
-                "work_items": self.work_items}
+        return {
+            "at": self.at.isoformat(),
+            "plan": self.plan.as_dict(),
+            "release": self.release.as_dict(),
+            "deliver": self.deliver.as_dict(),
+            "customers": len(self.customers),
+            "exports_refreshed": self.exports_refreshed,
+            "exports_rendered": self.exports_rendered,
+            "work_items": self.work_items,
+        }
 
 
 def prepare(at: dt.datetime) -> TickResult:

@@ -27,7 +27,12 @@ def hash_secret(secret: str) -> str:
 
 
 def create_token(
-    session: Session, *, role: str, at: dt.datetime, customer: str | None = None, rep: str | None = None,
+    session: Session,
+    *,
+    role: str,
+    at: dt.datetime,
+    customer: str | None = None,
+    rep: str | None = None,
     label: str | None = None,
 ) -> tuple[ApiToken, str]:
     """A new token and its secret (the only time the secret exists outside the caller's hands)."""
@@ -50,12 +55,23 @@ def create_token(
         raise InputError("rep", f"--rep only applies to rep tokens, not {role}")
     label = v.name(label, "label") if label else None
     secret = PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(token_hash=hash_secret(secret), role=role, customer_id=customer_id, rep_email=rep_email,
-                     label=label, created_at=at)
+    token = ApiToken(
+        token_hash=hash_secret(secret),
+        role=role,
+        customer_id=customer_id,
+        rep_email=rep_email,
+        label=label,
+        created_at=at,
+    )
     session.add(token)
     session.flush()
-    registry.audit(session, at, "token.create", f"token {token.id}",
-                   {"role": role, "customer": customer, "rep": rep_email, "label": label})
+    registry.audit(
+        session,
+        at,
+        "token.create",
+        f"token {token.id}",
+        {"role": role, "customer": customer, "rep": rep_email, "label": label},
+    )
     return token, secret
 
 
@@ -84,16 +100,28 @@ def revoke_token(session: Session, token_id: int, at: dt.datetime) -> ApiToken:
 
 
 def has_tokens(session: Session) -> bool:
-    return session.exec(select(ApiToken.id).where(col(ApiToken.revoked_at).is_(None)).limit(1)).first() is not None
+    return (
+        session.exec(select(ApiToken.id).where(col(ApiToken.revoked_at).is_(None)).limit(1)).first()
+        is not None
+    )
 
 
 def token_rows(session: Session) -> list[dict]:
     rows = session.exec(
-        select(ApiToken, Customer.key).join(Customer, col(Customer.id) == ApiToken.customer_id, isouter=True)
+        select(ApiToken, Customer.key)
+        .join(Customer, col(Customer.id) == ApiToken.customer_id, isouter=True)
         .order_by(col(ApiToken.id))
     ).all()
     return [
-        {"id": t.id, "role": t.role, "customer": key, "rep": t.rep_email, "label": t.label,
-         "created_at": t.created_at, "last_used_at": t.last_used_at, "revoked_at": t.revoked_at}
+        {
+            "id": t.id,
+            "role": t.role,
+            "customer": key,
+            "rep": t.rep_email,
+            "label": t.label,
+            "created_at": t.created_at,
+            "last_used_at": t.last_used_at,
+            "revoked_at": t.revoked_at,
+        }
         for t, key in rows
     ]

@@ -27,6 +27,8 @@ MAX_ID = 2**31 - 1  # row ids are 32-bit on PostgreSQL: a larger one can only be
 
 def valid_id(value: int) -> bool:
     return 0 < value <= MAX_ID
+
+
 # Control characters other than tab and newlines (NUL breaks PostgreSQL text, CR/LF break headers).
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LINE_BREAK_RE = re.compile(r"[\r\n\u2028\u2029\x85]")
@@ -66,6 +68,8 @@ def _no_bidi(value: str, field: str) -> str:
     if found:
         raise InputError(field, f"contains the bidirectional control character U+{ord(found.group()):04X}")
     return value
+
+
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$")
@@ -88,7 +92,7 @@ def customer_key(value, field: str = "key") -> str:
 def version(value, field: str = "version") -> str:
     if isinstance(value, float):
         # YAML reads 3.10 as the float 3.1: refuse rather than silently register the wrong version.
-        raise InputError(field, f"version {value!r} must be a quoted string (e.g. \"{value}\")")
+        raise InputError(field, f'version {value!r} must be a quoted string (e.g. "{value}")')
     value = _text_of(value, field, numbers=True)
     if not _VERSION_RE.match(value):
         raise InputError(field, f"invalid version {value!r}: letters, digits, '.', '_', '+', '~' or '-'")
@@ -123,7 +127,9 @@ def in_range(day: dt.date, field: str = "date") -> dt.date:
     if not isinstance(day, dt.date) or isinstance(day, dt.datetime):
         raise InputError(field, f"expected a date (YYYY-MM-DD), got {describe(day)}")
     if not MIN_DATE <= day <= MAX_DATE:
-        raise InputError(field, f"{day.isoformat()} is outside {MIN_DATE.isoformat()}..{MAX_DATE.isoformat()}")
+        raise InputError(
+            field, f"{day.isoformat()} is outside {MIN_DATE.isoformat()}..{MAX_DATE.isoformat()}"
+        )
     return day
 
 
@@ -167,9 +173,13 @@ def _plain_email(value: str) -> str | None:
         return None
     domain = domain.lower()
     labels = domain.split(".")
-    if (len(labels) < 2 or "--" in domain  # punycode (xn--) and other IDNA-reserved labels: the full rules
-            or not _PLAIN_TLD.fullmatch(labels[-1]) or labels[-1] in _SPECIAL_USE
-            or not all(_PLAIN_LABEL.fullmatch(label) for label in labels[:-1])):
+    if (
+        len(labels) < 2
+        or "--" in domain  # punycode (xn--) and other IDNA-reserved labels: the full rules
+        or not _PLAIN_TLD.fullmatch(labels[-1])
+        or labels[-1] in _SPECIAL_USE
+        or not all(_PLAIN_LABEL.fullmatch(label) for label in labels[:-1])
+    ):
         return None
     return f"{local}@{domain}"
 
@@ -228,7 +238,9 @@ def instant(value, field: str = "at", tz: dt.tzinfo = dt.UTC) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise InputError(field, f"invalid date or datetime {raw!r} (use ISO 8601, e.g. 2027-01-31T09:00Z)") from None
+        raise InputError(
+            field, f"invalid date or datetime {raw!r} (use ISO 8601, e.g. 2027-01-31T09:00Z)"
+        ) from None
     parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
     if not MIN_DATE.year <= parsed.year <= MAX_DATE.year:
         raise InputError(field, f"{raw!r} is outside the years {MIN_DATE.year}..{MAX_DATE.year}")

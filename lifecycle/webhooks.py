@@ -57,8 +57,18 @@ FAILURE_STATUS = {"bounce": DeliveryStatus.BOUNCED, "dropped": DeliveryStatus.FA
 FINAL_FAILURES = (DeliveryStatus.BOUNCED.value, DeliveryStatus.FAILED.value)
 
 # What `apply_events` returns (always every key, so callers and SendGrid logs see one shape).
-COUNTS = ("received", "recorded", "duplicates", "invalid", "unmatched", "settled", "delivered", "bounced",
-          "dropped", "alerts")
+COUNTS = (
+    "received",
+    "recorded",
+    "duplicates",
+    "invalid",
+    "unmatched",
+    "settled",
+    "delivered",
+    "bounced",
+    "dropped",
+    "alerts",
+)
 # Events saying SendGrid has the message, and what they make of a delivery.
 SETTLING = {"processed": DeliveryStatus.SENT, "delivered": DeliveryStatus.DELIVERED}
 # A delivery in one of these states was not recorded as sent yet (lifecycle.models.OPEN_STATUSES).
@@ -82,8 +92,15 @@ def load_public_key(public_key: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify(public_key: str | ec.EllipticCurvePublicKey, payload: bytes, signature: str | None,
-           timestamp: str | None, *, now: dt.datetime, max_age: int) -> bool:
+def verify(
+    public_key: str | ec.EllipticCurvePublicKey,
+    payload: bytes,
+    signature: str | None,
+    timestamp: str | None,
+    *,
+    now: dt.datetime,
+    max_age: int,
+) -> bool:
     """True when `signature` is SendGrid's ECDSA signature of timestamp + raw body, and the timestamp
     is within `max_age` seconds of `now` (either way: a replayed old post is refused too).
 
@@ -114,7 +131,9 @@ def delivery_ids_of(event: dict) -> list[int]:
     if raw is None:
         return []
     parts = raw if isinstance(raw, list) else str(raw).split(",")
-    return sorted({int(p) for p in (str(x).strip() for x in parts) if p.isascii() and p.isdigit() and len(p) < 16})
+    return sorted(
+        {int(p) for p in (str(x).strip() for x in parts) if p.isascii() and p.isdigit() and len(p) < 16}
+    )
 
 
 def _reason(event: dict) -> str:
@@ -138,11 +157,18 @@ def apply_events(session: Session, events: list[dict], at: dt.datetime) -> dict:
         kind = str(event["event"])[:32]
         email = str(event.get("email") or "")[:254] or None
         deliveries = _deliveries(conn, delivery_ids_of(event), email)
-        inserted = conn.execute(insert_ignore(session, W).values(
-            sg_event_id=str(event["sg_event_id"])[:100], event=kind,
-            delivery_id=deliveries[0].id if deliveries else None, email=email,
-            reason=_reason(event) if kind in FAILURE_STATUS else None, received_at=at)
-            .returning(W.c.id)).first()
+        inserted = conn.execute(
+            insert_ignore(session, W)
+            .values(
+                sg_event_id=str(event["sg_event_id"])[:100],
+                event=kind,
+                delivery_id=deliveries[0].id if deliveries else None,
+                email=email,
+                reason=_reason(event) if kind in FAILURE_STATUS else None,
+                received_at=at,
+            )
+            .returning(W.c.id)
+        ).first()
         if inserted is None:  # seen before: SendGrid retried the post
             counts["duplicates"] += 1
             continue
@@ -155,9 +181,14 @@ def apply_events(session: Session, events: list[dict], at: dt.datetime) -> dict:
             settled = _settle(conn, ids, SETTLING[kind], _message_id(event), at)
             counts["settled"] += settled
             if kind == "delivered":
-                counts["delivered"] += settled + (conn.execute(
-                    D.update().where(D.c.id.in_(ids), D.c.status == DeliveryStatus.SENT)
-                    .values(status=DeliveryStatus.DELIVERED, updated_at=at)).rowcount or 0)
+                counts["delivered"] += settled + (
+                    conn.execute(
+                        D.update()
+                        .where(D.c.id.in_(ids), D.c.status == DeliveryStatus.SENT)
+                        .values(status=DeliveryStatus.DELIVERED, updated_at=at)
+                    ).rowcount
+                    or 0
+                )
             touched.update(d.notice_id for d in deliveries)
         elif kind in FAILURE_STATUS:
             failed = _fail(session, deliveries, FAILURE_STATUS[kind], _reason(event), at)
@@ -172,9 +203,11 @@ def _deliveries(conn, ids: list[int], email: str | None) -> list:
     """The email deliveries an event speaks of: listed by it and sent to the address it names."""
     if not ids or not email:
         return []
-    rows = conn.execute(sa.select(D.c.id, D.c.notice_id, D.c.customer_id, D.c.contact_id, D.c.recipient,
-                                  D.c.status)
-                        .where(D.c.id.in_(ids), D.c.channel == "email").order_by(D.c.id)).all()
+    rows = conn.execute(
+        sa.select(D.c.id, D.c.notice_id, D.c.customer_id, D.c.contact_id, D.c.recipient, D.c.status)
+        .where(D.c.id.in_(ids), D.c.channel == "email")
+        .order_by(D.c.id)
+    ).all()
     return [r for r in rows if r.recipient.lower() == email.lower()]
 
 
@@ -187,11 +220,22 @@ def _message_id(event: dict) -> str | None:
 def _settle(conn, ids: list[int], status: DeliveryStatus, message_id: str | None, at: dt.datetime) -> int:
     """SendGrid has the message: deliveries not yet recorded as sent are. The send time is when the
     send started, as far as we know it."""
-    return conn.execute(
-        D.update().where(D.c.id.in_(ids), D.c.status.in_(NOT_YET_SENT))
-        .values(status=status, claim_token=None, claimed_by=None, error=None, updated_at=at,
+    return (
+        conn.execute(
+            D.update()
+            .where(D.c.id.in_(ids), D.c.status.in_(NOT_YET_SENT))
+            .values(
+                status=status,
+                claim_token=None,
+                claimed_by=None,
+                error=None,
+                updated_at=at,
                 provider_id=sa.func.coalesce(D.c.provider_id, message_id),
-                sent_at=sa.func.coalesce(D.c.sent_at, D.c.send_started_at, at))).rowcount or 0
+                sent_at=sa.func.coalesce(D.c.sent_at, D.c.send_started_at, at),
+            )
+        ).rowcount
+        or 0
+    )
 
 
 def _fail(session: Session, deliveries: list, status: DeliveryStatus, reason: str, at: dt.datetime) -> list:
@@ -199,14 +243,20 @@ def _fail(session: Session, deliveries: list, status: DeliveryStatus, reason: st
     conn = session.connection()
     changed = []
     for d in deliveries:
-        n = conn.execute(D.update().where(D.c.id == d.id, D.c.status.notin_(FINAL_FAILURES))
-                         .values(status=status, error=reason, claim_token=None, updated_at=at)).rowcount
+        n = conn.execute(
+            D.update()
+            .where(D.c.id == d.id, D.c.status.notin_(FINAL_FAILURES))
+            .values(status=status, error=reason, claim_token=None, updated_at=at)
+        ).rowcount
         if n:
             changed.append(d)
     contact_ids = sorted({d.contact_id for d in changed if d.contact_id})
     if contact_ids:
-        conn.execute(K.update().where(K.c.id.in_(contact_ids))
-                     .values(undeliverable=True, undeliverable_reason=reason, undeliverable_at=at))
+        conn.execute(
+            K.update()
+            .where(K.c.id.in_(contact_ids))
+            .values(undeliverable=True, undeliverable_reason=reason, undeliverable_at=at)
+        )
     return changed
 
 
@@ -215,23 +265,55 @@ def _alert_reps(session: Session, deliveries: list, reason: str, at: dt.datetime
     if not deliveries:
         return 0
     conn = session.connection()
-    notices = {r.id: r for r in conn.execute(
-        sa.select(N.c.id, N.c.customer_id, N.c.milestone_id, N.c.release_id, N.c.audience, N.c.revision,
-                  N.c.milestone_date)
-        .where(N.c.id.in_(sorted({d.notice_id for d in deliveries})))).all()}
+    notices = {
+        r.id: r
+        for r in conn.execute(
+            sa.select(
+                N.c.id,
+                N.c.customer_id,
+                N.c.milestone_id,
+                N.c.release_id,
+                N.c.audience,
+                N.c.revision,
+                N.c.milestone_date,
+            ).where(N.c.id.in_(sorted({d.notice_id for d in deliveries})))
+        ).all()
+    }
     C = table_of(Customer)
-    rep_of = dict(conn.execute(sa.select(C.c.id, C.c.account_rep).where(
-        C.c.id.in_({n.customer_id for n in notices.values()}))).all())
+    rep_of = dict(
+        conn.execute(
+            sa.select(C.c.id, C.c.account_rep).where(C.c.id.in_({n.customer_id for n in notices.values()}))
+        ).all()
+    )
     created = 0
     for d in deliveries:
         notice = notices[d.notice_id]
         if notice.audience != "customer":  # a rep's own alert bounced: nobody further to tell
             continue
-        created += conn.execute(insert_ignore(session, N).values(
-            key=policy.notice_key(NoticeKind.BOUNCE, notice.customer_id, notice.milestone_id, str(d.id)),
-            customer_id=notice.customer_id, milestone_id=notice.milestone_id, release_id=notice.release_id,
-            kind=NoticeKind.BOUNCE, audience="rep", slot=str(d.id), revision=notice.revision,
-            milestone_date=notice.milestone_date, detail=f"{d.recipient}: {reason}",
-            due_at=reps.digest_due(session, rep_of[notice.customer_id], at),  # in the rep's daily digest
-            status=NoticeStatus.PLANNED, created_at=at).returning(N.c.id)).first() is not None
+        created += (
+            conn.execute(
+                insert_ignore(session, N)
+                .values(
+                    key=policy.notice_key(
+                        NoticeKind.BOUNCE, notice.customer_id, notice.milestone_id, str(d.id)
+                    ),
+                    customer_id=notice.customer_id,
+                    milestone_id=notice.milestone_id,
+                    release_id=notice.release_id,
+                    kind=NoticeKind.BOUNCE,
+                    audience="rep",
+                    slot=str(d.id),
+                    revision=notice.revision,
+                    milestone_date=notice.milestone_date,
+                    detail=f"{d.recipient}: {reason}",
+                    due_at=reps.digest_due(
+                        session, rep_of[notice.customer_id], at
+                    ),  # in the rep's daily digest
+                    status=NoticeStatus.PLANNED,
+                    created_at=at,
+                )
+                .returning(N.c.id)
+            ).first()
+            is not None
+        )
     return created

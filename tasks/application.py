@@ -18,8 +18,12 @@ from lifecycle.files import private_dir
 
 def filesystem_transport_options(state_dir: Path) -> dict:
     base = (private_dir(state_dir) / "broker").resolve()  # queued messages name customers: mode 700
-    folders = {"data_folder_in": base / "queue", "data_folder_out": base / "queue",
-               "control_folder": base / "control", "processed_folder": base / "processed"}
+    folders = {
+        "data_folder_in": base / "queue",
+        "data_folder_out": base / "queue",
+        "control_folder": base / "control",
+        "processed_folder": base / "processed",
+    }
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     return {**{k: str(v) for k, v in folders.items()}, "store_processed": False}
@@ -41,11 +45,23 @@ def make_app() -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         task_default_queue="lifecycle",
-        task_routes={name: {"queue": "lifecycle"} for name in (
-            "lifecycle.tick", "lifecycle.deliver", "lifecycle.deliver_due", "lifecycle.deliver_customer")},
+        task_routes={
+            name: {"queue": "lifecycle"}
+            for name in (
+                "lifecycle.tick",
+                "lifecycle.deliver",
+                "lifecycle.deliver_due",
+                "lifecycle.deliver_customer",
+            )
+        },
         # One static entry; `expires` just under a minute drops ticks that piled up during downtime.
-        beat_schedule={"tick": {"task": "lifecycle.tick", "schedule": settings.tick_seconds,
-                                "options": {"expires": max(settings.tick_seconds * 0.9, 1.0)}}},
+        beat_schedule={
+            "tick": {
+                "task": "lifecycle.tick",
+                "schedule": settings.tick_seconds,
+                "options": {"expires": max(settings.tick_seconds * 0.9, 1.0)},
+            }
+        },
         beat_scheduler="celery.beat:Scheduler",  # in-memory schedule: no shelve file to corrupt
         worker_prefetch_multiplier=1,
     )

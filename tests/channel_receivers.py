@@ -22,7 +22,9 @@ from standardwebhooks import Webhook
 
 from lifecycle.channels.webhook import SCHEMA_PATH
 
-SCHEMA = Draft202012Validator(json.loads(SCHEMA_PATH.read_text()), format_checker=Draft202012Validator.FORMAT_CHECKER)
+SCHEMA = Draft202012Validator(
+    json.loads(SCHEMA_PATH.read_text()), format_checker=Draft202012Validator.FORMAT_CHECKER
+)
 DEFAULT = {"webhook": (204, ""), "slack": (200, "ok"), "teams": (202, "")}
 
 
@@ -75,7 +77,9 @@ class Receiver:
             except Exception as exc:  # noqa: BLE001 - any verification failure
                 got.problem = f"{type(exc).__name__}: {exc}"
         with self._lock:
-            status, text, extra = self._queue.pop(0) if self._queue else (*DEFAULT.get(self.kind, (200, "ok")), {})
+            status, text, extra = (
+                self._queue.pop(0) if self._queue else (*DEFAULT.get(self.kind, (200, "ok")), {})
+            )
         if got.problem is not None:
             status, text, extra = 400, got.problem, {}
         got.status = status

@@ -27,7 +27,9 @@ from lifecycle.config import reset_settings
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PG_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "LIFECYCLE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 
@@ -77,10 +79,16 @@ def pg_schema_url():
 def _truncate_pg(url: str) -> None:
     engine = dbmod.get_engine(url, check=False)
     with engine.begin() as conn:
-        tables = [r[0] for r in conn.exec_driver_sql(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'alembic_version'")]
+        tables = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+            )
+        ]
         if tables:
-            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+            conn.exec_driver_sql(
+                "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+            )
 
 
 def _use(url: str, monkeypatch) -> None:
@@ -183,8 +191,14 @@ def redis_db(monkeypatch):
     leased = None
     deadline = time.monotonic() + 120
     while leased is None:
-        leased = next((n for n in numbers
-                       if admin.set(f"lifecycle-test:redis-db:{n}", token, nx=True, ex=REDIS_LEASE_SECONDS)), None)
+        leased = next(
+            (
+                n
+                for n in numbers
+                if admin.set(f"lifecycle-test:redis-db:{n}", token, nx=True, ex=REDIS_LEASE_SECONDS)
+            ),
+            None,
+        )
         if leased is None:
             if time.monotonic() > deadline:
                 pytest.fail("no free Redis database number (1-15) for two minutes")
@@ -197,8 +211,12 @@ def redis_db(monkeypatch):
         yield client
     finally:
         client.flushdb()
-        admin.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-                   1, f"lifecycle-test:redis-db:{leased}", token)
+        admin.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+            1,
+            f"lifecycle-test:redis-db:{leased}",
+            token,
+        )
 
 
 # ------------------------------------------------------------------------------------------- the CLI
@@ -216,10 +234,19 @@ class CliResult:
 def cli(tmp_path):
     """Run `lifecycle ...` as a user would, in a subprocess with the test's environment."""
 
-    def run(*args: str, input: str | None = None, env: dict | None = None, cwd: Path | None = None) -> CliResult:
+    def run(
+        *args: str, input: str | None = None, env: dict | None = None, cwd: Path | None = None
+    ) -> CliResult:
         full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-        proc = subprocess.run([sys.executable, "-m", "lifecycle", *map(str, args)], capture_output=True,
-                              text=True, input=input, env=full_env, cwd=cwd or tmp_path, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "lifecycle", *map(str, args)],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=full_env,
+            cwd=cwd or tmp_path,
+            timeout=300,
+        )
         return CliResult(proc)
 
     return run

@@ -113,30 +113,68 @@ def payload_errors(body: object) -> list[dict]:
     if errors or not isinstance(body, dict):
         return errors
     if not body.get("personalizations"):
-        errors.append({"message": "The personalizations field is required and must have at least one "
-                       "personalization.", "field": "personalizations", "help": None})
-    if not body.get("subject") and not all(p.get("subject") for p in body.get("personalizations", [])) \
-            and not body.get("template_id"):
-        errors.append({"message": "The subject is required. You can get around this requirement if you use a "
-                       "template with a subject defined or if every personalization has a subject defined.",
-                       "field": "subject", "help": None})
+        errors.append(
+            {
+                "message": "The personalizations field is required and must have at least one "
+                "personalization.",
+                "field": "personalizations",
+                "help": None,
+            }
+        )
+    if (
+        not body.get("subject")
+        and not all(p.get("subject") for p in body.get("personalizations", []))
+        and not body.get("template_id")
+    ):
+        errors.append(
+            {
+                "message": "The subject is required. You can get around this requirement if you use a "
+                "template with a subject defined or if every personalization has a subject defined.",
+                "field": "subject",
+                "help": None,
+            }
+        )
     types = [c.get("type") for c in body.get("content", [])]
     if not types and not body.get("template_id"):
-        errors.append({"message": "Unless a valid template_id is provided, the content parameter is required. "
-                       "There must be at least one defined content block.", "field": "content", "help": None})
+        errors.append(
+            {
+                "message": "Unless a valid template_id is provided, the content parameter is required. "
+                "There must be at least one defined content block.",
+                "field": "content",
+                "help": None,
+            }
+        )
     if "text/plain" in types and types.index("text/plain") != 0:
-        errors.append({"message": "If present, text/plain content must be first, followed by text/html, "
-                       "followed by any other content.", "field": "content", "help": None})
+        errors.append(
+            {
+                "message": "If present, text/plain content must be first, followed by text/html, "
+                "followed by any other content.",
+                "field": "content",
+                "help": None,
+            }
+        )
     for i, att in enumerate(body.get("attachments", [])):
         if any(ch in att.get("type", "") for ch in ";\r\n"):
-            errors.append({"message": "The attachment type cannot contain ';', or CRLF characters.",
-                           "field": f"attachments.{i}.type", "help": None})
+            errors.append(
+                {
+                    "message": "The attachment type cannot contain ';', or CRLF characters.",
+                    "field": f"attachments.{i}.type",
+                    "help": None,
+                }
+            )
     return errors
 
 
 class SendGridStub:
-    def __init__(self, api_key: str = API_KEY, *, error_rate: float = 0.0, hang_rate: float = 0.0,
-                 hang_seconds: float = 0.0, seed: int = 7):
+    def __init__(
+        self,
+        api_key: str = API_KEY,
+        *,
+        error_rate: float = 0.0,
+        hang_rate: float = 0.0,
+        hang_seconds: float = 0.0,
+        seed: int = 7,
+    ):
         self.api_key = api_key
         self.requests: list[Recorded] = []
         self.error_rate, self.hang_rate, self.hang_seconds = error_rate, hang_rate, hang_seconds
@@ -157,13 +195,23 @@ class SendGridStub:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def queue(self, status: int, *, retry_after: int | str | None = None, body: dict | None = None,
-              headers: dict[str, str] | None = None, delay: float = 0.0, trickle: float = 0.0) -> None:
+    def queue(
+        self,
+        status: int,
+        *,
+        retry_after: int | str | None = None,
+        body: dict | None = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+        trickle: float = 0.0,
+    ) -> None:
         """Answer the next (not yet answered) mail/send request with this, instead of validating it."""
         with self._lock:
             self._queue.append(Queued(status, retry_after, body, dict(headers or {}), delay, trickle))
 
-    def post_events(self, url: str, private_key: ec.EllipticCurvePrivateKey, *, interval: float = 0.5) -> None:
+    def post_events(
+        self, url: str, private_key: ec.EllipticCurvePrivateKey, *, interval: float = 0.5
+    ) -> None:
         """Post a signed `processed` event for every accepted request to `url`, every `interval` s."""
 
         def run() -> None:
@@ -184,8 +232,16 @@ class SendGridStub:
             return
         body = json.dumps(events).encode()
         timestamp = str(int(time.time()))
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json", SIGNATURE: sign(private_key, timestamp, body), TIMESTAMP: timestamp})
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                SIGNATURE: sign(private_key, timestamp, body),
+                TIMESTAMP: timestamp,
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 self.webhook_posts.append((response.status, json.loads(response.read() or b"null")))
@@ -214,10 +270,16 @@ class SendGridStub:
         record.message_id = record.message_id or self._message_id()
         args = record.body.get("custom_args", {}) if isinstance(record.body, dict) else {}
         with self._lock:
-            self._events.append({
-                "email": record.to, "timestamp": int(time.time()), "event": "processed",
-                "sg_event_id": secrets.token_urlsafe(16), "sg_message_id": f"{record.message_id}.filter0001.1.0",
-                **{k: str(v) for k, v in args.items()}})
+            self._events.append(
+                {
+                    "email": record.to,
+                    "timestamp": int(time.time()),
+                    "event": "processed",
+                    "sg_event_id": secrets.token_urlsafe(16),
+                    "sg_message_id": f"{record.message_id}.filter0001.1.0",
+                    **{k: str(v) for k, v in args.items()},
+                }
+            )
 
     @property
     def accepted(self) -> list[Recorded]:
@@ -242,8 +304,12 @@ class SendGridStub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="sendgrid-stub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="sendgrid-stub",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -271,8 +337,13 @@ class SendGridStub:
             body: object = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        record = Recorded(method="POST", path=req.path, headers=dict(req.headers.items()), body=body,
-                          received_at=time.time())
+        record = Recorded(
+            method="POST",
+            path=req.path,
+            headers=dict(req.headers.items()),
+            body=body,
+            received_at=time.time(),
+        )
         with self._lock:
             self.requests.append(record)
 
@@ -281,8 +352,9 @@ class SendGridStub:
             return self._reply(req, 404, error_body("not found"))
         if req.headers.get("Authorization") != f"Bearer {self.api_key}":
             record.status = 401
-            return self._reply(req, 401, error_body(
-                "The provided authorization grant is invalid, expired, or revoked"))
+            return self._reply(
+                req, 401, error_body("The provided authorization grant is invalid, expired, or revoked")
+            )
         with self._lock:
             queued = self._queue.pop(0) if self._queue else None
             roll = self._random.random()
@@ -303,10 +375,14 @@ class SendGridStub:
                 time.sleep(queued.delay)
             if queued.status == 202:
                 return self._reply(req, 202, None, headers, record=record, trickle=queued.trickle)
-            default = error_body("too many requests") if queued.status == 429 else error_body(
-                "internal server error" if queued.status >= 500 else "bad request")
-            return self._reply(req, queued.status, queued.body or default, headers, record=record,
-                               trickle=queued.trickle)
+            default = (
+                error_body("too many requests")
+                if queued.status == 429
+                else error_body("internal server error" if queued.status >= 500 else "bad request")
+            )
+            return self._reply(
+                req, queued.status, queued.body or default, headers, record=record, trickle=queued.trickle
+            )
         if not isinstance(body, dict):
             record.status = 400
             return self._reply(req, 400, error_body("Bad Request", None), record=record)
@@ -321,8 +397,16 @@ class SendGridStub:
     def _message_id() -> str:
         return secrets.token_urlsafe(16)[:22]
 
-    def _reply(self, req: BaseHTTPRequestHandler, status: int, body: dict | None, headers: dict | None = None, *,
-               record: Recorded | None = None, trickle: float = 0.0) -> None:
+    def _reply(
+        self,
+        req: BaseHTTPRequestHandler,
+        status: int,
+        body: dict | None,
+        headers: dict | None = None,
+        *,
+        record: Recorded | None = None,
+        trickle: float = 0.0,
+    ) -> None:
         data = json.dumps(body).encode() if body is not None else b""
         try:
             if trickle:  # the whole answer, a byte at a time, spread over `trickle` seconds
@@ -334,7 +418,7 @@ class SendGridStub:
                 raw = b"".join(lines) + data
                 pause = trickle / len(raw)
                 for i in range(len(raw)):
-                    req.wfile.write(raw[i:i + 1])
+                    req.wfile.write(raw[i : i + 1])
                     req.wfile.flush()
                     time.sleep(pause)
             else:

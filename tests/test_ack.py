@@ -31,8 +31,9 @@ def counts() -> dict[str, int]:
 
 
 def forgeries(s) -> int:
-    return s.exec(select(sa.func.count()).select_from(AuditEvent)
-                  .where(AuditEvent.action == "ack.signature.failed")).one()
+    return s.exec(
+        select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.action == "ack.signature.failed")
+    ).one()
 
 
 @pytest.fixture
@@ -61,9 +62,14 @@ def expired_link(world) -> str:
 
 
 # A valid plan for 3.16 (webworld: its end of full support in 60 days; 3.18 supported for 900 days).
-FORM = {"status": "planned", "target": "3.18", "planned_date": (dt.date.today() + dt.timedelta(days=45)).isoformat(),
-        "name": "Ann",
-        "email": "ann@acme.example", "feedback": "Please give six months."}
+FORM = {
+    "status": "planned",
+    "target": "3.18",
+    "planned_date": (dt.date.today() + dt.timedelta(days=45)).isoformat(),
+    "name": "Ann",
+    "email": "ann@acme.example",
+    "feedback": "Please give six months.",
+}
 
 
 def test_a_get_of_an_ack_link_shows_the_release_and_records_nothing(world, client):
@@ -81,7 +87,9 @@ def test_a_get_of_an_ack_link_shows_the_release_and_records_nothing(world, clien
 def test_a_forged_token_records_nothing_on_get_or_post(world, client):
     good = link(world)
     forged = good[:-3] + ("abc" if not good.endswith("abc") else "xyz")
-    payload_swapped = "/ack/eyJjIjoyLCJyIjoyfQ." + good.split(".", 1)[1]  # another customer's id, same signature
+    payload_swapped = (
+        "/ack/eyJjIjoyLCJyIjoyfQ." + good.split(".", 1)[1]
+    )  # another customer's id, same signature
     before = counts()
     for url in (forged, payload_swapped, "/ack/not-a-token"):
         assert client.get(url).status_code == 400
@@ -109,14 +117,26 @@ def test_a_post_records_the_agreement_by_email_link_with_history_and_tells_the_r
     again = dict(FORM, status="completed", feedback="")
     assert client.post(url, data=again, follow_redirects=False).status_code == 303
     with session_scope() as s:
-        agreement = s.exec(select(Agreement).where(Agreement.customer_id == world.ids["acme"],
-                                                   Agreement.release_id == world.ids["r316"])).one()
-        assert (agreement.status, agreement.target_version, agreement.channel) == ("completed", "3.18", "email-link")
+        agreement = s.exec(
+            select(Agreement).where(
+                Agreement.customer_id == world.ids["acme"], Agreement.release_id == world.ids["r316"]
+            )
+        ).one()
+        assert (agreement.status, agreement.target_version, agreement.channel) == (
+            "completed",
+            "3.18",
+            "email-link",
+        )
         assert agreement.by == "Ann <ann@acme.example>"
-        history = s.exec(select(AgreementChange).where(AgreementChange.agreement_id == agreement.id)
-                         .order_by(AgreementChange.id)).all()
+        history = s.exec(
+            select(AgreementChange)
+            .where(AgreementChange.agreement_id == agreement.id)
+            .order_by(AgreementChange.id)
+        ).all()
         assert [(h.status, h.channel, h.feedback) for h in history] == [
-            ("planned", "email-link", "Please give six months."), ("completed", "email-link", None)]
+            ("planned", "email-link", "Please give six months."),
+            ("completed", "email-link", None),
+        ]
         rep_notices = s.exec(select(Notice).where(Notice.kind == "agreement", Notice.audience == "rep")).all()
         assert len(rep_notices) == 2
     shown = client.get(f"{url}?saved=1")

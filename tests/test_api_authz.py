@@ -26,8 +26,15 @@ ROLES = ("pm", "rep", "other_rep", "customer", "foreign", "none", "revoked")
 
 
 def expect(pm: int, rep: int, other_rep: int, customer: int, foreign: int) -> dict[str, int]:
-    return {"pm": pm, "rep": rep, "other_rep": other_rep, "customer": customer, "foreign": foreign,
-            "none": 401, "revoked": 401}
+    return {
+        "pm": pm,
+        "rep": rep,
+        "other_rep": other_rep,
+        "customer": customer,
+        "foreign": foreign,
+        "none": 401,
+        "revoked": 401,
+    }
 
 
 EVERYONE = expect(200, 200, 200, 200, 200)
@@ -45,8 +52,9 @@ def _day(w, days: int) -> str:
 def _remove_deployment(w) -> tuple[str, None]:
     """Each call removes a deployment that exists, so every role meets the same state."""
     with session_scope() as s:
-        registry.add_deployment(s, customer="acme", product="acp", version="3.18", cores=8,
-                                at=dt.datetime.now(dt.UTC))
+        registry.add_deployment(
+            s, customer="acme", product="acp", version="3.18", cores=8, at=dt.datetime.now(dt.UTC)
+        )
     return "/api/customers/acme/deployments/acp/3.18", None
 
 
@@ -54,9 +62,13 @@ def _held_change(w) -> tuple[str, None]:
     """Each call makes a new change on hold, so every role meets one it could undo."""
     now = dt.datetime.now(dt.UTC)
     with session_scope() as s:
-        change = registry.begin_change(s, action="move", summary="test", at=now, hold=dt.timedelta(minutes=10))
+        change = registry.begin_change(
+            s, action="move", summary="test", at=now, hold=dt.timedelta(minutes=10)
+        )
         m = s.get(Milestone, w.ids["m_318"])
-        registry.move_milestone(s, m, date=m.date + dt.timedelta(days=1), reason="test", at=now, change=change)
+        registry.move_milestone(
+            s, m, date=m.date + dt.timedelta(days=1), reason="test", at=now, change=change
+        )
         change_id = change.id
     return f"/api/changes/{change_id}/undo", None
 
@@ -74,13 +86,29 @@ def _escalation(w) -> int:
         found = s.exec(select(Escalation)).first()
         if found is None:
             now = dt.datetime.now(dt.UTC)
-            notice = Notice(key="escalation:authz", customer_id=w.ids["acme"], milestone_id=w.ids["m_red"],
-                            release_id=w.ids["r314"], kind="escalation", audience="rep", slot="1m", due_at=now,
-                            status="sent", created_at=now)
+            notice = Notice(
+                key="escalation:authz",
+                customer_id=w.ids["acme"],
+                milestone_id=w.ids["m_red"],
+                release_id=w.ids["r314"],
+                kind="escalation",
+                audience="rep",
+                slot="1m",
+                due_at=now,
+                status="sent",
+                created_at=now,
+            )
             s.add(notice)
             s.flush()
-            found = Escalation(notice_id=notice.id, customer_id=w.ids["acme"], milestone_id=w.ids["m_red"],
-                               release_id=w.ids["r314"], owner=webworld.ALICE, created_at=now, updated_at=now)
+            found = Escalation(
+                notice_id=notice.id,
+                customer_id=w.ids["acme"],
+                milestone_id=w.ids["m_red"],
+                release_id=w.ids["r314"],
+                owner=webworld.ALICE,
+                created_at=now,
+                updated_at=now,
+            )
             s.add(found)
             s.flush()
         return found.id
@@ -92,8 +120,9 @@ def _channel(w) -> int:
 
     with session_scope() as s:
         acme = s.exec(select(Customer).where(Customer.key == "acme")).one()
-        row, _ = subscriptions.add(s, customer=acme, kind="teams", url="http://127.0.0.1:9/refused",
-                                   at=dt.datetime.now(dt.UTC))
+        row, _ = subscriptions.add(
+            s, customer=acme, kind="teams", url="http://127.0.0.1:9/refused", at=dt.datetime.now(dt.UTC)
+        )
         return row.id
 
 
@@ -104,59 +133,118 @@ ROUTES = {
     ("POST", "/api/products"): (pm_only(201), lambda w: ("/api/products", {"slug": "new", "name": "New"})),
     ("GET", "/api/products/{slug}"): (EVERYONE, lambda w: ("/api/products/acp", None)),
     ("POST", "/api/products/{slug}/releases"): (
-        pm_only(201), lambda w: ("/api/products/acp/releases", {"version": "3.20", "upgrade_to": "3.18"})),
+        pm_only(201),
+        lambda w: ("/api/products/acp/releases", {"version": "3.20", "upgrade_to": "3.18"}),
+    ),
     ("GET", "/api/milestones"): (EVERYONE, lambda w: ("/api/milestones", None)),
-    ("POST", "/api/milestones"): (pm_only(201), lambda w: ("/api/milestones", {
-        "product": "acp", "version": "3.18", "kind": "end-of-sale", "date": _day(w, 500)})),
-    ("POST", "/api/milestones/{milestone_id}/move"): (pm_only(200), lambda w: (
-        f"/api/milestones/{w.ids['m_318']}/move", {"date": _day(w, 950), "reason": "later"})),
-    ("POST", "/api/milestones/{milestone_id}/withdraw"): (pm_only(200), lambda w: (
-        f"/api/milestones/{w.ids['m_mesh']}/withdraw", {"reason": "not happening"})),
-    ("POST", "/api/import"): (pm_only(200), lambda w: (
-        "/api/import", {"products": [{"slug": "acp", "name": "Alauda Container Platform"}]})),
+    ("POST", "/api/milestones"): (
+        pm_only(201),
+        lambda w: (
+            "/api/milestones",
+            {"product": "acp", "version": "3.18", "kind": "end-of-sale", "date": _day(w, 500)},
+        ),
+    ),
+    ("POST", "/api/milestones/{milestone_id}/move"): (
+        pm_only(200),
+        lambda w: (f"/api/milestones/{w.ids['m_318']}/move", {"date": _day(w, 950), "reason": "later"}),
+    ),
+    ("POST", "/api/milestones/{milestone_id}/withdraw"): (
+        pm_only(200),
+        lambda w: (f"/api/milestones/{w.ids['m_mesh']}/withdraw", {"reason": "not happening"}),
+    ),
+    ("POST", "/api/import"): (
+        pm_only(200),
+        lambda w: ("/api/import", {"products": [{"slug": "acp", "name": "Alauda Container Platform"}]}),
+    ),
     ("GET", "/api/changes"): (pm_only(200), lambda w: ("/api/changes", None)),
     ("POST", "/api/changes/{change_id}/undo"): (pm_only(200), _held_change),
     ("GET", "/api/customers"): (EVERYONE, lambda w: ("/api/customers", None)),
     ("GET", "/api/customers/{key}"): (ACME_READ, lambda w: ("/api/customers/acme", None)),
-    ("GET", "/api/customers/{key}/deployments"): (ACME_READ, lambda w: ("/api/customers/acme/deployments", None)),
-    ("POST", "/api/customers/{key}/deployments"): (expect(201, 201, 404, 403, 403), lambda w: (
-        "/api/customers/acme/deployments", {"product": "acp", "version": "3.18", "cores": 8})),
+    ("GET", "/api/customers/{key}/deployments"): (
+        ACME_READ,
+        lambda w: ("/api/customers/acme/deployments", None),
+    ),
+    ("POST", "/api/customers/{key}/deployments"): (
+        expect(201, 201, 404, 403, 403),
+        lambda w: ("/api/customers/acme/deployments", {"product": "acp", "version": "3.18", "cores": 8}),
+    ),
     ("DELETE", "/api/customers/{key}/deployments/{product}/{version}"): (
-        expect(200, 200, 404, 403, 403), _remove_deployment),
-    ("GET", "/api/customers/{key}/agreements"): (ACME_READ, lambda w: ("/api/customers/acme/agreements", None)),
-    ("POST", "/api/customers/{key}/agreements"): (expect(201, 201, 404, 201, 404), lambda w: (
-        "/api/customers/acme/agreements", {"product": "acp", "version": "3.16", "status": "acknowledged"})),
+        expect(200, 200, 404, 403, 403),
+        _remove_deployment,
+    ),
+    ("GET", "/api/customers/{key}/agreements"): (
+        ACME_READ,
+        lambda w: ("/api/customers/acme/agreements", None),
+    ),
+    ("POST", "/api/customers/{key}/agreements"): (
+        expect(201, 201, 404, 201, 404),
+        lambda w: (
+            "/api/customers/acme/agreements",
+            {"product": "acp", "version": "3.16", "status": "acknowledged"},
+        ),
+    ),
     ("GET", "/api/customers/{key}/inbox"): (ACME_READ, lambda w: ("/api/customers/acme/inbox", None)),
-    ("GET", "/api/customers/{key}/inbox/{message_id}"): (ACME_READ, lambda w: (
-        f"/api/customers/acme/inbox/{w.ids['msg_acme']}", None)),
-    ("POST", "/api/customers/{key}/inbox/{message_id}/read"): (expect(403, 403, 403, 200, 404), lambda w: (
-        f"/api/customers/acme/inbox/{w.ids['msg_acme']}/read", None)),
+    ("GET", "/api/customers/{key}/inbox/{message_id}"): (
+        ACME_READ,
+        lambda w: (f"/api/customers/acme/inbox/{w.ids['msg_acme']}", None),
+    ),
+    ("POST", "/api/customers/{key}/inbox/{message_id}/read"): (
+        expect(403, 403, 403, 200, 404),
+        lambda w: (f"/api/customers/acme/inbox/{w.ids['msg_acme']}/read", None),
+    ),
     ("GET", "/api/customers/{key}/calendar"): (ACME_READ, lambda w: ("/api/customers/acme/calendar", None)),
-    ("GET", "/api/reports/agreements"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/reports/agreements", None)),
+    ("GET", "/api/reports/agreements"): (
+        expect(200, 200, 200, 403, 403),
+        lambda w: ("/api/reports/agreements", None),
+    ),
     ("GET", "/api/reports/compliance"): (pm_only(200), lambda w: ("/api/reports/compliance", None)),
-    ("POST", "/api/customers/{key}/inbox/read-all"): (expect(403, 403, 403, 200, 404), lambda w: (
-        "/api/customers/acme/inbox/read-all", None)),
-    ("POST", "/api/customers/{key}/calendar/rotate"): (ACME_READ, lambda w: ("/api/customers/acme/calendar/rotate",
-                                                                            None)),
+    ("POST", "/api/customers/{key}/inbox/read-all"): (
+        expect(403, 403, 403, 200, 404),
+        lambda w: ("/api/customers/acme/inbox/read-all", None),
+    ),
+    ("POST", "/api/customers/{key}/calendar/rotate"): (
+        ACME_READ,
+        lambda w: ("/api/customers/acme/calendar/rotate", None),
+    ),
     ("GET", "/api/customers/{key}/contacts"): (ACME_READ, lambda w: ("/api/customers/acme/contacts", None)),
-    ("POST", "/api/customers/{key}/contacts"): (expect(201, 201, 404, 403, 403), lambda w: (
-        "/api/customers/acme/contacts", {"email": "new@acme.example"})),
-    ("DELETE", "/api/customers/{key}/contacts/{email}"): (expect(200, 200, 404, 403, 403), _contact_to_remove),
+    ("POST", "/api/customers/{key}/contacts"): (
+        expect(201, 201, 404, 403, 403),
+        lambda w: ("/api/customers/acme/contacts", {"email": "new@acme.example"}),
+    ),
+    ("DELETE", "/api/customers/{key}/contacts/{email}"): (
+        expect(200, 200, 404, 403, 403),
+        _contact_to_remove,
+    ),
     ("GET", "/api/customers/{key}/channels"): (ACME_READ, lambda w: ("/api/customers/acme/channels", None)),
-    ("POST", "/api/customers/{key}/channels"): (expect(201, 201, 404, 201, 404), lambda w: (
-        "/api/customers/acme/channels", {"kind": "slack", "url": "https://hooks.slack.example/T/B/x"})),
-    ("POST", "/api/customers/{key}/channels/{channel_id}/test"): (expect(200, 200, 404, 200, 404), lambda w: (
-        f"/api/customers/acme/channels/{_channel(w)}/test", None)),
-    ("DELETE", "/api/customers/{key}/channels/{channel_id}"): (expect(200, 200, 404, 200, 404), lambda w: (
-        f"/api/customers/acme/channels/{_channel(w)}", None)),
+    ("POST", "/api/customers/{key}/channels"): (
+        expect(201, 201, 404, 201, 404),
+        lambda w: (
+            "/api/customers/acme/channels",
+            {"kind": "slack", "url": "https://hooks.slack.example/T/B/x"},
+        ),
+    ),
+    ("POST", "/api/customers/{key}/channels/{channel_id}/test"): (
+        expect(200, 200, 404, 200, 404),
+        lambda w: (f"/api/customers/acme/channels/{_channel(w)}/test", None),
+    ),
+    ("DELETE", "/api/customers/{key}/channels/{channel_id}"): (
+        expect(200, 200, 404, 200, 404),
+        lambda w: (f"/api/customers/acme/channels/{_channel(w)}", None),
+    ),
     ("GET", "/api/escalations"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/escalations", None)),
-    ("GET", "/api/escalations/{escalation_id}"): (expect(200, 200, 404, 403, 403), lambda w: (
-        f"/api/escalations/{_escalation(w)}", None)),
-    ("PATCH", "/api/escalations/{escalation_id}"): (expect(200, 200, 404, 403, 403), lambda w: (
-        f"/api/escalations/{_escalation(w)}", {"note": "called them"})),
+    ("GET", "/api/escalations/{escalation_id}"): (
+        expect(200, 200, 404, 403, 403),
+        lambda w: (f"/api/escalations/{_escalation(w)}", None),
+    ),
+    ("PATCH", "/api/escalations/{escalation_id}"): (
+        expect(200, 200, 404, 403, 403),
+        lambda w: (f"/api/escalations/{_escalation(w)}", {"note": "called them"}),
+    ),
     ("GET", "/api/reps"): (expect(200, 200, 200, 403, 403), lambda w: ("/api/reps", None)),
-    ("PUT", "/api/reps/{email}"): (expect(200, 200, 404, 403, 403), lambda w: (
-        f"/api/reps/{webworld.ALICE}", {"name": "Alice"})),
+    ("PUT", "/api/reps/{email}"): (
+        expect(200, 200, 404, 403, 403),
+        lambda w: (f"/api/reps/{webworld.ALICE}", {"name": "Alice"}),
+    ),
 }
 
 
@@ -195,8 +283,10 @@ def test_every_api_route_answers_every_role_as_expected(db, monkeypatch):
             url, body = build(world)
             response = client.request(method, url, json=body, headers=world.auth(role))
             if response.status_code != expected[role]:
-                wrong.append(f"{method} {template} as {role}: {response.status_code} (expected {expected[role]}) "
-                             f"{response.text[:160]}")
+                wrong.append(
+                    f"{method} {template} as {role}: {response.status_code} (expected {expected[role]}) "
+                    f"{response.text[:160]}"
+                )
     assert not wrong, "\n".join(wrong)
 
 
@@ -208,8 +298,9 @@ def test_ids_of_another_customers_messages_do_not_leak_through_ones_own_scope(sq
     response = client.get(f"/api/customers/{own}/inbox/{world.ids['msg_acme']}", headers=world.auth(role))
     assert response.status_code == 404
     missing = client.get(f"/api/customers/{own}/inbox/999999", headers=world.auth(role))
-    assert missing.status_code == 404 and missing.json()["detail"].replace("999999", "X") == \
-        response.json()["detail"].replace(str(world.ids["msg_acme"]), "X")
+    assert missing.status_code == 404 and missing.json()["detail"].replace("999999", "X") == response.json()[
+        "detail"
+    ].replace(str(world.ids["msg_acme"]), "X")
     unknown_customer = client.get("/api/customers/no-such-customer", headers=world.auth(role))
     other_customer = client.get("/api/customers/acme", headers=world.auth(role))
     assert unknown_customer.status_code == other_customer.status_code == 404

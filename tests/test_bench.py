@@ -60,8 +60,9 @@ def test_the_fleet_has_the_size_asked_for_and_is_the_same_every_time(sqlite_db):
     engine.dispose()
     assert min(dates) < str(fleet.AT.date()) < max(dates), "some milestones are past, most to come"
     assert zones > 10 and pending == size.milestones
-    assert fleet.size_for(1.0) == fleet.FleetSize(customers=20_000, products=100, releases=2_000,
-                                                  milestones=8_000, deployments=100_000)
+    assert fleet.size_for(1.0) == fleet.FleetSize(
+        customers=20_000, products=100, releases=2_000, milestones=8_000, deployments=100_000
+    )
 
 
 def test_the_bench_measures_sqlite_in_child_processes_and_writes_its_results(tmp_path):
@@ -87,8 +88,18 @@ def test_the_import_bench_file_is_a_registry_file_the_strict_reader_takes(tmp_pa
 def _fake_result() -> dict:
     rows = dict.fromkeys(import_bench_tables(), 1)
     timing = {"seconds": 1.0, "rows_per_s": 9.0, "peak_rss_mb": 1.0, "cpu_seconds": 1.0}
-    return {"scale": SCALE, "file_mb": 1.0, "total_rows": 9, "rows": rows, "import": timing, "floor": timing,
-            "reimport": timing, "ratio": 1.0, "cpu_ratio": 1.0, "parse": {"strict_s": 1.0, "csafeloader_s": 1.0}}
+    return {
+        "scale": SCALE,
+        "file_mb": 1.0,
+        "total_rows": 9,
+        "rows": rows,
+        "import": timing,
+        "floor": timing,
+        "reimport": timing,
+        "ratio": 1.0,
+        "cpu_ratio": 1.0,
+        "parse": {"strict_s": 1.0, "csafeloader_s": 1.0},
+    }
 
 
 def import_bench_tables() -> tuple[str, ...]:
@@ -111,8 +122,9 @@ def _bench_schemas() -> set[str]:
     admin = sa.create_engine(bench.PG_ADMIN_URL)
     with admin.connect() as conn:
         # This process's schemas only: other benches on the same server come and go meanwhile.
-        names = conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE nspname LIKE %(p)s",
-                                     {"p": f"lc_bench_{os.getpid()}_%"}).scalars()
+        names = conn.exec_driver_sql(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %(p)s", {"p": f"lc_bench_{os.getpid()}_%"}
+        ).scalars()
         result = set(names)
     admin.dispose()
     return result
@@ -124,7 +136,9 @@ def _bench_schemas() -> set[str]:
 def test_the_delivery_bench_measures_file_and_sendgrid_against_their_floors_and_the_embedded_worker():
     from bench import delivery as bench_delivery
 
-    report = bench_delivery.run((0.002,), ("file", "sendgrid", "worker"), worker_customers=(30,), log=lambda _: None)
+    report = bench_delivery.run(
+        (0.002,), ("file", "sendgrid", "worker"), worker_customers=(30,), log=lambda _: None
+    )
     for name in ("file", "sendgrid"):
         d = report[name]["0.002"]
         assert d["run"]["deliveries"] > 0 and d["run"]["emails"] > 0 and d["run"]["failed"] == 0
@@ -148,8 +162,9 @@ def test_the_delivery_bench_scales_out_celery_workers_on_postgresql_and_redis(re
     before = _bench_schemas()
     url = redis_db.connection_pool.connection_kwargs
     redis_url = f"redis://{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 0)}"
-    report = bench_delivery.run((), ("celery",), celery_customers=40, celery_processes=(1, 2),
-                                redis_url=redis_url, log=lambda _: None)
+    report = bench_delivery.run(
+        (), ("celery",), celery_customers=40, celery_processes=(1, 2), redis_url=redis_url, log=lambda _: None
+    )
     for p in ("1", "2"):
         d = report["celery"][p]
         assert d["deliveries"] >= 80 and d["duplicates"] == 0 and d["speedup"] > 0  # email + portal each

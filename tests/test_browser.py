@@ -37,8 +37,14 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -55,8 +61,9 @@ def live(sqlite_db, monkeypatch):
     monkeypatch.setenv("LIFECYCLE_BASE_URL", base)
     reset_settings()
     world = webworld.build()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -91,8 +98,14 @@ CSP_VIOLATIONS: list[str] = []  # console errors of every page the story opens
 
 def watched(ctx):
     """A browser context whose Content-Security-Policy violations are collected."""
-    ctx.on("console", lambda msg: CSP_VIOLATIONS.append(f"{msg.location.get('url')}: {msg.text}")
-           if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    ctx.on(
+        "console",
+        lambda msg: (
+            CSP_VIOLATIONS.append(f"{msg.location.get('url')}: {msg.text}")
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
     return ctx
 
 
@@ -116,7 +129,9 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     page = log_in(browser, base, world.secrets["customer"])
     assert page.url == f"{base}/portal"
     # The stylesheet passes the page's Content-Security-Policy (by nonce): the header is styled.
-    assert page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor") == "rgb(16, 42, 67)"
+    assert (
+        page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor") == "rgb(16, 42, 67)"
+    )
     shot(page, "01-portal")
     assert page.inner_text("#unread-count") == "2"
     page.click("text=ACP 3.14 end of life in 20 days")
@@ -138,8 +153,13 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     page.wait_for_load_state()
     assert "Your upgrade plan for Alauda Container Platform 3.14 is saved" in page.inner_text("main")
     shot(page, "03-portal-agreed")
-    phone = watched(browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                storage_state=page.context.storage_state()))
+    phone = watched(
+        browser.new_context(
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            storage_state=page.context.storage_state(),
+        )
+    )
     phone_page = phone.new_page()
     phone_page.goto(f"{base}/portal")
     shot(phone_page, "04-portal-phone")
@@ -171,8 +191,10 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     with page.expect_download() as download:
         page.click("#csv")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8-sig"))))
-    assert {(r["version"], r["agreement"], r["risk"]) for r in rows} == {("3.14", "planned", "green"),
-                                                                       ("3.16", "none", "amber")}
+    assert {(r["version"], r["agreement"], r["risk"]) for r in rows} == {
+        ("3.14", "planned", "green"),
+        ("3.16", "none", "amber"),
+    }
     page.select_option("select[name=risk]", "amber")
     page.click("form.filters button[type=submit]")
     page.wait_for_load_state()
@@ -197,7 +219,8 @@ def test_customer_rep_and_pm_do_their_jobs_in_a_browser(live, browser):
     assert "Extended at customers' request" in page.inner_text("#milestones")
     withdraw = page.locator("#withdraw form")
     withdraw.locator("select[name=milestone]").select_option(
-        label=f"Service Mesh (all versions) · end of sale · {(world.today + dt.timedelta(days=400)).isoformat()}")
+        label=f"Service Mesh (all versions) · end of sale · {(world.today + dt.timedelta(days=400)).isoformat()}"
+    )
     withdraw.locator("input[name=reason]").fill("Sold on after all")
     withdraw.locator("button[type=submit]").click()
     page.wait_for_load_state()
@@ -218,17 +241,29 @@ def test_anyone_opens_a_product_page_from_its_calendar_events_in_a_browser(live,
     page = ctx.new_page()
     feed = page.request.get(f"{base}/calendars/products/acp.ics")
     assert feed.ok
-    [url] = {line.split(":", 1)[1] for line in feed.text().replace("\r\n ", "").split("\r\n")
-             if line.startswith("URL:")}
+    [url] = {
+        line.split(":", 1)[1]
+        for line in feed.text().replace("\r\n ", "").split("\r\n")
+        if line.startswith("URL:")
+    }
     assert url == f"{base}/products/acp"
     page.goto(url)
     assert page.url == url and page.inner_text("h1") == "Alauda Container Platform"
     cards = page.locator("section.release")
-    assert [cards.nth(i).get_attribute("data-version") for i in range(cards.count())] == ["3.18", "3.16", "3.14"]
+    assert [cards.nth(i).get_attribute("data-version") for i in range(cards.count())] == [
+        "3.18",
+        "3.16",
+        "3.14",
+    ]
     row = page.locator(f"#release-{world.ids['r314']} tr[data-kind=end-of-life]")
-    assert row.get_attribute("data-status") == "planned" and (world.today + dt.timedelta(days=20)).isoformat() in \
-        row.inner_text()
-    assert page.get_attribute("#subscribe", "href") == f"webcal://{base.split('://', 1)[1]}/calendars/products/acp.ics"
+    assert (
+        row.get_attribute("data-status") == "planned"
+        and (world.today + dt.timedelta(days=20)).isoformat() in row.inner_text()
+    )
+    assert (
+        page.get_attribute("#subscribe", "href")
+        == f"webcal://{base.split('://', 1)[1]}/calendars/products/acp.ics"
+    )
     shot(page, "13-product-page")
     ctx.close()
 
@@ -239,8 +274,9 @@ def _mail_and_inbox(outbox: Path) -> tuple[list[str], int]:
     return sorted(p.name for p in outbox.rglob("*.eml")), inbox
 
 
-def test_a_pm_previews_confirms_and_undoes_a_short_notice_milestone_and_nobody_hears_of_it(live, browser,
-                                                                                          monkeypatch):
+def test_a_pm_previews_confirms_and_undoes_a_short_notice_milestone_and_nobody_hears_of_it(
+    live, browser, monkeypatch
+):
     base, world = live
     monkeypatch.setenv("LIFECYCLE_CHANGE_HOLD", "10m")
     reset_settings()
@@ -250,8 +286,14 @@ def test_a_pm_previews_confirms_and_undoes_a_short_notice_milestone_and_nobody_h
     same_day = (world.today + 900 * day).isoformat()
     with session_scope() as s:  # 3.18 ends three phases on one day: the timeline stacks them
         for kind in ("end-of-full-support", "end-of-maintenance"):
-            registry.add_milestone(s, product="acp", version="3.18", kind=kind, date=world.today + 900 * day,
-                                   at=dt.datetime.now(dt.UTC) - day)
+            registry.add_milestone(
+                s,
+                product="acp",
+                version="3.18",
+                kind=kind,
+                date=world.today + 900 * day,
+                at=dt.datetime.now(dt.UTC) - day,
+            )
     tick(dt.datetime.now(dt.UTC))  # what was due anyway goes first: what follows is the PM's change alone
     before = _mail_and_inbox(outbox)
 
@@ -308,8 +350,14 @@ def test_a_pm_previews_confirms_and_undoes_a_short_notice_milestone_and_nobody_h
     tick(hold_until + minute)  # past the hold: nothing was left to send
     assert _mail_and_inbox(outbox) == before
     with session_scope() as s:
-        assert s.exec(select(Milestone).where(Milestone.kind == "end-of-maintenance",
-                                              Milestone.release_id == world.ids["r316"])).first() is None
+        assert (
+            s.exec(
+                select(Milestone).where(
+                    Milestone.kind == "end-of-maintenance", Milestone.release_id == world.ids["r316"]
+                )
+            ).first()
+            is None
+        )
 
     # The same change, left to stand: held first, then every affected customer is told.
     page.goto(f"{base}/registry")
@@ -328,8 +376,9 @@ def test_a_pm_previews_confirms_and_undoes_a_short_notice_milestone_and_nobody_h
     assert inbox == before[1] + 2  # acme and globex, in their portal inboxes
     assert len(new_mail) == 1 and "ops@acme.example" in new_mail[0].read_text()  # globex has no email contact
     with session_scope() as s:
-        told = s.exec(select(Notice.customer_id).where(Notice.milestone_id == milestone_id,
-                                                       Notice.status == "sent")).all()
+        told = s.exec(
+            select(Notice.customer_id).where(Notice.milestone_id == milestone_id, Notice.status == "sent")
+        ).all()
     assert sorted(told) == sorted([world.ids["acme"], world.ids["globex"]])
 
     # The compliance page shows it, with a drill-down to the customers.
@@ -353,9 +402,20 @@ def test_a_plan_with_feedback_reaches_the_rep_and_resolves_the_escalation_in_a_b
     feedback = "Three months is tight for a bank; we need six."
     now = dt.datetime.now(dt.UTC)
     with session_scope() as s:  # acme's 3.14 ends in 20 days without an agreement: escalated to Alice
-        s.add(Notice(key="escalation:browser", customer_id=world.ids["acme"], milestone_id=world.ids["m_red"],
-                     release_id=world.ids["r314"], kind="escalation", audience="rep", slot="1m", due_at=now,
-                     status="sent", created_at=now))
+        s.add(
+            Notice(
+                key="escalation:browser",
+                customer_id=world.ids["acme"],
+                milestone_id=world.ids["m_red"],
+                release_id=world.ids["r314"],
+                kind="escalation",
+                audience="rep",
+                slot="1m",
+                due_at=now,
+                status="sent",
+                created_at=now,
+            )
+        )
         escalations.sync(s, now)
     CSP_VIOLATIONS.clear()
 
@@ -379,7 +439,8 @@ def test_a_plan_with_feedback_reaches_the_rep_and_resolves_the_escalation_in_a_b
     form = page.locator(f"#release-{world.ids['r314']} form.agreement-form")
     assert form.locator("select[name=target] option").all_inner_texts()[1:] == [
         f"3.18 (recommended) · supported until {(world.today + dt.timedelta(days=900)).isoformat()}",
-        f"3.16 · supported until {(world.today + dt.timedelta(days=300)).isoformat()}"]
+        f"3.16 · supported until {(world.today + dt.timedelta(days=300)).isoformat()}",
+    ]
     form.locator("select[name=status]").select_option("planned")
     form.locator("select[name=target]").select_option("3.18")
     form.locator("input[name=planned_date]").fill(planned)
@@ -406,7 +467,11 @@ def test_a_plan_with_feedback_reaches_the_rep_and_resolves_the_escalation_in_a_b
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8-sig"))))
     [r314] = [r for r in rows if r["version"] == "3.14"]
     assert (r314["feedback"], r314["planned_date"], r314["target"], r314["by"]) == (
-        feedback, planned, "3.18", "Ann Operator")
+        feedback,
+        planned,
+        "3.18",
+        "Ann Operator",
+    )
     assert r314["escalation_state"] == "resolved" and r314["risk"] == "green"
     row.locator("a").first.click()
     rep.wait_for_load_state()

@@ -35,9 +35,17 @@ def _second_file(data: dict) -> dict:
     acp, amp, asm = data["products"]
     acp["name"] = "Alauda Container Platform (ACP)"  # product renamed
     acp["releases"][2]["upgrade_to"] = "3.16"  # release updated (a silly target, still a release of it)
-    acp["releases"][1]["milestones"]["end-of-life"] = {"date": dt.date(2027, 10, 31), "reason": "extended"}  # move
-    acp["releases"].append({"version": "4.2", "released": dt.date(2026, 6, 1),
-                            "milestones": {"end-of-sale": True, "end-of-life": dt.date(2030, 6, 30)}})  # new, ended
+    acp["releases"][1]["milestones"]["end-of-life"] = {
+        "date": dt.date(2027, 10, 31),
+        "reason": "extended",
+    }  # move
+    acp["releases"].append(
+        {
+            "version": "4.2",
+            "released": dt.date(2026, 6, 1),
+            "milestones": {"end-of-sale": True, "end-of-life": dt.date(2030, 6, 30)},
+        }
+    )  # new, ended
     amp["missing_milestones"] = "withdraw"
     del amp["releases"][1]["milestones"]["end-of-full-support"]  # withdrawn: not in the file
     asm["releases"][1]["milestones"]["end-of-sale"] = dt.date(2027, 3, 31)  # new
@@ -50,10 +58,20 @@ def _second_file(data: dict) -> dict:
     globex["deployments"].append({"product": "acp", "version": "3.14"})  # a release already ended: a warning
     initech["deployments"].append({"product": "acp", "version": "4.2", "cores": 8})  # ended without a date
     umbrella["contacts"] = [{"email": "INFRA@umbrella.example", "name": "Infra"}]  # same address, other case
-    hooli["deployments"] = [{"product": "asm", "version": "1.4", "cores": 192}, {"product": "acp", "version": "4.0"}]
-    data["customers"].append({"key": "newco", "name": "NewCo", "timezone": "UTC", "account_rep": "rep@vendor.example",
-                              "contacts": [{"email": "a@newco.example"}, {"email": "b@newco.example", "name": "B"}],
-                              "deployments": [{"product": "acp", "version": "4.0", "cores": 4}]})
+    hooli["deployments"] = [
+        {"product": "asm", "version": "1.4", "cores": 192},
+        {"product": "acp", "version": "4.0"},
+    ]
+    data["customers"].append(
+        {
+            "key": "newco",
+            "name": "NewCo",
+            "timezone": "UTC",
+            "account_rep": "rep@vendor.example",
+            "contacts": [{"email": "a@newco.example"}, {"email": "b@newco.example", "name": "B"}],
+            "deployments": [{"product": "acp", "version": "4.0", "cores": 4}],
+        }
+    )
     return data
 
 
@@ -61,7 +79,9 @@ def _third_file(data: dict) -> dict:
     """A withdrawn milestone given back with a reason: reinstated."""
     data = copy.deepcopy(data)
     data["products"][1]["releases"][1]["milestones"]["end-of-full-support"] = {
-        "date": dt.date(2027, 8, 31), "reason": "back after all"}
+        "date": dt.date(2027, 8, 31),
+        "reason": "back after all",
+    }
     return data
 
 
@@ -80,26 +100,58 @@ def _story(writer: str, url: str) -> list[dict]:
         registry.remove_deployment(s, customer="hooli", product="acp", version="4.0", at=AT)  # re-added later
         umbrella = registry.get_customer(s, "umbrella")
         contact = registry.contact_rows(s, umbrella)[0]
-        s.execute(sa.text("UPDATE contact SET undeliverable = :t, undeliverable_reason = 'bounced' "
-                          "WHERE email = :e"), {"t": True, "e": contact["email"]})  # stays flagged
+        s.execute(
+            sa.text(
+                "UPDATE contact SET undeliverable = :t, undeliverable_reason = 'bounced' WHERE email = :e"
+            ),
+            {"t": True, "e": contact["email"]},
+        )  # stays flagged
         scheduler.plan(s, AT)
     second = _second_file(first)
     step(lambda s: importing.import_registry(s, second, at=LATER, source="b.yaml", writer=writer))
-    step(lambda s: importing.import_registry(s, second, at=LATER, source="b.yaml", writer=writer))  # no changes
-    step(lambda s: importing.import_registry(s, _third_file(second), at=LATER, source="c.yaml", writer=writer))
+    step(
+        lambda s: importing.import_registry(s, second, at=LATER, source="b.yaml", writer=writer)
+    )  # no changes
+    step(
+        lambda s: importing.import_registry(s, _third_file(second), at=LATER, source="c.yaml", writer=writer)
+    )
     kubernetes = importing.load_file(KUBERNETES)
-    step(lambda s: importing.import_endoflife(s, kubernetes, product="kubernetes", name=None, at=AT, source="k.json",
-                                              short_notice_reason="upstream", writer=writer))
+    step(
+        lambda s: importing.import_endoflife(
+            s,
+            kubernetes,
+            product="kubernetes",
+            name=None,
+            at=AT,
+            source="k.json",
+            short_notice_reason="upstream",
+            writer=writer,
+        )
+    )
     kubernetes = copy.deepcopy(kubernetes)
     removed = kubernetes["result"]["releases"].pop(5)  # removed upstream: its milestones are withdrawn
     kubernetes["result"]["releases"][0]["eolFrom"] = "2027-08-31"  # moved upstream
     kubernetes["result"]["releases"][1]["eolFrom"] = True  # ended without a date
-    step(lambda s: importing.import_endoflife(s, kubernetes, product="kubernetes", name=None, at=LATER,
-                                              source="k2.json", short_notice_reason="upstream", writer=writer))
+    step(
+        lambda s: importing.import_endoflife(
+            s,
+            kubernetes,
+            product="kubernetes",
+            name=None,
+            at=LATER,
+            source="k2.json",
+            short_notice_reason="upstream",
+            writer=writer,
+        )
+    )
     with pytest.raises(InputErrors), session_scope() as s:  # all or nothing, the same way
-        importing.import_registry(s, {"customers": [{"key": "x", "name": "X", "timezone": "Mars/Base",
-                                                     "account_rep": "r@v.example"}]},
-                                  at=LATER, source="d.yaml", writer=writer)
+        importing.import_registry(
+            s,
+            {"customers": [{"key": "x", "name": "X", "timezone": "Mars/Base", "account_rep": "r@v.example"}]},
+            at=LATER,
+            source="d.yaml",
+            writer=writer,
+        )
     assert removed["name"]
     return summaries
 
@@ -109,6 +161,7 @@ def _snapshot(url: str) -> dict[str, list]:
     engine = dbmod.get_engine(url)
     tables = {t.name: t for t in SQLModel.metadata.sorted_tables}
     with engine.connect() as conn:
+
         def rows(name):
             return [dict(r._mapping) for r in conn.execute(sa.select(tables[name]))]
 
@@ -116,21 +169,39 @@ def _snapshot(url: str) -> dict[str, list]:
     product = {r["id"]: r["slug"] for r in data["product"]}
     release = {r["id"]: (product[r["product_id"]], r["version"]) for r in data["release"]}
     customer = {r["id"]: r["key"] for r in data["customer"]}
-    milestone = {r["id"]: (product[r["product_id"]], release.get(r["release_id"]), r["kind"]) for r in data["milestone"]}
+    milestone = {
+        r["id"]: (product[r["product_id"]], release.get(r["release_id"]), r["kind"])
+        for r in data["milestone"]
+    }
     change = {r["id"]: (r["action"], r["summary"], str(r["at"])) for r in data["registrychange"]}
     contact = {r["id"]: (customer[r["customer_id"]], r["email"]) for r in data["contact"]}
     notice = {r["id"]: r["key"] for r in data.get("notice", [])}
-    natural = {"product_id": product, "release_id": release, "customer_id": customer, "milestone_id": milestone,
-               "change_id": change, "contact_id": contact, "notice_id": notice, "scope": {**release, 0: None}}
+    natural = {
+        "product_id": product,
+        "release_id": release,
+        "customer_id": customer,
+        "milestone_id": milestone,
+        "change_id": change,
+        "contact_id": contact,
+        "notice_id": notice,
+        "scope": {**release, 0: None},
+    }
     out = {}
     for name, table_rows in data.items():
         if name == "alembic_version":
             continue
         fixed = []
         for r in table_rows:
-            r = {k: natural[k].get(val, val) if k in natural and val is not None else val
-                 for k, val in r.items() if k not in ("id", "calendar_token")}
-            if name == "auditevent" and r["subject"] and (m := re.fullmatch(r"milestone (\d+)", r["subject"])):
+            r = {
+                k: natural[k].get(val, val) if k in natural and val is not None else val
+                for k, val in r.items()
+                if k not in ("id", "calendar_token")
+            }
+            if (
+                name == "auditevent"
+                and r["subject"]
+                and (m := re.fullmatch(r"milestone (\d+)", r["subject"]))
+            ):
                 r["subject"] = f"milestone {milestone[int(m.group(1))]}"
             if name == "notice":  # keys carry ids: kind:customer:milestone:slot
                 r["key"] = re.sub(r"\d+", "#", r["key"])
@@ -174,13 +245,21 @@ def test_a_bulk_import_of_many_customers_writes_in_batches_and_counts_every_row(
     monkeypatch.setattr(bulkimport, "IN_CHUNK", 5)
     data = importing.load_file(EXAMPLE)
     data["customers"] = [
-        {"key": f"c{i:03d}", "name": f"C {i}", "timezone": "UTC", "account_rep": "r@v.example",
-         "contacts": [{"email": f"ops@c{i}.example"}], "deployments": [{"product": "acp", "version": "4.0"},
-                                                                       {"product": "asm", "version": "1.6"}]}
-        for i in range(53)]
+        {
+            "key": f"c{i:03d}",
+            "name": f"C {i}",
+            "timezone": "UTC",
+            "account_rep": "r@v.example",
+            "contacts": [{"email": f"ops@c{i}.example"}],
+            "deployments": [{"product": "acp", "version": "4.0"}, {"product": "asm", "version": "1.6"}],
+        }
+        for i in range(53)
+    ]
     seen = []
     with session_scope() as s:
-        summary = importing.import_registry(s, data, at=AT, source="many.yaml", on_progress=lambda d, t: seen.append((d, t)))
+        summary = importing.import_registry(
+            s, data, at=AT, source="many.yaml", on_progress=lambda d, t: seen.append((d, t))
+        )
     assert summary.counts["customers"]["created"] == 53 and summary.counts["deployments"]["created"] == 106
     assert seen[-1][0] == seen[-1][1]
     snap = _snapshot(sqlite_db)

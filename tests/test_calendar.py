@@ -47,10 +47,23 @@ def _setup(s, product_name: str = "Alauda Container Platform") -> None:
         (None, "end-of-sale", dt.date(2028, 6, 30)),
     ]:
         registry.add_milestone(s, product="acp", version=version, kind=kind, date=date, at=AT)
-    registry.add_milestone(s, product="dbx", version="1.0", kind="end-of-life", date=dt.date(2027, 12, 31), at=AT)
-    for key, name, locale in [("acme", "ACME Bank", "en"), ("beta", "Beta 银行", "zh-CN"), ("gone", "Gone", "en")]:
-        registry.upsert_customer(s, key=key, name=name, timezone="Asia/Shanghai", locale=locale,
-                                 account_rep="rep@vendor.example", at=AT)
+    registry.add_milestone(
+        s, product="dbx", version="1.0", kind="end-of-life", date=dt.date(2027, 12, 31), at=AT
+    )
+    for key, name, locale in [
+        ("acme", "ACME Bank", "en"),
+        ("beta", "Beta 银行", "zh-CN"),
+        ("gone", "Gone", "en"),
+    ]:
+        registry.upsert_customer(
+            s,
+            key=key,
+            name=name,
+            timezone="Asia/Shanghai",
+            locale=locale,
+            account_rep="rep@vendor.example",
+            at=AT,
+        )
     registry.add_deployment(s, customer="acme", product="acp", version="3.16", at=AT)
     registry.add_deployment(s, customer="beta", product="acp", version="3.18", at=AT)
     registry.add_deployment(s, customer="gone", product="dbx", version="1.0", at=AT)
@@ -91,8 +104,9 @@ def test_the_product_feed_has_one_all_day_event_per_milestone_with_alarms_at_the
     # One DISPLAY alarm per stage, ringing at 09:00 on the stage date (relative to the all-day start).
     start = dt.datetime(2027, 9, 30)
     rings = [start + a["TRIGGER"].dt for a in ev.walk("VALARM")]
-    assert rings == [dt.datetime.combine(policy.stage_date(ev.start, st), dt.time(9))
-                     for st in get_settings().stage_list]
+    assert rings == [
+        dt.datetime.combine(policy.stage_date(ev.start, st), dt.time(9)) for st in get_settings().stage_list
+    ]
     assert rings[1] == dt.datetime(2027, 6, 30, 9)  # the contractual 3-month stage
     assert all(str(a["ACTION"]) == "DISPLAY" and str(a["DESCRIPTION"]) for a in ev.walk("VALARM"))
 
@@ -158,7 +172,10 @@ def test_a_chinese_customer_reads_the_feed_in_chinese(db):
         _setup(s)
         events = check_ics(feeds.customer_feed(s, _customer(s, "beta"), AT)).events
     summaries = sorted(str(e["SUMMARY"]) for e in events)
-    assert summaries == ["Alauda Container Platform 3.18：生命周期终止", "Alauda Container Platform：停止销售"]
+    assert summaries == [
+        "Alauda Container Platform 3.18：生命周期终止",
+        "Alauda Container Platform：停止销售",
+    ]
     assert "2029年1月31日" in str(next(e for e in events if "3.18" in str(e["SUMMARY"]))["DESCRIPTION"])
 
 
@@ -171,8 +188,13 @@ def test_moving_a_milestone_keeps_the_uid_and_raises_the_sequence(db):
         eol = _milestone(s, "3.16", "end-of-life")
         before = _events(feeds.product_feed(s, "acp", AT))[ics.uid(eol.id)]
     with session_scope() as s:
-        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
-                                reason="customer demand", at=LATER)
+        registry.move_milestone(
+            s,
+            _milestone(s, "3.16", "end-of-life"),
+            date=dt.date(2027, 12, 31),
+            reason="customer demand",
+            at=LATER,
+        )
     with session_scope() as s:
         after = _events(feeds.product_feed(s, "acp", AT))[ics.uid(eol.id)]
     assert int(after["SEQUENCE"]) == int(before["SEQUENCE"]) + 1 == 2
@@ -206,11 +228,18 @@ def test_an_unchanged_feed_is_byte_identical_at_different_wall_clock_times(db, m
     for offset in (dt.timedelta(hours=1), dt.timedelta(days=20, hours=7, seconds=13)):
         monkeypatch.setattr(time, "time", lambda offset=offset: (month_start + offset).timestamp())
         with session_scope() as s:
-            builds.append((feeds.product_feed(s, "acp", AT), feeds.customer_feed(s, _customer(s, "acme"), AT),
-                           feeds.attachment(s, [1, 2], AT, _customer(s, "acme"))))
+            builds.append(
+                (
+                    feeds.product_feed(s, "acp", AT),
+                    feeds.customer_feed(s, _customer(s, "acme"), AT),
+                    feeds.attachment(s, [1, 2], AT, _customer(s, "acme")),
+                )
+            )
     assert builds[0] == builds[1]
     with session_scope() as s:  # and twice in a row at the real time
-        assert feeds.customer_feed(s, _customer(s, "acme"), AT) == feeds.customer_feed(s, _customer(s, "acme"), AT)
+        assert feeds.customer_feed(s, _customer(s, "acme"), AT) == feeds.customer_feed(
+            s, _customer(s, "acme"), AT
+        )
 
 
 # ------------------------------------------------------------------------------------------ hostile text
@@ -219,18 +248,33 @@ def test_an_unchanged_feed_is_byte_identical_at_different_wall_clock_times(db, m
 def test_hostile_names_and_reasons_are_escaped(db):
     with session_scope() as s:
         _setup(s, product_name=HOSTILE_PRODUCT)
-        registry.upsert_customer(s, key="acme", name='ACME; "Bank", <i>x</i> 银行', timezone="Asia/Shanghai",
-                                 locale="en", account_rep="rep@vendor.example", at=AT)
-        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 10, 31),
-                                reason=HOSTILE_REASON.replace("\x07", ""), at=LATER)
+        registry.upsert_customer(
+            s,
+            key="acme",
+            name='ACME; "Bank", <i>x</i> 银行',
+            timezone="Asia/Shanghai",
+            locale="en",
+            account_rep="rep@vendor.example",
+            at=AT,
+        )
+        registry.move_milestone(
+            s,
+            _milestone(s, "3.16", "end-of-life"),
+            date=dt.date(2027, 10, 31),
+            reason=HOSTILE_REASON.replace("\x07", ""),
+            at=LATER,
+        )
         # Input validation refuses control characters now; older rows may still hold one.
         change = s.exec(select(MilestoneChange).order_by(MilestoneChange.id.desc())).first()
         change.reason = HOSTILE_REASON
         s.add(change)
     with session_scope() as s:
         eol = _milestone(s, "3.16", "end-of-life")
-        built = [feeds.product_feed(s, "acp", AT), feeds.customer_feed(s, _customer(s, "acme"), AT),
-                 feeds.attachment(s, [eol.id], AT, _customer(s, "acme"))]
+        built = [
+            feeds.product_feed(s, "acp", AT),
+            feeds.customer_feed(s, _customer(s, "acme"), AT),
+            feeds.attachment(s, [eol.id], AT, _customer(s, "acme")),
+        ]
     for data in built:
         ev = _events(data)[ics.uid(eol.id)]
         assert str(ev["SUMMARY"]) == f"{HOSTILE_PRODUCT} 3.16: end of life"
@@ -277,8 +321,13 @@ def test_exports_write_every_feed_once_and_rewrite_only_what_changed(db, tmp_pat
         _setup(s)
         first = exports.export_all(s, out, at=AT)
     names = sorted(p.relative_to(out).as_posix() for p in first)
-    assert names == ["customers/acme.ics", "customers/beta.ics", "customers/gone.ics",
-                     "products/acp.ics", "products/dbx.ics"]
+    assert names == [
+        "customers/acme.ics",
+        "customers/beta.ics",
+        "customers/gone.ics",
+        "products/acp.ics",
+        "products/dbx.ics",
+    ]
     for path in first:
         check_ics(path.read_bytes())
     with session_scope() as s:
@@ -286,8 +335,9 @@ def test_exports_write_every_feed_once_and_rewrite_only_what_changed(db, tmp_pat
         assert feeds.product_feed(s, "acp", AT) == (out / "products/acp.ics").read_bytes()
         assert exports.export_all(s, out, at=AT) == []  # nothing changed, nothing rewritten
     with session_scope() as s:
-        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
-                                reason="later", at=LATER)
+        registry.move_milestone(
+            s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31), reason="later", at=LATER
+        )
     with session_scope() as s:
         again = exports.refresh_exports(s, out, at=AT).written
     assert sorted(p.relative_to(out).as_posix() for p in again) == ["customers/acme.ics", "products/acp.ics"]
@@ -343,15 +393,23 @@ def test_the_product_feed_is_served_with_validators_and_answers_304(client):
     not_modified = client.get("/calendars/products/acp.ics", headers={"If-None-Match": etag})
     assert not_modified.status_code == 304 and not_modified.content == b""
     assert not_modified.headers["etag"] == etag
-    assert client.get("/calendars/products/acp.ics", headers={"If-None-Match": f'"x", W/{etag}'}).status_code == 304
+    assert (
+        client.get("/calendars/products/acp.ics", headers={"If-None-Match": f'"x", W/{etag}'}).status_code
+        == 304
+    )
     ims = client.get("/calendars/products/acp.ics", headers={"If-Modified-Since": r.headers["last-modified"]})
     assert ims.status_code == 304
-    assert client.get("/calendars/products/acp.ics",
-                      headers={"If-Modified-Since": "Sun, 31 May 2026 00:00:00 GMT"}).status_code == 200
+    assert (
+        client.get(
+            "/calendars/products/acp.ics", headers={"If-Modified-Since": "Sun, 31 May 2026 00:00:00 GMT"}
+        ).status_code
+        == 200
+    )
 
     with session_scope() as s:
-        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
-                                reason="later", at=LATER)
+        registry.move_milestone(
+            s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31), reason="later", at=LATER
+        )
     changed = client.get("/calendars/products/acp.ics", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     assert changed.headers["last-modified"] == "Wed, 01 Jul 2026 12:00:00 GMT"
@@ -427,7 +485,9 @@ def test_the_calendar_commands_export_print_and_revoke_feed_urls(db, cli, tmp_pa
     assert r.code == 0, r
     with session_scope() as s:
         new = _customer(s, "acme").calendar_token
-    assert new != old and links.calendar_url(new) in r.out and links.webcal_url(links.calendar_url(new)) in r.out
+    assert (
+        new != old and links.calendar_url(new) in r.out and links.webcal_url(links.calendar_url(new)) in r.out
+    )
     with TestClient(create_app()) as client:
         assert client.get(f"/calendars/customers/{old}.ics").status_code == 404
         assert client.get(f"/calendars/customers/{new}.ics").status_code == 200
@@ -441,8 +501,10 @@ def test_the_calendar_commands_export_print_and_revoke_feed_urls(db, cli, tmp_pa
 
 def _alarms_and_acks(data: bytes) -> dict[str, tuple[int, bool]]:
     """Summary -> (number of alarms, has an acknowledgement link) of each event."""
-    return {str(e["SUMMARY"]): (len(list(e.walk("VALARM"))), "/ack/" in str(e["DESCRIPTION"]))
-            for e in check_ics(data).events}
+    return {
+        str(e["SUMMARY"]): (len(list(e.walk("VALARM"))), "/ack/" in str(e["DESCRIPTION"]))
+        for e in check_ics(data).events
+    }
 
 
 def test_a_milestone_that_passed_stays_in_the_feeds_without_alarms_or_acknowledgement_link(db):
@@ -454,7 +516,10 @@ def test_a_milestone_that_passed_stays_in_the_feeds_without_alarms_or_acknowledg
         after = _alarms_and_acks(feeds.customer_feed(s, acme, after_full_support))
         public = _alarms_and_acks(feeds.product_feed(s, "acp", after_full_support))
     stages = len(get_settings().stage_list)
-    fs, eol = "Alauda Container Platform 3.16: end of full support", "Alauda Container Platform 3.16: end of life"
+    fs, eol = (
+        "Alauda Container Platform 3.16: end of full support",
+        "Alauda Container Platform 3.16: end of life",
+    )
     assert before[fs] == (stages, True) and before[eol] == (stages, True)
     assert after[fs] == (0, False) and after[eol] == (stages, True)
     assert public[fs] == (0, False)
@@ -463,7 +528,9 @@ def test_a_milestone_that_passed_stays_in_the_feeds_without_alarms_or_acknowledg
 def test_a_withdrawn_milestone_that_passed_stays_cancelled_with_its_revision_as_sequence(db):
     with session_scope() as s:
         _setup(s)
-        registry.withdraw_milestone(s, _milestone(s, "3.16", "end-of-full-support"), reason="merged", at=LATER)
+        registry.withdraw_milestone(
+            s, _milestone(s, "3.16", "end-of-full-support"), reason="merged", at=LATER
+        )
     with session_scope() as s:
         fs = _milestone(s, "3.16", "end-of-full-support")
         ev = _events(feeds.product_feed(s, "acp", utc(2028, 1, 1)))[ics.uid(fs.id)]
@@ -510,7 +577,9 @@ def _names(paths, out) -> list[str]:
     return sorted(p.relative_to(out).as_posix() for p in paths)
 
 
-def test_a_moved_milestone_re_renders_only_its_products_calendar_and_those_of_customers_who_run_it(db, tmp_path):
+def test_a_moved_milestone_re_renders_only_its_products_calendar_and_those_of_customers_who_run_it(
+    db, tmp_path
+):
     out = tmp_path / "exports"
     with session_scope() as s:
         _setup(s)
@@ -539,7 +608,9 @@ def test_a_new_deployment_re_renders_only_the_deploying_customers_calendar(db, t
     with session_scope() as s:  # the planner re-plans every milestone of 3.16 and acp's product-level one
         replanned = [m.id for m in s.exec(select(Milestone).where(Milestone.needs_plan.is_(True))).all()]
         refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=replanned)
-    assert (refresh.checked, refresh.rendered) == (3, 1) and _names(refresh.written, out) == ["customers/beta.ics"]
+    assert (refresh.checked, refresh.rendered) == (3, 1) and _names(refresh.written, out) == [
+        "customers/beta.ics"
+    ]
 
 
 def test_named_customers_and_missing_files_are_candidates_too(db, tmp_path):
@@ -548,11 +619,22 @@ def test_named_customers_and_missing_files_are_candidates_too(db, tmp_path):
         _setup(s)
         exports.export_all(s, out, at=AT)
         (out / "products/dbx.ics").unlink()
-        refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[], customer_ids=[_customer(s, "beta").id])
-    assert (refresh.checked, refresh.rendered) == (2, 1) and _names(refresh.written, out) == ["products/dbx.ics"]
+        refresh = exports.refresh_exports(
+            s, out, at=AT, milestone_ids=[], customer_ids=[_customer(s, "beta").id]
+        )
+    assert (refresh.checked, refresh.rendered) == (2, 1) and _names(refresh.written, out) == [
+        "products/dbx.ics"
+    ]
     with session_scope() as s:
-        registry.upsert_customer(s, key="newco", name="NewCo", timezone="UTC", locale="en",
-                                 account_rep="rep@vendor.example", at=LATER)
+        registry.upsert_customer(
+            s,
+            key="newco",
+            name="NewCo",
+            timezone="UTC",
+            locale="en",
+            account_rep="rep@vendor.example",
+            at=LATER,
+        )
         refresh = exports.refresh_exports(s, out, at=AT, milestone_ids=[])
     assert refresh.rendered == 1 and _names(refresh.written, out) == ["customers/newco.ics"]
     check_ics((out / "customers/newco.ics").read_bytes())
@@ -570,15 +652,21 @@ def test_a_new_utc_day_checks_every_calendar_and_renders_those_a_passed_mileston
     with session_scope() as s:
         refresh = exports.refresh_exports(s, out, at=next_day, milestone_ids=[])
         again = exports.refresh_exports(s, out, at=next_day + dt.timedelta(hours=1), milestone_ids=[])
-    assert (refresh.checked, refresh.rendered) == (5, 2) and exports.Manifest.read(out).as_of == next_day.date()
-    assert _names(refresh.written, out) == ["customers/acme.ics", "products/acp.ics"]  # 3.16 full support passed
+    assert (refresh.checked, refresh.rendered) == (5, 2) and exports.Manifest.read(
+        out
+    ).as_of == next_day.date()
+    assert _names(refresh.written, out) == [
+        "customers/acme.ics",
+        "products/acp.ics",
+    ]  # 3.16 full support passed
     fs = "Alauda Container Platform 3.16: end of full support"
     assert _alarms_and_acks((out / "customers/acme.ics").read_bytes())[fs] == (0, False)
     assert (again.checked, again.rendered) == (0, 0)
 
 
-def test_new_settings_render_every_calendar_again_and_an_export_repairs_a_file_edited_by_hand(db, tmp_path,
-                                                                                              monkeypatch):
+def test_new_settings_render_every_calendar_again_and_an_export_repairs_a_file_edited_by_hand(
+    db, tmp_path, monkeypatch
+):
     out = tmp_path / "exports"
     with session_scope() as s:
         _setup(s)
@@ -631,8 +719,13 @@ def test_a_real_tick_after_a_move_rewrites_just_the_affected_exports(db):
         _setup(s)
     ticks.prepare(AT)  # plans everything, renders every calendar once
     with session_scope() as s:
-        registry.move_milestone(s, _milestone(s, "3.16", "end-of-life"), date=dt.date(2027, 12, 31),
-                                reason="later", at=AT + dt.timedelta(hours=1))
+        registry.move_milestone(
+            s,
+            _milestone(s, "3.16", "end-of-life"),
+            date=dt.date(2027, 12, 31),
+            reason="later",
+            at=AT + dt.timedelta(hours=1),
+        )
     result = ticks.prepare(AT + dt.timedelta(hours=2))
     assert result.exports_refreshed == result.exports_rendered == 2
     assert (out / "customers/acme.ics").read_bytes().count(b"DTSTART;VALUE=DATE:20271231") == 1
@@ -651,17 +744,32 @@ def test_the_feed_validators_change_when_a_milestone_becomes_history(client, clo
     assert before.headers["last-modified"] == "Mon, 01 Jun 2026 00:00:00 GMT"
     assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
     assert after.headers["last-modified"] == "Thu, 01 Apr 2027 00:00:00 GMT"
-    assert client.get("/calendars/products/acp.ics", headers={"If-None-Match": after.headers["etag"]}).status_code == 304
-    assert client.get("/calendars/products/acp.ics",
-                      headers={"If-Modified-Since": before.headers["last-modified"]}).status_code == 200
+    assert (
+        client.get(
+            "/calendars/products/acp.ics", headers={"If-None-Match": after.headers["etag"]}
+        ).status_code
+        == 304
+    )
+    assert (
+        client.get(
+            "/calendars/products/acp.ics", headers={"If-Modified-Since": before.headers["last-modified"]}
+        ).status_code
+        == 200
+    )
 
 
-def test_a_customer_feeds_last_modified_counts_the_signing_of_this_months_acknowledgement_links(client, monkeypatch):
+def test_a_customer_feeds_last_modified_counts_the_signing_of_this_months_acknowledgement_links(
+    client, monkeypatch
+):
     with session_scope() as s:
         _setup(s)
         acme, gone = _customer(s, "acme"), _customer(s, "gone")
     monkeypatch.setattr(time, "time", lambda: utc(2026, 8, 15, 10).timestamp())
-    assert client.get(f"/calendars/customers/{acme.calendar_token}.ics").headers["last-modified"] == \
-        "Sat, 01 Aug 2026 00:00:00 GMT"
-    assert client.get(f"/calendars/customers/{gone.calendar_token}.ics").headers["last-modified"] == \
-        "Mon, 01 Jun 2026 00:00:00 GMT"  # no acknowledgement link in an empty feed
+    assert (
+        client.get(f"/calendars/customers/{acme.calendar_token}.ics").headers["last-modified"]
+        == "Sat, 01 Aug 2026 00:00:00 GMT"
+    )
+    assert (
+        client.get(f"/calendars/customers/{gone.calendar_token}.ics").headers["last-modified"]
+        == "Mon, 01 Jun 2026 00:00:00 GMT"
+    )  # no acknowledgement link in an empty feed

@@ -40,8 +40,18 @@ def _customer_file(tmp_path: Path) -> Path:
     for path in FIXTURES:
         names = [r["name"] for r in json.loads(path.read_text())["result"]["releases"]]
         deployments += [{"product": path.stem, "version": v} for v in dict.fromkeys([names[0], names[-1]])]
-    data = {"customers": [{"key": "acme", "name": "ACME Bank", "timezone": "Europe/Berlin", "locale": "en",
-                           "account_rep": "rep@vendor.example", "deployments": deployments}]}
+    data = {
+        "customers": [
+            {
+                "key": "acme",
+                "name": "ACME Bank",
+                "timezone": "Europe/Berlin",
+                "locale": "en",
+                "account_rep": "rep@vendor.example",
+                "deployments": deployments,
+            }
+        ]
+    }
     out = tmp_path / "acme.yaml"
     out.write_text(yaml.safe_dump(data))
     return out
@@ -54,8 +64,9 @@ def _is_history(event: icalendar.Event, at: dt.date) -> bool:
 
 
 @pytest.mark.slow
-def test_every_product_calendar_from_the_endoflife_fixtures_parses_with_events_and_quiet_history(sqlite_db, cli,
-                                                                                                  tmp_path):
+def test_every_product_calendar_from_the_endoflife_fixtures_parses_with_events_and_quiet_history(
+    sqlite_db, cli, tmp_path
+):
     """Imported as of 2021 (most dates ahead, some short notice), exported as of three dates: then,
     mid-2026 (the fixtures' present) and 2037 (every fixture date has passed)."""
     imported = "2021-01-01"
@@ -90,7 +101,10 @@ def _check_export(out: Path, day: dt.date) -> int:
         if not uid.startswith("milestone-") or str(event["STATUS"]) == "CANCELLED":
             assert list(event.walk("VALARM")) == [] and "/ack/" not in description
         elif _is_history(event, day):
-            assert list(event.walk("VALARM")) == [] and "/ack/" not in description, (day, str(event["SUMMARY"]))
+            assert list(event.walk("VALARM")) == [] and "/ack/" not in description, (
+                day,
+                str(event["SUMMARY"]),
+            )
         else:
             upcoming += 1
             assert list(event.walk("VALARM")) and "/ack/" in description, (day, str(event["SUMMARY"]))

@@ -21,25 +21,63 @@ BASE = "http://127.0.0.1:8000"
 K8S = Product(id=1, slug="kubernetes", name="Kubernetes", created_at=REGISTERED)
 
 
-def release(id_: int, version: str, released: dt.date | None = None, *, ended: str | None = None,
-            upgrade_to: str | None = None) -> Release:
-    return Release(id=id_, product_id=K8S.id, version=version, released=released, ended=ended,
-                   upgrade_to=upgrade_to, created_at=REGISTERED)
+def release(
+    id_: int,
+    version: str,
+    released: dt.date | None = None,
+    *,
+    ended: str | None = None,
+    upgrade_to: str | None = None,
+) -> Release:
+    return Release(
+        id=id_,
+        product_id=K8S.id,
+        version=version,
+        released=released,
+        ended=ended,
+        upgrade_to=upgrade_to,
+        created_at=REGISTERED,
+    )
 
 
-def milestone(id_: int, rel: Release | None, kind: str, date: dt.date, *, status: str = "planned",
-              revision: int = 1) -> MilestoneRow:
-    m = Milestone(id=id_, product_id=K8S.id, release_id=rel.id if rel else None, scope=rel.id if rel else 0,
-                  kind=kind, date=date, status=status, revision=revision, registered_at=REGISTERED,
-                  changed_at=REGISTERED + dt.timedelta(days=revision - 1), needs_plan=False)
-    change = MilestoneChange(milestone_id=id_, revision=revision, action="withdrawn" if status == "withdrawn"
-                             else "created", new_date=date, reason=None, at=m.changed_at)
+def milestone(
+    id_: int, rel: Release | None, kind: str, date: dt.date, *, status: str = "planned", revision: int = 1
+) -> MilestoneRow:
+    m = Milestone(
+        id=id_,
+        product_id=K8S.id,
+        release_id=rel.id if rel else None,
+        scope=rel.id if rel else 0,
+        kind=kind,
+        date=date,
+        status=status,
+        revision=revision,
+        registered_at=REGISTERED,
+        changed_at=REGISTERED + dt.timedelta(days=revision - 1),
+        needs_plan=False,
+    )
+    change = MilestoneChange(
+        milestone_id=id_,
+        revision=revision,
+        action="withdrawn" if status == "withdrawn" else "created",
+        new_date=date,
+        reason=None,
+        at=m.changed_at,
+    )
     return MilestoneRow(m, K8S, rel, change)
 
 
 def customer(locale: str = "en") -> Customer:
-    return Customer(id=7, key="acme", name="ACME Bank", timezone="Asia/Shanghai", locale=locale,
-                    account_rep="rep@vendor.example", calendar_token="t", created_at=REGISTERED)
+    return Customer(
+        id=7,
+        key="acme",
+        name="ACME Bank",
+        timezone="Asia/Shanghai",
+        locale=locale,
+        account_rep="rep@vendor.example",
+        calendar_token="t",
+        created_at=REGISTERED,
+    )
 
 
 R135 = release(20, "1.35", dt.date(2025, 12, 17), upgrade_to="1.36")
@@ -69,8 +107,12 @@ def test_a_milestone_is_still_upcoming_on_its_own_date_and_history_from_the_next
     next_day = utc(2027, 3, 1)
     assert not ics.is_history(EOL_135, on_the_day) and ics.is_history(EOL_135, next_day)
     ack = {R135.id: f"{BASE}/ack/signed"}
-    same = events(ics.customer_feed(customer(), [EOL_135], [], at=on_the_day, has_deployments=True, ack_urls=ack))
-    past = events(ics.customer_feed(customer(), [EOL_135], [], at=next_day, has_deployments=True, ack_urls=ack))
+    same = events(
+        ics.customer_feed(customer(), [EOL_135], [], at=on_the_day, has_deployments=True, ack_urls=ack)
+    )
+    past = events(
+        ics.customer_feed(customer(), [EOL_135], [], at=next_day, has_deployments=True, ack_urls=ack)
+    )
     uid = ics.uid(EOL_135.milestone.id)
     assert list(same[uid].walk("VALARM")) and "/ack/" in str(same[uid]["DESCRIPTION"])
     assert list(past[uid].walk("VALARM")) == [] and "/ack/" not in str(past[uid]["DESCRIPTION"])
@@ -78,15 +120,23 @@ def test_a_milestone_is_still_upcoming_on_its_own_date_and_history_from_the_next
 
 
 def test_history_follows_the_utc_date_of_at_whatever_its_offset():
-    shanghai_morning = dt.datetime(2027, 3, 1, 7, tzinfo=dt.timezone(dt.timedelta(hours=8)))  # 23:00 UTC on 28 Feb
+    shanghai_morning = dt.datetime(
+        2027, 3, 1, 7, tzinfo=dt.timezone(dt.timedelta(hours=8))
+    )  # 23:00 UTC on 28 Feb
     assert not ics.is_history(EOL_135, shanghai_morning)
 
 
 def test_every_milestone_of_a_release_that_ended_without_a_date_is_history_and_says_so():
     ended = release(5, "1.20", dt.date(2020, 12, 8), ended="end-of-life")
     future = milestone(50, ended, "end-of-maintenance", dt.date(2031, 1, 1))
-    data = ics.customer_feed(customer(), [future], [ReleaseRow(ended, K8S)], at=AT, has_deployments=True,
-                             ack_urls={ended.id: f"{BASE}/ack/signed"})
+    data = ics.customer_feed(
+        customer(),
+        [future],
+        [ReleaseRow(ended, K8S)],
+        at=AT,
+        has_deployments=True,
+        ack_urls={ended.id: f"{BASE}/ack/signed"},
+    )
     evs = events(data)
     ev = evs[ics.uid(50)]
     assert list(ev.walk("VALARM")) == [] and "/ack/" not in str(ev["DESCRIPTION"])
@@ -95,7 +145,9 @@ def test_every_milestone_of_a_release_that_ended_without_a_date_is_history_and_s
 
 
 def test_a_withdrawn_milestone_in_the_past_stays_cancelled_with_its_revision_as_sequence():
-    withdrawn = milestone(60, R135, "end-of-full-support", dt.date(2026, 6, 30), status="withdrawn", revision=3)
+    withdrawn = milestone(
+        60, R135, "end-of-full-support", dt.date(2026, 6, 30), status="withdrawn", revision=3
+    )
     ev = events(ics.product_feed(K8S, [withdrawn], [], at=AT))[ics.uid(60)]
     assert str(ev["STATUS"]) == "CANCELLED" and int(ev["SEQUENCE"]) == 3
     assert str(ev["SUMMARY"]).startswith("Withdrawn: ") and list(ev.walk("VALARM")) == []
@@ -118,25 +170,31 @@ def test_a_release_with_a_release_date_has_one_all_day_event_with_a_stable_uid()
 
 def test_a_chinese_customer_reads_release_events_and_ended_notes_in_chinese():
     ended = release(5, "1.20", dt.date(2020, 12, 8), ended="end-of-life")
-    data = ics.customer_feed(customer("zh-CN"), [], [ReleaseRow(R135, K8S), ReleaseRow(ended, K8S)], at=AT,
-                             has_deployments=True)
+    data = ics.customer_feed(
+        customer("zh-CN"), [], [ReleaseRow(R135, K8S), ReleaseRow(ended, K8S)], at=AT, has_deployments=True
+    )
     evs = events(data)
     assert str(evs[ics.release_uid(R135.id)]["SUMMARY"]) == "Kubernetes 1.35 发布"
     assert "Kubernetes 1.35 于 2025年12月17日 发布。" in str(evs[ics.release_uid(R135.id)]["DESCRIPTION"])
     assert "建议升级到：Kubernetes 1.36。" in str(evs[ics.release_uid(R135.id)]["DESCRIPTION"])
-    assert "Kubernetes 1.20：生命周期终止已生效，未公布具体日期。" in str(evs[ics.release_uid(5)]["DESCRIPTION"])
+    assert "Kubernetes 1.20：生命周期终止已生效，未公布具体日期。" in str(
+        evs[ics.release_uid(5)]["DESCRIPTION"]
+    )
     desc = vobject.readOne(data.decode()).contents["x-wr-caldesc"][0].value
     assert desc.endswith("已结束但未公布日期：1.20（生命周期终止）。") and "ended" not in desc.lower()
 
 
 def test_the_product_feed_description_names_the_product_page_and_the_releases_ended_without_a_date():
-    ended = [ReleaseRow(release(5, "1.20", ended="end-of-life"), K8S),
-             ReleaseRow(release(6, "1.21", ended="end-of-maintenance"), K8S)]
+    ended = [
+        ReleaseRow(release(5, "1.20", ended="end-of-life"), K8S),
+        ReleaseRow(release(6, "1.21", ended="end-of-maintenance"), K8S),
+    ]
     data = ics.product_feed(K8S, [EOL_136], ended, at=AT)
     vcal = vobject.readOne(data.decode())
     assert vcal.contents["x-wr-caldesc"][0].value == (
         f"Release dates and lifecycle milestones of Kubernetes: {BASE}/products/kubernetes\n"
-        "Ended without a published date: 1.20 (end of life), 1.21 (end of maintenance).")
+        "Ended without a published date: 1.20 (end of life), 1.21 (end of maintenance)."
+    )
     assert vcal.contents["description"][0].value == vcal.contents["x-wr-caldesc"][0].value
 
 
@@ -156,11 +214,14 @@ def test_a_product_with_nothing_dated_gets_one_informational_event_on_its_regist
 def test_a_customer_with_nothing_dated_gets_one_informational_event_in_their_language():
     [none_en] = check_ics(ics.customer_feed(customer(), [], [], at=AT, has_deployments=False)).events
     [none_zh] = check_ics(ics.customer_feed(customer("zh-CN"), [], [], at=AT, has_deployments=False)).events
-    [undated] = check_ics(ics.customer_feed(customer(), [], [ReleaseRow(release(22, "1.37"), K8S)], at=AT,
-                                            has_deployments=True)).events
+    [undated] = check_ics(
+        ics.customer_feed(customer(), [], [ReleaseRow(release(22, "1.37"), K8S)], at=AT, has_deployments=True)
+    ).events
     assert str(none_en["UID"]) == "customer-7@127.0.0.1" and none_en.start == REGISTERED.date()
     assert "No deployments are registered for ACME Bank" in str(none_en["DESCRIPTION"])
-    assert str(none_zh["SUMMARY"]) == "ACME Bank：暂无生命周期日期" and "尚未登记任何部署" in str(none_zh["DESCRIPTION"])
+    assert str(none_zh["SUMMARY"]) == "ACME Bank：暂无生命周期日期" and "尚未登记任何部署" in str(
+        none_zh["DESCRIPTION"]
+    )
     assert "None of the versions ACME Bank runs has a release date" in str(undated["DESCRIPTION"])
     assert str(none_en["URL"]) == f"{BASE}/portal"
 
@@ -184,17 +245,27 @@ def test_the_same_rows_on_the_same_utc_day_give_the_same_bytes():
 def test_events_are_sorted_by_date_then_uid():
     rows, rels = [EOL_136, EOL_135], [ReleaseRow(R136, K8S), ReleaseRow(R135, K8S)]
     starts = [e.start for e in check_ics(ics.product_feed(K8S, rows, rels, at=AT)).events]
-    assert starts == sorted(starts) == [dt.date(2025, 12, 17), dt.date(2026, 4, 22), dt.date(2027, 2, 28),
-                                        dt.date(2027, 6, 28)]
+    assert (
+        starts
+        == sorted(starts)
+        == [dt.date(2025, 12, 17), dt.date(2026, 4, 22), dt.date(2027, 2, 28), dt.date(2027, 6, 28)]
+    )
 
 
 def test_public_events_link_to_the_product_page_and_customer_events_to_the_release_in_the_portal():
     product_level = milestone(70, None, "end-of-sale", dt.date(2028, 1, 31))
     public = events(ics.product_feed(K8S, [EOL_135, product_level], [ReleaseRow(R135, K8S)], at=AT))
-    private = events(ics.customer_feed(customer(), [EOL_135, product_level], [ReleaseRow(R135, K8S)], at=AT,
-                                       has_deployments=True))
+    private = events(
+        ics.customer_feed(
+            customer(), [EOL_135, product_level], [ReleaseRow(R135, K8S)], at=AT, has_deployments=True
+        )
+    )
     assert {str(e["URL"]) for e in public.values()} == {f"{BASE}/products/kubernetes"}
-    assert str(private[ics.uid(200)]["URL"]) == str(private[ics.release_uid(20)]["URL"]) == f"{BASE}/portal#release-20"
+    assert (
+        str(private[ics.uid(200)]["URL"])
+        == str(private[ics.release_uid(20)]["URL"])
+        == f"{BASE}/portal#release-20"
+    )
     assert str(private[ics.uid(70)]["URL"]) == f"{BASE}/portal"
 
 

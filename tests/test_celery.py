@@ -32,8 +32,9 @@ def _due_now_registry(customers=("acme", "globex")):
 def _spawn(args: list[str], tmp_path, name: str, tick_seconds: float = 1) -> subprocess.Popen:
     env = {**os.environ, "LIFECYCLE_TICK_SECONDS": str(tick_seconds)}
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _stop(*procs: subprocess.Popen) -> None:
@@ -69,12 +70,18 @@ CELERY = [sys.executable, "-m", "celery", "-A", "tasks"]
 @pytest.mark.redis
 def test_a_celery_worker_and_beat_on_redis_deliver_due_notices(pg_db, redis_db, tmp_path):
     _due_now_registry()
-    worker = _spawn([*CELERY, "worker", "--pool=threads", "-c", "2", "-Q", "lifecycle", "--loglevel=info"],
-                    tmp_path, "worker")
+    worker = _spawn(
+        [*CELERY, "worker", "--pool=threads", "-c", "2", "-Q", "lifecycle", "--loglevel=info"],
+        tmp_path,
+        "worker",
+    )
     beat = _spawn([*CELERY, "beat", "--loglevel=info", "-s", str(tmp_path / "beat")], tmp_path, "beat")
     try:
-        _wait_for(lambda: _all_delivered(2), what="notices delivered by the Redis worker",
-                  logs=[tmp_path / "worker.log", tmp_path / "beat.log"])
+        _wait_for(
+            lambda: _all_delivered(2),
+            what="notices delivered by the Redis worker",
+            logs=[tmp_path / "worker.log", tmp_path / "beat.log"],
+        )
     finally:
         _stop(worker, beat)
     assert {d.channel for d in w.deliveries()} == {"portal", "email"}
@@ -86,18 +93,41 @@ def test_a_celery_worker_and_beat_on_redis_deliver_due_notices(pg_db, redis_db, 
 def test_flushing_redis_loses_nothing_the_next_tick_delivers_it_all(pg_db, redis_db, tmp_path):
     _due_now_registry(customers=("acme", "globex", "initech"))
     # A tick queues one delivery task per batch of customers on Redis, but no worker runs ...
-    subprocess.run([sys.executable, "-c", "from tasks.jobs import tick; tick.apply()"], check=True,
-                   env={**os.environ}, cwd=tmp_path, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", "from tasks.jobs import tick; tick.apply()"],
+        check=True,
+        env={**os.environ},
+        cwd=tmp_path,
+        timeout=60,
+    )
     queued = redis_db.llen("lifecycle")
     assert queued == 1  # the three customers in one batch, not a message per customer
     # ... and Redis loses its queue (a restart without persistence).
     redis_db.flushdb()
     assert w.sent() == []
-    worker = _spawn([*CELERY, "worker", "-B", "--pool=threads", "-c", "2", "-Q", "lifecycle", "--loglevel=info",
-                     "-s", str(tmp_path / "beat")], tmp_path, "worker")
+    worker = _spawn(
+        [
+            *CELERY,
+            "worker",
+            "-B",
+            "--pool=threads",
+            "-c",
+            "2",
+            "-Q",
+            "lifecycle",
+            "--loglevel=info",
+            "-s",
+            str(tmp_path / "beat"),
+        ],
+        tmp_path,
+        "worker",
+    )
     try:
-        _wait_for(lambda: _all_delivered(3), what="notices delivered after the flush",
-                  logs=[tmp_path / "worker.log"])
+        _wait_for(
+            lambda: _all_delivered(3),
+            what="notices delivered after the flush",
+            logs=[tmp_path / "worker.log"],
+        )
     finally:
         _stop(worker)
     assert len(w.sent()) == 3
@@ -107,8 +137,11 @@ def test_the_embedded_worker_delivers_without_any_server(sqlite_db, tmp_path, mo
     _due_now_registry()
     worker = _spawn([sys.executable, "-m", "lifecycle", "worker"], tmp_path, "embedded")
     try:
-        _wait_for(lambda: _all_delivered(2), what="notices delivered by `lifecycle worker`",
-                  logs=[tmp_path / "embedded.log"])
+        _wait_for(
+            lambda: _all_delivered(2),
+            what="notices delivered by `lifecycle worker`",
+            logs=[tmp_path / "embedded.log"],
+        )
     finally:
         _stop(worker)
     assert len(list((tmp_path / "outbox").glob("*.eml"))) >= 2

@@ -48,14 +48,39 @@ def _registry():
 def test_a_dry_run_writes_nothing_and_says_who_would_be_told_what(db, cli, hold):
     _registry()
     before = dump()
-    r = cli("milestone", "move", "acp", "3.16", "end-of-life", "2027-06-30", "--reason", "security",
-            "--allow-short-notice", "--at", "2027-04-10T03:00Z", "--dry-run")
+    r = cli(
+        "milestone",
+        "move",
+        "acp",
+        "3.16",
+        "end-of-life",
+        "2027-06-30",
+        "--reason",
+        "security",
+        "--allow-short-notice",
+        "--at",
+        "2027-04-10T03:00Z",
+        "--dry-run",
+    )
     assert r.code == 0, r
     assert dump() == before
     assert "Preview (nothing is written):" in r.out and "affected customers: 2 (acme, globex)" in r.out
     assert "at once, held until 2027-04-10 03:10 UTC" in r.out and "changed: 2 customer(s)" in r.out
-    r = cli("milestone", "move", "acp", "3.16", "end-of-life", "2027-06-30", "--reason", "security",
-            "--allow-short-notice", "--at", "2027-04-10T03:00Z", "--dry-run", "--json")
+    r = cli(
+        "milestone",
+        "move",
+        "acp",
+        "3.16",
+        "end-of-life",
+        "2027-06-30",
+        "--reason",
+        "security",
+        "--allow-short-notice",
+        "--at",
+        "2027-04-10T03:00Z",
+        "--dry-run",
+        "--json",
+    )
     preview = json.loads(r.out)
     assert preview["affected_customers"]["count"] == 2
     assert preview["at_once"]["deliveries"] == {"portal": 2, "email": 3}
@@ -66,8 +91,19 @@ def test_a_dry_run_writes_nothing_and_says_who_would_be_told_what(db, cli, hold)
 
 def test_a_dry_run_shows_the_error_the_change_would_meet(db, cli):
     _registry()
-    r = cli("milestone", "move", "acp", "3.16", "end-of-life", "2027-05-01", "--reason", "x",
-            "--at", "2027-04-10", "--dry-run")
+    r = cli(
+        "milestone",
+        "move",
+        "acp",
+        "3.16",
+        "end-of-life",
+        "2027-05-01",
+        "--reason",
+        "x",
+        "--at",
+        "2027-04-10",
+        "--dry-run",
+    )
     assert r.code == 2 and "less than 3 months" in r.err
 
 
@@ -112,7 +148,9 @@ def test_undo_within_the_hold_tells_no_customer_anything(db, hold, tmp_path):
 
 def test_undo_after_the_hold_is_refused_with_the_reason(db, cli, hold):
     _registry()
-    r = cli("milestone", "withdraw", "acp", "3.16", "end-of-life", "--reason", "x", "--at", "2027-04-10T03:00Z")
+    r = cli(
+        "milestone", "withdraw", "acp", "3.16", "end-of-life", "--reason", "x", "--at", "2027-04-10T03:00Z"
+    )
     assert r.code == 0 and "held until 2027-04-10T03:10+00:00 (undo: lifecycle change undo" in r.out
     change_id = int(r.out.split("lifecycle change undo ")[1].split(")")[0])
     late = cli("change", "undo", str(change_id), "--at", "2027-04-10T03:11Z")
@@ -128,8 +166,16 @@ def test_undo_after_the_hold_is_refused_with_the_reason(db, cli, hold):
 def test_undoing_an_added_milestone_removes_it(db, hold):
     _registry()
     with session_scope() as s:
-        m, _ = registry.add_milestone(s, product="acp", version="3.18", kind="end-of-life", date=D(2027, 6, 1),
-                                      at=utc(2027, 4, 10), allow_short_notice=True, reason="oops")
+        m, _ = registry.add_milestone(
+            s,
+            product="acp",
+            version="3.18",
+            kind="end-of-life",
+            date=D(2027, 6, 1),
+            at=utc(2027, 4, 10),
+            allow_short_notice=True,
+            reason="oops",
+        )
         change = registry.current_change(s, m)
     w.run(utc(2027, 4, 10, 0, 5))
     with session_scope() as s:

@@ -37,8 +37,9 @@ def setup(kind: str, receiver: Receiver, *, locale: str = "en", key: str = "cust
 def subscribe(key: str, kind: str, receiver: Receiver) -> int:
     with session_scope() as s:
         customer = s.exec(select(Customer).where(Customer.key == key)).one()
-        row, once = subscriptions.add(s, customer=customer, kind=kind, url=receiver.url, label=f"{kind} of {key}",
-                                      at=w.START)
+        row, once = subscriptions.add(
+            s, customer=customer, kind=kind, url=receiver.url, label=f"{kind} of {key}", at=w.START
+        )
         receiver.secret = once.get("secret")
         return row.id
 
@@ -72,15 +73,27 @@ def test_every_webhook_request_verifies_and_its_id_is_the_delivery_id(db):
         w.move(dt.date(2027, 7, 31), at=T0 + dt.timedelta(days=2))  # a second notice: the date changed
         w.run(T0 + dt.timedelta(days=3))
         deliveries = channel_deliveries("webhook")
-        assert len(deliveries) == 2 and all(r.verified for r in receiver.requests), [r.problem for r in receiver.requests]
-        assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(str(d.id) for d in deliveries)
+        assert len(deliveries) == 2 and all(r.verified for r in receiver.requests), [
+            r.problem for r in receiver.requests
+        ]
+        assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(
+            str(d.id) for d in deliveries
+        )
         stage, changed = (r.body for r in receiver.requests)
-        assert stage["type"] == "lifecycle.notice" and stage["version"] == 1 and stage["id"] == str(deliveries[0].id)
+        assert (
+            stage["type"] == "lifecycle.notice"
+            and stage["version"] == 1
+            and stage["id"] == str(deliveries[0].id)
+        )
         assert stage["notice"]["kind"] == "stage" and stage["notice"]["stage"] == "6m"
         assert stage["product"] == {"slug": "acp", "name": "ACP"}
         assert stage["release"] == {"version": "3.16", "upgrade_to": "3.18"}
         assert stage["milestone"]["kind"] == "end-of-life" and stage["milestone"]["date"] == "2027-06-30"
-        assert stage["days_left"] == 182 and stage["ack_url"].startswith("http") and "/calendars/" in stage["calendar_url"]
+        assert (
+            stage["days_left"] == 182
+            and stage["ack_url"].startswith("http")
+            and "/calendars/" in stage["calendar_url"]
+        )
         assert "ACP 3.16" in stage["message"]["title"] and stage["message"]["locale"] == "en"
         assert changed["notice"]["kind"] == "changed" and changed["milestone"]["date"] == "2027-07-31"
         assert changed["milestone"]["previous_date"] == "2027-06-30"
@@ -144,13 +157,16 @@ def test_slack_gets_block_kit_in_the_customers_language_with_the_ack_link_as_a_b
         assert body["text"] == header["text"]["text"]  # the notification's fallback text
 
 
-@pytest.mark.parametrize(("status", "body", "permanent", "words"), [
-    (404, "no_service", True, "disabled or removed"),
-    (403, "invalid_token", True, "no longer valid"),
-    (410, "channel_is_archived", True, "archived"),
-    (429, "rate_limited", False, "429"),
-    (503, "service_unavailable", False, "503"),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "permanent", "words"),
+    [
+        (404, "no_service", True, "disabled or removed"),
+        (403, "invalid_token", True, "no longer valid"),
+        (410, "channel_is_archived", True, "archived"),
+        (429, "rate_limited", False, "429"),
+        (503, "service_unavailable", False, "503"),
+    ],
+)
 def test_slack_error_bodies_map_to_permanent_or_transient(sqlite_db, status, body, permanent, words):
     with Receiver("slack") as receiver:
         setup("slack", receiver)
@@ -193,8 +209,10 @@ def test_a_subscription_that_keeps_failing_is_turned_off_and_the_customer_and_re
         assert {n.audience for n in told} == {"customer", "rep"} and all(n.status == "sent" for n in told)
         [message] = [m for m in w.inbox("cust0") if m.subject == "A notification channel was turned off"]
         assert "webhook of cust0" in message.body_text
-        assert any(r.body["blocks"][0]["text"]["text"] == "A notification channel was turned off"
-                   for r in other.requests)  # the customer's other channel carries it too
+        assert any(
+            r.body["blocks"][0]["text"]["text"] == "A notification channel was turned off"
+            for r in other.requests
+        )  # the customer's other channel carries it too
         rep_mail = [d for d in w.deliveries("email") if d.recipient == "rep@vendor.example"]
         assert rep_mail and all(d.status == "sent" for d in rep_mail)
         w.run(utc(2027, 5, 30, 8))  # the 1-month stage: nothing more to the turned-off webhook
@@ -317,23 +335,33 @@ def test_a_customer_adds_tests_and_removes_a_webhook_on_the_portal_page(db):
     world = webworld.build()
     client, csrf = logged_in(world, "customer")
     page = client.get("/portal/channels")
-    assert page.status_code == 200 and "No channels yet." in page.text and 'href="/portal/channels"' in page.text
+    assert (
+        page.status_code == 200 and "No channels yet." in page.text and 'href="/portal/channels"' in page.text
+    )
     with Receiver("webhook") as receiver:
-        added = client.post("/portal/channels", data={"csrf": csrf, "kind": "webhook", "url": receiver.url,
-                                                      "label": "ops hook"})
+        added = client.post(
+            "/portal/channels",
+            data={"csrf": csrf, "kind": "webhook", "url": receiver.url, "label": "ops hook"},
+        )
         assert added.status_code == 200
         receiver.secret = added.text.split('id="secret"')[1].split("<code>")[1].split("</code>")[0]
-        assert receiver.secret.startswith("whsec_") and receiver.url not in added.text  # the URL is never shown
+        assert (
+            receiver.secret.startswith("whsec_") and receiver.url not in added.text
+        )  # the URL is never shown
         assert "whsec_" not in client.get("/portal/channels").text  # the secret only once
         with session_scope() as s:
             sid = s.exec(select(CustomerChannel)).one().id
         tested = client.post(f"/portal/channels/{sid}/test", data={"csrf": csrf})
         assert "The test message was accepted." in tested.text and receiver.requests[0].verified
         assert client.post(f"/portal/channels/{sid}/test", data={"csrf": "forged"}).status_code == 403
-        refused = client.post("/portal/channels", data={"csrf": csrf, "kind": "webhook", "url": "javascript:x"})
+        refused = client.post(
+            "/portal/channels", data={"csrf": csrf, "kind": "webhook", "url": "javascript:x"}
+        )
         assert refused.status_code == 422 and "not an http(s) URL" in refused.text
         gone = client.post(f"/portal/channels/{sid}/remove", data={"csrf": csrf})
-        assert gone.status_code == 200 and "The channel is removed." in gone.text and "ops hook" not in gone.text
+        assert (
+            gone.status_code == 200 and "The channel is removed." in gone.text and "ops hook" not in gone.text
+        )
 
 
 def test_another_customers_channel_cannot_be_tested_or_removed(db):
@@ -343,8 +371,9 @@ def test_another_customers_channel_cannot_be_tested_or_removed(db):
     world = webworld.build()
     with session_scope() as s:
         globex = s.exec(select(Customer).where(Customer.key == "globex")).one()
-        row, _ = subscriptions.add(s, customer=globex, kind="slack", url="https://hooks.slack.example/a",
-                                   at=w.START)
+        row, _ = subscriptions.add(
+            s, customer=globex, kind="slack", url="https://hooks.slack.example/a", at=w.START
+        )
         sid = row.id
     client, csrf = logged_in(world, "customer")  # acme
     assert client.post(f"/portal/channels/{sid}/test", data={"csrf": csrf}).status_code == 404
@@ -359,10 +388,12 @@ def test_the_reps_dashboard_shows_customer_channels_with_the_failing_ones_first(
     world = webworld.build()
     with session_scope() as s:
         acme = s.exec(select(Customer).where(Customer.key == "acme")).one()
-        ok, _ = subscriptions.add(s, customer=acme, kind="slack", url="https://hooks.slack.example/a", label="#ok",
-                                  at=w.START)
-        bad, _ = subscriptions.add(s, customer=acme, kind="teams", url="https://teams.example/b", label="ops team",
-                                   at=w.START)
+        ok, _ = subscriptions.add(
+            s, customer=acme, kind="slack", url="https://hooks.slack.example/a", label="#ok", at=w.START
+        )
+        bad, _ = subscriptions.add(
+            s, customer=acme, kind="teams", url="https://teams.example/b", label="ops team", at=w.START
+        )
         subscriptions.failed(s, bad.id, "Teams 404: the workflow no longer exists", w.START, for_good=True)
     client, _ = logged_in(world, "rep")
     page = client.get("/dashboard").text

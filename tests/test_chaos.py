@@ -54,8 +54,9 @@ def _free_port() -> int:
 
 def _key_pair() -> tuple[ec.EllipticCurvePrivateKey, str]:
     private = ec.generate_private_key(ec.SECP256R1())
-    der = private.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return private, base64.b64encode(der).decode()
 
 
@@ -69,30 +70,68 @@ def _fleet(n: int, now: dt.datetime) -> None:
     with session_scope() as s:
         conn = s.connection()
         release = s.exec(sa.select(Release).where(Release.version == "3.16")).scalars().one()
-        ids = conn.execute(C.insert().returning(C.c.id), [
-            {"key": f"c{i:03d}", "name": f"Customer {i}", "timezone": "Europe/Berlin", "locale": "en",
-             "account_rep": "rep@vendor.example", "calendar_token": registry.new_calendar_token(), "created_at": now}
-            for i in range(n)]).scalars().all()
-        conn.execute(K.insert(), [{"customer_id": cid, "email": f"ops@c{i:03d}.example", "undeliverable": False,
-                                   "created_at": now} for i, cid in enumerate(ids)])
-        conn.execute(P.insert(), [{"customer_id": cid, "release_id": release.id, "added_at": now} for cid in ids])
+        ids = (
+            conn.execute(
+                C.insert().returning(C.c.id),
+                [
+                    {
+                        "key": f"c{i:03d}",
+                        "name": f"Customer {i}",
+                        "timezone": "Europe/Berlin",
+                        "locale": "en",
+                        "account_rep": "rep@vendor.example",
+                        "calendar_token": registry.new_calendar_token(),
+                        "created_at": now,
+                    }
+                    for i in range(n)
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            K.insert(),
+            [
+                {
+                    "customer_id": cid,
+                    "email": f"ops@c{i:03d}.example",
+                    "undeliverable": False,
+                    "created_at": now,
+                }
+                for i, cid in enumerate(ids)
+            ],
+        )
+        conn.execute(
+            P.insert(), [{"customer_id": cid, "release_id": release.id, "added_at": now} for cid in ids]
+        )
         registry.mark_dirty(s, release_ids=[release.id])
 
 
 def _state() -> dict:
     with session_scope() as s:
-        rows = s.connection().execute(sa.select(D.c.channel, D.c.status, sa.func.count())
-                                      .group_by(D.c.channel, D.c.status)).all()
-        notices = s.connection().execute(sa.select(N.c.status, sa.func.count()).where(N.c.audience == "customer")
-                                         .group_by(N.c.status)).all()
+        rows = (
+            s.connection()
+            .execute(sa.select(D.c.channel, D.c.status, sa.func.count()).group_by(D.c.channel, D.c.status))
+            .all()
+        )
+        notices = (
+            s.connection()
+            .execute(
+                sa.select(N.c.status, sa.func.count()).where(N.c.audience == "customer").group_by(N.c.status)
+            )
+            .all()
+        )
     return {"deliveries": {f"{c}:{st}": n for c, st, n in rows}, "notices": dict(notices)}
 
 
 def _done(n: int) -> bool:
     state = _state()
     settled = state["deliveries"].get("email:sent", 0) + state["deliveries"].get("email:delivered", 0)
-    return settled == n and state["deliveries"].get("portal:delivered", 0) == n and \
-        state["notices"].get("sent", 0) == n
+    return (
+        settled == n
+        and state["deliveries"].get("portal:delivered", 0) == n
+        and state["notices"].get("sent", 0) == n
+    )
 
 
 def _pool_children(pid: int) -> list[int]:
@@ -108,7 +147,8 @@ def _pool_children(pid: int) -> list[int]:
 
 @pytest.mark.redis
 def test_ten_worker_kills_and_a_flaky_provider_lose_nothing_and_every_duplicate_is_flagged(
-        pg_db, redis_db, tmp_path, monkeypatch):
+    pg_db, redis_db, tmp_path, monkeypatch
+):
     customers = 500
     deadline = 2.0
     private, public = _key_pair()
@@ -129,19 +169,53 @@ def test_ten_worker_kills_and_a_flaky_provider_lose_nothing_and_every_duplicate_
     monkeypatch.setenv("LIFECYCLE_SENDGRID_HOST", stub.url)
     reset_settings()
     logs = [tmp_path / f"{name}.log" for name in ("web", "threads", "prefork", "beat")]
-    web = _spawn([sys.executable, "-m", "lifecycle", "serve", "--port", str(port)], tmp_path, "web", tick_seconds=2)
+    web = _spawn(
+        [sys.executable, "-m", "lifecycle", "serve", "--port", str(port)], tmp_path, "web", tick_seconds=2
+    )
     procs: dict[str, subprocess.Popen] = {}
-    threads_cmd = [*CELERY, "worker", "--pool=threads", "-c", "4", "-Q", "lifecycle", "--loglevel=warning",
-                   "-n", "threads@%h", "--without-gossip", "--without-mingle"]
+    threads_cmd = [
+        *CELERY,
+        "worker",
+        "--pool=threads",
+        "-c",
+        "4",
+        "-Q",
+        "lifecycle",
+        "--loglevel=warning",
+        "-n",
+        "threads@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     try:
         _wait_for(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), what="the web app", logs=logs)
         stub.post_events(f"http://127.0.0.1:{port}/webhooks/sendgrid", private, interval=0.5)
         procs["threads"] = _spawn(threads_cmd, tmp_path, "threads", tick_seconds=2)
-        procs["prefork"] = _spawn([*CELERY, "worker", "--pool=prefork", "-c", "2", "-Q", "lifecycle",
-                                   "--loglevel=warning", "-n", "prefork@%h", "--without-gossip",
-                                   "--without-mingle"], tmp_path, "prefork", tick_seconds=2)
-        procs["beat"] = _spawn([*CELERY, "beat", "--loglevel=warning", "-s", str(tmp_path / "beat")],
-                               tmp_path, "beat", tick_seconds=2)
+        procs["prefork"] = _spawn(
+            [
+                *CELERY,
+                "worker",
+                "--pool=prefork",
+                "-c",
+                "2",
+                "-Q",
+                "lifecycle",
+                "--loglevel=warning",
+                "-n",
+                "prefork@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            tmp_path,
+            "prefork",
+            tick_seconds=2,
+        )
+        procs["beat"] = _spawn(
+            [*CELERY, "beat", "--loglevel=warning", "-s", str(tmp_path / "beat")],
+            tmp_path,
+            "beat",
+            tick_seconds=2,
+        )
         _wait_for(lambda: len(stub.accepted) >= 20, what="the first accepted emails", logs=logs)
         rng = random.Random(5)
         kills: list[str] = []
@@ -158,8 +232,12 @@ def test_ten_worker_kills_and_a_flaky_provider_lose_nothing_and_every_duplicate_
                 kills.append("threads worker")
         last_kill = time.monotonic()
         progress_at_last_kill = _state()
-        _wait_for(lambda: _done(customers), timeout=240, what="every notice delivered after the last kill",
-                  logs=logs)
+        _wait_for(
+            lambda: _done(customers),
+            timeout=240,
+            what="every notice delivered after the last kill",
+            logs=logs,
+        )
         finished = time.monotonic() - last_kill
         _wait_for(lambda: stub.events_pending == 0, timeout=60, what="the stub's events posted")
     finally:
@@ -170,20 +248,26 @@ def test_ten_worker_kills_and_a_flaky_provider_lose_nothing_and_every_duplicate_
     accepted = Counter(i for r in stub.accepted for i in r.delivery_ids)
     with session_scope() as s:
         emails = {d.id: d for d in s.exec(sa.select(Delivery).where(Delivery.channel == "email")).scalars()}
-        listed = {r["id"] for r in reports.deliveries(s, dt.datetime.now(dt.UTC))["rows"] if r["possible_duplicate"]}
+        listed = {
+            r["id"] for r in reports.deliveries(s, dt.datetime.now(dt.UTC))["rows"] if r["possible_duplicate"]
+        }
         compliance = reports.compliance(s, dt.datetime.now(dt.UTC))
     duplicates = sorted(i for i, n in accepted.items() if n > 1)
     lost = sorted(i for i, d in emails.items() if d.status not in ("sent", "delivered") or i not in accepted)
     unknown_now = sum(d.status == "unknown" for d in emails.values())
     flagged = sorted(i for i, d in emails.items() if d.possible_duplicate)
-    settled = sum(a.get("settled", 0) for status, a in stub.webhook_posts if status == 200 and isinstance(a, dict))
-    print(f"\nchaos: {customers} customers, {len(kills)} kills ({Counter(kills)}), "
-          f"{len(stub.requests)} requests at the stub ({Counter(r.status for r in stub.requests)}, "
-          f"{sum(1 for r in stub.accepted if not r.answered)} accepted but not answered in time); "
-          f"state at the last kill: {progress_at_last_kill}; "
-          f"lost {len(lost)}, duplicates {len(duplicates)} (flagged possible duplicates {len(flagged)}, "
-          f"listed by the delivery report {len(listed)}), unknown at the end {unknown_now}, "
-          f"settled by SendGrid events {settled}; everything delivered {finished:.1f} s after the last kill")
+    settled = sum(
+        a.get("settled", 0) for status, a in stub.webhook_posts if status == 200 and isinstance(a, dict)
+    )
+    print(
+        f"\nchaos: {customers} customers, {len(kills)} kills ({Counter(kills)}), "
+        f"{len(stub.requests)} requests at the stub ({Counter(r.status for r in stub.requests)}, "
+        f"{sum(1 for r in stub.accepted if not r.answered)} accepted but not answered in time); "
+        f"state at the last kill: {progress_at_last_kill}; "
+        f"lost {len(lost)}, duplicates {len(duplicates)} (flagged possible duplicates {len(flagged)}, "
+        f"listed by the delivery report {len(listed)}), unknown at the end {unknown_now}, "
+        f"settled by SendGrid events {settled}; everything delivered {finished:.1f} s after the last kill"
+    )
     assert len(kills) == 10
     assert lost == [] and unknown_now == 0
     assert set(duplicates) <= set(flagged) <= listed
@@ -237,7 +321,8 @@ json.dump(done, open(sys.argv[3], "w"))
 
 
 def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them_after_the_commit(
-        pg_db, tmp_path, monkeypatch):
+    pg_db, tmp_path, monkeypatch
+):
     stub = SendGridStub(error_rate=0.4, seed=3).start()
     monkeypatch.setenv("LIFECYCLE_EMAIL_BACKEND", "sendgrid")
     monkeypatch.setenv("SENDGRID_API_KEY", stub.api_key)
@@ -251,23 +336,57 @@ def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them
     with session_scope() as s:
         for i in range(40):
             key = f"c{i:02d}"
-            registry.upsert_customer(s, key=key, name=key, timezone="Europe/Berlin", locale="en",
-                                     account_rep="rep@vendor.example", at=w.START)
+            registry.upsert_customer(
+                s,
+                key=key,
+                name=key,
+                timezone="Europe/Berlin",
+                locale="en",
+                account_rep="rep@vendor.example",
+                at=w.START,
+            )
             for mail in ("a", "b"):
                 registry.upsert_contact(s, customer=key, email=f"{mail}@{key}.example", at=w.START)
             for j in (0, 2, 4):
-                registry.add_deployment(s, customer=key, product="acp", version=VERSIONS[(i + j) % 6], at=w.START)
-    changes = [("1.0", "withdraw"), ("1.1", "move"), ("1.2", "withdraw"), ("1.3", "move"), ("1.4", "withdraw")]
+                registry.add_deployment(
+                    s, customer=key, product="acp", version=VERSIONS[(i + j) % 6], at=w.START
+                )
+    changes = [
+        ("1.0", "withdraw"),
+        ("1.1", "move"),
+        ("1.2", "withdraw"),
+        ("1.3", "move"),
+        ("1.4", "withdraw"),
+    ]
     stop, record = tmp_path / "stop", tmp_path / "changes.json"
     env = dict(os.environ)
-    ticks = [subprocess.Popen([sys.executable, "-c", TICKS, T0.isoformat(), str(stop)], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"tick{i}.log", "w"))  # noqa: SIM115
-             for i in range(4)]
+    ticks = [
+        subprocess.Popen(
+            [sys.executable, "-c", TICKS, T0.isoformat(), str(stop)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"tick{i}.log", "w"),  # noqa: SIM115
+        )
+        for i in range(4)
+    ]
     try:
         _wait_for(lambda: len(stub.accepted) >= 10, what="the first emails", logs=[tmp_path / "tick0.log"])
-        mover = subprocess.run([sys.executable, "-c", MOVER, (T0 + dt.timedelta(minutes=1)).isoformat(),
-                                json.dumps(changes), str(record)], cwd=tmp_path, env=env, capture_output=True,
-                               text=True, timeout=300)
+        mover = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MOVER,
+                (T0 + dt.timedelta(minutes=1)).isoformat(),
+                json.dumps(changes),
+                str(record),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert mover.returncode == 0, mover.stderr
         _wait_for(lambda: _quiet(), timeout=180, what="every delivery settled", logs=[tmp_path / "tick0.log"])
     finally:
@@ -275,15 +394,25 @@ def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them
         for p in ticks:
             p.wait(timeout=120)
         stub.stop()
-    assert [p.returncode for p in ticks] == [0, 0, 0, 0], [(tmp_path / f"tick{i}.log").read_text()[-2000:]
-                                                           for i in range(4)]
+    assert [p.returncode for p in ticks] == [0, 0, 0, 0], [
+        (tmp_path / f"tick{i}.log").read_text()[-2000:] for i in range(4)
+    ]
 
     done = json.loads(record.read_text())
     with session_scope() as s:
-        about = {d_id: (kind, mid, mdate.isoformat() if mdate else None) for d_id, kind, mid, mdate in
-                 s.connection().execute(sa.select(D.c.id, N.c.kind, N.c.milestone_id, N.c.milestone_date)
-                                        .join(N, N.c.id == D.c.notice_id)).all()}
-        cancelled = s.connection().execute(sa.select(sa.func.count()).where(D.c.status == "cancelled")).scalar()
+        about = {
+            d_id: (kind, mid, mdate.isoformat() if mdate else None)
+            for d_id, kind, mid, mdate in s.connection()
+            .execute(
+                sa.select(D.c.id, N.c.kind, N.c.milestone_id, N.c.milestone_date).join(
+                    N, N.c.id == D.c.notice_id
+                )
+            )
+            .all()
+        }
+        cancelled = (
+            s.connection().execute(sa.select(sa.func.count()).where(D.c.status == "cancelled")).scalar()
+        )
     late, before = [], defaultdict(int)
     for change in done:
         for r in stub.accepted:
@@ -291,17 +420,22 @@ def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them
                 kind, mid, mdate = about[d_id]
                 if mid != change["milestone"]:
                     continue
-                wrong = (kind in ("stage", "changed", "reinstated", "escalation") if change["action"] == "withdraw"
-                         else kind == "stage" and mdate == change["old_date"])
+                wrong = (
+                    kind in ("stage", "changed", "reinstated", "escalation")
+                    if change["action"] == "withdraw"
+                    else kind == "stage" and mdate == change["old_date"]
+                )
                 if not wrong:
                     continue
                 if r.received_at > change["committed"]:
                     late.append((change["action"], mid, kind, d_id, r.received_at - change["committed"]))
                 else:
                     before[change["action"]] += 1
-    print(f"\nconcurrent ticks: {len(stub.requests)} requests ({Counter(r.status for r in stub.requests)}); "
-          f"changes {[(c['action'], c['milestone']) for c in done]}; sends about them before the commit "
-          f"{dict(before)}; pending deliveries cancelled {cancelled}; sends after the commit: {len(late)} {late[:5]}")
+    print(
+        f"\nconcurrent ticks: {len(stub.requests)} requests ({Counter(r.status for r in stub.requests)}); "
+        f"changes {[(c['action'], c['milestone']) for c in done]}; sends about them before the commit "
+        f"{dict(before)}; pending deliveries cancelled {cancelled}; sends after the commit: {len(late)} {late[:5]}"
+    )
     assert late == []
     assert before["withdraw"] > 0 and before["move"] > 0  # the changes came while those emails were going out
     assert cancelled > 0  # in-flight retries were cancelled
@@ -310,5 +444,8 @@ def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them
 def _quiet() -> bool:
     """Nothing left to send before the next planned stage."""
     with session_scope() as s:
-        return not s.connection().execute(sa.select(sa.func.count()).where(
-            D.c.status.in_(["pending", "sending", "unknown"]))).scalar()
+        return (
+            not s.connection()
+            .execute(sa.select(sa.func.count()).where(D.c.status.in_(["pending", "sending", "unknown"])))
+            .scalar()
+        )

@@ -23,11 +23,15 @@ SNAPSHOTS = DATA / "endoflife" / "snapshots"
 
 
 def stages_sent(customer="acme", date=None):
-    return [n.slot for n in w.sent(customer) if n.kind == "stage" and (date is None or n.milestone_date == date)]
+    return [
+        n.slot for n in w.sent(customer) if n.kind == "stage" and (date is None or n.milestone_date == date)
+    ]
 
 
 def escalations(date=None):
-    return [n for n in w.notices(audience="rep", kind="escalation") if date is None or n.milestone_date == date]
+    return [
+        n for n in w.notices(audience="rep", kind="escalation") if date is None or n.milestone_date == date
+    ]
 
 
 def kinds_sent(customer="acme"):
@@ -46,10 +50,17 @@ def test_a_milestone_postponed_after_every_stage_went_out_gets_every_stage_again
     w.move(D(2028, 3, 31), at=utc(2027, 3, 10, 6), reason="support extended")
     w.run_every_instant(utc(2028, 4, 1), start=utc(2027, 3, 10, 6))
     assert kinds_sent()[4] == ("changed", D(2028, 3, 31))
-    new = [(n.slot, n.sent_at) for n in w.sent("acme") if n.kind == "stage" and n.milestone_date == D(2028, 3, 31)]
-    assert new == [("6m", utc(2027, 9, 30, 1)), ("3m", utc(2027, 12, 31, 1)),
-                   ("1m", utc(2028, 2, 29, 1)),  # 31 March - 1 month in a leap year
-                   ("1w", utc(2028, 3, 24, 1))]
+    new = [
+        (n.slot, n.sent_at)
+        for n in w.sent("acme")
+        if n.kind == "stage" and n.milestone_date == D(2028, 3, 31)
+    ]
+    assert new == [
+        ("6m", utc(2027, 9, 30, 1)),
+        ("3m", utc(2027, 12, 31, 1)),
+        ("1m", utc(2028, 2, 29, 1)),  # 31 March - 1 month in a leap year
+        ("1w", utc(2028, 3, 24, 1)),
+    ]
     [esc] = escalations(D(2028, 3, 31))
     # The 1-month stage fell due at 01:00 UTC; the rep hears of it in their 09:00 (UTC) daily digest.
     assert esc.status == "sent" and esc.due_at == utc(2028, 2, 29, 9)
@@ -83,11 +94,14 @@ def test_a_milestone_postponed_twice_gives_one_coherent_series(db):
     w.run_every_instant(utc(2028, 1, 1), start=utc(2027, 5, 10, 2))
     sent = [(n.kind, n.slot if n.kind == "stage" else None, n.milestone_date) for n in w.sent("acme")]
     assert sent == [
-        ("stage", "6m", D(2027, 6, 30)), ("stage", "3m", D(2027, 6, 30)),
+        ("stage", "6m", D(2027, 6, 30)),
+        ("stage", "3m", D(2027, 6, 30)),
         ("changed", None, D(2027, 9, 30)),  # 6m of 30 September fell due before: covered by the change
         ("changed", None, D(2027, 12, 31)),
-        ("stage", "6m", D(2027, 12, 31)), ("stage", "3m", D(2027, 12, 31)),
-        ("stage", "1m", D(2027, 12, 31)), ("stage", "1w", D(2027, 12, 31)),
+        ("stage", "6m", D(2027, 12, 31)),
+        ("stage", "3m", D(2027, 12, 31)),
+        ("stage", "1m", D(2027, 12, 31)),
+        ("stage", "1w", D(2027, 12, 31)),
     ]
     # Never two reminders of one stage of one date.
     keys = [n.key for n in w.sent("acme")]
@@ -106,8 +120,10 @@ def test_two_moves_before_the_customer_heard_of_the_first_send_one_change_notice
     w.move(D(2027, 11, 30), at=utc(2027, 4, 1, 10), reason="second")
     w.run(utc(2027, 4, 1, 11))
     changed = [n for n in w.notices("acme") if n.kind == "changed"]
-    assert [(n.slot, n.status, n.status_reason) for n in changed] == [("2", "cancelled", "replaced"),
-                                                                       ("3", "sent", None)]
+    assert [(n.slot, n.status, n.status_reason) for n in changed] == [
+        ("2", "cancelled", "replaced"),
+        ("3", "sent", None),
+    ]
     body = w.inbox("acme")[-1].body_text
     assert "30 September 2027" in body and "30 November 2027" in body and "31 October" not in body
 
@@ -146,7 +162,9 @@ def test_a_date_pulled_into_the_past_is_corrected_for_everyone_told(db):
     assert "2026年8月4日（该日期已过）" in w.inbox("hooli")[-1].body_text
     assert stages_sent("acme") == ["6m", "3m", "1m"]  # no reminder of a past date
     row = compliance_row("acme")
-    assert row["status"] == "late" and row["cause"].startswith("short notice: moved from 2026-08-31 to 2026-08-04")
+    assert row["status"] == "late" and row["cause"].startswith(
+        "short notice: moved from 2026-08-31 to 2026-08-04"
+    )
     assert "already passed" in row["cause"]
 
 
@@ -159,7 +177,9 @@ def test_a_date_pulled_in_replans_the_stages_that_are_still_ahead(db):
     w.run_every_instant(utc(2027, 7, 1), start=utc(2027, 5, 1))
     assert kinds_sent()[1] == ("changed", D(2027, 6, 30))
     assert stages_sent(date=D(2027, 6, 30)) == ["1m", "1w"]
-    reasons = {n.slot: n.status_reason for n in w.notices("acme", kind="stage", milestone_date=D(2027, 6, 30))}
+    reasons = {
+        n.slot: n.status_reason for n in w.notices("acme", kind="stage", milestone_date=D(2027, 6, 30))
+    }
     assert reasons["6m"] == reasons["3m"] == "covered-by-change"
 
 
@@ -174,8 +194,12 @@ def test_a_reinstated_milestone_tells_those_who_heard_it_was_cancelled(db):
     w.run(utc(2027, 3, 30, 2))
     w.withdraw(at=utc(2027, 4, 1), reason="extended")
     w.run(utc(2027, 4, 1, 1))
-    w.reinstate(D(2027, 10, 31), at=utc(2027, 5, 1), reason="extension cancelled",
-                customer_reason={"en": "The extension was cancelled.", "zh-CN": "延期已取消。"})
+    w.reinstate(
+        D(2027, 10, 31),
+        at=utc(2027, 5, 1),
+        reason="extension cancelled",
+        customer_reason={"en": "The extension was cancelled.", "zh-CN": "延期已取消。"},
+    )
     w.run_every_instant(utc(2027, 11, 1), start=utc(2027, 5, 1))
     assert [k for k, _ in kinds_sent()] == ["stage", "withdrawn", "reinstated", "stage", "stage", "stage"]
     reinstated = w.inbox("acme")[2]
@@ -224,15 +248,22 @@ def _scenario(runner):
 
     def remove_leaving():
         with session_scope() as s:
-            registry.remove_deployment(s, customer="leaving", product="acp", version="3.16", at=utc(2027, 4, 2))
+            registry.remove_deployment(
+                s, customer="leaving", product="acp", version="3.16", at=utc(2027, 4, 2)
+            )
 
     def deploy_late():
         with session_scope() as s:
-            registry.add_deployment(s, customer="late", product="acp", version="3.16", at=utc(2027, 4, 20, 13))
+            registry.add_deployment(
+                s, customer="late", product="acp", version="3.16", at=utc(2027, 4, 20, 13)
+            )
 
     events = [
         (utc(2027, 2, 3, 12), lambda: w.move(D(2027, 7, 31), at=utc(2027, 2, 3, 12), reason="later")),
-        (utc(2027, 2, 20), lambda: w.withdraw(at=utc(2027, 2, 20), version="3.18", kind="end-of-full-support")),
+        (
+            utc(2027, 2, 20),
+            lambda: w.withdraw(at=utc(2027, 2, 20), version="3.18", kind="end-of-full-support"),
+        ),
         (utc(2027, 4, 2), remove_leaving),
         (utc(2027, 4, 20, 13), deploy_late),
         # An agreement stops every reminder not yet sent, whenever a tick runs: it is made here after the
@@ -267,7 +298,9 @@ def test_a_catch_up_reminder_says_catch_up_not_a_stage_it_is_not(db):
     w.run(utc(2027, 6, 24, 2))  # an outage: the 3m stage (30 June) is... not yet due; 6m is 3 months late
     text = w.inbox("acme")[0].body_text
     assert "catch-up: 98 days left" in text and "6 months" not in text
-    assert "补发提醒：剩余98天" in w.inbox("hooli")[0].body_text and "6个月" not in w.inbox("hooli")[0].body_text
+    assert (
+        "补发提醒：剩余98天" in w.inbox("hooli")[0].body_text and "6个月" not in w.inbox("hooli")[0].body_text
+    )
 
 
 def test_a_short_notice_reminder_says_short_notice_with_the_days_left(db):
@@ -276,7 +309,9 @@ def test_a_short_notice_reminder_says_short_notice_with_the_days_left(db):
     w.milestone(D(2027, 5, 21), at=utc(2027, 4, 1), reason="security")
     w.run(utc(2027, 4, 1, 1))
     text = w.inbox("acme")[0].body_text
-    assert "short notice: 50 days" in text and "3 months notice" not in text and "3 months' notice)" not in text
+    assert (
+        "short notice: 50 days" in text and "3 months notice" not in text and "3 months' notice)" not in text
+    )
     assert "security" not in text  # the product manager's reason is internal
 
 
@@ -294,8 +329,15 @@ def test_a_reminder_on_its_stage_day_names_its_stage(db):
 def _endoflife(name: str, snapshot: str, at: dt.datetime):
     data = importing.load_file(SNAPSHOTS / snapshot / f"{name}.json")
     with session_scope() as s:
-        return importing.import_endoflife(s, data, product=name, name=None, at=at, source=f"{name}.json",
-                                          short_notice_reason=importing.UPSTREAM_REASON)
+        return importing.import_endoflife(
+            s,
+            data,
+            product=name,
+            name=None,
+            at=at,
+            source=f"{name}.json",
+            short_notice_reason=importing.UPSTREAM_REASON,
+        )
 
 
 def test_a_milestone_removed_upstream_is_withdrawn_and_those_told_get_a_cancellation(db):
@@ -344,14 +386,29 @@ def test_a_future_phase_declared_ended_upstream_moves_to_the_import_day(db):
 
 
 def test_a_registry_file_can_withdraw_the_milestones_it_no_longer_lists(db, tmp_path):
-    doc = {"products": [{"slug": "acp", "name": "ACP", "missing_milestones": "withdraw", "releases": [
-        {"version": "3.16", "milestones": {"end-of-life": "2028-06-30", "end-of-sale": "2027-12-31"}}]}]}
+    doc = {
+        "products": [
+            {
+                "slug": "acp",
+                "name": "ACP",
+                "missing_milestones": "withdraw",
+                "releases": [
+                    {
+                        "version": "3.16",
+                        "milestones": {"end-of-life": "2028-06-30", "end-of-sale": "2027-12-31"},
+                    }
+                ],
+            }
+        ]
+    }
     with session_scope() as s:
         importing.import_registry(s, doc, at=utc(2026, 12, 1), source="a.yaml")
     del doc["products"][0]["releases"][0]["milestones"]["end-of-sale"]
     with session_scope() as s:
         summary = importing.import_registry(s, doc, at=utc(2026, 12, 2), source="b.yaml")
-    assert [(m["milestone"], m["reason"]) for m in summary.withdrawn] == [("acp 3.16 end-of-sale", "not in b.yaml")]
+    assert [(m["milestone"], m["reason"]) for m in summary.withdrawn] == [
+        ("acp 3.16 end-of-sale", "not in b.yaml")
+    ]
     doc["products"][0]["missing_milestones"] = "keep"
     doc["products"][0]["releases"][0]["milestones"] = {"end-of-life": "2028-06-30"}
     with session_scope() as s:
@@ -360,13 +417,29 @@ def test_a_registry_file_can_withdraw_the_milestones_it_no_longer_lists(db, tmp_
 
 
 def test_the_import_output_lists_every_change(db, cli):
-    r = cli("import", SNAPSHOTS / "2026-11" / "firefox.json", "--format", "endoflife", "--product", "firefox",
-            "--at", "2026-12-01")
+    r = cli(
+        "import",
+        SNAPSHOTS / "2026-11" / "firefox.json",
+        "--format",
+        "endoflife",
+        "--product",
+        "firefox",
+        "--at",
+        "2026-12-01",
+    )
     assert r.code == 0, r
     assert "added firefox 115 end-of-life on 2027-03-05" in r.out
     assert "added firefox 102 end-of-life on 2023-09-26 (history: never notified)" in r.out
-    r = cli("import", SNAPSHOTS / "2027-03" / "firefox.json", "--format", "endoflife", "--product", "firefox",
-            "--at", "2027-03-01")
+    r = cli(
+        "import",
+        SNAPSHOTS / "2027-03" / "firefox.json",
+        "--format",
+        "endoflife",
+        "--product",
+        "firefox",
+        "--at",
+        "2027-03-01",
+    )
     assert r.code == 0, r
     assert "moved firefox 115 end-of-life from 2027-03-05 to 2027-09-30" in r.out
     assert "moved firefox 128 end-of-life from 2027-06-30 to 2027-02-15" in r.out
@@ -382,16 +455,36 @@ def test_replaying_two_real_snapshots_keeps_the_promise_or_names_the_change(sqli
     products = ("kubernetes", "postgresql", "python", "ubuntu", "firefox")
     for name in products:
         _endoflife(name, "2026-11", t1)
-    w.customer("shanghai", "Asia/Shanghai", locale="zh-CN", at=t1,
-               deploy=(("kubernetes", "1.35"), ("kubernetes", "1.36"), ("firefox", "115"), ("python", "3.11")))
-    w.customer("berlin", "Europe/Berlin", at=t1,
-               deploy=(("postgresql", "15"), ("postgresql", "16"), ("ubuntu", "24.04"), ("firefox", "128")))
-    w.customer("la", "America/Los_Angeles", at=t1,
-               deploy=(("python", "3.14"), ("firefox", "115"), ("kubernetes", "1.36")))
+    w.customer(
+        "shanghai",
+        "Asia/Shanghai",
+        locale="zh-CN",
+        at=t1,
+        deploy=(("kubernetes", "1.35"), ("kubernetes", "1.36"), ("firefox", "115"), ("python", "3.11")),
+    )
+    w.customer(
+        "berlin",
+        "Europe/Berlin",
+        at=t1,
+        deploy=(("postgresql", "15"), ("postgresql", "16"), ("ubuntu", "24.04"), ("firefox", "128")),
+    )
+    w.customer(
+        "la",
+        "America/Los_Angeles",
+        at=t1,
+        deploy=(("python", "3.14"), ("firefox", "115"), ("kubernetes", "1.36")),
+    )
     w.customer("kiritimati", "Pacific/Kiritimati", at=t1, deploy=(("firefox", "128"), ("postgresql", "16")))
-    w.customer("pago", "Pacific/Pago_Pago", locale="zh-CN", at=t1,
-               deploy=(("python", "3.11"), ("ubuntu", "24.04"), ("kubernetes", "1.35")))
-    w.customer("lapsing", "Europe/London", at=t1, end=D(2027, 5, 31), deploy=(("firefox", "115"), ("python", "3.11")))
+    w.customer(
+        "pago",
+        "Pacific/Pago_Pago",
+        locale="zh-CN",
+        at=t1,
+        deploy=(("python", "3.11"), ("ubuntu", "24.04"), ("kubernetes", "1.35")),
+    )
+    w.customer(
+        "lapsing", "Europe/London", at=t1, end=D(2027, 5, 31), deploy=(("firefox", "115"), ("python", "3.11"))
+    )
     w.run_every_instant(t2, start=t1)
     for name in products:
         _endoflife(name, "2027-03", t2)
@@ -401,9 +494,14 @@ def test_replaying_two_real_snapshots_keeps_the_promise_or_names_the_change(sqli
         report = compliance(s, t3)
         keys = s.exec(sa.select(Notice.key)).scalars().all()
     assert len(keys) == len(set(keys))
-    changed_milestones = {("kubernetes", "1.35", "end-of-life"), ("kubernetes", "1.36", "end-of-full-support"),
-                          ("python", "3.11", "end-of-life"), ("firefox", "115", "end-of-life"),
-                          ("firefox", "128", "end-of-life"), ("python", "3.14", "end-of-full-support")}
+    changed_milestones = {
+        ("kubernetes", "1.35", "end-of-life"),
+        ("kubernetes", "1.36", "end-of-full-support"),
+        ("python", "3.11", "end-of-life"),
+        ("firefox", "115", "end-of-life"),
+        ("firefox", "128", "end-of-life"),
+        ("python", "3.14", "end-of-full-support"),
+    }
     explained = 0
     for row in report["rows"]:
         pair = (row["customer"], row["product"], row["version"], row["milestone"])
@@ -416,10 +514,14 @@ def test_replaying_two_real_snapshots_keeps_the_promise_or_names_the_change(sqli
             continue
         # Late or not told: the cause must name the change that made it so (a date published upstream at
         # short notice, or moved by the second snapshot).
-        assert row["cause"] and row["cause"].startswith(("short notice:", "told an earlier date; short notice:")), \
-            (pair, row["status"], row["cause"])
+        assert row["cause"] and row["cause"].startswith(
+            ("short notice:", "told an earlier date; short notice:")
+        ), (pair, row["status"], row["cause"])
         if "moved" in row["cause"]:
-            assert (row["product"], row["version"], row["milestone"]) in changed_milestones, (pair, row["cause"])
+            assert (row["product"], row["version"], row["milestone"]) in changed_milestones, (
+                pair,
+                row["cause"],
+            )
             explained += 1
     assert explained >= 4
     # The postponed Firefox 115 was reminded again for its new date, to everyone still in service.
@@ -434,7 +536,10 @@ def test_replaying_two_real_snapshots_keeps_the_promise_or_names_the_change(sqli
     for key in ("shanghai", "la"):
         assert [n.kind for n in w.sent(key) if n.milestone_date == D(2027, 6, 28)][-1] == "withdrawn"
     with session_scope() as s:
-        ended = {(r.version, r.ended) for r in s.exec(sa.select(Release).where(Release.ended.is_not(None))).scalars()}
+        ended = {
+            (r.version, r.ended)
+            for r in s.exec(sa.select(Release).where(Release.ended.is_not(None))).scalars()
+        }
     assert {("14", "end-of-life"), ("3.14", "end-of-full-support"), ("102", "end-of-life")} <= ended
 
 
@@ -478,15 +583,25 @@ def test_zh_cn_messages_of_every_notice_kind_contain_no_english_sentence(db, tmp
     with session_scope() as s:
         registry.upsert_product(s, slug="new", name="NEW", at=utc(2027, 8, 22))
         registry.upsert_release(s, product="new", version="1.0", at=utc(2027, 8, 22))
-        registry.add_milestone(s, product="new", version="1.0", kind="end-of-life", date=D(2027, 10, 1),
-                               at=utc(2027, 8, 22), allow_short_notice=True, reason="internal only")
+        registry.add_milestone(
+            s,
+            product="new",
+            version="1.0",
+            kind="end-of-life",
+            date=D(2027, 10, 1),
+            at=utc(2027, 8, 22),
+            allow_short_notice=True,
+            reason="internal only",
+        )
         registry.add_deployment(s, customer="hooli", product="new", version="1.0", at=utc(2027, 8, 22))
     w.run(utc(2027, 8, 22, 1))  # short notice
     kinds = {n.kind for n in w.sent("hooli")}
     assert kinds == {"stage", "changed", "withdrawn", "reinstated"}
     messages = w.inbox("hooli")
     labels = " ".join(m.body_text for m in messages)
-    assert "提前6个月通知" in labels and "补发提醒" in labels and "短期通知" in labels and "该日期已过" in labels
+    assert (
+        "提前6个月通知" in labels and "补发提醒" in labels and "短期通知" in labels and "该日期已过" in labels
+    )
     assert len(messages) >= 7
     emails = [p.read_text() for p in (tmp_path / "outbox").rglob("*.eml")]
     assert emails

@@ -14,13 +14,35 @@ import sys
 import pytest
 
 # Libraries only some commands need: never imported by `--help`, nor by a tick with nothing to send.
-HEAVY = ("fastapi", "starlette", "uvicorn", "celery", "kombu", "sendgrid", "python_http_client", "icalendar",
-         "jinja2", "cryptography", "slack_sdk", "standardwebhooks", "email_validator", "alembic", "yaml")
+HEAVY = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "celery",
+    "kombu",
+    "sendgrid",
+    "python_http_client",
+    "icalendar",
+    "jinja2",
+    "cryptography",
+    "slack_sdk",
+    "standardwebhooks",
+    "email_validator",
+    "alembic",
+    "yaml",
+)
 
 
 def _modules(code: str, cwd=None, env=None) -> set[str]:
-    proc = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                          capture_output=True, text=True, check=True, cwd=cwd, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
     return {name.split(".")[0] for name in json.loads(proc.stdout.splitlines()[-1])}
 
 
@@ -38,11 +60,19 @@ def test_tick_imports_no_web_celery_mail_or_channel_library():
 def test_a_tick_with_nothing_due_runs_without_them(cli, tmp_path):
     """The real command, run twice the same day (the second finds the calendars fresh): what it imported."""
     assert cli("tick", "--at", "2027-01-02T06:00").code == 0
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "lifecycle", "tick", "--at", "2027-01-02T07:00"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lifecycle", "tick", "--at", "2027-01-02T07:00"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
-    loaded = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
-              if line.startswith("import time:")}
+    loaded = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "sqlmodel" in loaded  # the probe sees imports at all
     # icalendar comes with lifecycle.calendar.exports, which the tick asks whether the day changed
     assert not loaded & (set(HEAVY) - {"icalendar"}), sorted(loaded & set(HEAVY))
@@ -51,9 +81,18 @@ def test_a_tick_with_nothing_due_runs_without_them(cli, tmp_path):
 def test_a_command_imports_only_its_own_area():
     loaded = _modules("import lifecycle.cli as c; c._prepare(['milestone', 'list'])")
     assert "lifecycle" in loaded
-    proc = subprocess.run([sys.executable, "-c", "import lifecycle.cli as c, sys; c._prepare(['milestone']); "
-                           "print(sorted(m for m in sys.modules if m.startswith('lifecycle.cli.')))"],
-                          capture_output=True, text=True, check=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import lifecycle.cli as c, sys; c._prepare(['milestone']); "
+            "print(sorted(m for m in sys.modules if m.startswith('lifecycle.cli.')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert "lifecycle.cli.web" not in proc.stdout and "lifecycle.cli.schedule" not in proc.stdout
     assert "lifecycle.cli.registry" in proc.stdout
 
@@ -78,7 +117,9 @@ def test_the_command_table_matches_the_modules():
     """COMMANDS (what `lifecycle --help` lists without importing) says what the modules register."""
     from lifecycle import cli
 
-    proc = subprocess.run([sys.executable, "-c", CHECK_TABLE], capture_output=True, text=True, check=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK_TABLE], capture_output=True, text=True, check=True, timeout=120
+    )
     found = json.loads(proc.stdout)
     commands = [name for name, _module, _text in found if name in dict(cli.COMMANDS)]
     assert sorted(commands) == sorted(cli.COMMANDS), "a command is missing from lifecycle.cli.COMMANDS"
@@ -90,9 +131,18 @@ def test_the_command_table_matches_the_modules():
 
 def test_help_lists_what_the_eager_app_lists(cli):
     """`lifecycle --help` (nothing imported) prints what the app with every module imported prints."""
-    eager = subprocess.run([sys.executable, "-c", "import lifecycle.cli as c; c._register(); "
-                            "c.app(args=['--help'], prog_name='python -m lifecycle')"],
-                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    eager = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import lifecycle.cli as c; c._register(); "
+            "c.app(args=['--help'], prog_name='python -m lifecycle')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     lazy = cli("--help")
     assert lazy.code == 0 and eager.returncode == 0, (lazy, eager.stderr)
     assert "deployment" in lazy.out and "channel" in lazy.out

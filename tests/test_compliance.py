@@ -16,23 +16,35 @@ def _two_years():
     with moves, a withdrawal, a late customer, a late deployment and a lapsed contract."""
     start = utc(2026, 1, 1)
     w.product(versions=("3.16", "3.18", "4.0"), at=start, upgrade_to="4.0")
-    w.milestone(D(2026, 12, 31), kind="end-of-sale", at=start)               # on time for the early ones
-    w.milestone(D(2027, 6, 30), kind="end-of-full-support", at=start)         # moved later, then earlier
+    w.milestone(D(2026, 12, 31), kind="end-of-sale", at=start)  # on time for the early ones
+    w.milestone(D(2027, 6, 30), kind="end-of-full-support", at=start)  # moved later, then earlier
     w.milestone(D(2027, 3, 31), version="3.18", kind="end-of-sale", at=start)  # withdrawn
     w.milestone(D(2027, 9, 30), version="3.18", at=start)
     w.customer("early", "Asia/Shanghai", deploy=(("acp", "3.16"), ("acp", "3.18")), at=start)
     w.customer("berlin", "Europe/Berlin", deploy=(("acp", "3.16"),), at=start)
-    w.customer("lapsed", "America/Los_Angeles", deploy=(("acp", "3.16"), ("acp", "3.18")), at=start,
-               start=D(2025, 1, 1), end=D(2026, 5, 31))
+    w.customer(
+        "lapsed",
+        "America/Los_Angeles",
+        deploy=(("acp", "3.16"), ("acp", "3.18")),
+        at=start,
+        start=D(2025, 1, 1),
+        end=D(2026, 5, 31),
+    )
     events = {
-        D(2026, 3, 1): lambda at: w.move(D(2027, 9, 30), kind="end-of-full-support", at=at, reason="more time"),
+        D(2026, 3, 1): lambda at: w.move(
+            D(2027, 9, 30), kind="end-of-full-support", at=at, reason="more time"
+        ),
         D(2026, 9, 10): lambda at: w.withdraw(version="3.18", kind="end-of-sale", at=at, reason="still sold"),
-        D(2026, 11, 5): lambda at: w.customer("latecomer", "Australia/Sydney", deploy=(("acp", "3.16"),), at=at),
+        D(2026, 11, 5): lambda at: w.customer(
+            "latecomer", "Australia/Sydney", deploy=(("acp", "3.16"),), at=at
+        ),
         D(2027, 7, 20): lambda at: _deploy("berlin", "3.18", at),  # after the 30 June deadline
-        D(2027, 5, 1): lambda at: w.move(D(2027, 7, 15), kind="end-of-full-support", at=at,
-                                         reason="security", short=True),
-        D(2027, 6, 1): lambda at: w.milestone(D(2027, 8, 15), version="4.0", kind="end-of-sale", at=at,
-                                              reason="product line consolidated"),
+        D(2027, 5, 1): lambda at: w.move(
+            D(2027, 7, 15), kind="end-of-full-support", at=at, reason="security", short=True
+        ),
+        D(2027, 6, 1): lambda at: w.milestone(
+            D(2027, 8, 15), version="4.0", kind="end-of-sale", at=at, reason="product line consolidated"
+        ),
         D(2027, 6, 2): lambda at: _deploy("early", "4.0", at),
     }
     day = D(2026, 1, 1)
@@ -62,8 +74,11 @@ def test_a_two_year_run_explains_every_row_that_is_not_on_time(db):
     assert rows[("early", "3.18", "end-of-sale")]["status"] == "withdrawn"
     late = rows[("latecomer", "3.16", "end-of-sale")]
     assert late["status"] == "late" and "added late" in late["cause"]
-    assert rows[("lapsed", "3.18", "end-of-life")] == {**rows[("lapsed", "3.18", "end-of-life")],
-                                                       "status": "not-notified", "cause": "service lapsed"}
+    assert rows[("lapsed", "3.18", "end-of-life")] == {
+        **rows[("lapsed", "3.18", "end-of-life")],
+        "status": "not-notified",
+        "cause": "service lapsed",
+    }
     moved = rows[("berlin", "3.16", "end-of-full-support")]
     assert moved["status"] == "late" and moved["cause"].startswith("short notice: moved")
     dep = rows[("berlin", "3.18", "end-of-life")]

@@ -41,8 +41,10 @@ def _history():
 
     w.replay_every_instant(w.START, NOW, [(utc(2027, 8, 1, 5), initech)])
     with session_scope() as s:
-        secrets = {role: tokens.create_token(s, role=role, at=NOW, **kw)[1]
-                   for role, kw in (("pm", {}), ("rep", {"rep": "rep@vendor.example"}))}
+        secrets = {
+            role: tokens.create_token(s, role=role, at=NOW, **kw)[1]
+            for role, kw in (("pm", {}), ("rep", {"rep": "rep@vendor.example"}))
+        }
     return secrets
 
 
@@ -65,8 +67,9 @@ def test_the_compliance_page_counts_each_milestone_and_drills_down_to_the_custom
     pm = log_in(secrets["pm"])
     page = pm.get("/registry/compliance")
     assert page.status_code == 200 and 'aria-current="page">Compliance' in page.text
-    eol = re.search(r'<tr data-product="acp" data-version="3.16" data-milestone="end-of-life".*?</tr>', page.text,
-                    re.S).group(0)
+    eol = re.search(
+        r'<tr data-product="acp" data-version="3.16" data-milestone="end-of-life".*?</tr>', page.text, re.S
+    ).group(0)
     counts = dict(re.findall(r'data-status="([a-z-]+)">(?:<a [^>]*>)?(\d+)', eol))
     assert counts == {"on-time": "2", "late": "1", "not-notified": "1", "pending": "0", "withdrawn": "0"}
     causes = text_of(eol)
@@ -83,8 +86,9 @@ def test_the_compliance_page_counts_each_milestone_and_drills_down_to_the_custom
     assert "ACP 3.16 · end of life on 2027-09-30 · told late" in detail
     assert "Initech" in detail and "customer added late (2027-08-01)" in detail
     everyone = pm.get("/registry/compliance?product=acp&version=3.16&milestone=end-of-life")
-    assert {c for c, _ in re.findall(r'<tr data-customer="([^"]+)" data-status="([^"]+)">', everyone.text)} == {
-        "acme", "globex", "initech", "umbrella"}
+    assert {
+        c for c, _ in re.findall(r'<tr data-customer="([^"]+)" data-status="([^"]+)">', everyone.text)
+    } == {"acme", "globex", "initech", "umbrella"}
 
 
 def test_the_compliance_csv_holds_the_reports_rows_for_the_chosen_milestone(sqlite_db, at_now):
@@ -97,7 +101,8 @@ def test_the_compliance_csv_holds_the_reports_rows_for_the_chosen_milestone(sqli
     with session_scope() as s:
         expected = [r for r in reports.compliance(s, NOW)["rows"] if r["version"] == "3.16"]
     assert [(r["customer"], r["status"], r["cause"]) for r in rows] == [
-        (r["customer"], r["status"], r["cause"] or "") for r in expected]
+        (r["customer"], r["status"], r["cause"] or "") for r in expected
+    ]
     assert list(rows[0])[:3] == ["customer", "customer_name", "account_rep"]
 
 
@@ -134,9 +139,27 @@ def test_the_api_and_the_cli_give_the_same_compliance_data(db, cli):
 
 
 def test_the_summary_keeps_releases_in_version_order_and_kinds_in_lifecycle_order():
-    rows = [{"product": "acp", "version": v, "milestone": k, "milestone_date": "2027-01-01",
-             "deadline": "2026-10-01", "status": "on-time", "cause": None}
-            for v, k in (("3.9", "end-of-life"), ("3.16", "end-of-life"), ("3.9", "end-of-sale"), (None, "end-of-sale"))]
+    rows = [
+        {
+            "product": "acp",
+            "version": v,
+            "milestone": k,
+            "milestone_date": "2027-01-01",
+            "deadline": "2026-10-01",
+            "status": "on-time",
+            "cause": None,
+        }
+        for v, k in (
+            ("3.9", "end-of-life"),
+            ("3.16", "end-of-life"),
+            ("3.9", "end-of-sale"),
+            (None, "end-of-sale"),
+        )
+    ]
     assert [(g["version"], g["milestone"]) for g in reports.compliance_summary({"rows": rows})] == [
-        (None, "end-of-sale"), ("3.9", "end-of-sale"), ("3.9", "end-of-life"), ("3.16", "end-of-life")]
+        (None, "end-of-sale"),
+        ("3.9", "end-of-sale"),
+        ("3.9", "end-of-life"),
+        ("3.16", "end-of-life"),
+    ]
     assert registry.version_key("3.9") < registry.version_key("3.16")

@@ -25,9 +25,17 @@ def _fleet():
 def test_four_ticks_at_once_deliver_each_notice_once_per_channel_and_recipient(db, tmp_path):
     _fleet()
     at = "2027-04-01T12:00:00+00:00"  # every customer's 6m stages of both milestones are due
-    procs = [subprocess.Popen([sys.executable, "-m", "lifecycle", "tick", "--at", at], cwd=tmp_path,
-                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lifecycle", "tick", "--at", at],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
 

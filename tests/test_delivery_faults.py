@@ -77,15 +77,22 @@ def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
 
 def notice_kinds(delivery_ids: list[int]) -> set[str]:
     with session_scope() as s:
-        return {n.kind for n in s.exec(select(Notice).join(Delivery, Delivery.notice_id == Notice.id)
-                                       .where(Delivery.id.in_(delivery_ids)))}
+        return {
+            n.kind
+            for n in s.exec(
+                select(Notice)
+                .join(Delivery, Delivery.notice_id == Notice.id)
+                .where(Delivery.id.in_(delivery_ids))
+            )
+        }
 
 
 # --------------------------------------------------------------------------------- unknown outcomes
 
 
 def test_emails_accepted_after_the_deadline_are_unknown_then_settled_by_sendgrids_events_never_sent_twice(
-        db, monkeypatch, sendgrid_stub):
+    db, monkeypatch, sendgrid_stub
+):
     use_sendgrid(monkeypatch, sendgrid_stub, deadline=1.0)
     fleet(5)
     for _ in range(5):
@@ -94,7 +101,9 @@ def test_emails_accepted_after_the_deadline_are_unknown_then_settled_by_sendgrid
     assert {d.status for d in customer_emails()} == {"unknown"}
     assert all(d.next_attempt_at == T0 + dt.timedelta(minutes=15) for d in customer_emails())
     assert all("outcome unknown" in d.error and "send deadline" in d.error for d in customer_emails())
-    assert {n.status for n in w.notices(audience="customer", slot="6m")} == {"sent"}  # the portal delivered them
+    assert {n.status for n in w.notices(audience="customer", slot="6m")} == {
+        "sent"
+    }  # the portal delivered them
 
     w.run(T0 + dt.timedelta(minutes=5))  # inside the reconciliation window: nothing is sent again
     assert len(sendgrid_stub.requests) == 5
@@ -114,7 +123,8 @@ def test_emails_accepted_after_the_deadline_are_unknown_then_settled_by_sendgrid
 
 
 def test_an_unknown_email_without_an_event_is_sent_again_after_the_window_as_a_possible_duplicate(
-        db, monkeypatch, sendgrid_stub):
+    db, monkeypatch, sendgrid_stub
+):
     use_sendgrid(monkeypatch, sendgrid_stub, deadline=1.0)
     fleet(1)
     sendgrid_stub.queue(202, delay=2.5)
@@ -144,15 +154,20 @@ def test_the_delivery_report_lists_unknown_outcomes_with_their_reason(db, monkey
     data = json.loads(r.out)
     assert data["totals"] == {"email": {"unknown": 1}, "portal": {"delivered": 1}}
     [row] = data["rows"]
-    assert (row["customer"], row["recipient"], row["status"], row["possible_duplicate"]) == \
-        ("cust0", "ops@cust0.example", "unknown", False)
+    assert (row["customer"], row["recipient"], row["status"], row["possible_duplicate"]) == (
+        "cust0",
+        "ops@cust0.example",
+        "unknown",
+        False,
+    )
     assert row["next_attempt_at"] == "2026-12-30T12:15:00+00:00" and "outcome unknown" in row["error"]
     table = cli("report", "deliveries")
     assert table.code == 0 and "email: unknown 1" in table.out and "possible duplicates: 0" in table.out
 
 
 def test_a_provider_trickling_its_answer_is_cut_off_at_the_deadline_and_no_sweep_takes_the_send_back(
-        db, monkeypatch, sendgrid_stub):
+    db, monkeypatch, sendgrid_stub
+):
     # One byte every ~50 ms for 8 s: a per-read socket timeout (5 s here) never fires.
     use_sendgrid(monkeypatch, sendgrid_stub, deadline=1.5, timeout=5.0)
     fleet(1)
@@ -175,12 +190,15 @@ def test_a_provider_trickling_its_answer_is_cut_off_at_the_deadline_and_no_sweep
 
 
 def test_a_worker_killed_during_a_send_is_taken_over_at_once_and_its_email_is_not_sent_twice(
-        db, monkeypatch, sendgrid_stub, tmp_path):
+    db, monkeypatch, sendgrid_stub, tmp_path
+):
     use_sendgrid(monkeypatch, sendgrid_stub, deadline=60.0)
     fleet(1)
     sendgrid_stub.queue(202, delay=30)  # accepted; the worker dies waiting for the answer
-    code = ("import datetime as dt; from lifecycle.ticks import tick; "
-            f"tick(dt.datetime.fromisoformat({T0.isoformat()!r}))")
+    code = (
+        "import datetime as dt; from lifecycle.ticks import tick; "
+        f"tick(dt.datetime.fromisoformat({T0.isoformat()!r}))"
+    )
     worker = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ))
     try:
         wait_for(lambda: sendgrid_stub.requests, "the request at the stub", timeout=120)
@@ -205,8 +223,9 @@ class Crash(BaseException):
     """The worker dies (nothing below it runs, nothing is recorded)."""
 
 
-def test_a_file_email_written_by_a_worker_that_died_before_recording_it_is_settled_by_its_file(db, tmp_path,
-                                                                                               monkeypatch):
+def test_a_file_email_written_by_a_worker_that_died_before_recording_it_is_settled_by_its_file(
+    db, tmp_path, monkeypatch
+):
     fleet(1)
     record = delivery._record_success
 
@@ -230,8 +249,9 @@ def test_a_file_email_written_by_a_worker_that_died_before_recording_it_is_settl
     assert [n.status for n in w.notices(audience="customer", slot="6m")] == ["sent"]
 
 
-def test_a_file_email_never_written_by_a_worker_that_died_is_sent_once_without_a_duplicate_flag(db, tmp_path,
-                                                                                                monkeypatch):
+def test_a_file_email_never_written_by_a_worker_that_died_is_sent_once_without_a_duplicate_flag(
+    db, tmp_path, monkeypatch
+):
     from lifecycle.mailers.file import FileMailer
 
     fleet(1)
@@ -251,7 +271,9 @@ def test_a_file_email_never_written_by_a_worker_that_died_is_sent_once_without_a
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
 
 
-def test_an_smtp_send_whose_reply_was_lost_is_retried_after_the_backoff_as_a_possible_duplicate(db, monkeypatch):
+def test_an_smtp_send_whose_reply_was_lost_is_retried_after_the_backoff_as_a_possible_duplicate(
+    db, monkeypatch
+):
     server = SmtpServer().start()
     try:
         monkeypatch.setenv("LIFECYCLE_EMAIL_BACKEND", "smtp")
@@ -278,8 +300,9 @@ def test_an_smtp_send_whose_reply_was_lost_is_retried_after_the_backoff_as_a_pos
 
 def test_a_claim_names_a_dead_process_only_when_that_process_is_certainly_gone(tmp_path):
     code = "from lifecycle import liveness; print(liveness.owner())"
-    gone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=tmp_path).stdout.strip()
+    gone = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout.strip()
     me = liveness.owner()
     host, pid, start, space = me.rsplit("/", 3)
     assert liveness.is_dead(gone)
@@ -292,8 +315,9 @@ def test_a_claim_names_a_dead_process_only_when_that_process_is_certainly_gone(t
 # ----------------------------------------------------------------------------------- changes in flight
 
 
-def test_a_withdrawal_cancels_the_pending_retry_of_its_reminder_in_its_own_transaction(db, monkeypatch,
-                                                                                     sendgrid_stub):
+def test_a_withdrawal_cancels_the_pending_retry_of_its_reminder_in_its_own_transaction(
+    db, monkeypatch, sendgrid_stub
+):
     use_sendgrid(monkeypatch, sendgrid_stub)
     fleet(1)
     sendgrid_stub.queue(500)
@@ -359,8 +383,9 @@ def test_a_withdrawal_committed_between_the_claim_and_the_send_stops_the_send(db
     assert sendgrid_stub.requests == []  # never told, so no cancellation either
 
 
-def test_a_reminder_cancelled_by_a_withdrawal_goes_out_when_the_milestone_is_reinstated(db, monkeypatch,
-                                                                                      tmp_path):
+def test_a_reminder_cancelled_by_a_withdrawal_goes_out_when_the_milestone_is_reinstated(
+    db, monkeypatch, tmp_path
+):
     fleet(1)
     send = delivery._deliver_batch
 
@@ -415,7 +440,8 @@ def test_a_two_hour_provider_outage_delays_emails_but_gives_none_up(db, monkeypa
 
 
 def test_an_email_is_given_up_after_48_hours_loudly_and_the_report_says_told_by_portal_only(
-        db, monkeypatch, sendgrid_stub, caplog):
+    db, monkeypatch, sendgrid_stub, caplog
+):
     use_sendgrid(monkeypatch, sendgrid_stub)
     monkeypatch.setenv("LIFECYCLE_OPS_EMAIL", "ops@vendor.example")
     reset_settings()
@@ -424,7 +450,9 @@ def test_an_email_is_given_up_after_48_hours_loudly_and_the_report_says_told_by_
     with caplog.at_level(logging.ERROR, logger="lifecycle.delivery"):
         instants = retry_until_settled()
     [email] = customer_emails()
-    assert email.status == "failed" and email.error.startswith(f"gave up after {email.attempts} attempts over 48.0 h")
+    assert email.status == "failed" and email.error.startswith(
+        f"gave up after {email.attempts} attempts over 48.0 h"
+    )
     assert instants[-1] - instants[0] == dt.timedelta(hours=48)
     assert max(b - a for a, b in zip(instants, instants[1:], strict=False)) == dt.timedelta(hours=1)
     assert len(instants) == email.attempts > 40
@@ -436,16 +464,19 @@ def test_an_email_is_given_up_after_48_hours_loudly_and_the_report_says_told_by_
     w.run(instants[-1] + dt.timedelta(minutes=1))
     told = {r.to: r.body for r in sendgrid_stub.accepted}
     assert set(told) == {"rep@vendor.example", "ops@vendor.example"}
-    assert all("could not be sent" in b["content"][0]["value"] and "ops@cust0.example" in b["subject"]
-               for b in told.values())
+    assert all(
+        "could not be sent" in b["content"][0]["value"] and "ops@cust0.example" in b["subject"]
+        for b in told.values()
+    )
     with session_scope() as s:
         [row] = reports.compliance(s, instants[-1] + dt.timedelta(minutes=2))["rows"]
     assert row["status"] == "on-time" and row["told_by_portal_only"]
     assert row["notes"] == "told by portal only: email failed"
 
 
-def test_without_an_operator_address_a_give_up_still_alerts_the_rep_and_logs_an_error(db, monkeypatch,
-                                                                                     sendgrid_stub, caplog):
+def test_without_an_operator_address_a_give_up_still_alerts_the_rep_and_logs_an_error(
+    db, monkeypatch, sendgrid_stub, caplog
+):
     use_sendgrid(monkeypatch, sendgrid_stub)
     monkeypatch.setenv("LIFECYCLE_RETRY_FOR_HOURS", "1")
     reset_settings()

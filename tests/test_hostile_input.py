@@ -76,8 +76,12 @@ def seeded_file(sqlite_template, tmp_path_factory) -> Path:
         mp.setenv("LIFECYCLE_DATABASE_URL", f"sqlite:///{path}")
         reset_settings()
         env = {**os.environ, "LIFECYCLE_DATABASE_URL": f"sqlite:///{path}"}
-        subprocess.run([sys.executable, "-m", "lifecycle", "import", str(EXAMPLE), "--at", AT], env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "lifecycle", "import", str(EXAMPLE), "--at", AT],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     reset_settings()
     return path
 
@@ -105,8 +109,10 @@ def _report_times(request):
     if TIMES:
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         slowest = max(TIMES, key=TIMES.get)
-        line = (f"hostile corpus in-process: {len(TIMES)} files, median {statistics.median(TIMES.values()):.3f} s, "
-                f"max {TIMES[slowest]:.3f} s ({slowest})")
+        line = (
+            f"hostile corpus in-process: {len(TIMES)} files, median {statistics.median(TIMES.values()):.3f} s, "
+            f"max {TIMES[slowest]:.3f} s ({slowest})"
+        )
         if reporter:
             reporter.write_line("")
             reporter.write_line(line)
@@ -123,8 +129,12 @@ def assert_refused(path: Path, expect: str, code: int, err: str) -> None:
 
 
 def test_the_corpus_has_at_least_300_files_and_is_what_the_generator_writes():
-    files = {p.name for p in HOSTILE.iterdir()} - {"make_corpus.py", "manifest.json", "__init__.py",
-                                                   "__pycache__"}
+    files = {p.name for p in HOSTILE.iterdir()} - {
+        "make_corpus.py",
+        "manifest.json",
+        "__init__.py",
+        "__pycache__",
+    }
     assert files == set(MANIFEST) and len(files) >= 300
     generated = make_corpus.generate().files
     assert set(generated) == files
@@ -152,10 +162,21 @@ def test_a_hostile_file_exits_2_naming_the_file_and_writes_nothing(name, seeded,
     assert sqlite_dump(seeded) == before
 
 
-BIG = ["big-name-10mb.yaml", "big-name-10mb.json", "big-deep-10mb.yaml", "big-deep-10mb.json",
-       "big-zeros-top-10mb.yaml", "big-zeros-products-10mb.yaml", "big-zeros-products-10mb.json",
-       "big-keys-10mb.yaml", "big-nul-10mb.yaml", "big-random-10mb.json", "big-fleet-truncated-10mb.yaml",
-       "big-fleet-alias-at-end-10mb.yaml", "big-alias-bomb-padded-10mb.yaml"]
+BIG = [
+    "big-name-10mb.yaml",
+    "big-name-10mb.json",
+    "big-deep-10mb.yaml",
+    "big-deep-10mb.json",
+    "big-zeros-top-10mb.yaml",
+    "big-zeros-products-10mb.yaml",
+    "big-zeros-products-10mb.json",
+    "big-keys-10mb.yaml",
+    "big-nul-10mb.yaml",
+    "big-random-10mb.json",
+    "big-fleet-truncated-10mb.yaml",
+    "big-fleet-alias-at-end-10mb.yaml",
+    "big-alias-bomb-padded-10mb.yaml",
+]
 
 
 @pytest.mark.parametrize("name", BIG)
@@ -197,14 +218,36 @@ def test_a_file_over_the_configured_size_is_refused_before_it_is_read(seeded, tm
     assert_refused(path, "LIFECYCLE_IMPORT_MAX_BYTES", code, err)
 
 
-SAMPLE = ["alias-billion-laughs.yaml", "alias-quadratic.yaml", "alias-bomb-12-levels.yaml",
-          "deep-flow-list-100000.yaml", "deep-json-list-100000.json", "nul-in-name.yaml", "binary-issue-8.yaml",
-          "encoding-utf-16-le-no-bom.yaml", "surrogate-high.json", "number-inf-cores.yaml",
-          "integer-5000-digits.yaml", "type-name-is-mapping-issue-9.yaml", "type-key-true-issue-9.yaml",
-          "dup-flow-one-line.yaml", "date-milestone-week.yaml", "date-milestone-compact.yaml",
-          "truncated-alauda-co.yaml", "bidi-customer-name-202e.yaml", "eol-releaseDate-compact.json"]
-BIG_SAMPLE = ["big-name-10mb.yaml", "big-deep-10mb.yaml", "big-zeros-products-10mb.yaml", "big-keys-10mb.yaml",
-              "big-fleet-truncated-10mb.yaml", "big-alias-bomb-padded-10mb.yaml", "big-random-10mb.json"]
+SAMPLE = [
+    "alias-billion-laughs.yaml",
+    "alias-quadratic.yaml",
+    "alias-bomb-12-levels.yaml",
+    "deep-flow-list-100000.yaml",
+    "deep-json-list-100000.json",
+    "nul-in-name.yaml",
+    "binary-issue-8.yaml",
+    "encoding-utf-16-le-no-bom.yaml",
+    "surrogate-high.json",
+    "number-inf-cores.yaml",
+    "integer-5000-digits.yaml",
+    "type-name-is-mapping-issue-9.yaml",
+    "type-key-true-issue-9.yaml",
+    "dup-flow-one-line.yaml",
+    "date-milestone-week.yaml",
+    "date-milestone-compact.yaml",
+    "truncated-alauda-co.yaml",
+    "bidi-customer-name-202e.yaml",
+    "eol-releaseDate-compact.json",
+]
+BIG_SAMPLE = [
+    "big-name-10mb.yaml",
+    "big-deep-10mb.yaml",
+    "big-zeros-products-10mb.yaml",
+    "big-keys-10mb.yaml",
+    "big-fleet-truncated-10mb.yaml",
+    "big-alias-bomb-padded-10mb.yaml",
+    "big-random-10mb.json",
+]
 
 
 def test_a_sample_exits_2_as_a_real_command_and_the_times_are_reported(cli, seeded, big, capsys):
@@ -221,13 +264,20 @@ def test_a_sample_exits_2_as_a_real_command_and_the_times_are_reported(cli, seed
         assert times[path.name] < GENEROUS * 2, f"{path.name} took {times[path.name]:.1f} s"
     assert sqlite_dump(seeded) == before
     with capsys.disabled():
-        print(f"\nhostile sample as subprocesses: {len(times)} files, median "
-              f"{statistics.median(times.values()):.2f} s, max {max(times.values()):.2f} s "
-              f"({max(times, key=times.get)}); " + ", ".join(f"{n} {t:.2f}" for n, t in sorted(times.items())))
+        print(
+            f"\nhostile sample as subprocesses: {len(times)} files, median "
+            f"{statistics.median(times.values()):.2f} s, max {max(times.values()):.2f} s "
+            f"({max(times, key=times.get)}); " + ", ".join(f"{n} {t:.2f}" for n, t in sorted(times.items()))
+        )
 
 
-PG_SAMPLE = SAMPLE + ["dup-json-nested.json", "type-customer.service-list.json", "truncated-registry-50.json",
-                      "tag-python-apply.yaml", "control-raw-1b.yaml"]
+PG_SAMPLE = SAMPLE + [
+    "dup-json-nested.json",
+    "type-customer.service-list.json",
+    "truncated-registry-50.json",
+    "tag-python-apply.yaml",
+    "control-raw-1b.yaml",
+]
 
 
 def test_hostile_files_write_nothing_on_either_database(db, capsys):
@@ -257,18 +307,35 @@ def load_yaml(text: str):
 
 
 def test_plain_yaml_values_follow_the_strict_schema():
-    data = load_yaml("a: 010\nb: 0x1f\nc: 1_000\nd: 1:30\ne: 2027-W26\nf: 2027-06-30 10:00\ng: 2027-06-30\n"
-                     "h: 12\ni: 1.5\nj: yes\nk: ~\nl: '12'\n3.10: key as written\non: too\n")
-    assert data == {"a": "010", "b": "0x1f", "c": "1_000", "d": "1:30", "e": "2027-W26", "f": "2027-06-30 10:00",
-                    "g": dt.date(2027, 6, 30), "h": 12, "i": 1.5, "j": True, "k": None,
-                    "l": "12", "3.10": "key as written", "on": "too"}
+    data = load_yaml(
+        "a: 010\nb: 0x1f\nc: 1_000\nd: 1:30\ne: 2027-W26\nf: 2027-06-30 10:00\ng: 2027-06-30\n"
+        "h: 12\ni: 1.5\nj: yes\nk: ~\nl: '12'\n3.10: key as written\non: too\n"
+    )
+    assert data == {
+        "a": "010",
+        "b": "0x1f",
+        "c": "1_000",
+        "d": "1:30",
+        "e": "2027-W26",
+        "f": "2027-06-30 10:00",
+        "g": dt.date(2027, 6, 30),
+        "h": 12,
+        "i": 1.5,
+        "j": True,
+        "k": None,
+        "l": "12",
+        "3.10": "key as written",
+        "on": "too",
+    }
 
 
 def test_two_equal_keys_on_one_line_are_refused_naming_the_lines():
     with pytest.raises(InputErrors) as err:
         load_yaml("x: 1\ncustomers: [{a: 1, a: 2}]\nx: 2\n")
-    assert [str(e) for e in err.value.errors] == ["t.yaml, line 2: duplicate key 'a' (first given at line 2)",
-                                                  "t.yaml, line 3: duplicate key 'x' (first given at line 1)"]
+    assert [str(e) for e in err.value.errors] == [
+        "t.yaml, line 2: duplicate key 'a' (first given at line 2)",
+        "t.yaml, line 3: duplicate key 'x' (first given at line 1)",
+    ]
 
 
 def test_a_yaml_file_without_a_final_line_break_is_refused_as_possibly_truncated_but_a_body_is_not():
@@ -279,7 +346,11 @@ def test_a_yaml_file_without_a_final_line_break_is_refused_as_possibly_truncated
 
 
 def test_the_real_example_files_still_load():
-    for path in [EXAMPLE, *sorted((DATA / "import").iterdir()), *sorted((DATA / "endoflife").rglob("*.json"))]:
+    for path in [
+        EXAMPLE,
+        *sorted((DATA / "import").iterdir()),
+        *sorted((DATA / "endoflife").rglob("*.json")),
+    ]:
         assert isinstance(loader.load_file(path), dict), path
 
 
@@ -291,8 +362,20 @@ def test_a_name_must_be_text(value):
     assert "expected text" in err.value.message or "empty" in err.value.message
 
 
-@pytest.mark.parametrize("value", ["2027-W26", "2027-W26-1", "20270630", "2027-181", "2027-06-30T00:00:00",
-                                   "2027-6-30", 20270630, dt.datetime(2027, 6, 30), True])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2027-W26",
+        "2027-W26-1",
+        "20270630",
+        "2027-181",
+        "2027-06-30T00:00:00",
+        "2027-6-30",
+        20270630,
+        dt.datetime(2027, 6, 30),
+        True,
+    ],
+)
 def test_a_date_is_a_date_or_yyyy_mm_dd_only(value):
     with pytest.raises(InputError):
         v.date(value, "released")
@@ -301,8 +384,12 @@ def test_a_date_is_a_date_or_yyyy_mm_dd_only(value):
 
 @pytest.mark.parametrize("char", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c"])
 def test_bidirectional_controls_are_refused_in_names_emails_and_text(char):
-    for check, value in ((v.name, f"HX{char}Bank"), (v.email, f"ops@hx{char}bank.example"),
-                         (v.text, f"fine{char}"), (v.reason, f"{char}security")):
+    for check, value in (
+        (v.name, f"HX{char}Bank"),
+        (v.email, f"ops@hx{char}bank.example"),
+        (v.text, f"fine{char}"),
+        (v.reason, f"{char}security"),
+    ):
         with pytest.raises(InputError, match="bidirectional|invalid email"):
             check(value, "field")
 

@@ -45,12 +45,30 @@ def problems(catalog: Catalog) -> list[str]:
 
 def extracted_messages(tmp_path: Path) -> set[tuple[str | None, str]]:
     """The messages `make messages` extracts today, with the keywords the Makefile gives pybabel."""
-    keywords = next(line.split(":=", 1)[1] for line in (ROOT / "Makefile").read_text().splitlines()
-                    if line.startswith("KEYWORDS :="))
+    keywords = next(
+        line.split(":=", 1)[1]
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if line.startswith("KEYWORDS :=")
+    )
     pot = tmp_path / "messages.pot"
     pybabel = Path(sys.executable).parent / "pybabel"
-    subprocess.run([str(pybabel), "-q", "extract", "-F", "babel.cfg", *shlex.split(keywords), "--no-location",
-                    "-o", str(pot), "."], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(pybabel),
+            "-q",
+            "extract",
+            "-F",
+            "babel.cfg",
+            *shlex.split(keywords),
+            "--no-location",
+            "-o",
+            str(pot),
+            ".",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     with pot.open("rb") as f:
         return {(m.context, m.id if isinstance(m.id, str) else m.id[0]) for m in read_po(f) if m.id}
 
@@ -81,28 +99,46 @@ def test_an_untranslated_fuzzy_or_mismatched_entry_is_a_problem():
 def test_every_catalog_holds_exactly_the_messages_of_the_code_and_templates(locale, tmp_path):
     extracted = extracted_messages(tmp_path)
     catalog = {(m.context, m.id if isinstance(m.id, str) else m.id[0]) for m in i18n.catalog(locale) if m.id}
-    assert {"missing (run make messages)": sorted(extracted - catalog, key=str),
-            "not in the sources any more": sorted(catalog - extracted, key=str)} == {
-        "missing (run make messages)": [], "not in the sources any more": []}
+    assert {
+        "missing (run make messages)": sorted(extracted - catalog, key=str),
+        "not in the sources any more": sorted(catalog - extracted, key=str),
+    } == {"missing (run make messages)": [], "not in the sources any more": []}
     assert (None, "Dear %(name)s,") in extracted and (None, "{n} day left") in extracted  # templates, Python
 
 
 def test_chinese_text_uses_full_width_punctuation():
     for m in i18n.catalog("zh-CN"):
-        for text in (m.string if isinstance(m.string, tuple) else (m.string,)):
+        for text in m.string if isinstance(m.string, tuple) else (m.string,):
             assert not re.search(r"[\u4e00-\u9fff][:,;()]|[:,;(][\u4e00-\u9fff]", text), text
 
 
 def test_the_words_of_a_message_come_from_the_catalog():
     day = dt.date(2027, 3, 31)
-    assert content.format_date(day, "en") == "31 March 2027" and content.format_date(day, "zh-CN") == "2027年3月31日"
+    assert (
+        content.format_date(day, "en") == "31 March 2027"
+        and content.format_date(day, "zh-CN") == "2027年3月31日"
+    )
     assert [content.days_text(d, "en") for d in (-2, -1, 0, 1, 98)] == [
-        "2 days ago", "1 day ago", "today", "1 day left", "98 days left"]
+        "2 days ago",
+        "1 day ago",
+        "today",
+        "1 day left",
+        "98 days left",
+    ]
     assert [content.days_text(d, "zh-CN") for d in (-2, 0, 98)] == ["已过2天", "今天", "剩余98天"]
-    assert content.days_text(98, "zh-CN", bare=True) == "98天" and content.days_text(1, "en", bare=True) == "1 day"
-    assert content.stage_label("1w", "en") == "1 week" and content.stage_label("6m", "en", possessive=True) == "6 months'"
+    assert (
+        content.days_text(98, "zh-CN", bare=True) == "98天"
+        and content.days_text(1, "en", bare=True) == "1 day"
+    )
+    assert (
+        content.stage_label("1w", "en") == "1 week"
+        and content.stage_label("6m", "en", possessive=True) == "6 months'"
+    )
     assert content.stage_label("6m", "zh-CN", possessive=True) == "6个月"
-    assert content.kind_label("end-of-life", "zh-CN") == "生命周期终止" and content.kind_label("x", "zh-CN") == "x"
+    assert (
+        content.kind_label("end-of-life", "zh-CN") == "生命周期终止"
+        and content.kind_label("x", "zh-CN") == "x"
+    )
     assert i18n.gettext_in("fr", "today") == "today"  # a language without a catalog reads English
     assert i18n.gettext_in("zh-CN", "") == ""  # never the catalog's header
 
@@ -110,11 +146,15 @@ def test_the_words_of_a_message_come_from_the_catalog():
 def test_a_template_renders_in_the_locale_it_is_given():
     item = {"kind": "test", "customer_name": "ACME", "product_name": "", "version": None}
     folder = templating.CHANNELS_DIR / "slack" / "templates"
-    assert templating.render_in(folder, "title.txt", "en", item=item).strip() == "Test message from Product Lifecycle"
+    assert (
+        templating.render_in(folder, "title.txt", "en", item=item).strip()
+        == "Test message from Product Lifecycle"
+    )
     assert templating.render_in(folder, "title.txt", "zh-CN", item=item).strip() == "产品生命周期测试消息"
     # HTML: the catalog's markup is kept, the values are escaped
     html = templating.environment("zh-CN").from_string(
-        '{% autoescape true %}{{ _("Feedback: <em>%(feedback)s</em>", feedback=f) }}{% endautoescape %}')
+        '{% autoescape true %}{{ _("Feedback: <em>%(feedback)s</em>", feedback=f) }}{% endautoescape %}'
+    )
     assert html.render(f="<b>&") == "客户反馈：<em>&lt;b&gt;&amp;</em>"
 
 
@@ -126,8 +166,13 @@ def locale_dir(tmp_path, monkeypatch):
     folder = tmp_path / "locale"
     shutil.copytree(i18n.LOCALE_DIR, folder)
     monkeypatch.setattr(i18n, "LOCALE_DIR", folder)
-    caches = (i18n.locales, i18n.translations, i18n.format_date, templating.environment,
-              templating.folder_environment)
+    caches = (
+        i18n.locales,
+        i18n.translations,
+        i18n.format_date,
+        templating.environment,
+        templating.folder_environment,
+    )
     for cache in caches:
         cache.cache_clear()
     yield folder
@@ -147,8 +192,16 @@ def test_adding_a_language_is_adding_a_catalog(locale_dir):
     from lifecycle import validation
 
     assert validation.locale("fr") == "fr"  # customers and reps may now have it
-    text = templating.render("email/templates/customer.txt", "fr", customer={"name": "ACME"}, items=[], medium="email",
-                             has_ack_link=False, calendar_url="", rep={"name": "", "email": "r@v"})
+    text = templating.render(
+        "email/templates/customer.txt",
+        "fr",
+        customer={"name": "ACME"},
+        items=[],
+        medium="email",
+        has_ack_link=False,
+        calendar_url="",
+        rep={"name": "", "email": "r@v"},
+    )
     assert text.startswith("Madame, Monsieur ACME,")  # untranslated messages stay English
     assert content.format_date(dt.date(2027, 3, 31), "fr") == "31 mars 2027"  # month names: CLDR's
     assert content.kind_label("end-of-life", "fr") == "fin de vie"
@@ -156,8 +209,11 @@ def test_adding_a_language_is_adding_a_catalog(locale_dir):
 
 def test_compiled_mo_files_are_used_when_they_are_current(locale_dir):
     po = locale_dir / "zh_CN" / "LC_MESSAGES" / "messages.po"
-    subprocess.run([str(Path(sys.executable).parent / "pybabel"), "-q", "compile", "-d", str(locale_dir)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "pybabel"), "-q", "compile", "-d", str(locale_dir)],
+        check=True,
+        capture_output=True,
+    )
     mo = po.with_suffix(".mo")
     assert mo.exists()
     # A .mo that says something else shows it is the one read (and a stale one is not).

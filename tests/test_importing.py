@@ -36,8 +36,9 @@ def run(data: dict, at=AT, source="registry.yaml", **kw) -> importing.ImportSumm
 def endoflife(file: str, product: str, at=AT, name=None, **kw) -> importing.ImportSummary:
     path = ENDOFLIFE / f"{file}.json" if (ENDOFLIFE / f"{file}.json").exists() else FIXTURES / f"{file}.json"
     with session_scope() as s:
-        return importing.import_endoflife(s, importing.load_file(path), product=product, name=name,
-                                          at=at, source=path.name, **kw)
+        return importing.import_endoflife(
+            s, importing.load_file(path), product=product, name=name, at=at, source=path.name, **kw
+        )
 
 
 def rows(at=AT) -> list[dict]:
@@ -67,7 +68,13 @@ def test_the_example_imports_and_a_second_import_reports_no_changes(db):
     first = run(example())
     assert first.changed
     assert {e: c["created"] for e, c in first.counts.items()} == {
-        "products": 3, "releases": 8, "milestones": 17, "customers": 6, "contacts": 7, "deployments": 11}
+        "products": 3,
+        "releases": 8,
+        "milestones": 17,
+        "customers": 6,
+        "contacts": 7,
+        "deployments": 11,
+    }
     assert first.history == 3 and [m["milestone"] for m in first.short_notice] == ["amp 2.6 end-of-life"]
 
     second = run(example())
@@ -92,8 +99,15 @@ def test_a_changed_date_becomes_a_move_with_revision_2_and_the_import_as_reason(
     milestone_of(data, "acp", "3.16")["end-of-life"] = dt.date(2027, 12, 31)
     summary = run(data)
     assert summary.counts["milestones"] == {"created": 0, "updated": 1, "unchanged": 16}
-    assert summary.moves == [{"milestone": "acp 3.16 end-of-life", "from": "2027-09-30", "to": "2027-12-31",
-                              "revision": 2, "reason": "changed by import of registry.yaml"}]
+    assert summary.moves == [
+        {
+            "milestone": "acp 3.16 end-of-life",
+            "from": "2027-09-30",
+            "to": "2027-12-31",
+            "revision": 2,
+            "reason": "changed by import of registry.yaml",
+        }
+    ]
     moved = row("acp", "3.16", "end-of-life")
     assert moved["revision"] == 2 and moved["date"] == "2027-12-31"
     assert moved["history"][-1]["action"] == "moved" and moved["history"][-1]["old_date"] == "2027-09-30"
@@ -108,13 +122,16 @@ def test_a_date_changed_to_less_than_three_months_away_without_a_reason_is_refus
     with pytest.raises(InputErrors) as err:
         run(data)
     assert len(err.value.errors) == 1
-    assert errors_of(err)[0].startswith("products[0].releases[1].milestones.end-of-sale: 2027-01-31 is less than "
-                                        "3 months after 2026-12-01")
+    assert errors_of(err)[0].startswith(
+        "products[0].releases[1].milestones.end-of-sale: 2027-01-31 is less than 3 months after 2026-12-01"
+    )
     assert "short_notice_reason" in errors_of(err)[0]
     assert row("acp", "3.16", "end-of-sale")["revision"] == 1
 
-    milestone_of(data, "acp", "3.16")["end-of-sale"] = {"date": dt.date(2027, 1, 31),
-                                                       "short_notice_reason": "critical CVE"}
+    milestone_of(data, "acp", "3.16")["end-of-sale"] = {
+        "date": dt.date(2027, 1, 31),
+        "short_notice_reason": "critical CVE",
+    }
     run(data)
     moved = row("acp", "3.16", "end-of-sale")
     assert moved["revision"] == 2 and moved["short_notice_reason"] == "critical CVE"
@@ -205,7 +222,9 @@ def test_duplicates_within_the_file_are_errors(db):
 def test_a_yaml_float_version_is_refused(db):
     with pytest.raises(InputErrors) as err:
         run(importing.load_file(FIXTURES / "float_version.yaml"))
-    assert errors_of(err) == ['products[0].releases[0].version: version 3.1 must be a quoted string (e.g. "3.1")']
+    assert errors_of(err) == [
+        'products[0].releases[0].version: version 3.1 must be a quoted string (e.g. "3.1")'
+    ]
 
 
 def test_a_deployment_may_name_a_release_already_in_the_database_but_not_an_unknown_one(db):
@@ -215,8 +234,9 @@ def test_a_deployment_may_name_a_release_already_in_the_database_but_not_an_unkn
     assert summary.counts["deployments"]["created"] == 11
     with pytest.raises(InputErrors) as err:
         run({"customers": [{**data["customers"][0], "deployments": [{"product": "nope", "version": "1"}]}]})
-    assert errors_of(err) == ["customers[0].deployments[0].product: no product 'nope' "
-                              "(add it to the file or register it first)"]
+    assert errors_of(err) == [
+        "customers[0].deployments[0].product: no product 'nope' (add it to the file or register it first)"
+    ]
 
 
 def test_an_upgrade_target_must_be_a_release_of_the_product(db):
@@ -249,10 +269,14 @@ def test_duplicate_keys_in_a_yaml_or_json_file_name_the_line(tmp_path):
     (tmp_path / "dup.json").write_text('{"products": [\n  {"slug": "acp",\n   "slug": "amp"}]}')
     with pytest.raises(InputErrors) as err:
         importing.load_file(tmp_path / "dup.yaml")
-    assert errors_of(err) == [f"{tmp_path / 'dup.yaml'}, line 4: duplicate key 'name' (first given at line 3)"]
+    assert errors_of(err) == [
+        f"{tmp_path / 'dup.yaml'}, line 4: duplicate key 'name' (first given at line 3)"
+    ]
     with pytest.raises(InputErrors) as err:
         importing.load_file(tmp_path / "dup.json")
-    assert errors_of(err) == [f"{tmp_path / 'dup.json'}, line 3: duplicate key 'slug' (first given at line 2)"]
+    assert errors_of(err) == [
+        f"{tmp_path / 'dup.json'}, line 3: duplicate key 'slug' (first given at line 2)"
+    ]
 
 
 def test_a_json_syntax_error_names_the_line(tmp_path):
@@ -264,13 +288,24 @@ def test_a_json_syntax_error_names_the_line(tmp_path):
 
 
 def test_unknown_keys_are_errors_at_every_level(sqlite_db):
-    data = {"products": [{"slug": "acp", "name": "ACP", "relases": [],
-                          "milestones": {"end-of-life": {"date": "2029-01-31", "reson": "x"}}}],
-            "customer": []}
+    data = {
+        "products": [
+            {
+                "slug": "acp",
+                "name": "ACP",
+                "relases": [],
+                "milestones": {"end-of-life": {"date": "2029-01-31", "reson": "x"}},
+            }
+        ],
+        "customer": [],
+    }
     with pytest.raises(InputErrors) as err:
         run(data)
     assert [e.field for e in err.value.errors] == [
-        "customer", "products[0].relases", "products[0].milestones.end-of-life.reson"]
+        "customer",
+        "products[0].relases",
+        "products[0].milestones.end-of-life.reson",
+    ]
 
 
 # ------------------------------------------------------------------------------------- endoflife.date
@@ -298,7 +333,10 @@ def test_endoflife_kubernetes_creates_releases_and_milestones_with_past_ones_as_
 def test_endoflife_dates_less_than_three_months_away_need_a_reason(db):
     with pytest.raises(InputErrors) as err:
         endoflife("kubernetes", "kubernetes")
-    assert [e.field for e in err.value.errors] == ["result.releases[1].eoasFrom", "result.releases[1].eolFrom"]
+    assert [e.field for e in err.value.errors] == [
+        "result.releases[1].eoasFrom",
+        "result.releases[1].eolFrom",
+    ]
     assert "--short-notice-reason" in str(err.value)
     assert rows() == []
 
@@ -316,7 +354,9 @@ def test_endoflife_null_dates_create_no_milestone_and_discontinued_is_end_of_sal
     summary = endoflife("endoflife_nulls", "example-db", name="Example Database")
     assert summary.counts["releases"]["created"] == 2
     assert [(r["version"], r["kind"], r["date"]) for r in rows()] == [  # in lifecycle order
-        ("4", "end-of-sale", "2026-01-31"), ("4", "end-of-life", "2028-05-31")]
+        ("4", "end-of-sale", "2026-01-31"),
+        ("4", "end-of-life", "2028-05-31"),
+    ]
     with session_scope() as s:
         assert registry.get_product(s, "example-db").name == "Example Database"
 
@@ -327,7 +367,9 @@ def test_an_endoflife_date_change_is_a_move(db):
         importing.import_endoflife(s, data, product="example-db", name=None, at=AT, source="v1.json")
     data["result"]["releases"][1]["eolFrom"] = "2028-11-30"
     with session_scope() as s:
-        summary = importing.import_endoflife(s, data, product="example-db", name=None, at=AT, source="v2.json")
+        summary = importing.import_endoflife(
+            s, data, product="example-db", name=None, at=AT, source="v2.json"
+        )
     assert summary.moves[0]["reason"] == "changed upstream"
     assert row("example-db", "4", "end-of-life")["revision"] == 2
 
@@ -344,15 +386,27 @@ def test_the_cli_refuses_a_file_with_one_bad_value_among_many_rows_and_writes_no
 
     data = example()
     milestone_of(data, "acp", "3.16")["end-of-life"] = dt.date(2028, 3, 31)  # a good change, never applied
-    data["products"].append({"slug": "bulk", "name": "Bulk", "releases": [
-        {"version": f"1.{i}", "milestones": {"end-of-life": dt.date(2028, 1, 1) + dt.timedelta(days=i)}}
-        for i in range(150)]})
+    data["products"].append(
+        {
+            "slug": "bulk",
+            "name": "Bulk",
+            "releases": [
+                {
+                    "version": f"1.{i}",
+                    "milestones": {"end-of-life": dt.date(2028, 1, 1) + dt.timedelta(days=i)},
+                }
+                for i in range(150)
+            ],
+        }
+    )
     data["products"][3]["releases"][117]["released"] = "2027-02-30"
     bad = tmp_path / "bulk.yaml"
     bad.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     r = cli("import", bad, "--at", "2026-12-01")
     assert r.code == 2, r
-    assert "products[3].releases[117].released: invalid date '2027-02-30'" in r.err and "Traceback" not in r.err
+    assert (
+        "products[3].releases[117].released: invalid date '2027-02-30'" in r.err and "Traceback" not in r.err
+    )
 
     after = cli("milestone", "list", "--json", "--at", "2026-12-01")
     assert after.out == before.out
@@ -363,10 +417,15 @@ def test_the_cli_refuses_a_file_with_one_bad_value_among_many_rows_and_writes_no
 
 def test_endoflife_dates_under_three_months_are_upstream_short_notice_unless_strict(db, cli):
     path = DATA / "endoflife" / "kubernetes.json"
-    r = cli("import", path, "--format", "endoflife", "--product", "kubernetes", "--at", "2026-11-26", "--strict")
+    r = cli(
+        "import", path, "--format", "endoflife", "--product", "kubernetes", "--at", "2026-11-26", "--strict"
+    )
     assert r.code == 2 and "result.releases[1].eoasFrom" in r.err
     r = cli("import", path, "--format", "endoflife", "--product", "kubernetes", "--at", "2026-11-26")
     assert r.code == 0, r
     assert "short notice: kubernetes 1.35 end-of-full-support" in r.out
     rows = {(m["version"], m["kind"]): m for m in json.loads(cli("milestone", "list", "--json").out)}
-    assert rows[("1.35", "end-of-full-support")]["short_notice_reason"] == "upstream lifecycle date published by endoflife.date"
+    assert (
+        rows[("1.35", "end-of-full-support")]["short_notice_reason"]
+        == "upstream lifecycle date published by endoflife.date"
+    )

@@ -31,8 +31,15 @@ def build_fleet(n: int = FLEET) -> None:
     with session_scope() as s:
         for i in range(n):
             key = f"c{i:04d}"
-            registry.upsert_customer(s, key=key, name=key.title(), timezone=ZONES[i % len(ZONES)], locale="en",
-                                     account_rep=f"rep{i % 3}@vendor.example", at=w.START)
+            registry.upsert_customer(
+                s,
+                key=key,
+                name=key.title(),
+                timezone=ZONES[i % len(ZONES)],
+                locale="en",
+                account_rep=f"rep{i % 3}@vendor.example",
+                at=w.START,
+            )
             for j in range(1 + i % 2):
                 registry.upsert_contact(s, customer=key, email=f"ops{j}@{key}.example", at=w.START)
             registry.add_deployment(s, customer=key, product="acp", version="3.16", at=w.START)
@@ -40,8 +47,9 @@ def build_fleet(n: int = FLEET) -> None:
 
 def planned_count() -> int:
     with session_scope() as s:
-        return s.execute(sa.select(sa.func.count()).select_from(Notice)
-                         .where(Notice.status == NoticeStatus.PLANNED)).scalar_one()
+        return s.execute(
+            sa.select(sa.func.count()).select_from(Notice).where(Notice.status == NoticeStatus.PLANNED)
+        ).scalar_one()
 
 
 @pytest.fixture
@@ -67,7 +75,9 @@ def test_plan_without_flags_is_a_summary_per_day_stage_and_channel(fleet, cli):
     assert len(summary) < fleet / 10  # a line per day and stage, not per notice
     mine = json.loads(cli("plan", "--at", AT, "--json", "--customer", "c0007").out)["notices"]
     assert len(mine) == 8 and {n["customer"] for n in mine} == {"c0007"}
-    by_product = json.loads(cli("plan", "--at", AT, "--json", "--product", "acp", "--until", "2026-10-01").out)
+    by_product = json.loads(
+        cli("plan", "--at", AT, "--json", "--product", "acp", "--until", "2026-10-01").out
+    )
     assert by_product["notices"] and all(n["due_at"] <= "2026-10-02" for n in by_product["notices"])
     detail = cli("plan", "--at", AT, "--detail", "--limit", "3")
     assert detail.code == 0 and "3 planned notice(s)" in detail.out, detail
@@ -96,8 +106,13 @@ def test_plan_json_streams_every_notice_in_order_across_chunks(fleet, cli, tmp_p
     assert limited == notices[:7]
 
     # `lifecycle plan --json | head -1`: the first line comes, then the command ends without a traceback
-    proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "plan", "--at", AT, "--json"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", "plan", "--at", AT, "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
     first = proc.stdout.readline()
     assert first.startswith(b'{"at": ')
     proc.stdout.close()  # more than a pipe's buffer is still to come
@@ -118,7 +133,9 @@ def _pm_token() -> dict:
 def _pages(client, url: str, key: str, **params) -> list[dict]:
     pages, cursor = [], None
     while True:
-        response = client.get(url, params={**params, **({"cursor": cursor} if cursor else {})}, headers=_pm_token())
+        response = client.get(
+            url, params={**params, **({"cursor": cursor} if cursor else {})}, headers=_pm_token()
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         pages.append(body[key])
@@ -145,7 +162,9 @@ def test_api_lists_page_with_a_cursor(db):
     pages = _pages(client, "/api/reports/compliance", "rows", limit=60, at=at)
     assert len(pages) == 3
     rows = [r for p in pages for r in p]
-    whole = client.get("/api/reports/compliance", params={"at": at, "limit": 5000}, headers=_pm_token()).json()
+    whole = client.get(
+        "/api/reports/compliance", params={"at": at, "limit": 5000}, headers=_pm_token()
+    ).json()
     assert whole["next_cursor"] is None and rows == whole["rows"]
     assert len(rows) == FLEET * 2 and {r["customer"] for r in pages[0]} == {f"c{i:04d}" for i in range(60)}
     schema = client.get("/openapi.json").json()["components"]["schemas"]
@@ -164,7 +183,9 @@ def test_compliance_and_inbox_listings_stream_with_limits_and_filters(db, cli):
     assert result.out.count("\n") >= FLEET * 2  # a row per line, written as computed
     keys = [(r["customer"], r["milestone_date"]) for r in doc["rows"]]
     assert keys == sorted(keys)  # the chunks of customers come in key order
-    told = json.loads(cli("report", "compliance", "--at", at, "--json", "--status", "on-time", "--limit", "5").out)
+    told = json.loads(
+        cli("report", "compliance", "--at", at, "--json", "--status", "on-time", "--limit", "5").out
+    )
     assert len(told["rows"]) == 5 and told["totals"] == {"on-time": 5}
     one = json.loads(cli("report", "compliance", "--at", at, "--json", "--customer", "c0042").out)
     assert {r["customer"] for r in one["rows"]} == {"c0042"} and len(one["rows"]) == 2

@@ -33,7 +33,9 @@ def scrape(client: TestClient, **headers) -> dict[str, list]:
 
 
 def value(samples, name: str, **labels) -> float:
-    found = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    found = [
+        s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
     assert len(found) == 1, (name, labels, samples)
     return found[0]
 
@@ -66,8 +68,11 @@ def test_metrics_after_a_tick(fleet, monkeypatch):
     assert value(lag, "lifecycle_delivery_lag_seconds_bucket", channel="email", le="+Inf") == 3
     gsum = m["lifecycle_delivery_lag_seconds_gsum"]  # a gauge histogram's sum, in the text format 0.0.4
     assert value(gsum, "lifecycle_delivery_lag_seconds_gsum", channel="portal") == pytest.approx(
-        (35 + 28) * 3600, abs=5)
-    assert value(m["lifecycle_oldest_undelivered_due_seconds"], "lifecycle_oldest_undelivered_due_seconds") == 0
+        (35 + 28) * 3600, abs=5
+    )
+    assert (
+        value(m["lifecycle_oldest_undelivered_due_seconds"], "lifecycle_oldest_undelivered_due_seconds") == 0
+    )
     # no customer data in any label
     text = TestClient(create_app()).get("/metrics").text
     assert "acme" not in text and "globex" not in text and "@" not in text
@@ -78,13 +83,16 @@ def test_a_due_notice_nobody_delivered_is_the_promise_at_risk(fleet, monkeypatch
     for how long; a day later the lag window no longer holds the 6-month deliveries."""
     at_clock(monkeypatch, utc(2027, 3, 31, 12))
     m = scrape(TestClient(create_app()))
-    assert value(m["lifecycle_oldest_undelivered_due_seconds"], "lifecycle_oldest_undelivered_due_seconds") \
-        == pytest.approx(35 * 3600, abs=60)
+    assert value(
+        m["lifecycle_oldest_undelivered_due_seconds"], "lifecycle_oldest_undelivered_due_seconds"
+    ) == pytest.approx(35 * 3600, abs=60)
     assert value(m["lifecycle_undelivered_due_notices"], "lifecycle_undelivered_due_notices") == 2
     assert not m.get("lifecycle_delivery_lag_seconds")  # nothing sent in the last 24 h
     w.run(utc(2027, 3, 31, 12))
     m = scrape(TestClient(create_app()))
-    assert value(m["lifecycle_oldest_undelivered_due_seconds"], "lifecycle_oldest_undelivered_due_seconds") == 0
+    assert (
+        value(m["lifecycle_oldest_undelivered_due_seconds"], "lifecycle_oldest_undelivered_due_seconds") == 0
+    )
     assert value(m["lifecycle_notices"], "lifecycle_notices", kind="stage", stage="3m", status="sent") == 2
 
 

@@ -19,7 +19,9 @@ def test_the_migrated_schema_matches_the_models(db):
 
 
 def test_a_new_sqlite_file_is_upgraded_on_first_use(tmp_path, cli):
-    r = cli("milestone", "list", "--json", env={"LIFECYCLE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"})
+    r = cli(
+        "milestone", "list", "--json", env={"LIFECYCLE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    )
     assert r.code == 0, r
     assert r.out.strip() == "[]"
     assert (tmp_path / "fresh.db").exists()

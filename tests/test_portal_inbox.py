@@ -23,8 +23,16 @@ from tests.test_web_pages import logged_in
 
 # What a translator wrote for each language: its message catalog (lifecycle/locale), English -> text.
 CATALOGS = {locale: i18n.messages(locale) for locale in i18n.locales() if locale != i18n.SOURCE_LOCALE}
-CUSTOMER_PAGES = ("portal.html", "notice.html", "ack.html", "_release.html", "_agreement_form.html", "base.html",
-                  "message.html", "channels.html")
+CUSTOMER_PAGES = (
+    "portal.html",
+    "notice.html",
+    "ack.html",
+    "_release.html",
+    "_agreement_form.html",
+    "base.html",
+    "message.html",
+    "channels.html",
+)
 
 
 @pytest.fixture
@@ -32,20 +40,40 @@ def world(sqlite_db):
     return webworld.build()
 
 
-def add_messages(world, n: int, *, customer: str = "acme", kind: str = "stage", milestone: str = "m_red",
-                 start: dt.datetime | None = None) -> list[int]:
+def add_messages(
+    world,
+    n: int,
+    *,
+    customer: str = "acme",
+    kind: str = "stage",
+    milestone: str = "m_red",
+    start: dt.datetime | None = None,
+) -> list[int]:
     start = start or dt.datetime.now(dt.UTC) - dt.timedelta(days=n)
     ids = []
     with session_scope() as s:
         for i in range(n):
             at = start + dt.timedelta(hours=i)
-            notice = Notice(key=f"t:{customer}:{kind}:{milestone}:{start.isoformat()}:{i}", customer_id=world.ids[customer],
-                            milestone_id=world.ids[milestone], kind=kind, slot=str(i), due_at=at, status="sent",
-                            created_at=at)
+            notice = Notice(
+                key=f"t:{customer}:{kind}:{milestone}:{start.isoformat()}:{i}",
+                customer_id=world.ids[customer],
+                milestone_id=world.ids[milestone],
+                kind=kind,
+                slot=str(i),
+                due_at=at,
+                status="sent",
+                created_at=at,
+            )
             s.add(notice)
             s.flush()
-            msg = InboxMessage(customer_id=world.ids[customer], notice_id=notice.id, subject=f"{kind} notice {i}",
-                               body_text="x", body_html="<html><body><p>x</p></body></html>", created_at=at)
+            msg = InboxMessage(
+                customer_id=world.ids[customer],
+                notice_id=notice.id,
+                subject=f"{kind} notice {i}",
+                body_text="x",
+                body_html="<html><body><p>x</p></body></html>",
+                created_at=at,
+            )
             s.add(msg)
             s.flush()
             ids.append(msg.id)
@@ -98,7 +126,10 @@ def test_a_notice_later_changed_or_cancelled_links_to_the_newer_notice(world):
     page = client.get(f"/portal/notices/{stage}").text
     assert "This notice was later cancelled." in page and f'href="/portal/notices/{withdrawn}"' in page
     assert "later cancelled" in client.get("/portal").text
-    assert "later" not in client.get(f"/portal/notices/{withdrawn}").text.split("<main>")[1].split("notice-body")[0]
+    assert (
+        "later"
+        not in client.get(f"/portal/notices/{withdrawn}").text.split("<main>")[1].split("notice-body")[0]
+    )
     [other] = add_messages(world, 1, milestone="m_amber", start=old)
     assert "was later" not in client.get(f"/portal/notices/{other}").text
     assert changed
@@ -142,14 +173,34 @@ def test_zh_cn_customer_pages_contain_no_english_ui_text(world):
         s.add(acme)
     [stage] = add_messages(world, 1, start=dt.datetime.now(dt.UTC) - dt.timedelta(days=3))
     add_messages(world, 1, kind="changed", start=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
-    data = ["Alauda Container Platform", "Service Mesh", "ACP", "Asia/Shanghai", "stage notice", "changed notice",
-            "Dear customer", "end of life in 20 days", "end of full support in 60 days"]
+    data = [
+        "Alauda Container Platform",
+        "Service Mesh",
+        "ACP",
+        "Asia/Shanghai",
+        "stage notice",
+        "changed notice",
+        "Dear customer",
+        "end of life in 20 days",
+        "end of full support in 60 days",
+    ]
     client, csrf = logged_in(world, "customer")
-    pages = {"portal": client.get("/portal").text, "notice": client.get(f"/portal/notices/{stage}").text,
-             "missing": client.get("/portal/notices/999999").text}
-    pages["refused"] = client.post("/portal/agreements", data={
-        "csrf": csrf, "release_id": world.ids["r316"], "status": "planned", "target": "3.14",
-        "planned_date": "2099-01-01", "name": "王"}).text
+    pages = {
+        "portal": client.get("/portal").text,
+        "notice": client.get(f"/portal/notices/{stage}").text,
+        "missing": client.get("/portal/notices/999999").text,
+    }
+    pages["refused"] = client.post(
+        "/portal/agreements",
+        data={
+            "csrf": csrf,
+            "release_id": world.ids["r316"],
+            "status": "planned",
+            "target": "3.14",
+            "planned_date": "2099-01-01",
+            "name": "王",
+        },
+    ).text
     with session_scope() as s:
         link = f"/ack/{ack_token(s, world.ids['acme'], world.ids['r316'])}"
     anonymous = TestClient(create_app())
@@ -167,7 +218,9 @@ def customer_page_strings() -> dict[str, set[str]]:
     out = {}
     for name in CUSTOMER_PAGES:
         source = (ROOT / "templates" / "web" / name).read_text(encoding="utf-8")
-        found = {a or b for a, b in re.findall(r't\(\s*"((?:[^"\\]|\\.)*)"|t\(\s*\'((?:[^\'\\]|\\.)*)\'', source)}
+        found = {
+            a or b for a, b in re.findall(r't\(\s*"((?:[^"\\]|\\.)*)"|t\(\s*\'((?:[^\'\\]|\\.)*)\'', source)
+        }
         out[name] = found
     return out
 
@@ -178,13 +231,24 @@ def test_every_customer_page_string_has_a_zh_cn_entry_with_full_width_punctuatio
     from lifecycle import policy
     from lifecycle.agreements import ALL_WITHDRAWN, NOT_RUN
     from lifecycle.web.pages.common import FIELD_ERRORS
-    strings["messages"] = {*policy.PLAN_TEXTS.values(), *FIELD_ERRORS.values(), NOT_RUN, ALL_WITHDRAWN,
-                           "Customer portal", "Portal", "Not found", "No such notice"}
+
+    strings["messages"] = {
+        *policy.PLAN_TEXTS.values(),
+        *FIELD_ERRORS.values(),
+        NOT_RUN,
+        ALL_WITHDRAWN,
+        "Customer portal",
+        "Portal",
+        "Not found",
+        "No such notice",
+    }
     for locale, catalog in CATALOGS.items():
         missing = {name: sorted(s - catalog.keys()) for name, s in strings.items() if s - catalog.keys()}
         assert missing == {}, f"{locale}: strings without a translation"
     for text in CATALOGS["zh-CN"].values():
-        assert not re.search(r"[\u4e00-\u9fff][:,;()]|[:,;(][\u4e00-\u9fff]", text), text  # no ASCII punctuation
+        assert not re.search(r"[\u4e00-\u9fff][:,;()]|[:,;(][\u4e00-\u9fff]", text), (
+            text
+        )  # no ASCII punctuation
 
 
 def test_the_page_strings_are_listed_per_locale(tmp_path):
@@ -207,6 +271,9 @@ def test_a_zh_cn_portal_rejects_nothing_a_customer_could_read_in_english_after_r
         s.add(acme)
         registry.rotate_calendar_token(s, acme, dt.datetime.now(dt.UTC))
     client, csrf = logged_in(world, "customer")
-    page = client.get(client.post("/portal/calendar/rotate", data={"csrf": csrf}, follow_redirects=False)
-                      .headers["location"]).text
+    page = client.get(
+        client.post("/portal/calendar/rotate", data={"csrf": csrf}, follow_redirects=False).headers[
+            "location"
+        ]
+    ).text
     assert "您的日历链接已更换" in page

@@ -41,15 +41,23 @@ def text_of(page: str) -> str:
 
 
 def hidden_fields(page: str) -> dict[str, str]:
-    return {html.unescape(n): html.unescape(v)
-            for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)}
+    return {
+        html.unescape(n): html.unescape(v)
+        for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+    }
 
 
 def short_notice_add(world, csrf: str, **extra) -> dict:
     """Add an end of maintenance to acp 3.16 (run by acme and globex) 80 days away: short notice."""
-    return {"csrf": csrf, "scope": "acp|3.16", "kind": "end-of-maintenance",
-            "date": (world.today + 80 * DAY).isoformat(), "reason": "security fix cannot be backported",
-            "allow_short_notice": "true", **extra}
+    return {
+        "csrf": csrf,
+        "scope": "acp|3.16",
+        "kind": "end-of-maintenance",
+        "date": (world.today + 80 * DAY).isoformat(),
+        "reason": "security fix cannot be backported",
+        "allow_short_notice": "true",
+        **extra,
+    }
 
 
 def test_a_form_shows_a_preview_that_writes_nothing_then_confirm_makes_the_change(world, hold):
@@ -90,9 +98,15 @@ def test_undo_on_the_page_takes_a_change_back_within_the_hold_and_only_once(worl
     assert "Undone: add acp 3.16 end-of-maintenance" in page and "No customer was told about it" in page
     assert "Changes on hold" not in page
     with session_scope() as s:
-        assert registry.find_milestone(s, registry.get_product(s, "acp"),
-                                       registry.get_release(s, registry.get_product(s, "acp"), "3.16"),
-                                       "end-of-maintenance") is None
+        assert (
+            registry.find_milestone(
+                s,
+                registry.get_product(s, "acp"),
+                registry.get_release(s, registry.get_product(s, "acp"), "3.16"),
+                "end-of-maintenance",
+            )
+            is None
+        )
     again = pm.post(f"/registry/changes/{change}/undo", data={"csrf": csrf})
     assert again.status_code == 422 and "already undone" in text_of(again.text)
     forged = pm.post(f"/registry/changes/{change}/undo", data={"csrf": "forged"})
@@ -101,8 +115,15 @@ def test_undo_on_the_page_takes_a_change_back_within_the_hold_and_only_once(worl
 
 def test_undo_after_the_hold_is_refused_with_the_reason(world, hold, monkeypatch):
     pm, csrf = logged_in(world, "pm")
-    pm.post("/registry/milestones/withdraw", data={"csrf": csrf, "milestone": world.ids["m_mesh"],
-                                                   "reason": "sold on after all", "step": "confirm"})
+    pm.post(
+        "/registry/milestones/withdraw",
+        data={
+            "csrf": csrf,
+            "milestone": world.ids["m_mesh"],
+            "reason": "sold on after all",
+            "step": "confirm",
+        },
+    )
     with session_scope() as s:
         change = s.exec(select(RegistryChange).order_by(RegistryChange.id.desc())).first()
         hold_until = change.hold_until
@@ -121,35 +142,56 @@ def test_a_refused_form_keeps_what_was_typed_and_says_what_to_do_without_cli_fla
     no_reason = pm.post("/registry/milestones", data=short_notice_add(world, csrf, reason=""))
     page = text_of(no_reason.text)
     assert no_reason.status_code == 422
-    assert ("Give a reason: this date is less than 3 months away (customers are promised 3 months' notice)"
-            in page)
+    assert (
+        "Give a reason: this date is less than 3 months away (customers are promised 3 months' notice)"
+        in page
+    )
     assert '<option value="acp|3.16" selected>' in no_reason.text
     assert '<option value="end-of-maintenance" selected>' in no_reason.text
     assert f'value="{(world.today + 80 * DAY).isoformat()}"' in no_reason.text
     assert re.search(r'name="allow_short_notice" value="true" checked', no_reason.text)
 
     unticked = pm.post("/registry/milestones", data=short_notice_add(world, csrf, allow_short_notice=""))
-    assert "Tick “Allow short notice” to confirm: this date is less than 3 months away" in text_of(unticked.text)
+    assert "Tick “Allow short notice” to confirm: this date is less than 3 months away" in text_of(
+        unticked.text
+    )
     assert 'value="security fix cannot be backported"' in unticked.text
 
     no_release = pm.post("/registry/milestones", data=short_notice_add(world, csrf, scope=""))
     assert no_release.status_code == 422 and "Choose a release" in text_of(no_release.text)
 
-    taken = pm.post("/registry/milestones", data={"csrf": csrf, "scope": "acp|3.16", "kind": "end-of-life",
-                                                  "date": (world.today + 500 * DAY).isoformat()})
-    assert ("Alauda Container Platform 3.16 already has its end of life on "
-            f"{(world.today + 300 * DAY).isoformat()}: use “Move a milestone” to change its date"
-            in text_of(taken.text))
+    taken = pm.post(
+        "/registry/milestones",
+        data={
+            "csrf": csrf,
+            "scope": "acp|3.16",
+            "kind": "end-of-life",
+            "date": (world.today + 500 * DAY).isoformat(),
+        },
+    )
+    assert (
+        "Alauda Container Platform 3.16 already has its end of life on "
+        f"{(world.today + 300 * DAY).isoformat()}: use “Move a milestone” to change its date"
+        in text_of(taken.text)
+    )
 
-    withdraw = pm.post("/registry/milestones/withdraw", data={"csrf": csrf, "milestone": world.ids["m_mesh"],
-                                                              "reason": " "})
-    assert withdraw.status_code == 422 and "Give a reason: it is kept in the milestone's history" in \
-        text_of(withdraw.text)
+    withdraw = pm.post(
+        "/registry/milestones/withdraw", data={"csrf": csrf, "milestone": world.ids["m_mesh"], "reason": " "}
+    )
+    assert withdraw.status_code == 422 and "Give a reason: it is kept in the milestone's history" in text_of(
+        withdraw.text
+    )
     assert re.search(rf'<option value="{world.ids["m_mesh"]}" selected>', withdraw.text)
 
-    out_of_order = pm.post("/registry/milestones/move", data={"csrf": csrf, "milestone": world.ids["m_amber"],
-                                                              "date": (world.today + 400 * DAY).isoformat(),
-                                                              "reason": "later"})
+    out_of_order = pm.post(
+        "/registry/milestones/move",
+        data={
+            "csrf": csrf,
+            "milestone": world.ids["m_amber"],
+            "date": (world.today + 400 * DAY).isoformat(),
+            "reason": "later",
+        },
+    )
     assert out_of_order.status_code == 422 and "phases end in the order" in text_of(out_of_order.text)
     for response in (no_reason, unticked, no_release, taken, withdraw, out_of_order):
         errors = " ".join(re.findall(r'role="alert"[^>]*>([^<]*)<', response.text))
@@ -182,26 +224,40 @@ def test_a_past_date_is_accepted_only_as_history_and_the_page_says_so(world):
 def test_back_to_the_form_shows_it_again_as_typed(world):
     pm, csrf = logged_in(world, "pm")
     moved_to = (world.today + 420 * DAY).isoformat()
-    form = {"csrf": csrf, "milestone": world.ids["m_eol"], "date": moved_to, "reason": "customers asked",
-            "customer_reason_en": "You asked for more time."}
+    form = {
+        "csrf": csrf,
+        "milestone": world.ids["m_eol"],
+        "date": moved_to,
+        "reason": "customers asked",
+        "customer_reason_en": "You asked for more time.",
+    }
     fields = hidden_fields(pm.post("/registry/milestones/move", data=form).text)
     back = pm.post("/registry/milestones/move", data=fields | {"step": "edit"})
     assert back.status_code == 200
     move = back.text.split('id="move"')[1].split("</section>")[0]
     assert f'value="{moved_to}"' in move and 'value="customers asked"' in move
-    assert 'value="You asked for more time."' in move and f'<option value="{world.ids["m_eol"]}" selected>' in move
+    assert (
+        'value="You asked for more time."' in move
+        and f'<option value="{world.ids["m_eol"]}" selected>' in move
+    )
     with session_scope() as s:
         assert s.get(Milestone, world.ids["m_eol"]).revision == 1
 
 
 def test_a_confirm_after_the_milestone_changed_shows_the_new_preview_instead(world):
     pm, csrf = logged_in(world, "pm")
-    form = {"csrf": csrf, "milestone": world.ids["m_eol"], "date": (world.today + 420 * DAY).isoformat(),
-            "reason": "customers asked"}
+    form = {
+        "csrf": csrf,
+        "milestone": world.ids["m_eol"],
+        "date": (world.today + 420 * DAY).isoformat(),
+        "reason": "customers asked",
+    }
     fields = hidden_fields(pm.post("/registry/milestones/move", data=form).text)
     assert fields["revision"] == "1"
-    pm.post("/registry/milestones/move", data=form | {"date": (world.today + 430 * DAY).isoformat(),
-                                                       "step": "confirm"})  # someone else, meanwhile
+    pm.post(
+        "/registry/milestones/move",
+        data=form | {"date": (world.today + 430 * DAY).isoformat(), "step": "confirm"},
+    )  # someone else, meanwhile
     stale = pm.post("/registry/milestones/move", data=fields | {"step": "confirm"})
     assert "changed while you were looking at the preview (now revision 2)" in text_of(stale.text)
     with session_scope() as s:
@@ -213,14 +269,19 @@ def test_the_timeline_names_releases_and_each_marker_opens_its_edit_form(world):
     page = pm.get(f"/registry?milestone={world.ids['m_eol']}").text
     labels = re.findall(r'<text class="row-label"[^>]*><title>([^<]*)</title>', page)
     assert labels[:2] == ["Alauda Container Platform 3.14", "Alauda Container Platform 3.16"]
-    marker = re.search(rf'<a class="marker" href="/registry\?milestone={world.ids["m_eol"]}#move" '
-                       r'tabindex="0" aria-label="([^"]+)"', page)
+    marker = re.search(
+        rf'<a class="marker" href="/registry\?milestone={world.ids["m_eol"]}#move" '
+        r'tabindex="0" aria-label="([^"]+)"',
+        page,
+    )
     assert marker and "Alauda Container Platform 3.16: end of life" in html.unescape(marker.group(1))
     assert f"EoL {(world.today + 300 * DAY).isoformat()}" in page  # the marker's label
     move = page.split('id="move"')[1].split("</section>")[0]
     assert f'<option value="{world.ids["m_eol"]}" selected>' in move
     table = text_of(page.split('id="milestones"')[1])
-    assert table.index("3.16 end of full support") < table.index("3.16 end of life")  # lifecycle order, not a-z
+    assert table.index("3.16 end of full support") < table.index(
+        "3.16 end of life"
+    )  # lifecycle order, not a-z
     rep, _ = logged_in(world, "rep")
     assert f'href="#m-{world.ids["m_eol"]}"' in rep.get("/registry").text  # reps cannot edit: the row
 
@@ -245,9 +306,13 @@ def test_a_simulated_clock_moves_the_pages_and_a_banner_says_so(world, monkeypat
 
 
 def test_a_withdrawal_preview_counts_the_cancellations_even_before_the_planner_ran(world):
-    pm, csrf = logged_in(world, "pm")  # the world's milestones were never planned; acme was told of 3.14's end
-    preview = pm.post("/registry/milestones/withdraw", data={"csrf": csrf, "milestone": world.ids["m_red"],
-                                                             "reason": "extended"})
+    pm, csrf = logged_in(
+        world, "pm"
+    )  # the world's milestones were never planned; acme was told of 3.14's end
+    preview = pm.post(
+        "/registry/milestones/withdraw",
+        data={"csrf": csrf, "milestone": world.ids["m_red"], "reason": "extended"},
+    )
     page = text_of(preview.text)
     assert "Withdraw Alauda Container Platform 3.14 · end of life of" in page
     assert re.search(r'id="affected-count">1<', preview.text) and "Cancellation to 1 customer" in page

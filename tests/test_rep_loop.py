@@ -28,8 +28,10 @@ REP = "rep@vendor.example"
 
 
 def messages(tmp_path: Path, to: str | None = None) -> list[email.message.EmailMessage]:
-    found = [email.message_from_bytes(p.read_bytes(), policy=email_policy.default)
-             for p in sorted((tmp_path / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)]
+    found = [
+        email.message_from_bytes(p.read_bytes(), policy=email_policy.default)
+        for p in sorted((tmp_path / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+    ]
     return [m for m in found if to is None or m["To"].addresses[0].addr_spec == to]
 
 
@@ -50,9 +52,19 @@ def test_a_rep_gets_one_digest_a_day_with_every_agreement_change_of_every_custom
     w.ack("acme", "planned", at=utc(2027, 1, 2, 11), target="3.18", planned_date=D(2027, 7, 1))  # date only
     with session_scope() as s:  # feedback only, no other change
         from lifecycle import agreements
-        agreements.record_cli(s, customer_key="acme", product="acp", version="3.16", status="planned",
-                              target_version="3.18", planned_date=D(2027, 7, 1), at=utc(2027, 1, 2, 12),
-                              feedback="Six months' notice would suit a bank better.", by="Ann")
+
+        agreements.record_cli(
+            s,
+            customer_key="acme",
+            product="acp",
+            version="3.16",
+            status="planned",
+            target_version="3.18",
+            planned_date=D(2027, 7, 1),
+            at=utc(2027, 1, 2, 12),
+            feedback="Six months' notice would suit a bank better.",
+            by="Ann",
+        )
     w.ack("globex", "acknowledged", at=utc(2027, 1, 2, 15))
     w.run(utc(2027, 1, 2, 20), utc(2027, 1, 3, 8, 59))
     assert messages(tmp_path, REP) == []  # nothing before the digest hour
@@ -92,7 +104,10 @@ def test_customer_emails_reply_to_the_account_rep_and_name_them(db, tmp_path):
         reps.upsert(s, email=REP, name="Rita Rep", at=utc(2027, 1, 1))
     w.run(utc(2027, 3, 31))
     [msg] = messages(tmp_path, "ops@acme.example")
-    assert msg["Reply-To"].addresses[0].addr_spec == REP and msg["Reply-To"].addresses[0].display_name == "Rita Rep"
+    assert (
+        msg["Reply-To"].addresses[0].addr_spec == REP
+        and msg["Reply-To"].addresses[0].display_name == "Rita Rep"
+    )
     body = text_of(msg)
     assert "Your account rep: Rita Rep <rep@vendor.example>" in body
     assert "through the link above" in body and "/ack/" in body
@@ -128,8 +143,14 @@ def test_an_escalation_is_a_work_item_that_an_agreement_resolves(db):
     [item] = items()
     assert (item.state, item.owner) == ("open", REP)
     with session_scope() as s:
-        escalations.update(s, s.get(Escalation, item.id), at=utc(2027, 8, 31), by=REP, state="in-progress",
-                           note="Called their CTO; they want a date next week.")
+        escalations.update(
+            s,
+            s.get(Escalation, item.id),
+            at=utc(2027, 8, 31),
+            by=REP,
+            state="in-progress",
+            note="Called their CTO; they want a date next week.",
+        )
     with session_scope() as s:
         [row] = escalations.rows(s, at=utc(2027, 9, 1))
         assert row["state"] == "in-progress" and row["due_date"] == D(2027, 9, 30)
@@ -149,7 +170,9 @@ def test_an_escalation_resolves_itself_when_the_milestone_moves_beyond_a_month_o
     w.move(D(2027, 9, 20), at=utc(2027, 9, 1), reason="sooner", short=True)  # still within a month: open
     w.run(utc(2027, 9, 1, 1))
     with session_scope() as s:
-        due = {r["milestone"]: (r["state"], r["due_date"]) for r in escalations.rows(s, at=utc(2027, 9, 1, 1))}
+        due = {
+            r["milestone"]: (r["state"], r["due_date"]) for r in escalations.rows(s, at=utc(2027, 9, 1, 1))
+        }
     assert due["end-of-life"] == ("open", D(2027, 9, 20))  # the current date, not the one escalated
     w.move(D(2028, 3, 31), at=utc(2027, 9, 2), reason="later")
     w.withdraw(at=utc(2027, 9, 2), kind="end-of-sale")
@@ -161,17 +184,34 @@ def test_escalations_go_through_the_api_and_the_csv(sqlite_db):
     world = webworld.build()
     now = dt.datetime.now(dt.UTC)
     with session_scope() as s:
-        s.add(Notice(key="escalation:x", customer_id=world.ids["acme"], milestone_id=world.ids["m_red"],
-                     release_id=world.ids["r314"], kind="escalation", audience="rep", slot="1m", due_at=now,
-                     status="sent", created_at=now))
+        s.add(
+            Notice(
+                key="escalation:x",
+                customer_id=world.ids["acme"],
+                milestone_id=world.ids["m_red"],
+                release_id=world.ids["r314"],
+                kind="escalation",
+                audience="rep",
+                slot="1m",
+                due_at=now,
+                status="sent",
+                created_at=now,
+            )
+        )
         escalations.sync(s, now)
     client = TestClient(create_app())
     [item] = client.get("/api/escalations", headers=world.auth("rep")).json()
     assert (item["state"], item["customer"], item["due_date"]) == (
-        "open", "acme", (world.today + dt.timedelta(days=20)).isoformat())
+        "open",
+        "acme",
+        (world.today + dt.timedelta(days=20)).isoformat(),
+    )
     assert client.get("/api/escalations", headers=world.auth("other_rep")).json() == []
-    done = client.patch(f"/api/escalations/{item['id']}", json={"state": "in-progress", "note": "Meeting on Friday"},
-                        headers=world.auth("rep")).json()
+    done = client.patch(
+        f"/api/escalations/{item['id']}",
+        json={"state": "in-progress", "note": "Meeting on Friday"},
+        headers=world.auth("rep"),
+    ).json()
     assert done["state"] == "in-progress" and done["notes"][0]["text"] == "Meeting on Friday"
     bad = client.patch(f"/api/escalations/{item['id']}", json={}, headers=world.auth("rep"))
     assert bad.status_code == 422
@@ -185,26 +225,44 @@ def test_escalations_go_through_the_api_and_the_csv(sqlite_db):
 def test_a_customer_whose_every_contact_bounced_is_red_with_that_reason(sqlite_db):
     world = webworld.build()
     client = TestClient(create_app())
-    before = {r["version"]: r["risk"] for r in client.get("/api/reports/agreements?customer=acme",
-                                                            headers=world.auth("pm")).json()}
+    before = {
+        r["version"]: r["risk"]
+        for r in client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()
+    }
     assert before == {"3.14": "red", "3.16": "amber"}
     with session_scope() as s:
-        s.add(Contact(customer_id=world.ids["acme"], email="cto@acme.example", created_at=dt.datetime.now(dt.UTC)))
+        s.add(
+            Contact(
+                customer_id=world.ids["acme"], email="cto@acme.example", created_at=dt.datetime.now(dt.UTC)
+            )
+        )
         for c in s.exec(select(Contact)).all():
             c.undeliverable, c.undeliverable_reason = True, "550 no such user"
             s.add(c)
     rows = client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()
     assert {r["version"]: (r["risk"], r["risk_reason"]) for r in rows}["3.16"] == (
-        "red", "every contact bounced: no email reaches them")
+        "red",
+        "every contact bounced: no email reaches them",
+    )
     exported = client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()
     assert all(r["risk"] == "red" and r["bounced"] == r["contacts"] == 2 for r in exported)
     from lifecycle import dashboard
     from lifecycle.models import Customer
+
     with session_scope() as s:
         acme = s.get(Customer, world.ids["acme"])
-        csv_rows = list(csv.DictReader(io.StringIO(dashboard.rows_to_csv(dashboard.agreement_rows(
-            s, at=dt.datetime.now(dt.UTC), customer_id=acme.id)))))
-    assert {r["version"]: r["risk_reason"] for r in csv_rows}["3.16"] == "every contact bounced: no email reaches them"
+        csv_rows = list(
+            csv.DictReader(
+                io.StringIO(
+                    dashboard.rows_to_csv(
+                        dashboard.agreement_rows(s, at=dt.datetime.now(dt.UTC), customer_id=acme.id)
+                    )
+                )
+            )
+        )
+    assert {r["version"]: r["risk_reason"] for r in csv_rows}[
+        "3.16"
+    ] == "every contact bounced: no email reaches them"
 
 
 # ------------------------------------------------------------------------------------------- contacts
@@ -215,11 +273,17 @@ def test_contacts_are_listed_and_removed_and_a_bounced_one_needs_force_on_the_cl
     w.customer("acme", emails=["ops@acme.example", "cto@acme.example"])
     with session_scope() as s:
         c = s.exec(select(Contact).where(Contact.email == "ops@acme.example")).one()
-        c.undeliverable, c.undeliverable_reason, c.undeliverable_at = True, "550 mailbox unknown", utc(2027, 1, 5)
+        c.undeliverable, c.undeliverable_reason, c.undeliverable_at = (
+            True,
+            "550 mailbox unknown",
+            utc(2027, 1, 5),
+        )
         s.add(c)
     listed = json.loads(cli("contact", "list", "acme", "--json").out)
     assert [(c["email"], c["bounced"], c["bounce_reason"]) for c in listed] == [
-        ("cto@acme.example", False, None), ("ops@acme.example", True, "550 mailbox unknown")]
+        ("cto@acme.example", False, None),
+        ("ops@acme.example", True, "550 mailbox unknown"),
+    ]
     assert listed[1]["bounced_at"].startswith("2027-01-05")
     again = cli("contact", "add", "acme", "ops@acme.example")
     assert again.code == 2 and "bounced on 2027-01-05" in again.err and "--force" in again.err
@@ -229,7 +293,9 @@ def test_contacts_are_listed_and_removed_and_a_bounced_one_needs_force_on_the_cl
         [event] = s.exec(select(AuditEvent).where(AuditEvent.action == "contact.revalidate")).all()
         assert event.actor == "rita@vendor.example"
     assert cli("contact", "remove", "acme", "cto@acme.example").code == 0
-    assert [c["email"] for c in json.loads(cli("contact", "list", "acme", "--json").out)] == ["ops@acme.example"]
+    assert [c["email"] for c in json.loads(cli("contact", "list", "acme", "--json").out)] == [
+        "ops@acme.example"
+    ]
     assert cli("contact", "remove", "acme", "nobody@acme.example").code == 2
 
 
@@ -242,17 +308,28 @@ def test_a_rep_manages_contacts_on_the_customer_page(sqlite_db):
     assert added.status_code == 200 and "cto@acme.example: created" in added.text
     with session_scope() as s:
         c = s.exec(select(Contact).where(Contact.email == "ops@acme.example")).one()
-        c.undeliverable, c.undeliverable_reason, c.undeliverable_at = True, "550 gone", dt.datetime.now(dt.UTC)
+        c.undeliverable, c.undeliverable_reason, c.undeliverable_at = (
+            True,
+            "550 gone",
+            dt.datetime.now(dt.UTC),
+        )
         s.add(c)
     page = rep.get("/dashboard/customers/acme").text
     assert 'data-email="ops@acme.example" data-bounced="yes"' in page and "550 gone" in page
     refused = rep.post("/dashboard/customers/acme/contacts", data={"csrf": csrf, "email": "ops@acme.example"})
     assert refused.status_code == 422 and "--force" in refused.text
-    rep.post("/dashboard/customers/acme/contacts", data={"csrf": csrf, "email": "ops@acme.example", "force": "true"})
-    removed = rep.post("/dashboard/customers/acme/contacts/remove", data={"csrf": csrf, "email": "cto@acme.example"})
+    rep.post(
+        "/dashboard/customers/acme/contacts",
+        data={"csrf": csrf, "email": "ops@acme.example", "force": "true"},
+    )
+    removed = rep.post(
+        "/dashboard/customers/acme/contacts/remove", data={"csrf": csrf, "email": "cto@acme.example"}
+    )
     assert "cto@acme.example: removed" in removed.text
     with session_scope() as s:
-        assert [(c.email, c.undeliverable) for c in s.exec(select(Contact).where(
-            Contact.customer_id == world.ids["acme"]))] == [("ops@acme.example", False)]
+        assert [
+            (c.email, c.undeliverable)
+            for c in s.exec(select(Contact).where(Contact.customer_id == world.ids["acme"]))
+        ] == [("ops@acme.example", False)]
     other, _ = logged_in(world, "other_rep")
     assert other.get("/dashboard/customers/acme").status_code == 404

@@ -43,11 +43,13 @@ def test_stages_are_due_at_nine_local_time_in_each_customers_timezone_across_dst
     w.run(utc(2026, 1, 2))
     due = {(n.customer_id, n.slot): n.due_at for n in w.notices(kind="stage")}
     by_key = {n.slot: n for n in w.notices("globex", kind="stage")}
-    assert by_key["6m"].due_at == utc(2026, 12, 28, 8)   # CET
-    assert by_key["3m"].due_at == utc(2027, 3, 28, 7)    # CEST, same day as the change
+    assert by_key["6m"].due_at == utc(2026, 12, 28, 8)  # CET
+    assert by_key["3m"].due_at == utc(2027, 3, 28, 7)  # CEST, same day as the change
     assert {n.slot: n.due_at for n in w.notices("acme", kind="stage")}["3m"] == utc(2027, 3, 28, 1)
     assert {n.slot: n.due_at for n in w.notices("initech", kind="stage")}["3m"] == utc(2027, 3, 28, 16)  # PDT
-    assert {n.slot: n.due_at for n in w.notices("initech", kind="stage")}["6m"] == utc(2026, 12, 28, 17)  # PST
+    assert {n.slot: n.due_at for n in w.notices("initech", kind="stage")}["6m"] == utc(
+        2026, 12, 28, 17
+    )  # PST
     assert len(due) == 12
 
 
@@ -88,7 +90,9 @@ def test_a_short_notice_milestone_notifies_every_affected_customer_at_once(db):
     # 1m (26 Jan) is still ahead, so the 3m stage is the latest overdue one and goes now.
     assert [s for s, _ in stage_sends("acme")] == ["3m"] and [s for s, _ in stage_sends("globex")] == ["3m"]
     row = compliance_row("acme")
-    assert row["status"] == "late" and "short notice" in row["cause"] and "upstream end of life" in row["cause"]
+    assert (
+        row["status"] == "late" and "short notice" in row["cause"] and "upstream end of life" in row["cause"]
+    )
 
 
 def test_a_past_milestone_is_history_and_never_notified(db):
@@ -110,8 +114,12 @@ def test_moving_a_milestone_later_sends_a_change_notice_and_replans_unsent_stage
     assert len(changed) == 1 and changed[0].revision == 2 and changed[0].milestone_date == D(2027, 12, 31)
     # Reminders follow the current date: every stage of 31 December is planned again.
     stages = {n.slot: n for n in w.notices("acme", kind="stage", milestone_date=D(2027, 12, 31))}
-    assert {s: n.status for s, n in stages.items()} == {"6m": "planned", "3m": "planned", "1m": "planned",
-                                                        "1w": "planned"}
+    assert {s: n.status for s, n in stages.items()} == {
+        "6m": "planned",
+        "3m": "planned",
+        "1m": "planned",
+        "1w": "planned",
+    }
     assert stages["6m"].due_at == utc(2027, 6, 30, 1) and stages["3m"].due_at == utc(2027, 9, 30, 1)
     assert stages["1w"].due_at == utc(2027, 12, 24, 1)
     old = {n.slot: n.status for n in w.notices("acme", kind="stage", milestone_date=D(2027, 6, 30))}
@@ -212,6 +220,7 @@ def test_a_deployment_added_late_is_caught_up_and_reported_late(db):
     w.run(utc(2027, 1, 1))
     with session_scope() as s:
         from lifecycle import registry
+
         registry.add_deployment(s, customer="acme", product="acp", version="3.16", at=utc(2027, 4, 20))
     w.run(utc(2027, 4, 20, 12))
     assert [n.slot for n in w.sent("acme")] == ["3m"]
@@ -226,6 +235,7 @@ def test_removing_a_deployment_cancels_the_customers_pending_notices(db):
     w.run(utc(2027, 1, 1))
     with session_scope() as s:
         from lifecycle import registry
+
         registry.remove_deployment(s, customer="acme", product="acp", version="3.16", at=utc(2027, 1, 2))
     w.run(utc(2027, 1, 2), utc(2027, 7, 1))
     assert [n.slot for n in w.sent("acme")] == ["6m"]
@@ -303,6 +313,7 @@ def test_a_delivery_left_sending_by_a_dead_worker_is_recovered(db):
         scheduler.release_due(s, at)
     with session_scope() as s:
         from lifecycle.delivery import claim
+
         assert len(claim(s, 1, at, "dead-worker")) == 2  # claimed, then the worker died
     w.run(at + dt.timedelta(minutes=1))
     assert w.sent("acme") == []  # still within the claim timeout

@@ -59,8 +59,17 @@ def test_without_a_configured_key_a_key_file_is_made_mode_600_in_a_mode_700_stat
 def test_processes_that_start_at_once_agree_on_one_key(no_env_key, tmp_path):
     code = "from lifecycle import keys; print(keys.fingerprint(keys.current()))"
     env = {k: v for k, v in os.environ.items() if k != "LIFECYCLE_SECRET_KEY"}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, outputs
     assert {out.strip() for out, _ in outputs} == {keys.fingerprint(no_env_key.read_text().strip())}
@@ -125,8 +134,16 @@ def test_a_new_sqlite_database_and_its_wal_files_are_readable_by_the_owner_only(
 
 
 def test_the_outbox_and_the_brokers_state_folder_are_made_mode_700(tmp_path):
-    FileMailer(tmp_path / "outbox").send(Email(to="ops@acme.example", to_name=None, subject="s", text="t",
-                                             html="<p>t</p>", from_email="lifecycle@vendor.example"))
+    FileMailer(tmp_path / "outbox").send(
+        Email(
+            to="ops@acme.example",
+            to_name=None,
+            subject="s",
+            text="t",
+            html="<p>t</p>",
+            from_email="lifecycle@vendor.example",
+        )
+    )
     filesystem_transport_options(tmp_path / "state")
     assert mode(tmp_path / "outbox") == 0o700
     assert mode(tmp_path / "state") == 0o700
@@ -157,15 +174,25 @@ def fresh_pg(monkeypatch):
 
 
 @pytest.mark.postgres
-def test_four_ticks_at_once_on_a_fresh_postgresql_schema_all_succeed_with_one_key(fresh_pg, no_env_key, tmp_path):
+def test_four_ticks_at_once_on_a_fresh_postgresql_schema_all_succeed_with_one_key(
+    fresh_pg, no_env_key, tmp_path
+):
     world.product()
     world.milestone(dt.date(2026, 9, 30))
     for key in ("acme", "globex", "initech"):
         world.customer(key)
     env = {k: v for k, v in os.environ.items() if k != "LIFECYCLE_SECRET_KEY"}
-    ticks = [subprocess.Popen([sys.executable, "-m", "lifecycle", "tick", "--at", "2026-04-01T12:00:00Z"], env=env,
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    ticks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lifecycle", "tick", "--at", "2026-04-01T12:00:00Z"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     outputs = [p.communicate(timeout=300) for p in ticks]
     assert [p.returncode for p in ticks] == [0] * 4, outputs
 

@@ -84,7 +84,9 @@ def test_each_previous_key_keeps_its_own_expiry_and_expired_ones_are_dropped(web
 def logged_in(w) -> TestClient:
     client = TestClient(create_app())
     form = client.get("/login")
-    assert client.post("/login", data={"token": w.secrets["pm"], "csrf": csrf_of(form.text)}).status_code == 200
+    assert (
+        client.post("/login", data={"token": w.secrets["pm"], "csrf": csrf_of(form.text)}).status_code == 200
+    )
     return client
 
 
@@ -97,7 +99,9 @@ def test_web_sessions_survive_a_rotation_within_its_grace_period_and_end_after_i
     assert after.get("/registry", follow_redirects=False).headers["location"].startswith("/login")
 
 
-def test_with_the_key_in_the_environment_previous_values_are_accepted_and_rotate_explains_how(web, monkeypatch):
+def test_with_the_key_in_the_environment_previous_values_are_accepted_and_rotate_explains_how(
+    web, monkeypatch
+):
     old_link = ack_link(web)  # signed with the key file's key
     monkeypatch.setenv("LIFECYCLE_SECRET_KEY", "a-new-key-set-by-the-operator-0123456789")
     reset_settings()

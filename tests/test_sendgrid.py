@@ -18,19 +18,23 @@ from tests.sendgrid_stub import API_KEY, SendGridStub
 
 sendgrid_stub = stub_module.sendgrid_stub  # the fixture
 
-ICS = (b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//vendor//lifecycle//EN\r\nMETHOD:PUBLISH\r\n"
-       b"BEGIN:VEVENT\r\nUID:milestone-1@lifecycle\r\nSEQUENCE:1\r\nDTSTAMP:20260101T000000Z\r\n"
-       b"DTSTART;VALUE=DATE:20270630\r\nSUMMARY:ACP 3.16 end of life\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+ICS = (
+    b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//vendor//lifecycle//EN\r\nMETHOD:PUBLISH\r\n"
+    b"BEGIN:VEVENT\r\nUID:milestone-1@lifecycle\r\nSEQUENCE:1\r\nDTSTAMP:20260101T000000Z\r\n"
+    b"DTSTART;VALUE=DATE:20270630\r\nSUMMARY:ACP 3.16 end of life\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+)
 
 
 def notice_email(**overrides) -> Email:
     fields = dict(
-        to="ops@acme.example", to_name="ACME Ops",
+        to="ops@acme.example",
+        to_name="ACME Ops",
         subject="ACP 3.16: end of life on 2027-06-30 (3 months' notice)",
         text="ACP 3.16 reaches end of life on 2027-06-30. Upgrade to 3.18.\n"
-             "Acknowledge: http://127.0.0.1:8000/ack/abc\n",
+        "Acknowledge: http://127.0.0.1:8000/ack/abc\n",
         html="<p>ACP 3.16 reaches <b>end of life</b> on 2027-06-30.</p><p><a href='http://x/ack/abc'>Ack</a></p>",
-        from_email="lifecycle@vendor.example", from_name="Product Lifecycle",
+        from_email="lifecycle@vendor.example",
+        from_name="Product Lifecycle",
         attachments=[Attachment(filename="lifecycle.ics", content=ICS, mimetype="text/calendar")],
         custom_args={"delivery_ids": "12,13"},
         categories=["lifecycle", "lifecycle-stage"],
@@ -64,7 +68,9 @@ def test_a_notice_email_passes_sendgrids_schema_and_returns_the_message_id(sendg
 
 
 def test_unicode_subjects_and_names_go_through_unchanged(sendgrid_stub):
-    mailer(sendgrid_stub).send(notice_email(subject="ACP 3.16 生命周期终止：2027-06-30", to_name="运维, 团队"))
+    mailer(sendgrid_stub).send(
+        notice_email(subject="ACP 3.16 生命周期终止：2027-06-30", to_name="运维, 团队")
+    )
     body = sendgrid_stub.requests[0].body
     assert body["subject"] == "ACP 3.16 生命周期终止：2027-06-30"
     assert body["personalizations"][0]["to"][0]["email"] == "ops@acme.example"
@@ -101,8 +107,14 @@ def test_many_emails_go_out_through_a_bounded_pool_each_with_its_own_outcome_in_
     import threading
 
     bad = Attachment(filename="x.ics", content=ICS, mimetype="text/calendar; method=PUBLISH")
-    emails = [notice_email(to=f"ops{i}@acme.example", custom_args={"delivery_ids": str(i)},
-                           attachments=[bad] if i == 4 else []) for i in range(9)]
+    emails = [
+        notice_email(
+            to=f"ops{i}@acme.example",
+            custom_args={"delivery_ids": str(i)},
+            attachments=[bad] if i == 4 else [],
+        )
+        for i in range(9)
+    ]
     built = []
 
     def lazily():  # built one by one while the pool sends the first ones
@@ -124,14 +136,21 @@ def test_many_emails_go_out_through_a_bounded_pool_each_with_its_own_outcome_in_
 
 
 def test_a_queued_400_carries_every_sendgrid_error_and_field(sendgrid_stub):
-    sendgrid_stub.queue(400, body={"errors": [
-        {"message": "Does not contain a valid address.", "field": "from.email", "help": None},
-        {"message": "The subject is required.", "field": None, "help": None}]})
+    sendgrid_stub.queue(
+        400,
+        body={
+            "errors": [
+                {"message": "Does not contain a valid address.", "field": "from.email", "help": None},
+                {"message": "The subject is required.", "field": None, "help": None},
+            ]
+        },
+    )
     with pytest.raises(DeliveryError) as err:
         mailer(sendgrid_stub).send(notice_email())
     assert err.value.permanent
-    assert err.value.message == ("SendGrid 400: Does not contain a valid address. (field: from.email); "
-                                 "The subject is required.")
+    assert err.value.message == (
+        "SendGrid 400: Does not contain a valid address. (field: from.email); The subject is required."
+    )
 
 
 def test_a_wrong_api_key_is_a_permanent_error(sendgrid_stub):
@@ -197,8 +216,9 @@ def test_an_answer_trickled_past_the_send_deadline_is_cut_off_there_not_at_the_s
     with pytest.raises(DeliveryError) as err:
         mailer(sendgrid_stub, timeout=5, deadline=1.0).send(notice_email())
     assert err.value.unknown and not err.value.permanent
-    assert err.value.message == ("SendGrid outcome unknown: the request was sent, then no complete answer "
-                                 "within the 1 s send deadline")
+    assert err.value.message == (
+        "SendGrid outcome unknown: the request was sent, then no complete answer within the 1 s send deadline"
+    )
     [request] = sendgrid_stub.requests
     assert request.status == 202 and not request.answered  # we hung up before the answer was whole
 
@@ -283,16 +303,18 @@ def test_a_scheduled_notice_survives_two_429s_and_is_sent_once(db, monkeypatch, 
     assert notice.slot == "6m"
 
 
-def test_a_scheduled_notice_refused_with_400_fails_after_one_attempt_and_the_rep_is_told(db, monkeypatch,
-                                                                                         sendgrid_stub):
+def test_a_scheduled_notice_refused_with_400_fails_after_one_attempt_and_the_rep_is_told(
+    db, monkeypatch, sendgrid_stub
+):
     from tests import world as w
 
     _use_sendgrid(monkeypatch, sendgrid_stub)
     w.product()
     w.milestone(dt.date(2027, 6, 30))
     w.customer("acme", "Europe/Berlin")
-    sendgrid_stub.queue(400, body={"errors": [{"message": "Invalid from address", "field": "from.email",
-                                               "help": None}]})
+    sendgrid_stub.queue(
+        400, body={"errors": [{"message": "Invalid from address", "field": "from.email", "help": None}]}
+    )
     t0 = dt.datetime(2026, 12, 30, 12, tzinfo=dt.UTC)
     w.run(t0, t0 + dt.timedelta(hours=1), t0 + dt.timedelta(days=1))
     [email, alert] = w.deliveries("email")

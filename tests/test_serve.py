@@ -26,9 +26,13 @@ pytestmark = pytest.mark.slow
 
 def start(tmp_path, port: int, *args: str, **env) -> tuple[subprocess.Popen, object]:
     log = open(tmp_path / f"serve-{port}.log", "w+")  # noqa: SIM115 - closed by the caller
-    proc = subprocess.Popen([sys.executable, "-m", "lifecycle", "serve", "--port", str(port), *args], cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "COLUMNS": "200", "LIFECYCLE_TICK_SECONDS": "1", **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", "serve", "--port", str(port), *args],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "200", "LIFECYCLE_TICK_SECONDS": "1", **env},
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -71,7 +75,9 @@ def test_serve_answers_the_web_and_its_embedded_worker_delivers_a_due_notice(sql
         while channels < {"email", "portal"} and time.monotonic() < deadline:
             time.sleep(0.5)
             with session_scope() as s:
-                channels = set(s.exec(select(Delivery.channel).where(Delivery.status.in_(DELIVERED_STATUSES))))
+                channels = set(
+                    s.exec(select(Delivery.channel).where(Delivery.status.in_(DELIVERED_STATUSES)))
+                )
         log.seek(0)
         output = log.read()
         assert channels >= {"email", "portal"}, output
@@ -122,15 +128,20 @@ def test_serve_at_puts_the_pages_and_the_embedded_worker_on_one_simulated_clock(
     proc, log = start(tmp_path, port, "--at", later.isoformat(), LIFECYCLE_BASE_URL=base)
     try:
         page = httpx.get(f"{base}/login").text
-        assert f"Simulated clock: it is {later.date().isoformat()}" in page or \
-            f"Simulated clock: it is {(later + dt.timedelta(days=1)).date().isoformat()}" in page
+        assert (
+            f"Simulated clock: it is {later.date().isoformat()}" in page
+            or f"Simulated clock: it is {(later + dt.timedelta(days=1)).date().isoformat()}" in page
+        )
         deadline = time.monotonic() + 60
         sent: list = []
         while not sent and time.monotonic() < deadline:
             time.sleep(0.5)
             with session_scope() as s:
-                sent = s.exec(select(Notice.sent_at).where(Notice.sent_at.is_not(None), Notice.kind == "stage",
-                                                           Notice.slot == "1m")).all()
+                sent = s.exec(
+                    select(Notice.sent_at).where(
+                        Notice.sent_at.is_not(None), Notice.kind == "stage", Notice.slot == "1m"
+                    )
+                ).all()
     finally:
         code = stop(proc)
         log.seek(0)

@@ -65,7 +65,7 @@ class SmtpServer:
                 while line := self.rfile.readline():
                     text = line.decode("utf-8", "replace").rstrip("\r\n")
                     verb = text.split(" ", 1)[0].upper()
-                    arg = text[len(verb):].strip()
+                    arg = text[len(verb) :].strip()
                     if verb == "EHLO":
                         extensions = ["8BITMIME", "SIZE 10000000"]
                         if server_state.credentials:
@@ -80,8 +80,11 @@ class SmtpServer:
                         _mech, _, blob = arg.partition(" ")
                         _, user, password = base64.b64decode(blob).decode().split("\0")
                         ok = (user, password) == server_state.credentials
-                        self.send("235 2.7.0 Authentication successful" if ok
-                                  else "535 5.7.8 Authentication credentials invalid")
+                        self.send(
+                            "235 2.7.0 Authentication successful"
+                            if ok
+                            else "535 5.7.8 Authentication credentials invalid"
+                        )
                     elif verb == "MAIL":
                         mail_from, rcpts = arg.split(":", 1)[1].split()[0].strip("<>"), []
                         if not self.answer("MAIL", "250 2.1.0 OK"):
@@ -112,7 +115,9 @@ class SmtpServer:
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self):
@@ -129,12 +134,16 @@ def smtp_server():
 
 def notice_email(**overrides) -> Email:
     fields = dict(
-        to="ops@acme.example", to_name="ACME Ops", subject="ACP 3.16: end of life on 2027-06-30",
+        to="ops@acme.example",
+        to_name="ACME Ops",
+        subject="ACP 3.16: end of life on 2027-06-30",
         text="ACP 3.16 reaches end of life on 2027-06-30.\n.leading dot line\n",
         html="<p>ACP 3.16 reaches end of life on 2027-06-30.</p>",
-        from_email="lifecycle@vendor.example", from_name="Product Lifecycle",
+        from_email="lifecycle@vendor.example",
+        from_name="Product Lifecycle",
         attachments=[Attachment(filename="lifecycle.ics", content=ICS, mimetype="text/calendar")],
-        custom_args={"delivery_ids": "12,13"}, message_id="<lifecycle-12-abc@vendor.example>",
+        custom_args={"delivery_ids": "12,13"},
+        message_id="<lifecycle-12-abc@vendor.example>",
     )
     fields.update(overrides)
     return Email(**fields)
@@ -193,17 +202,20 @@ def test_wrong_credentials_are_a_permanent_error(smtp_server):
     assert smtp_server.messages == []
 
 
-@pytest.mark.parametrize(("command", "reply", "permanent"), [
-    ("RCPT", "550 5.1.1 <ops@acme.example>: user unknown", True),
-    ("RCPT", "450 4.2.1 mailbox busy, try later", False),
-    ("MAIL", "451 4.3.0 temporary failure", False),
-    ("MAIL", "553 5.7.1 sender rejected", True),
-    ("DATA", "554 5.3.4 message too big", True),
-    ("DATA_END", "452 4.3.1 insufficient storage", False),
-    ("DATA_END", "554 5.7.1 message rejected as spam", True),
-    ("GREETING", "421 4.3.2 service not available", False),
-    ("GREETING", "554 5.3.2 no service here", True),
-])
+@pytest.mark.parametrize(
+    ("command", "reply", "permanent"),
+    [
+        ("RCPT", "550 5.1.1 <ops@acme.example>: user unknown", True),
+        ("RCPT", "450 4.2.1 mailbox busy, try later", False),
+        ("MAIL", "451 4.3.0 temporary failure", False),
+        ("MAIL", "553 5.7.1 sender rejected", True),
+        ("DATA", "554 5.3.4 message too big", True),
+        ("DATA_END", "452 4.3.1 insufficient storage", False),
+        ("DATA_END", "554 5.7.1 message rejected as spam", True),
+        ("GREETING", "421 4.3.2 service not available", False),
+        ("GREETING", "554 5.3.2 no service here", True),
+    ],
+)
 def test_smtp_replies_map_4xx_to_transient_and_5xx_to_permanent(smtp_server, command, reply, permanent):
     smtp_server.replies[command] = reply
     with pytest.raises(DeliveryError) as err:

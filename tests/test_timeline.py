@@ -22,11 +22,26 @@ D = dt.date
 
 
 def test_rows_are_stacked_and_markers_take_the_shape_and_colour_of_their_kind():
-    rows = [TimelineRow("acp 3.16", "acp", "3.16", released=D(2024, 1, 15), milestones=[
-        Marker(1, "end-of-life", "end of life", D(2027, 9, 30), "planned"),
-        Marker(2, "end-of-sale", "end of sale", D(2026, 3, 31), "planned")]),
-        TimelineRow("acp 3.18", "acp", "3.18", milestones=[
-            Marker(3, "end-of-full-support", "end of full support", D(2027, 12, 31), "withdrawn")])]
+    rows = [
+        TimelineRow(
+            "acp 3.16",
+            "acp",
+            "3.16",
+            released=D(2024, 1, 15),
+            milestones=[
+                Marker(1, "end-of-life", "end of life", D(2027, 9, 30), "planned"),
+                Marker(2, "end-of-sale", "end of sale", D(2026, 3, 31), "planned"),
+            ],
+        ),
+        TimelineRow(
+            "acp 3.18",
+            "acp",
+            "3.18",
+            milestones=[
+                Marker(3, "end-of-full-support", "end of full support", D(2027, 12, 31), "withdrawn")
+            ],
+        ),
+    ]
     chart = layout(rows, D(2026, 11, 26))
     assert [r["y"] for r in chart["rows"]] == [TOP + ROW_H / 2, TOP + ROW_H * 1.5]
     first = chart["rows"][0]
@@ -39,7 +54,9 @@ def test_rows_are_stacked_and_markers_take_the_shape_and_colour_of_their_kind():
 
 
 def test_the_axis_spans_whole_years_and_today_sits_between_them():
-    rows = [TimelineRow("p 1", "p", "1", milestones=[Marker(1, "end-of-life", "", D(2028, 6, 30), "planned")])]
+    rows = [
+        TimelineRow("p 1", "p", "1", milestones=[Marker(1, "end-of-life", "", D(2028, 6, 30), "planned")])
+    ]
     chart = layout(rows, D(2026, 7, 2))
     assert [t["label"] for t in chart["ticks"]] == ["2026", "2027", "2028", ""]
     assert chart["ticks"][0]["x"] == LABEL_W and chart["ticks"][-1]["x"] == WIDTH - PAD_R
@@ -47,26 +64,49 @@ def test_the_axis_spans_whole_years_and_today_sits_between_them():
 
 
 def test_a_moved_marker_remembers_where_it_was_and_says_so():
-    rows = [TimelineRow("p 1", "p", "1", milestones=[
-        Marker(1, "end-of-life", "end of life", D(2028, 6, 30), "planned", moved_from=D(2027, 6, 30))])]
+    rows = [
+        TimelineRow(
+            "p 1",
+            "p",
+            "1",
+            milestones=[
+                Marker(1, "end-of-life", "end of life", D(2028, 6, 30), "planned", moved_from=D(2027, 6, 30))
+            ],
+        )
+    ]
     [marker] = layout(rows, D(2026, 1, 1))["rows"][0]["markers"]
     assert marker["old_x"] < marker["x"] and "moved from 2027-06-30" in marker["title"]
 
 
 def test_dates_outside_the_valid_range_are_clamped_not_drawn_off_the_chart():
-    rows = [TimelineRow("p 1", "p", "1", released=D(1900, 1, 1),
-                        milestones=[Marker(1, "end-of-life", "", D(2027, 1, 1), "planned")])]
+    rows = [
+        TimelineRow(
+            "p 1",
+            "p",
+            "1",
+            released=D(1900, 1, 1),
+            milestones=[Marker(1, "end-of-life", "", D(2027, 1, 1), "planned")],
+        )
+    ]
     chart = layout(rows, D(2026, 1, 1))
     assert chart["ticks"][0]["label"] == "1970" and chart["rows"][0]["bar"][0] == LABEL_W
 
 
 def test_same_day_markers_are_stacked_in_lifecycle_order_and_the_row_grows():
     day = D(2027, 12, 31)
-    rows = [TimelineRow("acp 3.18", "acp", "3.18", milestones=[
-        Marker(1, "end-of-life", "end of life", day, "planned"),
-        Marker(2, "end-of-sale", "end of sale", day, "planned"),
-        Marker(3, "end-of-maintenance", "end of maintenance", day, "planned")]),
-        TimelineRow("acp 3.20", "acp", "3.20", milestones=[Marker(4, "end-of-life", "", day, "planned")])]
+    rows = [
+        TimelineRow(
+            "acp 3.18",
+            "acp",
+            "3.18",
+            milestones=[
+                Marker(1, "end-of-life", "end of life", day, "planned"),
+                Marker(2, "end-of-sale", "end of sale", day, "planned"),
+                Marker(3, "end-of-maintenance", "end of maintenance", day, "planned"),
+            ],
+        ),
+        TimelineRow("acp 3.20", "acp", "3.20", milestones=[Marker(4, "end-of-life", "", day, "planned")]),
+    ]
     chart = layout(rows, D(2026, 1, 1))
     stacked = {m["kind"]: m for m in chart["rows"][0]["markers"]}
     assert [stacked[k]["lane"] for k in ("end-of-sale", "end-of-maintenance", "end-of-life")] == [0, 1, 2]
@@ -79,8 +119,12 @@ def test_same_day_markers_are_stacked_in_lifecycle_order_and_the_row_grows():
 
 def test_every_marker_has_a_label_and_no_two_labels_in_a_lane_overlap():
     # Dates close enough that their labels would collide on one line.
-    ms = [Marker(i, kind, "", D(2027, 1, 1) + dt.timedelta(days=9 * i), "planned")
-          for i, kind in enumerate(["end-of-sale", "end-of-full-support", "end-of-maintenance", "end-of-life"] * 3)]
+    ms = [
+        Marker(i, kind, "", D(2027, 1, 1) + dt.timedelta(days=9 * i), "planned")
+        for i, kind in enumerate(
+            ["end-of-sale", "end-of-full-support", "end-of-maintenance", "end-of-life"] * 3
+        )
+    ]
     [row] = layout([TimelineRow("p 1", "p", "1", milestones=ms)], D(2026, 1, 1))["rows"]
     assert {m["text"] for m in row["markers"]} == {f"{KIND_SHORT[m.kind]} {m.date.isoformat()}" for m in ms}
     assert max(m["lane"] for m in row["markers"]) >= 1  # some had to move down
@@ -94,14 +138,18 @@ def test_every_marker_has_a_label_and_no_two_labels_in_a_lane_overlap():
 
 
 def test_a_label_at_the_right_edge_goes_left_of_its_marker():
-    rows = [TimelineRow("p 1", "p", "1", milestones=[Marker(1, "end-of-life", "", D(2027, 12, 31), "planned")])]
+    rows = [
+        TimelineRow("p 1", "p", "1", milestones=[Marker(1, "end-of-life", "", D(2027, 12, 31), "planned")])
+    ]
     [marker] = layout(rows, D(2027, 1, 1))["rows"][0]["markers"]
     assert marker["text_x"] < marker["x"] and marker["extent"][1] <= WIDTH
 
 
 def test_long_row_labels_are_shortened_but_keep_the_version():
-    rows = [TimelineRow("Alauda Container Platform for Financial Services 3.16", "acp", "3.16", suffix="3.16"),
-            TimelineRow("Alauda Container Platform 3.16", "acp", "3.16", suffix="3.16")]
+    rows = [
+        TimelineRow("Alauda Container Platform for Financial Services 3.16", "acp", "3.16", suffix="3.16"),
+        TimelineRow("Alauda Container Platform 3.16", "acp", "3.16", suffix="3.16"),
+    ]
     long, short = layout(rows, D(2027, 1, 1))["rows"]
     assert long["label"].endswith("… 3.16") and len(long["label"]) < len(long["full_label"])
     assert short["label"] == short["full_label"] == "Alauda Container Platform 3.16"
@@ -109,8 +157,14 @@ def test_long_row_labels_are_shortened_but_keep_the_version():
 
 def test_a_held_marker_says_until_when_it_can_be_undone():
     held = dt.datetime(2027, 1, 5, 14, 5, tzinfo=dt.UTC)
-    rows = [TimelineRow("p 1", "p", "1", milestones=[Marker(1, "end-of-life", "end of life", D(2027, 3, 1), "planned",
-                                                            held_until=held)])]
+    rows = [
+        TimelineRow(
+            "p 1",
+            "p",
+            "1",
+            milestones=[Marker(1, "end-of-life", "end of life", D(2027, 3, 1), "planned", held_until=held)],
+        )
+    ]
     [marker] = layout(rows, D(2027, 1, 5))["rows"][0]["markers"]
     assert marker["held"] == "14:05 UTC" and "on hold until 14:05 UTC" in marker["title"]
 

@@ -39,7 +39,9 @@ def client():
 
 def audit(action: str) -> list[AuditEvent]:
     with session_scope() as s:
-        return list(s.exec(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)).all())
+        return list(
+            s.exec(select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)).all()
+        )
 
 
 def limit(monkeypatch, kind: str, value: int) -> None:
@@ -80,8 +82,9 @@ def test_logging_in_correctly_is_never_counted(world, client):
     assert audit("auth.login.failed") == []
 
 
-def test_unknown_bearer_tokens_are_limited_and_audited_but_good_tokens_from_elsewhere_are_not(world, client,
-                                                                                               monkeypatch):
+def test_unknown_bearer_tokens_are_limited_and_audited_but_good_tokens_from_elsewhere_are_not(
+    world, client, monkeypatch
+):
     limit(monkeypatch, "bearer", 3)
     for n in range(3):
         assert client.get("/api/me", headers={"Authorization": f"Bearer lc_wrong{n}"}).status_code == 401
@@ -107,7 +110,9 @@ def test_polling_a_calendar_feed_is_never_limited_but_guessing_feed_tokens_is(wo
     assert len(events) == 5 and not any("guess" in (e.detail or "") for e in events)
 
 
-def test_forged_ack_links_are_limited_and_audited_but_expired_ones_are_not_counted(world, client, monkeypatch):
+def test_forged_ack_links_are_limited_and_audited_but_expired_ones_are_not_counted(
+    world, client, monkeypatch
+):
     limit(monkeypatch, "ack", 3)
     old = expired_link(world)
     for _ in range(5):
@@ -117,7 +122,11 @@ def test_forged_ack_links_are_limited_and_audited_but_expired_ones_are_not_count
     for _ in range(3):
         assert client.post(forged, data=FORM).status_code == 400
     refused = client.get(good)
-    assert refused.status_code == 429 and "Too many attempts" in refused.text and "Retry-After" in refused.headers
+    assert (
+        refused.status_code == 429
+        and "Too many attempts" in refused.text
+        and "Retry-After" in refused.headers
+    )
     events = audit("ack.signature.failed")
     assert len(events) == 3 and not any(forged.rsplit("/", 1)[1] in (e.detail or "") for e in events)
 
@@ -148,8 +157,18 @@ def assert_hardened(response) -> str:
 def test_every_kind_of_response_carries_a_content_security_policy_and_refuses_framing(world, client):
     with session_scope() as s:
         feed = s.get(Customer, world.ids["acme"]).calendar_token
-    for path in ("/login", "/api/products", "/api/me", "/calendars/products/acp.ics", f"/calendars/customers/{feed}.ics",
-                 "/", "/no-such-page", "/healthz", "/openapi.json", link(world)):
+    for path in (
+        "/login",
+        "/api/products",
+        "/api/me",
+        "/calendars/products/acp.ics",
+        f"/calendars/customers/{feed}.ics",
+        "/",
+        "/no-such-page",
+        "/healthz",
+        "/openapi.json",
+        link(world),
+    ):
         response = client.get(path, headers=world.auth("pm"), follow_redirects=False)
         policy = assert_hardened(response)
         assert "script-src 'none'" in policy or "default-src 'none'" in policy, (path, policy)
@@ -217,17 +236,23 @@ def test_replaying_an_ack_post_changes_nothing_and_the_page_says_it_was_already_
 def withdraw_all_of_316(world) -> None:
     with session_scope() as s:
         for key in ("m_amber", "m_eol"):
-            registry.withdraw_milestone(s, s.get(Milestone, world.ids[key]), reason="replaced", at=world_now())
+            registry.withdraw_milestone(
+                s, s.get(Milestone, world.ids[key]), reason="replaced", at=world_now()
+            )
 
 
 def world_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def test_an_ack_link_is_closed_once_every_milestone_of_its_release_is_withdrawn_as_in_the_portal(world, client):
+def test_an_ack_link_is_closed_once_every_milestone_of_its_release_is_withdrawn_as_in_the_portal(
+    world, client
+):
     url = link(world)
     with session_scope() as s:  # one withdrawn milestone of two: still open
-        registry.withdraw_milestone(s, s.get(Milestone, world.ids["m_amber"]), reason="replaced", at=world_now())
+        registry.withdraw_milestone(
+            s, s.get(Milestone, world.ids["m_amber"]), reason="replaced", at=world_now()
+        )
     assert client.get(url).status_code == 200
     withdraw_all_of_316(world)
     page = client.get(url)
@@ -237,8 +262,11 @@ def test_an_ack_link_is_closed_once_every_milestone_of_its_release_is_withdrawn_
     assert posted.status_code == 410 and history_rows() == 0
 
     portal, csrf = logged_in(world, "customer")
-    release = re.search(rf'<section class="card" id="release-{world.ids["r316"]}">(.*?)</section>',
-                        portal.get("/portal").text, re.S).group(1)
+    release = re.search(
+        rf'<section class="card" id="release-{world.ids["r316"]}">(.*?)</section>',
+        portal.get("/portal").text,
+        re.S,
+    ).group(1)
     assert agreements.ALL_WITHDRAWN in release and "agreement-form" not in release
     refused = portal.post("/portal/agreements", data=dict(FORM, csrf=csrf, release_id=world.ids["r316"]))
     assert refused.status_code == 409 and agreements.ALL_WITHDRAWN in refused.text and history_rows() == 0
@@ -259,8 +287,11 @@ def test_an_ack_link_is_closed_once_the_deployment_is_removed_with_the_portals_w
 def test_the_api_and_the_cli_follow_the_same_rule(world, client, cli):
     with session_scope() as s:
         registry.remove_deployment(s, customer="acme", product="acp", version="3.16", at=world_now())
-    api = client.post("/api/customers/acme/agreements", headers=world.auth("rep"),
-                      json={"product": "acp", "version": "3.16", "status": "acknowledged"})
+    api = client.post(
+        "/api/customers/acme/agreements",
+        headers=world.auth("rep"),
+        json={"product": "acp", "version": "3.16", "status": "acknowledged"},
+    )
     assert api.status_code == 422 and "does not run release" in api.text
     withdraw_all_of_316(world)
     result = cli("ack", "globex", "acp", "3.16", "--status", "acknowledged")

@@ -22,8 +22,18 @@ AT = utc(2027, 1, 1, 12)
 
 def rows(**kw) -> list[tuple]:
     with session_scope() as s:
-        return [(r["customer"], r["product"], r["version"], r["milestone"], r["days_left"], r["agreement"], r["risk"])
-                for r in dashboard.agreement_rows(s, at=AT, **kw)]
+        return [
+            (
+                r["customer"],
+                r["product"],
+                r["version"],
+                r["milestone"],
+                r["days_left"],
+                r["agreement"],
+                r["risk"],
+            )
+            for r in dashboard.agreement_rows(s, at=AT, **kw)
+        ]
 
 
 def test_risk_is_red_under_a_month_amber_under_three_months_and_green_when_agreed(db):
@@ -38,15 +48,26 @@ def test_risk_is_red_under_a_month_amber_under_three_months_and_green_when_agree
         r314, r316 = (s.exec(select(Release).where(Release.version == v)).one() for v in ("3.14", "3.16"))
         agreements.record(s, customer=acme, release=r314, status="declined", at=AT)
         agreements.record(s, customer=acme, release=r316, status="acknowledged", at=AT)
-        agreements.record(s, customer=globex, release=r316, status="planned", target_version="3.18", at=AT,
-                          planned_date=dt.date(2027, 1, 20), by="Gina")
+        agreements.record(
+            s,
+            customer=globex,
+            release=r316,
+            status="planned",
+            target_version="3.18",
+            at=AT,
+            planned_date=dt.date(2027, 1, 20),
+            by="Gina",
+        )
     assert [(r[0], r[2], r[5], r[6]) for r in rows()] == [
-        ("acme", "3.14", "declined", "red"), ("acme", "3.16", "acknowledged", "green"),
-        ("globex", "3.16", "planned", "green")]
+        ("acme", "3.14", "declined", "red"),
+        ("acme", "3.16", "acknowledged", "green"),
+        ("globex", "3.16", "planned", "green"),
+    ]
     with session_scope() as s:
         globex_row = dashboard.agreement_rows(s, at=AT, rep=webworld.BOB)
     assert [(r["target"], r["planned_date"], r["by"], r["cores"], r["channel"]) for r in globex_row] == [
-        ("3.18", dt.date(2027, 1, 20), "Gina", 64, "cli")]
+        ("3.18", dt.date(2027, 1, 20), "Gina", 64, "cli")
+    ]
 
 
 def test_the_next_milestone_skips_past_withdrawn_and_removed_ones_and_counts_product_milestones(db):
@@ -59,8 +80,10 @@ def test_the_next_milestone_skips_past_withdrawn_and_removed_ones_and_counts_pro
     later = rows()
     assert ("acme", "acp", "3.14") not in [r[:3] for r in later]
     assert [r[:5] for r in later] == [
-        ("acme", "acp", "3.16", "end-of-life", 300), ("globex", "acp", "3.16", "end-of-life", 300),
-        ("globex", "mesh", "1.0", "end-of-sale", 400)]
+        ("acme", "acp", "3.16", "end-of-life", 300),
+        ("globex", "acp", "3.16", "end-of-life", 300),
+        ("globex", "mesh", "1.0", "end-of-sale", 400),
+    ]
     with session_scope() as s:
         assert dashboard.agreement_rows(s, at=AT + dt.timedelta(days=1000)) == []
     assert rows(rep="ALICE@vendor.example") == [r for r in later if r[0] == "acme"]
@@ -72,11 +95,15 @@ def test_report_agreements_prints_json_csv_and_a_table(sqlite_db, cli):
     assert as_json.code == 0, as_json
     data = json.loads(as_json.out)
     assert [(r["customer"], r["version"], r["days_left"], r["risk"], r["cores"]) for r in data] == [
-        ("acme", "3.14", 20, "red", 128), ("acme", "3.16", 60, "amber", 256), ("globex", "3.16", 60, "amber", 64)]
+        ("acme", "3.14", 20, "red", 128),
+        ("acme", "3.16", 60, "amber", 256),
+        ("globex", "3.16", 60, "amber", 64),
+    ]
     as_csv = cli("report", "agreements", "--at", "2027-01-01T12:00Z", "--csv", "--rep", webworld.BOB)
     assert as_csv.code == 0, as_csv
     assert [(r["customer"], r["agreement"], r["risk"]) for r in csv.DictReader(io.StringIO(as_csv.out))] == [
-        ("globex", "none", "amber")]
+        ("globex", "none", "amber")
+    ]
     both = cli("report", "agreements", "--json", "--csv")
     assert both.code == 2 and "--csv" in both.err
 
@@ -102,7 +129,10 @@ def test_token_list_never_shows_secrets_and_revoke_stops_a_token(sqlite_db, cli)
     assert listed.code == 0, listed
     tokens = json.loads(listed.out)
     assert [(t["role"], t["customer"], t["rep"]) for t in tokens][:3] == [
-        ("pm", None, None), ("rep", None, webworld.ALICE), ("rep", None, webworld.BOB)]
+        ("pm", None, None),
+        ("rep", None, webworld.ALICE),
+        ("rep", None, webworld.BOB),
+    ]
     assert not any(secret in listed.out for secret in world.secrets.values())
     customer = next(t for t in tokens if t["customer"] == "acme" and t["revoked_at"] is None)
     revoked = cli("token", "revoke", str(customer["id"]))

@@ -29,8 +29,9 @@ TS = "X-Twilio-Email-Event-Webhook-Timestamp"
 def new_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
     """A P-256 key pair; the public half as SendGrid shows it (base64 DER, no PEM armour)."""
     private = ec.generate_private_key(ec.SECP256R1())
-    der = private.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return private, base64.b64encode(der).decode()
 
 
@@ -73,25 +74,56 @@ def sent_notice(*, emails=("ops@acme.example",), portal=True, slot="3m", audienc
     with session_scope() as s:
         customer = s.exec(select(Customer).where(Customer.key == "acme")).one()
         m = s.exec(select(Milestone)).first()
-        notice = Notice(key=f"stage:{customer.id}:{m.id}:{slot}:{audience}", customer_id=customer.id,
-                        milestone_id=m.id, release_id=m.release_id, kind="stage" if audience == "customer"
-                        else "escalation", audience=audience, slot=slot, milestone_date=m.date,
-                        due_at=T, status="sent", created_at=T, released_at=T, sent_at=T)
+        notice = Notice(
+            key=f"stage:{customer.id}:{m.id}:{slot}:{audience}",
+            customer_id=customer.id,
+            milestone_id=m.id,
+            release_id=m.release_id,
+            kind="stage" if audience == "customer" else "escalation",
+            audience=audience,
+            slot=slot,
+            milestone_date=m.date,
+            due_at=T,
+            status="sent",
+            created_at=T,
+            released_at=T,
+            sent_at=T,
+        )
         s.add(notice)
         s.flush()
         ids = {"notice": notice.id, "customer": customer.id, "milestone": m.id}
         for address in emails:
             contact = s.exec(select(Contact).where(Contact.email == address)).first()
-            d = Delivery(notice_id=notice.id, customer_id=customer.id, channel="email", recipient=address,
-                         contact_id=contact.id if contact else None, status="sent", attempts=1,
-                         next_attempt_at=T, provider_id=f"sg-{address}", created_at=T, sent_at=T, updated_at=T)
+            d = Delivery(
+                notice_id=notice.id,
+                customer_id=customer.id,
+                channel="email",
+                recipient=address,
+                contact_id=contact.id if contact else None,
+                status="sent",
+                attempts=1,
+                next_attempt_at=T,
+                provider_id=f"sg-{address}",
+                created_at=T,
+                sent_at=T,
+                updated_at=T,
+            )
             s.add(d)
             s.flush()
             ids[address] = d.id
         if portal:
-            d = Delivery(notice_id=notice.id, customer_id=customer.id, channel="portal", recipient="acme",
-                         status="delivered", attempts=1, next_attempt_at=T, created_at=T,
-                         sent_at=T + dt.timedelta(seconds=1), updated_at=T)
+            d = Delivery(
+                notice_id=notice.id,
+                customer_id=customer.id,
+                channel="portal",
+                recipient="acme",
+                status="delivered",
+                attempts=1,
+                next_attempt_at=T,
+                created_at=T,
+                sent_at=T + dt.timedelta(seconds=1),
+                updated_at=T,
+            )
             s.add(d)
             s.flush()
             ids["portal"] = d.id
@@ -99,14 +131,27 @@ def sent_notice(*, emails=("ops@acme.example",), portal=True, slot="3m", audienc
 
 
 def event(kind, delivery_ids, email="ops@acme.example", sg_event_id=None, **extra) -> dict:
-    return {"email": email, "timestamp": int(time.time()), "event": kind,
-            "sg_event_id": sg_event_id or f"{kind}-{delivery_ids}-{email}", "sg_message_id": "abc.filter0001",
-            "delivery_ids": str(delivery_ids), **extra}
+    return {
+        "email": email,
+        "timestamp": int(time.time()),
+        "event": kind,
+        "sg_event_id": sg_event_id or f"{kind}-{delivery_ids}-{email}",
+        "sg_message_id": "abc.filter0001",
+        "delivery_ids": str(delivery_ids),
+        **extra,
+    }
 
 
 def bounce(delivery_ids, email="ops@acme.example", **extra) -> dict:
-    return event("bounce", delivery_ids, email, reason="550 5.1.1 The email account does not exist",
-                 status="5.1.1", type="bounce", **extra)
+    return event(
+        "bounce",
+        delivery_ids,
+        email,
+        reason="550 5.1.1 The email account does not exist",
+        status="5.1.1",
+        type="bounce",
+        **extra,
+    )
 
 
 def counts(response) -> dict:
@@ -130,8 +175,11 @@ def bounce_notices():
 
 
 def snapshot():
-    return [(type(r).__name__, r.model_dump()) for m in (Notice, Delivery, Contact, WebhookEvent)
-            for r in all_rows(m)]
+    return [
+        (type(r).__name__, r.model_dump())
+        for m in (Notice, Delivery, Contact, WebhookEvent)
+        for r in all_rows(m)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ the tests
@@ -209,8 +257,9 @@ def test_a_digest_bounce_fails_every_delivery_it_carried_and_alerts_for_each(db,
     r = post(client, [bounce(ids)])
     assert r.json()["bounced"] == 2 and r.json()["alerts"] == 2
     assert {get(Delivery, x["ops@acme.example"]).status for x in (a, b)} == {"bounced"}
-    assert sorted(n.slot for n in bounce_notices()) == sorted([str(a["ops@acme.example"]),
-                                                               str(b["ops@acme.example"])])
+    assert sorted(n.slot for n in bounce_notices()) == sorted(
+        [str(a["ops@acme.example"]), str(b["ops@acme.example"])]
+    )
 
 
 def test_a_repeated_event_changes_nothing_the_second_time(db, client):
@@ -258,9 +307,15 @@ def test_engagement_and_progress_events_are_recorded_and_change_nothing(db, clie
 def test_events_for_unknown_deliveries_or_other_addresses_are_recorded_but_apply_to_nothing(db, client):
     setup_customer()
     ids = sent_notice()
-    r = post(client, [bounce(999999, sg_event_id="x1"), bounce(ids["ops@acme.example"], email="x@y.example"),
-                      {"event": "bounce", "email": "ops@acme.example", "sg_event_id": "no-args"},
-                      {"event": "bounce", "delivery_ids": str(ids["ops@acme.example"])}])
+    r = post(
+        client,
+        [
+            bounce(999999, sg_event_id="x1"),
+            bounce(ids["ops@acme.example"], email="x@y.example"),
+            {"event": "bounce", "email": "ops@acme.example", "sg_event_id": "no-args"},
+            {"event": "bounce", "delivery_ids": str(ids["ops@acme.example"])},
+        ],
+    )
     assert counts(r) == {"received": 4, "recorded": 3, "unmatched": 3, "invalid": 1}
     assert get(Delivery, ids["ops@acme.example"]).status == "sent"
     assert bounce_notices() == []
@@ -324,8 +379,9 @@ def test_an_unsigned_forged_tampered_or_stale_post_is_refused_and_changes_nothin
         r = post(client, events, key=new_key()[0])
     elif case == "tampered":
         ts = str(now)
-        r = post(client, events, body=raw.replace(b"bounce", b"open "),
-                 headers={SIG: sign(KEY, ts, raw), TS: ts})
+        r = post(
+            client, events, body=raw.replace(b"bounce", b"open "), headers={SIG: sign(KEY, ts, raw), TS: ts}
+        )
     elif case == "stale":
         r = post(client, events, timestamp=str(now - 601))
     elif case == "future":
@@ -339,7 +395,7 @@ def test_an_unsigned_forged_tampered_or_stale_post_is_refused_and_changes_nothin
 
 
 def test_a_signed_body_that_is_not_a_list_of_events_is_a_400(db, client):
-    for body in (b'{"event": "bounce"}', b"not json", b'[1, 2]'):
+    for body in (b'{"event": "bounce"}', b"not json", b"[1, 2]"):
         r = post(client, None, body=body)
         assert r.status_code == 400, body
 
@@ -373,8 +429,11 @@ def test_a_misconfigured_public_key_answers_503_not_500(db, monkeypatch):
 
 
 def test_verify_accepts_a_pem_key_and_enforces_the_age_window_both_ways():
-    pem = KEY.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        KEY.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     body = b'[{"event":"open"}]'
     now = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
     for offset, ok in ((0, True), (-300, True), (-301, False), (300, True), (301, False)):

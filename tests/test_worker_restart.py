@@ -35,8 +35,14 @@ TIMEOUT = 600.0  # generous: the machine may be busy; no speed is asserted
 def _spawn(tmp_path, name: str) -> subprocess.Popen:
     env = {**os.environ, "LIFECYCLE_TICK_SECONDS": "2"}
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], env=env, cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", "worker"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _wait_for(predicate, what: str, logs=(), timeout: float = TIMEOUT, every: float = 0.05) -> None:
@@ -60,9 +66,13 @@ def _sent_emails(url: str) -> list:
     would wait for the worker's write transactions)."""
     raw = sqlite3.connect(sa.engine.make_url(url).database, timeout=60)
     try:
-        return [Row(*r) for r in raw.execute(
-            "SELECT d.recipient, d.status, d.possible_duplicate FROM delivery d JOIN notice n ON n.id = d.notice_id "
-            "WHERE d.channel = 'email' AND n.audience = 'customer'").fetchall()]
+        return [
+            Row(*r)
+            for r in raw.execute(
+                "SELECT d.recipient, d.status, d.possible_duplicate FROM delivery d JOIN notice n ON n.id = d.notice_id "
+                "WHERE d.channel = 'email' AND n.audience = 'customer'"
+            ).fetchall()
+        ]
     finally:
         raw.close()
 
@@ -73,7 +83,9 @@ class Row(NamedTuple):
     possible_duplicate: bool
 
 
-def test_a_worker_killed_mid_catch_up_and_started_again_sends_every_customer_exactly_one_email(sqlite_db, tmp_path):
+def test_a_worker_killed_mid_catch_up_and_started_again_sends_every_customer_exactly_one_email(
+    sqlite_db, tmp_path
+):
     due_fleet(sqlite_db, CUSTOMERS, dt.datetime.now(dt.UTC))
     dispose_engines()
     outbox = tmp_path / "outbox"
@@ -81,7 +93,9 @@ def test_a_worker_killed_mid_catch_up_and_started_again_sends_every_customer_exa
 
     first = _spawn(tmp_path, "first")
     try:
-        _wait_for(lambda: sum(_recipients(outbox).values()) >= 20, "the first emails", [tmp_path / "first.log"])
+        _wait_for(
+            lambda: sum(_recipients(outbox).values()) >= 20, "the first emails", [tmp_path / "first.log"]
+        )
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
@@ -92,8 +106,12 @@ def test_a_worker_killed_mid_catch_up_and_started_again_sends_every_customer_exa
 
     second = _spawn(tmp_path, "second")
     try:
-        _wait_for(lambda: sum(1 for r in _sent_emails(sqlite_db) if r.status == "sent") >= CUSTOMERS,
-                  "every customer's email recorded sent", [tmp_path / "second.log"], every=0.5)
+        _wait_for(
+            lambda: sum(1 for r in _sent_emails(sqlite_db) if r.status == "sent") >= CUSTOMERS,
+            "every customer's email recorded sent",
+            [tmp_path / "second.log"],
+            every=0.5,
+        )
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         try:

@@ -19,53 +19,128 @@ def product(slug="acp", versions=("3.16", "3.18"), at=START, upgrade_to="3.18"):
     with session_scope() as s:
         registry.upsert_product(s, slug=slug, name=slug.upper(), at=at)
         for v in versions:
-            registry.upsert_release(s, product=slug, version=v, at=at,
-                                    upgrade_to=upgrade_to if v != upgrade_to else None)
+            registry.upsert_release(
+                s, product=slug, version=v, at=at, upgrade_to=upgrade_to if v != upgrade_to else None
+            )
 
 
 def milestone(date, *, product="acp", version="3.16", kind="end-of-life", at=START, reason=None):
     with session_scope() as s:
-        registry.add_milestone(s, product=product, version=version, kind=kind, date=date, at=at,
-                               allow_short_notice=reason is not None, reason=reason)
+        registry.add_milestone(
+            s,
+            product=product,
+            version=version,
+            kind=kind,
+            date=date,
+            at=at,
+            allow_short_notice=reason is not None,
+            reason=reason,
+        )
 
 
-def customer(key="acme", tz="Asia/Shanghai", *, locale="en", deploy=(("acp", "3.16"),), at=START,
-             start=None, end=None, emails=None, rep="rep@vendor.example"):
+def customer(
+    key="acme",
+    tz="Asia/Shanghai",
+    *,
+    locale="en",
+    deploy=(("acp", "3.16"),),
+    at=START,
+    start=None,
+    end=None,
+    emails=None,
+    rep="rep@vendor.example",
+):
     with session_scope() as s:
-        registry.upsert_customer(s, key=key, name=key.title(), timezone=tz, locale=locale, account_rep=rep,
-                                 at=at, service_start=start, service_end=end)
-        for email in (emails if emails is not None else [f"ops@{key}.example"]):
+        registry.upsert_customer(
+            s,
+            key=key,
+            name=key.title(),
+            timezone=tz,
+            locale=locale,
+            account_rep=rep,
+            at=at,
+            service_start=start,
+            service_end=end,
+        )
+        for email in emails if emails is not None else [f"ops@{key}.example"]:
             registry.upsert_contact(s, customer=key, email=email, at=at)
         for prod, version in deploy:
             registry.add_deployment(s, customer=key, product=prod, version=version, at=at)
 
 
-def move(date, *, at, product="acp", version="3.16", kind="end-of-life", reason="moved", short=False,
-         customer_reason=None):
+def move(
+    date,
+    *,
+    at,
+    product="acp",
+    version="3.16",
+    kind="end-of-life",
+    reason="moved",
+    short=False,
+    customer_reason=None,
+):
     with session_scope() as s:
         m = registry.get_milestone(s, product, version, kind)
-        registry.move_milestone(s, m, date=date, reason=reason, at=at, allow_short_notice=short,
-                                customer_reason=customer_reason)
+        registry.move_milestone(
+            s, m, date=date, reason=reason, at=at, allow_short_notice=short, customer_reason=customer_reason
+        )
 
 
-def withdraw(*, at, product="acp", version="3.16", kind="end-of-life", reason="withdrawn", customer_reason=None):
+def withdraw(
+    *, at, product="acp", version="3.16", kind="end-of-life", reason="withdrawn", customer_reason=None
+):
     with session_scope() as s:
         m = registry.get_milestone(s, product, version, kind)
         registry.withdraw_milestone(s, m, reason=reason, at=at, customer_reason=customer_reason)
 
 
-def reinstate(date, *, at, product="acp", version="3.16", kind="end-of-life", reason="reinstated", short=False,
-              customer_reason=None):
+def reinstate(
+    date,
+    *,
+    at,
+    product="acp",
+    version="3.16",
+    kind="end-of-life",
+    reason="reinstated",
+    short=False,
+    customer_reason=None,
+):
     with session_scope() as s:
-        registry.add_milestone(s, product=product, version=version, kind=kind, date=date, at=at,
-                               allow_short_notice=short, reason=reason, customer_reason=customer_reason)
+        registry.add_milestone(
+            s,
+            product=product,
+            version=version,
+            kind=kind,
+            date=date,
+            at=at,
+            allow_short_notice=short,
+            reason=reason,
+            customer_reason=customer_reason,
+        )
 
 
-def ack(customer_key="acme", status="acknowledged", *, at, product="acp", version="3.16", target=None,
-        planned_date=None):
+def ack(
+    customer_key="acme",
+    status="acknowledged",
+    *,
+    at,
+    product="acp",
+    version="3.16",
+    target=None,
+    planned_date=None,
+):
     with session_scope() as s:
-        agreements.record_cli(s, customer_key=customer_key, product=product, version=version, status=status,
-                              at=at, channel="cli", target_version=target, planned_date=planned_date)
+        agreements.record_cli(
+            s,
+            customer_key=customer_key,
+            product=product,
+            version=version,
+            status=status,
+            at=at,
+            channel="cli",
+            target_version=target,
+            planned_date=planned_date,
+        )
 
 
 def run(*instants):
@@ -96,25 +171,38 @@ def deliveries(channel=None) -> list[Delivery]:
 
 def inbox(customer_key) -> list[InboxMessage]:
     with session_scope() as s:
-        return list(s.exec(select(InboxMessage).join(Customer, Customer.id == InboxMessage.customer_id)
-                           .where(Customer.key == customer_key).order_by(InboxMessage.id)).all())
+        return list(
+            s.exec(
+                select(InboxMessage)
+                .join(Customer, Customer.id == InboxMessage.customer_id)
+                .where(Customer.key == customer_key)
+                .order_by(InboxMessage.id)
+            ).all()
+        )
 
 
 def delivery_signature() -> list[tuple]:
     """What was delivered, independent of ids and timing: to compare runs."""
     with session_scope() as s:
-        rows = s.exec(sa.select(Notice.key, Delivery.channel, Delivery.recipient, Delivery.status)
-                      .join(Notice, Notice.id == Delivery.notice_id)).all()
+        rows = s.exec(
+            sa.select(Notice.key, Delivery.channel, Delivery.recipient, Delivery.status).join(
+                Notice, Notice.id == Delivery.notice_id
+            )
+        ).all()
     return sorted(tuple(r) for r in rows)
 
 
 def next_due(after: dt.datetime) -> dt.datetime | None:
     """The next instant after `after` at which something falls due: a planned notice or a retry."""
     with session_scope() as s:
-        notice = s.exec(sa.select(sa.func.min(Notice.due_at)).where(
-            Notice.status == "planned", Notice.due_at > after)).one()[0]
-        retry = s.exec(sa.select(sa.func.min(Delivery.next_attempt_at)).where(
-            Delivery.status == "pending", Delivery.next_attempt_at > after)).one()[0]
+        notice = s.exec(
+            sa.select(sa.func.min(Notice.due_at)).where(Notice.status == "planned", Notice.due_at > after)
+        ).one()[0]
+        retry = s.exec(
+            sa.select(sa.func.min(Delivery.next_attempt_at)).where(
+                Delivery.status == "pending", Delivery.next_attempt_at > after
+            )
+        ).one()[0]
     found = [_aware(t) for t in (notice, retry) if t is not None]
     return min(found) if found else None
 

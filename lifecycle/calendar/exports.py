@@ -72,12 +72,17 @@ class Manifest:
     def read(cls, out: Path) -> Manifest:
         try:
             data = json.loads((out / MANIFEST).read_text())
-            return cls(dt.date.fromisoformat(data["as_of"]), {str(k): str(v) for k, v in data["files"].items()})
+            return cls(
+                dt.date.fromisoformat(data["as_of"]), {str(k): str(v) for k, v in data["files"].items()}
+            )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return cls()  # never written, or unreadable: everything is checked and rendered again
 
     def write(self, out: Path) -> None:
-        data = {"as_of": self.as_of.isoformat() if self.as_of else None, "files": dict(sorted(self.files.items()))}
+        data = {
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "files": dict(sorted(self.files.items())),
+        }
         write_if_changed(out / MANIFEST, (json.dumps(data, indent=1) + "\n").encode())
 
 
@@ -126,12 +131,27 @@ def day_changed(at: dt.datetime, out_dir: Path | None = None) -> bool:
     return as_of is not None and as_of != ics.today(at)
 
 
-def _refresh(session: Session, out: Path, at: dt.datetime, manifest: Manifest, products: list[Product],
-             customers: list[Customer], *, everything: bool, force: bool) -> Refresh:
-    data = feeds.Feeds(session, at, products=None if everything else [pk(p) for p in products],
-                       customers=None if everything else [pk(c) for c in customers])
+def _refresh(
+    session: Session,
+    out: Path,
+    at: dt.datetime,
+    manifest: Manifest,
+    products: list[Product],
+    customers: list[Customer],
+    *,
+    everything: bool,
+    force: bool,
+) -> Refresh:
+    data = feeds.Feeds(
+        session,
+        at,
+        products=None if everything else [pk(p) for p in products],
+        customers=None if everything else [pk(c) for c in customers],
+    )
     result = Refresh()
-    jobs: list[tuple[str, Callable[[Any], str], Callable[[Any], bytes], Product | Customer]] = [(f"products/{p.slug}.ics", data.product_fingerprint, data.product, p) for p in products]
+    jobs: list[tuple[str, Callable[[Any], str], Callable[[Any], bytes], Product | Customer]] = [
+        (f"products/{p.slug}.ics", data.product_fingerprint, data.product, p) for p in products
+    ]
     jobs += [(f"customers/{c.key}.ics", data.customer_fingerprint, data.customer, c) for c in customers]
     for name, fingerprint_of, render, row in jobs:
         result.checked += 1
@@ -150,8 +170,10 @@ def _refresh(session: Session, out: Path, at: dt.datetime, manifest: Manifest, p
 
 
 def _all(session: Session) -> tuple[list[Product], list[Customer]]:
-    return (list(session.exec(select(Product).order_by(Product.slug)).all()),
-            list(session.exec(select(Customer).order_by(Customer.key)).all()))
+    return (
+        list(session.exec(select(Product).order_by(Product.slug)).all()),
+        list(session.exec(select(Customer).order_by(Customer.key)).all()),
+    )
 
 
 def export(session: Session, out_dir: Path | None = None, *, at: dt.datetime) -> Refresh:
@@ -159,7 +181,9 @@ def export(session: Session, out_dir: Path | None = None, *, at: dt.datetime) ->
     out = _out(out_dir)
     with _locked(out):
         products, customers = _all(session)
-        return _refresh(session, out, at, Manifest.read(out), products, customers, everything=True, force=True)
+        return _refresh(
+            session, out, at, Manifest.read(out), products, customers, everything=True, force=True
+        )
 
 
 def export_all(session: Session, out_dir: Path | None = None, *, at: dt.datetime) -> list[Path]:
@@ -169,8 +193,14 @@ def export_all(session: Session, out_dir: Path | None = None, *, at: dt.datetime
     return export(session, out_dir, at=at).written
 
 
-def refresh_exports(session: Session, out_dir: Path | None = None, *, at: dt.datetime,
-                    milestone_ids: Iterable[int] | None = None, customer_ids: Iterable[int] = ()) -> Refresh:
+def refresh_exports(
+    session: Session,
+    out_dir: Path | None = None,
+    *,
+    at: dt.datetime,
+    milestone_ids: Iterable[int] | None = None,
+    customer_ids: Iterable[int] = (),
+) -> Refresh:
     """Bring the exports up to date after a change: the calendars of the products of `milestone_ids`
     and of the customers who run them, of `customer_ids`, and missing files are candidates, and those
     whose fingerprint changed are rendered. Every calendar is a candidate when `milestone_ids` is None

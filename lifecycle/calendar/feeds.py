@@ -59,7 +59,7 @@ CHUNK = 900
 def chunks(ids: Iterable[int]) -> Iterable[list[int]]:
     ids = sorted(set(ids))
     for i in range(0, len(ids), CHUNK):
-        yield ids[i:i + CHUNK]
+        yield ids[i : i + CHUNK]
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -77,8 +77,13 @@ def load_milestones(session: Session, condition) -> list[MilestoneRow]:
     if rows:
         changes = session.exec(
             select(MilestoneChange)
-            .join(Milestone, sa.and_(col(Milestone.id) == MilestoneChange.milestone_id,
-                                     col(Milestone.revision) == MilestoneChange.revision))
+            .join(
+                Milestone,
+                sa.and_(
+                    col(Milestone.id) == MilestoneChange.milestone_id,
+                    col(Milestone.revision) == MilestoneChange.revision,
+                ),
+            )
             .where(condition)
             .order_by(col(MilestoneChange.id))
         ).all()
@@ -87,20 +92,30 @@ def load_milestones(session: Session, condition) -> list[MilestoneRow]:
 
 
 def load_releases(session: Session, condition) -> list[ReleaseRow]:
-    return [ReleaseRow(r, p) for r, p in session.exec(
-        select(Release, Product).join(Product, col(Product.id) == Release.product_id).where(condition)).all()]
+    return [
+        ReleaseRow(r, p)
+        for r, p in session.exec(
+            select(Release, Product).join(Product, col(Product.id) == Release.product_id).where(condition)
+        ).all()
+    ]
 
 
-def active_deployments(session: Session, customer_ids: Iterable[int] | None = None) -> list[tuple[int, int, int]]:
+def active_deployments(
+    session: Session, customer_ids: Iterable[int] | None = None
+) -> list[tuple[int, int, int]]:
     """(customer id, release id, product id) of every deployment still running."""
-    query = (select(Deployment.customer_id, Deployment.release_id, Release.product_id)
-             .join(Release, col(Release.id) == Deployment.release_id)
-             .where(col(Deployment.removed_at).is_(None)))
+    query = (
+        select(Deployment.customer_id, Deployment.release_id, Release.product_id)
+        .join(Release, col(Release.id) == Deployment.release_id)
+        .where(col(Deployment.removed_at).is_(None))
+    )
     if customer_ids is None:
         return [(c, r, p) for c, r, p in session.exec(query).all()]
     out: list[tuple[int, int, int]] = []
     for chunk in chunks(customer_ids):
-        out.extend((c, r, p) for c, r, p in session.exec(query.where(col(Deployment.customer_id).in_(chunk))).all())
+        out.extend(
+            (c, r, p) for c, r, p in session.exec(query.where(col(Deployment.customer_id).in_(chunk))).all()
+        )
     return out
 
 
@@ -141,8 +156,14 @@ class AckLinks:
 class Feeds:
     """What the feeds of some products and customers need, loaded at once (None: all of them)."""
 
-    def __init__(self, session: Session, at: dt.datetime, *, products: Iterable[int] | None = None,
-                 customers: Iterable[int] | None = None):
+    def __init__(
+        self,
+        session: Session,
+        at: dt.datetime,
+        *,
+        products: Iterable[int] | None = None,
+        customers: Iterable[int] | None = None,
+    ):
         self.at = at
         self.acks = AckLinks(session)
         self._digests: dict[tuple[str, int], str] = {}
@@ -161,8 +182,11 @@ class Feeds:
         if product_ids is None or customer_ids is None:
             m_cond = r_cond = sa.true()
         else:
-            m_cond = sa.or_(_in(Milestone.product_id, product_ids), _in(Milestone.release_id, run_releases),
-                            sa.and_(col(Milestone.release_id).is_(None), _in(Milestone.product_id, run_products)))
+            m_cond = sa.or_(
+                _in(Milestone.product_id, product_ids),
+                _in(Milestone.release_id, run_releases),
+                sa.and_(col(Milestone.release_id).is_(None), _in(Milestone.product_id, run_products)),
+            )
             r_cond = sa.or_(_in(Release.product_id, product_ids), _in(Release.id, run_releases))
         self.by_product: dict[int, list[MilestoneRow]] = {}
         self.by_release: dict[int, list[MilestoneRow]] = {}
@@ -182,27 +206,43 @@ class Feeds:
             self.releases[rel.release.id] = rel
             self.product_releases.setdefault(rel.product.id, []).append(rel)
 
-    def _customer_rows(self, customer: Customer) -> tuple[list[MilestoneRow], list[ReleaseRow], list[int], bool]:
+    def _customer_rows(
+        self, customer: Customer
+    ) -> tuple[list[MilestoneRow], list[ReleaseRow], list[int], bool]:
         """(milestone rows, release rows, ids of the releases that get ack links, has deployments)."""
         assert customer.id is not None
         release_ids, product_ids = self.deps.get(customer.id, (set(), set()))
         rows = [row for r in sorted(release_ids) for row in self.by_release.get(r, [])]
         rows += [row for p in sorted(product_ids) for row in self.product_level.get(p, [])]
-        acked = sorted({row.release.id for row in rows if row.release is not None and row.release.id is not None
-                        and row.milestone.status != MilestoneStatus.WITHDRAWN and not ics.is_history(row, self.at)})
+        acked = sorted(
+            {
+                row.release.id
+                for row in rows
+                if row.release is not None
+                and row.release.id is not None
+                and row.milestone.status != MilestoneStatus.WITHDRAWN
+                and not ics.is_history(row, self.at)
+            }
+        )
         releases = [self.releases[r] for r in sorted(release_ids) if r in self.releases]
         return rows, releases, acked, bool(release_ids)
 
     def product(self, product: Product) -> bytes:
         assert product.id is not None
-        return ics.product_feed(product, self.by_product.get(product.id, []),
-                                self.product_releases.get(product.id, []), at=self.at)
+        return ics.product_feed(
+            product,
+            self.by_product.get(product.id, []),
+            self.product_releases.get(product.id, []),
+            at=self.at,
+        )
 
     def customer(self, customer: Customer) -> bytes:
         rows, releases, acked, deployed = self._customer_rows(customer)
         assert customer.id is not None
         acks = {r: self.acks.url(customer.id, r) for r in acked}
-        return ics.customer_feed(customer, rows, releases, at=self.at, has_deployments=deployed, ack_urls=acks)
+        return ics.customer_feed(
+            customer, rows, releases, at=self.at, has_deployments=deployed, ack_urls=acks
+        )
 
     # Fingerprints: a digest of everything a feed's bytes are built from (every field of its rows, the
     # history flag of each milestone rather than `at`, the settings and the code of the renderer), so
@@ -213,8 +253,13 @@ class Feeds:
         if key not in self._digests:
             parts: tuple
             if kind == "m":
-                parts = (_fields(row.milestone), _fields(row.product), _fields(row.release), _fields(row.change),
-                         ics.is_history(row, self.at))
+                parts = (
+                    _fields(row.milestone),
+                    _fields(row.product),
+                    _fields(row.release),
+                    _fields(row.change),
+                    ics.is_history(row, self.at),
+                )
             else:
                 parts = (_fields(row.release), _fields(row.product))
             self._digests[key] = _hash(parts)
@@ -222,15 +267,30 @@ class Feeds:
 
     def product_fingerprint(self, product: Product) -> str:
         assert product.id is not None
-        return _hash((_renderer(), _settings(), _fields(product),
-                      sorted(self._digest("m", r) for r in self.by_product.get(product.id, [])),
-                      sorted(self._digest("r", r) for r in self.product_releases.get(product.id, []))))
+        return _hash(
+            (
+                _renderer(),
+                _settings(),
+                _fields(product),
+                sorted(self._digest("m", r) for r in self.by_product.get(product.id, [])),
+                sorted(self._digest("r", r) for r in self.product_releases.get(product.id, [])),
+            )
+        )
 
     def customer_fingerprint(self, customer: Customer) -> str:
         rows, releases, acked, deployed = self._customer_rows(customer)
         acks = (ack_issued_at(), self._secret(), acked) if acked else None
-        return _hash((_renderer(), _settings(), _fields(customer), sorted(self._digest("m", r) for r in rows),
-                      sorted(self._digest("r", r) for r in releases), deployed, acks))
+        return _hash(
+            (
+                _renderer(),
+                _settings(),
+                _fields(customer),
+                sorted(self._digest("m", r) for r in rows),
+                sorted(self._digest("r", r) for r in releases),
+                deployed,
+                acks,
+            )
+        )
 
     def _secret(self) -> str:
         if self._secret_digest is None:
@@ -280,7 +340,9 @@ def customer_feed(session: Session, customer: Customer, at: dt.datetime) -> byte
     return Feeds(session, at, products=[], customers=[customer.id]).customer(customer)
 
 
-def attachment(session: Session, milestone_ids: list[int], at: dt.datetime, customer: Customer | None = None) -> bytes:
+def attachment(
+    session: Session, milestone_ids: list[int], at: dt.datetime, customer: Customer | None = None
+) -> bytes:
     """The `.ics` attached to an email (MIME type `text/calendar`, METHOD:PUBLISH): the events of the
     given milestones, linking to the portal with acknowledgement links when it goes to a customer."""
     ids = sorted({int(i) for i in milestone_ids})
@@ -289,14 +351,20 @@ def attachment(session: Session, milestone_ids: list[int], at: dt.datetime, cust
         return ics.attachment(rows, at=at)
     acks = AckLinks(session)
     assert customer.id is not None
-    urls = {row.release.id: acks.url(customer.id, row.release.id) for row in rows
-            if row.release is not None and row.release.id is not None
-            and row.milestone.status != MilestoneStatus.WITHDRAWN
-            and not ics.is_history(row, at)}
+    urls = {
+        row.release.id: acks.url(customer.id, row.release.id)
+        for row in rows
+        if row.release is not None
+        and row.release.id is not None
+        and row.milestone.status != MilestoneStatus.WITHDRAWN
+        and not ics.is_history(row, at)
+    }
     return ics.attachment(rows, at=at, locale=customer.locale, audience="customer", ack_urls=urls)
 
 
-def affected(session: Session, milestone_ids: Iterable[int], customer_ids: Iterable[int] = ()) -> tuple[set[int], set[int]]:
+def affected(
+    session: Session, milestone_ids: Iterable[int], customer_ids: Iterable[int] = ()
+) -> tuple[set[int], set[int]]:
     """(product ids, customer ids) whose feeds a change of these milestones (and customers) touches:
     the milestones' products, and every customer who runs or ran a release they concern (a removed
     deployment takes its events out of the customer's feed)."""
@@ -305,14 +373,17 @@ def affected(session: Session, milestone_ids: Iterable[int], customer_ids: Itera
     product_level: set[int] = set()
     for chunk in chunks(milestone_ids):
         for product_id, release_id in session.exec(
-                select(Milestone.product_id, Milestone.release_id).where(col(Milestone.id).in_(chunk))).all():
+            select(Milestone.product_id, Milestone.release_id).where(col(Milestone.id).in_(chunk))
+        ).all():
             product_ids.add(product_id)
             if release_id is None:
                 product_level.add(product_id)
             else:
                 release_ids.add(release_id)
     customers = set(customer_ids)
-    deploying = select(Deployment.customer_id).join(Release, col(Release.id) == Deployment.release_id).distinct()
+    deploying = (
+        select(Deployment.customer_id).join(Release, col(Release.id) == Deployment.release_id).distinct()
+    )
     for chunk in chunks(release_ids):
         customers.update(session.exec(deploying.where(col(Deployment.release_id).in_(chunk))).all())
     for chunk in chunks(product_level):
@@ -327,8 +398,9 @@ def etag_of(data: bytes) -> str:
     return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
 
 
-def not_modified(if_none_match: str | None, if_modified_since: str | None, etag: str,
-                 last_modified: dt.datetime) -> bool:
+def not_modified(
+    if_none_match: str | None, if_modified_since: str | None, etag: str, last_modified: dt.datetime
+) -> bool:
     """RFC 9110 13.2.2: If-None-Match decides when present; If-Modified-Since only otherwise."""
     if if_none_match is not None:
         if if_none_match.strip() == "*":
@@ -366,10 +438,23 @@ def _milestone_stamps(session: Session, condition, at: dt.datetime) -> tuple[lis
     today = ics.today(at)
     planned = col(Milestone.status) != MilestoneStatus.WITHDRAWN
     changed, past, upcoming = session.exec(
-        select(sa.func.max(Milestone.changed_at),
-               sa.func.max(sa.case((sa.and_(planned, col(Milestone.date) < today), Milestone.date))),
-               sa.func.count(sa.case((sa.and_(planned, col(Milestone.date) >= today, col(Milestone.release_id).is_not(None),
-                                              col(Release.ended).is_(None)), Milestone.id))))
+        select(
+            sa.func.max(Milestone.changed_at),
+            sa.func.max(sa.case((sa.and_(planned, col(Milestone.date) < today), Milestone.date))),
+            sa.func.count(
+                sa.case(
+                    (
+                        sa.and_(
+                            planned,
+                            col(Milestone.date) >= today,
+                            col(Milestone.release_id).is_not(None),
+                            col(Release.ended).is_(None),
+                        ),
+                        Milestone.id,
+                    )
+                )
+            ),
+        )
         .select_from(Milestone)
         .join(Release, col(Release.id) == Milestone.release_id, isouter=True)
         .where(condition)
@@ -383,8 +468,13 @@ def product_last_modified(session: Session, product: Product, at: dt.datetime) -
     """When the product feed last changed: a milestone change, a new release, a milestone turning into
     history, else the product's creation."""
     stamps, _ = _milestone_stamps(session, Milestone.product_id == product.id, at)
-    stamps.append(_aware(session.exec(select(sa.func.max(Release.created_at))
-                                      .where(Release.product_id == product.id)).one()))
+    stamps.append(
+        _aware(
+            session.exec(
+                select(sa.func.max(Release.created_at)).where(Release.product_id == product.id)
+            ).one()
+        )
+    )
     stamps.append(product.created_at)
     return max(s for s in stamps if s is not None)
 
@@ -398,13 +488,18 @@ def customer_last_modified(session: Session, customer: Customer, at: dt.datetime
     stamps: list[dt.datetime | None] = [customer.created_at]
     if deps:
         release_ids, product_ids = sorted({r for _, r, _ in deps}), sorted({p for _, _, p in deps})
-        cond = sa.or_(col(Milestone.release_id).in_(release_ids),
-                      sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(product_ids)))
+        cond = sa.or_(
+            col(Milestone.release_id).in_(release_ids),
+            sa.and_(col(Milestone.release_id).is_(None), col(Milestone.product_id).in_(product_ids)),
+        )
         milestone_stamps, has_acks = _milestone_stamps(session, cond, at)
         stamps.extend(milestone_stamps)
         if has_acks:
             stamps.append(ack_issued_at())
-    row = session.exec(select(sa.func.max(Deployment.added_at), sa.func.max(Deployment.removed_at))
-                       .where(Deployment.customer_id == customer.id)).one()
+    row = session.exec(
+        select(sa.func.max(Deployment.added_at), sa.func.max(Deployment.removed_at)).where(
+            Deployment.customer_id == customer.id
+        )
+    ).one()
     stamps.extend(_aware(s) for s in row)
     return max(s for s in stamps if s is not None)

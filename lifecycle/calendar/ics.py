@@ -87,14 +87,20 @@ TEXTS = {
     "released": N_("{what} was released on {date}."),
     "ended": N_("{what} has reached {kind}; no date was published."),
     "empty_product_summary": N_("{product}: no lifecycle dates published yet"),
-    "empty_product": N_("{product} was registered on {date}. Its release dates and lifecycle milestones will"
-                        " appear in this calendar as they are published."),
+    "empty_product": N_(
+        "{product} was registered on {date}. Its release dates and lifecycle milestones will"
+        " appear in this calendar as they are published."
+    ),
     "empty_customer_summary": N_("{customer}: no lifecycle dates yet"),
-    "empty_customer": N_("No deployments are registered for {customer}. The release dates and lifecycle "
-                         "milestones of the versions you run will appear in this calendar once they are "
-                         "registered; ask your account rep if this is not right."),
-    "empty_customer_dates": N_("None of the versions {customer} runs has a release date or lifecycle "
-                               "milestone yet. They will appear in this calendar as they are published."),
+    "empty_customer": N_(
+        "No deployments are registered for {customer}. The release dates and lifecycle "
+        "milestones of the versions you run will appear in this calendar once they are "
+        "registered; ask your account rep if this is not right."
+    ),
+    "empty_customer_dates": N_(
+        "None of the versions {customer} runs has a release date or lifecycle "
+        "milestone yet. They will appear in this calendar as they are published."
+    ),
 }
 
 
@@ -191,8 +197,15 @@ def _stamp(ev: Event, when: dt.datetime) -> None:
 # -------------------------------------------------------------------------------------------- events
 
 
-def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience: Audience,
-                    stages: tuple[str, ...], ack_url: str | None = None) -> Event:
+def milestone_event(
+    row: MilestoneRow,
+    *,
+    at: dt.datetime,
+    locale: str,
+    audience: Audience,
+    stages: tuple[str, ...],
+    ack_url: str | None = None,
+) -> Event:
     """The event of one milestone. `ack_url` is left out (and no alarm is added) for history and for
     withdrawn milestones."""
     m, words = row.milestone, texts(locale)
@@ -222,7 +235,9 @@ def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience
     _stamp(ev, m.changed_at)
     ev.add("sequence", m.revision)
     _all_day(ev, m.date)
-    ev.add("summary", _text(words["summary_cancelled" if cancelled else "summary"].format(what=what, kind=kind)))
+    ev.add(
+        "summary", _text(words["summary_cancelled" if cancelled else "summary"].format(what=what, kind=kind))
+    )
     ev.add("description", _text("\n".join(lines)))
     ev.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     ev.add("transp", "TRANSPARENT")  # a deadline, not a meeting: never shows the reader as busy
@@ -232,8 +247,14 @@ def milestone_event(row: MilestoneRow, *, at: dt.datetime, locale: str, audience
         for stage in stages:
             alarm = Alarm()
             alarm.add("action", "DISPLAY")
-            alarm.add("description", _text(words["alarm"].format(
-                what=what, kind=kind, stage=stage_label(stage, locale), date=date_text)))
+            alarm.add(
+                "description",
+                _text(
+                    words["alarm"].format(
+                        what=what, kind=kind, stage=stage_label(stage, locale), date=date_text
+                    )
+                ),
+            )
             alarm.add("trigger", _alarm_trigger(m.date, stage))
             ev.add_component(alarm)
     return ev
@@ -268,18 +289,29 @@ def product_placeholder(product: Product) -> Event:
     """The informational event of a public feed with nothing dated (see the module docstring)."""
     words = texts("en")
     return _placeholder(
-        f"product-{product.id}@{host()}", product.created_at,
+        f"product-{product.id}@{host()}",
+        product.created_at,
         words["empty_product_summary"].format(product=product.name),
-        words["empty_product"].format(product=product.name, date=format_date(product.created_at.date(), "en")),
-        links.product_page_url(product.slug))
+        words["empty_product"].format(
+            product=product.name, date=format_date(product.created_at.date(), "en")
+        ),
+        links.product_page_url(product.slug),
+    )
 
 
 def customer_placeholder(customer: Customer, *, has_deployments: bool) -> Event:
     """The informational event of a customer feed with nothing dated (see the module docstring)."""
     words = texts(customer.locale)
-    body = words["empty_customer_dates" if has_deployments else "empty_customer"].format(customer=customer.name)
-    return _placeholder(f"customer-{customer.id}@{host()}", customer.created_at,
-                        words["empty_customer_summary"].format(customer=customer.name), body, links.portal_url())
+    body = words["empty_customer_dates" if has_deployments else "empty_customer"].format(
+        customer=customer.name
+    )
+    return _placeholder(
+        f"customer-{customer.id}@{host()}",
+        customer.created_at,
+        words["empty_customer_summary"].format(customer=customer.name),
+        body,
+        links.portal_url(),
+    )
 
 
 def _placeholder(uid_: str, registered: dt.datetime, summary: str, description: str, url: str) -> Event:
@@ -321,32 +353,57 @@ def _feed_properties(cal: Calendar, name: str, description: str, timezone: str |
     cal.add("x-published-ttl", vDuration(REFRESH))
 
 
-def _events(milestones: Iterable[MilestoneRow], releases: Iterable[ReleaseRow], *, at: dt.datetime, locale: str,
-            audience: Audience, ack_urls: Mapping[int, str], stages: tuple[str, ...] | None) -> list[Event]:
+def _events(
+    milestones: Iterable[MilestoneRow],
+    releases: Iterable[ReleaseRow],
+    *,
+    at: dt.datetime,
+    locale: str,
+    audience: Audience,
+    ack_urls: Mapping[int, str],
+    stages: tuple[str, ...] | None,
+) -> list[Event]:
     """Events sorted by (date, uid) so the bytes depend on the data only, never on query order."""
     stages = get_settings().stage_list if stages is None else stages
     keyed = []
     for row in milestones:
         ack = ack_urls.get(pk(row.release)) if row.release is not None else None
-        keyed.append(((row.milestone.date, uid(pk(row.milestone))),
-                      milestone_event(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack)))
+        keyed.append(
+            (
+                (row.milestone.date, uid(pk(row.milestone))),
+                milestone_event(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack),
+            )
+        )
     for rel in releases:
         if rel.release.released is not None:
-            keyed.append(((rel.release.released, release_uid(pk(rel.release))),
-                          release_event(rel, locale=locale, audience=audience)))
+            keyed.append(
+                (
+                    (rel.release.released, release_uid(pk(rel.release))),
+                    release_event(rel, locale=locale, audience=audience),
+                )
+            )
     return [ev for _, ev in sorted(keyed, key=lambda pair: pair[0])]
 
 
 def ended_note(releases: Iterable[ReleaseRow], locale: str) -> str | None:
-    """"Ended without a published date: 1.20 (end of life), ..." for a feed's description, or None."""
+    """ "Ended without a published date: 1.20 (end of life), ..." for a feed's description, or None."""
     words = texts(locale)
-    items = [words["ended_item"].format(version=r.release.version, kind=kind_label(r.release.ended, locale))
-             for r in sorted(releases, key=lambda r: pk(r.release)) if r.release.ended]
+    items = [
+        words["ended_item"].format(version=r.release.version, kind=kind_label(r.release.ended, locale))
+        for r in sorted(releases, key=lambda r: pk(r.release))
+        if r.release.ended
+    ]
     return words["ended_list"].format(releases=", ".join(items)) if items else None
 
 
-def product_feed(product: Product, milestones: list[MilestoneRow], releases: list[ReleaseRow], *,
-                 at: dt.datetime, stages: tuple[str, ...] | None = None) -> bytes:
+def product_feed(
+    product: Product,
+    milestones: list[MilestoneRow],
+    releases: list[ReleaseRow],
+    *,
+    at: dt.datetime,
+    stages: tuple[str, ...] | None = None,
+) -> bytes:
     """The public feed of one product: its milestones (withdrawn ones as STATUS:CANCELLED), the
     release dates of its releases, and a placeholder when there is nothing dated. English."""
     words = texts("en")
@@ -362,9 +419,16 @@ def product_feed(product: Product, milestones: list[MilestoneRow], releases: lis
     return cal.to_ical()
 
 
-def customer_feed(customer: Customer, milestones: list[MilestoneRow], releases: list[ReleaseRow], *,
-                  at: dt.datetime, has_deployments: bool, ack_urls: Mapping[int, str] | None = None,
-                  stages: tuple[str, ...] | None = None) -> bytes:
+def customer_feed(
+    customer: Customer,
+    milestones: list[MilestoneRow],
+    releases: list[ReleaseRow],
+    *,
+    at: dt.datetime,
+    has_deployments: bool,
+    ack_urls: Mapping[int, str] | None = None,
+    stages: tuple[str, ...] | None = None,
+) -> bytes:
     """The private feed of one customer, in their locale: the milestones and release dates of the
     releases they run, with acknowledgement links (`ack_urls`: release id -> URL) on upcoming ones."""
     words = texts(customer.locale)
@@ -373,20 +437,36 @@ def customer_feed(customer: Customer, milestones: list[MilestoneRow], releases: 
     if note:
         about.append(note)
     cal = _calendar()
-    _feed_properties(cal, words["customer_feed"].format(customer=customer.name), "\n".join(about), customer.timezone)
-    events = _events(milestones, releases, at=at, locale=customer.locale, audience="customer",
-                     ack_urls=ack_urls or {}, stages=stages)
+    _feed_properties(
+        cal, words["customer_feed"].format(customer=customer.name), "\n".join(about), customer.timezone
+    )
+    events = _events(
+        milestones,
+        releases,
+        at=at,
+        locale=customer.locale,
+        audience="customer",
+        ack_urls=ack_urls or {},
+        stages=stages,
+    )
     for ev in events or [customer_placeholder(customer, has_deployments=has_deployments)]:
         cal.add_component(ev)
     return cal.to_ical()
 
 
-def attachment(milestones: list[MilestoneRow], *, at: dt.datetime, locale: str = "en",
-               audience: Audience = "public", ack_urls: Mapping[int, str] | None = None,
-               stages: tuple[str, ...] | None = None) -> bytes:
+def attachment(
+    milestones: list[MilestoneRow],
+    *,
+    at: dt.datetime,
+    locale: str = "en",
+    audience: Audience = "public",
+    ack_urls: Mapping[int, str] | None = None,
+    stages: tuple[str, ...] | None = None,
+) -> bytes:
     """The `.ics` of an email (METHOD:PUBLISH, not a subscription: no name or refresh interval)."""
     cal = _calendar()
-    for ev in _events(milestones, [], at=at, locale=locale, audience=audience, ack_urls=ack_urls or {},
-                      stages=stages):
+    for ev in _events(
+        milestones, [], at=at, locale=locale, audience=audience, ack_urls=ack_urls or {}, stages=stages
+    ):
         cal.add_component(ev)
     return cal.to_ical()

@@ -82,7 +82,9 @@ class Channel(Protocol):
         """Recipients of the notices matching `notices` (a condition on the notice table) of `audience`."""
         ...
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None: ...
+    def send(
+        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
+    ) -> str | None: ...
 
     # Only for channels that are not transactional (their sends can end unknown):
 
@@ -99,10 +101,18 @@ class Channel(Protocol):
 def subscription_recipients(kind: str, notices: sa.ColumnElement) -> sa.Select:
     """The recipient source of a subscribed channel: every enabled subscription of that kind of the
     notices' customers. The recipient is the subscription's label and id (unique per subscription)."""
-    return (sa.select(N.c.id, N.c.customer_id, sa.literal(kind), CC.c.label + " #" + sa.cast(CC.c.id, sa.String),
-                      sa.null(), CC.c.id)
-            .join(CC, sa.and_(CC.c.customer_id == N.c.customer_id, CC.c.kind == kind, CC.c.enabled.is_(True)))
-            .where(notices))
+    return (
+        sa.select(
+            N.c.id,
+            N.c.customer_id,
+            sa.literal(kind),
+            CC.c.label + " #" + sa.cast(CC.c.id, sa.String),
+            sa.null(),
+            CC.c.id,
+        )
+        .join(CC, sa.and_(CC.c.customer_id == N.c.customer_id, CC.c.kind == kind, CC.c.enabled.is_(True)))
+        .where(notices)
+    )
 
 
 class SubscribedChannel:
@@ -157,10 +167,35 @@ class SubscribedChannel:
 
 def test_context(customer: dict, locale: str) -> dict:
     """The notice context of a test message (`lifecycle channel test`): a notice of kind `test`."""
-    return {"kind": "test", "audience": "customer", "notice_id": None, "stage": None, "stage_label": "",
-            "lead": None, "lead_text": "", "customer_key": customer["key"], "customer_name": customer["name"],
-            "product_slug": "", "product_name": "", "version": None, "milestone_kind": None,
-            "milestone_label": "", "date": None, "old_date": None, "stage_date": None, "date_text": "",
-            "days_left": None, "days_text": "", "passed": False, "upgrade_to": None, "old_date_text": "",
-            "reason": "", "short_notice": False, "ack_url": None, "calendar_url": customer.get("calendar_url"),
-            "detail": "", "locale": locale, "milestone_id": None}
+    return {
+        "kind": "test",
+        "audience": "customer",
+        "notice_id": None,
+        "stage": None,
+        "stage_label": "",
+        "lead": None,
+        "lead_text": "",
+        "customer_key": customer["key"],
+        "customer_name": customer["name"],
+        "product_slug": "",
+        "product_name": "",
+        "version": None,
+        "milestone_kind": None,
+        "milestone_label": "",
+        "date": None,
+        "old_date": None,
+        "stage_date": None,
+        "date_text": "",
+        "days_left": None,
+        "days_text": "",
+        "passed": False,
+        "upgrade_to": None,
+        "old_date_text": "",
+        "reason": "",
+        "short_notice": False,
+        "ack_url": None,
+        "calendar_url": customer.get("calendar_url"),
+        "detail": "",
+        "locale": locale,
+        "milestone_id": None,
+    }

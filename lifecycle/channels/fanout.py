@@ -28,7 +28,9 @@ def sources(notice_ids: Sequence[int]) -> list[sa.Select]:
     out = []
     for channel in CHANNELS.values():
         for audience in sorted(channel.audiences):
-            out.append(channel.recipients(audience, sa.and_(N.c.id.in_(notice_ids), N.c.audience == audience)))
+            out.append(
+                channel.recipients(audience, sa.and_(N.c.id.in_(notice_ids), N.c.audience == audience))
+            )
     return out
 
 
@@ -40,11 +42,14 @@ def create_deliveries(session: Session, notice_ids: Sequence[int], at: dt.dateti
     cols = [*RECIPIENT_COLUMNS, "status", "attempts", "next_attempt_at", "created_at", "updated_at"]
     total = 0
     for start in range(0, len(notice_ids), CHUNK):
-        for src in sources(notice_ids[start:start + CHUNK]):
+        for src in sources(notice_ids[start : start + CHUNK]):
             src = src.add_columns(sa.literal(DeliveryStatus.PENDING.value), sa.literal(0), now, now, now)
             # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-            total += len(conn.execute(mod.insert(D).on_conflict_do_nothing().from_select(cols, src)
-                                      .returning(D.c.id)).all())
+            total += len(
+                conn.execute(
+                    mod.insert(D).on_conflict_do_nothing().from_select(cols, src).returning(D.c.id)
+                ).all()
+            )
     return total
 
 
@@ -55,8 +60,10 @@ def planned(session: Session, notice_ids: list[int]) -> dict[int, list[dict]]:
     found: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
     order = {name: i for i, name in enumerate(CHANNELS)}
     for start in range(0, len(notice_ids), CHUNK):
-        for src in sources(notice_ids[start:start + CHUNK]):
+        for src in sources(notice_ids[start : start + CHUNK]):
             for row in conn.execute(src).all():
                 found[row[0]].append((order.get(row[2], len(order)), row[2], row[3]))
-    return {nid: [{"channel": ch, "recipient": rcpt} for _, ch, rcpt in sorted(rows)]
-            for nid, rows in found.items()}
+    return {
+        nid: [{"channel": ch, "recipient": rcpt} for _, ch, rcpt in sorted(rows)]
+        for nid, rows in found.items()
+    }

@@ -43,7 +43,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx reaches the caller as an answer
 
 
-def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float, timeout: float, what: str) -> Answer:
+def post(
+    url: str, body: bytes, headers: dict[str, str], *, deadline: float, timeout: float, what: str
+) -> Answer:
     """POST `body` to `url`; the answer whatever its status. Raises DeliveryError when there is none."""
     limit = SendDeadline(deadline)
     if limit.remaining() <= 0:
@@ -60,13 +62,21 @@ def post(url: str, body: bytes, headers: dict[str, str], *, deadline: float, tim
             raise http.client.IncompleteRead(b"")
     except (OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        why = ("no complete answer within the send deadline" if limit.passed
-               else f"{type(exc).__name__}: {reason}")
+        why = (
+            "no complete answer within the send deadline"
+            if limit.passed
+            else f"{type(exc).__name__}: {reason}"
+        )
         if limit.written:
-            raise DeliveryError(f"{what} outcome unknown: the request was sent, then {why}", unknown=True) from None
+            raise DeliveryError(
+                f"{what} outcome unknown: the request was sent, then {why}", unknown=True
+            ) from None
         raise DeliveryError(f"{what} unreachable: {why}") from None
-    return Answer(status=status, headers={k.lower(): v for k, v in (got or {}).items()},
-                  body=raw.decode("utf-8", "replace")[:MAX_BODY])
+    return Answer(
+        status=status,
+        headers={k.lower(): v for k, v in (got or {}).items()},
+        body=raw.decode("utf-8", "replace")[:MAX_BODY],
+    )
 
 
 def error(answer: Answer, what: str, detail: str | None = None) -> DeliveryError:

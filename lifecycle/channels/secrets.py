@@ -33,7 +33,11 @@ def _ring(*extra: keys.KeyRing):
     from cryptography.fernet import MultiFernet
 
     rings = [keys.load(), *extra]
-    ordered = list(dict.fromkeys([rings[0].current, *(k for r in rings for k in [r.current, *(p for p, _ in r.previous)])]))
+    ordered = list(
+        dict.fromkeys(
+            [rings[0].current, *(k for r in rings for k in [r.current, *(p for p, _ in r.previous)])]
+        )
+    )
     return MultiFernet([_fernet(k) for k in ordered])
 
 
@@ -47,8 +51,10 @@ def unseal(token: str) -> dict:
     try:
         return json.loads(_ring().decrypt(token.encode("ascii")))
     except (InvalidToken, ValueError):
-        raise LifecycleError("a channel subscription's settings cannot be decrypted: the secret key that sealed "
-                             "them is not in the key ring any more (add the subscription again)") from None
+        raise LifecycleError(
+            "a channel subscription's settings cannot be decrypted: the secret key that sealed "
+            "them is not in the key ring any more (add the subscription again)"
+        ) from None
 
 
 def reseal(token: str, *previous: keys.KeyRing) -> str:

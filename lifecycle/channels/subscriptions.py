@@ -68,13 +68,27 @@ def _label(label: str | None, default: str) -> str:
 
 def customer_view(customer: Customer) -> dict:
     """What a channel needs to know about the customer of a test message."""
-    return {"id": customer.id, "key": customer.key, "name": customer.name, "locale": customer.locale,
-            "timezone": customer.timezone, "account_rep": customer.account_rep,
-            "calendar_url": links.calendar_url(customer.calendar_token)}
+    return {
+        "id": customer.id,
+        "key": customer.key,
+        "name": customer.name,
+        "locale": customer.locale,
+        "timezone": customer.timezone,
+        "account_rep": customer.account_rep,
+        "calendar_url": links.calendar_url(customer.calendar_token),
+    }
 
 
-def add(session: Session, *, customer: Customer, kind: str, url: str, label: str | None = None,
-        at: dt.datetime, by: str | None = None) -> tuple[CustomerChannel, dict]:
+def add(
+    session: Session,
+    *,
+    customer: Customer,
+    kind: str,
+    url: str,
+    label: str | None = None,
+    at: dt.datetime,
+    by: str | None = None,
+) -> tuple[CustomerChannel, dict]:
     """Subscribe the customer; returns the subscription and what is shown only now (a webhook's
     signing secret). The caller commits."""
     from lifecycle.registry import audit
@@ -84,8 +98,15 @@ def add(session: Session, *, customer: Customer, kind: str, url: str, label: str
     channel = subscribable()[kind]
     label = _label(label, f"{channel.title} {http.shown(url)}")
     values, once = channel.new_secrets(url)
-    row = CustomerChannel(customer_id=pk(customer), kind=kind, label=label, enabled=True, created_at=at,
-                          updated_at=at, config=json.dumps({"endpoint": http.shown(url), "sealed": seal(values)}))
+    row = CustomerChannel(
+        customer_id=pk(customer),
+        kind=kind,
+        label=label,
+        enabled=True,
+        created_at=at,
+        updated_at=at,
+        config=json.dumps({"endpoint": http.shown(url), "sealed": seal(values)}),
+    )
     session.add(row)
     session.flush()
     audit(session, at, "channel.add", customer.key, {"id": row.id, "kind": kind, "label": label}, by)
@@ -115,11 +136,24 @@ def rows(session: Session, *, customer_ids: list[int] | None = None) -> list[dic
     out = []
     kinds = subscribable()
     for row, customer in session.exec(q.order_by(col(Customer.key), col(CustomerChannel.id))).all():
-        out.append({"id": row.id, "customer": customer.key, "customer_name": customer.name, "kind": row.kind,
-                    "channel": kinds[row.kind].title if row.kind in kinds else row.kind,
-                    "label": row.label, "endpoint": json.loads(row.config).get("endpoint"), "enabled": row.enabled,
-                    "state": state(row), "verified_at": row.verified_at, "last_error": row.last_error,
-                    "failures": row.failures, "disabled_at": row.disabled_at, "created_at": row.created_at})
+        out.append(
+            {
+                "id": row.id,
+                "customer": customer.key,
+                "customer_name": customer.name,
+                "kind": row.kind,
+                "channel": kinds[row.kind].title if row.kind in kinds else row.kind,
+                "label": row.label,
+                "endpoint": json.loads(row.config).get("endpoint"),
+                "enabled": row.enabled,
+                "state": state(row),
+                "verified_at": row.verified_at,
+                "last_error": row.last_error,
+                "failures": row.failures,
+                "disabled_at": row.disabled_at,
+                "created_at": row.created_at,
+            }
+        )
     return out
 
 
@@ -136,8 +170,11 @@ def test(session: Session, row: CustomerChannel, *, at: dt.datetime, by: str | N
     channel = subscribable()[row.kind]
     error = None
     try:
-        provider_id = channel.send_test(unseal(json.loads(row.config)["sealed"]), customer_view(customer),
-                                        deadline=time.monotonic() + get_settings().send_deadline)
+        provider_id = channel.send_test(
+            unseal(json.loads(row.config)["sealed"]),
+            customer_view(customer),
+            deadline=time.monotonic() + get_settings().send_deadline,
+        )
     except DeliveryError as err:
         error, provider_id = err.message[:2000], None
     if error is None:
@@ -149,16 +186,30 @@ def test(session: Session, row: CustomerChannel, *, at: dt.datetime, by: str | N
     session.add(row)
     session.flush()
     audit(session, at, "channel.test", customer.key, {"id": row.id, "ok": error is None, "error": error}, by)
-    return {"ok": error is None, "error": error, "provider_id": provider_id, "subscription": row_view(session, row)}
+    return {
+        "ok": error is None,
+        "error": error,
+        "provider_id": provider_id,
+        "subscription": row_view(session, row),
+    }
 
 
 def _cancel_pending(session: Session, subscription_id: int, at: dt.datetime, why: str) -> None:
     from lifecycle.settle import settle_notices
 
-    notices = session.connection().execute(
-        D.update().where(D.c.subscription_id == subscription_id, D.c.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.CANCELLED, error=f"cancelled: {why}", claim_token=None, updated_at=at)
-        .returning(D.c.notice_id)).scalars().all()
+    notices = (
+        session.connection()
+        .execute(
+            D.update()
+            .where(D.c.subscription_id == subscription_id, D.c.status == DeliveryStatus.PENDING)
+            .values(
+                status=DeliveryStatus.CANCELLED, error=f"cancelled: {why}", claim_token=None, updated_at=at
+            )
+            .returning(D.c.notice_id)
+        )
+        .scalars()
+        .all()
+    )
     settle_notices(session, sorted(set(notices)))
 
 
@@ -171,7 +222,9 @@ def remove(session: Session, row: CustomerChannel, *, at: dt.datetime, by: str |
     _cancel_pending(session, pk(row), at, "the channel subscription was removed")
     # A send in progress holds its rows: this waits for it, and it re-checks (lifecycle.inflight).
     session.connection().execute(D.update().where(D.c.subscription_id == row.id).values(subscription_id=None))
-    audit(session, at, "channel.remove", customer.key, {"id": row.id, "kind": row.kind, "label": row.label}, by)
+    audit(
+        session, at, "channel.remove", customer.key, {"id": row.id, "kind": row.kind, "label": row.label}, by
+    )
     session.delete(row)
     session.flush()
 
@@ -180,8 +233,11 @@ def remove(session: Session, row: CustomerChannel, *, at: dt.datetime, by: str |
 
 
 def succeeded(session: Session, subscription_id: int, at: dt.datetime) -> None:
-    session.connection().execute(CC.update().where(CC.c.id == subscription_id).values(
-        failures=0, last_error=None, verified_at=at, updated_at=at))
+    session.connection().execute(
+        CC.update()
+        .where(CC.c.id == subscription_id)
+        .values(failures=0, last_error=None, verified_at=at, updated_at=at)
+    )
 
 
 def failed(session: Session, subscription_id: int, message: str, at: dt.datetime, *, for_good: bool) -> None:
@@ -205,18 +261,34 @@ def disable(session: Session, subscription_id: int, at: dt.datetime, reason: str
     from lifecycle.scheduler import insert_ignore
 
     conn = session.connection()
-    conn.execute(CC.update().where(CC.c.id == subscription_id, CC.c.enabled.is_(True))
-                 .values(enabled=False, disabled_at=at, updated_at=at))
+    conn.execute(
+        CC.update()
+        .where(CC.c.id == subscription_id, CC.c.enabled.is_(True))
+        .values(enabled=False, disabled_at=at, updated_at=at)
+    )
     _cancel_pending(session, subscription_id, at, "the channel subscription was turned off")
     row = conn.execute(sa.select(CC).where(CC.c.id == subscription_id)).one()
     stamp = at.strftime("%Y%m%dT%H%M%S")
     ids = []
     for audience in ("customer", "rep"):
         key = f"{NoticeKind.CHANNEL_DISABLED}:{row.customer_id}:{subscription_id}:{audience}:{stamp}"
-        notice_id = conn.execute(insert_ignore(session, N).values(
-            key=key, customer_id=row.customer_id, kind=NoticeKind.CHANNEL_DISABLED.value, audience=audience,
-            slot=str(subscription_id), revision=1, detail=f"{row.label}: {reason}"[:2000], due_at=at,
-            status=NoticeStatus.RELEASED.value, released_at=at, created_at=at).returning(N.c.id)).scalar()
+        notice_id = conn.execute(
+            insert_ignore(session, N)
+            .values(
+                key=key,
+                customer_id=row.customer_id,
+                kind=NoticeKind.CHANNEL_DISABLED.value,
+                audience=audience,
+                slot=str(subscription_id),
+                revision=1,
+                detail=f"{row.label}: {reason}"[:2000],
+                due_at=at,
+                status=NoticeStatus.RELEASED.value,
+                released_at=at,
+                created_at=at,
+            )
+            .returning(N.c.id)
+        ).scalar()
         if notice_id is not None:
             ids.append(notice_id)
     create_deliveries(session, ids, at)
@@ -231,6 +303,8 @@ def reseal_all(session: Session, *previous: keys.KeyRing) -> int:
         data["sealed"] = reseal(data["sealed"], *previous)
         changed.append({"b_id": sid, "b_config": json.dumps(data)})
     if changed:
-        conn.execute(CC.update().where(CC.c.id == sa.bindparam("b_id")).values(config=sa.bindparam("b_config")),
-                     changed)
+        conn.execute(
+            CC.update().where(CC.c.id == sa.bindparam("b_id")).values(config=sa.bindparam("b_config")),
+            changed,
+        )
     return len(changed)

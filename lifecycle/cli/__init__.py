@@ -30,30 +30,58 @@ def _root() -> None:
 
 
 # The areas' modules, in the order their commands are listed.
-MODULES = ("registry", "importing", "schedule", "calendar", "web", "reports", "compliance", "secret", "deliveries",
-           "work", "channels")
+MODULES = (
+    "registry",
+    "importing",
+    "schedule",
+    "calendar",
+    "web",
+    "reports",
+    "compliance",
+    "secret",
+    "deliveries",
+    "work",
+    "channels",
+)
 
 # Every top-level command: the modules that register it (a group's subcommands may come from several), and the
 # help `lifecycle --help` shows for it. A command imports only its own modules, so that `lifecycle --help` and
 # `lifecycle tick` do not pay for the web, Celery or the import machinery; tests/test_cli_startup.py checks this
 # table against the modules, and `lifecycle --help` against the eagerly built one.
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "import": (("importing",), "Import a file, all or nothing: every error is listed with its path and nothing "
-                               "is written."),
-    "plan": (("schedule",), "Plan notices for every affected customer and show what will be sent, when, to whom, "
-                            "on which channel."),
-    "tick": (("schedule",), "Plan and send everything due by --at, synchronously. Running it again sends nothing "
-                            "twice."),
+    "import": (
+        ("importing",),
+        "Import a file, all or nothing: every error is listed with its path and nothing is written.",
+    ),
+    "plan": (
+        ("schedule",),
+        "Plan notices for every affected customer and show what will be sent, when, to whom, "
+        "on which channel.",
+    ),
+    "tick": (
+        ("schedule",),
+        "Plan and send everything due by --at, synchronously. Running it again sends nothing twice.",
+    ),
     "inbox": (("schedule",), "The customer's portal inbox, newest first."),
-    "ack": (("schedule",), "Record a customer's upgrade agreement for a release (stops routine reminders for it)."),
-    "worker": (("schedule",), "Run a Celery worker with embedded beat on the no-server broker (or "
-                              "LIFECYCLE_BROKER_URL)."),
-    "demo": (("schedule",), "Build a demo from the shipped examples and fast-forward a year of ticks, then show "
-                            "what happened."),
-    "serve": (("web",), "Run the web pages, the API and the calendar feeds, plus (on the no-server default broker) "
-                        "the\nembedded Celery worker and beat as a child process. With LIFECYCLE_BROKER_URL set it "
-                        "serves only the\nweb: run `celery -A tasks worker` and `celery -A tasks beat` separately. "
-                        "Ctrl-C stops everything."),
+    "ack": (
+        ("schedule",),
+        "Record a customer's upgrade agreement for a release (stops routine reminders for it).",
+    ),
+    "worker": (
+        ("schedule",),
+        "Run a Celery worker with embedded beat on the no-server broker (or LIFECYCLE_BROKER_URL).",
+    ),
+    "demo": (
+        ("schedule",),
+        "Build a demo from the shipped examples and fast-forward a year of ticks, then show what happened.",
+    ),
+    "serve": (
+        ("web",),
+        "Run the web pages, the API and the calendar feeds, plus (on the no-server default broker) "
+        "the\nembedded Celery worker and beat as a child process. With LIFECYCLE_BROKER_URL set it "
+        "serves only the\nweb: run `celery -A tasks worker` and `celery -A tasks beat` separately. "
+        "Ctrl-C stops everything.",
+    ),
     "db": (("registry",), "Database schema."),
     "product": (("registry",), "Products."),
     "release": (("registry",), "Releases (version lines) of a product."),
@@ -68,8 +96,11 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "secret": (("secret",), "The key that signs acknowledgement links and web sessions."),
     "rep": (("work",), "Account reps: name, language and timezone of their daily digest."),
     "escalation": (("work",), "Escalations: work items of customers without an agreement at 1 month."),
-    "channel": (("channels",), "A customer's notification channels beyond email and the portal: signed webhook, "
-                               "Slack, Microsoft Teams."),
+    "channel": (
+        ("channels",),
+        "A customer's notification channels beyond email and the portal: signed webhook, "
+        "Slack, Microsoft Teams.",
+    ),
 }
 
 
@@ -89,8 +120,13 @@ def _command_of(argv: list[str]) -> str | None:
 
 def _help_app() -> typer.Typer:
     """`lifecycle` and `lifecycle --help`: the command list from COMMANDS, without importing any command."""
-    menu = typer.Typer(name=app.info.name, help=app.info.help, no_args_is_help=True, add_completion=False,
-                       pretty_exceptions_enable=False)
+    menu = typer.Typer(
+        name=app.info.name,
+        help=app.info.help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
 
     def stub() -> None:  # never run: naming a command loads the real one
         raise typer.Exit(1)
@@ -119,10 +155,15 @@ def _click_exceptions() -> tuple[tuple, tuple, tuple]:
         pass
     else:
         modules.append(bundled)
+
     def family(name: str, extra) -> tuple:
         return tuple(getattr(m, name) for m in modules if hasattr(m, name)) + (extra,)
 
-    return family("Exit", typer.Exit), family("Abort", typer.Abort), family("ClickException", click.ClickException)
+    return (
+        family("Exit", typer.Exit),
+        family("Abort", typer.Abort),
+        family("ClickException", click.ClickException),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,8 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         if isinstance(exc, ShortNotice):
-            err_console.print('(on the command line: --allow-short-notice --reason "...")', highlight=False,
-                              markup=False)
+            err_console.print(
+                '(on the command line: --allow-short-notice --reason "...")', highlight=False, markup=False
+            )
         sys.exit(2)
     except LifecycleError as exc:
         err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
@@ -164,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
         if os.environ.get("LIFECYCLE_DEBUG"):
             raise
-        err_console.print(f"error: {type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(
+            f"error: {type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True
+        )
         err_console.print("(set LIFECYCLE_DEBUG=1 for the traceback)")
         sys.exit(1)
     sys.exit(0)

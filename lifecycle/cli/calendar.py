@@ -27,7 +27,9 @@ def _urls(token: str) -> dict[str, str]:
 
 @calendar_app.command("export")
 def calendar_export(
-    out: Annotated[Path | None, typer.Option("--out", help="Folder to write to (default: LIFECYCLE_CALENDAR_DIR).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write to (default: LIFECYCLE_CALENDAR_DIR).")
+    ] = None,
     json_: JsonOption = False,
     at: AtOption = None,
 ) -> None:

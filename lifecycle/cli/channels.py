@@ -14,8 +14,11 @@ from lifecycle.db import session_scope
 from lifecycle.errors import LifecycleError
 from lifecycle.models import pk
 
-channel_app = typer.Typer(help="A customer's notification channels beyond email and the portal: signed webhook, "
-                               "Slack, Microsoft Teams.", no_args_is_help=True)
+channel_app = typer.Typer(
+    help="A customer's notification channels beyond email and the portal: signed webhook, "
+    "Slack, Microsoft Teams.",
+    no_args_is_help=True,
+)
 app.add_typer(channel_app, name="channel")
 
 CustomerArg = Annotated[str, typer.Argument(help="Customer key.")]
@@ -24,17 +27,35 @@ IdArg = Annotated[int, typer.Argument(help="The subscription's id (`lifecycle ch
 
 def _line(r: dict) -> list:
     when = r["verified_at"].isoformat(timespec="minutes") if r["verified_at"] else ""
-    return [r["id"], r["customer"], r["kind"], r["label"], r["endpoint"], r["state"], when, r["last_error"] or ""]
+    return [
+        r["id"],
+        r["customer"],
+        r["kind"],
+        r["label"],
+        r["endpoint"],
+        r["state"],
+        when,
+        r["last_error"] or "",
+    ]
 
 
 @channel_app.command("add")
 def channel_add(
     customer: CustomerArg,
     kind: Annotated[str, typer.Argument(help="webhook | slack | teams")],
-    url: Annotated[str, typer.Option("--url", help="The endpoint: your webhook receiver, the Slack incoming "
-                                                   "webhook URL or the Teams Workflows URL.")],
-    label: Annotated[str | None, typer.Option("--label", help="A name people see (default: kind and host).")] = None,
-    at: AtOption = None, json_: JsonOption = False,
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            help="The endpoint: your webhook receiver, the Slack incoming "
+            "webhook URL or the Teams Workflows URL.",
+        ),
+    ],
+    label: Annotated[
+        str | None, typer.Option("--label", help="A name people see (default: kind and host).")
+    ] = None,
+    at: AtOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Subscribe a customer to a channel. A webhook's signing secret is shown now, and never again."""
     from lifecycle.channels import subscriptions
@@ -54,8 +75,10 @@ def channel_add(
 
 
 @channel_app.command("list")
-def channel_list(customer: Annotated[str | None, typer.Argument(help="Only this customer.")] = None,
-                 json_: JsonOption = False) -> None:
+def channel_list(
+    customer: Annotated[str | None, typer.Argument(help="Only this customer.")] = None,
+    json_: JsonOption = False,
+) -> None:
     """Channel subscriptions with their state: working, untested, failing (the last error) or disabled."""
     from lifecycle.channels import subscriptions
 
@@ -65,12 +88,17 @@ def channel_list(customer: Annotated[str | None, typer.Argument(help="Only this 
     if json_:
         emit_json(rows)
         return
-    table("Channel subscriptions (email and the portal: every customer)",
-          ["id", "customer", "kind", "label", "endpoint", "state", "verified", "last error"], [_line(r) for r in rows])
+    table(
+        "Channel subscriptions (email and the portal: every customer)",
+        ["id", "customer", "kind", "label", "endpoint", "state", "verified", "last error"],
+        [_line(r) for r in rows],
+    )
 
 
 @channel_app.command("test")
-def channel_test(customer: CustomerArg, subscription: IdArg, at: AtOption = None, json_: JsonOption = False) -> None:
+def channel_test(
+    customer: CustomerArg, subscription: IdArg, at: AtOption = None, json_: JsonOption = False
+) -> None:
     """Send a test message now and record the result (exit code 1 when it failed)."""
     from lifecycle.channels import subscriptions
 

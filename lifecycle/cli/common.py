@@ -40,7 +40,9 @@ err_console = Console(stderr=True)
 
 AtOption = Annotated[
     str | None,
-    typer.Option("--at", help="Pretend it is this instant: ISO date or datetime (UTC unless an offset is given)."),
+    typer.Option(
+        "--at", help="Pretend it is this instant: ISO date or datetime (UTC unless an offset is given)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

@@ -14,8 +14,11 @@ from lifecycle.db import session_scope
 
 @report_app.command("deliveries")
 def report_deliveries(
-    at: AtOption = None, json_: JsonOption = False,
-    all_: Annotated[bool, typer.Option("--all", help="List every delivery, not only those to look at.")] = False,
+    at: AtOption = None,
+    json_: JsonOption = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="List every delivery, not only those to look at.")
+    ] = False,
 ) -> None:
     """Deliveries per channel and status; listed one by one: outcomes unknown (being reconciled),
     possible duplicates (sent again after an unknown outcome), failures and give-ups, retries."""
@@ -29,7 +32,21 @@ def report_deliveries(
         say(f"{channel}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     say(f"possible duplicates: {data['possible_duplicates']}")
     if data["rows"]:
-        table(f"Deliveries to look at, {when.date().isoformat()}" if not all_ else "Deliveries",
-              ["id", "customer", "channel", "recipient", "notice", "status", "attempts", "duplicate?", "error"],
-              [[r["id"], r["customer"], r["channel"], r["recipient"], r["notice"], r["status"], r["attempts"],
-                "possible" if r["possible_duplicate"] else "", (r["error"] or "")[:80]] for r in data["rows"]])
+        table(
+            f"Deliveries to look at, {when.date().isoformat()}" if not all_ else "Deliveries",
+            ["id", "customer", "channel", "recipient", "notice", "status", "attempts", "duplicate?", "error"],
+            [
+                [
+                    r["id"],
+                    r["customer"],
+                    r["channel"],
+                    r["recipient"],
+                    r["notice"],
+                    r["status"],
+                    r["attempts"],
+                    "possible" if r["possible_duplicate"] else "",
+                    (r["error"] or "")[:80],
+                ]
+                for r in data["rows"]
+            ],
+        )

@@ -36,8 +36,14 @@ def progress_bar(description: str):
         if bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeRemainingColumn(), console=err_console, transient=True)
+            bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
             bar.start()
             task = bar.add_task(description, total=total)
         bar.update(task, completed=done)
@@ -52,23 +58,44 @@ def progress_bar(description: str):
 @app.command("import")
 def import_file(
     file: Annotated[Path, typer.Argument(help="The file: YAML or JSON (registry), or endoflife.date JSON.")],
-    format_: Annotated[str, typer.Option(
-        "--format", metavar="registry|endoflife", help="registry: products and customers (see "
-        "examples/registry.yaml); endoflife: one product from the endoflife.date API v1.")] = ImportFormat.REGISTRY,
-    product: Annotated[str | None, typer.Option(
-        "--product", help="endoflife: the product slug to import into.")] = None,
-    name: Annotated[str | None, typer.Option(
-        "--name", help="endoflife: the product name (default: the file's label).")] = None,
-    short_notice_reason: Annotated[str | None, typer.Option(
-        "--short-notice-reason", help="endoflife: the reason recorded on dates less than 3 months away "
-        f"(default: {importing.UPSTREAM_REASON!r}; registry files give short_notice_reason per milestone).")] = None,
-    strict: Annotated[bool, typer.Option(
-        "--strict", help="endoflife: refuse dates less than 3 months away instead of recording them as "
-        "short notice.")] = False,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            metavar="registry|endoflife",
+            help="registry: products and customers (see "
+            "examples/registry.yaml); endoflife: one product from the endoflife.date API v1.",
+        ),
+    ] = ImportFormat.REGISTRY,
+    product: Annotated[
+        str | None, typer.Option("--product", help="endoflife: the product slug to import into.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="endoflife: the product name (default: the file's label).")
+    ] = None,
+    short_notice_reason: Annotated[
+        str | None,
+        typer.Option(
+            "--short-notice-reason",
+            help="endoflife: the reason recorded on dates less than 3 months away "
+            f"(default: {importing.UPSTREAM_REASON!r}; registry files give short_notice_reason per milestone).",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="endoflife: refuse dates less than 3 months away instead of recording them as short notice.",
+        ),
+    ] = False,
     at: AtOption = None,
     json_: JsonOption = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Show what the import would change and who would be told what; write nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Show what the import would change and who would be told what; write nothing."
+        ),
+    ] = False,
 ) -> None:
     """Import a file, all or nothing: every error is listed with its path and nothing is written.
 
@@ -80,8 +107,12 @@ def import_file(
     if format_ == ImportFormat.ENDOFLIFE and not product:
         raise InputError("--product", "required with --format endoflife (the product slug, e.g. kubernetes)")
     if format_ == ImportFormat.REGISTRY:
-        for option, value in (("--product", product), ("--name", name),
-                              ("--short-notice-reason", short_notice_reason), ("--strict", strict or None)):
+        for option, value in (
+            ("--product", product),
+            ("--name", name),
+            ("--short-notice-reason", short_notice_reason),
+            ("--strict", strict or None),
+        ):
             if value is not None:
                 raise InputError(option, "only with --format endoflife")
     elif strict and short_notice_reason:
@@ -90,13 +121,20 @@ def import_file(
 
     def run(s, on_progress=None):
         if format_ == ImportFormat.ENDOFLIFE:
-            return importing.import_endoflife(s, data, product=product, name=name, at=when, source=file.name,
-                                              short_notice_reason=None if strict else (
-                                                  short_notice_reason or importing.UPSTREAM_REASON),
-                                              on_progress=on_progress)
+            return importing.import_endoflife(
+                s,
+                data,
+                product=product,
+                name=name,
+                at=when,
+                source=file.name,
+                short_notice_reason=None if strict else (short_notice_reason or importing.UPSTREAM_REASON),
+                on_progress=on_progress,
+            )
         # The data is read once here: let the import drop it as it builds its records (bounded memory).
-        return importing.import_registry(s, data, at=when, source=file.name, on_progress=on_progress,
-                                         consume=True)
+        return importing.import_registry(
+            s, data, at=when, source=file.name, on_progress=on_progress, consume=True
+        )
 
     if dry_run:
         from lifecycle import changes

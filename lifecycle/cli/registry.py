@@ -16,9 +16,12 @@ from lifecycle.models import Release
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 product_app = typer.Typer(help="Products.", no_args_is_help=True)
 release_app = typer.Typer(help="Releases (version lines) of a product.", no_args_is_help=True)
-milestone_app = typer.Typer(help="Lifecycle milestones: end of sale, full support, maintenance, life.",
-                            no_args_is_help=True)
-change_app = typer.Typer(help="Registry changes: the ones on hold, and undo within the hold.", no_args_is_help=True)
+milestone_app = typer.Typer(
+    help="Lifecycle milestones: end of sale, full support, maintenance, life.", no_args_is_help=True
+)
+change_app = typer.Typer(
+    help="Registry changes: the ones on hold, and undo within the hold.", no_args_is_help=True
+)
 customer_app = typer.Typer(help="Customers.", no_args_is_help=True)
 contact_app = typer.Typer(help="Email contacts of a customer.", no_args_is_help=True)
 deployment_app = typer.Typer(help="Which releases a customer runs.", no_args_is_help=True)
@@ -32,18 +35,32 @@ app.add_typer(contact_app, name="contact")
 app.add_typer(deployment_app, name="deployment")
 
 ProductArg = Annotated[str, typer.Argument(help="Product slug, e.g. acp.")]
-VersionArg = Annotated[str, typer.Argument(help="Release version, e.g. 3.16. Use '-' for a product-level milestone.")]
-KindArg = Annotated[str, typer.Argument(help="end-of-sale | end-of-full-support | end-of-maintenance | end-of-life")]
+VersionArg = Annotated[
+    str, typer.Argument(help="Release version, e.g. 3.16. Use '-' for a product-level milestone.")
+]
+KindArg = Annotated[
+    str, typer.Argument(help="end-of-sale | end-of-full-support | end-of-maintenance | end-of-life")
+]
 ByOption = Annotated[str | None, typer.Option("--by", help="Who makes the change (recorded in the history).")]
-CustomerReasonOption = Annotated[list[str] | None, typer.Option(
-    "--customer-reason", metavar="[LOCALE:]TEXT",
-    help="Why, written for customers (repeat per language, e.g. 'zh-CN:...'; without a prefix: English). "
-    "--reason is internal; without this customers read a neutral sentence in their language.")]
+CustomerReasonOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--customer-reason",
+        metavar="[LOCALE:]TEXT",
+        help="Why, written for customers (repeat per language, e.g. 'zh-CN:...'; without a prefix: English). "
+        "--reason is internal; without this customers read a neutral sentence in their language.",
+    ),
+]
 
 
-DryRunOption = Annotated[bool, typer.Option(
-    "--dry-run", help="Show what the change would do (customers affected, notices at once and planned, per "
-    "stage and channel) and write nothing.")]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Show what the change would do (customers affected, notices at once and planned, per "
+        "stage and channel) and write nothing.",
+    ),
+]
 
 
 def _dry_run(when, apply, json_: bool) -> None:
@@ -62,11 +79,15 @@ def _held(s, milestone, when) -> str:
     change = registry.current_change(s, milestone)
     if change is None:
         return ""
-    hold_until = change.hold_until if change.hold_until.tzinfo else change.hold_until.replace(tzinfo=when.tzinfo)
+    hold_until = (
+        change.hold_until if change.hold_until.tzinfo else change.hold_until.replace(tzinfo=when.tzinfo)
+    )
     if hold_until <= when:
         return f"; change #{change.id}"
-    return (f"; change #{change.id}: notices it makes due at once are held until "
-            f"{hold_until.isoformat(timespec='minutes')} (undo: lifecycle change undo {change.id})")
+    return (
+        f"; change #{change.id}: notices it makes due at once are held until "
+        f"{hold_until.isoformat(timespec='minutes')} (undo: lifecycle change undo {change.id})"
+    )
 
 
 def _customer_reasons(values: list[str] | None) -> dict[str, str] | None:
@@ -98,8 +119,9 @@ def db_upgrade() -> None:
 
 
 @product_app.command("add")
-def product_add(slug: ProductArg, name: Annotated[str, typer.Option("--name", help="Display name.")],
-                at: AtOption = None) -> None:
+def product_add(
+    slug: ProductArg, name: Annotated[str, typer.Option("--name", help="Display name.")], at: AtOption = None
+) -> None:
     """Register a product (or rename it)."""
     when = parse_at(at)
     with session_scope() as s:
@@ -124,30 +146,49 @@ def product_list(json_: JsonOption = False) -> None:
 
 @release_app.command("add")
 def release_add(
-    product: ProductArg, version: Annotated[str, typer.Argument(help="Version, e.g. 3.16.")],
+    product: ProductArg,
+    version: Annotated[str, typer.Argument(help="Version, e.g. 3.16.")],
     released: Annotated[str | None, typer.Option("--released", help="Release date YYYY-MM-DD.")] = None,
-    upgrade_to: Annotated[str | None, typer.Option("--upgrade-to", help="Recommended upgrade target version.")] = None,
+    upgrade_to: Annotated[
+        str | None, typer.Option("--upgrade-to", help="Recommended upgrade target version.")
+    ] = None,
     at: AtOption = None,
 ) -> None:
     """Register a release (version line) of a product."""
     when = parse_at(at)
     with session_scope() as s:
         release, change = registry.upsert_release(
-            s, product=product, version=version, released=v.optional_date(released, "--released"),
-            upgrade_to=upgrade_to, at=when)
+            s,
+            product=product,
+            version=version,
+            released=v.optional_date(released, "--released"),
+            upgrade_to=upgrade_to,
+            at=when,
+        )
     say(f"release {product} {release.version}: {change}")
 
 
 @milestone_app.command("add")
 def milestone_add(
-    product: ProductArg, version: VersionArg, kind: KindArg,
+    product: ProductArg,
+    version: VersionArg,
+    kind: KindArg,
     date: Annotated[str, typer.Argument(help="Last day of the phase, YYYY-MM-DD.")],
-    allow_short_notice: Annotated[bool, typer.Option(
-        "--allow-short-notice", help="Accept a date less than 3 months away (needs --reason).")] = False,
-    reason: Annotated[str | None, typer.Option(
-        "--reason", help="Why (required for short notice and to reinstate a withdrawn milestone).")] = None,
+    allow_short_notice: Annotated[
+        bool,
+        typer.Option("--allow-short-notice", help="Accept a date less than 3 months away (needs --reason)."),
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason", help="Why (required for short notice and to reinstate a withdrawn milestone)."
+        ),
+    ] = None,
     customer_reason: CustomerReasonOption = None,
-    by: ByOption = None, at: AtOption = None, dry_run: DryRunOption = False, json_: JsonOption = False,
+    by: ByOption = None,
+    at: AtOption = None,
+    dry_run: DryRunOption = False,
+    json_: JsonOption = False,
 ) -> None:
     """Register a milestone. A date less than 3 months after --at is refused without
     --allow-short-notice --reason; a date already past is recorded as history and never notified.
@@ -157,11 +198,23 @@ def milestone_add(
 
     def apply(s):
         milestone, change = registry.add_milestone(
-            s, product=product, version=_version(version), kind=kind, date=day, at=when,
-            allow_short_notice=allow_short_notice, reason=reason, by=by,
-            customer_reason=_customer_reasons(customer_reason))
-        return {"action": "add", "milestone": registry.describe(s, milestone), "date": day.isoformat(),
-                "result": change}
+            s,
+            product=product,
+            version=_version(version),
+            kind=kind,
+            date=day,
+            at=when,
+            allow_short_notice=allow_short_notice,
+            reason=reason,
+            by=by,
+            customer_reason=_customer_reasons(customer_reason),
+        )
+        return {
+            "action": "add",
+            "milestone": registry.describe(s, milestone),
+            "date": day.isoformat(),
+            "result": change,
+        }
 
     if dry_run:
         return _dry_run(when, apply, json_)
@@ -169,7 +222,11 @@ def milestone_add(
         done = apply(s)
         milestone = registry.get_milestone(s, product, _version(version), kind)
         past = " (in the past: recorded as history, never notified)" if day < when.date() else ""
-        short = " (short notice: affected customers are told at once)" if milestone.short_notice_reason and done["result"] != "unchanged" else ""
+        short = (
+            " (short notice: affected customers are told at once)"
+            if milestone.short_notice_reason and done["result"] != "unchanged"
+            else ""
+        )
         held = _held(s, milestone, when) if done["result"] != "unchanged" else ""
     if json_:
         emit_json(done)
@@ -179,13 +236,21 @@ def milestone_add(
 
 @milestone_app.command("move")
 def milestone_move(
-    product: ProductArg, version: VersionArg, kind: KindArg,
+    product: ProductArg,
+    version: VersionArg,
+    kind: KindArg,
     date: Annotated[str, typer.Argument(help="The new date, YYYY-MM-DD.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why the date changes (internal, kept in the history).")],
-    allow_short_notice: Annotated[bool, typer.Option(
-        "--allow-short-notice", help="Accept a new date less than 3 months away.")] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the date changes (internal, kept in the history).")
+    ],
+    allow_short_notice: Annotated[
+        bool, typer.Option("--allow-short-notice", help="Accept a new date less than 3 months away.")
+    ] = False,
     customer_reason: CustomerReasonOption = None,
-    by: ByOption = None, at: AtOption = None, dry_run: DryRunOption = False, json_: JsonOption = False,
+    by: ByOption = None,
+    at: AtOption = None,
+    dry_run: DryRunOption = False,
+    json_: JsonOption = False,
 ) -> None:
     """Move a milestone: bumps its revision, tells every customer already notified (also when the new
     date has passed: a correction), and plans its reminders again for the new date."""
@@ -195,52 +260,87 @@ def milestone_move(
     def apply(s):
         milestone = registry.get_milestone(s, product, _version(version), kind)
         old = milestone.date
-        milestone, change = registry.move_milestone(s, milestone, date=day, reason=reason, at=when,
-                                                    allow_short_notice=allow_short_notice, by=by,
-                                                    customer_reason=_customer_reasons(customer_reason))
-        return {"action": "move", "milestone": registry.describe(s, milestone), "from": old.isoformat(),
-                "to": day.isoformat(), "revision": milestone.revision, "result": change}
+        milestone, change = registry.move_milestone(
+            s,
+            milestone,
+            date=day,
+            reason=reason,
+            at=when,
+            allow_short_notice=allow_short_notice,
+            by=by,
+            customer_reason=_customer_reasons(customer_reason),
+        )
+        return {
+            "action": "move",
+            "milestone": registry.describe(s, milestone),
+            "from": old.isoformat(),
+            "to": day.isoformat(),
+            "revision": milestone.revision,
+            "result": change,
+        }
 
     if dry_run:
         return _dry_run(when, apply, json_)
     with session_scope() as s:
         done = apply(s)
-        held = _held(s, registry.get_milestone(s, product, _version(version), kind), when) \
-            if done["result"] != "unchanged" else ""
+        held = (
+            _held(s, registry.get_milestone(s, product, _version(version), kind), when)
+            if done["result"] != "unchanged"
+            else ""
+        )
     if json_:
         emit_json(done)
         return
-    say(f"milestone {product} {version} {kind}: {done['result']}, now {done['to']} (revision {done['revision']}){held}")
+    say(
+        f"milestone {product} {version} {kind}: {done['result']}, now {done['to']} (revision {done['revision']}){held}"
+    )
 
 
 @milestone_app.command("withdraw")
 def milestone_withdraw(
-    product: ProductArg, version: VersionArg, kind: KindArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why it is withdrawn (internal, kept in the history).")],
+    product: ProductArg,
+    version: VersionArg,
+    kind: KindArg,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it is withdrawn (internal, kept in the history).")
+    ],
     customer_reason: CustomerReasonOption = None,
-    by: ByOption = None, at: AtOption = None, dry_run: DryRunOption = False, json_: JsonOption = False,
+    by: ByOption = None,
+    at: AtOption = None,
+    dry_run: DryRunOption = False,
+    json_: JsonOption = False,
 ) -> None:
     """Withdraw a milestone: cancels pending notices and tells every customer already notified."""
     when = parse_at(at)
 
     def apply(s):
         milestone = registry.get_milestone(s, product, _version(version), kind)
-        milestone, change = registry.withdraw_milestone(s, milestone, reason=reason, at=when, by=by,
-                                                        customer_reason=_customer_reasons(customer_reason))
-        return {"action": "withdraw", "milestone": registry.describe(s, milestone), "revision": milestone.revision,
-                "result": change}
+        milestone, change = registry.withdraw_milestone(
+            s, milestone, reason=reason, at=when, by=by, customer_reason=_customer_reasons(customer_reason)
+        )
+        return {
+            "action": "withdraw",
+            "milestone": registry.describe(s, milestone),
+            "revision": milestone.revision,
+            "result": change,
+        }
 
     if dry_run:
         return _dry_run(when, apply, json_)
     with session_scope() as s:
         done = apply(s)
-        held = _held(s, registry.get_milestone(s, product, _version(version), kind), when) \
-            if done["result"] != "unchanged" else ""
+        held = (
+            _held(s, registry.get_milestone(s, product, _version(version), kind), when)
+            if done["result"] != "unchanged"
+            else ""
+        )
     if json_:
         emit_json(done)
         return
-    say(f"milestone {product} {version} {kind}: {'withdrawn' if done['result'] == 'updated' else 'already withdrawn'} "
-        f"(revision {done['revision']}){held}")
+    say(
+        f"milestone {product} {version} {kind}: {'withdrawn' if done['result'] == 'updated' else 'already withdrawn'} "
+        f"(revision {done['revision']}){held}"
+    )
 
 
 @milestone_app.command("list")
@@ -252,17 +352,29 @@ def milestone_list(json_: JsonOption = False, at: AtOption = None) -> None:
     if json_:
         emit_json(rows)
         return
-    table("Milestones", ["product", "version", "kind", "date", "status", "rev", "note"], [
-        [r["product"], r["version"] or "(product)", r["kind"], r["date"], r["status"], r["revision"],
-         "history" if r["past"] else ("short notice" if r["short_notice_reason"] else "")]
-        for r in rows
-    ])
+    table(
+        "Milestones",
+        ["product", "version", "kind", "date", "status", "rev", "note"],
+        [
+            [
+                r["product"],
+                r["version"] or "(product)",
+                r["kind"],
+                r["date"],
+                r["status"],
+                r["revision"],
+                "history" if r["past"] else ("short notice" if r["short_notice_reason"] else ""),
+            ]
+            for r in rows
+        ],
+    )
 
 
 @release_app.command("list")
 def release_list(
     product: Annotated[str | None, typer.Option("--product", help="Only this product.")] = None,
-    json_: JsonOption = False, at: AtOption = None,
+    json_: JsonOption = False,
+    at: AtOption = None,
 ) -> None:
     """List releases with their release date, upgrade target and whether they have ended."""
     when = parse_at(at)
@@ -271,11 +383,20 @@ def release_list(
     if json_:
         emit_json(rows)
         return
-    table("Releases", ["product", "version", "released", "upgrade to", "latest phase ended"], [
-        [r["product"], r["version"], r["released"], r["upgrade_to"],
-         (f"{r['ended']} ({r['ended_date'] or 'date not published'})" if r["ended"] else "")]
-        for r in rows
-    ])
+    table(
+        "Releases",
+        ["product", "version", "released", "upgrade to", "latest phase ended"],
+        [
+            [
+                r["product"],
+                r["version"],
+                r["released"],
+                r["upgrade_to"],
+                (f"{r['ended']} ({r['ended_date'] or 'date not published'})" if r["ended"] else ""),
+            ]
+            for r in rows
+        ],
+    )
 
 
 @customer_app.command("add")
@@ -294,9 +415,17 @@ def customer_add(
     when = parse_at(at)
     with session_scope() as s:
         customer, change = registry.upsert_customer(
-            s, key=key, name=name, timezone=timezone, locale=locale, account_rep=rep, at=when,
+            s,
+            key=key,
+            name=name,
+            timezone=timezone,
+            locale=locale,
+            account_rep=rep,
+            at=when,
             service_start=v.optional_date(service_start, "--service-start"),
-            service_end=v.optional_date(service_end, "--service-end"), cores=cores)
+            service_end=v.optional_date(service_end, "--service-end"),
+            cores=cores,
+        )
     say(f"customer {customer.key}: {change}")
 
 
@@ -308,50 +437,97 @@ def customer_list(json_: JsonOption = False) -> None:
     from lifecycle.models import Customer
 
     with session_scope() as s:
-        rows = [{"key": c.key, "name": c.name, "timezone": c.timezone, "locale": c.locale,
-                 "account_rep": c.account_rep, "service_start": c.service_start, "service_end": c.service_end,
-                 "cores": c.cores} for c in s.exec(select(Customer).order_by(Customer.key))]
+        rows = [
+            {
+                "key": c.key,
+                "name": c.name,
+                "timezone": c.timezone,
+                "locale": c.locale,
+                "account_rep": c.account_rep,
+                "service_start": c.service_start,
+                "service_end": c.service_end,
+                "cores": c.cores,
+            }
+            for c in s.exec(select(Customer).order_by(Customer.key))
+        ]
     if json_:
         emit_json(rows)
     else:
-        table("Customers", ["key", "name", "timezone", "locale", "rep", "service"], [
-            [r["key"], r["name"], r["timezone"], r["locale"], r["account_rep"],
-             f"{r['service_start'] or '…'} – {r['service_end'] or '…'}"] for r in rows])
+        table(
+            "Customers",
+            ["key", "name", "timezone", "locale", "rep", "service"],
+            [
+                [
+                    r["key"],
+                    r["name"],
+                    r["timezone"],
+                    r["locale"],
+                    r["account_rep"],
+                    f"{r['service_start'] or '…'} – {r['service_end'] or '…'}",
+                ]
+                for r in rows
+            ],
+        )
 
 
 @contact_app.command("add")
-def contact_add(customer: Annotated[str, typer.Argument(help="Customer key.")],
-                email: Annotated[str, typer.Argument(help="Email address.")],
-                name: Annotated[str | None, typer.Option("--name")] = None,
-                force: Annotated[bool, typer.Option(
-                    "--force", help="Add an address that bounced again (you know it works now): clears the "
-                    "bounce, recorded in the audit log.")] = False,
-                by: ByOption = None, at: AtOption = None) -> None:
+def contact_add(
+    customer: Annotated[str, typer.Argument(help="Customer key.")],
+    email: Annotated[str, typer.Argument(help="Email address.")],
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Add an address that bounced again (you know it works now): clears the "
+            "bounce, recorded in the audit log.",
+        ),
+    ] = False,
+    by: ByOption = None,
+    at: AtOption = None,
+) -> None:
     """Add an email contact to a customer."""
     when = parse_at(at)
     with session_scope() as s:
-        contact, change = registry.upsert_contact(s, customer=customer, email=email, name=name, at=when,
-                                                  force=force, by=by)
+        contact, change = registry.upsert_contact(
+            s, customer=customer, email=email, name=name, at=when, force=force, by=by
+        )
     say(f"contact {contact.email} of {customer}: {change}")
 
 
 @contact_app.command("list")
-def contact_list(customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False) -> None:
+def contact_list(
+    customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False
+) -> None:
     """A customer's contacts, with the bounced ones flagged (the provider's reason and when)."""
     with session_scope() as s:
         rows = registry.contact_rows(s, registry.get_customer(s, customer))
     if json_:
         emit_json(rows)
         return
-    table(f"Contacts of {customer}", ["email", "name", "state", "since", "reason"], [
-        [r["email"], r["name"], "bounced" if r["bounced"] else "ok",
-         r["bounced_at"].date().isoformat() if r["bounced_at"] else "", r["bounce_reason"]] for r in rows])
+    table(
+        f"Contacts of {customer}",
+        ["email", "name", "state", "since", "reason"],
+        [
+            [
+                r["email"],
+                r["name"],
+                "bounced" if r["bounced"] else "ok",
+                r["bounced_at"].date().isoformat() if r["bounced_at"] else "",
+                r["bounce_reason"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 @contact_app.command("remove")
-def contact_remove(customer: Annotated[str, typer.Argument(help="Customer key.")],
-                   email: Annotated[str, typer.Argument(help="Email address.")],
-                   by: ByOption = None, at: AtOption = None) -> None:
+def contact_remove(
+    customer: Annotated[str, typer.Argument(help="Customer key.")],
+    email: Annotated[str, typer.Argument(help="Email address.")],
+    by: ByOption = None,
+    at: AtOption = None,
+) -> None:
     """Remove a contact: no more email to it (past deliveries keep the address they went to)."""
     when = parse_at(at)
     with session_scope() as s:
@@ -360,23 +536,36 @@ def contact_remove(customer: Annotated[str, typer.Argument(help="Customer key.")
 
 
 @deployment_app.command("add")
-def deployment_add(customer: Annotated[str, typer.Argument(help="Customer key.")], product: ProductArg,
-                   version: Annotated[str, typer.Argument(help="Release version.")],
-                   cores: Annotated[int | None, typer.Option("--cores")] = None, at: AtOption = None) -> None:
+def deployment_add(
+    customer: Annotated[str, typer.Argument(help="Customer key.")],
+    product: ProductArg,
+    version: Annotated[str, typer.Argument(help="Release version.")],
+    cores: Annotated[int | None, typer.Option("--cores")] = None,
+    at: AtOption = None,
+) -> None:
     """Record that a customer runs a release (a late one is caught up at the next tick)."""
     when = parse_at(at)
     with session_scope() as s:
-        dep, change = registry.add_deployment(s, customer=customer, product=product, version=version,
-                                              cores=cores, at=when)
-        warning = registry.ended_warning(s, s.get_one(Release, dep.release_id), when) if change != "unchanged" else None
+        dep, change = registry.add_deployment(
+            s, customer=customer, product=product, version=version, cores=cores, at=when
+        )
+        warning = (
+            registry.ended_warning(s, s.get_one(Release, dep.release_id), when)
+            if change != "unchanged"
+            else None
+        )
     say(f"deployment {customer} {product} {version}: {change}")
     if warning:
         err_console.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
 @deployment_app.command("remove")
-def deployment_remove(customer: Annotated[str, typer.Argument(help="Customer key.")], product: ProductArg,
-                      version: Annotated[str, typer.Argument(help="Release version.")], at: AtOption = None) -> None:
+def deployment_remove(
+    customer: Annotated[str, typer.Argument(help="Customer key.")],
+    product: ProductArg,
+    version: Annotated[str, typer.Argument(help="Release version.")],
+    at: AtOption = None,
+) -> None:
     """Record that a customer no longer runs a release: their pending notices for it are cancelled."""
     when = parse_at(at)
     with session_scope() as s:
@@ -385,8 +574,11 @@ def deployment_remove(customer: Annotated[str, typer.Argument(help="Customer key
 
 
 @change_app.command("list")
-def change_list(json_: JsonOption = False, at: AtOption = None,
-                limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 30) -> None:
+def change_list(
+    json_: JsonOption = False,
+    at: AtOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 30,
+) -> None:
     """The latest registry changes, newest first: held (can be undone), released or undone."""
     from lifecycle import changes
 
@@ -396,14 +588,29 @@ def change_list(json_: JsonOption = False, at: AtOption = None,
     if json_:
         emit_json(rows)
         return
-    table("Registry changes", ["id", "at (UTC)", "what", "by", "state"], [
-        [r["id"], r["at"][:16].replace("T", " "), r["summary"], r["by"] or "",
-         f"held until {r['hold_until'][11:16]}" if r["state"] == "held" else r["state"]] for r in rows])
+    table(
+        "Registry changes",
+        ["id", "at (UTC)", "what", "by", "state"],
+        [
+            [
+                r["id"],
+                r["at"][:16].replace("T", " "),
+                r["summary"],
+                r["by"] or "",
+                f"held until {r['hold_until'][11:16]}" if r["state"] == "held" else r["state"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 @change_app.command("undo")
-def change_undo(change_id: Annotated[int, typer.Argument(help="The change's number (see `lifecycle change list`).")],
-                by: ByOption = None, at: AtOption = None, json_: JsonOption = False) -> None:
+def change_undo(
+    change_id: Annotated[int, typer.Argument(help="The change's number (see `lifecycle change list`).")],
+    by: ByOption = None,
+    at: AtOption = None,
+    json_: JsonOption = False,
+) -> None:
     """Undo a registry change within its hold: the milestones go back to how they were, no customer
     is told anything. After the hold it is refused: make a new change instead."""
     from lifecycle import changes
@@ -416,4 +623,7 @@ def change_undo(change_id: Annotated[int, typer.Argument(help="The change's numb
         return
     say(f"change #{change_id} undone ({result['summary']}):")
     for r in result["reverted"]:
-        say(f"  {r['milestone']}: {r['action']}" + (f", now {r['status']} on {r['date']}" if "date" in r else ""))
+        say(
+            f"  {r['milestone']}: {r['action']}"
+            + (f", now {r['status']} on {r['date']}" if "date" in r else "")
+        )

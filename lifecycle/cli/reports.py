@@ -21,12 +21,14 @@ app.add_typer(report_app, name="report")
 @report_app.command("agreements")
 def report_agreements(
     rep: Annotated[str | None, typer.Option("--rep", help="Only this account rep's customers.")] = None,
-    at: AtOption = None, json_: JsonOption = False,
+    at: AtOption = None,
+    json_: JsonOption = False,
     csv_: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     customer: Annotated[str | None, typer.Option("--customer", help="Only this customer.")] = None,
     product: Annotated[str | None, typer.Option("--product", help="Only this product.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many rows, fewest days left first "
-                                                             "(0: all).")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="At most this many rows, fewest days left first (0: all).")
+    ] = 0,
 ) -> None:
     """Per customer and release with an upcoming milestone: agreement status, target, planned date,
     who and when, days left, cores, risk and why (red: every contact bounced, the plan is at risk, or no
@@ -52,10 +54,37 @@ def report_agreements(
             for r in rows:
                 writer.writerow([dashboard._cell(r[c]) for c in dashboard.CSV_COLUMNS])
     else:
-        table(f"Agreements at {when.date().isoformat()}" + (f" for {rep}" if rep else ""),
-              ["customer", "release", "next milestone", "days", "agreement", "target", "planned", "by", "cores",
-               "risk", "why", "escalation"],
-              [[r["customer"], f"{r['product']} {r['version']}", f"{r['milestone']} {r['milestone_date']}",
-                r["days_left"], r["agreement"] + (" (at risk)" if r["at_risk"] else ""), r["target"],
-                r["planned_date"], f"{r['by'] or ''} {r['agreed_at'].date() if r['agreed_at'] else ''}".strip(),
-                r["cores"], r["risk"], r["risk_reason"], r["escalation_state"]] for r in rows])
+        table(
+            f"Agreements at {when.date().isoformat()}" + (f" for {rep}" if rep else ""),
+            [
+                "customer",
+                "release",
+                "next milestone",
+                "days",
+                "agreement",
+                "target",
+                "planned",
+                "by",
+                "cores",
+                "risk",
+                "why",
+                "escalation",
+            ],
+            [
+                [
+                    r["customer"],
+                    f"{r['product']} {r['version']}",
+                    f"{r['milestone']} {r['milestone_date']}",
+                    r["days_left"],
+                    r["agreement"] + (" (at risk)" if r["at_risk"] else ""),
+                    r["target"],
+                    r["planned_date"],
+                    f"{r['by'] or ''} {r['agreed_at'].date() if r['agreed_at'] else ''}".strip(),
+                    r["cores"],
+                    r["risk"],
+                    r["risk_reason"],
+                    r["escalation_state"],
+                ]
+                for r in rows
+            ],
+        )

@@ -40,7 +40,9 @@ from lifecycle.models import (
 CHUNK = 1000  # notices read, and their recipients looked up, per round trip
 
 
-def _plan_filter(session, until: dt.datetime | None, customer: str | None, product: str | None) -> sa.ColumnElement:
+def _plan_filter(
+    session, until: dt.datetime | None, customer: str | None, product: str | None
+) -> sa.ColumnElement:
     """Planned notices (due by `until`, of one customer, about one product's milestones), as a condition."""
     N = table_of(Notice)
     cond = [N.c.status == NoticeStatus.PLANNED.value]
@@ -50,20 +52,38 @@ def _plan_filter(session, until: dt.datetime | None, customer: str | None, produ
         cond.append(N.c.customer_id == registry.get_customer(session, customer).id)
     if product is not None:
         prod = registry.get_product(session, v.slug(product, "--product"))
-        cond.append(N.c.milestone_id.in_(sa.select(col(Milestone.id)).where(col(Milestone.product_id) == prod.id)))
+        cond.append(
+            N.c.milestone_id.in_(sa.select(col(Milestone.id)).where(col(Milestone.product_id) == prod.id))
+        )
     return sa.and_(*cond)
 
 
-def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int | None,
-                 customer: str | None = None, product: str | None = None) -> Iterator[dict]:
+def planned_rows(
+    session,
+    at: dt.datetime,
+    until: dt.datetime | None,
+    limit: int | None,
+    customer: str | None = None,
+    product: str | None = None,
+) -> Iterator[dict]:
     """Planned notices, soonest first, with their channels and recipients: streamed from the database in
     chunks (a server-side cursor on PostgreSQL), so that memory stays flat however many there are."""
     from lifecycle.channels.fanout import planned
 
     q = (
-        sa.select(col(Notice.id), col(Notice.due_at), col(Notice.kind), col(Notice.slot), col(Notice.audience),
-                  col(Notice.milestone_date), col(Customer.key), col(Customer.timezone), col(Product.slug),
-                  col(Release.version), col(Milestone.kind).label("milestone"))
+        sa.select(
+            col(Notice.id),
+            col(Notice.due_at),
+            col(Notice.kind),
+            col(Notice.slot),
+            col(Notice.audience),
+            col(Notice.milestone_date),
+            col(Customer.key),
+            col(Customer.timezone),
+            col(Product.slug),
+            col(Release.version),
+            col(Milestone.kind).label("milestone"),
+        )
         .join(Customer, col(Customer.id) == Notice.customer_id)
         .join(Milestone, col(Milestone.id) == Notice.milestone_id, isouter=True)
         .join(Release, col(Release.id) == Notice.release_id, isouter=True)
@@ -79,16 +99,25 @@ def planned_rows(session, at: dt.datetime, until: dt.datetime | None, limit: int
         recipients = planned(session, [r.id for r in chunk])  # the channels' own recipient sources
         for r in chunk:
             yield {
-                "notice_id": r.id, "due_at": r.due_at.isoformat(), "overdue": r.due_at <= at, "kind": r.kind,
-                "stage": r.slot if r.kind == "stage" else None, "customer": r.key, "timezone": r.timezone,
-                "audience": r.audience, "product": r.slug, "version": r.version, "milestone": r.milestone,
+                "notice_id": r.id,
+                "due_at": r.due_at.isoformat(),
+                "overdue": r.due_at <= at,
+                "kind": r.kind,
+                "stage": r.slot if r.kind == "stage" else None,
+                "customer": r.key,
+                "timezone": r.timezone,
+                "audience": r.audience,
+                "product": r.slug,
+                "version": r.version,
+                "milestone": r.milestone,
                 "milestone_date": r.milestone_date.isoformat() if r.milestone_date else None,
                 "channels": recipients.get(r.id, []),
             }
 
 
-def plan_summary(session, until: dt.datetime | None, customer: str | None = None,
-                 product: str | None = None) -> list[dict]:
+def plan_summary(
+    session, until: dt.datetime | None, customer: str | None = None, product: str | None = None
+) -> list[dict]:
     """Planned notices per day (UTC) and stage (or kind: change, withdrawn, ...), with their customers and
     the recipients per channel: aggregates in SQL over the channels' own recipient sources, so the cost
     in memory is a row per day and stage, however large the fleet."""
@@ -104,18 +133,28 @@ def plan_summary(session, until: dt.datetime | None, customer: str | None = None
     conn = session.connection()
     day, label = day_and_label(N)
     for d, lab, notices, customers in conn.execute(
-            sa.select(day, label, sa.func.count(), sa.func.count(sa.distinct(N.c.customer_id)))
-            .where(cond).group_by(day, label)):
-        groups[(str(d)[:10], lab)] = {"day": str(d)[:10], "notice": lab, "notices": notices, "customers": customers,
-                                      "channels": {}}
+        sa.select(day, label, sa.func.count(), sa.func.count(sa.distinct(N.c.customer_id)))
+        .where(cond)
+        .group_by(day, label)
+    ):
+        groups[(str(d)[:10], lab)] = {
+            "day": str(d)[:10],
+            "notice": lab,
+            "notices": notices,
+            "customers": customers,
+            "channels": {},
+        }
     for name, channel in CHANNELS.items():
         for audience in sorted(channel.audiences):
             sub = channel.recipients(audience, sa.and_(cond, N.c.audience == audience)).subquery()
             n2 = N.alias("planned_notice")
             d2, lab2 = day_and_label(n2)
-            for d, lab, count in conn.execute(sa.select(d2, lab2, sa.func.count()).select_from(sub)
-                                              .join(n2, n2.c.id == sub.c[0])
-                                              .group_by(d2, lab2)):
+            for d, lab, count in conn.execute(
+                sa.select(d2, lab2, sa.func.count())
+                .select_from(sub)
+                .join(n2, n2.c.id == sub.c[0])
+                .group_by(d2, lab2)
+            ):
                 found = groups[(str(d)[:10], lab)]["channels"]
                 found[name] = found.get(name, 0) + count
     return [groups[k] for k in sorted(groups)]
@@ -123,14 +162,27 @@ def plan_summary(session, until: dt.datetime | None, customer: str | None = None
 
 @app.command("plan")
 def plan_cmd(
-    at: AtOption = None, json_: JsonOption = False,
+    at: AtOption = None,
+    json_: JsonOption = False,
     until: Annotated[str | None, typer.Option("--until", help="Only notices due by this date.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="With --detail or --json: at most this many "
-                                                             "notices (0: all).")] = 0,
-    detail: Annotated[bool, typer.Option("--detail", help="List every notice with its recipients (the default "
-                                                          "is a summary per day, stage and channel).")] = False,
-    summary: Annotated[bool, typer.Option("--summary", help="With --json: the summary per day, stage and channel "
-                                                            "instead of every notice.")] = False,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", min=0, help="With --detail or --json: at most this many notices (0: all)."),
+    ] = 0,
+    detail: Annotated[
+        bool,
+        typer.Option(
+            "--detail",
+            help="List every notice with its recipients (the default "
+            "is a summary per day, stage and channel).",
+        ),
+    ] = False,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary", help="With --json: the summary per day, stage and channel instead of every notice."
+        ),
+    ] = False,
     customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's notices.")] = None,
     product: Annotated[str | None, typer.Option("--product", help="Only notices about this product.")] = None,
 ) -> None:
@@ -148,29 +200,46 @@ def plan_cmd(
         result = scheduler.plan(s, when)
     with session_scope() as s:
         if json_ and not summary:
-            emit_json_stream({"at": when.isoformat(), "planned": result.as_dict()}, "notices",
-                             planned_rows(s, when, end, limit or None, customer, product))
+            emit_json_stream(
+                {"at": when.isoformat(), "planned": result.as_dict()},
+                "notices",
+                planned_rows(s, when, end, limit or None, customer, product),
+            )
             return
         if detail:
             n = 0
             for rows in _batches(planned_rows(s, when, end, limit or None, customer, product), 500):
                 n += len(rows)
                 _detail_table(when, rows)
-            say(f"{n} planned notice(s); re-planned {result.milestones} milestone(s): "
-                f"{result.created} new, {result.updated} updated, {result.cancelled} cancelled")
+            say(
+                f"{n} planned notice(s); re-planned {result.milestones} milestone(s): "
+                f"{result.created} new, {result.updated} updated, {result.cancelled} cancelled"
+            )
             return
         groups = plan_summary(s, end, customer, product)
     if json_:
         emit_json({"at": when.isoformat(), "planned": result.as_dict(), "summary": groups})
         return
     channels = [name for name in CHANNELS if any(name in g["channels"] for g in groups)]
-    table(f"Planned notices per day, stage and channel (as of {when.isoformat()})",
-          ["day (UTC)", "notice", "notices", "customers", *channels],
-          [[g["day"] + (" (due)" if g["day"] <= when.date().isoformat() else ""), g["notice"], g["notices"],
-            g["customers"], *[g["channels"].get(c, 0) for c in channels]] for g in groups])
-    say(f"{sum(g['notices'] for g in groups)} planned notice(s) on {len({g['day'] for g in groups})} day(s); "
+    table(
+        f"Planned notices per day, stage and channel (as of {when.isoformat()})",
+        ["day (UTC)", "notice", "notices", "customers", *channels],
+        [
+            [
+                g["day"] + (" (due)" if g["day"] <= when.date().isoformat() else ""),
+                g["notice"],
+                g["notices"],
+                g["customers"],
+                *[g["channels"].get(c, 0) for c in channels],
+            ]
+            for g in groups
+        ],
+    )
+    say(
+        f"{sum(g['notices'] for g in groups)} planned notice(s) on {len({g['day'] for g in groups})} day(s); "
         f"re-planned {result.milestones} milestone(s): {result.created} new, {result.updated} updated, "
-        f"{result.cancelled} cancelled (every notice: --detail or --json)")
+        f"{result.cancelled} cancelled (every notice: --detail or --json)"
+    )
 
 
 def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
@@ -185,13 +254,20 @@ def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
 
 
 def _detail_table(when: dt.datetime, rows: list[dict]) -> None:
-    table(f"Planned notices (as of {when.isoformat()})", ["due (UTC)", "customer", "notice", "milestone", "to"], [
-        [r["due_at"][:16].replace("T", " ") + (" (due)" if r["overdue"] else ""), r["customer"],
-         f"{r['kind']} {r['stage'] or ''}".strip(),
-         f"{r['product'] or ''} {r['version'] or ''} {r['milestone'] or ''} {r['milestone_date'] or ''}".strip(),
-         ", ".join(f"{c['channel']}:{c['recipient']}" for c in r["channels"])]
-        for r in rows
-    ])
+    table(
+        f"Planned notices (as of {when.isoformat()})",
+        ["due (UTC)", "customer", "notice", "milestone", "to"],
+        [
+            [
+                r["due_at"][:16].replace("T", " ") + (" (due)" if r["overdue"] else ""),
+                r["customer"],
+                f"{r['kind']} {r['stage'] or ''}".strip(),
+                f"{r['product'] or ''} {r['version'] or ''} {r['milestone'] or ''} {r['milestone_date'] or ''}".strip(),
+                ", ".join(f"{c['channel']}:{c['recipient']}" for c in r["channels"]),
+            ]
+            for r in rows
+        ],
+    )
 
 
 @app.command("tick")
@@ -206,44 +282,71 @@ def tick_cmd(at: AtOption = None, json_: JsonOption = False) -> None:
         return
     p, r, d = result.plan, result.release, result.deliver
     say(f"tick at {when.isoformat()}")
-    say(f"  planned: {p.created} new, {p.updated} updated, {p.cancelled} cancelled notices "
-        f"over {p.milestones} milestone(s); {p.changes} date-change and {p.withdrawals} withdrawal notices")
+    say(
+        f"  planned: {p.created} new, {p.updated} updated, {p.cancelled} cancelled notices "
+        f"over {p.milestones} milestone(s); {p.changes} date-change and {p.withdrawals} withdrawal notices"
+    )
     skipped = ", ".join(f"{k} {n}" for k, n in sorted(r.skipped.items())) or "none"
     say(f"  released: {r.released} notices ({r.escalations} escalations); skipped: {skipped}")
     channels = ", ".join(f"{k} {n}" for k, n in sorted(d.by_channel.items())) or "nothing"
-    say(f"  delivered: {channels}; {d.messages} message(s), {d.retried} to retry, {d.failed} failed"
-        + (f", {d.unknown} outcome unknown" if d.unknown else "") + (f", {d.cancelled} cancelled" if d.cancelled else ""))
+    say(
+        f"  delivered: {channels}; {d.messages} message(s), {d.retried} to retry, {d.failed} failed"
+        + (f", {d.unknown} outcome unknown" if d.unknown else "")
+        + (f", {d.cancelled} cancelled" if d.cancelled else "")
+    )
 
 
 @app.command("inbox")
 def inbox_cmd(
-    customer: Annotated[str, typer.Argument(help="Customer key.")], json_: JsonOption = False,
+    customer: Annotated[str, typer.Argument(help="Customer key.")],
+    json_: JsonOption = False,
     unread: Annotated[bool, typer.Option("--unread", help="Only unread messages.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many messages, newest first "
-                                                             "(0: all).")] = 0,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="At most this many messages, newest first (0: all).")
+    ] = 0,
 ) -> None:
     """The customer's portal inbox, newest first."""
     box = table_of(InboxMessage)
     with session_scope() as s:
         cust = registry.get_customer(s, customer)
         conn = s.connection()
-        total, unread_count = conn.execute(sa.select(sa.func.count(), sa.func.count() - sa.func.count(box.c.read_at))
-                                           .where(box.c.customer_id == cust.id)).one()
-        q = (sa.select(box.c.id, box.c.notice_id, box.c.subject, box.c.created_at, box.c.read_at, box.c.body_text)
-             .where(box.c.customer_id == cust.id)
-             .order_by(box.c.created_at.desc(), box.c.id.desc()).execution_options(yield_per=CHUNK))
+        total, unread_count = conn.execute(
+            sa.select(sa.func.count(), sa.func.count() - sa.func.count(box.c.read_at)).where(
+                box.c.customer_id == cust.id
+            )
+        ).one()
+        q = (
+            sa.select(
+                box.c.id, box.c.notice_id, box.c.subject, box.c.created_at, box.c.read_at, box.c.body_text
+            )
+            .where(box.c.customer_id == cust.id)
+            .order_by(box.c.created_at.desc(), box.c.id.desc())
+            .execution_options(yield_per=CHUNK)
+        )
         if unread:
             q = q.where(box.c.read_at.is_(None))
         if limit:
             q = q.limit(limit)
-        rows = ({"id": m.id, "notice_id": m.notice_id, "subject": m.subject, "created_at": m.created_at.isoformat(),
-                 "read": m.read_at is not None, "body": m.body_text} for m in s.execute(q))
+        rows = (
+            {
+                "id": m.id,
+                "notice_id": m.notice_id,
+                "subject": m.subject,
+                "created_at": m.created_at.isoformat(),
+                "read": m.read_at is not None,
+                "body": m.body_text,
+            }
+            for m in s.execute(q)
+        )
         if json_:
             emit_json_array(rows)
             return
         for batch in _batches(rows, 500):
-            table(f"Inbox of {customer} ({unread_count} unread of {total})", ["", "date", "subject"],
-                  [["•" if not r["read"] else "", r["created_at"][:10], r["subject"]] for r in batch])
+            table(
+                f"Inbox of {customer} ({unread_count} unread of {total})",
+                ["", "date", "subject"],
+                [["•" if not r["read"] else "", r["created_at"][:10], r["subject"]] for r in batch],
+            )
         if not total:
             say(f"the inbox of {customer} is empty")
 
@@ -257,10 +360,16 @@ def ack_cmd(
     target: Annotated[str | None, typer.Option("--target", help="Target version of the upgrade.")] = None,
     planned_date: Annotated[str | None, typer.Option("--planned-date", help="Planned upgrade date.")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who agreed (email or name).")] = None,
-    feedback: Annotated[str | None, typer.Option("--feedback", help="Feedback on lifecycle expectations.")] = None,
+    feedback: Annotated[
+        str | None, typer.Option("--feedback", help="Feedback on lifecycle expectations.")
+    ] = None,
     channel: Annotated[str, typer.Option("--channel", help="How it was agreed: cli, phone, ...")] = "cli",
-    move_deployment: Annotated[bool, typer.Option(
-        "--move-deployment", help="With --status completed: the customer now runs --target instead.")] = False,
+    move_deployment: Annotated[
+        bool,
+        typer.Option(
+            "--move-deployment", help="With --status completed: the customer now runs --target instead."
+        ),
+    ] = False,
     at: AtOption = None,
 ) -> None:
     """Record a customer's upgrade agreement for a release (stops routine reminders for it).
@@ -272,25 +381,49 @@ def ack_cmd(
         raise InputError("--move-deployment", "needs --status completed and --target")
     with session_scope() as s:
         ag = agreements.record_cli(
-            s, customer_key=customer, product=product, version=version, status=status, at=when,
-            target_version=target, planned_date=v.optional_date(planned_date, "--planned-date"), by=by,
-            feedback=feedback, channel=channel)
-        say(f"agreement {customer} {product} {version}: {ag.status}"
+            s,
+            customer_key=customer,
+            product=product,
+            version=version,
+            status=status,
+            at=when,
+            target_version=target,
+            planned_date=v.optional_date(planned_date, "--planned-date"),
+            by=by,
+            feedback=feedback,
+            channel=channel,
+        )
+        say(
+            f"agreement {customer} {product} {version}: {ag.status}"
             + (f" → {ag.target_version}" if ag.target_version else "")
-            + (f" on {ag.planned_date}" if ag.planned_date else ""))
+            + (f" on {ag.planned_date}" if ag.planned_date else "")
+        )
         release = s.get_one(Release, ag.release_id)
         nxt = agreements.next_milestone(s, release, when.date())
         if nxt is not None and policy.plan_at_risk(ag.status, ag.target_version, ag.planned_date, nxt.date):
-            err_console.print(f"warning: at risk: the planned date is after {nxt.kind} on {nxt.date.isoformat()}; "
-                              "reminders and escalation go on", highlight=False, markup=False, soft_wrap=True)
+            err_console.print(
+                f"warning: at risk: the planned date is after {nxt.kind} on {nxt.date.isoformat()}; "
+                "reminders and escalation go on",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         if move_deployment:
             assert target is not None  # checked above
-            agreements.move_deployment(s, customer=s.get_one(Customer, ag.customer_id), release=release,
-                                       target_version=target, at=when, by=by)
+            agreements.move_deployment(
+                s,
+                customer=s.get_one(Customer, ag.customer_id),
+                release=release,
+                target_version=target,
+                at=when,
+                by=by,
+            )
             say(f"deployment {customer} {product}: {version} → {target}")
         elif ag.status == "completed" and ag.target_version:
-            say(f"the upgrade is done: record the new deployment with --move-deployment (or `lifecycle deployment "
-                f"add {customer} {product} {ag.target_version}` and `deployment remove ... {version}`)")
+            say(
+                f"the upgrade is done: record the new deployment with --move-deployment (or `lifecycle deployment "
+                f"add {customer} {product} {ag.target_version}` and `deployment remove ... {version}`)"
+            )
 
 
 @app.command("worker")
@@ -308,7 +441,9 @@ def worker_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    folder: Annotated[str, typer.Option("--dir", help="Folder for the demo's database, outbox and calendars.")] = "demo",
+    folder: Annotated[
+        str, typer.Option("--dir", help="Folder for the demo's database, outbox and calendars.")
+    ] = "demo",
     json_: JsonOption = False,
 ) -> None:
     """Build a demo from the shipped examples and fast-forward a year of ticks, then show what happened."""

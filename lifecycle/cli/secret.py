@@ -13,8 +13,9 @@ from lifecycle.cli.common import AtOption, JsonOption, emit_json, parse_at, say
 from lifecycle.config import get_settings
 from lifecycle.db import session_scope
 
-secret_app = typer.Typer(help="The key that signs acknowledgement links and web sessions.",
-                         no_args_is_help=True)
+secret_app = typer.Typer(
+    help="The key that signs acknowledgement links and web sessions.", no_args_is_help=True
+)
 app.add_typer(secret_app, name="secret")
 
 
@@ -25,8 +26,13 @@ def _show(info: dict, json_: bool) -> None:
     say(f"signing key {info['current']} (from {info['source']})")
     for old in info["previous"]:
         until = old["accepted_until"]
-        state = ("expired" if old["expired"] else f"accepted until {until.isoformat(timespec='seconds')}"
-                 if until else "accepted until removed from LIFECYCLE_SECRET_KEY_PREVIOUS")
+        state = (
+            "expired"
+            if old["expired"]
+            else f"accepted until {until.isoformat(timespec='seconds')}"
+            if until
+            else "accepted until removed from LIFECYCLE_SECRET_KEY_PREVIOUS"
+        )
         say(f"previous key {old['fingerprint']}: {state}")
 
 
@@ -41,10 +47,17 @@ def secret_status(at: AtOption = None, json_: JsonOption = False) -> None:
 
 @secret_app.command("rotate")
 def secret_rotate(
-    grace: Annotated[int | None, typer.Option(
-        "--grace", min=0, help="Days the replaced key stays accepted, so links already sent keep working "
-        "(default: LIFECYCLE_ACK_LINK_DAYS, the life of a link; 0 after a leak).")] = None,
-    at: AtOption = None, json_: JsonOption = False,
+    grace: Annotated[
+        int | None,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="Days the replaced key stays accepted, so links already sent keep working "
+            "(default: LIFECYCLE_ACK_LINK_DAYS, the life of a link; 0 after a leak).",
+        ),
+    ] = None,
+    at: AtOption = None,
+    json_: JsonOption = False,
 ) -> None:
     """Make a new signing key for the key file; the old one verifies (never signs) for the grace period.
 
@@ -59,7 +72,15 @@ def secret_rotate(
         from lifecycle.channels.subscriptions import reseal_all
 
         reseal_all(s, before)
-        registry.audit(s, when, "secret.rotate", ring.source,
-                       {"old": keys.fingerprint(before.current), "new": keys.fingerprint(ring.current),
-                        "grace_days": days})
+        registry.audit(
+            s,
+            when,
+            "secret.rotate",
+            ring.source,
+            {
+                "old": keys.fingerprint(before.current),
+                "new": keys.fingerprint(ring.current),
+                "grace_days": days,
+            },
+        )
     _show(keys.describe(ring, when), json_)

@@ -28,7 +28,9 @@ class _Stop(Exception):
 @token_app.command("create")
 def token_create(
     role: Annotated[str, typer.Option("--role", help="pm | rep | customer")],
-    customer: Annotated[str | None, typer.Option("--customer", help="Customer key (customer tokens).")] = None,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Customer key (customer tokens).")
+    ] = None,
     rep: Annotated[str | None, typer.Option("--rep", help="Account rep's email (rep tokens).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="A note to recognise the token by.")] = None,
     at: AtOption = None,
@@ -37,8 +39,11 @@ def token_create(
     when = parse_at(at)
     with session_scope() as s:
         token, secret = tokens.create_token(s, role=role, customer=customer, rep=rep, label=label, at=when)
-    err_console.print(f"token {token.id} ({role}{' ' + customer if customer else ''}{' ' + rep if rep else ''}) "
-                      "created; the secret is shown once:", highlight=False)
+    err_console.print(
+        f"token {token.id} ({role}{' ' + customer if customer else ''}{' ' + rep if rep else ''}) "
+        "created; the secret is shown once:",
+        highlight=False,
+    )
     print(secret)
 
 
@@ -50,15 +55,30 @@ def token_list(json_: JsonOption = False) -> None:
     if json_:
         emit_json(rows)
         return
-    table("Tokens", ["id", "role", "customer", "rep", "label", "created", "last used", "revoked"], [
-        [r["id"], r["role"], r["customer"], r["rep"], r["label"], r["created_at"].date(),
-         r["last_used_at"].isoformat(timespec="seconds") if r["last_used_at"] else "",
-         r["revoked_at"].date() if r["revoked_at"] else ""] for r in rows])
+    table(
+        "Tokens",
+        ["id", "role", "customer", "rep", "label", "created", "last used", "revoked"],
+        [
+            [
+                r["id"],
+                r["role"],
+                r["customer"],
+                r["rep"],
+                r["label"],
+                r["created_at"].date(),
+                r["last_used_at"].isoformat(timespec="seconds") if r["last_used_at"] else "",
+                r["revoked_at"].date() if r["revoked_at"] else "",
+            ]
+            for r in rows
+        ],
+    )
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `lifecycle token list`).")],
-                 at: AtOption = None) -> None:
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (see `lifecycle token list`).")],
+    at: AtOption = None,
+) -> None:
     """Revoke a token: its API calls and web sessions stop working at once."""
     when = parse_at(at)
     with session_scope() as s:
@@ -73,7 +93,9 @@ def _first_token() -> str | None:
     with session_scope() as s:
         if tokens.has_tokens(s):
             return None
-        _, secret = tokens.create_token(s, role="pm", label="first pm token (lifecycle serve)", at=clock.now())
+        _, secret = tokens.create_token(
+            s, role="pm", label="first pm token (lifecycle serve)", at=clock.now()
+        )
     return secret
 
 
@@ -98,11 +120,17 @@ def _stop_worker(child: subprocess.Popen) -> None:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
-    no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve the web only, start no worker.")] = False,
-    at: Annotated[str | None, typer.Option(
-        "--at", help="Simulate the clock: it is this instant when the service starts, and time runs on from "
-        "there for the pages, feeds and embedded worker (e.g. the end of `lifecycle demo`). A banner says so.",
-    )] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Serve the web only, start no worker.")
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Simulate the clock: it is this instant when the service starts, and time runs on from "
+            "there for the pages, feeds and embedded worker (e.g. the end of `lifecycle demo`). A banner says so.",
+        ),
+    ] = None,
 ) -> None:
     """Run the web pages, the API and the calendar feeds, plus (on the no-server default broker) the
     embedded Celery worker and beat as a child process. With LIFECYCLE_BROKER_URL set it serves only the
@@ -131,21 +159,30 @@ def serve(
     say(f"lifecycle serving on {web}")
     if clock.simulated():
         say(f"  {clock.banner()}")
-    for path, what in (("/portal", "customer portal"), ("/dashboard", "rep dashboard"),
-                       ("/registry", "registry (product managers)"), ("/docs", "API documentation")):
+    for path, what in (
+        ("/portal", "customer portal"),
+        ("/dashboard", "rep dashboard"),
+        ("/registry", "registry (product managers)"),
+        ("/docs", "API documentation"),
+    ):
         say(f"  {web}{path:<10}  {what}")
     if secret:
         say(f"\nNo API tokens existed: created a pm token (shown once, log in with it):\n  {secret}")
-        say("Create tokens for others with `lifecycle token create --role rep --rep EMAIL` or "
-            "`lifecycle token create --role customer --customer KEY`.\n")
+        say(
+            "Create tokens for others with `lifecycle token create --role rep --rep EMAIL` or "
+            "`lifecycle token create --role customer --customer KEY`.\n"
+        )
 
-    server = uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port, log_level="info",
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(), host=host, port=port, log_level="info", lifespan="off")
+    )
     child = None
     worker_failed = threading.Event()
     if settings.broker_url:
-        say("LIFECYCLE_BROKER_URL is set: serving the web only; run `celery -A tasks worker` and "
-            "`celery -A tasks beat` for the work.")
+        say(
+            "LIFECYCLE_BROKER_URL is set: serving the web only; run `celery -A tasks worker` and "
+            "`celery -A tasks beat` for the work."
+        )
     elif no_worker:
         say("--no-worker: serving the web only; notices are not sent until a worker runs.")
     else:

@@ -115,8 +115,9 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         self.deadline = deadline
 
     def https_open(self, req):
-        return self.do_open(_connection(http.client.HTTPSConnection, self.deadline), req,
-                            context=self._context)
+        return self.do_open(
+            _connection(http.client.HTTPSConnection, self.deadline), req, context=self._context
+        )
 
 
 def deadline_opener(deadline: SendDeadline, *handlers) -> urllib.request.OpenerDirector:

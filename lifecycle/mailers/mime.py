@@ -12,11 +12,15 @@ from lifecycle.mailers import Email
 def to_mime(email: Email) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = email.subject
-    msg["From"] = formataddr((email.from_name or "", email.from_email)) if email.from_name else email.from_email
+    msg["From"] = (
+        formataddr((email.from_name or "", email.from_email)) if email.from_name else email.from_email
+    )
     msg["To"] = str(Address(display_name=email.to_name or "", addr_spec=email.to))
     if email.reply_to:
         msg["Reply-To"] = str(Address(display_name=email.reply_to_name or "", addr_spec=email.reply_to))
-    msg["Date"] = format_datetime(email.date, usegmt=True) if email.date else formatdate(localtime=False, usegmt=True)
+    msg["Date"] = (
+        format_datetime(email.date, usegmt=True) if email.date else formatdate(localtime=False, usegmt=True)
+    )
     msg["Message-ID"] = email.message_id or make_msgid(domain=email.from_email.split("@")[-1])
     for name, value in email.headers.items():
         msg[name] = value
@@ -27,5 +31,7 @@ def to_mime(email: Email) -> EmailMessage:
     for att in email.attachments:
         maintype, subtype = att.mimetype.split("/", 1)
         params = {"method": "PUBLISH"} if att.mimetype == "text/calendar" else {}
-        msg.add_attachment(att.content, maintype=maintype, subtype=subtype, filename=att.filename, params=params)
+        msg.add_attachment(
+            att.content, maintype=maintype, subtype=subtype, filename=att.filename, params=params
+        )
     return msg

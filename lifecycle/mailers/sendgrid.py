@@ -67,12 +67,14 @@ def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
         mail.reply_to = ReplyTo(email.reply_to, email.reply_to_name)
     # The library prepends every added attachment and category: add them last to first to keep order.
     for att in reversed(email.attachments):
-        mail.add_attachment(Attachment(
-            FileContent(base64.b64encode(att.content).decode("ascii")),
-            FileName(att.filename),
-            FileType(att.mimetype),  # exactly e.g. "text/calendar": SendGrid refuses parameters here
-            Disposition("attachment"),
-        ))
+        mail.add_attachment(
+            Attachment(
+                FileContent(base64.b64encode(att.content).decode("ascii")),
+                FileName(att.filename),
+                FileType(att.mimetype),  # exactly e.g. "text/calendar": SendGrid refuses parameters here
+                Disposition("attachment"),
+            )
+        )
     for key, value in email.custom_args.items():
         mail.add_custom_arg(CustomArg(key, str(value)))
     for category in reversed(email.categories):
@@ -85,9 +87,17 @@ def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
 
 
 class SendGridMailer:
-    def __init__(self, api_key: str, *, host: str = "https://api.sendgrid.com", timeout: float = 10.0,
-                 deadline: float = 30.0, sandbox: bool = False, clock: Callable[[], float] = time.time,
-                 concurrency: int = 8):
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        host: str = "https://api.sendgrid.com",
+        timeout: float = 10.0,
+        deadline: float = 30.0,
+        sandbox: bool = False,
+        clock: Callable[[], float] = time.time,
+        concurrency: int = 8,
+    ):
         if not api_key:
             raise LifecycleError("SendGrid needs an API key: set SENDGRID_API_KEY")
         self.client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
@@ -103,9 +113,14 @@ class SendGridMailer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendGridMailer:
-        return cls(settings.sendgrid_api_key or "", host=settings.sendgrid_host,
-                   timeout=settings.sendgrid_timeout, deadline=settings.send_deadline,
-                   sandbox=settings.sendgrid_sandbox, concurrency=settings.sendgrid_concurrency)
+        return cls(
+            settings.sendgrid_api_key or "",
+            host=settings.sendgrid_host,
+            timeout=settings.sendgrid_timeout,
+            deadline=settings.send_deadline,
+            sandbox=settings.sendgrid_sandbox,
+            concurrency=settings.sendgrid_concurrency,
+        )
 
     def send_many(self, emails) -> list[str | None | Exception]:
         """Many emails, at most `concurrency` requests in flight (a bounded pool of threads), each
@@ -120,7 +135,9 @@ class SendGridMailer:
 
     def send(self, email: Email) -> str | None:
         mail = build_mail(email, sandbox=self.sandbox)
-        deadline = SendDeadline(email.deadline if email.deadline is not None else time.monotonic() + self.deadline)
+        deadline = SendDeadline(
+            email.deadline if email.deadline is not None else time.monotonic() + self.deadline
+        )
         if deadline.remaining() <= 0:
             raise DeliveryError("SendGrid not called: the send deadline had already passed")
         # The library's own `SendGridAPIClient.send` is `client.mail.send.post(request_body=mail.get())`;
@@ -138,11 +155,15 @@ class SendGridMailer:
             raise self._error(err) from None
         except (OSError, http.client.HTTPException, ValueError) as exc:  # refused, reset, timed out, garbled
             reason = getattr(exc, "reason", None) or exc
-            why = (f"no complete answer within the {self.deadline:g} s send deadline" if deadline.passed
-                   else f"{type(exc).__name__}: {reason}")
+            why = (
+                f"no complete answer within the {self.deadline:g} s send deadline"
+                if deadline.passed
+                else f"{type(exc).__name__}: {reason}"
+            )
             if deadline.written:
-                raise DeliveryError(f"SendGrid outcome unknown: the request was sent, then {why}",
-                                    unknown=True) from None
+                raise DeliveryError(
+                    f"SendGrid outcome unknown: the request was sent, then {why}", unknown=True
+                ) from None
             raise DeliveryError(f"SendGrid unreachable: {why}") from None
         return response.headers.get("X-Message-Id")
 

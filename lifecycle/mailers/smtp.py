@@ -52,9 +52,18 @@ def _reply(code: int, text: bytes | str) -> str:
 
 
 class SmtpMailer:
-    def __init__(self, host: str, port: int = 25, *, username: str | None = None, password: str | None = None,
-                 starttls: bool = False, timeout: float = 30.0, deadline: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int = 25,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = False,
+        timeout: float = 30.0,
+        deadline: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.host = host
         self.port = port
         self.username = username
@@ -66,13 +75,21 @@ class SmtpMailer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpMailer:
-        return cls(settings.smtp_host, settings.smtp_port, username=settings.smtp_username,
-                   password=settings.smtp_password, starttls=settings.smtp_starttls, timeout=settings.smtp_timeout,
-                   deadline=settings.send_deadline)
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout,
+            deadline=settings.send_deadline,
+        )
 
     def send(self, email: Email) -> str:
         msg = to_mime(email)
-        deadline = SendDeadline(email.deadline if email.deadline is not None else time.monotonic() + self.deadline)
+        deadline = SendDeadline(
+            email.deadline if email.deadline is not None else time.monotonic() + self.deadline
+        )
         if deadline.remaining() <= 0:
             raise DeliveryError("SMTP server not called: the send deadline had already passed")
         smtp = None
@@ -96,7 +113,6 @@ class SmtpMailer:
             text = "; ".join(f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in refused.items())
             raise DeliveryError(f"SMTP recipient refused: {text}", permanent=True)
         return str(msg["Message-ID"])
-
 
     def _open(self, deadline: SendDeadline) -> _SMTP:
         smtp = _SMTP(deadline, self.host, self.port, self.timeout)
@@ -130,12 +146,13 @@ class SmtpMailer:
                 except Exception as exc:  # noqa: BLE001 - the outcome of that email
                     out.append(exc)
                     continue
-                deadline = SendDeadline(email.deadline if email.deadline is not None
-                                        else time.monotonic() + self.deadline)
+                deadline = SendDeadline(
+                    email.deadline if email.deadline is not None else time.monotonic() + self.deadline
+                )
                 if deadline.remaining() <= 0:
                     out.append(DeliveryError("SMTP server not called: the send deadline had already passed"))
                     continue
-                for reused in ((True, False) if smtp is not None else (False,)):
+                for reused in (True, False) if smtp is not None else (False,):
                     try:
                         with deadline:
                             if smtp is None:
@@ -153,13 +170,16 @@ class SmtpMailer:
                             smtp.close()
                             smtp = None
                         dropped = isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(
-                            exc, smtplib.SMTPException)  # (SMTPException is an OSError)
+                            exc, smtplib.SMTPException
+                        )  # (SMTPException is an OSError)
                         if reused and not data_sent and dropped:
                             continue  # the server closed the idle connection: once more on a new one
                         out.append(err)
                         break
                     if refused:
-                        text = "; ".join(f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in refused.items())
+                        text = "; ".join(
+                            f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in refused.items()
+                        )
                         out.append(DeliveryError(f"SMTP recipient refused: {text}", permanent=True))
                     else:
                         out.append(str(msg["Message-ID"]))
@@ -174,10 +194,15 @@ class SmtpMailer:
         if data_sent and (deadline.expired or not isinstance(exc, smtplib.SMTPResponseException)):
             # The message went out and no (whole) reply came back: the server may have queued it. A
             # reply cut off by the deadline ("25") is no reply.
-            why = (f"no reply within the {self.deadline:g} s send deadline" if deadline.passed
-                   else f"{type(exc).__name__}: {exc}")
-            return DeliveryError(f"SMTP outcome unknown: the message was sent to {self.host}:{self.port}, "
-                                 f"then {why}", unknown=True)
+            why = (
+                f"no reply within the {self.deadline:g} s send deadline"
+                if deadline.passed
+                else f"{type(exc).__name__}: {exc}"
+            )
+            return DeliveryError(
+                f"SMTP outcome unknown: the message was sent to {self.host}:{self.port}, then {why}",
+                unknown=True,
+            )
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             replies = list(exc.recipients.values())
             text = "; ".join(f"{addr}: {_reply(code, resp)}" for addr, (code, resp) in exc.recipients.items())
@@ -186,10 +211,15 @@ class SmtpMailer:
         if isinstance(exc, smtplib.SMTPNotSupportedError):
             return DeliveryError(f"SMTP server {self.host}:{self.port}: {exc}", permanent=True)
         if isinstance(exc, smtplib.SMTPResponseException):  # sender refused, data refused, auth, greeting
-            return DeliveryError(f"SMTP {_reply(exc.smtp_code, exc.smtp_error)}", permanent=exc.smtp_code >= 500)
+            return DeliveryError(
+                f"SMTP {_reply(exc.smtp_code, exc.smtp_error)}", permanent=exc.smtp_code >= 500
+            )
         # disconnected, refused, timed out, TLS failure: before the message went out
-        why = (f"no reply within the {self.deadline:g} s send deadline" if deadline.passed
-               else f"{type(exc).__name__}: {exc}")
+        why = (
+            f"no reply within the {self.deadline:g} s send deadline"
+            if deadline.passed
+            else f"{type(exc).__name__}: {exc}"
+        )
         return DeliveryError(f"SMTP server {self.host}:{self.port} unreachable: {why}")
 
 

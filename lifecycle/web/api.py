@@ -79,19 +79,29 @@ class ReleaseIn(Strict):
     upgrade_to: str | None = Field(default=None, max_length=64)
 
 
-CustomerReason = Annotated[dict[str, Annotated[str, Field(max_length=2000)]] | None, Field(
-    default=None, description="Why, written for customers: {locale: text} (en, zh-CN). The `reason` is internal; "
-    "without this, customers read a neutral sentence in their language.")]
+CustomerReason = Annotated[
+    dict[str, Annotated[str, Field(max_length=2000)]] | None,
+    Field(
+        default=None,
+        description="Why, written for customers: {locale: text} (en, zh-CN). The `reason` is internal; "
+        "without this, customers read a neutral sentence in their language.",
+    ),
+]
 
 
 class MilestoneIn(Strict):
     product: str = Field(min_length=1, max_length=64)
-    version: str | None = Field(default=None, max_length=64, description="Omit for a product-level milestone.")
+    version: str | None = Field(
+        default=None, max_length=64, description="Omit for a product-level milestone."
+    )
     kind: Kind
     date: Day
     allow_short_notice: bool = False
-    reason: str | None = Field(default=None, max_length=2000,
-                               description="Internal; required for short notice and to reinstate a withdrawn one.")
+    reason: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Internal; required for short notice and to reinstate a withdrawn one.",
+    )
     customer_reason: CustomerReason = None
 
 
@@ -121,21 +131,31 @@ class AgreementIn(Strict):
     planned_date: Day | None = None
     by: str | None = Field(default=None, max_length=254, description="Name or email of who agreed.")
     feedback: str | None = Field(default=None, max_length=10000)
-    move_deployment: bool = Field(default=False, description="With status completed and a target: the customer "
-                                  "now runs the target instead (the deployment moves).")
+    move_deployment: bool = Field(
+        default=False,
+        description="With status completed and a target: the customer "
+        "now runs the target instead (the deployment moves).",
+    )
 
 
 class ContactIn(Strict):
     email: str = Field(min_length=3, max_length=254)
     name: str | None = Field(default=None, max_length=200)
-    force: bool = Field(default=False, description="Add an address that bounced again (it works now): clears the "
-                        "bounce; recorded in the audit log.")
+    force: bool = Field(
+        default=False,
+        description="Add an address that bounced again (it works now): clears the "
+        "bounce; recorded in the audit log.",
+    )
 
 
 class ChannelIn(Strict):
-    kind: Literal["webhook", "slack", "teams"] = Field(description="The channel: a signed webhook (Standard "
-                                                      "Webhooks), a Slack incoming webhook, a Teams Workflows webhook.")
-    url: str = Field(min_length=1, max_length=2000, description="The endpoint; kept encrypted, never shown again.")
+    kind: Literal["webhook", "slack", "teams"] = Field(
+        description="The channel: a signed webhook (Standard "
+        "Webhooks), a Slack incoming webhook, a Teams Workflows webhook."
+    )
+    url: str = Field(
+        min_length=1, max_length=2000, description="The endpoint; kept encrypted, never shown again."
+    )
     label: str | None = Field(default=None, max_length=100, description="A name people see.")
 
 
@@ -146,9 +166,14 @@ class EscalationIn(Strict):
 
 class RepIn(Strict):
     name: str | None = Field(default=None, max_length=200, description="Shown to customers in email footers.")
-    locale: str | None = Field(default=None, max_length=16,
-                               description="Language of the daily digest: en or a language with a catalog (zh-CN).")
-    timezone: str | None = Field(default=None, max_length=64, description="IANA timezone of the 09:00 digest.")
+    locale: str | None = Field(
+        default=None,
+        max_length=16,
+        description="Language of the daily digest: en or a language with a catalog (zh-CN).",
+    )
+    timezone: str | None = Field(
+        default=None, max_length=64, description="IANA timezone of the 09:00 digest."
+    )
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -164,13 +189,24 @@ def domain_errors() -> Iterator[None]:
     try:
         yield
     except ShortNotice as exc:
-        raise HTTPException(409, [{"loc": _loc(exc.field), "type": "short_notice",
-                                   "msg": f"{exc.message} (send allow_short_notice: true with a reason)"}]) from None
+        raise HTTPException(
+            409,
+            [
+                {
+                    "loc": _loc(exc.field),
+                    "type": "short_notice",
+                    "msg": f"{exc.message} (send allow_short_notice: true with a reason)",
+                }
+            ],
+        ) from None
     except InputErrors as exc:
-        raise HTTPException(422, [{"loc": _loc(e.field), "msg": e.message, "type": "value_error"}
-                                  for e in exc.errors]) from None
+        raise HTTPException(
+            422, [{"loc": _loc(e.field), "msg": e.message, "type": "value_error"} for e in exc.errors]
+        ) from None
     except InputError as exc:
-        raise HTTPException(422, [{"loc": _loc(exc.field), "msg": exc.message, "type": "value_error"}]) from None
+        raise HTTPException(
+            422, [{"loc": _loc(exc.field), "msg": exc.message, "type": "value_error"}]
+        ) from None
 
 
 def _product(session: Session, slug: str) -> Product:
@@ -192,33 +228,66 @@ def _milestone_out(session: Session, milestone: Milestone, at: dt.datetime) -> d
 
 
 def customer_out(c: Customer) -> dict:
-    return {"key": c.key, "name": c.name, "timezone": c.timezone, "locale": c.locale,
-            "account_rep": c.account_rep, "service_start": c.service_start, "service_end": c.service_end,
-            "cores": c.cores}
+    return {
+        "key": c.key,
+        "name": c.name,
+        "timezone": c.timezone,
+        "locale": c.locale,
+        "account_rep": c.account_rep,
+        "service_start": c.service_start,
+        "service_end": c.service_end,
+        "cores": c.cores,
+    }
 
 
 def agreement_list(session: Session, customer: Customer) -> list[dict]:
     rows = session.exec(
-        select(Agreement, Release, Product).join(Release, col(Release.id) == Agreement.release_id)
-        .join(Product, col(Product.id) == Release.product_id).where(col(Agreement.customer_id) == customer.id)
+        select(Agreement, Release, Product)
+        .join(Release, col(Release.id) == Agreement.release_id)
+        .join(Product, col(Product.id) == Release.product_id)
+        .where(col(Agreement.customer_id) == customer.id)
         .order_by(Product.slug, Release.version)
     ).all()
     changes: dict[int, list[dict]] = {}
     if rows:
-        for ch in session.exec(select(AgreementChange).where(col(AgreementChange.agreement_id).in_([a.id for a, _, _ in rows]))
-                               .order_by(col(AgreementChange.at), col(AgreementChange.id))).all():
+        for ch in session.exec(
+            select(AgreementChange)
+            .where(col(AgreementChange.agreement_id).in_([a.id for a, _, _ in rows]))
+            .order_by(col(AgreementChange.at), col(AgreementChange.id))
+        ).all():
             changes.setdefault(ch.agreement_id, []).append(
-                {"status": ch.status, "target": ch.target_version, "planned_date": ch.planned_date, "by": ch.by,
-                 "channel": ch.channel, "feedback": ch.feedback, "recorded_by": ch.recorded_by, "at": ch.at})
+                {
+                    "status": ch.status,
+                    "target": ch.target_version,
+                    "planned_date": ch.planned_date,
+                    "by": ch.by,
+                    "channel": ch.channel,
+                    "feedback": ch.feedback,
+                    "recorded_by": ch.recorded_by,
+                    "at": ch.at,
+                }
+            )
     today = policy.local_date(now(), customer.timezone)
     out = []
     for a, r, p in rows:
         nxt = agreements.next_milestone(session, r, today)
-        out.append({"product": p.slug, "version": r.version, "status": a.status, "target": a.target_version,
-                    "planned_date": a.planned_date, "by": a.by, "recorded_by": a.recorded_by, "channel": a.channel,
-                    "feedback": a.feedback, "at": a.at,
-                    "at_risk": nxt is not None and policy.plan_at_risk(a.status, a.target_version, a.planned_date, nxt.date),
-                    "history": changes.get(pk(a), [])})
+        out.append(
+            {
+                "product": p.slug,
+                "version": r.version,
+                "status": a.status,
+                "target": a.target_version,
+                "planned_date": a.planned_date,
+                "by": a.by,
+                "recorded_by": a.recorded_by,
+                "channel": a.channel,
+                "feedback": a.feedback,
+                "at": a.at,
+                "at_risk": nxt is not None
+                and policy.plan_at_risk(a.status, a.target_version, a.planned_date, nxt.date),
+                "history": changes.get(pk(a), []),
+            }
+        )
     return out
 
 
@@ -230,8 +299,13 @@ def _inbox_message(session: Session, customer: Customer, message_id: int) -> Inb
 
 
 def _message_out(m: InboxMessage, full: bool = False) -> dict:
-    out = {"id": m.id, "subject": m.subject, "created_at": m.created_at, "read_at": m.read_at,
-           "unread": m.read_at is None}
+    out = {
+        "id": m.id,
+        "subject": m.subject,
+        "created_at": m.created_at,
+        "read_at": m.read_at,
+        "unread": m.read_at is None,
+    }
     if full:
         out |= {"body_text": m.body_text, "body_html": m.body_html}
     return out
@@ -243,8 +317,12 @@ def _message_out(m: InboxMessage, full: bool = False) -> dict:
 @router.get("/me", summary="Who this token is")
 def me(principal: PrincipalDep, session: SessionDep) -> dict:
     customer = session.get(Customer, principal.customer_id) if principal.customer_id else None
-    return {"role": principal.role, "customer": customer.key if customer else None, "rep": principal.rep_email,
-            "label": principal.label}
+    return {
+        "role": principal.role,
+        "customer": customer.key if customer else None,
+        "rep": principal.rep_email,
+        "label": principal.label,
+    }
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -267,13 +345,20 @@ def add_product(body: ProductIn, principal: PrincipalDep, session: SessionDep) -
 @router.get("/products/{slug}", summary="A product with its releases and milestones (any role)")
 def get_product(slug: str, principal: PrincipalDep, session: SessionDep) -> dict:
     product = _product(session, slug)
-    releases = sorted(session.exec(select(Release).where(Release.product_id == product.id)).all(),
-                      key=lambda r: registry.version_key(r.version))
+    releases = sorted(
+        session.exec(select(Release).where(Release.product_id == product.id)).all(),
+        key=lambda r: registry.version_key(r.version),
+    )
     milestones = [m for m in registry.milestone_rows(session, now()) if m["product"] == product.slug]
-    return {"slug": product.slug, "name": product.name,
-            "releases": [{"version": r.version, "released": r.released, "upgrade_to": r.upgrade_to}
-                         for r in releases],
-            "milestones": milestones, "calendar": links.product_calendar_url(product.slug)}
+    return {
+        "slug": product.slug,
+        "name": product.name,
+        "releases": [
+            {"version": r.version, "released": r.released, "upgrade_to": r.upgrade_to} for r in releases
+        ],
+        "milestones": milestones,
+        "calendar": links.product_calendar_url(product.slug),
+    }
 
 
 @router.post("/products/{slug}/releases", status_code=201, summary="Register or update a release (pm)")
@@ -281,11 +366,22 @@ def add_release(slug: str, body: ReleaseIn, principal: PrincipalDep, session: Se
     require(principal, PM)
     product = _product(session, slug)
     with domain_errors():
-        release, change = registry.upsert_release(session, product=product, version=body.version, at=now(),
-                                                  released=body.released, upgrade_to=body.upgrade_to)
+        release, change = registry.upsert_release(
+            session,
+            product=product,
+            version=body.version,
+            at=now(),
+            released=body.released,
+            upgrade_to=body.upgrade_to,
+        )
     session.commit()
-    return {"product": product.slug, "version": release.version, "released": release.released,
-            "upgrade_to": release.upgrade_to, "change": change}
+    return {
+        "product": product.slug,
+        "version": release.version,
+        "released": release.released,
+        "upgrade_to": release.upgrade_to,
+        "change": change,
+    }
 
 
 @router.get("/milestones", summary="Every milestone with its history (any role)")
@@ -293,8 +389,13 @@ def list_milestones(principal: PrincipalDep, session: SessionDep) -> list[dict]:
     return registry.milestone_rows(session, now())
 
 
-DryRun = Annotated[bool, Query(description="Preview: what the change would do (customers affected, notices "
-                                          "at once and planned per stage and channel); nothing is written.")]
+DryRun = Annotated[
+    bool,
+    Query(
+        description="Preview: what the change would do (customers affected, notices "
+        "at once and planned per stage and channel); nothing is written."
+    ),
+]
 
 
 def _preview(session: Session, at: dt.datetime, apply) -> dict:
@@ -311,15 +412,25 @@ def _held(session: Session, milestone: Milestone) -> dict:
 
 
 @router.post("/milestones", status_code=201, summary="Register a milestone (pm; short-notice guard: 409)")
-def add_milestone(body: MilestoneIn, principal: PrincipalDep, session: SessionDep, dry_run: DryRun = False) -> dict:
+def add_milestone(
+    body: MilestoneIn, principal: PrincipalDep, session: SessionDep, dry_run: DryRun = False
+) -> dict:
     require(principal, PM)
     at = now()
 
     def apply(s: Session):
         m, change = registry.add_milestone(
-            s, product=body.product, version=body.version or None, kind=body.kind, date=body.date, at=at,
-            allow_short_notice=body.allow_short_notice, reason=body.reason, by=principal.actor,
-            customer_reason=body.customer_reason)
+            s,
+            product=body.product,
+            version=body.version or None,
+            kind=body.kind,
+            date=body.date,
+            at=at,
+            allow_short_notice=body.allow_short_notice,
+            reason=body.reason,
+            by=principal.actor,
+            customer_reason=body.customer_reason,
+        )
         return {"action": "add", "milestone": registry.describe(s, m), "result": change}
 
     if dry_run:
@@ -331,17 +442,27 @@ def add_milestone(body: MilestoneIn, principal: PrincipalDep, session: SessionDe
     return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
 
 
-@router.post("/milestones/{milestone_id}/move", summary="Move a milestone to a new date (pm; short-notice guard: 409)")
-def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, session: SessionDep,
-                   dry_run: DryRun = False) -> dict:
+@router.post(
+    "/milestones/{milestone_id}/move", summary="Move a milestone to a new date (pm; short-notice guard: 409)"
+)
+def move_milestone(
+    milestone_id: int, body: MoveIn, principal: PrincipalDep, session: SessionDep, dry_run: DryRun = False
+) -> dict:
     require(principal, PM)
     at = now()
     _milestone(session, milestone_id)
 
     def apply(s: Session):
-        m, change = registry.move_milestone(s, s.get_one(Milestone, milestone_id), date=body.date, reason=body.reason,
-                                            at=at, allow_short_notice=body.allow_short_notice, by=principal.actor,
-                                            customer_reason=body.customer_reason)
+        m, change = registry.move_milestone(
+            s,
+            s.get_one(Milestone, milestone_id),
+            date=body.date,
+            reason=body.reason,
+            at=at,
+            allow_short_notice=body.allow_short_notice,
+            by=principal.actor,
+            customer_reason=body.customer_reason,
+        )
         return {"action": "move", "milestone": registry.describe(s, m), "result": change}
 
     if dry_run:
@@ -354,15 +475,22 @@ def move_milestone(milestone_id: int, body: MoveIn, principal: PrincipalDep, ses
 
 
 @router.post("/milestones/{milestone_id}/withdraw", summary="Withdraw a milestone (pm)")
-def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: PrincipalDep, session: SessionDep,
-                       dry_run: DryRun = False) -> dict:
+def withdraw_milestone(
+    milestone_id: int, body: WithdrawIn, principal: PrincipalDep, session: SessionDep, dry_run: DryRun = False
+) -> dict:
     require(principal, PM)
     at = now()
     _milestone(session, milestone_id)
 
     def apply(s: Session):
-        m, change = registry.withdraw_milestone(s, s.get_one(Milestone, milestone_id), reason=body.reason, at=at,
-                                                by=principal.actor, customer_reason=body.customer_reason)
+        m, change = registry.withdraw_milestone(
+            s,
+            s.get_one(Milestone, milestone_id),
+            reason=body.reason,
+            at=at,
+            by=principal.actor,
+            customer_reason=body.customer_reason,
+        )
         return {"action": "withdraw", "milestone": registry.describe(s, m), "result": change}
 
     if dry_run:
@@ -375,8 +503,9 @@ def withdraw_milestone(milestone_id: int, body: WithdrawIn, principal: Principal
 
 
 @router.get("/changes", summary="The latest registry changes, with their hold (pm)")
-def list_changes(principal: PrincipalDep, session: SessionDep,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict]:
+def list_changes(
+    principal: PrincipalDep, session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[dict]:
     from lifecycle import changes
 
     require(principal, PM)
@@ -402,8 +531,16 @@ async def import_body(request: Request) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(413, [{"loc": ["body"], "msg": f"larger than {limit} bytes "
-                                       "(LIFECYCLE_IMPORT_MAX_BYTES)", "type": "too_large"}])
+            raise HTTPException(
+                413,
+                [
+                    {
+                        "loc": ["body"],
+                        "msg": f"larger than {limit} bytes (LIFECYCLE_IMPORT_MAX_BYTES)",
+                        "type": "too_large",
+                    }
+                ],
+            )
     return bytes(body)
 
 
@@ -416,15 +553,32 @@ def _body_format(content_type: str | None) -> str | None:
     return None  # JSON when it starts with { or [, YAML otherwise
 
 
-_IMPORT_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object"}, "example": {"products": [{"slug": "acp", "name": "ACP"}]}},
-    "application/yaml": {"schema": {"type": "object"}}}}}
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object"},
+                "example": {"products": [{"slug": "acp", "name": "ACP"}]},
+            },
+            "application/yaml": {"schema": {"type": "object"}},
+        },
+    }
+}
 
 
-@router.post("/import", summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)",
-             openapi_extra=_IMPORT_BODY)
-def import_registry(principal: PrincipalDep, session: SessionDep, request: Request,
-                    body: Annotated[bytes, Depends(import_body)], dry_run: DryRun = False) -> dict:
+@router.post(
+    "/import",
+    summary="Import a registry document (pm; the YAML/JSON import shape, all or nothing)",
+    openapi_extra=_IMPORT_BODY,
+)
+def import_registry(
+    principal: PrincipalDep,
+    session: SessionDep,
+    request: Request,
+    body: Annotated[bytes, Depends(import_body)],
+    dry_run: DryRun = False,
+) -> dict:
     """The body is read by the same strict loader as `lifecycle import` (YAML or JSON by Content-Type):
     an unreadable body, one nested too deep or with duplicate keys is a 422 naming the line or path."""
     require(principal, PM)
@@ -434,7 +588,9 @@ def import_registry(principal: PrincipalDep, session: SessionDep, request: Reque
         data = loader.load_bytes(body, source="body", fmt=_body_format(request.headers.get("content-type")))
     except InputError as exc:
         errors = exc.errors if isinstance(exc, InputErrors) else [exc]
-        raise HTTPException(422, [{"loc": ["body"], "msg": str(e), "type": "value_error"} for e in errors]) from None
+        raise HTTPException(
+            422, [{"loc": ["body"], "msg": str(e), "type": "value_error"} for e in errors]
+        ) from None
     at = now()
     if dry_run:
         return _preview(session, at, lambda s: run_import(s, data, at=at, source="api").to_dict())
@@ -465,12 +621,19 @@ class CustomerPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
-@router.get("/customers", summary="Customers in scope: all (pm), the rep's own (rep), itself (customer); in pages",
-            response_model=CustomerPage)
-def list_customers(principal: PrincipalDep, session: SessionDep,
-                   cursor: Annotated[str | None, Query(max_length=200,
-                                                       description="`next_cursor` of the previous page.")] = None,
-                   limit: Annotated[int, Query(ge=1, le=1000, description="Customers per page.")] = 100) -> dict:
+@router.get(
+    "/customers",
+    summary="Customers in scope: all (pm), the rep's own (rep), itself (customer); in pages",
+    response_model=CustomerPage,
+)
+def list_customers(
+    principal: PrincipalDep,
+    session: SessionDep,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Customers per page.")] = 100,
+) -> dict:
     q = select(Customer).order_by(Customer.key).limit(limit + 1)  # one more: is there a next page?
     cond = principal.customer_filter()
     if cond is not None:
@@ -479,8 +642,10 @@ def list_customers(principal: PrincipalDep, session: SessionDep,
         q = q.where(Customer.key > cursor)
     found = session.exec(q).all()
     page = found[:limit]
-    return {"customers": [customer_out(c) for c in page],
-            "next_cursor": page[-1].key if len(found) > limit else None}
+    return {
+        "customers": [customer_out(c) for c in page],
+        "next_cursor": page[-1].key if len(found) > limit else None,
+    }
 
 
 @router.get("/customers/{key}", summary="A customer in scope")
@@ -492,28 +657,45 @@ def get_customer(key: str, principal: PrincipalDep, session: SessionDep) -> dict
 def list_deployments(key: str, principal: PrincipalDep, session: SessionDep) -> list[dict]:
     customer = visible_customer(session, principal, key)
     rows = session.exec(
-        select(Deployment, Release, Product).join(Release, col(Release.id) == Deployment.release_id)
+        select(Deployment, Release, Product)
+        .join(Release, col(Release.id) == Deployment.release_id)
         .join(Product, col(Product.id) == Release.product_id)
         .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))
         .order_by(Product.slug, Release.version)
     ).all()
-    return [{"product": p.slug, "version": r.version, "cores": d.cores, "added_at": d.added_at} for d, r, p in rows]
+    return [
+        {"product": p.slug, "version": r.version, "cores": d.cores, "added_at": d.added_at}
+        for d, r, p in rows
+    ]
 
 
-@router.post("/customers/{key}/deployments", status_code=201, summary="Record that a customer runs a release (pm, rep)")
+@router.post(
+    "/customers/{key}/deployments", status_code=201, summary="Record that a customer runs a release (pm, rep)"
+)
 def add_deployment(key: str, body: DeploymentIn, principal: PrincipalDep, session: SessionDep) -> dict:
     require(principal, PM, REP)
     customer = visible_customer(session, principal, key)
     with domain_errors():
-        dep, change = registry.add_deployment(session, customer=customer, product=body.product,
-                                              version=body.version, cores=body.cores, at=now())
+        dep, change = registry.add_deployment(
+            session, customer=customer, product=body.product, version=body.version, cores=body.cores, at=now()
+        )
     session.commit()
-    return {"customer": customer.key, "product": body.product, "version": body.version, "cores": dep.cores,
-            "change": change}
+    return {
+        "customer": customer.key,
+        "product": body.product,
+        "version": body.version,
+        "cores": dep.cores,
+        "change": change,
+    }
 
 
-@router.delete("/customers/{key}/deployments/{product}/{version}", summary="A customer no longer runs a release (pm, rep)")
-def remove_deployment(key: str, product: str, version: str, principal: PrincipalDep, session: SessionDep) -> dict:
+@router.delete(
+    "/customers/{key}/deployments/{product}/{version}",
+    summary="A customer no longer runs a release (pm, rep)",
+)
+def remove_deployment(
+    key: str, product: str, version: str, principal: PrincipalDep, session: SessionDep
+) -> dict:
     require(principal, PM, REP)
     customer = visible_customer(session, principal, key)
     try:
@@ -529,8 +711,11 @@ def list_agreements(key: str, principal: PrincipalDep, session: SessionDep) -> l
     return agreement_list(session, visible_customer(session, principal, key))
 
 
-@router.post("/customers/{key}/agreements", status_code=201,
-             summary="Record an upgrade agreement (customer: their own; rep: by phone; pm)")
+@router.post(
+    "/customers/{key}/agreements",
+    status_code=201,
+    summary="Record an upgrade agreement (customer: their own; rep: by phone; pm)",
+)
 def record_agreement(key: str, body: AgreementIn, principal: PrincipalDep, session: SessionDep) -> dict:
     customer = visible_customer(session, principal, key)
     channel = "phone" if principal.role == REP else "api"
@@ -539,36 +724,68 @@ def record_agreement(key: str, body: AgreementIn, principal: PrincipalDep, sessi
         release = registry.get_release(session, product, v.version(body.version))
         at = now()
         agreement = agreements.record(
-            session, customer=customer, release=release, status=body.status, at=at,
-            target_version=body.target or None, planned_date=body.planned_date,
-            by=body.by or principal.actor, feedback=body.feedback, channel=channel, recorded_by=principal.actor)
+            session,
+            customer=customer,
+            release=release,
+            status=body.status,
+            at=at,
+            target_version=body.target or None,
+            planned_date=body.planned_date,
+            by=body.by or principal.actor,
+            feedback=body.feedback,
+            channel=channel,
+            recorded_by=principal.actor,
+        )
         if body.move_deployment:
             if agreement.status != "completed" or not agreement.target_version:
                 raise InputError("move_deployment", "needs status completed and a target")
-            agreements.move_deployment(session, customer=customer, release=release,
-                                       target_version=agreement.target_version, at=at, by=principal.actor)
+            agreements.move_deployment(
+                session,
+                customer=customer,
+                release=release,
+                target_version=agreement.target_version,
+                at=at,
+                by=principal.actor,
+            )
     session.commit()
-    return next(a for a in agreement_list(session, customer)
-                if a["product"] == product.slug and a["version"] == release.version) | {"id": agreement.id}
+    return next(
+        a
+        for a in agreement_list(session, customer)
+        if a["product"] == product.slug and a["version"] == release.version
+    ) | {"id": agreement.id}
 
 
 @router.get("/customers/{key}/inbox", summary="A customer's portal inbox, newest first, in pages")
-def list_inbox(key: str, principal: PrincipalDep, session: SessionDep,
-               unread: Annotated[bool, Query(description="Only unread messages.")] = False,
-               page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-               per_page: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
+def list_inbox(
+    key: str,
+    principal: PrincipalDep,
+    session: SessionDep,
+    unread: Annotated[bool, Query(description="Only unread messages.")] = False,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict:
     customer = visible_customer(session, principal, key)
     box = inbox.page(session, customer, unread_only=unread, number=page, per_page=per_page)
-    return {"unread": box.unread, "total": box.total, "page": box.page, "pages": box.pages,
-            "timezone": customer.timezone,
-            "messages": [_message_out(m) | {"received": v["received"], "later": v["later"],
-                                            "changed_by": v["changed_by"]}
-                         for m, v in zip(_messages(session, box), box.messages, strict=True)]}
+    return {
+        "unread": box.unread,
+        "total": box.total,
+        "page": box.page,
+        "pages": box.pages,
+        "timezone": customer.timezone,
+        "messages": [
+            _message_out(m) | {"received": v["received"], "later": v["later"], "changed_by": v["changed_by"]}
+            for m, v in zip(_messages(session, box), box.messages, strict=True)
+        ],
+    }
 
 
 def _messages(session: Session, box) -> list[InboxMessage]:
-    found = {m.id: m for m in session.exec(select(InboxMessage).where(
-        col(InboxMessage.id).in_([v["id"] for v in box.messages])))}
+    found = {
+        m.id: m
+        for m in session.exec(
+            select(InboxMessage).where(col(InboxMessage.id).in_([v["id"] for v in box.messages]))
+        )
+    }
     return [found[v["id"]] for v in box.messages]
 
 
@@ -581,7 +798,9 @@ def mark_all_read(key: str, principal: PrincipalDep, session: SessionDep) -> dic
     return {"marked": n, "unread": 0}
 
 
-@router.get("/customers/{key}/inbox/{message_id}", summary="One inbox message (reading it does not mark it read)")
+@router.get(
+    "/customers/{key}/inbox/{message_id}", summary="One inbox message (reading it does not mark it read)"
+)
 def get_inbox_message(key: str, message_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
     customer = visible_customer(session, principal, key)
     return _message_out(_inbox_message(session, customer, message_id), full=True)
@@ -606,7 +825,9 @@ def calendar_link(key: str, principal: PrincipalDep, session: SessionDep) -> dic
     return {"url": url, "webcal": links.webcal_url(url)}
 
 
-@router.post("/customers/{key}/calendar/rotate", summary="A new private calendar link; the old one stops working")
+@router.post(
+    "/customers/{key}/calendar/rotate", summary="A new private calendar link; the old one stops working"
+)
 def rotate_calendar(key: str, principal: PrincipalDep, session: SessionDep) -> dict:
     customer = visible_customer(session, principal, key)
     registry.rotate_calendar_token(session, customer, now())
@@ -620,16 +841,28 @@ def list_contacts(key: str, principal: PrincipalDep, session: SessionDep) -> lis
     return registry.contact_rows(session, visible_customer(session, principal, key))
 
 
-@router.post("/customers/{key}/contacts", status_code=201,
-             summary="Add a contact (pm, rep); a bounced address again needs force")
+@router.post(
+    "/customers/{key}/contacts",
+    status_code=201,
+    summary="Add a contact (pm, rep); a bounced address again needs force",
+)
 def add_contact(key: str, body: ContactIn, principal: PrincipalDep, session: SessionDep) -> dict:
     require(principal, PM, REP)
     customer = visible_customer(session, principal, key)
     with domain_errors():
-        contact, change = registry.upsert_contact(session, customer=customer, email=body.email, name=body.name,
-                                                  force=body.force, at=now(), by=principal.actor)
+        contact, change = registry.upsert_contact(
+            session,
+            customer=customer,
+            email=body.email,
+            name=body.name,
+            force=body.force,
+            at=now(),
+            by=principal.actor,
+        )
     session.commit()
-    return next(c for c in registry.contact_rows(session, customer) if c["email"] == contact.email) | {"change": change}
+    return next(c for c in registry.contact_rows(session, customer) if c["email"] == contact.email) | {
+        "change": change
+    }
 
 
 @router.delete("/customers/{key}/contacts/{email}", summary="Remove a contact (pm, rep)")
@@ -637,7 +870,9 @@ def remove_contact(key: str, email: str, principal: PrincipalDep, session: Sessi
     require(principal, PM, REP)
     customer = visible_customer(session, principal, key)
     try:
-        contact = registry.remove_contact(session, customer=customer, email=email, at=now(), by=principal.actor)
+        contact = registry.remove_contact(
+            session, customer=customer, email=email, at=now(), by=principal.actor
+        )
     except InputError as exc:
         raise HTTPException(404, exc.message) from None
     session.commit()
@@ -647,7 +882,9 @@ def remove_contact(key: str, email: str, principal: PrincipalDep, session: Sessi
 # -------------------------------------------------------------------------------------------- channels
 
 
-@router.get("/customers/{key}/channels", summary="A customer's channel subscriptions (email and portal are implicit)")
+@router.get(
+    "/customers/{key}/channels", summary="A customer's channel subscriptions (email and portal are implicit)"
+)
 def list_channels(key: str, principal: PrincipalDep, session: SessionDep) -> list[dict]:
     from lifecycle.channels import subscriptions
 
@@ -655,15 +892,25 @@ def list_channels(key: str, principal: PrincipalDep, session: SessionDep) -> lis
     return subscriptions.rows(session, customer_ids=[pk(customer)])
 
 
-@router.post("/customers/{key}/channels", status_code=201,
-             summary="Subscribe a customer to a channel; a webhook's signing secret is in this answer only")
+@router.post(
+    "/customers/{key}/channels",
+    status_code=201,
+    summary="Subscribe a customer to a channel; a webhook's signing secret is in this answer only",
+)
 def add_channel(key: str, body: ChannelIn, principal: PrincipalDep, session: SessionDep) -> dict:
     from lifecycle.channels import subscriptions
 
     customer = visible_customer(session, principal, key)
     with domain_errors():
-        row, once = subscriptions.add(session, customer=customer, kind=body.kind, url=body.url, label=body.label,
-                                      at=now(), by=principal.actor)
+        row, once = subscriptions.add(
+            session,
+            customer=customer,
+            kind=body.kind,
+            url=body.url,
+            label=body.label,
+            at=now(),
+            by=principal.actor,
+        )
     session.commit()
     return subscriptions.row_view(session, row) | once
 
@@ -677,18 +924,24 @@ def _channel(session: Session, customer: Customer, channel_id: int):
         raise HTTPException(404, exc.message) from None
 
 
-@router.post("/customers/{key}/channels/{channel_id}/test",
-             summary="Send a test message through a subscription now and record the result")
+@router.post(
+    "/customers/{key}/channels/{channel_id}/test",
+    summary="Send a test message through a subscription now and record the result",
+)
 def test_channel(key: str, channel_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
     from lifecycle.channels import subscriptions
 
     customer = visible_customer(session, principal, key)
-    result = subscriptions.test(session, _channel(session, customer, channel_id), at=now(), by=principal.actor)
+    result = subscriptions.test(
+        session, _channel(session, customer, channel_id), at=now(), by=principal.actor
+    )
     session.commit()
     return result
 
 
-@router.delete("/customers/{key}/channels/{channel_id}", summary="Unsubscribe (pending deliveries are cancelled)")
+@router.delete(
+    "/customers/{key}/channels/{channel_id}", summary="Unsubscribe (pending deliveries are cancelled)"
+)
 def remove_channel(key: str, channel_id: int, principal: PrincipalDep, session: SessionDep) -> dict:
     from lifecycle.channels import subscriptions
 
@@ -710,10 +963,12 @@ def _escalation(session: Session, principal: Principal, escalation_id: int):
 
 
 @router.get("/escalations", summary="Escalation work items, open first (pm: all or one rep; rep: their own)")
-def list_escalations(principal: PrincipalDep, session: SessionDep,
-                     state: Annotated[Literal["open", "in-progress", "resolved"] | None, Query()] = None,
-                     rep: Annotated[str | None, Query(description="Only this rep's customers (pm).")] = None,
-                     ) -> list[dict]:
+def list_escalations(
+    principal: PrincipalDep,
+    session: SessionDep,
+    state: Annotated[Literal["open", "in-progress", "resolved"] | None, Query()] = None,
+    rep: Annotated[str | None, Query(description="Only this rep's customers (pm).")] = None,
+) -> list[dict]:
     require(principal, PM, REP)
     rep = principal.rep_email if principal.role == REP else rep
     return escalations.jsonable(escalations.rows(session, at=now(), rep=rep, state=state))
@@ -726,8 +981,12 @@ def get_escalation(escalation_id: int, principal: PrincipalDep, session: Session
     return escalations.jsonable(escalations.rows(session, at=now(), ids=[item.id]))[0]
 
 
-@router.patch("/escalations/{escalation_id}", summary="Work on an escalation: a new state and/or a note (pm, rep)")
-def update_escalation(escalation_id: int, body: EscalationIn, principal: PrincipalDep, session: SessionDep) -> dict:
+@router.patch(
+    "/escalations/{escalation_id}", summary="Work on an escalation: a new state and/or a note (pm, rep)"
+)
+def update_escalation(
+    escalation_id: int, body: EscalationIn, principal: PrincipalDep, session: SessionDep
+) -> dict:
     require(principal, PM, REP)
     item = _escalation(session, principal, escalation_id)
     with domain_errors():
@@ -753,8 +1012,15 @@ def set_rep(email: str, body: RepIn, principal: PrincipalDep, session: SessionDe
     if principal.role == REP and email.strip().lower() != (principal.rep_email or "").lower():
         raise HTTPException(404, f"no rep {email!r}")
     with domain_errors():
-        rep, change = reps.upsert(session, email=email, name=body.name, locale=body.locale, timezone=body.timezone,
-                                  at=now(), by=principal.actor)
+        rep, change = reps.upsert(
+            session,
+            email=email,
+            name=body.name,
+            locale=body.locale,
+            timezone=body.timezone,
+            at=now(),
+            by=principal.actor,
+        )
     session.commit()
     return rep.as_dict() | {"change": change}
 
@@ -766,23 +1032,36 @@ class ComplianceReport(BaseModel):
     """A page of the compliance report: the rows of up to `limit` customers, in customer key order."""
 
     at: str = Field(description="The instant the report is computed at (ISO 8601).")
-    totals: dict[str, int] = Field(description="Rows per status, over this page (the whole report when "
-                                   "`next_cursor` is null and no cursor was given).")
-    rows: list[dict] | None = Field(default=None, description="Per customer and milestone (without `summary`).")
-    summary: list[dict] | None = Field(default=None, description="Per product, release and milestone, over this "
-                                       "page (with `summary=true`).")
-    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page; null on the "
-                                    "last page.")
+    totals: dict[str, int] = Field(
+        description="Rows per status, over this page (the whole report when "
+        "`next_cursor` is null and no cursor was given)."
+    )
+    rows: list[dict] | None = Field(
+        default=None, description="Per customer and milestone (without `summary`)."
+    )
+    summary: list[dict] | None = Field(
+        default=None, description="Per product, release and milestone, over this page (with `summary=true`)."
+    )
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
-@router.get("/reports/compliance", summary="Compliance report (pm): `lifecycle report compliance --json`, in pages",
-            responses={200: {"model": ComplianceReport}})  # documents the shape; rows keep their nulls
+@router.get(
+    "/reports/compliance",
+    summary="Compliance report (pm): `lifecycle report compliance --json`, in pages",
+    responses={200: {"model": ComplianceReport}},
+)  # documents the shape; rows keep their nulls
 def compliance_report(
-    principal: PrincipalDep, session: SessionDep,
+    principal: PrincipalDep,
+    session: SessionDep,
     at: Annotated[dt.datetime | None, Query(description="Pretend it is this instant (default now).")] = None,
-    summary: Annotated[bool, Query(description="Per product, release and milestone instead of per customer "
-                                               "(`--summary`).")] = False,
-    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")] = None,
+    summary: Annotated[
+        bool, Query(description="Per product, release and milestone instead of per customer (`--summary`).")
+    ] = False,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=5000, description="Customers per page.")] = 1000,
 ) -> dict:
     """Per customer and milestone: when the first notice went out against the 3-month deadline, with the
@@ -799,7 +1078,11 @@ def compliance_report(
     last = _last_customer_key(session, cursor, limit)
     more = last is not None and last != reports.last_customer(session)
     totals = Counter(r["status"] for r in rows)
-    out = {"at": when.isoformat(), "totals": dict(sorted(totals.items())), "next_cursor": last if more else None}
+    out = {
+        "at": when.isoformat(),
+        "totals": dict(sorted(totals.items())),
+        "next_cursor": last if more else None,
+    }
     if summary:
         return out | {"summary": reports.compliance_summary(rows)}
     return out | {"rows": rows}
@@ -813,9 +1096,12 @@ def _last_customer_key(session: Session, after: str | None, limit: int) -> str |
     return keys[-1] if keys else None
 
 
-@router.get("/reports/agreements", summary="Agreements report (pm: everyone, optionally one rep; rep: their own)")
+@router.get(
+    "/reports/agreements", summary="Agreements report (pm: everyone, optionally one rep; rep: their own)"
+)
 def agreements_report(
-    principal: PrincipalDep, session: SessionDep,
+    principal: PrincipalDep,
+    session: SessionDep,
     at: Annotated[dt.datetime | None, Query(description="Pretend it is this instant (default now).")] = None,
     rep: Annotated[str | None, Query(description="Only this rep's customers (pm).")] = None,
     customer: Annotated[str | None, Query(description="Only this customer.")] = None,
@@ -825,6 +1111,6 @@ def agreements_report(
     when = v.instant(at) if at is not None else now()
     customer_id = visible_customer(session, principal, customer).id if customer else None
     rep = principal.rep_email if principal.role == REP else rep
-    return dashboard.jsonable(dashboard.agreement_rows(session, at=when, rep=rep, customer_id=customer_id,
-                                                       product=product))
-
+    return dashboard.jsonable(
+        dashboard.agreement_rows(session, at=when, rep=rep, customer_id=customer_id, product=product)
+    )

@@ -30,8 +30,13 @@ def _utf8_safe(value):
 
 def create_app() -> FastAPI:
     # /docs is served from the package (lifecycle.web.docs), not from FastAPI's CDN-loading page.
-    app = FastAPI(title="lifecycle", version=__version__, docs_url=None, redoc_url=None,
-                  description="Product-lifecycle notices: registry, portal inbox, agreements, calendar feeds.")
+    app = FastAPI(
+        title="lifecycle",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        description="Product-lifecycle notices: registry, portal inbox, agreements, calendar feeds.",
+    )
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(f"lifecycle.web.{name}").router)
     app.state.limits = Limits()

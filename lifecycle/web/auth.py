@@ -61,8 +61,14 @@ class Principal:
 
     @classmethod
     def of(cls, token: ApiToken, csrf: str | None = None) -> Principal:
-        return cls(token_id=pk(token), role=token.role, customer_id=token.customer_id, rep_email=token.rep_email,
-                   label=token.label, csrf=csrf)
+        return cls(
+            token_id=pk(token),
+            role=token.role,
+            customer_id=token.customer_id,
+            rep_email=token.rep_email,
+            label=token.label,
+            csrf=csrf,
+        )
 
     @property
     def actor(self) -> str:
@@ -102,8 +108,11 @@ def visible_customer(session: Session, principal: Principal, key: str) -> Custom
 _bearer = HTTPBearer(auto_error=False, description="An API token from `lifecycle token create`.")
 
 
-def api_principal(request: Request, session: SessionDep,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+def api_principal(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
     at = real_now()
@@ -144,13 +153,17 @@ def _secure() -> bool:
 
 def start_session(session: Session, response: Response, token: ApiToken) -> None:
     value = _serializer(session, SESSION_SALT).dumps(
-        {"t": token.id, "csrf": secrets.token_urlsafe(24), "iat": real_now().timestamp()})
-    response.set_cookie(COOKIE, value, max_age=SESSION_MAX_AGE, httponly=True, samesite="lax", secure=_secure(),
-                        path="/")
+        {"t": token.id, "csrf": secrets.token_urlsafe(24), "iat": real_now().timestamp()}
+    )
+    response.set_cookie(
+        COOKIE, value, max_age=SESSION_MAX_AGE, httponly=True, samesite="lax", secure=_secure(), path="/"
+    )
     response.delete_cookie(LOGIN_COOKIE, path="/")
 
 
-def end_session(response: Response, session: Session | None = None, principal: Principal | None = None) -> None:
+def end_session(
+    response: Response, session: Session | None = None, principal: Principal | None = None
+) -> None:
     """Forget the cookie and, server-side, end every web session of the token (a copied cookie too)."""
     response.delete_cookie(COOKIE, path="/")
     if session is not None and principal is not None:
@@ -181,7 +194,9 @@ def page_principal(request: Request, session: Session) -> Principal | None:
 
 def check_csrf(principal: Principal, submitted: str | None) -> None:
     if not submitted or not principal.csrf or not hmac.compare_digest(submitted, principal.csrf):
-        raise HTTPException(403, "the form has expired or did not come from this site: reload the page and try again")
+        raise HTTPException(
+            403, "the form has expired or did not come from this site: reload the page and try again"
+        )
 
 
 def login_csrf(request: Request, session: Session) -> str:
@@ -196,8 +211,15 @@ def login_csrf(request: Request, session: Session) -> str:
 
 
 def set_login_csrf(session: Session, response: Response, value: str) -> None:
-    response.set_cookie(LOGIN_COOKIE, _serializer(session, LOGIN_SALT).dumps(value), max_age=3600, httponly=True,
-                        samesite="lax", secure=_secure(), path="/")
+    response.set_cookie(
+        LOGIN_COOKIE,
+        _serializer(session, LOGIN_SALT).dumps(value),
+        max_age=3600,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(),
+        path="/",
+    )
 
 
 def check_login_csrf(request: Request, session: Session, submitted: str | None) -> bool:

@@ -30,8 +30,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 CONTENT_TYPE = "text/calendar; charset=utf-8"
 
 
-def _respond(request: Request, data: bytes, last_modified: dt.datetime, *, filename: str,
-             private: bool) -> Response:
+def _respond(
+    request: Request, data: bytes, last_modified: dt.datetime, *, filename: str, private: bool
+) -> Response:
     etag = feeds.etag_of(data)
     headers = {
         "ETag": etag,
@@ -42,8 +43,9 @@ def _respond(request: Request, data: bytes, last_modified: dt.datetime, *, filen
     if private:  # the URL itself is the secret: keep it out of referrers and search engines
         headers["Referrer-Policy"] = "no-referrer"
         headers["X-Robots-Tag"] = "noindex, nofollow"
-    if feeds.not_modified(request.headers.get("if-none-match"), request.headers.get("if-modified-since"),
-                          etag, last_modified):
+    if feeds.not_modified(
+        request.headers.get("if-none-match"), request.headers.get("if-modified-since"), etag, last_modified
+    ):
         return Response(status_code=304, headers=headers)
     body = b"" if request.method == "HEAD" else data
     headers["Content-Length"] = str(len(data))
@@ -60,8 +62,13 @@ def product_calendar(slug: str, request: Request, session: SessionDep) -> Respon
         raise HTTPException(status_code=404, detail="no such product") from None
     at = now()
     data = feeds.product_feed(session, product.slug, at)
-    return _respond(request, data, feeds.product_last_modified(session, product, at),
-                    filename=f"{product.slug}.ics", private=False)
+    return _respond(
+        request,
+        data,
+        feeds.product_last_modified(session, product, at),
+        filename=f"{product.slug}.ics",
+        private=False,
+    )
 
 
 @router.head("/customers/{token}.ics", include_in_schema=False)
@@ -69,11 +76,18 @@ def product_calendar(slug: str, request: Request, session: SessionDep) -> Respon
 def customer_calendar(token: str, request: Request, session: SessionDep) -> Response:
     at = now()
     ratelimit.check(request, ratelimit.CALENDAR, at)  # only unknown tokens count: polling never does
-    customer = session.exec(select(Customer).where(Customer.calendar_token == token)).first() if token else None
+    customer = (
+        session.exec(select(Customer).where(Customer.calendar_token == token)).first() if token else None
+    )
     if customer is None:
         ratelimit.failed(request, session, ratelimit.CALENDAR, at, token)
         session.commit()  # the audit event outlives the 404
         raise HTTPException(status_code=404, detail="no such calendar")
     data = feeds.customer_feed(session, customer, at)
-    return _respond(request, data, feeds.customer_last_modified(session, customer, at),
-                    filename=f"{customer.key}.ics", private=True)
+    return _respond(
+        request,
+        data,
+        feeds.customer_last_modified(session, customer, at),
+        filename=f"{customer.key}.ics",
+        private=True,
+    )

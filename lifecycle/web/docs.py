@@ -19,7 +19,11 @@ router = APIRouter(include_in_schema=False)
 
 ASSETS = "/docs/assets"
 # The files the docs page loads, and their types.
-FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
+FILES = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
 
 
 def assets_dir() -> Path:
@@ -32,9 +36,13 @@ def assets_dir() -> Path:
 def docs(request: Request) -> HTMLResponse:
     app = request.app
     return get_swagger_ui_html(
-        openapi_url=app.openapi_url, title=f"{app.title} — API", swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
-        swagger_css_url=f"{ASSETS}/swagger-ui.css", swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
-        oauth2_redirect_url="/docs/oauth2-redirect")
+        openapi_url=app.openapi_url,
+        title=f"{app.title} — API",
+        swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+        oauth2_redirect_url="/docs/oauth2-redirect",
+    )
 
 
 @router.get("/docs/oauth2-redirect", response_class=HTMLResponse)
@@ -46,5 +54,6 @@ def oauth2_redirect() -> HTMLResponse:
 def asset(name: str) -> FileResponse:
     if name not in FILES:
         raise HTTPException(404, "not found")
-    return FileResponse(assets_dir() / name, media_type=FILES[name],
-                        headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(
+        assets_dir() / name, media_type=FILES[name], headers={"Cache-Control": "public, max-age=86400"}
+    )

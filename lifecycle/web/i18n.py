@@ -18,10 +18,20 @@ from lifecycle.i18n import N_
 PAGE_VALUES = (
     N_("withdrawn"),
     # how an agreement reached us (lifecycle.agreements.CHANNELS)
-    N_("web"), N_("email-link"), N_("phone"), N_("api"), N_("cli"), N_("import"),
+    N_("web"),
+    N_("email-link"),
+    N_("phone"),
+    N_("api"),
+    N_("cli"),
+    N_("import"),
     # a channel subscription's state and the channels' titles
-    N_("working"), N_("untested"), N_("failing"), N_("disabled"),
-    N_("Signed webhook"), N_("Slack"), N_("Microsoft Teams"),
+    N_("working"),
+    N_("untested"),
+    N_("failing"),
+    N_("disabled"),
+    N_("Signed webhook"),
+    N_("Slack"),
+    N_("Microsoft Teams"),
 )
 
 

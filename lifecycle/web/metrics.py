@@ -28,8 +28,12 @@ def get_metrics(request: Request) -> Response:
     if token:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return Response("a bearer token is required (LIFECYCLE_METRICS_TOKEN)\n", status_code=401,
-                            media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+            return Response(
+                "a bearer token is required (LIFECYCLE_METRICS_TOKEN)\n",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     body, content_type = metrics.exposition(get_engine, now)
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
 
@@ -56,8 +60,9 @@ def _broker() -> str | None:
         folder = settings.state_dir / "broker" / "queue"
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
             return f"the broker folder {folder} is not writable"
-        if not folder.is_dir() and not os.access(settings.state_dir if settings.state_dir.is_dir() else ".",
-                                                 os.W_OK | os.X_OK):
+        if not folder.is_dir() and not os.access(
+            settings.state_dir if settings.state_dir.is_dir() else ".", os.W_OK | os.X_OK
+        ):
             return f"the state folder {settings.state_dir} cannot hold the broker"
         return None
     from kombu import Connection
@@ -74,6 +79,9 @@ def _broker() -> str | None:
 def readyz() -> JSONResponse:
     checks = {"database": _database(), "broker": _broker()}
     down = [name for name, problem in checks.items() if problem]
-    body = {"ready": not down, "down": down,
-            "checks": {name: problem or "ok" for name, problem in checks.items()}}
+    body = {
+        "ready": not down,
+        "down": down,
+        "checks": {name: problem or "ok" for name, problem in checks.items()},
+    }
     return JSONResponse(body, status_code=503 if down else 200, headers={"Cache-Control": "no-store"})

@@ -33,7 +33,12 @@ def _status(milestone: Milestone, release: Release | None, at: dt.datetime) -> s
 
 
 def _milestone(m: Milestone, release: Release | None, at: dt.datetime) -> dict:
-    return {"kind": m.kind, "label": kind_label(m.kind, "en"), "date": m.date, "status": _status(m, release, at)}
+    return {
+        "kind": m.kind,
+        "label": kind_label(m.kind, "en"),
+        "date": m.date,
+        "status": _status(m, release, at),
+    }
 
 
 def product_view(session: Session, product: Product, at: dt.datetime) -> dict:
@@ -47,13 +52,26 @@ def product_view(session: Session, product: Product, at: dt.datetime) -> dict:
     def listed(ms: list[Milestone], release: Release | None) -> list[dict]:
         return [_milestone(m, release, at) for m in sorted(ms, key=lambda m: (m.date, m.kind))]
 
-    views = [{"id": r.id, "version": r.version, "released": r.released, "upgrade_to": r.upgrade_to,
-              "ended": kind_label(r.ended, "en") if r.ended else None,
-              "milestones": listed(by_release.get(r.id, []), r)}
-             for r in sorted(releases, key=lambda r: registry.version_key(r.version), reverse=True)]
+    views = [
+        {
+            "id": r.id,
+            "version": r.version,
+            "released": r.released,
+            "upgrade_to": r.upgrade_to,
+            "ended": kind_label(r.ended, "en") if r.ended else None,
+            "milestones": listed(by_release.get(r.id, []), r),
+        }
+        for r in sorted(releases, key=lambda r: registry.version_key(r.version), reverse=True)
+    ]
     feed = links.product_calendar_url(product.slug)
-    return {"product": product, "releases": views, "product_milestones": listed(by_release.get(None, []), None),
-            "today": ics.today(at), "feed_url": feed, "webcal_url": links.webcal_url(feed)}
+    return {
+        "product": product,
+        "releases": views,
+        "product_milestones": listed(by_release.get(None, []), None),
+        "today": ics.today(at),
+        "feed_url": feed,
+        "webcal_url": links.webcal_url(feed),
+    }
 
 
 @router.get("/products/{slug}", response_class=HTMLResponse)
@@ -61,6 +79,11 @@ def product_page(slug: str, session: SessionDep) -> Response:
     try:
         product = registry.get_product(session, slug)
     except NotFound:
-        return render_page("web/message.html", status=404, title="Not found", heading="No such product",
-                           text="There is no product with this name.")
+        return render_page(
+            "web/message.html",
+            status=404,
+            title="Not found",
+            heading="No such product",
+            text="There is no product with this name.",
+        )
     return render_page("web/product.html", title=product.name, **product_view(session, product, now()))

@@ -73,7 +73,9 @@ class Limits:
         window, now = get_settings().rate_limit_window, at.timestamp()
         with self._lock:
             if len(self._failures) > MAX_ADDRESSES:
-                for key in [k for k, times in self._failures.items() if not times or times[-1] <= now - window]:
+                for key in [
+                    k for k, times in self._failures.items() if not times or times[-1] <= now - window
+                ]:
                     del self._failures[key]
             times = self._failures.setdefault((kind.name, address), deque())
             self._window((kind.name, address), now, window)
@@ -98,7 +100,9 @@ def check(request: Request, kind: Kind, at: dt.datetime) -> None:
     """Raise 429 with Retry-After when the client is over its failure limit for `kind`."""
     wait = blocked(request, kind, at)
     if wait is not None:
-        raise HTTPException(429, "too many failed attempts: try again later", headers={"Retry-After": str(wait)})
+        raise HTTPException(
+            429, "too many failed attempts: try again later", headers={"Retry-After": str(wait)}
+        )
 
 
 def presented(secret: str | None) -> str:
@@ -106,11 +110,17 @@ def presented(secret: str | None) -> str:
     return hashlib.sha256((secret or "").encode("utf-8", "replace")).hexdigest()[:8]
 
 
-def failed(request: Request, session: Session, kind: Kind, at: dt.datetime, secret: str | None,
-           **detail) -> None:
+def failed(
+    request: Request, session: Session, kind: Kind, at: dt.datetime, secret: str | None, **detail
+) -> None:
     """Count a failure and write it to the audit log (in `session`: the caller commits). The URL is not
     logged: for feeds and links the secret is in it."""
     where = address(request)
     count = limits(request).failed(kind, where, at)
-    registry.audit(session, at, f"{kind.name}.failed", where,
-                   {"presented": presented(secret), "failures": count, **detail})
+    registry.audit(
+        session,
+        at,
+        f"{kind.name}.failed",
+        where,
+        {"presented": presented(secret), "failures": count, **detail},
+    )

@@ -26,8 +26,12 @@ KIND_STYLE = {  # shape and colour of each milestone kind on the timeline, in li
     "end-of-maintenance": ("triangle", "#de911d"),
     "end-of-life": ("diamond", "#d64545"),
 }
-KIND_SHORT = {"end-of-sale": "EoS", "end-of-full-support": "EoFS", "end-of-maintenance": "EoM",
-              "end-of-life": "EoL"}
+KIND_SHORT = {
+    "end-of-sale": "EoS",
+    "end-of-full-support": "EoFS",
+    "end-of-maintenance": "EoM",
+    "end-of-life": "EoL",
+}
 WIDTH, LABEL_W, PAD_R, ROW_H, TOP = 1000, 230, 24, 30, 34
 LANE_H = 22  # extra height of each further lane of a row
 ROW_FONT, MARKER_FONT = 12.5, 11  # font sizes of the row labels and the marker labels
@@ -63,8 +67,8 @@ class TimelineRow:
 def points(shape: str, cx: float, cy: float, r: float = 7) -> str:
     """Polygon points of a marker shape centred on (cx, cy); '' for a circle."""
     pts = {
-        "square": [(-r * .8, -r * .8), (r * .8, -r * .8), (r * .8, r * .8), (-r * .8, r * .8)],
-        "triangle": [(0, -r), (r, r * .8), (-r, r * .8)],
+        "square": [(-r * 0.8, -r * 0.8), (r * 0.8, -r * 0.8), (r * 0.8, r * 0.8), (-r * 0.8, r * 0.8)],
+        "triangle": [(0, -r), (r, r * 0.8), (-r, r * 0.8)],
         "diamond": [(0, -r), (r, 0), (0, r), (-r, 0)],
     }.get(shape)
     return " ".join(f"{round(cx + dx, 1)},{round(cy + dy, 1)}" for dx, dy in pts) if pts else ""
@@ -137,8 +141,11 @@ def layout(rows: list[TimelineRow], today: dt.date, kind_labels: dict[str, str] 
             text = marker_text(m)
             w = len(text) * MARKER_CHAR_W
             on_left = mx + MARKER_R + LABEL_GAP + w > WIDTH - 2
-            extent = (mx - MARKER_R - LABEL_GAP - w, mx + MARKER_R) if on_left else \
-                (mx - MARKER_R, mx + MARKER_R + LABEL_GAP + w)
+            extent = (
+                (mx - MARKER_R - LABEL_GAP - w, mx + MARKER_R)
+                if on_left
+                else (mx - MARKER_R, mx + MARKER_R + LABEL_GAP + w)
+            )
             placed.append((extent, kind_rank(m.kind), m, mx, text, on_left))
         placed.sort(key=lambda p: (p[0][0], p[1], p[2].id))
         lane_of = lanes([p[0] for p in placed])
@@ -148,33 +155,77 @@ def layout(rows: list[TimelineRow], today: dt.date, kind_labels: dict[str, str] 
             withdrawn = m.status == "withdrawn"
             my = y + lane * LANE_H
             held = m.held_until.strftime("%H:%M") + " UTC" if m.held_until else None
-            markers.append({
-                "id": m.id, "kind": m.kind, "date": m.date.isoformat(), "status": m.status, "x": mx, "y": my,
-                "lane": lane, "shape": shape, "colour": "#9aa5b1" if withdrawn else colour, "withdrawn": withdrawn,
-                "past": policy.is_history(m.date, today), "points": points(shape, mx, my),
-                "old_x": x(m.moved_from) if m.moved_from and not withdrawn else None,
-                "text": text, "text_x": round(extent[0] if on_left else mx + MARKER_R + LABEL_GAP, 1),
-                "extent": (round(extent[0], 1), round(extent[1], 1)),
-                "held": held,
-                "title": f"{row.label}: {m.kind_label or m.kind} {m.date.isoformat()}"
-                         + (" (withdrawn)" if withdrawn else "")
-                         + (f", moved from {m.moved_from.isoformat()}" if m.moved_from else "")
-                         + (f"; on hold until {held}, can be undone" if held else ""),
-            })
+            markers.append(
+                {
+                    "id": m.id,
+                    "kind": m.kind,
+                    "date": m.date.isoformat(),
+                    "status": m.status,
+                    "x": mx,
+                    "y": my,
+                    "lane": lane,
+                    "shape": shape,
+                    "colour": "#9aa5b1" if withdrawn else colour,
+                    "withdrawn": withdrawn,
+                    "past": policy.is_history(m.date, today),
+                    "points": points(shape, mx, my),
+                    "old_x": x(m.moved_from) if m.moved_from and not withdrawn else None,
+                    "text": text,
+                    "text_x": round(extent[0] if on_left else mx + MARKER_R + LABEL_GAP, 1),
+                    "extent": (round(extent[0], 1), round(extent[1], 1)),
+                    "held": held,
+                    "title": f"{row.label}: {m.kind_label or m.kind} {m.date.isoformat()}"
+                    + (" (withdrawn)" if withdrawn else "")
+                    + (f", moved from {m.moved_from.isoformat()}" if m.moved_from else "")
+                    + (f"; on hold until {held}, can be undone" if held else ""),
+                }
+            )
         markers.sort(key=lambda mk: (mk["lane"], mk["x"]))
         height = ROW_H + max(lane_of, default=0) * LANE_H
-        out_rows.append({"label": fit_label(row.label, row.suffix), "full_label": row.label, "y": y, "top": top,
-                         "height": height, "product": row.product, "version": row.version,
-                         "ended": row.ended, "ended_undated": row.ended_undated,
-                         "bar": (x(bar_start), x(bar_end)) if bar_start and bar_end and bar_end > bar_start else None,
-                         "markers": markers, "band": i % 2 == 0})
+        out_rows.append(
+            {
+                "label": fit_label(row.label, row.suffix),
+                "full_label": row.label,
+                "y": y,
+                "top": top,
+                "height": height,
+                "product": row.product,
+                "version": row.version,
+                "ended": row.ended,
+                "ended_undated": row.ended_undated,
+                "bar": (x(bar_start), x(bar_end)) if bar_start and bar_end and bar_end > bar_start else None,
+                "markers": markers,
+                "band": i % 2 == 0,
+            }
+        )
         top += height
     years = list(range(start.year, end.year + 1))
     step = 1 if len(years) <= 12 else (2 if len(years) <= 24 else 5)
-    ticks = [{"x": x(dt.date(yr, 1, 1)), "label": str(yr) if yr < end.year else ""}
-             for yr in years if (yr - years[0]) % step == 0]
+    ticks = [
+        {"x": x(dt.date(yr, 1, 1)), "label": str(yr) if yr < end.year else ""}
+        for yr in years
+        if (yr - years[0]) % step == 0
+    ]
     height = top + (0 if rows else ROW_H) + 8
-    return {"width": WIDTH, "height": height, "label_w": LABEL_W, "top": TOP, "rows": out_rows, "ticks": ticks,
-            "today_x": x(today), "today": today.isoformat(), "right": right,
-            "legend": [{"kind": k, "label": kind_labels.get(k, k), "short": KIND_SHORT[k], "colour": c, "shape": s,
-                        "points": points(s, 0, 0)} for k, (s, c) in KIND_STYLE.items()]}
+    return {
+        "width": WIDTH,
+        "height": height,
+        "label_w": LABEL_W,
+        "top": TOP,
+        "rows": out_rows,
+        "ticks": ticks,
+        "today_x": x(today),
+        "today": today.isoformat(),
+        "right": right,
+        "legend": [
+            {
+                "kind": k,
+                "label": kind_labels.get(k, k),
+                "short": KIND_SHORT[k],
+                "colour": c,
+                "shape": s,
+                "points": points(s, 0, 0),
+            }
+            for k, (s, c) in KIND_STYLE.items()
+        ],
+    }

@@ -42,7 +42,9 @@ async def sendgrid_events(request: Request) -> JSONResponse:
     at = dt.datetime.now(dt.UTC)
     settings = get_settings()
     if not settings.sendgrid_webhook_public_key:
-        return _error(503, "the SendGrid event webhook is not configured (LIFECYCLE_SENDGRID_WEBHOOK_PUBLIC_KEY)")
+        return _error(
+            503, "the SendGrid event webhook is not configured (LIFECYCLE_SENDGRID_WEBHOOK_PUBLIC_KEY)"
+        )
     try:
         key = load_public_key(settings.sendgrid_webhook_public_key)
     except LifecycleError as exc:

@@ -21,8 +21,9 @@ from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer, sen
 from lifecycle.models import Contact, Customer, DeliveryStatus, table_of
 
 
-def calendar_attachment(milestone_ids: list[int], customer_id: int | None, at: dt.datetime,
-                        session=None) -> Attachment | None:
+def calendar_attachment(
+    milestone_ids: list[int], customer_id: int | None, at: dt.datetime, session=None
+) -> Attachment | None:
     """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`. Read through
     `session` when given (the send's own transaction: on SQLite a second one would wait for it)."""
     if not milestone_ids:
@@ -52,16 +53,24 @@ class EmailChannel:
     def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
         C, K = table_of(Customer), table_of(Contact)
         if audience == "customer":  # every deliverable contact
-            return (sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), K.c.email, K.c.id, sa.null())
-                    .join(K, sa.and_(K.c.customer_id == N.c.customer_id, K.c.undeliverable.is_(False)))
-                    .where(notices))
+            return (
+                sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), K.c.email, K.c.id, sa.null())
+                .join(K, sa.and_(K.c.customer_id == N.c.customer_id, K.c.undeliverable.is_(False)))
+                .where(notices)
+            )
         # Rep notices go to the account rep, filed under the rep's first customer so that one delivery
         # run sends the rep one message (the daily digest) for all their customers.
         same_rep = sa.alias(C, "same_rep")
-        rep_home = (sa.select(sa.func.min(same_rep.c.id))
-                    .where(sa.func.lower(same_rep.c.account_rep) == sa.func.lower(C.c.account_rep)).scalar_subquery())
-        return (sa.select(N.c.id, rep_home, sa.literal(self.name), C.c.account_rep, sa.null(), sa.null())
-                .join(C, C.c.id == N.c.customer_id).where(notices))
+        rep_home = (
+            sa.select(sa.func.min(same_rep.c.id))
+            .where(sa.func.lower(same_rep.c.account_rep) == sa.func.lower(C.c.account_rep))
+            .scalar_subquery()
+        )
+        return (
+            sa.select(N.c.id, rep_home, sa.literal(self.name), C.c.account_rep, sa.null(), sa.null())
+            .join(C, C.c.id == N.c.customer_id)
+            .where(notices)
+        )
 
     def message(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> Email:
         """The email of one batch: rendered, with its .ics attachment (built once per customer and
@@ -79,25 +88,37 @@ class EmailChannel:
                 attachments.append(batch.cache[key])
         kinds = sorted({i.kind for i in batch.items})
         return Email(
-            to=batch.recipient, to_name=batch.recipient_name, subject=msg.subject, text=msg.text, html=msg.html,
-            from_email=settings.mail_from, from_name=settings.mail_from_name, attachments=attachments,
+            to=batch.recipient,
+            to_name=batch.recipient_name,
+            subject=msg.subject,
+            text=msg.text,
+            html=msg.html,
+            from_email=settings.mail_from,
+            from_name=settings.mail_from_name,
+            attachments=attachments,
             # Customers' answers go to their account rep (the footer names them too).
             reply_to=contexts[0]["rep_email"] if batch.audience == "customer" else None,
             reply_to_name=(contexts[0]["rep_name"] or None) if batch.audience == "customer" else None,
             custom_args={"delivery_ids": ",".join(str(i) for i in batch.delivery_ids)},
             categories=["lifecycle", *[f"lifecycle-{k}" for k in kinds]],
             message_id=f"<lifecycle-{batch.delivery_ids[0]}-{uuid4().hex[:12]}@{settings.mail_from.split('@')[-1]}>",
-            date=at, deadline=deadline,
+            date=at,
+            deadline=deadline,
         )
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+    def send(
+        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
+    ) -> str | None:
         return get_mailer(get_settings()).send(self.message(batch, at=at, session=session, deadline=deadline))
 
-    def send_many(self, batches: list[Batch], *, at: dt.datetime, session=None) -> list[str | None | Exception]:
+    def send_many(
+        self, batches: list[Batch], *, at: dt.datetime, session=None
+    ) -> list[str | None | Exception]:
         """The emails of many batches, built here (reading through `session`) and handed to the backend
         together (`Mailer.send_many`: one SMTP connection, a bounded pool of SendGrid requests). Each
         email's send deadline starts when its own send starts. Returns an outcome per batch: the
         provider id, or the exception."""
+
         def build():  # in this thread (it reads through the session), while the backend sends the others
             for batch in batches:
                 try:

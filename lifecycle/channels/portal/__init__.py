@@ -27,27 +27,44 @@ class PortalChannel:
     def recipients(self, audience: str, notices: sa.ColumnElement) -> sa.Select:
         """The inbox holds every customer notice; its recipient is the customer's key."""
         C = table_of(Customer)
-        return (sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), C.c.key, sa.null(), sa.null())
-                .join(C, C.c.id == N.c.customer_id).where(notices))
+        return (
+            sa.select(N.c.id, N.c.customer_id, sa.literal(self.name), C.c.key, sa.null(), sa.null())
+            .join(C, C.c.id == N.c.customer_id)
+            .where(notices)
+        )
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+    def send(
+        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
+    ) -> str | None:
         """The batch's inbox rows: those missing inserted (one statement), an id per notice."""
         IM = table_of(InboxMessage)
         conn = session.connection()
         notice_ids = [item.notice_id for item in batch.items]
 
         def existing() -> dict[int, int]:
-            return dict(conn.execute(sa.select(IM.c.notice_id, IM.c.id).where(IM.c.notice_id.in_(notice_ids))).all())
+            return dict(
+                conn.execute(sa.select(IM.c.notice_id, IM.c.id).where(IM.c.notice_id.in_(notice_ids))).all()
+            )
 
         found = existing()
         rows = []
         for item in batch.items:
             if item.notice_id in found:
                 continue
-            msg = render_message("customer", batch.customer["locale"], [item.context], batch.customer,
-                                 medium="portal")
-            rows.append({"customer_id": batch.customer["id"], "notice_id": item.notice_id, "subject": msg.subject,
-                         "body_text": msg.text, "body_html": msg.html, "created_at": at, "read_at": None})
+            msg = render_message(
+                "customer", batch.customer["locale"], [item.context], batch.customer, medium="portal"
+            )
+            rows.append(
+                {
+                    "customer_id": batch.customer["id"],
+                    "notice_id": item.notice_id,
+                    "subject": msg.subject,
+                    "body_text": msg.text,
+                    "body_html": msg.html,
+                    "created_at": at,
+                    "read_at": None,
+                }
+            )
         if rows:
             # A row written by a concurrent attempt stays: the inbox holds each notice once.
             mod = postgresql if conn.dialect.name == "postgresql" else sqlite

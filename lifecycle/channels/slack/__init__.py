@@ -70,11 +70,24 @@ def blocks(texts: dict[str, str], ctx: dict) -> list[dict]:
     ]
     buttons = []
     if ctx.get("ack_url") and ctx["kind"] != "withdrawn":
-        buttons.append({"type": "button", "action_id": "ack", "style": "primary", "url": ctx["ack_url"],
-                        "text": {"type": "plain_text", "text": texts["ack"][:75]}})
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": "ack",
+                "style": "primary",
+                "url": ctx["ack_url"],
+                "text": {"type": "plain_text", "text": texts["ack"][:75]},
+            }
+        )
     if ctx.get("calendar_url") and ctx["kind"] not in ("test", "channel-disabled"):
-        buttons.append({"type": "button", "action_id": "calendar", "url": ctx["calendar_url"],
-                        "text": {"type": "plain_text", "text": texts["calendar"][:75]}})
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": "calendar",
+                "url": ctx["calendar_url"],
+                "text": {"type": "plain_text", "text": texts["calendar"][:75]},
+            }
+        )
     if buttons:
         out.append({"type": "actions", "elements": buttons})
     return out
@@ -86,7 +99,9 @@ class SlackChannel(SubscribedChannel):
     title: ClassVar[str] = "Slack"
     text_names: ClassVar[tuple[str, ...]] = ("title", "text", "ack", "calendar")
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+    def send(
+        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
+    ) -> str | None:
         ctx = batch.items[0].context  # one delivery per message
         assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
         return self.post(unseal(batch.subscription["config"]), ctx, batch.customer["locale"], deadline)
@@ -107,12 +122,21 @@ class SlackChannel(SubscribedChannel):
             if limit.expired:
                 raise OSError("cut off by the send deadline")
         except Exception as exc:  # noqa: BLE001 - no answer: refused, reset, timed out
-            why = "no complete answer within the send deadline" if limit.passed else f"{type(exc).__name__}: {exc}"
+            why = (
+                "no complete answer within the send deadline"
+                if limit.passed
+                else f"{type(exc).__name__}: {exc}"
+            )
             if limit.written:
-                raise DeliveryError(f"Slack outcome unknown: the request was sent, then {why}", unknown=True) from None
+                raise DeliveryError(
+                    f"Slack outcome unknown: the request was sent, then {why}", unknown=True
+                ) from None
             raise DeliveryError(f"Slack unreachable: {why}") from None
-        answer = http.Answer(status=response.status_code, body=(response.body or "")[:http.MAX_BODY],
-                             headers={k.lower(): v for k, v in (response.headers or {}).items()})
+        answer = http.Answer(
+            status=response.status_code,
+            body=(response.body or "")[: http.MAX_BODY],
+            headers={k.lower(): v for k, v in (response.headers or {}).items()},
+        )
         if answer.ok and answer.body.strip() in ("ok", ""):
             return None
         code = answer.body.strip()

@@ -32,15 +32,23 @@ def card(texts: dict[str, str], ctx: dict) -> dict:
     if ctx.get("calendar_url") and ctx["kind"] not in ("test", "channel-disabled"):
         actions.append({"type": "Action.OpenUrl", "title": texts["calendar"], "url": ctx["calendar_url"]})
     content = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard", "version": "1.4",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
         "lang": ctx.get("locale") or "en",
-        "body": [{"type": "TextBlock", "text": texts["title"], "weight": "Bolder", "size": "Medium", "wrap": True},
-                 {"type": "TextBlock", "text": texts["text"], "wrap": True}],
+        "body": [
+            {"type": "TextBlock", "text": texts["title"], "weight": "Bolder", "size": "Medium", "wrap": True},
+            {"type": "TextBlock", "text": texts["text"], "wrap": True},
+        ],
     }
     if actions:
         content["actions"] = actions
-    return {"type": "message", "attachments": [
-        {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": content}]}
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": content}
+        ],
+    }
 
 
 class TeamsChannel(SubscribedChannel):
@@ -49,7 +57,9 @@ class TeamsChannel(SubscribedChannel):
     title: ClassVar[str] = "Microsoft Teams"
     text_names: ClassVar[tuple[str, ...]] = ("title", "text", "ack", "calendar")
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+    def send(
+        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
+    ) -> str | None:
         ctx = batch.items[0].context  # one delivery per message
         assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
         return self.post(unseal(batch.subscription["config"]), ctx, batch.customer["locale"], deadline)
@@ -60,9 +70,14 @@ class TeamsChannel(SubscribedChannel):
     def post(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
         settings = get_settings()
         body = json.dumps(card(self.texts(ctx, locale), ctx), ensure_ascii=False).encode("utf-8")
-        answer = http.post(config["url"], body, {"content-type": "application/json"}, what="Teams",
-                           deadline=deadline if deadline is not None else time.monotonic() + settings.send_deadline,
-                           timeout=settings.channel_timeout)
+        answer = http.post(
+            config["url"],
+            body,
+            {"content-type": "application/json"},
+            what="Teams",
+            deadline=deadline if deadline is not None else time.monotonic() + settings.send_deadline,
+            timeout=settings.channel_timeout,
+        )
         if not answer.ok:
             raise http.error(answer, "Teams", ERRORS.get(answer.status))
         return answer.headers.get("x-ms-workflow-run-id")

@@ -46,10 +46,17 @@ def payload(ctx: dict, customer: dict, message_id: str, texts: dict[str, str]) -
         "id": message_id,
         "notice": {"id": ctx["notice_id"], "kind": ctx["kind"], "stage": ctx["stage"], "lead": ctx["lead"]},
         "customer": {"key": customer["key"], "name": customer["name"]},
-        "product": {"slug": ctx["product_slug"], "name": ctx["product_name"]} if ctx["product_slug"] else None,
+        "product": {"slug": ctx["product_slug"], "name": ctx["product_name"]}
+        if ctx["product_slug"]
+        else None,
         "release": {"version": ctx["version"], "upgrade_to": ctx["upgrade_to"]} if ctx["version"] else None,
-        "milestone": {"kind": ctx["milestone_kind"], "date": _date(ctx["date"]),
-                      "previous_date": _date(ctx.get("old_date"))} if has_milestone else None,
+        "milestone": {
+            "kind": ctx["milestone_kind"],
+            "date": _date(ctx["date"]),
+            "previous_date": _date(ctx.get("old_date")),
+        }
+        if has_milestone
+        else None,
         "stage_date": _date(ctx["stage_date"]),
         "days_left": ctx["days_left"],
         "ack_url": ctx["ack_url"] if ctx["kind"] != "withdrawn" else None,
@@ -68,12 +75,16 @@ class WebhookChannel(SubscribedChannel):
         secret = new_secret()
         return {"url": url, "secret": secret}, {"secret": secret}
 
-    def send(self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None) -> str | None:
+    def send(
+        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
+    ) -> str | None:
         item = batch.items[0]  # one delivery per message (not a digest)
         assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
         config = unseal(batch.subscription["config"])
         message_id = str(item.delivery_id)
-        body = payload(item.context, batch.customer, message_id, self.texts(item.context, batch.customer["locale"]))
+        body = payload(
+            item.context, batch.customer, message_id, self.texts(item.context, batch.customer["locale"])
+        )
         return self.post(config, message_id, body, deadline)
 
     def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:
@@ -81,8 +92,12 @@ class WebhookChannel(SubscribedChannel):
 
         message_id = f"test-{secrets.token_hex(8)}"
         ctx = test_context(customer, customer["locale"])
-        return self.post(config, message_id, payload(ctx, customer, message_id, self.texts(ctx, customer["locale"])),
-                         deadline)
+        return self.post(
+            config,
+            message_id,
+            payload(ctx, customer, message_id, self.texts(ctx, customer["locale"])),
+            deadline,
+        )
 
     def post(self, config: dict, message_id: str, body: dict, deadline: float | None) -> str:
         from standardwebhooks import Webhook
@@ -90,12 +105,21 @@ class WebhookChannel(SubscribedChannel):
         settings = get_settings()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         stamp = dt.datetime.fromtimestamp(int(self.clock()), dt.UTC)
-        headers = {"content-type": "application/json", "user-agent": "lifecycle-webhooks/1",
-                   "webhook-id": message_id, "webhook-timestamp": str(int(stamp.timestamp())),
-                   "webhook-signature": Webhook(config["secret"]).sign(message_id, stamp, data)}
-        answer = http.post(config["url"], data.encode("utf-8"), headers, what="webhook",
-                           deadline=deadline if deadline is not None else time.monotonic() + settings.send_deadline,
-                           timeout=settings.channel_timeout)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "lifecycle-webhooks/1",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(stamp.timestamp())),
+            "webhook-signature": Webhook(config["secret"]).sign(message_id, stamp, data),
+        }
+        answer = http.post(
+            config["url"],
+            data.encode("utf-8"),
+            headers,
+            what="webhook",
+            deadline=deadline if deadline is not None else time.monotonic() + settings.send_deadline,
+            timeout=settings.channel_timeout,
+        )
         if not answer.ok:
             raise http.error(answer, "webhook")
         return message_id

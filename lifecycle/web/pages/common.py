@@ -36,8 +36,12 @@ from lifecycle.web.i18n import translator
 
 HOME: dict[str, str] = {Role.PM: "/registry", Role.REP: "/dashboard", Role.CUSTOMER: "/portal"}
 NAV: dict[str, tuple[tuple[str, str], ...]] = {
-    Role.PM: (("Registry", "/registry"), ("Compliance", "/registry/compliance"), ("Dashboard", "/dashboard"),
-              ("API", "/docs")),
+    Role.PM: (
+        ("Registry", "/registry"),
+        ("Compliance", "/registry/compliance"),
+        ("Dashboard", "/dashboard"),
+        ("API", "/docs"),
+    ),
     Role.REP: (("Dashboard", "/dashboard"), ("Registry", "/registry"), ("API", "/docs")),
     Role.CUSTOMER: ((N_("Portal"), "/portal"), (N_("Channels"), "/portal/channels")),
 }
@@ -48,19 +52,43 @@ STATUS_CHOICES = ("acknowledged", "planned", "completed", "declined")
 # ------------------------------------------------------------------------------------------- rendering
 
 
-def render_page(template: str, *, status: int = 200, principal: Principal | None = None, active: str | None = None,
-                who: str = "", **ctx) -> HTMLResponse:
+def render_page(
+    template: str,
+    *,
+    status: int = 200,
+    principal: Principal | None = None,
+    active: str | None = None,
+    who: str = "",
+    **ctx,
+) -> HTMLResponse:
     # Pages about one customer speak the customer's language; the vendor's own pages stay English.
     page_locale = getattr(ctx.get("customer"), "locale", "en")
     t = translator(page_locale)
-    nav = [{"label": t(label), "href": href, "active": href == active}
-           for label, href in (NAV.get(principal.role, ()) if principal else ())]
+    nav = [
+        {"label": t(label), "href": href, "active": href == active}
+        for label, href in (NAV.get(principal.role, ()) if principal else ())
+    ]
     nonce = secrets.token_urlsafe(16)  # lets web/base.html's own <style> through the page's CSP
-    html = render(template, page_locale, principal=principal, csrf=principal.csrf if principal else "", nav=nav, who=who,
-                  t=t, page_locale=page_locale, csp_nonce=nonce, clock_banner=clock.banner(), local_time=local_time,
-                  status_label=lambda status: agreement_label(status, page_locale), **ctx)
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store",
-                                                           "Content-Security-Policy": headers.page_policy(nonce)})
+    html = render(
+        template,
+        page_locale,
+        principal=principal,
+        csrf=principal.csrf if principal else "",
+        nav=nav,
+        who=who,
+        t=t,
+        page_locale=page_locale,
+        csp_nonce=nonce,
+        clock_banner=clock.banner(),
+        local_time=local_time,
+        status_label=lambda status: agreement_label(status, page_locale),
+        **ctx,
+    )
+    return HTMLResponse(
+        html,
+        status_code=status,
+        headers={"Cache-Control": "no-store", "Content-Security-Policy": headers.page_policy(nonce)},
+    )
 
 
 def who(session: Session, principal: Principal) -> str:
@@ -79,17 +107,30 @@ def guard(request: Request, session: Session, *roles: str) -> Principal | Respon
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
     if principal.role not in roles:
-        return render_page("web/message.html", status=403, principal=principal, who=who(session, principal),
-                           title="Not for this login", heading="This page is not part of your login",
-                           text="", link=HOME[principal.role])
+        return render_page(
+            "web/message.html",
+            status=403,
+            principal=principal,
+            who=who(session, principal),
+            title="Not for this login",
+            heading="This page is not part of your login",
+            text="",
+            link=HOME[principal.role],
+        )
     return principal
 
 
 def csrf_failed(session: Session, principal: Principal) -> HTMLResponse:
-    return render_page("web/message.html", status=403, principal=principal, who=who(session, principal),
-                       title="Form expired", heading="The form has expired",
-                       text="It did not come from this session. Reload the page and try again.",
-                       link=HOME[principal.role])
+    return render_page(
+        "web/message.html",
+        status=403,
+        principal=principal,
+        who=who(session, principal),
+        title="Form expired",
+        heading="The form has expired",
+        text="It did not come from this session. Reload the page and try again.",
+        link=HOME[principal.role],
+    )
 
 
 def form_guard(request: Request, session: Session, csrf: str, *roles: str) -> Principal | Response:
@@ -133,8 +174,9 @@ def kind_label(kind: str) -> str:
     return content_kind_label(kind, "en")
 
 
-def release_view(session: Session, customer: Customer, release: Release, at: dt.datetime, *,
-                 locale: str | None = None) -> dict:
+def release_view(
+    session: Session, customer: Customer, release: Release, at: dt.datetime, *, locale: str | None = None
+) -> dict:
     """A release as the customer sees it (in `locale`, default theirs): milestones, upgrade targets,
     their agreement and its history."""
     locale = locale or customer.locale
@@ -148,28 +190,53 @@ def release_view(session: Session, customer: Customer, release: Release, at: dt.
         )
     ).all()
     ms: list[dict[str, Any]] = sorted(
-        ({"kind": m.kind, "label": content_kind_label(m.kind, locale), "date": m.date, "status": m.status,
-          "days_left": policy.days_left(m.date, today), "past": policy.is_history(m.date, today),
-          "withdrawn": m.status == MilestoneStatus.WITHDRAWN, "product_level": m.release_id is None}
-         for m in milestones),
-        key=lambda m: (m["date"], m["kind"]))
+        (
+            {
+                "kind": m.kind,
+                "label": content_kind_label(m.kind, locale),
+                "date": m.date,
+                "status": m.status,
+                "days_left": policy.days_left(m.date, today),
+                "past": policy.is_history(m.date, today),
+                "withdrawn": m.status == MilestoneStatus.WITHDRAWN,
+                "product_level": m.release_id is None,
+            }
+            for m in milestones
+        ),
+        key=lambda m: (m["date"], m["kind"]),
+    )
     upcoming = [m for m in ms if not m["past"] and not m["withdrawn"]]
     # Only targets a plan may name: later releases not ended today, newest first, with their end dates.
     targets = agreements.target_choices(session, release, today)
-    agreement = session.exec(select(Agreement).where(Agreement.customer_id == customer.id,
-                                                     Agreement.release_id == release.id)).first()
+    agreement = session.exec(
+        select(Agreement).where(Agreement.customer_id == customer.id, Agreement.release_id == release.id)
+    ).first()
     history = agreements.history(session, pk(agreement)) if agreement else []
     status = agreement.status if agreement else "none"
     nxt = upcoming[0] if upcoming else None
     target, planned = (agreement.target_version, agreement.planned_date) if agreement else (None, None)
-    light = policy.risk(status=status, target=target, planned_date=planned, milestone_date=nxt["date"],
-                        today=today) if nxt else None
+    light = (
+        policy.risk(
+            status=status, target=target, planned_date=planned, milestone_date=nxt["date"], today=today
+        )
+        if nxt
+        else None
+    )
     return {
-        "release_id": release.id, "product": product.slug, "product_name": product.name,
-        "version": release.version, "released": release.released, "upgrade_to": release.upgrade_to,
-        "milestones": ms, "next": nxt, "targets": targets,
-        "agreement": agreement, "status": status, "status_label": agreement_label(status, locale),
-        "history": history, "risk": light.colour if light else "green",
+        "release_id": release.id,
+        "product": product.slug,
+        "product_name": product.name,
+        "version": release.version,
+        "released": release.released,
+        "upgrade_to": release.upgrade_to,
+        "milestones": ms,
+        "next": nxt,
+        "targets": targets,
+        "agreement": agreement,
+        "status": status,
+        "status_label": agreement_label(status, locale),
+        "history": history,
+        "risk": light.colour if light else "green",
         "at_risk": nxt is not None and policy.plan_at_risk(status, target, planned, nxt["date"]),
         "closed": agreements.closed(session, customer, release),  # why no plan can be recorded, or None
         "timezone": customer.timezone,
@@ -214,10 +281,12 @@ class AgreementForm:
         a: Agreement | None = view["agreement"]
         offered = [t.version for t in view["targets"]]
         default = view["upgrade_to"] if view["upgrade_to"] in offered else (offered[0] if offered else "")
-        return cls(status=a.status if a else "planned",
-                   target=(a.target_version if a else None) or default,
-                   planned_date=a.planned_date.isoformat() if a and a.planned_date else "",
-                   feedback="")
+        return cls(
+            status=a.status if a else "planned",
+            target=(a.target_version if a else None) or default,
+            planned_date=a.planned_date.isoformat() if a and a.planned_date else "",
+            feedback="",
+        )
 
     def cleaned(self) -> dict:
         """Keyword arguments for `agreements.record`; InputError names the field."""
@@ -229,11 +298,13 @@ class AgreementForm:
         if len(name) > 200:
             raise InputError("name", "longer than 200 characters")
         by = f"{name} <{email}>" if name and email else (name or email)
-        return {"status": status, "target_version": self.target.strip() or None,
-                "planned_date": v.optional_date(self.planned_date.strip(), "planned_date"),
-                "by": by, "feedback": self.feedback}
+        return {
+            "status": status,
+            "target_version": self.target.strip() or None,
+            "planned_date": v.optional_date(self.planned_date.strip(), "planned_date"),
+            "by": by,
+            "feedback": self.feedback,
+        }
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-

@@ -49,24 +49,44 @@ def _channel_rows(session: Session, customer_ids: list[int]) -> list[dict]:
     from lifecycle.channels import subscriptions
 
     order = {"disabled": 0, "failing": 1, "untested": 2, "working": 3}
-    return sorted(subscriptions.rows(session, customer_ids=customer_ids),
-                  key=lambda r: (order.get(r["state"], 9), r["customer"], r["id"]))
+    return sorted(
+        subscriptions.rows(session, customer_ids=customer_ids),
+        key=lambda r: (order.get(r["state"], 9), r["customer"], r["id"]),
+    )
 
 
-def _dashboard_rows(session: Session, principal: Principal, at: dt.datetime, customer: str | None,
-                    product: str | None, risk: str | None, rep: str | None) -> tuple[list[dict], list[dict]]:
+def _dashboard_rows(
+    session: Session,
+    principal: Principal,
+    at: dt.datetime,
+    customer: str | None,
+    product: str | None,
+    risk: str | None,
+    rep: str | None,
+) -> tuple[list[dict], list[dict]]:
     """(rows after every filter, rows with only the scope filter) for the dashboard and its CSV."""
     scope_rep = principal.rep_email if principal.role == Role.REP else (rep or None)
     everything = dashboard.agreement_rows(session, at=at, rep=scope_rep)
-    rows = [r for r in everything
-            if (not customer or r["customer"] == customer) and (not product or r["product"] == product)
-            and (not risk or r["risk"] == risk)]
+    rows = [
+        r
+        for r in everything
+        if (not customer or r["customer"] == customer)
+        and (not product or r["product"] == product)
+        and (not risk or r["risk"] == risk)
+    ]
     return rows, everything
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
-def dashboard_page(request: Request, session: SessionDep, customer: str | None = None, product: str | None = None,
-                   risk: str | None = None, rep: str | None = None, done: str | None = None) -> Response:
+def dashboard_page(
+    request: Request,
+    session: SessionDep,
+    customer: str | None = None,
+    product: str | None = None,
+    risk: str | None = None,
+    rep: str | None = None,
+    done: str | None = None,
+) -> Response:
     principal = guard(request, session, Role.REP, Role.PM)
     if isinstance(principal, Response):
         return principal
@@ -77,45 +97,84 @@ def dashboard_page(request: Request, session: SessionDep, customer: str | None =
     return _dashboard(session, principal, now(), customer, product, risk, rep, done=message)
 
 
-def _dashboard(session: Session, principal: Principal, at: dt.datetime, customer: str | None, product: str | None,
-               risk: str | None, rep: str | None, *, done: str | None = None, error: str | None = None,
-               status: int = 200) -> Response:
+def _dashboard(
+    session: Session,
+    principal: Principal,
+    at: dt.datetime,
+    customer: str | None,
+    product: str | None,
+    risk: str | None,
+    rep: str | None,
+    *,
+    done: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
     rows, everything = _dashboard_rows(session, principal, at, customer, product, risk, rep)
     scope_rep = principal.rep_email if principal.role == Role.REP else (rep or None)
     customers = session.exec(
-        select(Customer).where(principal.customer_filter() if principal.role == Role.REP else sa.true())
-        .order_by(Customer.key)).all()
+        select(Customer)
+        .where(principal.customer_filter() if principal.role == Role.REP else sa.true())
+        .order_by(Customer.key)
+    ).all()
     if principal.role == Role.PM and scope_rep:
         customers = [c for c in customers if c.account_rep.lower() == scope_rep.lower()]
     filters = {"customer": customer or "", "product": product or "", "risk": risk or "", "rep": rep or ""}
     query = "&".join(f"{k}={quote(val)}" for k, val in filters.items() if val)
     counts = {k: sum(1 for r in everything if r["risk"] == k) for k in dashboard.RISKS}
-    reps = sorted({c.account_rep for c in session.exec(select(Customer)).all()}) if principal.role == Role.PM else []
+    reps = (
+        sorted({c.account_rep for c in session.exec(select(Customer)).all()})
+        if principal.role == Role.PM
+        else []
+    )
     return render_page(
-        "web/dashboard.html", principal=principal, active="/dashboard", who=who(session, principal),
-        title="Upgrade agreements", rows=rows, total=len(everything), counts=counts, filters=filters,
-        customers=customers, products=sorted({(r["product"], r["product_name"]) for r in everything}),
-        reps=reps, risks=dashboard.RISKS, csv_url="/dashboard.csv" + (f"?{query}" if query else ""),
-        escalations=escalations.rows(session, at=at, rep=scope_rep), back="/dashboard",
+        "web/dashboard.html",
+        principal=principal,
+        active="/dashboard",
+        who=who(session, principal),
+        title="Upgrade agreements",
+        rows=rows,
+        total=len(everything),
+        counts=counts,
+        filters=filters,
+        customers=customers,
+        products=sorted({(r["product"], r["product_name"]) for r in everything}),
+        reps=reps,
+        risks=dashboard.RISKS,
+        csv_url="/dashboard.csv" + (f"?{query}" if query else ""),
+        escalations=escalations.rows(session, at=at, rep=scope_rep),
+        back="/dashboard",
         undeliverable=dashboard.undeliverable_contacts(session, rep=scope_rep),
         channels=_channel_rows(session, [pk(c) for c in customers]),
-        kind_label=kind_label, today=at.date(), done=done, error=error, status=status,
-        targets=_targets(session, everything, at))
+        kind_label=kind_label,
+        today=at.date(),
+        done=done,
+        error=error,
+        status=status,
+        targets=_targets(session, everything, at),
+    )
 
 
 def _targets(session: Session, rows: list[dict], at: dt.datetime) -> dict[int, list]:
     """Upgrade targets offered per release of the dashboard: later releases not ended today, newest
     first, with their end dates (`agreements.target_choices`)."""
     releases = {r["release_id"] for r in rows}
-    return {rid: agreements.target_choices(session, session.get_one(Release, rid), at.date()) for rid in releases}
+    return {
+        rid: agreements.target_choices(session, session.get_one(Release, rid), at.date()) for rid in releases
+    }
 
 
 @router.post("/dashboard/agreements", response_class=HTMLResponse)
 def dashboard_agreement(
-    request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
-    deployment: Annotated[str, Form()] = "", status: Annotated[str, Form()] = "",
-    target: Annotated[str, Form()] = "", planned_date: Annotated[str, Form()] = "",
-    feedback: Annotated[str, Form()] = "", move_deployment: Annotated[bool, Form()] = False,
+    request: Request,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    deployment: Annotated[str, Form()] = "",
+    status: Annotated[str, Form()] = "",
+    target: Annotated[str, Form()] = "",
+    planned_date: Annotated[str, Form()] = "",
+    feedback: Annotated[str, Form()] = "",
+    move_deployment: Annotated[bool, Form()] = False,
 ) -> Response:
     """A rep records an agreement reached by phone (or in a meeting) for one of their customers."""
     principal = form_guard(request, session, csrf, Role.REP, Role.PM)
@@ -133,12 +192,27 @@ def dashboard_agreement(
         if customer is None or rel is None or not principal.sees(customer):
             raise InputError("deployment", "choose a customer and release of yours")
         agreement = agreements.record(
-            session, customer=customer, release=rel, status=status, at=at, target_version=target or None,
-            planned_date=v.optional_date(planned_date, "planned_date"), by=principal.actor, feedback=feedback,
-            channel="phone", recorded_by=principal.actor)
+            session,
+            customer=customer,
+            release=rel,
+            status=status,
+            at=at,
+            target_version=target or None,
+            planned_date=v.optional_date(planned_date, "planned_date"),
+            by=principal.actor,
+            feedback=feedback,
+            channel="phone",
+            recorded_by=principal.actor,
+        )
         if move_deployment and agreement.status == "completed" and agreement.target_version:
-            agreements.move_deployment(session, customer=customer, release=rel,
-                                       target_version=agreement.target_version, at=at, by=principal.actor)
+            agreements.move_deployment(
+                session,
+                customer=customer,
+                release=rel,
+                target_version=agreement.target_version,
+                at=at,
+                by=principal.actor,
+            )
             status = f"completed, now runs {agreement.target_version}"
     except InputError as exc:
         session.rollback()
@@ -146,33 +220,49 @@ def dashboard_agreement(
     session.commit()
     product = session.get_one(Product, rel.product_id)
     flash = auth.untimed_serializer(session, FLASH_SALT).dumps(
-        f"Recorded for {customer.name}: {product.name} {rel.version} — {status}")
+        f"Recorded for {customer.name}: {product.name} {rel.version} — {status}"
+    )
     return RedirectResponse(f"/dashboard?done={quote(flash)}", status_code=303)
 
 
 @router.get("/dashboard.csv")
-def dashboard_csv(request: Request, session: SessionDep, customer: str | None = None, product: str | None = None,
-                  risk: str | None = None, rep: str | None = None) -> Response:
+def dashboard_csv(
+    request: Request,
+    session: SessionDep,
+    customer: str | None = None,
+    product: str | None = None,
+    risk: str | None = None,
+    rep: str | None = None,
+) -> Response:
     principal = guard(request, session, Role.REP, Role.PM)
     if isinstance(principal, Response):
         return principal
     at = now()
     rows, _ = _dashboard_rows(session, principal, at, customer, product, risk, rep)
     # A byte-order mark so that spreadsheets open Chinese names as UTF-8.
-    return Response("\ufeff" + dashboard.rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="agreements-{at.date().isoformat()}.csv"',
-        "Cache-Control": "no-store"})
-
-
+    return Response(
+        "\ufeff" + dashboard.rows_to_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="agreements-{at.date().isoformat()}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------ escalation work
 
 
 @router.post("/dashboard/escalations/{escalation_id}", response_class=HTMLResponse)
-def dashboard_escalation(escalation_id: int, request: Request, session: SessionDep,
-                         csrf: Annotated[str, Form()] = "", state: Annotated[str, Form()] = "",
-                         note: Annotated[str, Form()] = "", back: Annotated[str, Form()] = "") -> Response:
+def dashboard_escalation(
+    escalation_id: int,
+    request: Request,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    state: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+    back: Annotated[str, Form()] = "",
+) -> Response:
     """A rep moves an escalation (open -> in progress -> resolved) and/or adds a note."""
     principal = form_guard(request, session, csrf, Role.REP, Role.PM)
     if isinstance(principal, Response):
@@ -184,8 +274,14 @@ def dashboard_escalation(escalation_id: int, request: Request, session: SessionD
         customer = session.get_one(Customer, item.customer_id)
         if not principal.sees(customer):
             raise InputError("escalation", f"no escalation {escalation_id}")
-        escalations.update(session, item, at=at, by=principal.actor,
-                           state=state if state and state != item.state else None, note=note or None)
+        escalations.update(
+            session,
+            item,
+            at=at,
+            by=principal.actor,
+            state=state if state and state != item.state else None,
+            note=note or None,
+        )
     except InputError as exc:
         session.rollback()
         return _dashboard(session, principal, at, None, None, None, None, error=str(exc), status=422)
@@ -213,23 +309,55 @@ def customer_page(key: str, request: Request, session: SessionDep, done: str | N
     return _customer_page(session, principal, key, now(), done=message)
 
 
-def _customer_page(session: Session, principal: Principal, key: str, at: dt.datetime, *, done: str | None = None,
-                   error: str | None = None, status: int = 200) -> Response:
+def _customer_page(
+    session: Session,
+    principal: Principal,
+    key: str,
+    at: dt.datetime,
+    *,
+    done: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
     customer = _customer(session, principal, key)
     if customer is None:
-        return render_page("web/message.html", status=404, principal=principal, who=who(session, principal),
-                           title="Not found", heading="No such customer of yours", text="", link="/dashboard")
+        return render_page(
+            "web/message.html",
+            status=404,
+            principal=principal,
+            who=who(session, principal),
+            title="Not found",
+            heading="No such customer of yours",
+            text="",
+            link="/dashboard",
+        )
     releases = session.exec(
-        select(Release).join(Deployment, col(Deployment.release_id) == Release.id)
-        .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))).all()
-    views = sorted((release_view(session, customer, r, at, locale="en") for r in releases),
-                   key=lambda r: (r["product"], registry.version_key(r["version"])))
+        select(Release)
+        .join(Deployment, col(Deployment.release_id) == Release.id)
+        .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))
+    ).all()
+    views = sorted(
+        (release_view(session, customer, r, at, locale="en") for r in releases),
+        key=lambda r: (r["product"], registry.version_key(r["version"])),
+    )
     rows = {r["release_id"]: r for r in dashboard.agreement_rows(session, at=at, customer_id=customer.id)}
     return render_page(
-        "web/customer.html", status=status, principal=principal, active="/dashboard", who=who(session, principal),
-        title=customer.name, subject=customer, contacts=registry.contact_rows(session, customer), releases=views,
-        rows=rows, escalations=escalations.rows(session, at=at, customer_id=customer.id),
-        back=f"/dashboard/customers/{customer.key}", kind_label=kind_label, done=done, error=error)
+        "web/customer.html",
+        status=status,
+        principal=principal,
+        active="/dashboard",
+        who=who(session, principal),
+        title=customer.name,
+        subject=customer,
+        contacts=registry.contact_rows(session, customer),
+        releases=views,
+        rows=rows,
+        escalations=escalations.rows(session, at=at, customer_id=customer.id),
+        back=f"/dashboard/customers/{customer.key}",
+        kind_label=kind_label,
+        done=done,
+        error=error,
+    )
 
 
 def _flash(session: Session, text: str) -> str:
@@ -237,9 +365,15 @@ def _flash(session: Session, text: str) -> str:
 
 
 @router.post("/dashboard/customers/{key}/contacts", response_class=HTMLResponse)
-def customer_contact_add(key: str, request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
-                         email: Annotated[str, Form()] = "", name: Annotated[str, Form()] = "",
-                         force: Annotated[bool, Form()] = False) -> Response:
+def customer_contact_add(
+    key: str,
+    request: Request,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    force: Annotated[bool, Form()] = False,
+) -> Response:
     principal = form_guard(request, session, csrf, Role.REP, Role.PM)
     if isinstance(principal, Response):
         return principal
@@ -248,19 +382,27 @@ def customer_contact_add(key: str, request: Request, session: SessionDep, csrf: 
     if customer is None:
         return _customer_page(session, principal, key, at)
     try:
-        contact, change = registry.upsert_contact(session, customer=customer, email=email, name=name or None, at=at,
-                                                  force=force, by=principal.actor)
+        contact, change = registry.upsert_contact(
+            session, customer=customer, email=email, name=name or None, at=at, force=force, by=principal.actor
+        )
     except InputError as exc:
         session.rollback()
         return _customer_page(session, principal, key, at, error=str(exc), status=422)
     session.commit()
-    return RedirectResponse(f"/dashboard/customers/{key}?done={_flash(session, f'{contact.email}: {change}')}#contacts",
-                            status_code=303)
+    return RedirectResponse(
+        f"/dashboard/customers/{key}?done={_flash(session, f'{contact.email}: {change}')}#contacts",
+        status_code=303,
+    )
 
 
 @router.post("/dashboard/customers/{key}/contacts/remove", response_class=HTMLResponse)
-def customer_contact_remove(key: str, request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
-                            email: Annotated[str, Form()] = "") -> Response:
+def customer_contact_remove(
+    key: str,
+    request: Request,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+) -> Response:
     principal = form_guard(request, session, csrf, Role.REP, Role.PM)
     if isinstance(principal, Response):
         return principal
@@ -274,5 +416,7 @@ def customer_contact_remove(key: str, request: Request, session: SessionDep, csr
         session.rollback()
         return _customer_page(session, principal, key, at, error=str(exc), status=422)
     session.commit()
-    return RedirectResponse(f"/dashboard/customers/{key}?done={_flash(session, f'{contact.email}: removed')}#contacts",
-                            status_code=303)
+    return RedirectResponse(
+        f"/dashboard/customers/{key}?done={_flash(session, f'{contact.email}: removed')}#contacts",
+        status_code=303,
+    )

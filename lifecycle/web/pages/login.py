@@ -33,15 +33,21 @@ def home(request: Request, session: SessionDep) -> Response:
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, session: SessionDep, next: str | None = None) -> Response:
     csrf = auth.login_csrf(request, session)
-    response = render_page("web/login.html", title="Log in", login_csrf=csrf, next=safe_next(next) or "",
-                           error=None)
+    response = render_page(
+        "web/login.html", title="Log in", login_csrf=csrf, next=safe_next(next) or "", error=None
+    )
     auth.set_login_csrf(session, response, csrf)
     return response
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, session: SessionDep, token: Annotated[str, Form()] = "",
-          csrf: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "") -> Response:
+def login(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
     error, status, at = None, 401, auth.real_now()
     wait = ratelimit.blocked(request, ratelimit.LOGIN, at)
     if wait is not None:
@@ -55,8 +61,14 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form()] =
             error = "This token is not known or has been revoked."
     if error:
         fresh = auth.login_csrf(request, session)
-        response = render_page("web/login.html", status=status, title="Log in", login_csrf=fresh,
-                               next=safe_next(next) or "", error=error)
+        response = render_page(
+            "web/login.html",
+            status=status,
+            title="Log in",
+            login_csrf=fresh,
+            next=safe_next(next) or "",
+            error=error,
+        )
         if wait is not None:
             response.headers["Retry-After"] = str(wait)
         auth.set_login_csrf(session, response, fresh)
@@ -76,5 +88,3 @@ def logout(request: Request, session: SessionDep, csrf: Annotated[str, Form()] =
     response = RedirectResponse("/login", status_code=303)
     auth.end_session(response, session, principal)
     return response
-
-

@@ -51,17 +51,35 @@ def _customer(session: Session, principal: Principal) -> Customer:
     return customer
 
 
-def _portal(session: Session, principal: Principal, at: dt.datetime, *, status: int = 200, saved: int | None = None,
-            error: str | None = None, failed: dict | None = None, show: str = "all", page: int = 1,
-            rotated: bool = False, moved: str | None = None, marked: bool = False) -> HTMLResponse:
+def _portal(
+    session: Session,
+    principal: Principal,
+    at: dt.datetime,
+    *,
+    status: int = 200,
+    saved: int | None = None,
+    error: str | None = None,
+    failed: dict | None = None,
+    show: str = "all",
+    page: int = 1,
+    rotated: bool = False,
+    moved: str | None = None,
+    marked: bool = False,
+) -> HTMLResponse:
     customer = _customer(session, principal)
     releases = session.exec(
-        select(Release).join(Deployment, col(Deployment.release_id) == Release.id)
+        select(Release)
+        .join(Deployment, col(Deployment.release_id) == Release.id)
         .where(Deployment.customer_id == customer.id, col(Deployment.removed_at).is_(None))
     ).all()
     views = [release_view(session, customer, r, at) for r in releases]
-    views.sort(key=lambda r: (r["next"]["days_left"] if r["next"] else 10**6, r["product"],
-                              registry.version_key(r["version"])))
+    views.sort(
+        key=lambda r: (
+            r["next"]["days_left"] if r["next"] else 10**6,
+            r["product"],
+            registry.version_key(r["version"]),
+        )
+    )
     forms = {r["release_id"]: AgreementForm.initial(r) for r in views}
     if failed:
         forms[failed["release_id"]] = failed["form"]
@@ -70,22 +88,56 @@ def _portal(session: Session, principal: Principal, at: dt.datetime, *, status: 
     feed = links.calendar_url(customer.calendar_token)
     saved_view = next((r for r in views if r["release_id"] == saved), None)
     return render_page(
-        "web/portal.html", status=status, principal=principal, active="/portal", who=customer.name,
-        title=N_("Customer portal"), customer=customer, inbox=box, show=show, unread=box.unread,
-        has_messages=box.total > 0 or show == "unread", releases=views, forms=forms,
-        statuses=STATUS_CHOICES, calendar_url=feed, webcal_url=links.webcal_url(feed), saved=saved_view,
-        error=error, error_release=failed["release_id"] if failed else None, rotated=rotated, moved=moved,
-        marked=marked)
+        "web/portal.html",
+        status=status,
+        principal=principal,
+        active="/portal",
+        who=customer.name,
+        title=N_("Customer portal"),
+        customer=customer,
+        inbox=box,
+        show=show,
+        unread=box.unread,
+        has_messages=box.total > 0 or show == "unread",
+        releases=views,
+        forms=forms,
+        statuses=STATUS_CHOICES,
+        calendar_url=feed,
+        webcal_url=links.webcal_url(feed),
+        saved=saved_view,
+        error=error,
+        error_release=failed["release_id"] if failed else None,
+        rotated=rotated,
+        moved=moved,
+        marked=marked,
+    )
 
 
 @router.get("/portal", response_class=HTMLResponse)
-def portal(request: Request, session: SessionDep, saved: int | None = None, show: str = "all", page: int = 1,
-           rotated: int = 0, moved: str | None = None, marked: int = 0) -> Response:
+def portal(
+    request: Request,
+    session: SessionDep,
+    saved: int | None = None,
+    show: str = "all",
+    page: int = 1,
+    rotated: int = 0,
+    moved: str | None = None,
+    marked: int = 0,
+) -> Response:
     principal = guard(request, session, Role.CUSTOMER)
     if isinstance(principal, Response):
         return principal
-    return _portal(session, principal, now(), saved=saved, show=show, page=page if 0 < page < 10**6 else 1,
-                   rotated=bool(rotated), moved=moved[:100] if moved else None, marked=bool(marked))
+    return _portal(
+        session,
+        principal,
+        now(),
+        saved=saved,
+        show=show,
+        page=page if 0 < page < 10**6 else 1,
+        rotated=bool(rotated),
+        moved=moved[:100] if moved else None,
+        marked=bool(marked),
+    )
 
 
 _BODY_RE = re.compile(r"<body[^>]*>(.*)</body>", re.S | re.I)
@@ -100,9 +152,17 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     msg = session.get(InboxMessage, message_id) if valid_id(message_id) else None
     if msg is None or msg.customer_id != principal.customer_id:
         t = translator(customer.locale)
-        return render_page("web/message.html", status=404, principal=principal, who=who(session, principal),
-                           title=t("Not found"), heading=t("No such notice"), text="", link="/portal",
-                           customer=customer)
+        return render_page(
+            "web/message.html",
+            status=404,
+            principal=principal,
+            who=who(session, principal),
+            title=t("Not found"),
+            heading=t("No such notice"),
+            text="",
+            link="/portal",
+            customer=customer,
+        )
     if msg.read_at is None:  # opening a notice in the portal is reading it
         msg.read_at = now()
         session.add(msg)
@@ -112,8 +172,18 @@ def notice_page(message_id: int, request: Request, session: SessionDep) -> Respo
     body = match.group(1) if match else msg.body_html
     view = inbox.message_view(msg, customer, inbox.newer_notices(session, pk(customer)).get(pk(msg)))
     unread = inbox.page(session, customer, unread_only=True, per_page=1).unread
-    return render_page("web/notice.html", principal=principal, active="/portal", who=who(session, principal),
-                       title=msg.subject, msg=msg, view=view, body=body, unread=unread, customer=customer)
+    return render_page(
+        "web/notice.html",
+        principal=principal,
+        active="/portal",
+        who=who(session, principal),
+        title=msg.subject,
+        msg=msg,
+        view=view,
+        body=body,
+        unread=unread,
+        customer=customer,
+    )
 
 
 @router.post("/portal/inbox/read-all", response_class=HTMLResponse)
@@ -127,7 +197,9 @@ def portal_read_all(request: Request, session: SessionDep, csrf: Annotated[str, 
 
 
 @router.post("/portal/calendar/rotate", response_class=HTMLResponse)
-def portal_rotate_calendar(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "") -> Response:
+def portal_rotate_calendar(
+    request: Request, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
     """A new private calendar link; the old one stops working at once."""
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
     if isinstance(principal, Response):
@@ -139,10 +211,16 @@ def portal_rotate_calendar(request: Request, session: SessionDep, csrf: Annotate
 
 @router.post("/portal/agreements", response_class=HTMLResponse)
 def portal_agreement(
-    request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
-    release_id: Annotated[int, Form()] = 0, status: Annotated[str, Form()] = "",
-    target: Annotated[str, Form()] = "", planned_date: Annotated[str, Form()] = "",
-    name: Annotated[str, Form()] = "", email: Annotated[str, Form()] = "", feedback: Annotated[str, Form()] = "",
+    request: Request,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    release_id: Annotated[int, Form()] = 0,
+    status: Annotated[str, Form()] = "",
+    target: Annotated[str, Form()] = "",
+    planned_date: Annotated[str, Form()] = "",
+    name: Annotated[str, Form()] = "",
+    email: Annotated[str, Form()] = "",
+    feedback: Annotated[str, Form()] = "",
     move_deployment: Annotated[bool, Form()] = False,
 ) -> Response:
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
@@ -151,19 +229,35 @@ def portal_agreement(
     at = now()
     customer = _customer(session, principal)
     release = session.get(Release, release_id) if valid_id(release_id) else None
-    form = AgreementForm(status=status, target=target, planned_date=planned_date, name=name, email=email,
-                         feedback=feedback)
+    form = AgreementForm(
+        status=status, target=target, planned_date=planned_date, name=name, email=email, feedback=feedback
+    )
     closed = agreements.closed(session, customer, release) if release else agreements.NOT_RUN
     if closed:
-        return _portal(session, principal, at, status=404 if closed == agreements.NOT_RUN else 409, error=closed)
+        return _portal(
+            session, principal, at, status=404 if closed == agreements.NOT_RUN else 409, error=closed
+        )
     assert release is not None  # without one, closed is NOT_RUN
     try:
         cleaned = form.cleaned()
-        agreement = agreements.record(session, customer=customer, release=release, at=at, channel="web",
-                                      recorded_by=f"portal: {customer.key}", **cleaned)
+        agreement = agreements.record(
+            session,
+            customer=customer,
+            release=release,
+            at=at,
+            channel="web",
+            recorded_by=f"portal: {customer.key}",
+            **cleaned,
+        )
         if move_deployment and agreement.status == "completed" and agreement.target_version:
-            agreements.move_deployment(session, customer=customer, release=release,
-                                       target_version=agreement.target_version, at=at, by=cleaned["by"])
+            agreements.move_deployment(
+                session,
+                customer=customer,
+                release=release,
+                target_version=agreement.target_version,
+                at=at,
+                by=cleaned["by"],
+            )
             product = session.get(Product, release.product_id)
             assert product is not None
             session.commit()
@@ -171,8 +265,14 @@ def portal_agreement(
             return RedirectResponse(f"/portal?moved={_quote(moved)}#releases", status_code=303)
     except InputError as exc:
         session.rollback()
-        return _portal(session, principal, at, status=422, error=form_error(exc, translator(customer.locale)),
-                       failed={"release_id": release.id, "form": form})
+        return _portal(
+            session,
+            principal,
+            at,
+            status=422,
+            error=form_error(exc, translator(customer.locale)),
+            failed={"release_id": release.id, "form": form},
+        )
     session.commit()
     return RedirectResponse(f"/portal?saved={release.id}#release-{release.id}", status_code=303)
 
@@ -180,19 +280,37 @@ def portal_agreement(
 # ---------------------------------------------------------------------------------- channel subscriptions
 
 
-def _channels(session: Session, principal: Principal, *, status: int = 200, secret: str | None = None,
-              tested: dict | None = None, removed: bool = False, error: str | None = None,
-              form: dict | None = None) -> HTMLResponse:
+def _channels(
+    session: Session,
+    principal: Principal,
+    *,
+    status: int = 200,
+    secret: str | None = None,
+    tested: dict | None = None,
+    removed: bool = False,
+    error: str | None = None,
+    form: dict | None = None,
+) -> HTMLResponse:
     from lifecycle.channels import subscriptions
     from lifecycle.channels.registry import subscribable
 
     customer = _customer(session, principal)
     return render_page(
-        "web/channels.html", status=status, principal=principal, active="/portal/channels", who=customer.name,
-        title="Notification channels", customer=customer,
+        "web/channels.html",
+        status=status,
+        principal=principal,
+        active="/portal/channels",
+        who=customer.name,
+        title="Notification channels",
+        customer=customer,
         channels=subscriptions.rows(session, customer_ids=[pk(customer)]),
-        kinds=[(kind, ch.title) for kind, ch in subscribable().items()], secret=secret, tested=tested,
-        removed=removed, error=error, form=form or {"kind": "", "url": "", "label": ""})
+        kinds=[(kind, ch.title) for kind, ch in subscribable().items()],
+        secret=secret,
+        tested=tested,
+        removed=removed,
+        error=error,
+        form=form or {"kind": "", "url": "", "label": ""},
+    )
 
 
 @router.get("/portal/channels", response_class=HTMLResponse)
@@ -205,9 +323,14 @@ def portal_channels(request: Request, session: SessionDep, tested: int = 0, remo
 
 
 @router.post("/portal/channels", response_class=HTMLResponse)
-def portal_add_channel(request: Request, session: SessionDep, csrf: Annotated[str, Form()] = "",
-                       kind: Annotated[str, Form()] = "", url: Annotated[str, Form()] = "",
-                       label: Annotated[str, Form()] = "") -> Response:
+def portal_add_channel(
+    request: Request,
+    session: SessionDep,
+    csrf: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "",
+    url: Annotated[str, Form()] = "",
+    label: Annotated[str, Form()] = "",
+) -> Response:
     """Answers with the page itself (not a redirect): a webhook's signing secret is shown only now."""
     from lifecycle.channels import subscriptions
 
@@ -216,19 +339,32 @@ def portal_add_channel(request: Request, session: SessionDep, csrf: Annotated[st
         return principal
     customer = _customer(session, principal)
     try:
-        _, once = subscriptions.add(session, customer=customer, kind=kind, url=url, label=label or None, at=now(),
-                                    by=f"portal: {customer.key}")
+        _, once = subscriptions.add(
+            session,
+            customer=customer,
+            kind=kind,
+            url=url,
+            label=label or None,
+            at=now(),
+            by=f"portal: {customer.key}",
+        )
     except InputError as exc:
         session.rollback()
-        return _channels(session, principal, status=422, error=str(exc),
-                         form={"kind": kind, "url": url[:2000], "label": label[:100]})
+        return _channels(
+            session,
+            principal,
+            status=422,
+            error=str(exc),
+            form={"kind": kind, "url": url[:2000], "label": label[:100]},
+        )
     session.commit()
     return _channels(session, principal, secret=once.get("secret"))
 
 
 @router.post("/portal/channels/{channel_id}/test", response_class=HTMLResponse)
-def portal_test_channel(channel_id: int, request: Request, session: SessionDep,
-                        csrf: Annotated[str, Form()] = "") -> Response:
+def portal_test_channel(
+    channel_id: int, request: Request, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
     from lifecycle.channels import subscriptions
 
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
@@ -245,8 +381,9 @@ def portal_test_channel(channel_id: int, request: Request, session: SessionDep,
 
 
 @router.post("/portal/channels/{channel_id}/remove", response_class=HTMLResponse)
-def portal_remove_channel(channel_id: int, request: Request, session: SessionDep,
-                          csrf: Annotated[str, Form()] = "") -> Response:
+def portal_remove_channel(
+    channel_id: int, request: Request, session: SessionDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
     from lifecycle.channels import subscriptions
 
     principal = form_guard(request, session, csrf, Role.CUSTOMER)
