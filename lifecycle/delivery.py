@@ -115,21 +115,13 @@ def backoff(attempts: int) -> dt.timedelta:
 # ------------------------------------------------------------------------------------------ claiming
 
 
-def claim(session: Session, customer_id: int, at: dt.datetime, token: str, limit: int = 500) -> list[int]:
-    due = (
-        sa.select(D.c.id)
-        .where(
-            D.c.customer_id == customer_id, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at
-        )
-        .order_by(D.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+def _take(session: Session, ids: sa.Select, token: str, at: dt.datetime) -> list[int]:
+    """Claim the pending deliveries among `ids` (a SELECT of delivery ids) for `token`: the ids taken."""
     return list(
         session.connection()
         .execute(
             D.update()
-            .where(D.c.id.in_(due.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
+            .where(D.c.id.in_(ids.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
             .values(
                 status=DeliveryStatus.SENDING,
                 claim_token=token,
@@ -146,6 +138,19 @@ def claim(session: Session, customer_id: int, at: dt.datetime, token: str, limit
         .scalars()
         .all()
     )
+
+
+def claim(session: Session, customer_id: int, at: dt.datetime, token: str, limit: int = 500) -> list[int]:
+    due = (
+        sa.select(D.c.id)
+        .where(
+            D.c.customer_id == customer_id, D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at
+        )
+        .order_by(D.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return _take(session, due, token, at)
 
 
 def _heartbeat(session: Session, token: str, starting: list[int], when: dt.datetime) -> set[int]:
@@ -498,27 +503,7 @@ def claim_due(
         rows = sa.select(D.c.id).where(*due, D.c.customer_id.in_(who)).with_for_update(skip_locked=True)
     else:
         rows = sa.select(D.c.id).where(*due, D.c.customer_id.in_(window.scalar_subquery()))
-    return sorted(
-        session.connection()
-        .execute(
-            D.update()
-            .where(D.c.id.in_(rows.scalar_subquery()), D.c.status == DeliveryStatus.PENDING)
-            .values(
-                status=DeliveryStatus.SENDING,
-                claim_token=token,
-                claimed_at=at,
-                claimed_by=liveness.owner(),
-                heartbeat_at=at,
-                send_started_at=None,
-                first_attempt_at=sa.func.coalesce(D.c.first_attempt_at, at),
-                attempts=D.c.attempts + 1,
-                updated_at=at,
-            )
-            .returning(D.c.id)
-        )
-        .scalars()
-        .all()
-    )
+    return sorted(_take(session, rows, token, at))
 
 
 def deliver_due(
