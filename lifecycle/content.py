@@ -15,13 +15,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from lifecycle import i18n, links, policy, reps
+from lifecycle import i18n, links, policy, registry, reps
 from lifecycle.config import get_settings
 from lifecycle.i18n import N_
 from lifecycle.models import (
     Agreement,
     AgreementChange,
-    Contact,
     Customer,
     Delivery,
     Milestone,
@@ -364,18 +363,7 @@ def _rep_news(session: Session, notices: list[Notice], at: dt.datetime) -> dict[
             )
         )
     }
-    contacts = {
-        cid: (total, bad or 0)
-        for cid, total, bad in session.exec(
-            select(
-                col(Contact.customer_id),
-                sa.func.count(col(Contact.id)),
-                sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)),
-            )
-            .where(col(Contact.customer_id).in_(customer_ids))
-            .group_by(col(Contact.customer_id))
-        ).all()
-    }
+    contacts = registry.contact_counts(session, customer_ids)
     releases = {r.id: r for r in session.exec(select(Release).where(col(Release.id).in_(release_ids or {0})))}
     upcoming: dict[int | None, dt.date] = {}
     if releases:

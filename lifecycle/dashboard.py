@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from lifecycle import policy
+from lifecycle import policy, registry
 from lifecycle.models import (
     Agreement,
     AgreementStatus,
@@ -123,18 +123,7 @@ def agreement_rows(
             )
         ).all()
     }
-    contacts = {
-        cid: (total, bounced or 0)
-        for cid, total, bounced in session.exec(
-            select(
-                col(Contact.customer_id),
-                sa.func.count(col(Contact.id)),
-                sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)),
-            )
-            .where(col(Contact.customer_id).in_(customer_ids))
-            .group_by(col(Contact.customer_id))
-        ).all()
-    }
+    contacts = registry.contact_counts(session, customer_ids)
     work = {
         (e.customer_id, e.milestone_id): e
         for e in session.exec(

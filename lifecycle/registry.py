@@ -744,6 +744,22 @@ def upsert_contact(
     return contact, "unchanged"
 
 
+def contact_counts(session: Session, customer_ids) -> dict[int, tuple[int, int]]:
+    """Customer id -> (contacts, undeliverable contacts), for the customers that have any."""
+    return {
+        cid: (total, bad or 0)
+        for cid, total, bad in session.exec(
+            select(
+                col(Contact.customer_id),
+                sa.func.count(col(Contact.id)),
+                sa.func.sum(sa.case((col(Contact.undeliverable).is_(True), 1), else_=0)),
+            )
+            .where(col(Contact.customer_id).in_(customer_ids))
+            .group_by(col(Contact.customer_id))
+        ).all()
+    }
+
+
 def contact_rows(session: Session, customer: Customer) -> list[dict]:
     """A customer's contacts with their bounced state: the provider's reason and when it was reported."""
     return [
