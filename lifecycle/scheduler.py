@@ -102,10 +102,13 @@ class ReleaseResult:
 
 def lock_planner(session: Session) -> None:
     """Serialise planners: a transaction-scoped advisory lock on PostgreSQL (SQLite's BEGIN IMMEDIATE
-    already serialises every writer)."""
+    already serialises every writer). Advisory locks are per database, so the key names the schema:
+    deployments (and test runs) in other schemas of the same database plan independently."""
     if session.get_bind().dialect.name == "postgresql":
         session.connection().execute(
-            sa.text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=PLANNER_LOCK_ID)
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema() || :ns), :k)").bindparams(
+                ns=":planner", k=PLANNER_LOCK_ID
+            )
         )
 
 
