@@ -220,6 +220,8 @@ def _products(
     source: str,
     progress,
 ) -> tuple[int | None, dt.datetime | None]:
+    from lifecycle import importing  # importing imports this module (lazily) too
+
     slugs = [p.slug for p in products]
     current = {}
     for chunk in _chunks(slugs):
@@ -400,53 +402,11 @@ def _products(
                 history = policy.is_history(m.date, at)
                 summary.history += history
                 summary.added.append({"milestone": m.label, "date": m.date.isoformat(), "history": history})
-            elif m.action == "reinstate":
+            else:
                 product = session.get_one(Product, m.existing.product_id)
                 release = session.get(Release, m.existing.release_id) if m.existing.release_id else None
-                row, change = registry.add_milestone(
-                    session,
-                    product=product,
-                    version=release,
-                    kind=m.kind,
-                    date=m.date,
-                    at=at,
-                    allow_short_notice=True,
-                    reason=m.effective_reason,
-                    reason_code=m.code,
-                    customer_reason=m.customer_reason,
-                    check_lifecycle_order=False,
-                    change=change_of_file(),
-                )
-                summary.reinstated.append(
-                    {
-                        "milestone": m.label,
-                        "date": m.date.isoformat(),
-                        "revision": row.revision,
-                        "reason": m.effective_reason,
-                    }
-                )
-            else:
-                old = m.existing.date
-                row, change = registry.move_milestone(
-                    session,
-                    m.existing,
-                    date=m.date,
-                    reason=m.effective_reason,
-                    at=at,
-                    allow_short_notice=True,
-                    reason_code=m.code,
-                    customer_reason=m.customer_reason,
-                    check_lifecycle_order=False,
-                    change=change_of_file(),
-                )
-                summary.moves.append(
-                    {
-                        "milestone": m.label,
-                        "from": old.isoformat(),
-                        "to": m.date.isoformat(),
-                        "revision": row.revision,
-                        "reason": m.effective_reason,
-                    }
+                change = importing.reinstate_or_move(
+                    session, m, product, release, at=at, change=change_of_file(), summary=summary
                 )
         except InputErrors:
             raise

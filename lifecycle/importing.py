@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 from lifecycle import loader, policy, registry
 from lifecycle import validation as v
 from lifecycle.errors import InputError, InputErrors
-from lifecycle.models import Milestone, MilestoneKind, MilestoneStatus, Product, Release, pk
+from lifecycle.models import Milestone, MilestoneKind, MilestoneStatus, Product, RegistryChange, Release, pk
 
 ENTITIES = ("products", "releases", "milestones", "customers", "contacts", "deployments")
 Progress = Callable[[int, int], None]  # (done, total)
@@ -824,6 +824,69 @@ def _decide(
 # ------------------------------------------------------------------------------------------- applying
 
 
+def reinstate_or_move(
+    session: Session,
+    m: _Milestone,
+    product: Product,
+    release: Release | None,
+    *,
+    at: dt.datetime,
+    change: RegistryChange,
+    summary: ImportSummary,
+) -> str:
+    """Reinstate or move an existing milestone of an import through the registry functions (where the
+    churn rules live: change history, changes in flight, re-planning), and say so in the summary. Both
+    writers use it: such changes are few per file."""
+    assert m.existing is not None
+    if m.action == "reinstate":
+        row, result = registry.add_milestone(
+            session,
+            product=product,
+            version=release,
+            kind=m.kind,
+            date=m.date,
+            at=at,
+            allow_short_notice=True,
+            reason=m.effective_reason,
+            reason_code=m.code,
+            customer_reason=m.customer_reason,
+            check_lifecycle_order=False,
+            change=change,
+        )
+        summary.reinstated.append(
+            {
+                "milestone": m.label,
+                "date": m.date.isoformat(),
+                "revision": row.revision,
+                "reason": m.effective_reason,
+            }
+        )
+        return result
+    old = m.existing.date
+    row, result = registry.move_milestone(
+        session,
+        m.existing,
+        date=m.date,
+        reason=m.effective_reason or "",  # none: the registry refuses the move (a reason is required)
+        at=at,
+        allow_short_notice=True,
+        reason_code=m.code,
+        customer_reason=m.customer_reason,
+        check_lifecycle_order=False,
+        change=change,
+    )
+    summary.moves.append(
+        {
+            "milestone": m.label,
+            "from": old.isoformat(),
+            "to": m.date.isoformat(),
+            "revision": row.revision,
+            "reason": m.effective_reason,
+        }
+    )
+    return result
+
+
 def _apply_rows(
     session: Session,
     products: list[_Product],
@@ -897,56 +960,17 @@ def _apply_rows(
             history = policy.is_history(m.date, at)
             summary.history += history
             summary.added.append({"milestone": m.label, "date": m.date.isoformat(), "history": history})
-        elif m.action == "reinstate":
-            row, change = step(
-                m.path,
-                registry.add_milestone,
-                session,
-                product=product,
-                version=release,
-                kind=m.kind,
-                date=m.date,
-                at=at,
-                allow_short_notice=True,
-                reason=m.effective_reason,
-                reason_code=m.code,
-                customer_reason=m.customer_reason,
-                check_lifecycle_order=False,
-                change=change_of_file(),
-            )
-            summary.reinstated.append(
-                {
-                    "milestone": m.label,
-                    "date": m.date.isoformat(),
-                    "revision": row.revision,
-                    "reason": m.effective_reason,
-                }
-            )
         else:
-            assert m.existing is not None  # a move
-            old = m.existing.date
-            row, change = step(
+            change = step(
                 m.path,
-                registry.move_milestone,
+                reinstate_or_move,
                 session,
-                m.existing,
-                date=m.date,
-                reason=m.effective_reason,
+                m,
+                product,
+                release,
                 at=at,
-                allow_short_notice=True,
-                reason_code=m.code,
-                customer_reason=m.customer_reason,
-                check_lifecycle_order=False,
                 change=change_of_file(),
-            )
-            summary.moves.append(
-                {
-                    "milestone": m.label,
-                    "from": old.isoformat(),
-                    "to": m.date.isoformat(),
-                    "revision": row.revision,
-                    "reason": m.effective_reason,
-                }
+                summary=summary,
             )
         summary.count("milestones", change)
         if policy.is_short_notice(m.date, at):
