@@ -411,6 +411,18 @@ def _held(session: Session, milestone: Milestone) -> dict:
     return {"change_id": change.id, "hold_until": change.hold_until.isoformat()} if change else {}
 
 
+def _change(session: Session, at: dt.datetime, apply, dry_run: bool, milestone) -> dict:
+    """Preview a registry change (`dry_run`), or make it and answer with the milestone it leaves
+    (`milestone(session)` finds it), its result and its hold."""
+    if dry_run:
+        return _preview(session, at, apply)
+    with domain_errors():
+        done = apply(session)
+    row = milestone(session)
+    session.commit()
+    return _milestone_out(session, row, at) | {"change": done["result"]} | _held(session, row)
+
+
 @router.post("/milestones", status_code=201, summary="Register a milestone (pm; short-notice guard: 409)")
 def add_milestone(
     body: MilestoneIn, principal: PrincipalDep, session: SessionDep, dry_run: DryRun = False
@@ -433,13 +445,13 @@ def add_milestone(
         )
         return {"action": "add", "milestone": registry.describe(s, m), "result": change}
 
-    if dry_run:
-        return _preview(session, at, apply)
-    with domain_errors():
-        done = apply(session)
-    milestone = registry.get_milestone(session, body.product, body.version or None, body.kind)
-    session.commit()
-    return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
+    return _change(
+        session,
+        at,
+        apply,
+        dry_run,
+        lambda s: registry.get_milestone(s, body.product, body.version or None, body.kind),
+    )
 
 
 @router.post(
@@ -465,13 +477,7 @@ def move_milestone(
         )
         return {"action": "move", "milestone": registry.describe(s, m), "result": change}
 
-    if dry_run:
-        return _preview(session, at, apply)
-    with domain_errors():
-        done = apply(session)
-    milestone = session.get_one(Milestone, milestone_id)
-    session.commit()
-    return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
+    return _change(session, at, apply, dry_run, lambda s: s.get_one(Milestone, milestone_id))
 
 
 @router.post("/milestones/{milestone_id}/withdraw", summary="Withdraw a milestone (pm)")
@@ -493,13 +499,7 @@ def withdraw_milestone(
         )
         return {"action": "withdraw", "milestone": registry.describe(s, m), "result": change}
 
-    if dry_run:
-        return _preview(session, at, apply)
-    with domain_errors():
-        done = apply(session)
-    milestone = session.get_one(Milestone, milestone_id)
-    session.commit()
-    return _milestone_out(session, milestone, at) | {"change": done["result"]} | _held(session, milestone)
+    return _change(session, at, apply, dry_run, lambda s: s.get_one(Milestone, milestone_id))
 
 
 @router.get("/changes", summary="The latest registry changes, with their hold (pm)")
