@@ -74,6 +74,15 @@ def _dry_run(when, apply, json_: bool) -> None:
             say(line)
 
 
+def _apply_held(when, apply, product: str, version: str, kind: str) -> tuple[dict, str]:
+    """Make a registry change: its result, and (unless nothing changed) the line about its hold."""
+    with session_scope() as s:
+        done = apply(s)
+        if done["result"] == "unchanged":
+            return done, ""
+        return done, _held(s, registry.get_milestone(s, product, _version(version), kind), when)
+
+
 def _held(s, milestone, when) -> str:
     """'; change #12 held until 14:05 UTC (undo: lifecycle change undo 12)' when it makes notices wait."""
     change = registry.current_change(s, milestone)
@@ -281,13 +290,7 @@ def milestone_move(
 
     if dry_run:
         return _dry_run(when, apply, json_)
-    with session_scope() as s:
-        done = apply(s)
-        held = (
-            _held(s, registry.get_milestone(s, product, _version(version), kind), when)
-            if done["result"] != "unchanged"
-            else ""
-        )
+    done, held = _apply_held(when, apply, product, version, kind)
     if json_:
         emit_json(done)
         return
@@ -327,13 +330,7 @@ def milestone_withdraw(
 
     if dry_run:
         return _dry_run(when, apply, json_)
-    with session_scope() as s:
-        done = apply(s)
-        held = (
-            _held(s, registry.get_milestone(s, product, _version(version), kind), when)
-            if done["result"] != "unchanged"
-            else ""
-        )
+    done, held = _apply_held(when, apply, product, version, kind)
     if json_:
         emit_json(done)
         return
