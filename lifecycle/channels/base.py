@@ -160,8 +160,24 @@ class SubscribedChannel:
 
     text_names: ClassVar[tuple[str, ...]] = ("title", "text")
 
+    def send(
+        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
+    ) -> str | None:
+        """One message per delivery: the notice posted to the subscription (`post_notice`)."""
+        from lifecycle.channels.secrets import unseal
+
+        assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
+        config = unseal(batch.subscription["config"])
+        return self.post_notice(config, batch.items[0].context, batch.customer["locale"], deadline)
+
     def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:
-        """Send a test message to the subscription with these (unsealed) settings; every channel has its own."""
+        """Send a test message to the subscription with these (unsealed) settings."""
+        return self.post_notice(
+            config, test_context(customer, customer["locale"]), customer["locale"], deadline
+        )
+
+    def post_notice(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
+        """Post one notice (its context `ctx`) to a subscription: every channel has its own."""
         raise NotImplementedError
 
 

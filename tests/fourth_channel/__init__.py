@@ -4,14 +4,12 @@ It posts {"title", "text"} to the subscription's URL."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from typing import ClassVar
 
 from lifecycle.channels import http
-from lifecycle.channels.base import Batch, SubscribedChannel, test_context
-from lifecycle.channels.secrets import unseal
+from lifecycle.channels.base import SubscribedChannel
 
 
 class PagerChannel(SubscribedChannel):
@@ -19,17 +17,7 @@ class PagerChannel(SubscribedChannel):
     noun: ClassVar[str] = "page"
     title: ClassVar[str] = "Pager"
 
-    def send(
-        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
-    ) -> str | None:
-        return self.post(
-            unseal(batch.subscription["config"]), batch.items[0].context, batch.customer["locale"], deadline
-        )
-
-    def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:
-        return self.post(config, test_context(customer, customer["locale"]), customer["locale"], deadline)
-
-    def post(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
+    def post_notice(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
         body = json.dumps(self.texts(ctx, locale)).encode()
         answer = http.post(
             config["url"],

@@ -9,14 +9,12 @@ refused payload. The webhook URL is the credential: it is sealed at rest and nev
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from functools import cache
 from typing import ClassVar
 
 from lifecycle.channels import http
-from lifecycle.channels.base import Batch, SubscribedChannel, test_context
-from lifecycle.channels.secrets import unseal
+from lifecycle.channels.base import SubscribedChannel
 from lifecycle.config import get_settings
 from lifecycle.errors import DeliveryError
 from lifecycle.mailers.deadline import SendDeadline, deadline_opener
@@ -99,17 +97,7 @@ class SlackChannel(SubscribedChannel):
     title: ClassVar[str] = "Slack"
     text_names: ClassVar[tuple[str, ...]] = ("title", "text", "ack", "calendar")
 
-    def send(
-        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
-    ) -> str | None:
-        ctx = batch.items[0].context  # one delivery per message
-        assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
-        return self.post(unseal(batch.subscription["config"]), ctx, batch.customer["locale"], deadline)
-
-    def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:
-        return self.post(config, test_context(customer, customer["locale"]), customer["locale"], deadline)
-
-    def post(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
+    def post_notice(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
         settings = get_settings()
         texts = self.texts(ctx, locale)
         limit = SendDeadline(deadline if deadline is not None else time.monotonic() + settings.send_deadline)

@@ -6,14 +6,12 @@ named (`ERRORS`). The workflow URL carries its signature (`sig=`): it is sealed 
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from typing import ClassVar
 
 from lifecycle.channels import http
-from lifecycle.channels.base import Batch, SubscribedChannel, test_context
-from lifecycle.channels.secrets import unseal
+from lifecycle.channels.base import SubscribedChannel
 from lifecycle.config import get_settings
 
 ERRORS = {
@@ -57,17 +55,7 @@ class TeamsChannel(SubscribedChannel):
     title: ClassVar[str] = "Microsoft Teams"
     text_names: ClassVar[tuple[str, ...]] = ("title", "text", "ack", "calendar")
 
-    def send(
-        self, batch: Batch, *, at: dt.datetime, session=None, deadline: float | None = None
-    ) -> str | None:
-        ctx = batch.items[0].context  # one delivery per message
-        assert batch.subscription is not None  # a subscribed channel's batch carries its subscription
-        return self.post(unseal(batch.subscription["config"]), ctx, batch.customer["locale"], deadline)
-
-    def send_test(self, config: dict, customer: dict, *, deadline: float) -> str | None:
-        return self.post(config, test_context(customer, customer["locale"]), customer["locale"], deadline)
-
-    def post(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
+    def post_notice(self, config: dict, ctx: dict, locale: str, deadline: float | None) -> str | None:
         settings = get_settings()
         body = json.dumps(card(self.texts(ctx, locale), ctx), ensure_ascii=False).encode("utf-8")
         answer = http.post(
