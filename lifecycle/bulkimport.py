@@ -429,48 +429,9 @@ def _products(
                 milestone(p, m, r.version)
         for ret in p.retire:
             try:
-                if ret.action == "withdraw":
-                    registry.withdraw_milestone(
-                        session,
-                        ret.existing,
-                        reason=ret.reason,
-                        at=at,
-                        reason_code=ret.code,
-                        change=change_of_file(),
-                    )
-                    summary.withdrawn.append(
-                        {
-                            "milestone": ret.label,
-                            "date": ret.existing.date.isoformat(),
-                            "revision": ret.existing.revision,
-                            "reason": ret.reason,
-                        }
-                    )
-                else:
-                    old = ret.existing.date
-                    registry.move_milestone(
-                        session,
-                        ret.existing,
-                        date=at.date(),
-                        reason=ret.reason,
-                        at=at,
-                        allow_short_notice=True,
-                        reason_code=ret.code,
-                        check_lifecycle_order=False,
-                        change=change_of_file(),
-                    )
-                    summary.moves.append(
-                        {
-                            "milestone": ret.label,
-                            "from": old.isoformat(),
-                            "to": at.date().isoformat(),
-                            "revision": ret.existing.revision,
-                            "reason": ret.reason,
-                        }
-                    )
+                importing.retire_milestone(session, ret, at=at, change=change_of_file(), summary=summary)
             except InputError as exc:
                 raise _path_error(p.path, exc) from None
-            summary.count("milestones", "updated")
             progress()
         summary.warnings.extend(p.warnings)
     session.flush()

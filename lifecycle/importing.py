@@ -824,6 +824,48 @@ def _decide(
 # ------------------------------------------------------------------------------------------- applying
 
 
+def retire_milestone(
+    session: Session, r: _Retire, *, at: dt.datetime, change: RegistryChange, summary: ImportSummary
+) -> None:
+    """Withdraw a milestone its source no longer lists, or move a phase declared ended to the import
+    day, through the registry functions; say so in the summary. Both writers use it."""
+    old = r.existing.date
+    if r.action == "withdraw":
+        registry.withdraw_milestone(
+            session, r.existing, reason=r.reason, at=at, reason_code=r.code, change=change
+        )
+        summary.withdrawn.append(
+            {
+                "milestone": r.label,
+                "date": old.isoformat(),
+                "revision": r.existing.revision,
+                "reason": r.reason,
+            }
+        )
+    else:
+        registry.move_milestone(
+            session,
+            r.existing,
+            date=at.date(),
+            reason=r.reason,
+            at=at,
+            allow_short_notice=True,
+            reason_code=r.code,
+            check_lifecycle_order=False,
+            change=change,
+        )
+        summary.moves.append(
+            {
+                "milestone": r.label,
+                "from": old.isoformat(),
+                "to": at.date().isoformat(),
+                "revision": r.existing.revision,
+                "reason": r.reason,
+            }
+        )
+    summary.count("milestones", "updated")
+
+
 def reinstate_or_move(
     session: Session,
     m: _Milestone,
@@ -979,50 +1021,7 @@ def _apply_rows(
             )
 
     def retire(p: _Product, r: _Retire) -> None:
-        if r.action == "withdraw":
-            step(
-                p.path,
-                registry.withdraw_milestone,
-                session,
-                r.existing,
-                reason=r.reason,
-                at=at,
-                reason_code=r.code,
-                change=change_of_file(),
-            )
-            summary.withdrawn.append(
-                {
-                    "milestone": r.label,
-                    "date": r.existing.date.isoformat(),
-                    "revision": r.existing.revision,
-                    "reason": r.reason,
-                }
-            )
-        else:
-            old = r.existing.date
-            step(
-                p.path,
-                registry.move_milestone,
-                session,
-                r.existing,
-                date=at.date(),
-                reason=r.reason,
-                at=at,
-                allow_short_notice=True,
-                reason_code=r.code,
-                check_lifecycle_order=False,
-                change=change_of_file(),
-            )
-            summary.moves.append(
-                {
-                    "milestone": r.label,
-                    "from": old.isoformat(),
-                    "to": at.date().isoformat(),
-                    "revision": r.existing.revision,
-                    "reason": r.reason,
-                }
-            )
-        summary.count("milestones", "updated")
+        step(p.path, retire_milestone, session, r, at=at, change=change_of_file(), summary=summary)
 
     for p in products:
         product, change = step(p.path, registry.upsert_product, session, slug=p.slug, name=p.name, at=at)
