@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lifecycle import escalations, scheduler
 from lifecycle.db import session_scope
@@ -85,3 +86,99 @@ def tick(at: dt.datetime) -> TickResult:
     result = prepare(at)
     result.deliver.add(deliver_all(at, result.customers))
     return result
+
+
+# Later than any place's midnight: the first UTC instant at which a date may have passed somewhere
+# (UTC+14, Kiribati, is the earliest calendar on Earth).
+_EARLIEST_ZONE = dt.timedelta(hours=15)
+
+
+def quiet_until(session, at: dt.datetime) -> dt.datetime | None:
+    """After a tick at `at`: the earliest instant at which another tick could find anything to do, judged
+    from the database (None when it cannot be said: milestones to plan, sends in flight or unsettled,
+    deliveries already due). Errs early: a tick at the instant returned may still find nothing.
+
+    Every time-driven step of a tick is bounded here:
+    - release: the next planned notice's due instant (late ticks, catch-up and agreements are judged
+      there too);
+    - escalations from stages already skipped (covered by a change notice): the next skipped notice
+      falling due;
+    - delivery: the next pending delivery's attempt;
+    - work items resolved because their milestone passed: the first midnight after the earliest
+      open item's milestone date anywhere on Earth;
+    - calendar exports (history moves at the UTC day): the next UTC midnight.
+    Everything else a tick does follows a write to the database, which the caller watches for."""
+    import sqlalchemy as sa
+
+    from lifecycle.models import (
+        Delivery,
+        DeliveryStatus,
+        Escalation,
+        EscalationState,
+        Milestone,
+        Notice,
+        NoticeStatus,
+        table_of,
+    )
+    from lifecycle.scheduler import _aware
+
+    N, D, E, M = table_of(Notice), table_of(Delivery), table_of(Escalation), table_of(Milestone)
+    conn = session.connection()
+
+    def first(q):
+        return conn.execute(q.limit(1)).first() is not None
+
+    if first(sa.select(M.c.id).where(M.c.needs_plan.is_(True))) or first(
+        sa.select(D.c.id).where(D.c.status.in_([DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN]))
+    ):
+        return None
+    day = at.astimezone(dt.UTC).date() + dt.timedelta(days=1)
+    bounds = [dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)]
+    for q in (
+        sa.select(sa.func.min(N.c.due_at)).where(N.c.status == NoticeStatus.PLANNED),
+        sa.select(sa.func.min(N.c.due_at)).where(N.c.status == NoticeStatus.SKIPPED, N.c.due_at > at),
+        sa.select(sa.func.min(D.c.next_attempt_at)).where(D.c.status == DeliveryStatus.PENDING),
+    ):
+        value = conn.execute(q).scalar()
+        if value is not None:
+            bounds.append(_aware(value))
+    passed = conn.execute(
+        sa.select(sa.func.min(M.c.date))
+        .join(E, E.c.milestone_id == M.c.id)
+        .where(E.c.state != EscalationState.RESOLVED)
+    ).scalar()
+    if passed is not None:
+        if isinstance(passed, str):
+            passed = dt.date.fromisoformat(passed)
+        after = passed + dt.timedelta(days=1)
+        bounds.append(dt.datetime(after.year, after.month, after.day, tzinfo=dt.UTC) - _EARLIEST_ZONE)
+    until = min(bounds)
+    return until if until > at else None
+
+
+def remember(at: dt.datetime, result: TickResult) -> None:
+    """After a CLI tick on a SQLite file: write down until when nothing can be due (`lifecycle.idle`), so
+    that the next `lifecycle tick` with nothing due answers without opening the database. The database
+    files are looked at before and after the question; a write by anyone in between leaves no note."""
+    from lifecycle import idle
+    from lifecycle.config import get_settings
+    from lifecycle.db import dispose_engines
+
+    settings = get_settings()
+    db = idle.database_file(settings.database_url)
+    if db is None:
+        return
+    state_dir = Path(settings.state_dir)
+    try:
+        dispose_engines()  # SQLite checkpoints its log when the last connection closes: now, not at exit
+        before = idle.settled_snapshot(db)
+        with session_scope() as session:
+            until = quiet_until(session, at)
+        dispose_engines()
+        if until is None or idle.snapshot(db) != before:
+            idle.forget(state_dir, db)
+            return
+        shape = TickResult(at=at).as_dict()
+        idle.write_note(state_dir, db, at=at, until=until, files=before, shape=shape)
+    except OSError as exc:
+        log.warning("idle note not written: %s", exc)

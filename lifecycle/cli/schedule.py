@@ -273,27 +273,17 @@ def _detail_table(when: dt.datetime, rows: list[dict]) -> None:
 @app.command("tick")
 def tick_cmd(at: AtOption = None, json_: JsonOption = False) -> None:
     """Plan and send everything due by --at, synchronously. Running it again sends nothing twice."""
-    from lifecycle.ticks import tick
+    from lifecycle import idle
+    from lifecycle.ticks import remember, tick
 
     when = parse_at(at)
     result = tick(when)
+    remember(when, result)
     if json_:
         emit_json(result.as_dict())
         return
-    p, r, d = result.plan, result.release, result.deliver
-    say(f"tick at {when.isoformat()}")
-    say(
-        f"  planned: {p.created} new, {p.updated} updated, {p.cancelled} cancelled notices "
-        f"over {p.milestones} milestone(s); {p.changes} date-change and {p.withdrawals} withdrawal notices"
-    )
-    skipped = ", ".join(f"{k} {n}" for k, n in sorted(r.skipped.items())) or "none"
-    say(f"  released: {r.released} notices ({r.escalations} escalations); skipped: {skipped}")
-    channels = ", ".join(f"{k} {n}" for k, n in sorted(d.by_channel.items())) or "nothing"
-    say(
-        f"  delivered: {channels}; {d.messages} message(s), {d.retried} to retry, {d.failed} failed"
-        + (f", {d.unknown} outcome unknown" if d.unknown else "")
-        + (f", {d.cancelled} cancelled" if d.cancelled else "")
-    )
+    for line in idle.summary(result.as_dict()):
+        say(line)
 
 
 @app.command("inbox")
