@@ -125,6 +125,16 @@ def table(title: str | None, columns: list[str], rows: list[list]) -> None:
         console.print(t)
 
 
+def say_lines(lines: Iterable[str]) -> None:
+    """Plain lines (no markup, no highlighting), written as they are: an import's summary can list
+    thousands of warnings, which rich would lay out one by one."""
+    with pipe_closed_is_quiet():
+        write = sys.stdout.write
+        for line in lines:
+            write(line + "\n")
+        sys.stdout.flush()
+
+
 def say(message: str) -> None:
     with pipe_closed_is_quiet():
         console.print(message, highlight=False, soft_wrap=True)

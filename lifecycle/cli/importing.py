@@ -12,7 +12,15 @@ import typer
 
 from lifecycle import importing
 from lifecycle.cli import app
-from lifecycle.cli.common import AtOption, JsonOption, console, emit_json, err_console, parse_at
+from lifecycle.cli.common import (
+    AtOption,
+    JsonOption,
+    console,
+    emit_json,
+    err_console,
+    parse_at,
+    say_lines,
+)
 from lifecycle.db import session_scope
 from lifecycle.errors import InputError, InputErrors
 
@@ -163,5 +171,4 @@ def import_file(
     if json_:
         emit_json(summary.to_dict())
     else:
-        for line in summary.lines():  # reasons and file names are text, not markup
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        say_lines(summary.lines())  # reasons and file names are text, not markup
