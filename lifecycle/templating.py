@@ -38,7 +38,8 @@ def options() -> dict[str, Any]:
 def _environment(loader: BaseLoader, locale: str) -> Environment:
     from jinja2 import Environment
 
-    env = Environment(loader=loader, **options())
+    # Templates do not change while a process runs: no stat of the file at every render (auto_reload).
+    env = Environment(loader=loader, auto_reload=False, **options())
     env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
     return env
 

@@ -273,3 +273,35 @@ def test_an_attachment_is_not_a_subscription_and_carries_no_placeholder():
     data = ics.attachment([EOL_135], at=AT)
     assert b"REFRESH-INTERVAL" not in data and b"X-WR-CALNAME" not in data
     assert list(events(data)) == [ics.uid(200)]
+
+
+def test_short_lines_fold_exactly_as_icalendar_folds_them():
+    """lifecycle.calendar.ics returns content lines shorter than 75 octets at once; every line must
+    come out as icalendar's own folding makes it."""
+    import random
+
+    from icalendar.parser import content_line
+
+    import lifecycle.calendar.ics  # noqa: F401 - installs the short-line path
+
+    fold = content_line._foldline
+    assert fold.short_lines_first
+    rnd = random.Random(7)
+    alphabet = "abcXYZ 09,;:\\^\"'é中文😀\t"
+    lines = [
+        "",
+        "x",
+        "a" * 73,
+        "a" * 74,
+        "a" * 75,
+        "a" * 76,
+        "中" * 24,
+        "中" * 25,
+        "中" * 26,
+        "é" * 37,
+        "é" * 38,
+    ]
+    lines += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 120))) for _ in range(3000)]
+    for line in lines:
+        for limit in (75, 10):
+            assert fold(line, limit) == fold.original(line, limit), (line, limit)
