@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 from collections.abc import Iterable, Iterator
 
 import sqlalchemy as sa
@@ -98,12 +99,23 @@ class _Insert:
         self.columns = [
             (name, _memo(table.c[name].type._cached_bind_processor(conn.dialect))) for name in order
         ]
+        self._values = operator.itemgetter(*order) if len(order) > 1 else (lambda r: (r[order[0]],))
+        self._convert = [(i, p) for i, (_, p) in enumerate(self.columns) if p]
 
     def params(self, rows: list[dict]) -> list:
-        cols = self.columns
+        values, convert = self._values, self._convert
+        out = []
+        for r in rows:
+            row = values(r)
+            if convert:
+                row = list(row)
+                for i, p in convert:
+                    row[i] = p(row[i])
+            out.append(tuple(row))
         if self.positional:
-            return [tuple(p(r[c]) if p else r[c] for c, p in cols) for r in rows]
-        return [{c: p(r[c]) if p else r[c] for c, p in cols} for r in rows]
+            return out
+        names = [c for c, _ in self.columns]
+        return [dict(zip(names, row, strict=True)) for row in out]
 
 
 class _Writer:

@@ -140,6 +140,7 @@ def local_date(at: dt.datetime, tz: str) -> dt.date:
     return at.astimezone(zone(tz)).date()
 
 
+@lru_cache(maxsize=65536)
 def contract_deadline(milestone_date: dt.date) -> dt.date:
     """The last day on which a first notice still keeps the 'at least 3 months' promise."""
     return milestone_date - relativedelta(months=CONTRACT_MONTHS)

@@ -36,10 +36,11 @@ class ImportFormat(StrEnum):
 def progress_bar(description: str):
     """A callback (done, total) drawing a progress bar on stderr for large imports at a terminal."""
     bar = task = None
+    at_terminal = sys.stderr.isatty()  # asked once: the callback runs for every row
 
     def update(done: int, total: int) -> None:
         nonlocal bar, task
-        if total <= PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        if total <= PROGRESS_THRESHOLD or not at_terminal:
             return
         if bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
