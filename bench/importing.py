@@ -9,7 +9,7 @@ Also a step of `python -m bench.run` (`make bench`). For each database and scale
 2. **parse**, for information, in a child process: the strict reader (`lifecycle.loader`: libyaml's
    event parser, objects built by the strict rules) against `yaml.load(..., yaml.CSafeLoader)`.
 3. **import**: `lifecycle import FILE --at AT` in a child process on a fresh migrated database: start-up,
-   reading, checks, writes, commit; wall time and the child's peak RSS (`wait4`). Then the same file
+   reading, checks, writes, commit; wall time and the child's peak RSS (`wait4`, from a small launcher: bench/spawn.py). Then the same file
    again (**re-import**, "no changes").
 4. **floor**: every row the import wrote (products, releases, milestones, change sets and history,
    customers, contacts, deployments, audit rows) dumped, the tables emptied, then inserted raw in one
@@ -150,20 +150,27 @@ def _child_env(url: str, workdir: Path) -> dict[str, str]:
 
 
 def _run_measured(args: list[str], env: dict) -> dict:
-    """Like `_timed_child`, with the child's own peak RSS from wait4 (output to temporary files)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Like `_timed_child`, with the child's own peak RSS and CPU time (bench.spawn: measured from a
+    small launcher, not inflated by this process's size); output to temporary files."""
+    from bench import spawn
+
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        report = Path(tmp) / "rusage.json"
         t0 = time.perf_counter()
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(spawn.measured(args, report), cwd=ROOT, env=env, stdout=out, stderr=err)
         seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        usage = spawn.result(report)
         out.seek(0)
         err.seek(0)
         return {
             "seconds": seconds,
             "code": proc.returncode,
-            "peak_rss_mb": usage.ru_maxrss / 1024,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage["peak_rss_mb"],
+            "cpu_seconds": usage["cpu_seconds"],
             "stdout": out.read().decode(errors="replace"),
             "stderr": err.read().decode(errors="replace"),
         }

@@ -88,11 +88,6 @@ def tick(at: dt.datetime) -> TickResult:
     return result
 
 
-# Later than any place's midnight: the first UTC instant at which a date may have passed somewhere
-# (UTC+14, Kiribati, is the earliest calendar on Earth).
-_EARLIEST_ZONE = dt.timedelta(hours=15)
-
-
 def quiet_until(session, at: dt.datetime) -> dt.datetime | None:
     """After a tick at `at`: the earliest instant at which another tick could find anything to do, judged
     from the database (None when it cannot be said: milestones to plan, sends in flight or unsettled,
@@ -104,13 +99,15 @@ def quiet_until(session, at: dt.datetime) -> dt.datetime | None:
     - escalations from stages already skipped (covered by a change notice): the next skipped notice
       falling due;
     - delivery: the next pending delivery's attempt;
-    - work items resolved because their milestone passed: the first midnight after the earliest
-      open item's milestone date anywhere on Earth;
+    - work items resolved because their milestone passed: the first midnight after an open item's
+      milestone date in its customer's timezone;
     - calendar exports (history moves at the UTC day): the next UTC midnight.
     Everything else a tick does follows a write to the database, which the caller watches for."""
     import sqlalchemy as sa
 
+    from lifecycle import policy
     from lifecycle.models import (
+        Customer,
         Delivery,
         DeliveryStatus,
         Escalation,
@@ -142,16 +139,18 @@ def quiet_until(session, at: dt.datetime) -> dt.datetime | None:
         value = conn.execute(q).scalar()
         if value is not None:
             bounds.append(_aware(value))
-    passed = conn.execute(
-        sa.select(sa.func.min(M.c.date))
+    # Open work items are few (sync resolves them): the first local midnight after each one's milestone.
+    C = table_of(Customer)
+    for day, tz in conn.execute(
+        sa.select(M.c.date, C.c.timezone)
         .join(E, E.c.milestone_id == M.c.id)
+        .join(C, C.c.id == E.c.customer_id)
         .where(E.c.state != EscalationState.RESOLVED)
-    ).scalar()
-    if passed is not None:
-        if isinstance(passed, str):
-            passed = dt.date.fromisoformat(passed)
-        after = passed + dt.timedelta(days=1)
-        bounds.append(dt.datetime(after.year, after.month, after.day, tzinfo=dt.UTC) - _EARLIEST_ZONE)
+        .distinct()
+    ):
+        if isinstance(day, str):
+            day = dt.date.fromisoformat(day)
+        bounds.append(policy.local_instant(day + dt.timedelta(days=1), tz, hour=0))
     until = min(bounds)
     return until if until > at else None
 

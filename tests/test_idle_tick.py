@@ -119,27 +119,32 @@ def test_quiet_until_is_the_next_thing_that_can_fall_due(sqlite_db):
         assert ticks.quiet_until(s, at) is None
 
 
-def test_an_open_work_item_bounds_the_quiet_by_the_first_midnight_after_its_milestone(sqlite_db):
+def test_an_open_work_item_bounds_the_quiet_by_the_midnight_after_its_milestone_in_its_timezone(sqlite_db):
     w.product()
     w.milestone(D(2027, 3, 15))
-    w.customer("kiri", "Pacific/Kiritimati")  # UTC+14: the first place where the date passes
+    w.customer("kiri", "Pacific/Kiritimati")  # UTC+14: the first place where a date passes
+    w.customer("hono", "Pacific/Honolulu")  # UTC-10: one of the last
     w.run_every_instant(utc(2027, 3, 10))
     with session_scope() as s:
-        assert (
-            s.execute(
-                sa.select(sa.func.count()).select_from(Escalation).where(Escalation.state != "resolved")
-            ).scalar()
-            == 1
-        )
+        assert s.execute(sa.select(sa.func.count()).where(Escalation.state != "resolved")).scalar() == 2
         s.execute(sa.update(Notice).where(Notice.status == "planned").values(status="skipped"))
     at = utc(2027, 3, 15, 1)
     with session_scope() as s:
-        until = ticks.quiet_until(s, at)
-    # 16 March begins in Kiritimati at 15 March 10:00 UTC; the bound is an hour earlier still.
-    assert until == utc(2027, 3, 15, 9)
-    ticks.tick(utc(2027, 3, 15, 10, 30))
+        assert ticks.quiet_until(s, at) == utc(2027, 3, 15, 10)  # 16 March begins in Kiritimati
+    ticks.tick(utc(2027, 3, 15, 10))
     with session_scope() as s:
-        assert s.execute(sa.select(Escalation.resolution)).scalar() == "passed"
+        assert ticks.quiet_until(s, utc(2027, 3, 15, 10)) == utc(2027, 3, 16)  # the calendars' next day
+    ticks.tick(utc(2027, 3, 16))
+    with session_scope() as s:
+        assert ticks.quiet_until(s, utc(2027, 3, 16)) == utc(2027, 3, 16, 10)  # 16 March ends in Honolulu
+        resolved = dict(
+            s.execute(
+                sa.select(Customer.key, Escalation.resolution).join(
+                    Customer, Customer.id == Escalation.customer_id
+                )
+            ).all()
+        )
+    assert resolved == {"kiri": "passed", "hono": None}
 
 
 def test_sends_in_flight_or_due_retries_leave_no_quiet(sqlite_db):
