@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -182,6 +182,17 @@ def iter_agreement_rows(
                 yield from flush()
             group.append(row)
     yield from flush()
+
+
+def only(rows: Iterable[dict], *, risk: str | None = None, agreement: str | None = None) -> Iterator[dict]:
+    """The rows of this risk and agreement status (a generator stays one: it is closed with the rows)."""
+    try:
+        for row in rows:
+            if (risk is None or row["risk"] == risk) and (agreement is None or row["agreement"] == agreement):
+                yield row
+    finally:
+        if isinstance(rows, Generator):
+            rows.close()
 
 
 def _chunk_rows(session: Session, at: dt.datetime, deployments) -> list[dict]:

@@ -46,6 +46,15 @@ def integer(value: Any) -> int:
     return value
 
 
+def one_of(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError
+        return value
+
+    return convert
+
+
 def day(value: Any) -> dt.date:
     if not isinstance(value, str) or len(value) != 10:
         raise ValueError
