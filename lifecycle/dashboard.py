@@ -176,11 +176,12 @@ def iter_agreement_rows(
                 yield row
         group.clear()
 
-    for part in session.execute(q).partitions():
-        for row in _chunk_rows(session, at, part):
-            if group and row_key(group[0])[:3] != row_key(row)[:3]:
-                yield from flush()
-            group.append(row)
+    with session.execute(q) as result:  # closed with the generator: a page stops early
+        for part in result.partitions():
+            for row in _chunk_rows(session, at, part):
+                if group and row_key(group[0])[:3] != row_key(row)[:3]:
+                    yield from flush()
+                group.append(row)
     yield from flush()
 
 

@@ -989,26 +989,27 @@ def iter_milestone_rows(
                 yield row
         group.clear()
 
-    for part in session.execute(q).partitions():
-        history = _milestone_history(session, [r[0] for r in part])
-        for mid, slug, version, kind, date, status_, revision, short, ended in part:
-            if group and group[0]["product"] != slug:
-                yield from flush()
-            group.append(
-                {
-                    "id": mid,
-                    "product": slug,
-                    "version": version,
-                    "kind": kind,
-                    "date": date.isoformat(),
-                    "status": status_,
-                    "revision": revision,
-                    "short_notice_reason": short,
-                    "past": policy.is_history(date, at),
-                    "release_ended": ended,
-                    "history": history.get(mid, []),
-                }
-            )
+    with session.execute(q) as result:  # closed with the generator: a page stops early
+        for part in result.partitions():
+            history = _milestone_history(session, [r[0] for r in part])
+            for mid, slug, version, kind, date, status_, revision, short, ended in part:
+                if group and group[0]["product"] != slug:
+                    yield from flush()
+                group.append(
+                    {
+                        "id": mid,
+                        "product": slug,
+                        "version": version,
+                        "kind": kind,
+                        "date": date.isoformat(),
+                        "status": status_,
+                        "revision": revision,
+                        "short_notice_reason": short,
+                        "past": policy.is_history(date, at),
+                        "release_ended": ended,
+                        "history": history.get(mid, []),
+                    }
+                )
     yield from flush()
 
 
