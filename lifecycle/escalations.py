@@ -22,7 +22,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from lifecycle import policy, registry
+from lifecycle import paging, policy, registry
 from lifecycle import validation as v
 from lifecycle.errors import InputError, NotFound
 from lifecycle.models import (
@@ -199,9 +199,13 @@ def rows(
     customer_id: int | None = None,
     state: str | None = None,
     ids: list[int] | None = None,
+    after: list | None = None,
+    limit: int | None = None,
 ) -> list[dict]:
     """Work items for a rep's customers: open first, then in progress, then resolved; soonest due
-    first. Each with the milestone's current date (its due date), days left and its notes."""
+    first. Each with the milestone's current date (its due date), days left and its notes.
+    A page: `limit` items after `after` (the `cursor` of an item), in the database's order."""
+    rank = sa.case({s: i for i, s in enumerate(STATES)}, value=Escalation.state, else_=len(STATES))
     # sqlmodel's select() accepts any number of entities, but its overloads stop at four
     q = (
         select(Escalation, Customer, Milestone, Release, Product)  # type: ignore[call-overload]
@@ -218,6 +222,10 @@ def rows(
         q = q.where(Escalation.state == state)
     if ids is not None:
         q = q.where(col(Escalation.id).in_(ids))
+    if after is not None:
+        q = q.where(paging.after([rank, Milestone.date, Customer.key, Escalation.id], after))
+    if limit is not None:
+        q = q.order_by(rank, Milestone.date, Customer.key, Escalation.id).limit(limit)
     found = session.exec(q).all()
     notes: dict[int, list[dict]] = {}
     if found:
@@ -254,8 +262,14 @@ def rows(
                 "notes": notes.get(e.id, []),
             }
         )
-    out.sort(key=lambda x: (order.get(x["state"], 9), x["due_date"], x["customer"], x["id"]))
+    if limit is None:  # a page keeps the database's order, which its cursor continues
+        out.sort(key=lambda x: (order.get(x["state"], len(STATES)), x["due_date"], x["customer"], x["id"]))
     return out
+
+
+def cursor(item: dict) -> list:
+    """The sort key of an item, as `rows(after=...)` takes it."""
+    return [STATES.index(item["state"]), item["due_date"], item["customer"], item["id"]]
 
 
 def get(session: Session, escalation_id: int) -> Escalation:

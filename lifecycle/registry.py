@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 import json
 import secrets
+from collections.abc import Iterator
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
@@ -915,21 +916,109 @@ def remove_deployment(
 # ------------------------------------------------------------------------------------------ listings
 
 
-def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
-    """Every milestone with its history, in a stable order (product, version, lifecycle order of kinds).
+LISTING_CHUNK = 900  # rows read per round trip by streamed listings (ids go in an IN list: under every limit)
 
-    `past` marks history: milestones whose date is before `at` are shown but never notified."""
-    rows = session.exec(
-        select(Milestone, Product, Release)
+
+def milestone_rows(session: Session, at: dt.datetime, **filters) -> list[dict]:
+    """Every milestone with its history (`iter_milestone_rows`), in a list."""
+    return list(iter_milestone_rows(session, at, **filters))
+
+
+def milestone_key(row: dict) -> tuple:
+    """The order of milestones within a product: natural version order (product-level ones last),
+    lifecycle order of kinds."""
+    return (
+        version_key(row["version"] or ""),
+        policy.LIFECYCLE_ORDER.index(row["kind"]),
+        row["version"] or "",
+        row["id"],
+    )
+
+
+def milestone_cursor(row: dict) -> list:
+    return [row["product"], row["version"], row["kind"], row["id"]]
+
+
+def iter_milestone_rows(
+    session: Session,
+    at: dt.datetime,
+    *,
+    product: str | None = None,
+    status: str | None = None,
+    ids: list[int] | None = None,
+    after: list | None = None,
+    chunk: int = LISTING_CHUNK,
+) -> Iterator[dict]:
+    """Every milestone with its history, in a stable order (product, natural version order, lifecycle
+    order of kinds), read a chunk at a time: memory holds a chunk and one product's milestones.
+
+    `past` marks history: milestones whose date is before `at` are shown but never notified.
+    `product`, `status`, `ids` narrow the list; `after` (`milestone_cursor` of a row) resumes after
+    that row."""
+    q = (
+        select(  # type: ignore[call-overload]
+            col(Milestone.id),
+            col(Product.slug),
+            col(Release.version),
+            col(Milestone.kind),
+            col(Milestone.date),
+            col(Milestone.status),
+            col(Milestone.revision),
+            col(Milestone.short_notice_reason),
+            col(Release.ended),
+        )
         .join(Product, col(Product.id) == Milestone.product_id)
         .join(Release, col(Release.id) == Milestone.release_id, isouter=True)
-        .order_by(col(Product.slug), col(Release.version), col(Milestone.kind), col(Milestone.id))
-    ).all()
-    history: dict[int | None, list[dict]] = {}
+        .order_by(col(Product.slug), col(Milestone.id))
+        .execution_options(yield_per=chunk)
+    )
+    if product is not None:
+        q = q.where(Product.slug == product)
+    if status is not None:
+        q = q.where(Milestone.status == status)
+    if ids is not None:
+        q = q.where(col(Milestone.id).in_(ids))
+    if after is not None:
+        q = q.where(col(Product.slug) >= after[0])
+        resume = (after[0], milestone_key({"version": after[1], "kind": after[2], "id": after[3]}))
+    group: list[dict] = []
+
+    def flush() -> Iterator[dict]:
+        for row in sorted(group, key=milestone_key):
+            if after is None or (row["product"], milestone_key(row)) > resume:
+                yield row
+        group.clear()
+
+    with session.execute(q) as result:  # closed with the generator: a page stops early
+        for part in result.partitions():
+            history = _milestone_history(session, [r[0] for r in part])
+            for mid, slug, version, kind, date, status_, revision, short, ended in part:
+                if group and group[0]["product"] != slug:
+                    yield from flush()
+                group.append(
+                    {
+                        "id": mid,
+                        "product": slug,
+                        "version": version,
+                        "kind": kind,
+                        "date": date.isoformat(),
+                        "status": status_,
+                        "revision": revision,
+                        "short_notice_reason": short,
+                        "past": policy.is_history(date, at),
+                        "release_ended": ended,
+                        "history": history.get(mid, []),
+                    }
+                )
+    yield from flush()
+
+
+def _milestone_history(session: Session, ids: list[int]) -> dict[int, list[dict]]:
+    history: dict[int, list[dict]] = {}
     for ch in session.exec(
-        select(MilestoneChange).order_by(
-            col(MilestoneChange.milestone_id), col(MilestoneChange.revision), col(MilestoneChange.id)
-        )
+        select(MilestoneChange)
+        .where(col(MilestoneChange.milestone_id).in_(ids))
+        .order_by(col(MilestoneChange.milestone_id), col(MilestoneChange.revision), col(MilestoneChange.id))
     ).all():
         history.setdefault(ch.milestone_id, []).append(
             {
@@ -945,29 +1034,7 @@ def milestone_rows(session: Session, at: dt.datetime) -> list[dict]:
                 "at": ch.at.isoformat(),
             }
         )
-    return [
-        {
-            "id": m.id,
-            "product": p.slug,
-            "version": r.version if r else None,
-            "kind": m.kind,
-            "date": m.date.isoformat(),
-            "status": m.status,
-            "revision": m.revision,
-            "short_notice_reason": m.short_notice_reason,
-            "past": policy.is_history(m.date, at),
-            "release_ended": r.ended if r else None,
-            "history": history.get(m.id, []),
-        }
-        for m, p, r in sorted(
-            rows,
-            key=lambda row: (
-                row[1].slug,
-                version_key(row[2].version if row[2] else ""),
-                policy.LIFECYCLE_ORDER.index(row[0].kind),
-            ),
-        )
-    ]
+    return history
 
 
 def release_rows(session: Session, at: dt.datetime, product: str | None = None) -> list[dict]:

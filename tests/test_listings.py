@@ -195,3 +195,183 @@ def test_compliance_and_inbox_listings_stream_with_limits_and_filters(db, cli):
     assert len(inbox) == 1 and not inbox[0]["read"]
     assert json.loads(cli("inbox", "c0001", "--json", "--limit", "0").out) == inbox
     assert cli("inbox", "nobody").code == 2
+
+
+# ------------------------------------------------------------- milestones, escalations, agreements report
+
+REPORT_AT = "2026-10-01T12:00:00+00:00"
+
+
+def build_more() -> None:
+    """The fleet, plus what pages of milestones, escalations and agreements need to cross: releases whose
+    natural order is not the order they were registered in (3.9 after 3.16), a second deployment for
+    every fourth customer with the same next milestone date (a group a page may cut), more products,
+    and an escalation per customer in every state."""
+    from lifecycle.models import Escalation, Notice
+
+    build_fleet()
+    w.product("acp", versions=("3.9",))
+    w.milestone(utc(2027, 3, 31).date(), version="3.9", kind="end-of-maintenance")
+    for slug in ("beta", "alpha"):
+        w.product(slug, versions=("1.10", "1.9", "2.0"), upgrade_to="2.0")
+        for version in ("1.10", "1.9"):
+            for month, kind in ((6, "end-of-sale"), (9, "end-of-maintenance"), (12, "end-of-life")):
+                w.milestone(utc(2027, month, 1).date(), product=slug, version=version, kind=kind)
+        w.milestone(utc(2028, 1, 1).date(), product=slug, version=None, kind="end-of-life")
+    with session_scope() as s:
+        for i in range(0, FLEET, 4):
+            registry.add_deployment(s, customer=f"c{i:04d}", product="acp", version="3.9", at=w.START)
+        milestone = registry.get_milestone(s, "acp", "3.16", "end-of-maintenance")
+        at = utc(2027, 3, 10)
+        for i in range(FLEET):
+            cid = registry.get_customer(s, f"c{i:04d}").id
+            s.add(
+                Notice(
+                    key=f"escalation:{i}",
+                    customer_id=cid,
+                    milestone_id=milestone.id,
+                    release_id=milestone.release_id,
+                    kind="escalation",
+                    audience="rep",
+                    slot="1m",
+                    due_at=at,
+                    status="sent",
+                    created_at=at,
+                )
+            )
+        from lifecycle import escalations
+
+        assert escalations.sync(s, at)["created"] == FLEET
+        for e in s.exec(sa.select(Escalation)).scalars():
+            e.state = ("open", "in-progress", "resolved")[e.customer_id % 3]
+            s.add(e)
+
+
+def _client():
+    from fastapi.testclient import TestClient
+
+    from lifecycle.web.app import create_app
+
+    return TestClient(create_app())
+
+
+def test_milestones_escalations_and_the_agreements_report_page_with_a_cursor(db):
+    from lifecycle import dashboard, escalations
+
+    build_more()
+    client = _client()
+    pm = _pm_token()
+
+    pages = _pages(client, "/api/milestones", "milestones", limit=5)
+    with session_scope() as s:
+        whole = registry.milestone_rows(s, utc(2026, 10, 1))
+    assert len(whole) == 2 + 1 + 2 * 7 and [len(p) for p in pages] == [5, 5, 5, 2]
+    listed = [m for p in pages for m in p]
+    assert [m["id"] for m in listed] == [m["id"] for m in whole]  # every one once, in order
+    order = [(m["product"], m["version"], m["kind"]) for m in listed if m["product"] == "alpha"]
+    assert order[:4] == [
+        ("alpha", "1.9", "end-of-sale"),
+        ("alpha", "1.9", "end-of-maintenance"),
+        ("alpha", "1.9", "end-of-life"),
+        ("alpha", "1.10", "end-of-sale"),
+    ]
+    assert order[-1] == ("alpha", None, "end-of-life")
+    assert [m["product"] for m in listed].index("acp") < [m["product"] for m in listed].index("alpha")
+    one = client.get("/api/milestones", params={"product": "beta", "limit": 1000}, headers=pm).json()
+    assert len(one["milestones"]) == 7 and one["next_cursor"] is None
+    assert {m["product"] for m in one["milestones"]} == {"beta"}
+
+    pages = _pages(client, "/api/escalations", "escalations", limit=40)
+    assert [len(p) for p in pages] == [40, 40, 40, 30]
+    items = [e for p in pages for e in p]
+    with session_scope() as s:
+        expected = escalations.jsonable(escalations.rows(s, at=utc(2027, 3, 10)))
+    assert [e["id"] for e in items] == [e["id"] for e in expected] and len({e["id"] for e in items}) == FLEET
+    assert [e["state"] for e in items] == sorted((e["state"] for e in items), key=escalations.STATES.index)
+    busy = _pages(client, "/api/escalations", "escalations", limit=7, state="in-progress")
+    assert {e["state"] for p in busy for e in p} == {"in-progress"} and sum(map(len, busy)) == FLEET // 3
+
+    pages = _pages(client, "/api/reports/agreements", "rows", limit=7, at=REPORT_AT)
+    rows = [r for p in pages for r in p]
+    with session_scope() as s:
+        expected = dashboard.jsonable(dashboard.agreement_rows(s, at=utc(2026, 10, 1, 12)))
+    assert len(rows) == FLEET + len(range(0, FLEET, 4)) == len(expected)
+    assert rows == expected  # every row once, in the report's order, though pages cut customers in two
+    assert [r["version"] for r in rows if r["customer"] == "c0000"] == ["3.9", "3.16"]
+    assert {len(p) for p in pages[:-1]} == {7}
+    unagreed = _pages(client, "/api/reports/agreements", "rows", limit=50, at=REPORT_AT, agreement="none")
+    assert sum(map(len, unagreed)) == len(rows)
+    assert _pages(client, "/api/reports/agreements", "rows", at=REPORT_AT, risk="red") == [[]]
+
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("MilestonePage", "EscalationPage", "AgreementsReport"):
+        assert "next_cursor" in schema[name]["properties"], name
+
+
+@pytest.mark.parametrize("url", ["/api/milestones", "/api/escalations", "/api/reports/agreements"])
+def test_a_cursor_that_was_not_handed_out_is_a_422_naming_the_cursor(db, url):
+    from lifecycle import paging
+
+    w.product()
+    client = _client()
+    pm = _pm_token()
+    for cursor in (
+        "garbage!!",
+        "x" * 1000,
+        paging.encode(["acp"]),  # too short
+        paging.encode([1, 2, 3, 4]),  # wrong types
+        paging.encode(["acp", None, "end-of-days", 1]),
+        paging.encode([True, "2027-13-01", "c", 1]),
+        "eyJhIjoxfQ",  # {"a":1}
+        "%00",
+    ):
+        r = client.get(url, params={"cursor": cursor}, headers=pm)
+        assert r.status_code == 422, (cursor, r.text)
+        assert r.json()["detail"][0]["loc"] == ["query", "cursor"], r.text
+    assert client.get(url, params={"limit": 0}, headers=pm).status_code == 422
+    assert client.get(url, params={"limit": 100_000}, headers=pm).status_code == 422
+    empty = client.get(url, headers=pm).json()
+    assert empty["next_cursor"] is None
+
+
+def test_milestone_list_and_the_agreements_report_stream_with_limits_and_filters(db, cli):
+    build_more()
+    full = cli("milestone", "list", "--json", "--at", AT)
+    assert full.code == 0, full
+    milestones = json.loads(full.out)
+    assert len(milestones) == 17 and full.out.count("\n") >= 17  # a milestone per line
+    assert json.loads(cli("milestone", "list", "--json", "--limit", "3").out) == [
+        {**m, "past": False} for m in milestones[:3]
+    ]
+    beta = json.loads(cli("milestone", "list", "--json", "--product", "beta", "--status", "planned").out)
+    assert len(beta) == 7 and {m["product"] for m in beta} == {"beta"}
+    assert json.loads(cli("milestone", "list", "--json", "--status", "withdrawn").out) == []
+    table = cli("milestone", "list", "--at", AT, "--limit", "2")
+    assert table.code == 0 and "Milestones" in table.out and "beta" not in table.out, table
+    bad = cli("milestone", "list", "--status", "gone")
+    assert bad.code == 2 and "--status" in bad.err and "Traceback" not in bad.err, bad
+    assert cli("milestone", "list", "--product", "nobody").code == 2
+
+    at = "2026-10-01T12:00Z"
+    result = cli("report", "agreements", "--at", at, "--json")
+    assert result.code == 0, result
+    rows = json.loads(result.out)
+    assert len(rows) == FLEET + len(range(0, FLEET, 4)) and result.out.count("\n") >= len(rows)
+    assert json.loads(cli("report", "agreements", "--at", at, "--json", "--limit", "5").out) == rows[:5]
+    mine = json.loads(
+        cli(
+            "report", "agreements", "--at", at, "--json", "--rep", "rep1@vendor.example", "--status", "none"
+        ).out
+    )
+    assert mine == [r for r in rows if r["rep"] == "rep1@vendor.example"]
+    amber = json.loads(
+        cli("report", "agreements", "--at", at, "--json", "--risk", "amber", "--limit", "4").out
+    )
+    assert amber == [r for r in rows if r["risk"] == "amber"][:4]
+    as_csv = cli("report", "agreements", "--at", at, "--csv", "--product", "acp", "--limit", "3")
+    assert as_csv.code == 0 and len(as_csv.out.splitlines()) == 4, as_csv
+    shown = cli("report", "agreements", "--at", at, "--limit", "2")
+    assert shown.code == 0 and "c0000" in shown.out and "c0002" not in shown.out, shown
+    for flag, value in (("--risk", "purple"), ("--status", "maybe")):
+        bad = cli("report", "agreements", flag, value)
+        assert bad.code == 2 and flag in bad.err and "Traceback" not in bad.err, bad

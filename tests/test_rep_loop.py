@@ -200,13 +200,16 @@ def test_escalations_go_through_the_api_and_the_csv(sqlite_db):
         )
         escalations.sync(s, now)
     client = TestClient(create_app())
-    [item] = client.get("/api/escalations", headers=world.auth("rep")).json()
+    [item] = client.get("/api/escalations", headers=world.auth("rep")).json()["escalations"]
     assert (item["state"], item["customer"], item["due_date"]) == (
         "open",
         "acme",
         (world.today + dt.timedelta(days=20)).isoformat(),
     )
-    assert client.get("/api/escalations", headers=world.auth("other_rep")).json() == []
+    assert client.get("/api/escalations", headers=world.auth("other_rep")).json() == {
+        "escalations": [],
+        "next_cursor": None,
+    }
     done = client.patch(
         f"/api/escalations/{item['id']}",
         json={"state": "in-progress", "note": "Meeting on Friday"},
@@ -215,7 +218,10 @@ def test_escalations_go_through_the_api_and_the_csv(sqlite_db):
     assert done["state"] == "in-progress" and done["notes"][0]["text"] == "Meeting on Friday"
     bad = client.patch(f"/api/escalations/{item['id']}", json={}, headers=world.auth("rep"))
     assert bad.status_code == 422
-    rows = {r["version"]: r for r in client.get("/api/reports/agreements", headers=world.auth("rep")).json()}
+    rows = {
+        r["version"]: r
+        for r in client.get("/api/reports/agreements", headers=world.auth("rep")).json()["rows"]
+    }
     assert (rows["3.14"]["escalation"], rows["3.14"]["escalation_state"]) == (item["id"], "in-progress")
 
 
@@ -227,7 +233,7 @@ def test_a_customer_whose_every_contact_bounced_is_red_with_that_reason(sqlite_d
     client = TestClient(create_app())
     before = {
         r["version"]: r["risk"]
-        for r in client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()
+        for r in client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()["rows"]
     }
     assert before == {"3.14": "red", "3.16": "amber"}
     with session_scope() as s:
@@ -239,12 +245,12 @@ def test_a_customer_whose_every_contact_bounced_is_red_with_that_reason(sqlite_d
         for c in s.exec(select(Contact)).all():
             c.undeliverable, c.undeliverable_reason = True, "550 no such user"
             s.add(c)
-    rows = client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()
+    rows = client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()["rows"]
     assert {r["version"]: (r["risk"], r["risk_reason"]) for r in rows}["3.16"] == (
         "red",
         "every contact bounced: no email reaches them",
     )
-    exported = client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()
+    exported = client.get("/api/reports/agreements?customer=acme", headers=world.auth("pm")).json()["rows"]
     assert all(r["risk"] == "red" and r["bounced"] == r["contacts"] == 2 for r in exported)
     from lifecycle import dashboard
     from lifecycle.models import Customer

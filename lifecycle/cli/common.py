@@ -135,6 +135,25 @@ def say_lines(lines: Iterable[str]) -> None:
         sys.stdout.flush()
 
 
+TABLE_ROWS = 500  # a table per this many rows: the terminal shows the first ones at once
+
+
+def tables(title: str | None, columns: list[str], rows: Iterable[list], per: int = TABLE_ROWS) -> int:
+    """`table` for rows that stream: a table per `per` rows (one table, empty or not, for fewer), printed
+    as the rows come. Returns the number of rows."""
+    batch: list[list] = []
+    n = 0
+    for row in rows:
+        batch.append(row)
+        n += 1
+        if len(batch) == per:
+            table(title, columns, batch)
+            batch = []
+    if batch or not n:
+        table(title, columns, batch)
+    return n
+
+
 def say(message: str) -> None:
     with pipe_closed_is_quiet():
         console.print(message, highlight=False, soft_wrap=True)

@@ -10,12 +10,19 @@ from typing import Annotated
 import typer
 
 from lifecycle import reports
-from lifecycle.cli.common import AtOption, JsonOption, emit_json, emit_json_stream, parse_at, say, table
+from lifecycle.cli.common import (
+    TABLE_ROWS,
+    AtOption,
+    JsonOption,
+    emit_json,
+    emit_json_stream,
+    parse_at,
+    say,
+    table,
+)
 from lifecycle.cli.reports import report_app
 from lifecycle.db import session_scope
 from lifecycle.errors import InputError
-
-TABLE_ROWS = 500  # a table per this many rows: the terminal shows the first ones at once
 
 
 @report_app.command("compliance")

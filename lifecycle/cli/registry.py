@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Annotated
 
 import typer
@@ -9,8 +10,19 @@ import typer
 from lifecycle import registry
 from lifecycle import validation as v
 from lifecycle.cli import app
-from lifecycle.cli.common import AtOption, JsonOption, emit_json, err_console, parse_at, say, table
+from lifecycle.cli.common import (
+    AtOption,
+    JsonOption,
+    emit_json,
+    emit_json_array,
+    err_console,
+    parse_at,
+    say,
+    table,
+    tables,
+)
 from lifecycle.db import session_scope
+from lifecycle.errors import InputError
 from lifecycle.models import Release
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -341,30 +353,43 @@ def milestone_withdraw(
 
 
 @milestone_app.command("list")
-def milestone_list(json_: JsonOption = False, at: AtOption = None) -> None:
-    """List every milestone with its status, revision and history (dates before --at are history)."""
+def milestone_list(
+    json_: JsonOption = False,
+    at: AtOption = None,
+    product: Annotated[str | None, typer.Option("--product", help="Only this product.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only milestones planned or withdrawn.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many milestones (0: all).")] = 0,
+) -> None:
+    """List milestones with their status, revision and history (dates before --at are history), by
+    product, version and lifecycle order; read a chunk at a time and written as they come."""
+    if status is not None and status not in ("planned", "withdrawn"):
+        raise InputError("--status", f"{status!r} is not one of planned, withdrawn")
     when = parse_at(at)
     with session_scope() as s:
-        rows = registry.milestone_rows(s, when)
-    if json_:
-        emit_json(rows)
-        return
-    table(
-        "Milestones",
-        ["product", "version", "kind", "date", "status", "rev", "note"],
-        [
-            [
-                r["product"],
-                r["version"] or "(product)",
-                r["kind"],
-                r["date"],
-                r["status"],
-                r["revision"],
-                "history" if r["past"] else ("short notice" if r["short_notice_reason"] else ""),
-            ]
-            for r in rows
-        ],
-    )
+        if product is not None:
+            registry.get_product(s, product, "--product")  # an unknown slug is bad input, not an empty list
+        rows = islice(registry.iter_milestone_rows(s, when, product=product, status=status), limit or None)
+        if json_:
+            emit_json_array(rows)
+            return
+        tables(
+            "Milestones",
+            ["product", "version", "kind", "date", "status", "rev", "note"],
+            (
+                [
+                    r["product"],
+                    r["version"] or "(product)",
+                    r["kind"],
+                    r["date"],
+                    r["status"],
+                    r["revision"],
+                    "history" if r["past"] else ("short notice" if r["short_notice_reason"] else ""),
+                ]
+                for r in rows
+            ),
+        )
 
 
 @release_app.command("list")

@@ -13,15 +13,16 @@ InputError becomes a 422 naming the field and whose ShortNotice becomes a 409.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlmodel import Session, col, select
 
-from lifecycle import agreements, dashboard, escalations, inbox, links, loader, policy, registry, reps
+from lifecycle import agreements, dashboard, escalations, inbox, links, loader, paging, policy, registry, reps
 from lifecycle import validation as v
 from lifecycle.config import get_settings
 from lifecycle.errors import InputError, InputErrors, ShortNotice
@@ -224,7 +225,34 @@ def _milestone(session: Session, milestone_id: int) -> Milestone:
 
 
 def _milestone_out(session: Session, milestone: Milestone, at: dt.datetime) -> dict:
-    return next(r for r in registry.milestone_rows(session, at) if r["id"] == milestone.id)
+    return registry.milestone_rows(session, at, ids=[pk(milestone)])[0]
+
+
+Cursor = Annotated[
+    str | None, Query(max_length=paging.MAX_CURSOR, description="`next_cursor` of the previous page.")
+]
+
+
+def _cursor(cursor: str | None, *shape) -> list | None:
+    """The key in a page's `cursor`; one this list did not hand out is a 422 naming `cursor`."""
+    if cursor is None:
+        return None
+    try:
+        return paging.decode(cursor, *shape)
+    except InputError as exc:
+        raise HTTPException(
+            422, [{"loc": ["query", "cursor"], "msg": exc.message, "type": "value_error"}]
+        ) from None
+
+
+def _page(rows: Iterable[dict], limit: int, key: Callable[[dict], list]) -> tuple[list[dict], str | None]:
+    """The first `limit` rows, and the cursor of the last one when more follow (one more is read to
+    know). A generator is closed at once: its database cursor goes with it."""
+    found = list(islice(rows, limit + 1))
+    if isinstance(rows, Generator):
+        rows.close()
+    page = found[:limit]
+    return page, paging.encode(key(page[-1])) if len(found) > limit else None
 
 
 def customer_out(c: Customer) -> dict:
@@ -349,7 +377,7 @@ def get_product(slug: str, principal: PrincipalDep, session: SessionDep) -> dict
         session.exec(select(Release).where(Release.product_id == product.id)).all(),
         key=lambda r: registry.version_key(r.version),
     )
-    milestones = [m for m in registry.milestone_rows(session, now()) if m["product"] == product.slug]
+    milestones = registry.milestone_rows(session, now(), product=product.slug)
     return {
         "slug": product.slug,
         "name": product.name,
@@ -384,9 +412,33 @@ def add_release(slug: str, body: ReleaseIn, principal: PrincipalDep, session: Se
     }
 
 
-@router.get("/milestones", summary="Every milestone with its history (any role)")
-def list_milestones(principal: PrincipalDep, session: SessionDep) -> list[dict]:
-    return registry.milestone_rows(session, now())
+class MilestonePage(BaseModel):
+    """A page of milestones: by product, natural version order, lifecycle order of kinds."""
+
+    milestones: list[dict] = Field(
+        description="Each milestone with its status, revision, whether it is history (`past`) and its "
+        "history of changes."
+    )
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+@router.get(
+    "/milestones", summary="Milestones with their history (any role), in pages", response_model=MilestonePage
+)
+def list_milestones(
+    principal: PrincipalDep,
+    session: SessionDep,
+    product: Annotated[str | None, Query(max_length=64, description="Only this product.")] = None,
+    status: Annotated[Literal["planned", "withdrawn"] | None, Query(description="Only this status.")] = None,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Milestones per page.")] = 100,
+) -> dict:
+    after = _cursor(
+        cursor, paging.text, paging.optional_text, paging.one_of(*policy.LIFECYCLE_ORDER), paging.integer
+    )
+    rows = registry.iter_milestone_rows(session, now(), product=product, status=status, after=after)
+    page, next_cursor = _page(rows, limit, registry.milestone_cursor)
+    return {"milestones": page, "next_cursor": next_cursor}
 
 
 DryRun = Annotated[
@@ -962,16 +1014,36 @@ def _escalation(session: Session, principal: Principal, escalation_id: int):
     return item
 
 
-@router.get("/escalations", summary="Escalation work items, open first (pm: all or one rep; rep: their own)")
+class EscalationPage(BaseModel):
+    """A page of escalation work items: open, in progress, then resolved; soonest due first."""
+
+    escalations: list[dict] = Field(description="Each item with its due date, days left and notes.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+@router.get(
+    "/escalations",
+    summary="Escalation work items, open first, in pages (pm: all or one rep; rep: their own)",
+    response_model=EscalationPage,
+)
 def list_escalations(
     principal: PrincipalDep,
     session: SessionDep,
     state: Annotated[Literal["open", "in-progress", "resolved"] | None, Query()] = None,
     rep: Annotated[str | None, Query(description="Only this rep's customers (pm).")] = None,
-) -> list[dict]:
+    customer: Annotated[str | None, Query(description="Only this customer.")] = None,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
+) -> dict:
     require(principal, PM, REP)
+    after = _cursor(cursor, paging.integer, paging.day, paging.text, paging.integer)
     rep = principal.rep_email if principal.role == REP else rep
-    return escalations.jsonable(escalations.rows(session, at=now(), rep=rep, state=state))
+    customer_id = visible_customer(session, principal, customer).id if customer else None
+    rows = escalations.rows(
+        session, at=now(), rep=rep, state=state, customer_id=customer_id, after=after, limit=limit + 1
+    )
+    page, next_cursor = _page(rows, limit, escalations.cursor)
+    return {"escalations": escalations.jsonable(page), "next_cursor": next_cursor}
 
 
 @router.get("/escalations/{escalation_id}", summary="One escalation with its notes")
@@ -1096,8 +1168,21 @@ def _last_customer_key(session: Session, after: str | None, limit: int) -> str |
     return keys[-1] if keys else None
 
 
+class AgreementsReport(BaseModel):
+    """A page of the agreements report: fewest days left first, then customer, product and version."""
+
+    at: str = Field(description="The instant the report is computed at (ISO 8601).")
+    rows: list[dict] = Field(
+        description="Per customer and deployed release with an upcoming milestone: agreement, risk, "
+        "escalation (`lifecycle report agreements --json`)."
+    )
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
 @router.get(
-    "/reports/agreements", summary="Agreements report (pm: everyone, optionally one rep; rep: their own)"
+    "/reports/agreements",
+    summary="Agreements report, in pages (pm: everyone, optionally one rep; rep: their own)",
+    response_model=AgreementsReport,
 )
 def agreements_report(
     principal: PrincipalDep,
@@ -1106,11 +1191,21 @@ def agreements_report(
     rep: Annotated[str | None, Query(description="Only this rep's customers (pm).")] = None,
     customer: Annotated[str | None, Query(description="Only this customer.")] = None,
     product: Annotated[str | None, Query(description="Only this product.")] = None,
-) -> list[dict]:
+    risk: Annotated[Literal["red", "amber", "green"] | None, Query(description="Only this risk.")] = None,
+    agreement: Annotated[
+        Literal["none", "acknowledged", "planned", "completed", "declined"] | None,
+        Query(description="Only this agreement status."),
+    ] = None,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Rows per page.")] = 100,
+) -> dict:
     require(principal, PM, REP)
+    after = _cursor(cursor, paging.day, paging.text, paging.text, paging.text)
     when = v.instant(at) if at is not None else now()
     customer_id = visible_customer(session, principal, customer).id if customer else None
     rep = principal.rep_email if principal.role == REP else rep
-    return dashboard.jsonable(
-        dashboard.agreement_rows(session, at=when, rep=rep, customer_id=customer_id, product=product)
+    rows = dashboard.iter_agreement_rows(
+        session, at=when, rep=rep, customer_id=customer_id, product=product, after=after
     )
+    page, next_cursor = _page(dashboard.only(rows, risk=risk, agreement=agreement), limit, dashboard.cursor)
+    return {"at": when.isoformat(), "rows": dashboard.jsonable(page), "next_cursor": next_cursor}
