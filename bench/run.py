@@ -438,6 +438,7 @@ def run(
     with_import: bool = True,
     log=print,
     delivery_scales: tuple[float, ...] = (),
+    with_commands: bool = False,
 ) -> dict:
     """Run the benchmark; return (and write to `results_dir`) the results. With `delivery_scales`, the
     delivery benchmark (bench/delivery.py) runs after the planning steps, as extra steps."""
@@ -463,6 +464,11 @@ def run(
         report["databases"][name] = bench_database(
             name, scale, isolate=isolate, with_import=with_import, log=log
         )
+    if with_commands:
+        from bench import commands
+
+        log("commands:")
+        report["commands"] = commands.run(scale, log=log)
     if delivery_scales:
         from bench import delivery
 
@@ -562,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SCALES",
         help="the delivery benchmark's scales (bench/delivery.py); 'none' to skip it",
     )
+    parser.add_argument(
+        "--no-commands", action="store_true", help="skip timing every CLI command (bench/commands.py)"
+    )
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -586,9 +595,15 @@ def main(argv: list[str] | None = None) -> int:
         results_dir=results_dir,
         with_import=not args.no_import,
         delivery_scales=delivery_scales,
+        with_commands=not args.no_commands,
     )
     print()
     print(table(report))
+    if report.get("commands"):
+        from bench import commands
+
+        print("\nCommands\n")
+        print(commands.table(report["commands"]))
     if report.get("delivery"):
         from bench import delivery
 

@@ -169,3 +169,18 @@ def test_the_delivery_bench_scales_out_celery_workers_on_postgresql_and_redis(re
         d = report["celery"][p]
         assert d["deliveries"] >= 80 and d["duplicates"] == 0 and d["speedup"] > 0  # email + portal each
     assert _bench_schemas() == before, "the bench drops its schema"
+
+
+def test_every_cli_command_of_the_commands_bench_runs_and_reports_its_own_memory():
+    """bench/commands.py at a tiny fleet: every command exits cleanly (or quietly on a closed pipe), and
+    its peak RSS is its own (a fresh interpreter), not the bench process's."""
+    from bench import commands
+
+    report = commands.run(0.002, log=lambda *a: None)
+    assert report["notices"] > 0
+    bad = {label: r for label, r in report["commands"].items() if not r["ok"]}
+    assert not bad, bad
+    ticks = [r for label, r in report["commands"].items() if label.startswith("lifecycle tick")]
+    assert ticks[1]["peak_rss_mb"] < ticks[0]["peak_rss_mb"]  # the idle note imports no database layer
+    assert 5 < report["commands"]["lifecycle --help"]["peak_rss_mb"] < 80
+    assert "peak RSS MB" in commands.table(report)
