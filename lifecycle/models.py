@@ -251,7 +251,12 @@ class Notice(SQLModel, table=True):
     (re-planning after a move updates `due_at` of unsent stages), a change notice once per revision.
     """
 
-    __table_args__ = (sa.Index("ix_notice_status_due", "status", "due_at"),)
+    __table_args__ = (
+        sa.Index("ix_notice_status_due", "status", "due_at"),
+        # A customer's notices of a milestone (the tick's "superseded after an outage" check, per
+        # overdue stage): without it SQLite searches every customer's notices of the milestone.
+        sa.Index("ix_notice_customer_milestone", "customer_id", "milestone_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=160, unique=True)

@@ -2,8 +2,11 @@
 
 import datetime as dt
 
+import pytest
+import sqlalchemy as sa
+
 from lifecycle import scheduler
-from lifecycle.db import session_scope
+from lifecycle.db import get_engine, session_scope
 from lifecycle.reports import compliance
 from tests import world as w
 from tests.conftest import utc
@@ -78,6 +81,32 @@ def test_an_outage_is_caught_up_with_the_latest_overdue_stage_only(db):
     assert [s for s, _ in stage_sends()] == ["3m"]
     row = compliance_row("acme")
     assert row["status"] == "late" and row["cause"].startswith("outage")
+
+
+def test_the_outage_check_searches_one_customers_stages_not_every_customers(db):
+    """Issue 11: the check for a later overdue stage runs per overdue stage. On SQLite it must search
+    that customer's notices of the milestone (ix_notice_customer_milestone), not every notice of the
+    milestone: a first tick with N customers overdue then cost N² (8,000 customers: 55 s)."""
+    if not db.startswith("sqlite"):
+        pytest.skip("SQLite's plan; PostgreSQL plans from its statistics")
+    w.product()
+    w.milestone(D(2027, 6, 30))
+    w.customer("acme", "Asia/Shanghai")
+    engine, seen = get_engine(db), []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE notice") and "FROM notice AS later" in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", grab)
+    try:
+        w.run(utc(2027, 4, 15))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", grab)
+    [(statement, parameters)] = seen
+    with engine.connect() as conn:
+        plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    assert any("SEARCH later USING INDEX ix_notice_customer_milestone" in step for step in plan), plan
 
 
 def test_a_short_notice_milestone_notifies_every_affected_customer_at_once(db):
