@@ -46,7 +46,9 @@ class TickResult:
         }
 
 
-def prepare(at: dt.datetime) -> TickResult:
+def prepare(at: dt.datetime, *, calendars: bool = True) -> TickResult:
+    """The database part of a tick; then, unless `calendars` is False (the caller refreshes them after
+    delivering: notices first), the calendar exports."""
     result = TickResult(at=at)
     with session_scope() as session:
         result.release.recovered = scheduler.recover_stale(session, at)
@@ -56,7 +58,8 @@ def prepare(at: dt.datetime) -> TickResult:
         result.release.recovered = recovered
         result.work_items = escalations.sync(session, at)
         result.customers = scheduler.customers_with_due_deliveries(session, at)
-    refresh_calendar_exports(result)
+    if calendars:
+        refresh_calendar_exports(result)
     return result
 
 
@@ -83,8 +86,9 @@ def refresh_calendar_exports(result: TickResult) -> None:
 
 def tick(at: dt.datetime) -> TickResult:
     """Plan and deliver everything due by `at`, synchronously. Idempotent."""
-    result = prepare(at)
+    result = prepare(at, calendars=False)
     result.deliver.add(deliver_all(at, result.customers))
+    refresh_calendar_exports(result)  # after the notices: a first tick may render every customer's calendar
     return result
 
 

@@ -37,10 +37,12 @@ def tick(at: str | None = None) -> dict:
     """Plan and release what is due, then deliver it: in-process on the embedded default (draining
     while work remains), else by handing batches of customer ids to the workers."""
     from lifecycle.delivery import deliver_all
-    from lifecycle.ticks import prepare
+    from lifecycle.ticks import prepare, refresh_calendar_exports
 
     when = _at(at)
-    result = prepare(when)
+    # The calendar exports after the notices are on their way: a first tick, or the first of a day,
+    # may render every customer's calendar (minutes for a large fleet).
+    result = prepare(when, calendars=False)
     if _in_process():
         # Drain: deliver, then look again (as of now) while new work keeps falling due, a bounded
         # number of rounds; the next beat picks up the rest. Not bound by the broker's polling.
@@ -55,6 +57,7 @@ def tick(at: str | None = None) -> dict:
                 from lifecycle.scheduler import customers_with_due_deliveries
 
                 result.customers = customers_with_due_deliveries(session, when)
+        refresh_calendar_exports(result)
         log.info("tick %s: %s", when.isoformat(), result.as_dict())
         return result.as_dict()
     # A message per batch of customers with something due, each claiming whichever customers are due
@@ -64,6 +67,7 @@ def tick(at: str | None = None) -> dict:
     expires = max(get_settings().tick_seconds * 3, 5.0)
     for _ in range(0, len(result.customers), TASK_CUSTOMERS):
         deliver_due.apply_async((TASK_CUSTOMERS, when.isoformat()), expires=expires)
+    refresh_calendar_exports(result)
     log.info("tick %s: %s", when.isoformat(), result.as_dict())
     return result.as_dict()
 
