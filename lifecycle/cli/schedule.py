@@ -145,6 +145,8 @@ def plan_summary(
             "channels": {},
         }
     for name, channel in CHANNELS.items():
+        if channel.subscribed and not _any_subscription(conn, name):
+            continue  # a channel nobody subscribed to: a scan of the plan for nothing
         for audience in sorted(channel.audiences):
             sub = channel.recipients(audience, sa.and_(cond, N.c.audience == audience)).subquery()
             n2 = N.alias("planned_notice")
@@ -158,6 +160,14 @@ def plan_summary(
                 found = groups[(str(d)[:10], lab)]["channels"]
                 found[name] = found.get(name, 0) + count
     return [groups[k] for k in sorted(groups)]
+
+
+def _any_subscription(conn, channel: str) -> bool:
+    from lifecycle.models import CustomerChannel
+
+    CC = table_of(CustomerChannel)
+    q = sa.select(CC.c.id).where(CC.c.kind == channel, CC.c.enabled.is_(True)).limit(1)
+    return conn.execute(q).first() is not None
 
 
 @app.command("plan")
