@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Test processes: most tests wait on services and subprocesses, so three share two cores well.
-# Each test file stays in one process (its tests keep their order). `make test PYTEST_ARGS=` runs serially.
-PYTEST_ARGS ?= -n 3 --dist loadfile
+# Each test file stays in one process (its tests keep their order); the 25 slowest tests are listed at the end.
+# `make test PYTEST_ARGS=` runs serially.
+PYTEST_ARGS ?= -n 3 --dist loadfile --durations=25
 
 .PHONY: run test lint check bench clean messages compile-messages new-language
 

@@ -98,7 +98,8 @@ def _run(args: list[str], env: dict, head: int | None, report: Path) -> dict:
     }
 
 
-def run(scale: float, log=print) -> dict:
+def run(scale: float, log=print, only: tuple[str, ...] | None = None) -> dict:
+    """`only`: the labels of the commands to run (default: every one)."""
     from bench import fleet
     from bench.run import _mark_delivered, _step_env
     from lifecycle import db, scheduler
@@ -136,6 +137,8 @@ def run(scale: float, log=print) -> dict:
             report["notices"] = conn.exec_driver_sql("SELECT count(*) FROM notice").scalar()
         engine.dispose()
         for label, args, head in _commands(fleet.AT, customer, rep):
+            if only is not None and label not in only:
+                continue
             log(f"  {label} ...")
             report["commands"][label] = _run(args, env, head, workdir / "rusage.json")
         return report

@@ -79,7 +79,7 @@ def _signature() -> dict:
 def test_answering_from_the_note_sends_exactly_what_full_ticks_send(
     sqlite_db, sqlite_template, tmp_path, monkeypatch, capsys
 ):
-    step = dt.timedelta(hours=11)  # every hour of the day comes round
+    step = dt.timedelta(hours=17)  # every hour of the day comes round; some ticks share a UTC day
     _scenario(functools.partial(_cadence, step=step, tick_at=lambda t: ticks.tick(t)))
     full = _signature()
     dispose_engines()
@@ -96,9 +96,9 @@ def test_answering_from_the_note_sends_exactly_what_full_ticks_send(
         ) == ([], []), part
     assert noted == full
     assert any(n[1] == "sent" for n in full["n"]) and full["e"]  # something happened: not a vacuous test
-    # Most ticks find nothing due and were answered from the note; every tick that had work ran in full.
-    print(counts)
-    assert counts["answered"] > counts["full"] > 20, counts
+    # Both ways were taken many times: ticks answered from the note (nothing due, the same UTC day), and
+    # full ticks (work due, a registry change, or a new day for the calendars).
+    assert counts["answered"] > 50 and counts["full"] > 50, counts
     assert "tick at" in capsys.readouterr().out
 
 
