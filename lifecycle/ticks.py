@@ -15,9 +15,22 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lifecycle import escalations, scheduler
+import sqlalchemy as sa
+
+from lifecycle import escalations, policy, scheduler
 from lifecycle.db import session_scope
 from lifecycle.delivery import DeliverResult, deliver_all
+from lifecycle.models import (
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    Escalation,
+    EscalationState,
+    Milestone,
+    Notice,
+    NoticeStatus,
+    table_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,22 +120,6 @@ def quiet_until(session, at: dt.datetime) -> dt.datetime | None:
       milestone date in its customer's timezone;
     - calendar exports (history moves at the UTC day): the next UTC midnight.
     Everything else a tick does follows a write to the database, which the caller watches for."""
-    import sqlalchemy as sa
-
-    from lifecycle import policy
-    from lifecycle.models import (
-        Customer,
-        Delivery,
-        DeliveryStatus,
-        Escalation,
-        EscalationState,
-        Milestone,
-        Notice,
-        NoticeStatus,
-        table_of,
-    )
-    from lifecycle.scheduler import _aware
-
     N, D, E, M = table_of(Notice), table_of(Delivery), table_of(Escalation), table_of(Milestone)
     conn = session.connection()
 
@@ -142,7 +139,7 @@ def quiet_until(session, at: dt.datetime) -> dt.datetime | None:
     ):
         value = conn.execute(q).scalar()
         if value is not None:
-            bounds.append(_aware(value))
+            bounds.append(scheduler._aware(value))
     # Open work items are few (sync resolves them): the first local midnight after each one's milestone.
     C = table_of(Customer)
     for day, tz in conn.execute(

@@ -115,6 +115,15 @@ def subscription_recipients(kind: str, notices: sa.ColumnElement) -> sa.Select:
     )
 
 
+def has_subscriptions(conn: sa.Connection, kind: str) -> bool:
+    """Whether any customer has an enabled subscription of this kind (a channel nobody subscribed to
+    has no recipients: a query over its recipients can be skipped)."""
+    return (
+        conn.execute(sa.select(CC.c.id).where(CC.c.kind == kind, CC.c.enabled.is_(True)).limit(1)).first()
+        is not None
+    )
+
+
 class SubscribedChannel:
     """What the subscribed channels (webhook, Slack, Teams) share: customer notices to every enabled
     subscription, one message per delivery, `sent` when the receiver accepted it. An outcome lost after

@@ -121,6 +121,7 @@ def plan_summary(
     """Planned notices per day (UTC) and stage (or kind: change, withdrawn, ...), with their customers and
     the recipients per channel: aggregates in SQL over the channels' own recipient sources, so the cost
     in memory is a row per day and stage, however large the fleet."""
+    from lifecycle.channels.base import has_subscriptions
     from lifecycle.channels.registry import CHANNELS
 
     N = table_of(Notice)
@@ -145,7 +146,7 @@ def plan_summary(
             "channels": {},
         }
     for name, channel in CHANNELS.items():
-        if channel.subscribed and not _any_subscription(conn, name):
+        if channel.subscribed and not has_subscriptions(conn, name):
             continue  # a channel nobody subscribed to: a scan of the plan for nothing
         for audience in sorted(channel.audiences):
             sub = channel.recipients(audience, sa.and_(cond, N.c.audience == audience)).subquery()
@@ -160,14 +161,6 @@ def plan_summary(
                 found = groups[(str(d)[:10], lab)]["channels"]
                 found[name] = found.get(name, 0) + count
     return [groups[k] for k in sorted(groups)]
-
-
-def _any_subscription(conn, channel: str) -> bool:
-    from lifecycle.models import CustomerChannel
-
-    CC = table_of(CustomerChannel)
-    q = sa.select(CC.c.id).where(CC.c.kind == channel, CC.c.enabled.is_(True)).limit(1)
-    return conn.execute(q).first() is not None
 
 
 @app.command("plan")
