@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lifecycle import registry, reports
 from lifecycle.config import reset_settings
 from lifecycle.db import session_scope
-from lifecycle.models import Contact, Customer, Delivery, Deployment, Notice, Release
+from lifecycle.models import Contact, Customer, Delivery, Deployment, Milestone, Notice, Release
 from tests import world as w
 from tests.conftest import utc
 from tests.sendgrid_stub import SendGridStub
@@ -327,8 +327,8 @@ def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them
     monkeypatch.setenv("LIFECYCLE_EMAIL_BACKEND", "sendgrid")
     monkeypatch.setenv("SENDGRID_API_KEY", stub.api_key)
     monkeypatch.setenv("LIFECYCLE_SENDGRID_HOST", stub.url)
-    monkeypatch.setenv("LIFECYCLE_RETRY_BASE_SECONDS", "20")
-    monkeypatch.setenv("LIFECYCLE_RETRY_MAX_BACKOFF_SECONDS", "60")
+    monkeypatch.setenv("LIFECYCLE_RETRY_BASE_SECONDS", "100")
+    monkeypatch.setenv("LIFECYCLE_RETRY_MAX_BACKOFF_SECONDS", "200")
     reset_settings()
     w.product(versions=VERSIONS, upgrade_to="1.5")
     for i, version in enumerate(VERSIONS):
@@ -371,7 +371,13 @@ def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them
         for i in range(4)
     ]
     try:
-        _wait_for(lambda: len(stub.accepted) >= 10, what="the first emails", logs=[tmp_path / "tick0.log"])
+        # The race is only exercised if emails about both kinds of change are going out when the changes
+        # come: wait for an accepted stage email about a milestone to be withdrawn and one to be moved.
+        _wait_for(
+            lambda: {"withdraw", "move"} <= _actions_in_flight(stub, dict(changes)),
+            what="emails about a withdrawn and a moved milestone",
+            logs=[tmp_path / "tick0.log"],
+        )
         mover = subprocess.run(
             [
                 sys.executable,
@@ -439,6 +445,28 @@ def test_four_ticks_and_a_process_withdrawing_milestones_send_nothing_about_them
     assert late == []
     assert before["withdraw"] > 0 and before["move"] > 0  # the changes came while those emails were going out
     assert cancelled > 0  # in-flight retries were cancelled
+
+
+def _actions_in_flight(stub: SendGridStub, action_by_version: dict[str, str]) -> set[str]:
+    """The changes (withdraw, move) whose milestones an accepted stage email was about so far."""
+    ids = [d_id for r in list(stub.accepted) for d_id in r.delivery_ids]
+    if not ids:
+        return set()
+    with session_scope() as s:
+        versions = (
+            s.connection()
+            .execute(
+                sa.select(Release.version)
+                .join(Milestone, Milestone.release_id == Release.id)
+                .join(N, N.c.milestone_id == Milestone.id)
+                .join(D, D.c.notice_id == N.c.id)
+                .where(D.c.id.in_(ids), N.c.kind == "stage")
+                .distinct()
+            )
+            .scalars()
+            .all()
+        )
+    return {action_by_version[v] for v in versions if v in action_by_version}
 
 
 def _quiet() -> bool:
