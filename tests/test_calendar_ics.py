@@ -305,3 +305,56 @@ def test_short_lines_fold_exactly_as_icalendar_folds_them():
     for line in lines:
         for limit in (75, 10):
             assert fold(line, limit) == fold.original(line, limit), (line, limit)
+
+
+def test_an_attachment_is_the_calendar_of_its_events_byte_for_byte_with_or_without_the_run_memo():
+    """`ics.attachment` puts the calendar together from each event's content lines and, with a delivery
+    run's memo, builds each event once and writes only the DESCRIPTION (the customer's ack link) again.
+    Every customer's bytes must be exactly icalendar's for the same events."""
+    from icalendar import Calendar
+
+    moved = milestone(202, R136, "end-of-support", dt.date(2027, 3, 31), revision=2)
+    moved.change.action, moved.change.old_date = "moved", dt.date(2027, 1, 31)
+    moved.change.reason = "Customers asked, with a long reason; commas, semicolons and a backslash \\ too"
+    withdrawn = milestone(203, R136, "end-of-sale", dt.date(2027, 2, 1), status="withdrawn", revision=3)
+    past = milestone(204, R135, "end-of-sale", dt.date(2026, 12, 1))
+    ended = release(22, "1.20", dt.date(2021, 4, 8), ended="end-of-life")
+    of_ended = milestone(205, ended, "end-of-maintenance", dt.date(2027, 5, 1))
+    product_level = milestone(206, None, "end-of-life", dt.date(2028, 1, 31))
+    rows = [EOL_136, moved, EOL_135, withdrawn, past, of_ended, product_level]
+    stages = get_settings().stage_list
+
+    def expected(locale: str, acks: dict[int, str], at: dt.datetime) -> bytes:
+        cal = ics._calendar()
+        for _, ev in sorted(
+            (
+                (r.milestone.date, ics.uid(r.milestone.id)),
+                ics.milestone_event(
+                    r,
+                    at=at,
+                    locale=locale,
+                    audience="customer",
+                    stages=stages,
+                    ack_url=acks.get(r.release.id) if r.release else None,
+                ),
+            )
+            for r in rows
+        ):
+            cal.add_component(ev)
+        return cal.to_ical()
+
+    assert isinstance(Calendar.from_ical(expected("en", {}, AT)), Calendar)
+    memo: dict = {}
+    for n, (locale, at) in enumerate(
+        [("en", AT), ("de", AT), ("zh-CN", AT), ("en", AT), ("en", utc(2027, 3, 1)), ("de", AT)]
+    ):
+        acks = {
+            r.id: f"{BASE}/ack/customer-{n}-{'x' * (n * 7)}-{r.id}" for r in (R135, R136, ended) if n % 2 == 0
+        }
+        want = expected(locale, acks, at)
+        got = ics.attachment(rows, at=at, locale=locale, audience="customer", ack_urls=acks, memo=memo)
+        assert got == want, (locale, at)
+        assert ics.attachment(rows, at=at, locale=locale, audience="customer", ack_urls=acks) == want
+        if acks:
+            assert acks[R136.id].encode()[:40] in got.replace(b"\r\n ", b"")  # the link, unfolded
+    assert ics.attachment([], at=AT, memo=memo) == ics._calendar().to_ical()

@@ -91,6 +91,17 @@ def load_milestones(session: Session, condition) -> list[MilestoneRow]:
     return [MilestoneRow(m, p, r, latest.get(m.id)) for m, p, r in rows]
 
 
+def _copy(obj):
+    """A copy of a loaded row that belongs to no session: its columns' values, nothing to expire."""
+    if obj is None:
+        return None
+    return type(obj)(**{attr.key: getattr(obj, attr.key) for attr in sa.inspect(type(obj)).column_attrs})
+
+
+def _detached(row: MilestoneRow) -> MilestoneRow:
+    return MilestoneRow(_copy(row.milestone), _copy(row.product), _copy(row.release), _copy(row.change))
+
+
 def load_releases(session: Session, condition) -> list[ReleaseRow]:
     return [
         ReleaseRow(r, p)
@@ -341,14 +352,29 @@ def customer_feed(session: Session, customer: Customer, at: dt.datetime) -> byte
 
 
 def attachment(
-    session: Session, milestone_ids: list[int], at: dt.datetime, customer: Customer | None = None
+    session: Session,
+    milestone_ids: list[int],
+    at: dt.datetime,
+    customer: Customer | None = None,
+    memo: dict | None = None,
 ) -> bytes:
     """The `.ics` attached to an email (MIME type `text/calendar`, METHOD:PUBLISH): the events of the
-    given milestones, linking to the portal with acknowledgement links when it goes to a customer."""
+    given milestones, linking to the portal with acknowledgement links when it goes to a customer.
+
+    `memo`: a dict kept for one delivery run (the attachments of many customers): each milestone's row
+    is read once and its event built once (`ics.attachment`); links are still signed per customer."""
     ids = sorted({int(i) for i in milestone_ids})
-    rows = load_milestones(session, col(Milestone.id).in_(ids)) if ids else []
+    if memo is None:
+        rows = load_milestones(session, col(Milestone.id).in_(ids)) if ids else []
+    else:
+        known = memo.setdefault("ics-rows", {})
+        missing = [i for i in ids if i not in known]
+        if missing:
+            for row in load_milestones(session, col(Milestone.id).in_(missing)):
+                known[row.milestone.id] = _detached(row)  # outlives this session (sessions expire on commit)
+        rows = [known[i] for i in ids if i in known]
     if customer is None:
-        return ics.attachment(rows, at=at)
+        return ics.attachment(rows, at=at, memo=memo)
     acks = AckLinks(session)
     assert customer.id is not None
     urls = {
@@ -359,7 +385,7 @@ def attachment(
         and row.milestone.status != MilestoneStatus.WITHDRAWN
         and not ics.is_history(row, at)
     }
-    return ics.attachment(rows, at=at, locale=customer.locale, audience="customer", ack_urls=urls)
+    return ics.attachment(rows, at=at, locale=customer.locale, audience="customer", ack_urls=urls, memo=memo)
 
 
 def affected(

@@ -222,6 +222,33 @@ def _stamp(ev: Event, when: dt.datetime) -> None:
 # -------------------------------------------------------------------------------------------- events
 
 
+def _milestone_description(row: MilestoneRow, *, at: dt.datetime, locale: str, ack_url: str | None) -> str:
+    m, words = row.milestone, texts(locale)
+    what, kind = _what(row.product, row.release), kind_label(m.kind, locale)
+    cancelled = m.status == MilestoneStatus.WITHDRAWN
+    lines = [words["date"].format(what=what, kind=kind, date=format_date(m.date, locale))]
+    if cancelled:
+        lines.append(words["withdrawn"])
+    ch = row.change
+    if ch is not None and ch.action == "moved" and ch.old_date:
+        lines.append(words["moved"].format(old=format_date(ch.old_date, locale), revision=m.revision))
+    if ch is not None and ch.reason:
+        lines.append(words["reason"].format(reason=ch.reason))
+    ended = _ended_line(row.product, row.release, locale)
+    if ended:
+        lines.append(ended)
+    if row.release is not None and row.release.upgrade_to and not cancelled:
+        lines.append(words["upgrade"].format(product=row.product.name, version=row.release.upgrade_to))
+    if ack_url and _active(row, at):
+        lines.append(words["ack"].format(url=ack_url))
+    return "\n".join(lines)
+
+
+def _active(row: MilestoneRow, at: dt.datetime) -> bool:
+    """Upcoming and not withdrawn: it has alarms and an acknowledgement link."""
+    return row.milestone.status != MilestoneStatus.WITHDRAWN and not is_history(row, at)
+
+
 def milestone_event(
     row: MilestoneRow,
     *,
@@ -236,24 +263,7 @@ def milestone_event(
     m, words = row.milestone, texts(locale)
     what, kind = _what(row.product, row.release), kind_label(m.kind, locale)
     cancelled = m.status == MilestoneStatus.WITHDRAWN
-    active = not cancelled and not is_history(row, at)
     date_text = format_date(m.date, locale)
-
-    lines = [words["date"].format(what=what, kind=kind, date=date_text)]
-    if cancelled:
-        lines.append(words["withdrawn"])
-    ch = row.change
-    if ch is not None and ch.action == "moved" and ch.old_date:
-        lines.append(words["moved"].format(old=format_date(ch.old_date, locale), revision=m.revision))
-    if ch is not None and ch.reason:
-        lines.append(words["reason"].format(reason=ch.reason))
-    ended = _ended_line(row.product, row.release, locale)
-    if ended:
-        lines.append(ended)
-    if row.release is not None and row.release.upgrade_to and not cancelled:
-        lines.append(words["upgrade"].format(product=row.product.name, version=row.release.upgrade_to))
-    if ack_url and active:
-        lines.append(words["ack"].format(url=ack_url))
 
     ev = Event()
     ev.add("uid", uid(pk(m)))
@@ -263,12 +273,12 @@ def milestone_event(
     ev.add(
         "summary", _text(words["summary_cancelled" if cancelled else "summary"].format(what=what, kind=kind))
     )
-    ev.add("description", _text("\n".join(lines)))
+    ev.add("description", _text(_milestone_description(row, at=at, locale=locale, ack_url=ack_url)))
     ev.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     ev.add("transp", "TRANSPARENT")  # a deadline, not a meeting: never shows the reader as busy
     ev.add("url", _url(audience, row.product, row.release))
     ev.add("categories", [CATEGORY])
-    if active:
+    if _active(row, at):
         for stage in stages:
             alarm = Alarm()
             alarm.add("action", "DISPLAY")
@@ -487,11 +497,60 @@ def attachment(
     audience: Audience = "public",
     ack_urls: Mapping[int, str] | None = None,
     stages: tuple[str, ...] | None = None,
+    memo: dict | None = None,
 ) -> bytes:
-    """The `.ics` of an email (METHOD:PUBLISH, not a subscription: no name or refresh interval)."""
-    cal = _calendar()
-    for ev in _events(
-        milestones, [], at=at, locale=locale, audience=audience, ack_urls=ack_urls or {}, stages=stages
-    ):
-        cal.add_component(ev)
-    return cal.to_ical()
+    """The `.ics` of an email (METHOD:PUBLISH, not a subscription: no name or refresh interval).
+
+    The same bytes as a `Calendar` holding `milestone_event`s, put together from each event's content
+    lines. With `memo` (a dict kept for one delivery run, whose rows do not change meanwhile), each
+    milestone's event is built once per locale, audience and stages, and only its DESCRIPTION line,
+    where a customer's acknowledgement link goes, is written again per customer."""
+    stages = get_settings().stage_list if stages is None else stages
+    ack_urls = ack_urls or {}
+    keyed = []
+    for row in milestones:
+        ack = ack_urls.get(pk(row.release)) if row.release is not None else None
+        keyed.append(
+            (
+                (row.milestone.date, uid(pk(row.milestone))),
+                _event_bytes(
+                    row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack, memo=memo
+                ),
+            )
+        )
+    head = _calendar().to_ical()
+    end = b"END:VCALENDAR\r\n"
+    assert head.endswith(end)
+    return head[: -len(end)] + b"".join(ev for _, ev in sorted(keyed, key=lambda pair: pair[0])) + end
+
+
+def _lines(component) -> list[bytes]:
+    """A component's content lines, each folded and encoded (`Component.to_ical` joins them by CRLF)."""
+    return [line.to_ical() for line in component.content_lines() if line]
+
+
+def _event_bytes(
+    row: MilestoneRow,
+    *,
+    at: dt.datetime,
+    locale: str,
+    audience: Audience,
+    stages: tuple[str, ...],
+    ack_url: str | None,
+    memo: dict | None,
+) -> bytes:
+    if memo is None:
+        ev = milestone_event(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack_url)
+        return b"\r\n".join(_lines(ev)) + b"\r\n"
+    key = ("ics-event", pk(row.milestone), locale, audience, stages, today(at))
+    if key not in memo:
+        ev = milestone_event(row, at=at, locale=locale, audience=audience, stages=stages)
+        lines = _lines(ev)
+        # The event's own DESCRIPTION comes before its alarms' (properties first, then subcomponents).
+        memo[key] = (lines, next(i for i, line in enumerate(lines) if line.startswith(b"DESCRIPTION")))
+    lines, at_line = memo[key]
+    if ack_url and _active(row, at):
+        only = Event()
+        only.add("description", _text(_milestone_description(row, at=at, locale=locale, ack_url=ack_url)))
+        lines = [*lines[:at_line], _lines(only)[1], *lines[at_line + 1 :]]
+    return b"\r\n".join(lines) + b"\r\n"

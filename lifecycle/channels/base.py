@@ -60,7 +60,8 @@ class Batch:
     audience: str  # customer | rep
     items: list[Item] = field(default_factory=list)
     # Shared by the batches of one delivery run: what several recipients of one customer have in
-    # common (the .ics attachment) is built once.
+    # common (the rendered words, the .ics attachment) is built once, and each milestone's calendar
+    # event once for every customer (`feeds.attachment`).
     cache: dict[Any, Any] = field(default_factory=dict)
     # For a subscribed channel: the subscription (id, kind, label, config as stored: secrets encrypted).
     subscription: dict[str, Any] | None = None

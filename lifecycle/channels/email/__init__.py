@@ -22,10 +22,11 @@ from lifecycle.models import Contact, Customer, DeliveryStatus, table_of
 
 
 def calendar_attachment(
-    milestone_ids: list[int], customer_id: int | None, at: dt.datetime, session=None
+    milestone_ids: list[int], customer_id: int | None, at: dt.datetime, session=None, memo: dict | None = None
 ) -> Attachment | None:
     """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`. Read through
-    `session` when given (the send's own transaction: on SQLite a second one would wait for it)."""
+    `session` when given (the send's own transaction: on SQLite a second one would wait for it).
+    `memo`: the delivery run's cache (`feeds.attachment`)."""
     if not milestone_ids:
         return None
     from lifecycle.calendar import feeds
@@ -34,9 +35,9 @@ def calendar_attachment(
 
     if session is None:
         with session_scope() as own:
-            return calendar_attachment(milestone_ids, customer_id, at, own)
+            return calendar_attachment(milestone_ids, customer_id, at, own, memo)
     customer = session.get(Customer, customer_id) if customer_id else None
-    data = feeds.attachment(session, milestone_ids, at, customer=customer)
+    data = feeds.attachment(session, milestone_ids, at, customer=customer, memo=memo)
     return Attachment(filename="lifecycle.ics", content=data, mimetype="text/calendar")
 
 
@@ -77,13 +78,22 @@ class EmailChannel:
         milestone set in a delivery run: `batch.cache`)."""
         settings = get_settings()
         contexts = [i.context for i in batch.items]
-        msg = render_message(batch.audience, batch.customer["locale"], contexts, batch.customer)
+        # Every contact of a customer gets the same words (nothing in them names the recipient): they
+        # are rendered once per run for the same notices.
+        said = ("email-render", batch.audience, batch.customer["id"], tuple(i.notice_id for i in batch.items))
+        if said not in batch.cache:
+            batch.cache[said] = render_message(
+                batch.audience, batch.customer["locale"], contexts, batch.customer
+            )
+        msg = batch.cache[said]
         attachments = []
         if batch.audience == "customer":
             milestone_ids = tuple(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}))
             key = ("ics", batch.customer["id"], milestone_ids)
             if key not in batch.cache:
-                batch.cache[key] = calendar_attachment(list(milestone_ids), batch.customer["id"], at, session)
+                batch.cache[key] = calendar_attachment(
+                    list(milestone_ids), batch.customer["id"], at, session, memo=batch.cache
+                )
             if batch.cache[key]:
                 attachments.append(batch.cache[key])
         kinds = sorted({i.kind for i in batch.items})
