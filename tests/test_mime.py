@@ -26,7 +26,9 @@ def _email(**changes) -> Email:
         "from_name": "Produkt-Lebenszyklus",
         "reply_to": "rep@vendor.example",
         "reply_to_name": "Jürgen Rep",
-        "attachments": [Attachment("lifecycle.ics", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", "text/calendar")],
+        "attachments": [
+            Attachment("lifecycle.ics", b"BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", "text/calendar")
+        ],
         "custom_args": {"delivery_ids": "12,13"},
         "message_id": "<lifecycle-12-abc@vendor.example>",
         "date": dt.datetime(2027, 1, 1, 9, 30, tzinfo=dt.UTC),
