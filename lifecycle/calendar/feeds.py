@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -351,11 +352,18 @@ def customer_feed(session: Session, customer: Customer, at: dt.datetime) -> byte
     return Feeds(session, at, products=[], customers=[customer.id]).customer(customer)
 
 
+class CustomerRef(NamedTuple):
+    """What an attachment needs of its customer (a delivery run has it without loading the row)."""
+
+    id: int
+    locale: str
+
+
 def attachment(
     session: Session,
     milestone_ids: list[int],
     at: dt.datetime,
-    customer: Customer | None = None,
+    customer: Customer | CustomerRef | None = None,
     memo: dict | None = None,
 ) -> bytes:
     """The `.ics` attached to an email (MIME type `text/calendar`, METHOD:PUBLISH): the events of the

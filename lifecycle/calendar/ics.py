@@ -47,6 +47,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from icalendar import Alarm, Calendar, Event
+from icalendar.parser import Contentline
 from icalendar.prop import vDuration, vText
 
 from lifecycle import i18n, links, policy
@@ -518,10 +519,16 @@ def attachment(
                 ),
             )
         )
-    head = _calendar().to_ical()
-    end = b"END:VCALENDAR\r\n"
-    assert head.endswith(end)
-    return head[: -len(end)] + b"".join(ev for _, ev in sorted(keyed, key=lambda pair: pair[0])) + end
+    head, end = _attachment_frame()
+    return head + b"".join(ev for _, ev in sorted(keyed, key=lambda pair: pair[0])) + end
+
+
+@lru_cache(maxsize=1)
+def _attachment_frame() -> tuple[bytes, bytes]:
+    """The calendar of an attachment around its events: its properties, and its last line."""
+    empty, end = _calendar().to_ical(), b"END:VCALENDAR\r\n"
+    assert empty.endswith(end)
+    return empty[: -len(end)], end
 
 
 def _lines(component) -> list[bytes]:
@@ -550,7 +557,8 @@ def _event_bytes(
         memo[key] = (lines, next(i for i, line in enumerate(lines) if line.startswith(b"DESCRIPTION")))
     lines, at_line = memo[key]
     if ack_url and _active(row, at):
-        only = Event()
-        only.add("description", _text(_milestone_description(row, at=at, locale=locale, ack_url=ack_url)))
-        lines = [*lines[:at_line], _lines(only)[1], *lines[at_line + 1 :]]
+        # The line `Event.add("description", ...)` would give (`Component.content_line`).
+        text = _text(_milestone_description(row, at=at, locale=locale, ack_url=ack_url))
+        line = Contentline.from_parts("DESCRIPTION", text.params, text).to_ical()
+        lines = [*lines[:at_line], line, *lines[at_line + 1 :]]
     return b"\r\n".join(lines) + b"\r\n"

@@ -22,22 +22,26 @@ from lifecycle.models import Contact, Customer, DeliveryStatus, table_of
 
 
 def calendar_attachment(
-    milestone_ids: list[int], customer_id: int | None, at: dt.datetime, session=None, memo: dict | None = None
+    milestone_ids: list[int],
+    customer: dict | None,
+    at: dt.datetime,
+    session=None,
+    memo: dict | None = None,
 ) -> Attachment | None:
-    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`. Read through
-    `session` when given (the send's own transaction: on SQLite a second one would wait for it).
-    `memo`: the delivery run's cache (`feeds.attachment`)."""
+    """The .ics attachment (METHOD:PUBLISH) for the milestones of a message, as of `at`, for a
+    customer (`Batch.customer`: its id and locale) or nobody in particular. Read through `session` when
+    given (the send's own transaction: on SQLite a second one would wait for it). `memo`: the delivery
+    run's cache (`feeds.attachment`)."""
     if not milestone_ids:
         return None
     from lifecycle.calendar import feeds
     from lifecycle.db import session_scope
-    from lifecycle.models import Customer
 
     if session is None:
         with session_scope() as own:
-            return calendar_attachment(milestone_ids, customer_id, at, own, memo)
-    customer = session.get(Customer, customer_id) if customer_id else None
-    data = feeds.attachment(session, milestone_ids, at, customer=customer, memo=memo)
+            return calendar_attachment(milestone_ids, customer, at, own, memo)
+    ref = feeds.CustomerRef(customer["id"], customer["locale"]) if customer else None
+    data = feeds.attachment(session, milestone_ids, at, customer=ref, memo=memo)
     return Attachment(filename="lifecycle.ics", content=data, mimetype="text/calendar")
 
 
@@ -92,7 +96,7 @@ class EmailChannel:
             key = ("ics", batch.customer["id"], milestone_ids)
             if key not in batch.cache:
                 batch.cache[key] = calendar_attachment(
-                    list(milestone_ids), batch.customer["id"], at, session, memo=batch.cache
+                    list(milestone_ids), batch.customer, at, session, memo=batch.cache
                 )
             if batch.cache[key]:
                 attachments.append(batch.cache[key])

@@ -39,18 +39,8 @@ class PortalChannel:
         """The batch's inbox rows: those missing inserted (one statement), an id per notice."""
         IM = table_of(InboxMessage)
         conn = session.connection()
-        notice_ids = [item.notice_id for item in batch.items]
-
-        def existing() -> dict[int, int]:
-            return dict(
-                conn.execute(sa.select(IM.c.notice_id, IM.c.id).where(IM.c.notice_id.in_(notice_ids))).all()
-            )
-
-        found = existing()
         rows = []
         for item in batch.items:
-            if item.notice_id in found:
-                continue
             msg = render_message(
                 "customer", batch.customer["locale"], [item.context], batch.customer, medium="portal"
             )
@@ -65,11 +55,14 @@ class PortalChannel:
                     "read_at": None,
                 }
             )
-        if rows:
-            # A row written by a concurrent attempt stays: the inbox holds each notice once.
-            mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-            conn.execute(mod.insert(IM).on_conflict_do_nothing(index_elements=[IM.c.notice_id]), rows)
-            found = existing()
+        # A row written by an earlier or concurrent attempt stays: the inbox holds each notice once.
+        mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+        insert = mod.insert(IM).on_conflict_do_nothing(index_elements=[IM.c.notice_id])
+        found = dict(conn.execute(insert.returning(IM.c.notice_id, IM.c.id), rows).all())
+        notice_ids = [item.notice_id for item in batch.items]
+        if len(found) < len(set(notice_ids)):  # some were there already
+            there = sa.select(IM.c.notice_id, IM.c.id).where(IM.c.notice_id.in_(notice_ids))
+            found |= dict(conn.execute(there).all())
         return ",".join(f"inbox-{found[i]}" for i in notice_ids)
 
     # Transactional: a portal send commits with its delivery row and never ends unknown.
