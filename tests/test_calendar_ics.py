@@ -307,10 +307,11 @@ def test_short_lines_fold_exactly_as_icalendar_folds_them():
             assert fold(line, limit) == fold.original(line, limit), (line, limit)
 
 
-def test_an_attachment_is_the_calendar_of_its_events_byte_for_byte_with_or_without_the_run_memo():
-    """`ics.attachment` puts the calendar together from each event's content lines and, with a delivery
-    run's memo, builds each event once and writes only the DESCRIPTION (the customer's ack link) again.
-    Every customer's bytes must be exactly icalendar's for the same events."""
+def test_an_attachment_is_the_calendar_of_its_events_byte_for_byte_and_its_kept_events_never_go_stale():
+    """`ics.attachment` puts the calendar together from each event's content lines, builds each event
+    once for every customer (kept by everything it is made of) and writes only the DESCRIPTION (the
+    customer's ack link) again. Every customer's bytes must be exactly icalendar's for the same events,
+    also after a row changed in any way an event shows."""
     from icalendar import Calendar
 
     moved = milestone(202, R136, "end-of-support", dt.date(2027, 3, 31), revision=2)
@@ -344,7 +345,7 @@ def test_an_attachment_is_the_calendar_of_its_events_byte_for_byte_with_or_witho
         return cal.to_ical()
 
     assert isinstance(Calendar.from_ical(expected("en", {}, AT)), Calendar)
-    memo: dict = {}
+    ics._EVENTS.clear()
     for n, (locale, at) in enumerate(
         [("en", AT), ("de", AT), ("zh-CN", AT), ("en", AT), ("en", utc(2027, 3, 1)), ("de", AT)]
     ):
@@ -352,9 +353,27 @@ def test_an_attachment_is_the_calendar_of_its_events_byte_for_byte_with_or_witho
             r.id: f"{BASE}/ack/customer-{n}-{'x' * (n * 7)}-{r.id}" for r in (R135, R136, ended) if n % 2 == 0
         }
         want = expected(locale, acks, at)
-        got = ics.attachment(rows, at=at, locale=locale, audience="customer", ack_urls=acks, memo=memo)
+        got = ics.attachment(rows, at=at, locale=locale, audience="customer", ack_urls=acks)
         assert got == want, (locale, at)
-        assert ics.attachment(rows, at=at, locale=locale, audience="customer", ack_urls=acks) == want
         if acks:
             assert acks[R136.id].encode()[:40] in got.replace(b"\r\n ", b"")  # the link, unfolded
-    assert ics.attachment([], at=AT, memo=memo) == ics._calendar().to_ical()
+    assert ics._EVENTS, "events were kept"
+    assert ics.attachment([], at=AT) == ics._calendar().to_ical()
+    # Every change an event shows gives new bytes, never the kept ones.
+    changes = [
+        lambda: setattr(K8S, "name", "Kubernetes Engine"),
+        lambda: setattr(R136, "upgrade_to", "1.37"),
+        lambda: setattr(R135, "ended", "end-of-life"),
+        lambda: setattr(moved.change, "reason", "another reason"),
+        lambda: setattr(EOL_136.milestone, "date", dt.date(2027, 7, 1)),
+        lambda: setattr(withdrawn.milestone, "status", "planned"),
+    ]
+    saved = (K8S.name, R136.upgrade_to, R135.ended, EOL_136.milestone.date)
+    try:
+        for change in changes:
+            before = ics.attachment(rows, at=AT, locale="en", audience="customer")
+            change()
+            after = ics.attachment(rows, at=AT, locale="en", audience="customer")
+            assert after == expected("en", {}, AT) and after != before
+    finally:
+        K8S.name, R136.upgrade_to, R135.ended, EOL_136.milestone.date = saved

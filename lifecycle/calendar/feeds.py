@@ -370,7 +370,7 @@ def attachment(
     given milestones, linking to the portal with acknowledgement links when it goes to a customer.
 
     `memo`: a dict kept for one delivery run (the attachments of many customers): each milestone's row
-    is read once and its event built once (`ics.attachment`); links are still signed per customer."""
+    is read once per run; links are signed per customer."""
     ids = sorted({int(i) for i in milestone_ids})
     if memo is None:
         rows = load_milestones(session, col(Milestone.id).in_(ids)) if ids else []
@@ -382,7 +382,7 @@ def attachment(
                 known[row.milestone.id] = _detached(row)  # outlives this session (sessions expire on commit)
         rows = [known[i] for i in ids if i in known]
     if customer is None:
-        return ics.attachment(rows, at=at, memo=memo)
+        return ics.attachment(rows, at=at)
     acks = AckLinks(session)
     assert customer.id is not None
     urls = {
@@ -393,7 +393,7 @@ def attachment(
         and row.milestone.status != MilestoneStatus.WITHDRAWN
         and not ics.is_history(row, at)
     }
-    return ics.attachment(rows, at=at, locale=customer.locale, audience="customer", ack_urls=urls, memo=memo)
+    return ics.attachment(rows, at=at, locale=customer.locale, audience="customer", ack_urls=urls)
 
 
 def affected(

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -498,14 +500,12 @@ def attachment(
     audience: Audience = "public",
     ack_urls: Mapping[int, str] | None = None,
     stages: tuple[str, ...] | None = None,
-    memo: dict | None = None,
 ) -> bytes:
     """The `.ics` of an email (METHOD:PUBLISH, not a subscription: no name or refresh interval).
 
     The same bytes as a `Calendar` holding `milestone_event`s, put together from each event's content
-    lines. With `memo` (a dict kept for one delivery run, whose rows do not change meanwhile), each
-    milestone's event is built once per locale, audience and stages, and only its DESCRIPTION line,
-    where a customer's acknowledgement link goes, is written again per customer."""
+    lines: each event is built once for every customer (`_event_bytes`), and only its DESCRIPTION line,
+    where a customer's acknowledgement link goes, is written per customer."""
     stages = get_settings().stage_list if stages is None else stages
     ack_urls = ack_urls or {}
     keyed = []
@@ -514,9 +514,7 @@ def attachment(
         keyed.append(
             (
                 (row.milestone.date, uid(pk(row.milestone))),
-                _event_bytes(
-                    row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack, memo=memo
-                ),
+                _event_bytes(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack),
             )
         )
     head, end = _attachment_frame()
@@ -536,6 +534,24 @@ def _lines(component) -> list[bytes]:
     return [line.to_ical() for line in component.content_lines() if line]
 
 
+def _row_key(row: MilestoneRow) -> tuple:
+    """Every value of the row an event is made of."""
+    m, p, r, ch = row.milestone, row.product, row.release, row.change
+    return (
+        (m.id, m.kind, m.date, m.status, m.revision, m.changed_at),
+        (p.id, p.name, p.slug),
+        None if r is None else (r.id, r.version, r.upgrade_to, r.ended),
+        None if ch is None else (ch.action, ch.old_date, ch.reason),
+    )
+
+
+# Events without their ack link, by everything they are made of (so never stale): content lines and
+# the index of the DESCRIPTION line. Bounded; a worker keeps it from one run to the next.
+_EVENTS: OrderedDict[tuple, tuple[list[bytes], int]] = OrderedDict()
+EVENTS_KEPT = 4096
+_EVENTS_LOCK = threading.Lock()
+
+
 def _event_bytes(
     row: MilestoneRow,
     *,
@@ -544,18 +560,21 @@ def _event_bytes(
     audience: Audience,
     stages: tuple[str, ...],
     ack_url: str | None,
-    memo: dict | None,
 ) -> bytes:
-    if memo is None:
-        ev = milestone_event(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack_url)
-        return b"\r\n".join(_lines(ev)) + b"\r\n"
-    key = ("ics-event", pk(row.milestone), locale, audience, stages, today(at))
-    if key not in memo:
-        ev = milestone_event(row, at=at, locale=locale, audience=audience, stages=stages)
-        lines = _lines(ev)
+    key = (_row_key(row), locale, audience, tuple(stages), today(at), get_settings().base_url)
+    with _EVENTS_LOCK:
+        kept = _EVENTS.get(key)
+        if kept is not None:
+            _EVENTS.move_to_end(key)
+    if kept is None:
+        lines = _lines(milestone_event(row, at=at, locale=locale, audience=audience, stages=stages))
         # The event's own DESCRIPTION comes before its alarms' (properties first, then subcomponents).
-        memo[key] = (lines, next(i for i, line in enumerate(lines) if line.startswith(b"DESCRIPTION")))
-    lines, at_line = memo[key]
+        kept = (lines, next(i for i, line in enumerate(lines) if line.startswith(b"DESCRIPTION")))
+        with _EVENTS_LOCK:
+            _EVENTS[key] = kept
+            if len(_EVENTS) > EVENTS_KEPT:
+                _EVENTS.popitem(last=False)
+    lines, at_line = kept
     if ack_url and _active(row, at):
         # The line `Event.add("description", ...)` would give (`Component.content_line`).
         text = _text(_milestone_description(row, at=at, locale=locale, ack_url=ack_url))
