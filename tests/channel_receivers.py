@@ -39,6 +39,10 @@ class Received:
     problem: str | None = None
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # socketserver's backlog of 5 makes concurrent senders wait a second
+
+
 @dataclass
 class Receiver:
     kind: str
@@ -104,7 +108,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

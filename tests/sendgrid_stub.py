@@ -165,6 +165,13 @@ def payload_errors(body: object) -> list[dict]:
     return errors
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a mailer opening 8 connections at once (its pool of
+    # threads) overflowed it, and every connection refused that way waited for the client's SYN to be
+    # sent again, a second later. An API server takes many connections at once.
+    request_queue_size = 128
+
+
 class SendGridStub:
     def __init__(
         self,
@@ -302,7 +309,7 @@ class SendGridStub:
             def do_GET(self):
                 stub._reply(self, 404, error_body("not found"))
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
