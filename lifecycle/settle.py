@@ -61,7 +61,10 @@ def settle_notices(
         N.update()
         .where(
             N.c.id.in_(notice_ids),
-            N.c.status.in_(
+            # `status || ''`: not a search of ix_notice_status_due. Without statistics SQLite weighed the
+            # five statuses against the ids and read every released notice of the fleet (the ids'
+            # primary key finds the few rows at once): 40 ms a call at half the reference fleet.
+            N.c.status.concat("").in_(
                 [
                     NoticeStatus.RELEASED,
                     NoticeStatus.SENT,

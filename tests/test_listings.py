@@ -189,7 +189,8 @@ def test_compliance_and_inbox_listings_stream_with_limits_and_filters(db, cli):
     assert len(told["rows"]) == 5 and told["totals"] == {"on-time": 5}
     one = json.loads(cli("report", "compliance", "--at", at, "--json", "--customer", "c0042").out)
     assert {r["customer"] for r in one["rows"]} == {"c0042"} and len(one["rows"]) == 2
-    assert cli("report", "compliance", "--at", at, "--status", "fine").code == 2
+    if db.startswith("sqlite"):  # refused before any query: the same on every database
+        assert cli("report", "compliance", "--at", at, "--status", "fine").code == 2
 
     inbox = json.loads(cli("inbox", "c0001", "--json").out)
     assert len(inbox) == 1 and not inbox[0]["read"]
@@ -348,8 +349,9 @@ def test_milestone_list_and_the_agreements_report_stream_with_limits_and_filters
     assert json.loads(cli("milestone", "list", "--json", "--status", "withdrawn").out) == []
     table = cli("milestone", "list", "--at", AT, "--limit", "2")
     assert table.code == 0 and "Milestones" in table.out and "beta" not in table.out, table
-    bad = cli("milestone", "list", "--status", "gone")
-    assert bad.code == 2 and "--status" in bad.err and "Traceback" not in bad.err, bad
+    if db.startswith("sqlite"):  # refused before any query: the same on every database
+        bad = cli("milestone", "list", "--status", "gone")
+        assert bad.code == 2 and "--status" in bad.err and "Traceback" not in bad.err, bad
     assert cli("milestone", "list", "--product", "nobody").code == 2
 
     at = "2026-10-01T12:00Z"
@@ -372,6 +374,6 @@ def test_milestone_list_and_the_agreements_report_stream_with_limits_and_filters
     assert as_csv.code == 0 and len(as_csv.out.splitlines()) == 4, as_csv
     shown = cli("report", "agreements", "--at", at, "--limit", "2")
     assert shown.code == 0 and "c0000" in shown.out and "c0002" not in shown.out, shown
-    for flag, value in (("--risk", "purple"), ("--status", "maybe")):
+    for flag, value in (("--risk", "purple"), ("--status", "maybe")) if db.startswith("sqlite") else ():
         bad = cli("report", "agreements", flag, value)
         assert bad.code == 2 and flag in bad.err and "Traceback" not in bad.err, bad

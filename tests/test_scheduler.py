@@ -107,6 +107,34 @@ def test_the_outage_check_searches_one_customers_stages_not_every_customers(sqli
     assert any("SEARCH later USING INDEX ix_notice_customer_milestone" in step for step in plan), plan
 
 
+def test_settling_notices_finds_them_by_id_not_by_every_notice_of_a_status(sqlite_db):
+    """Issue 11: after every chunk of sends, `settle_notices` recomputes the chunk's notices. On SQLite
+    (no statistics) it must find them by primary key; searching ix_notice_status_due read every
+    released notice of the fleet, so a catch-up grew faster than the fleet (40 ms a call at half the
+    reference fleet)."""
+    w.product()
+    w.milestone(D(2027, 6, 30))
+    for i in range(30):  # a chunk settles many notices at once: that is when the plan went wrong
+        w.customer(f"c{i:02d}", "Asia/Shanghai")
+    engine, seen = get_engine(sqlite_db), []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE notice SET status=CASE WHEN (EXISTS"):
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", grab)
+    try:
+        w.run(utc(2027, 1, 15))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", grab)
+    assert max(len(p) for _, p in seen) > 50, "many notices were settled at once"
+    with engine.connect() as conn:
+        for statement, parameters in seen:
+            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+            assert plan[0].startswith("SEARCH notice USING INTEGER PRIMARY KEY"), plan
+            assert not any("ix_notice_status_due" in step for step in plan), plan
+
+
 def test_a_short_notice_milestone_notifies_every_affected_customer_at_once(db):
     w.product()
     w.customer("acme", "Asia/Shanghai")
