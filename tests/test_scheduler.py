@@ -82,6 +82,29 @@ def test_an_outage_is_caught_up_with_the_latest_overdue_stage_only(db):
     assert row["status"] == "late" and row["cause"].startswith("outage")
 
 
+def _plans_of(url: str, matches, run) -> list[tuple[tuple, list[str]]]:
+    """(parameters, SQLite's query plan steps) of every statement `matches` picks while `run` runs."""
+    engine, seen = get_engine(url), []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if matches(statement):
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", grab)
+    try:
+        run()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", grab)
+    with engine.connect() as conn:
+        return [
+            (
+                parameters,
+                [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)],
+            )
+            for statement, parameters in seen
+        ]
+
+
 def test_the_outage_check_searches_one_customers_stages_not_every_customers(sqlite_db):
     """Issue 11: the check for a later overdue stage runs per overdue stage. On SQLite it must search
     that customer's notices of the milestone (ix_notice_customer_milestone), not every notice of the
@@ -90,20 +113,11 @@ def test_the_outage_check_searches_one_customers_stages_not_every_customers(sqli
     w.product()
     w.milestone(D(2027, 6, 30))
     w.customer("acme", "Asia/Shanghai")
-    engine, seen = get_engine(sqlite_db), []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("UPDATE notice") and "FROM notice AS later" in statement:
-            seen.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", grab)
-    try:
-        w.run(utc(2027, 4, 15))
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", grab)
-    [(statement, parameters)] = seen
-    with engine.connect() as conn:
-        plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    [(_, plan)] = _plans_of(
+        sqlite_db,
+        lambda st: st.startswith("UPDATE notice") and "FROM notice AS later" in st,
+        lambda: w.run(utc(2027, 4, 15)),
+    )
     assert any("SEARCH later USING INDEX ix_notice_customer_milestone" in step for step in plan), plan
 
 
@@ -116,23 +130,15 @@ def test_settling_notices_finds_them_by_id_not_by_every_notice_of_a_status(sqlit
     w.milestone(D(2027, 6, 30))
     for i in range(30):  # a chunk settles many notices at once: that is when the plan went wrong
         w.customer(f"c{i:02d}", "Asia/Shanghai")
-    engine, seen = get_engine(sqlite_db), []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("UPDATE notice SET status=CASE WHEN (EXISTS"):
-            seen.append((statement, parameters))
-
-    sa.event.listen(engine, "before_cursor_execute", grab)
-    try:
-        w.run(utc(2027, 1, 15))
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", grab)
-    assert max(len(p) for _, p in seen) > 50, "many notices were settled at once"
-    with engine.connect() as conn:
-        for statement, parameters in seen:
-            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
-            assert plan[0].startswith("SEARCH notice USING INTEGER PRIMARY KEY"), plan
-            assert not any("ix_notice_status_due" in step for step in plan), plan
+    seen = _plans_of(
+        sqlite_db,
+        lambda st: st.startswith("UPDATE notice SET status=CASE WHEN (EXISTS"),
+        lambda: w.run(utc(2027, 1, 15)),
+    )
+    assert max(len(parameters) for parameters, _ in seen) > 50, "many notices were settled at once"
+    for _, plan in seen:
+        assert plan[0].startswith("SEARCH notice USING INTEGER PRIMARY KEY"), plan
+        assert not any("ix_notice_status_due" in step for step in plan), plan
 
 
 def test_a_short_notice_milestone_notifies_every_affected_customer_at_once(db):

@@ -391,6 +391,16 @@ def _feed_properties(cal: Calendar, name: str, description: str, timezone: str |
     cal.add("x-published-ttl", vDuration(REFRESH))
 
 
+def _place(row: MilestoneRow) -> tuple[dt.date, str]:
+    """Where a milestone's event goes in a calendar: by date, then UID."""
+    return row.milestone.date, uid(pk(row.milestone))
+
+
+def _ack(row: MilestoneRow, ack_urls: Mapping[int, str]) -> str | None:
+    """The acknowledgement link of the milestone's release, if any (release id -> URL)."""
+    return ack_urls.get(pk(row.release)) if row.release is not None else None
+
+
 def _events(
     milestones: Iterable[MilestoneRow],
     releases: Iterable[ReleaseRow],
@@ -403,15 +413,15 @@ def _events(
 ) -> list[Event]:
     """Events sorted by (date, uid) so the bytes depend on the data only, never on query order."""
     stages = get_settings().stage_list if stages is None else stages
-    keyed = []
-    for row in milestones:
-        ack = ack_urls.get(pk(row.release)) if row.release is not None else None
-        keyed.append(
-            (
-                (row.milestone.date, uid(pk(row.milestone))),
-                milestone_event(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack),
-            )
+    keyed = [
+        (
+            _place(row),
+            milestone_event(
+                row, at=at, locale=locale, audience=audience, stages=stages, ack_url=_ack(row, ack_urls)
+            ),
         )
+        for row in milestones
+    ]
     for rel in releases:
         if rel.release.released is not None:
             keyed.append(
@@ -507,18 +517,14 @@ def attachment(
     lines: each event is built once for every customer (`_event_bytes`), and only its DESCRIPTION line,
     where a customer's acknowledgement link goes, is written per customer."""
     stages = get_settings().stage_list if stages is None else stages
-    ack_urls = ack_urls or {}
-    keyed = []
-    for row in milestones:
-        ack = ack_urls.get(pk(row.release)) if row.release is not None else None
-        keyed.append(
-            (
-                (row.milestone.date, uid(pk(row.milestone))),
-                _event_bytes(row, at=at, locale=locale, audience=audience, stages=stages, ack_url=ack),
-            )
+    events = (
+        _event_bytes(
+            row, at=at, locale=locale, audience=audience, stages=stages, ack_url=_ack(row, ack_urls or {})
         )
+        for row in sorted(milestones, key=_place)
+    )
     head, end = _attachment_frame()
-    return head + b"".join(ev for _, ev in sorted(keyed, key=lambda pair: pair[0])) + end
+    return head + b"".join(events) + end
 
 
 @lru_cache(maxsize=1)
