@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, Literal
 
 import sqlalchemy as sa
@@ -610,9 +610,12 @@ def withdraw_milestone(
     return milestone, "updated"
 
 
-def release_ended(release: Release, milestones: list[Milestone], today: dt.date) -> str | None:
+def release_ended(
+    release: Release | Any, milestones: Iterable[Milestone | Any], today: dt.date
+) -> str | None:
     """The lifecycle phase a release is known to have ended (its latest past milestone, or the phase
-    upstream marked ended without a date), or None while it is still supported."""
+    upstream marked ended without a date), or None while it is still supported. `release` needs only
+    `.ended`, each milestone `.kind`, `.status` and `.date` (rows of those columns will do)."""
     order = [k.value for k in MilestoneKind]
     ended = [
         m.kind for m in milestones if m.status == MilestoneStatus.PLANNED and policy.is_history(m.date, today)
@@ -829,19 +832,26 @@ def ended_warnings(session: Session, release_ids, at: dt.datetime) -> dict[int, 
     """`ended_warning` for many releases at once (a bulk import): release id -> warning or None."""
     ids = sorted(set(release_ids))
     out: dict[int, str | None] = {}
+    session.flush()  # what the ORM's queries would do first: the rows below are read on its connection
     for start in range(0, len(ids), 900):
         chunk = ids[start : start + 900]
-        rows = session.exec(
-            select(Release, Product)
+        # Columns, not ORM objects: a fleet's import asks about thousands of releases at once.
+        conn = session.connection()
+        rows = conn.execute(
+            sa.select(col(Release.id), col(Release.version), col(Release.ended), col(Product.slug))
             .join(Product, col(Product.id) == Release.product_id)
             .where(col(Release.id).in_(chunk))
         ).all()
-        milestones: dict[int, list[Milestone]] = {}
-        for m in session.exec(select(Milestone).where(col(Milestone.release_id).in_(chunk))):
+        milestones: dict[int, list] = {}
+        for m in conn.execute(
+            sa.select(
+                col(Milestone.release_id), col(Milestone.kind), col(Milestone.status), col(Milestone.date)
+            ).where(col(Milestone.release_id).in_(chunk))
+        ):
             if m.release_id is not None:
                 milestones.setdefault(m.release_id, []).append(m)
-        for release, product in rows:
-            rid = pk(release)
+        for release in rows:
+            rid = release.id
             own = milestones.get(rid, [])
             ended = release_ended(release, own, at.date())
             if ended is None or (ended in ("end-of-sale", "end-of-full-support") and not release.ended):
@@ -850,7 +860,7 @@ def ended_warnings(session: Session, release_ids, at: dt.datetime) -> dict[int, 
             dated = [m for m in own if m.kind == ended and m.status == MilestoneStatus.PLANNED]
             when = f"on {dated[0].date.isoformat()}" if dated else "(the date was not published)"
             out[rid] = (
-                f"{product.slug} {release.version} has already reached {ended} {when}: that is "
+                f"{release.slug} {release.version} has already reached {ended} {when}: that is "
                 "history, and no notice will be sent about it"
             )
     return out

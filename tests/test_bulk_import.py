@@ -278,3 +278,34 @@ def test_the_cli_lets_the_import_drop_the_file_data_as_it_reads_it(db, cli, tmp_
     assert data["customers"] == [None] * 6, "each customer's data is dropped once read"
     r = cli("import", EXAMPLE, "--at", "2026-12-01")
     assert r.code == 0 and "no changes" in r.out, r
+
+
+def test_audit_details_are_written_as_json_dumps_writes_them():
+    """The bulk writer's own JSON for audit details is `json.dumps(..., default=str,
+    ensure_ascii=False)` to the byte: flat values written directly, anything else through `json`."""
+    import random
+
+    from lifecycle.bulkimport import audit_json
+
+    rng = random.Random(11)
+    alphabet = 'aZ09 "\\/\n\t\x01\x7f\u00e9\u2028\u4e2d\U0001f600'
+    samples = [
+        lambda: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))),
+        lambda: rng.choice([0, -1, 1, 2**63 - 1, -(2**70), rng.randint(-(10**9), 10**9)]),
+        lambda: rng.choice([True, False, None]),
+        lambda: dt.date(rng.randint(1, 9999), rng.randint(1, 12), rng.randint(1, 28)),
+        # Not flat: json decides (floats, datetimes through str, nested values, keys that are not text).
+        lambda: rng.choice(
+            [1.5, -0.0, 1e300, dt.datetime(2027, 1, 1, 9, tzinfo=dt.UTC), [1, "a"], {"x": None}]
+        ),
+    ]
+    for _ in range(3000):
+        detail = {
+            rng.choice(["cores", "name", 'é"k', "date", "short_notice", "x"]): rng.choice(samples[:4])()
+            for _ in range(rng.randint(1, 4))
+        }
+        if rng.random() < 0.2:
+            detail[rng.choice(["y", "z"])] = samples[4]()
+        if rng.random() < 0.05:
+            detail[rng.choice([1, None, True])] = "key not text"
+        assert audit_json(detail) == json.dumps(detail, default=str, ensure_ascii=False), detail
