@@ -309,3 +309,22 @@ def test_audit_details_are_written_as_json_dumps_writes_them():
         if rng.random() < 0.05:
             detail[rng.choice([1, None, True])] = "key not text"
         assert audit_json(detail) == json.dumps(detail, default=str, ensure_ascii=False), detail
+
+
+def test_the_import_command_pauses_the_cycle_collector_only_while_it_runs():
+    import gc
+
+    from lifecycle.cli.importing import _cycle_collection_paused
+
+    assert gc.isenabled()
+    with pytest.raises(InputErrors), _cycle_collection_paused():
+        assert not gc.isenabled()
+        raise InputErrors([])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _cycle_collection_paused():
+            pass
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from contextlib import contextmanager
 from enum import StrEnum
@@ -25,6 +26,18 @@ from lifecycle.db import session_scope
 from lifecycle.errors import InputError, InputErrors
 
 PROGRESS_THRESHOLD = 200  # rows; smaller files finish before a bar would be worth drawing
+
+
+@contextmanager
+def _cycle_collection_paused():
+    """The cyclic garbage collector off for a block (reference counting still frees everything else)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class ImportFormat(StrEnum):
@@ -126,50 +139,55 @@ def import_file(
                 raise InputError(option, "only with --format endoflife")
     elif strict and short_notice_reason:
         raise InputError("--strict", "give either --strict or --short-notice-reason, not both")
-    data = importing.load_file(file)  # errors name the file and the line
+    # Reading, checking and writing a fleet's file keep millions of small objects alive, none of them
+    # in a reference cycle: the cyclic collector's full passes over them took a sixth of the time.
+    with _cycle_collection_paused():
+        data = importing.load_file(file)  # errors name the file and the line
 
-    def run(s, on_progress=None):
-        if format_ == ImportFormat.ENDOFLIFE:
-            return importing.import_endoflife(
-                s,
-                data,
-                product=product,
-                name=name,
-                at=when,
-                source=file.name,
-                short_notice_reason=None if strict else (short_notice_reason or importing.UPSTREAM_REASON),
-                on_progress=on_progress,
+        def run(s, on_progress=None):
+            if format_ == ImportFormat.ENDOFLIFE:
+                return importing.import_endoflife(
+                    s,
+                    data,
+                    product=product,
+                    name=name,
+                    at=when,
+                    source=file.name,
+                    short_notice_reason=None
+                    if strict
+                    else (short_notice_reason or importing.UPSTREAM_REASON),
+                    on_progress=on_progress,
+                )
+            # The data is read once here: let the import drop it as it builds its records (bounded memory).
+            return importing.import_registry(
+                s, data, at=when, source=file.name, on_progress=on_progress, consume=True
             )
-        # The data is read once here: let the import drop it as it builds its records (bounded memory).
-        return importing.import_registry(
-            s, data, at=when, source=file.name, on_progress=on_progress, consume=True
-        )
 
-    if dry_run:
-        from lifecycle import changes
+        if dry_run:
+            from lifecycle import changes
 
-        found: list = []
+            found: list = []
 
-        def apply(s):
-            found.append(run(s))
-            return found[0].to_dict()
+            def apply(s):
+                found.append(run(s))
+                return found[0].to_dict()
 
+            try:
+                preview = changes.preview(when, apply)
+            except InputErrors as exc:  # errors name the path in the file (customers[3].name): say which file
+                raise InputErrors(exc.errors, source=str(file)) from None
+            if json_:
+                emit_json(preview)
+                return
+            for line in found[0].lines() + changes.preview_lines(preview):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+            return
         try:
-            preview = changes.preview(when, apply)
+            with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
+                summary = run(s, on_progress)
         except InputErrors as exc:  # errors name the path in the file (customers[3].name): say which file
             raise InputErrors(exc.errors, source=str(file)) from None
         if json_:
-            emit_json(preview)
-            return
-        for line in found[0].lines() + changes.preview_lines(preview):
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
-        return
-    try:
-        with progress_bar(f"importing {file.name}") as on_progress, session_scope() as s:
-            summary = run(s, on_progress)
-    except InputErrors as exc:  # errors name the path in the file (customers[3].name): say which file
-        raise InputErrors(exc.errors, source=str(file)) from None
-    if json_:
-        emit_json(summary.to_dict())
-    else:
-        say_lines(summary.lines())  # reasons and file names are text, not markup
+            emit_json(summary.to_dict())
+        else:
+            say_lines(summary.lines())  # reasons and file names are text, not markup
