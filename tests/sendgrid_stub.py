@@ -20,10 +20,12 @@ Use the `sendgrid_stub` fixture (import it into the test module), or `with SendG
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import random
 import secrets
+import socket
 import threading
 import time
 import urllib.error
@@ -170,6 +172,31 @@ class _Server(ThreadingHTTPServer):
     # threads) overflowed it, and every connection refused that way waited for the client's SYN to be
     # sent again, a second later. An API server takes many connections at once.
     request_queue_size = 128
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections: set[socket.socket] = set()  # open client connections (HTTP keep-alive)
+        self.connections_lock = threading.Lock()
+        self.accepted = 0  # connections accepted so far
+
+    def process_request(self, request, client_address):
+        with self.connections_lock:
+            self.connections.add(request)
+            self.accepted += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Close every open client connection, as a server does with idle keep-alive ones."""
+        with self.connections_lock:
+            connections = list(self.connections)
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class SendGridStub:
@@ -327,7 +354,18 @@ class SendGridStub:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_connections()  # kept-alive ones too: a stopped stub answers nothing
             self._server = None
+
+    @property
+    def connections_accepted(self) -> int:
+        """How many TCP connections clients opened (a mailer keeping its connections opens few)."""
+        return self._server.accepted if self._server is not None else 0
+
+    def close_connections(self) -> None:
+        """Close the open client connections now (as a server closes idle keep-alive connections)."""
+        if self._server is not None:
+            self._server.close_connections()
 
     def __enter__(self) -> SendGridStub:
         return self.start()

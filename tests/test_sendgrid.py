@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import email.utils
 import socket
+import time
 
 import pytest
 
@@ -213,14 +214,18 @@ def test_an_answer_trickled_past_the_send_deadline_is_cut_off_there_not_at_the_s
     # One byte every ~0.1 s for 8 s: each read succeeds long before the 5 s socket timeout, so only a
     # total deadline ends this exchange.
     sendgrid_stub.queue(202, trickle=8.0)
+    m = mailer(sendgrid_stub, timeout=5, deadline=1.0)
     with pytest.raises(DeliveryError) as err:
-        mailer(sendgrid_stub, timeout=5, deadline=1.0).send(notice_email())
+        m.send(notice_email())
     assert err.value.unknown and not err.value.permanent
     assert err.value.message == (
         "SendGrid outcome unknown: the request was sent, then no complete answer within the 1 s send deadline"
     )
     [request] = sendgrid_stub.requests
     assert request.status == 202 and not request.answered  # we hung up before the answer was whole
+    # The half-read connection was not kept: the next email goes out whole on a new one.
+    assert m.send(notice_email()) == sendgrid_stub.requests[1].message_id
+    assert sendgrid_stub.connections_accepted == 2
 
 
 def test_nothing_is_sent_once_the_deadline_has_passed(sendgrid_stub):
@@ -238,6 +243,13 @@ def test_a_refused_connection_is_a_transient_error():
     with pytest.raises(DeliveryError) as err:
         SendGridMailer(API_KEY, host=f"http://127.0.0.1:{port}", timeout=2).send(notice_email())
     assert not err.value.permanent and "unreachable" in err.value.message
+
+
+def test_a_redirect_is_not_an_acceptance(sendgrid_stub):
+    sendgrid_stub.queue(301, headers={"Location": "https://elsewhere.example/v3/mail/send"})
+    with pytest.raises(DeliveryError) as err:
+        mailer(sendgrid_stub).send(notice_email())
+    assert err.value.permanent and err.value.message.startswith("SendGrid 301")
 
 
 def test_the_mailer_sends_nothing_again_by_itself_after_an_error(sendgrid_stub):
@@ -326,3 +338,74 @@ def test_a_scheduled_notice_refused_with_400_fails_after_one_attempt_and_the_rep
     assert portal.status == "delivered"  # the notice is still given through the portal inbox
     assert (alert.recipient, alert.status) == ("rep@vendor.example", "sent")  # a give-up is loud
     assert "could not be sent" in sendgrid_stub.requests[1].body["content"][0]["value"]
+
+
+def test_the_mailer_keeps_its_connections_from_one_batch_of_emails_to_the_next(sendgrid_stub):
+    m = mailer(sendgrid_stub, concurrency=3)
+    for batch in range(3):
+        emails = [notice_email(to=f"ops{batch}-{i}@acme.example") for i in range(12)]
+        out = m.send_many(emails)
+        assert all(isinstance(o, str) and o for o in out), out
+    assert len(sendgrid_stub.accepted) == 36
+    assert 1 <= sendgrid_stub.connections_accepted <= 3  # at most one per thread of the pool, kept
+    m.close()
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_before_it_is_used(sendgrid_stub):
+    m = mailer(sendgrid_stub)
+    m.send(notice_email(to="first@acme.example"))
+    sendgrid_stub.close_connections()  # as a server closes an idle keep-alive connection
+    time.sleep(0.2)  # the FIN has arrived
+    assert m.send(notice_email(to="second@acme.example"))  # no error, nothing unknown
+    assert [r.to for r in sendgrid_stub.accepted] == ["first@acme.example", "second@acme.example"]
+    assert sendgrid_stub.connections_accepted == 2
+
+
+def test_a_connection_idle_longer_than_the_keep_limit_is_not_reused(sendgrid_stub, monkeypatch):
+    from lifecycle.mailers import sendgrid as sendgrid_mailer
+
+    monkeypatch.setattr(sendgrid_mailer, "KEEP_IDLE_SECONDS", 0.0)
+    m = mailer(sendgrid_stub)
+    m.send(notice_email())
+    time.sleep(0.01)
+    m.send(notice_email())
+    assert len(sendgrid_stub.accepted) == 2 and sendgrid_stub.connections_accepted == 2
+
+
+def test_a_forked_process_does_not_use_its_parents_connections(sendgrid_stub):
+    m = mailer(sendgrid_stub)
+    m.send(notice_email())
+    m.connections._pid = -1  # as seen from a child forked after that send (a Celery prefork worker)
+    m.send(notice_email())
+    assert sendgrid_stub.connections_accepted == 2
+
+
+def test_the_sendgrid_backend_is_one_mailer_per_settings_so_its_connections_are_kept(
+    monkeypatch, sendgrid_stub
+):
+    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+    monkeypatch.setenv("LIFECYCLE_SENDGRID_HOST", sendgrid_stub.url)
+    reset_settings()
+    first = MAILERS["sendgrid"](get_settings())
+    assert MAILERS["sendgrid"](get_settings()) is first
+    monkeypatch.setenv("LIFECYCLE_SENDGRID_CONCURRENCY", "2")
+    reset_settings()
+    assert MAILERS["sendgrid"](get_settings()) is not first
+
+
+def test_a_kept_connection_with_something_to_read_while_idle_is_taken_as_closed():
+    import http.client
+
+    from lifecycle.mailers.sendgrid import _still_open
+
+    ours, theirs = socket.socketpair()
+    conn = http.client.HTTPConnection("sendgrid.invalid")
+    conn.sock = ours
+    try:
+        assert _still_open(conn)
+        theirs.close()  # the server hung up (a FIN to read)
+        assert not _still_open(conn)
+        conn.sock = None
+        assert not _still_open(conn)  # never connected, or already closed
+    finally:
+        ours.close()

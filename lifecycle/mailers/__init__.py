@@ -19,6 +19,7 @@ is unknown is settled (`RECONCILIATION`):
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -89,10 +90,32 @@ def _file(settings: Settings) -> Mailer:
     return FileMailer(settings.outbox_dir)
 
 
+_SENDGRID: dict[tuple, Mailer] = {}  # kept for their kept connections, by the settings they were made of
+_SENDGRID_LOCK = threading.Lock()
+
+
 def _sendgrid(settings: Settings) -> Mailer:
+    """The SendGrid mailer of these settings, the same one each time: its connections are kept from
+    one chunk of emails to the next (a handful of settings at most; the oldest is closed)."""
     from lifecycle.mailers.sendgrid import SendGridMailer
 
-    return SendGridMailer.from_settings(settings)
+    key = (
+        settings.sendgrid_api_key,
+        settings.sendgrid_host,
+        settings.sendgrid_timeout,
+        settings.send_deadline,
+        settings.sendgrid_sandbox,
+        settings.sendgrid_concurrency,
+    )
+    with _SENDGRID_LOCK:
+        mailer = _SENDGRID.get(key)
+        if mailer is None:
+            mailer = _SENDGRID[key] = SendGridMailer.from_settings(settings)
+            while len(_SENDGRID) > 4:
+                oldest = _SENDGRID.pop(next(iter(_SENDGRID)))
+                assert isinstance(oldest, SendGridMailer)
+                oldest.close()
+    return mailer
 
 
 def _smtp(settings: Settings) -> Mailer:

@@ -10,7 +10,14 @@ so a server trickling its answer would never trip it). A failure after the reque
 deadline, a reset, a garbled answer) is `unknown`: SendGrid may have accepted the message, and only its
 event webhook can tell. The library's HTTP client builds a fresh `urllib` opener per request and leaves
 one seam for it, `Client._make_request` ("so we can mock it easily"); the mailer uses that seam on the
-endpoint it calls to open the connection through deadline-aware handlers.
+endpoint it calls to send the request over a kept connection instead.
+
+Connections are kept (HTTP keep-alive, `_Connections`): a fresh TCP and TLS handshake per email would
+cost more than the email itself. A kept connection the server closed while idle is noticed before it is
+used (readable, or idle longer than `KEEP_IDLE_SECONDS`) and replaced; one that fails while the request
+is being written is replaced once (the server cannot have acted on half a request). After the whole
+request was written, a failure is `unknown`, as for a fresh connection. A connection is given back only
+after a complete answer, so a send cut off by its deadline never leaves a half-read one behind.
 """
 
 from __future__ import annotations
@@ -18,9 +25,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
+import io
 import json
+import os
+import select
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from email.message import Message
@@ -48,10 +60,14 @@ from sendgrid.helpers.mail import (
 from lifecycle.config import Settings
 from lifecycle.errors import DeliveryError, LifecycleError
 from lifecycle.mailers import Email
-from lifecycle.mailers.deadline import SendDeadline, deadline_opener
+from lifecycle.mailers.deadline import SendDeadline
 
 # 408 Request Timeout and 429 Too Many Requests are worth another try; so is every 5xx.
 TRANSIENT_4XX = (408, 429)
+# A kept connection idle longer than this is closed rather than reused: servers close idle connections
+# after a minute or so (nginx's default is 75 s), and one closed at the very moment it is reused would
+# turn a sure outcome into an unknown one.
+KEEP_IDLE_SECONDS = 20.0
 
 
 def build_mail(email: Email, *, sandbox: bool = False) -> Mail:
@@ -110,6 +126,7 @@ class SendGridMailer:
         self.sandbox = sandbox
         self.clock = clock  # only to turn X-RateLimit-Reset (an epoch) into a delay
         self.concurrency = max(1, concurrency)
+        self.connections = _Connections(limit=self.concurrency)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SendGridMailer:
@@ -168,14 +185,49 @@ class SendGridMailer:
         return response.headers.get("X-Message-Id")
 
     def _open(self, deadline: SendDeadline, request: urllib.request.Request, timeout: float | None):
-        """What python_http_client's `_make_request` does, through deadline-aware connections."""
-        opener = deadline_opener(deadline)
+        """What python_http_client's `_make_request` does (an answer, or its HTTPError for any status but
+        2xx), over a kept connection whose socket obeys `deadline`."""
+        url = urllib.parse.urlsplit(request.full_url)
+        target = url.path + (f"?{url.query}" if url.query else "")
+        headers = dict(request.header_items())
+        per_operation = timeout or self.timeout
+        conn, reused = self.connections.take(url.scheme, url.netloc, deadline.timeout(per_operation))
+        kept = False
         try:
-            return opener.open(request, timeout=timeout or self.timeout)
-        except urllib.error.HTTPError as err:
+            _watch(conn, deadline, per_operation)
+            try:
+                conn.request(request.get_method(), target, body=request.data, headers=headers)
+            except (OSError, http.client.HTTPException):
+                if not reused or deadline.passed:
+                    raise
+                # A kept connection that failed before the whole request was written: the server did
+                # not act on it. Once more, on a new connection.
+                conn.close()
+                conn = self.connections.new(url.scheme, url.netloc, deadline.timeout(per_operation))
+                _watch(conn, deadline, per_operation)
+                conn.request(request.get_method(), target, body=request.data, headers=headers)
+            deadline.written = True  # headers and body handed to the network: the provider may act on it
+            response = conn.getresponse()
+            body = response.read()
+            answer = _Answer(response.status, response.reason, body, response.msg)
+            kept = not response.will_close and not deadline.passed
+        finally:
+            if kept:
+                self.connections.give_back(url.scheme, url.netloc, conn)
+            else:
+                conn.close()
+        if not 200 <= answer.status < 300:  # as urllib: a redirect or an error is not an acceptance
+            err = urllib.error.HTTPError(
+                request.full_url, answer.status, answer.reason, answer.msg, io.BytesIO(body)
+            )
             exc = handle_error(err)
             exc.__cause__ = None
             raise exc from None
+        return answer
+
+    def close(self) -> None:
+        """Close the kept connections (a mailer is usable again afterwards: it opens new ones)."""
+        self.connections.close()
 
     def _error(self, err: HTTPError) -> DeliveryError:
         status = int(err.status_code)
@@ -205,6 +257,88 @@ class SendGridMailer:
         if reset.isdigit():
             return max(float(reset) - now, 0.0)
         return None
+
+
+class _Answer:
+    """A complete answer, read: what python_http_client's `Response` takes from a urllib response."""
+
+    def __init__(self, status: int, reason: str, body: bytes, msg: http.client.HTTPMessage):
+        self.status, self.reason, self.body, self.msg = status, reason, body, msg
+
+    def getcode(self) -> int:
+        return self.status
+
+    def read(self) -> bytes:
+        return self.body
+
+    def info(self) -> http.client.HTTPMessage:
+        return self.msg
+
+
+def _watch(conn: http.client.HTTPConnection, deadline: SendDeadline, per_operation: float) -> None:
+    """Connect if needed; every socket operation of this send ends by `deadline`."""
+    conn.timeout = deadline.timeout(per_operation)
+    if conn.sock is None:
+        conn.connect()
+    else:
+        conn.sock.settimeout(conn.timeout)
+    assert conn.sock is not None  # connected
+    deadline.watch(conn.sock)
+
+
+class _Connections:
+    """Idle kept connections per (scheme, host), at most `limit` of each, for one process."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._idle: dict[tuple[str, str], list[tuple[http.client.HTTPConnection, float]]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def take(self, scheme: str, netloc: str, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection that is still open (True), or a new one, not yet connected (False)."""
+        while True:
+            with self._lock:
+                if self._pid != os.getpid():  # a forked child: the sockets are the parent's
+                    self._idle, self._pid = {}, os.getpid()
+                idle = self._idle.get((scheme, netloc))
+                conn, since = idle.pop() if idle else (None, 0.0)
+            if conn is None:
+                return self.new(scheme, netloc, timeout), False
+            if time.monotonic() - since <= KEEP_IDLE_SECONDS and _still_open(conn):
+                return conn, True
+            conn.close()
+
+    def new(self, scheme: str, netloc: str, timeout: float) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        return kind(netloc, timeout=timeout)
+
+    def give_back(self, scheme: str, netloc: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault((scheme, netloc), [])
+            if len(idle) < self.limit and self._pid == os.getpid():
+                idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn, _ in conns:
+                conn.close()
+
+
+def _still_open(conn: http.client.HTTPConnection) -> bool:
+    """An idle kept connection has nothing to read: if it has, the server closed it (or broke it)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def sendgrid_messages(body: bytes | str | None) -> str:
