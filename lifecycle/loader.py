@@ -157,9 +157,11 @@ def _kind(value) -> str:
 # ------------------------------------------------------------------------------------------ public
 
 
-def load_file(path: str | Path, *, limits: Limits | None = None) -> dict:
+def load_file(path: str | Path, *, limits: Limits | None = None, parallel: bool = False) -> dict:
     """Read an import file: JSON for `.json` (or content starting with `{` or `[` unless the name ends
-    in `.yaml`/`.yml`), YAML otherwise. The top level must be a mapping."""
+    in `.yaml`/`.yml`), YAML otherwise. The top level must be a mapping. `parallel`: a large YAML file's
+    customers may be read by forked processes (`lifecycle.splitread`; the same value or error), for a
+    command that owns its process (not a server's thread)."""
     path = Path(path)
     limits = limits or Limits.from_settings()
     # A file name that is not UTF-8 arrives with surrogate escapes: name it printably.
@@ -175,11 +177,17 @@ def load_file(path: str | Path, *, limits: Limits | None = None) -> dict:
         raise where.error(None, f"cannot be read: {exc.strerror or exc}") from None
     suffix = path.suffix.lower()
     fmt = "json" if suffix == ".json" else "yaml" if suffix in (".yaml", ".yml") else None
-    return load_bytes(data, source=where.source, fmt=fmt, limits=limits, is_file=True)
+    return load_bytes(data, source=where.source, fmt=fmt, limits=limits, is_file=True, parallel=parallel)
 
 
 def load_bytes(
-    data: bytes, *, source: str, fmt: str | None = None, limits: Limits | None = None, is_file: bool = False
+    data: bytes,
+    *,
+    source: str,
+    fmt: str | None = None,
+    limits: Limits | None = None,
+    is_file: bool = False,
+    parallel: bool = False,
 ) -> dict:
     """Read a YAML or JSON document (`fmt` "yaml", "json" or None: JSON when it starts with `{`/`[`)
     whose top level is a mapping. `is_file`: a YAML file must end with a line break (truncation)."""
@@ -202,7 +210,14 @@ def load_bytes(
                 "the file does not end with a line break: it may be "
                 "truncated (if it is complete, add a line break at the end)",
             )
-        value = _read_yaml(text, where, limits)
+        value = None
+        if parallel:
+            from lifecycle import splitread
+
+            if len(text) >= splitread.MIN_CHARS:
+                value = splitread.read_in_parts(text, lambda part: _read_yaml(part, where, limits), limits)
+        if value is None:
+            value = _read_yaml(text, where, limits)
     if value is None:
         raise where.error(None, "the file is empty" if is_file else "empty")
     if not isinstance(value, dict):

@@ -142,7 +142,7 @@ def import_file(
     # Reading, checking and writing a fleet's file keep millions of small objects alive, none of them
     # in a reference cycle: the cyclic collector's full passes over them took a sixth of the time.
     with _cycle_collection_paused():
-        data = importing.load_file(file)  # errors name the file and the line
+        data = importing.load_file(file, parallel=True)  # errors name the file and the line
 
         def run(s, on_progress=None):
             if format_ == ImportFormat.ENDOFLIFE:
