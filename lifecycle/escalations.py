@@ -163,20 +163,24 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
         )
         if n:
             counts[name] = n
-    # Passed, or moved beyond the 1-month stage, on the customer's own calendar (per item: calendar
-    # months are not SQL arithmetic, and unresolved items are few).
+    # Passed, or moved beyond the 1-month stage, on the customer's own calendar. Calendar months are
+    # not SQL arithmetic: SQL only leaves out the dates for which neither can be true anywhere on
+    # earth (a vendor's fleet holds thousands of unresolved items between the two, every tick), and
+    # each (date, time zone) pair is judged once.
+    last_passed, first_moved = _candidate_window(at)
     by_reason: dict[str, list[int]] = {}
+    verdicts: dict[tuple[dt.date, str], str | None] = {}
     for eid, day, tz in conn.execute(
         sa.select(E.c.id, M.c.date, C.c.timezone)
         .join(M, M.c.id == E.c.milestone_id)
         .join(C, C.c.id == E.c.customer_id)
-        .where(unresolved)
+        .where(unresolved, sa.or_(M.c.date <= last_passed, M.c.date >= first_moved))
     ).all():
-        today = policy.local_date(at, tz)
-        if day < today:
-            by_reason.setdefault("passed", []).append(eid)
-        elif today < policy.stage_date(day, policy.ESCALATION_STAGE):
-            by_reason.setdefault("moved", []).append(eid)
+        if (day, tz) not in verdicts:
+            verdicts[(day, tz)] = _gone(day, tz, at)
+        verdict = verdicts[(day, tz)]
+        if verdict is not None:
+            by_reason.setdefault(verdict, []).append(eid)
     for name, ids in by_reason.items():
         conn.execute(
             E.update()
@@ -185,6 +189,27 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
         )
         counts[name] = len(ids)
     return counts
+
+
+def _gone(day: dt.date, tz: str, at: dt.datetime) -> str | None:
+    """ "passed" when a milestone on `day` is history for a customer in `tz` at `at`, "moved" when its
+    1-month stage is still ahead there, None while the escalation still stands."""
+    today = policy.local_date(at, tz)
+    if day < today:
+        return "passed"
+    if today < policy.stage_date(day, policy.ESCALATION_STAGE):
+        return "moved"
+    return None
+
+
+def _candidate_window(at: dt.datetime) -> tuple[dt.date, dt.date]:
+    """(last, first): `_gone` can only be true for a date <= last or >= first, in any time zone. A
+    local date is within a day of the UTC date, and a stage of m months and w weeks lies at least
+    28m + 7w days before its milestone."""
+    utc_date = at.astimezone(dt.UTC).date()
+    stage = policy.parse_stage(policy.ESCALATION_STAGE)
+    shortest = dt.timedelta(days=28 * stage.months + 7 * stage.weeks)
+    return utc_date, utc_date - dt.timedelta(days=1) + shortest
 
 
 def _naive(at: dt.datetime) -> dt.datetime:

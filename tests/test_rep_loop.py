@@ -339,3 +339,26 @@ def test_a_rep_manages_contacts_on_the_customer_page(sqlite_db):
         ] == [("ops@acme.example", False)]
     other, _ = logged_in(world, "other_rep")
     assert other.get("/dashboard/customers/acme").status_code == 404
+
+
+def test_only_dates_that_can_have_passed_or_moved_anywhere_are_read_back_each_tick():
+    """`sync` leaves out, in SQL, the unresolved items whose milestone date can be neither history nor
+    beyond its 1-month stage in any time zone: never one that `_gone` would resolve."""
+    from lifecycle import escalations
+
+    zones = ("Pacific/Kiritimati", "Asia/Shanghai", "UTC", "America/Los_Angeles", "Etc/GMT+12")
+    instants = [
+        dt.datetime(2027, 3, 31, 0, 30, tzinfo=dt.UTC),
+        dt.datetime(2027, 3, 31, 23, 30, tzinfo=dt.UTC),
+        dt.datetime(2028, 2, 29, 12, tzinfo=dt.UTC),
+        dt.datetime(2027, 12, 31, 11, 59, tzinfo=dt.UTC),
+        dt.datetime(2027, 1, 30, 23, 59, tzinfo=dt.UTC),
+    ]
+    for at in instants:
+        last, first = escalations._candidate_window(at)
+        assert first - last <= dt.timedelta(days=28)  # the window keeps only the unchanging middle out
+        for offset in range(-40, 80):
+            day = at.date() + dt.timedelta(days=offset)
+            for tz in zones:
+                if escalations._gone(day, tz, at) is not None:
+                    assert day <= last or day >= first, (at, day, tz)
