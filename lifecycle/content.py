@@ -175,7 +175,10 @@ def _told(session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int]
                 N.c.customer_id.in_({c for c, _ in pairs}),
                 N.c.milestone_id.in_({m for _, m in pairs}),
                 N.c.audience == "customer",
-                N.c.status.in_(["sent", "released"]),
+                # `status || ''`: not a search of ix_notice_status_due, which SQLite (no statistics)
+                # chose over the pairs' ix_notice_customer_milestone and read every sent notice of the
+                # fleet, more at each chunk of a catch-up (38 ms a call at half the reference fleet).
+                N.c.status.concat("").in_(["sent", "released"]),
             )
             .order_by(N.c.released_at, N.c.id)
         )

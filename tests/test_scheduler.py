@@ -141,6 +141,27 @@ def test_settling_notices_finds_them_by_id_not_by_every_notice_of_a_status(sqlit
         assert not any("ix_notice_status_due" in step for step in plan), plan
 
 
+def test_what_customers_were_told_before_is_found_by_their_notices_not_every_sent_one(sqlite_db):
+    """Issue 11: each email's words name what its customer was told before (`content._told`). On
+    SQLite the lookup must search the customers' notices of the milestones
+    (ix_notice_customer_milestone); searching ix_notice_status_due read every sent notice of the fleet,
+    so a catch-up grew faster than the fleet."""
+    w.product()
+    w.milestone(D(2027, 6, 30))
+    for i in range(5):
+        w.customer(f"c{i:02d}", "Asia/Shanghai")
+    w.run(utc(2027, 1, 15))  # the 6-month notices: sent
+    seen = _plans_of(
+        sqlite_db,
+        lambda st: st.startswith("SELECT notice.id, notice.customer_id, notice.milestone_id, notice.kind"),
+        lambda: w.run(utc(2027, 4, 15)),  # the 3-month notices name the earlier ones
+    )
+    assert seen, "the emails looked up what was told before"
+    for _, plan in seen:
+        assert any("ix_notice_customer_milestone" in step for step in plan), plan
+        assert not any("ix_notice_status_due" in step for step in plan), plan
+
+
 def test_a_short_notice_milestone_notifies_every_affected_customer_at_once(db):
     w.product()
     w.customer("acme", "Asia/Shanghai")
