@@ -52,12 +52,10 @@ def available_cores() -> int:
 def cuts(text: str, parts: int) -> list[int]:
     """Up to `parts - 1` offsets, each at the start of a line that starts an item of the top-level
     `customers:` block list, spread evenly over it; [] when the file does not have that shape."""
-    found = _CUSTOMERS.findall(text)
-    if len(found) != 1 or parts < 2:
+    headers = list(_CUSTOMERS.finditer(text))
+    if len(headers) != 1 or parts < 2:
         return []
-    header = _CUSTOMERS.search(text)
-    assert header is not None
-    start = text.find("\n", header.end())
+    start = text.find("\n", headers[0].end())
     if start < 0:
         return []
     start += 1
