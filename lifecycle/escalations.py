@@ -103,7 +103,8 @@ def sync(session: Session, at: dt.datetime, *, customer_id: int | None = None) -
         )
         .join(C, C.c.id == N.c.customer_id)
         .where(
-            N.c.kind == NoticeKind.ESCALATION,
+            # A literal, not a parameter: the partial index ix_notice_escalation is planned only for it.
+            N.c.kind == sa.literal(NoticeKind.ESCALATION.value, literal_execute=True),
             N.c.milestone_id.is_not(None),
             N.c.release_id.is_not(None),
             ~has_item,

@@ -256,6 +256,14 @@ class Notice(SQLModel, table=True):
         # A customer's notices of a milestone (the tick's "superseded after an outage" check, per
         # overdue stage): without it SQLite searches every customer's notices of the milestone.
         sa.Index("ix_notice_customer_milestone", "customer_id", "milestone_id"),
+        # The escalation notices, few among a fleet's stage notices: a tick looks for new ones. Partial,
+        # so no other notice query (none filters on kind = 'escalation') can be planned through it.
+        sa.Index(
+            "ix_notice_escalation",
+            "id",
+            sqlite_where=sa.text("kind = 'escalation'"),
+            postgresql_where=sa.text("kind = 'escalation'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -141,6 +141,37 @@ def test_settling_notices_finds_them_by_id_not_by_every_notice_of_a_status(sqlit
         assert not any("ix_notice_status_due" in step for step in plan), plan
 
 
+def test_new_escalation_notices_are_found_through_their_partial_index_only(sqlite_db):
+    """Issue 11: each tick looks for escalation notices without a work item. notice.kind has no index,
+    so SQLite read every notice of the fleet (1.4 million at the reference fleet, half a steady tick).
+    The lookup must go through the partial index ix_notice_escalation (kind = 'escalation'), and no
+    other notice statement may be planned through it."""
+    w.product()
+    w.milestone(D(2027, 6, 30))
+    for i in range(3):
+        w.customer(f"c{i:02d}", "Asia/Shanghai")
+    statements: list[str] = []
+
+    def about_notices(statement: str) -> bool:
+        if "notice" in statement and not statement.startswith(("INSERT", "PRAGMA")):
+            statements.append(statement)
+            return True
+        return False
+
+    seen = _plans_of(sqlite_db, about_notices, lambda: w.run(utc(2027, 5, 31)))
+    assert len(w.notices(audience="rep", kind="escalation")) == 3
+    lookup = (
+        "SELECT notice.id, notice.customer_id, notice.milestone_id, notice.release_id, customer.account_rep"
+    )
+    plans = [(st.startswith(lookup), plan) for st, (_, plan) in zip(statements, seen, strict=True)]
+    assert any(is_lookup for is_lookup, _ in plans), "a tick looked for new escalation notices"
+    for is_lookup, plan in plans:
+        if is_lookup:
+            assert plan[0] == "SCAN notice USING INDEX ix_notice_escalation", plan
+        else:
+            assert not any("ix_notice_escalation" in step for step in plan), plan
+
+
 def test_what_customers_were_told_before_is_found_by_their_notices_not_every_sent_one(sqlite_db):
     """Issue 11: each email's words name what its customer was told before (`content._told`). On
     SQLite the lookup must search the customers' notices of the milestones
