@@ -141,6 +141,28 @@ def test_settling_notices_finds_them_by_id_not_by_every_notice_of_a_status(sqlit
         assert not any("ix_notice_status_due" in step for step in plan), plan
 
 
+def test_a_delivery_run_claims_its_customers_rows_by_their_index_not_every_pending_one(sqlite_db):
+    """Issue 11: a catch-up claims a hundred customers' due deliveries per run. On SQLite (no
+    statistics) the claim searched ix_delivery_status_next, every pending delivery of the fleet, once
+    per run (88 ms a claim at half the reference fleet): it must find the customers' rows through
+    ix_delivery_customer_id and take them by primary key."""
+    w.product()
+    w.milestone(D(2027, 6, 30))
+    for i in range(5):
+        w.customer(f"c{i:02d}", "Asia/Shanghai")
+    seen = _plans_of(
+        sqlite_db,
+        lambda st: st.startswith("UPDATE delivery SET") and "first_attempt_at=coalesce" in st,
+        lambda: w.run(utc(2027, 1, 15)),
+    )
+    assert seen, "a tick claimed deliveries"
+    for _, plan in seen:
+        assert plan[0] == "SEARCH delivery USING INTEGER PRIMARY KEY (rowid=?)", plan
+        assert not any("ix_delivery_status_next" in step for step in plan), plan
+        assert any("ix_delivery_customer_id" in step for step in plan), plan
+    assert len(w.sent("c00")) == 1
+
+
 def test_new_escalation_notices_are_found_through_their_partial_index_only(sqlite_db):
     """Issue 11: each tick looks for escalation notices without a work item. notice.kind has no index,
     so SQLite read every notice of the fleet (1.4 million at the reference fleet, half a steady tick).
