@@ -773,3 +773,54 @@ def test_a_customer_feeds_last_modified_counts_the_signing_of_this_months_acknow
         client.get(f"/calendars/customers/{gone.calendar_token}.ics").headers["last-modified"]
         == "Mon, 01 Jun 2026 00:00:00 GMT"
     )  # no acknowledgement link in an empty feed
+
+
+def test_an_emails_attachment_reuses_milestone_copies_only_while_every_value_is_the_same(db):
+    """Issue 11: a delivery run builds each milestone's session-free copy from its column values, and
+    reuses a copy across runs only while the milestone, its product, its release and its latest change
+    read exactly the same: a rename, a move or a withdrawal between two runs is in the next email."""
+    with session_scope() as s:
+        _setup(s)
+        mid = registry.get_milestone(s, "acp", "3.16", "end-of-life").id
+    ref = feeds.CustomerRef(1, "en")
+
+    def attachment(memo=None) -> tuple[str, list]:
+        with session_scope() as s:
+            memo = {} if memo is None else memo
+            data = feeds.attachment(s, [mid], AT, customer=ref, memo=memo).decode()
+        return data.replace("\r\n ", ""), list(memo["ics-rows"].values())
+
+    first, [row1] = attachment()
+    assert "Alauda Container Platform" in first and "20270930" in first
+    again, [row2] = attachment()  # another run, nothing changed: the same copy
+    assert row2 is row1 and again == first
+    with session_scope() as s:
+        registry.upsert_product(s, slug="acp", name="ACP Renamed", at=LATER)
+    renamed, [row3] = attachment()
+    assert row3 is not row1 and "ACP Renamed" in renamed and "Alauda Container Platform" not in renamed
+    with session_scope() as s:
+        registry.move_milestone(
+            s,
+            registry.get_milestone(s, "acp", "3.16", "end-of-life"),
+            date=dt.date(2027, 12, 31),
+            reason="slip",
+            at=LATER,
+        )
+    moved, [row4] = attachment()
+    assert (
+        row4.milestone.date == dt.date(2027, 12, 31)
+        and row4.change is not None
+        and row4.change.action == "moved"
+    )
+    assert "20271231" in moved and "20270930" not in moved
+    with session_scope() as s:
+        registry.withdraw_milestone(
+            s, registry.get_milestone(s, "acp", "3.16", "end-of-life"), reason="kept alive", at=LATER
+        )
+    withdrawn, [row5] = attachment()
+    assert row5.milestone.status == "withdrawn" and "STATUS:CANCELLED" in withdrawn
+    # The copies belong to no session: they are read after theirs closed, and a new session's edits do
+    # not reach them.
+    assert (
+        row1.product.name == "Alauda Container Platform" and row4.milestone.revision > row1.milestone.revision
+    )
