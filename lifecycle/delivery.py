@@ -117,18 +117,13 @@ def backoff(attempts: int) -> dt.timedelta:
 
 def _take(session: Session, ids: sa.Select, token: str, at: dt.datetime) -> list[int]:
     """Claim the pending deliveries among `ids` (a SELECT of delivery ids) for `token`: the ids taken."""
-    # On SQLite `status || ''`: the ids' primary key finds the rows; without statistics SQLite searched
-    # ix_delivery_status_next instead, every pending delivery of the fleet, once per claim.
-    pending = (
-        D.c.status == DeliveryStatus.PENDING
-        if session.get_bind().dialect.name == "postgresql"
-        else D.c.status.concat("") == DeliveryStatus.PENDING.value
-    )
     return list(
         session.connection()
         .execute(
             D.update()
-            .where(D.c.id.in_(ids.scalar_subquery()), pending)
+            # `status || ''`: the ids' primary key finds the rows. Without statistics SQLite searched
+            # ix_delivery_status_next instead, every pending delivery of the fleet, once per claim.
+            .where(D.c.id.in_(ids.scalar_subquery()), D.c.status.concat("") == DeliveryStatus.PENDING.value)
             .values(
                 status=DeliveryStatus.SENDING,
                 claim_token=token,
@@ -479,17 +474,15 @@ def claim_due(
     are chosen first, each under a transaction-scoped advisory lock that concurrent runs skip (and the
     rows are taken `FOR UPDATE SKIP LOCKED`); SQLite's `BEGIN IMMEDIATE` (lifecycle.db) serialises the
     claims."""
-    pg = session.get_bind().dialect.name == "postgresql"
-    if customer_ids is not None and not pg:
-        # `status || ''`: SQLite (no statistics) searched ix_delivery_status_next, every pending delivery
-        # of the fleet, for a hundred customers' (88 ms a claim at the start of a half-fleet catch-up,
-        # and one claim per hundred customers); their customer_id index finds their few rows.
-        due = [D.c.status.concat("") == DeliveryStatus.PENDING.value, D.c.next_attempt_at <= at]
-    else:
-        due = [D.c.status == DeliveryStatus.PENDING, D.c.next_attempt_at <= at]
+    # Given customers: `status || ''`, so that their customer_id index finds their few rows. Without
+    # statistics SQLite searched ix_delivery_status_next, every pending delivery of the fleet (88 ms a
+    # claim at the start of a half-fleet catch-up, one claim per hundred customers).
+    status = D.c.status.concat("") if customer_ids is not None else D.c.status
+    due = [status == DeliveryStatus.PENDING.value, D.c.next_attempt_at <= at]
     window = sa.select(D.c.customer_id).where(*due)
     if customer_ids is not None:
         window = window.where(D.c.customer_id.in_(customer_ids))
+    pg = session.get_bind().dialect.name == "postgresql"
     window = window.distinct().order_by(D.c.customer_id).limit(customers * 4 if pg else customers)
     if pg:
         # Chosen first (a statement of its own: inside the claim, the planner may run it per row).

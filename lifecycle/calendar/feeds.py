@@ -97,6 +97,11 @@ def _columns(model) -> list[tuple[str, sa.Column]]:
     return [(attr.key, attr.columns[0]) for attr in sa.inspect(model).column_attrs]
 
 
+def _made(model, columns: list[tuple[str, sa.Column]], values: tuple):
+    """A row of `model` that belongs to no session, from `values` in the order of `columns`."""
+    return model(**dict(zip((key for key, _ in columns), values, strict=True)))
+
+
 # Session-free copies of milestone rows, keyed by every column value they were built from (any edit of
 # the milestone, its product, its release or its latest change is another key): a delivery run reads the
 # values afresh each time and rebuilds only rows whose values changed. Bounded; cleared when full.
@@ -141,14 +146,10 @@ def load_copies(session: Session, ids: list[int]) -> list[MilestoneRow]:
             if row is None:
                 m, p, r = values[:n_m], values[n_m : n_m + n_p], values[n_m + n_p :]
                 row = MilestoneRow(
-                    Milestone(**dict(zip((k for k, _ in parts[0]), m, strict=True))),
-                    Product(**dict(zip((k for k, _ in parts[1]), p, strict=True))),
-                    Release(**dict(zip((k for k, _ in parts[2]), r, strict=True)))
-                    if r[0] is not None
-                    else None,
-                    MilestoneChange(**dict(zip((k for k, _ in change_cols), change, strict=True)))
-                    if change is not None
-                    else None,
+                    _made(Milestone, parts[0], m),
+                    _made(Product, parts[1], p),
+                    _made(Release, parts[2], r) if r[0] is not None else None,
+                    _made(MilestoneChange, change_cols, change) if change is not None else None,
                 )
                 if len(_COPIES) >= COPIES_MAX:
                     _COPIES.clear()
