@@ -231,3 +231,114 @@ def test_compiled_mo_files_are_used_when_they_are_current(locale_dir):
 
     os.utime(mo, (mo_time, mo_time))
     assert i18n.gettext_in("zh-CN", "today") == "今天"
+
+
+# ------------------------------------------------------------- fixed words translated once, at compile time
+
+
+class CountingTranslations:
+    """A catalog that counts its lookups (to tell compile time from render time)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def gettext(self, message):
+        self.calls += 1
+        return self.inner.gettext(message)
+
+    def ngettext(self, singular, plural, n):
+        self.calls += 1
+        return self.inner.ngettext(singular, plural, n)
+
+    def pgettext(self, context, message):
+        self.calls += 1
+        return self.inner.pgettext(context, message)
+
+    def npgettext(self, context, singular, plural, n):
+        self.calls += 1
+        return self.inner.npgettext(context, singular, plural, n)
+
+
+def _plain_environment(translations, autoescape: bool):
+    """Jinja2's own i18n, without folding: what a folded template must render exactly like."""
+    from jinja2 import DictLoader, Environment
+
+    env = Environment(loader=DictLoader({}), **(templating.options() | {"autoescape": autoescape}))
+    env.install_gettext_translations(translations, newstyle=True)
+    return env
+
+
+EDGE_TEMPLATES = [
+    '{{ _("today") }}|{{ _("Dear %(name)s,", name=name) }}|{{ _("100%% of %(name)s", name=name) }}',
+    "{% trans %}today{% endtrans %}|{% trans n=name %}Dear {{ n }},{% endtrans %}",
+    '{{ pgettext("email subject", "A notification channel was turned off") }}|{{ gettext("today") }}',
+    '{{ ngettext("%(num)d day left", "%(num)d days left", count) }}|{% trans count=count %}'
+    "{{ count }} day left{% pluralize %}{{ count }} days left{% endtrans %}",
+    '{% set _ = shout %}{{ _("today") }}',  # assigns the name: left to render time
+    '{% macro m(_) %}{{ _("today") }}{% endmacro %}{{ m(shout) }}',
+    '{{ _("Feedback: <em>%(feedback)s</em>", feedback=name) }}{{ _("%s") }}{{ _(name) }}',
+    '{{ _("100%") if false else "" }}',
+]
+
+
+@pytest.mark.parametrize("locale", ["en", "zh-CN"])
+@pytest.mark.parametrize("autoescape", [True, False])
+@pytest.mark.parametrize("source", EDGE_TEMPLATES)
+def test_fixed_words_are_translated_at_compile_time_and_render_as_jinjas_own_i18n(source, autoescape, locale):
+    from jinja2 import DictLoader
+
+    counting = CountingTranslations(i18n.translations(locale))
+    env = templating._environment(DictLoader({}), locale)
+    env.install_gettext_translations(counting, newstyle=True)
+    env.autoescape = autoescape
+    folded = env.from_string(source)
+    plain = _plain_environment(i18n.translations(locale), autoescape).from_string(source)
+    values = [
+        {"name": "<b>&'ACME'", "count": 1, "shout": str.upper},
+        {"name": "x%sy", "count": 3, "shout": str.upper},
+    ]
+    for v in values:
+        assert folded.render(**v) == plain.render(**v)
+        assert type(folded.render(**v)) is type(plain.render(**v))
+    counting.calls = 0
+    folded.render(**values[0])
+    if source.startswith(("{{ _(", "{% trans %}", '{{ pgettext("')) and "_(name)" not in source:
+        assert counting.calls == 0, "fixed words were looked up at render time"
+
+
+def test_every_template_renders_the_same_folded_or_not(db, tmp_path, monkeypatch):
+    """Every template a realistic run renders (email, portal, rep, calendar; en and zh-CN customers;
+    stages, a move, a withdrawal), rendered again without folding, gives the same text."""
+    from jinja2 import Template
+
+    from tests import world as w
+    from tests.conftest import utc
+
+    calls: list[tuple] = []
+    template_render = Template.render
+
+    def recording(self, *args, **context):
+        calls.append((self.environment.loader, self.name, dict(*args, **context)))
+        return template_render(self, *args, **context)
+
+    monkeypatch.setattr(Template, "render", recording)
+    D = dt.date
+    w.product()
+    w.milestone(D(2027, 9, 30))
+    w.milestone(D(2027, 12, 31), version="3.18")
+    w.customer("hooli", "Asia/Shanghai", locale="zh-CN", deploy=(("acp", "3.16"), ("acp", "3.18")))
+    w.customer("initech", "America/New_York", deploy=(("acp", "3.16"),))
+    w.run(utc(2026, 12, 1), utc(2027, 3, 30, 2), utc(2027, 7, 1, 2))
+    w.move(D(2027, 10, 31), at=utc(2027, 7, 2), reason="internal only")
+    w.run(utc(2027, 7, 2, 1))
+    w.withdraw(at=utc(2027, 7, 3), version="3.18", reason="internal only")
+    w.run(utc(2027, 7, 3, 1), utc(2027, 10, 1, 1))
+    names = {name for _, name, _ in calls}
+    assert {"email/templates/customer.html", "email/templates/customer.txt"} <= names, names
+    assert {c["locale"] for _, _, c in calls} >= {"en", "zh-CN"}
+    monkeypatch.setattr(Template, "render", template_render)
+    for loader, name, context in calls:
+        folded = templating._environment(loader, context["locale"]).get_template(name).render(context)
+        plain = _plain_environment(i18n.translations(context["locale"]), True)
+        plain.loader, plain.autoescape = loader, templating.options()["autoescape"]
+        assert folded == plain.get_template(name).render(context), name
