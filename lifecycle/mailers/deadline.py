@@ -4,7 +4,8 @@ Socket timeouts are per operation: a server that trickles one byte every few sec
 and a send could last for ever (then a stale-claim sweep takes the delivery back while the worker is
 still sending, and it goes out twice). `SendDeadline` bounds the whole exchange: each connect gets at
 most the remaining time, and when the deadline passes a timer shuts the registered sockets down, which
-ends any blocked read or write at once.
+ends any blocked read or write at once. One watchdog thread per process keeps every open deadline (a
+heap by instant): a thread started and stopped for each send cost more than the send to a fast server.
 
 It also records whether the whole request was handed to the network (`written`): an error before that
 means the provider certainly did not get the message; after it, the provider may have it, and the
@@ -14,7 +15,10 @@ outcome is unknown.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.client
+import itertools
+import os
 import socket
 import threading
 import time
@@ -29,7 +33,7 @@ class SendDeadline:
         self.written = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._closed = False
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -55,22 +59,72 @@ class SendDeadline:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._closed:  # the exchange ended before its deadline
+                return
             self.expired = True
             sockets = list(self._sockets)
         for sock in sockets:
             _shutdown(sock)
 
     def __enter__(self) -> SendDeadline:
-        self._timer = threading.Timer(max(self.remaining(), 0.0), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        _WATCHDOG.add(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         with self._lock:
+            self._closed = True
             self._sockets.clear()
+
+
+class _Watchdog:
+    """The thread that expires each open `SendDeadline` at its instant. Deadlines that closed first are
+    dropped when they come up (or when they are most of the heap). A forked child starts its own."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, SendDeadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: SendDeadline) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="send-deadlines", daemon=True)
+                self._thread.start()
+            if len(self._heap) > 1000 and len(self._heap) > 2 * sum(
+                1 for *_, d in self._heap if not d._closed
+            ):
+                self._heap = [e for e in self._heap if not e[2]._closed]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (deadline.deadline, next(self._order), deadline))
+            if self._heap[0][2] is deadline:  # sooner than what the thread waits for
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            due: list[SendDeadline] = []
+            with self._cond:
+                while not due:
+                    now = time.monotonic()
+                    while self._heap and (self._heap[0][0] <= now or self._heap[0][2]._closed):
+                        _, _, deadline = heapq.heappop(self._heap)
+                        if not deadline._closed:
+                            due.append(deadline)
+                    if not due:
+                        self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            for deadline in due:
+                deadline._expire()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _after_fork() -> None:
+    global _WATCHDOG
+    _WATCHDOG = _Watchdog()  # the parent's thread (and maybe its lock, held) did not come along
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _shutdown(sock: socket.socket) -> None:
