@@ -6,9 +6,12 @@ their own: `python -m bench.delivery [--scale 0.1,0.5,1.0] [--only file,sendgrid
    portal inbox rows and `.eml` files with their `.ics`). **Floor**: the same emails (the subject,
    text, HTML and attachment each one carried, read back from the outbox) built into a MIME message
    with the stdlib and written to a file, in a plain loop. Ratio = floor time / delivery time.
-2. **Catch-up to SendGrid** (the loopback stub, `tests/sendgrid_stub.py`): the same, with
+2. **Catch-up to SendGrid** (the loopback stub, `tests/sendgrid_stub.py`, in a process of its own as
+   the real API is: its work and the bodies it keeps are not the measured process's): the same, with
    `LIFECYCLE_EMAIL_BACKEND=sendgrid`; floor: the same request bodies POSTed with the `sendgrid`
-   library (`SendGridAPIClient.send`) from a pool of as many threads as the mailer uses.
+   library (`SendGridAPIClient.send`) from a pool of as many threads as the mailer uses. Once with
+   the stub answering at once, and once more with `--sendgrid-latency` seconds before each answer (a
+   provider across a network, not on the loopback).
 3. **Embedded worker**: `lifecycle worker` (no Redis, the file-system broker) started on a database
    with N customers due now (`due_fleet`), timed from its start until every customer's email is
    recorded sent; N = 1,000 and 20,000.
@@ -44,6 +47,7 @@ SCALES = (0.1, 0.5, 1.0)
 WORKER_CUSTOMERS = (1_000, 20_000)
 CELERY_CUSTOMERS = 5_000
 CELERY_PROCESSES = (1, 2, 4)
+SENDGRID_LATENCY = 0.05  # seconds: the second SendGrid run's answer time (0: no second run)
 REDIS_SERVER = os.environ.get("LIFECYCLE_BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
 
@@ -296,7 +300,7 @@ def step_catch_up(args: dict) -> dict:
 def _email_messages(args: dict) -> int:
     if args.get("backend", "file") == "file":
         return len(list(Path(os.environ["LIFECYCLE_OUTBOX_DIR"]).glob("*.eml")))
-    return int(args.get("stub_count", 0))
+    return 0  # counted by the SendGrid stub, in its own process
 
 
 def step_file_floor(args: dict) -> dict:
@@ -370,13 +374,55 @@ def bench_file(scale: float, pg: bool = False, log=print) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _start_stub():
+def step_stub(args: dict) -> dict:
+    """A child that is the loopback SendGrid: prints its address, answers until its stdin closes, then
+    writes the bodies of the requests it accepted to `args["bodies"]` (when given)."""
     sys.path.insert(0, str(ROOT))
     from tests.sendgrid_stub import SendGridStub
 
-    stub = SendGridStub()
-    stub.start()
-    return stub
+    stub = SendGridStub(latency=args.get("latency", 0.0)).start()
+    print(json.dumps({"url": stub.url, "api_key": stub.api_key}), flush=True)
+    sys.stdin.read()
+    stub.stop()
+    accepted = stub.accepted
+    if args.get("bodies"):
+        Path(args["bodies"]).write_text(json.dumps([r.body for r in accepted]))
+    return {
+        "accepted": len(accepted),
+        "requests": len(stub.requests),
+        "connections": stub.connections_accepted,
+    }
+
+
+@contextmanager
+def external_stub(latency: float = 0.0, bodies: str | None = None):
+    """The loopback SendGrid in a process of its own: yields {"url", "api_key"}, then (once it stopped)
+    also what it accepted."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.delivery",
+            "--step",
+            "stub",
+            "--args",
+            json.dumps({"latency": latency, "bodies": bodies}),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    try:
+        yield info
+    finally:
+        proc.stdin.close()
+        out = proc.stdout.read()
+        if proc.wait(120) != 0:
+            raise RuntimeError(f"the SendGrid stub failed (exit {proc.returncode})")
+        info.update(json.loads(out.strip().splitlines()[-1]))
 
 
 def step_sendgrid_floor(args: dict) -> dict:
@@ -387,46 +433,35 @@ def step_sendgrid_floor(args: dict) -> dict:
     from sendgrid import SendGridAPIClient
 
     bodies = json.loads(Path(args["bodies"]).read_text())
-    stub = _start_stub()
-    try:
 
-        def post(body: dict) -> int:
-            client = SendGridAPIClient(api_key=stub.api_key, host=stub.url)
-            return client.client.mail.send.post(request_body=body).status_code
+    def post(body: dict) -> int:
+        client = SendGridAPIClient(api_key=args["api_key"], host=args["stub_url"])
+        return client.client.mail.send.post(request_body=body).status_code
 
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=args["concurrency"]) as pool:
-            codes = list(pool.map(post, bodies))
-        seconds = time.perf_counter() - t0
-    finally:
-        stub.stop()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(max_workers=args["concurrency"]) as pool:
+        codes = list(pool.map(post, bodies))
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {
         "emails": len(bodies),
         "seconds": seconds,
+        "cpu_s": cpu,
         "emails_per_s": len(bodies) / seconds,
         "accepted": sum(1 for c in codes if c == 202),
     }
 
 
 def step_catch_up_sendgrid(args: dict) -> dict:
-    stub = _start_stub()
-    os.environ["LIFECYCLE_SENDGRID_HOST"] = stub.url
-    os.environ["SENDGRID_API_KEY"] = stub.api_key
+    os.environ["LIFECYCLE_SENDGRID_HOST"] = args["stub_url"]
+    os.environ["SENDGRID_API_KEY"] = args["api_key"]
     os.environ["LIFECYCLE_EMAIL_BACKEND"] = "sendgrid"
     from lifecycle.config import reset_settings
 
     reset_settings()
-    try:
-        result = step_catch_up({**args, "backend": "sendgrid"})
-        bodies = [r.body for r in stub.requests]
-        result["emails"] = len(stub.accepted)
-        Path(args["bodies"]).write_text(json.dumps(bodies))
-    finally:
-        stub.stop()
-    return result
+    return step_catch_up({**args, "backend": "sendgrid"})
 
 
-def bench_sendgrid(scale: float, log=print) -> dict:
+def bench_sendgrid(scale: float, log=print, latency: float = 0.0) -> dict:
     from lifecycle.config import Settings
 
     concurrency = Settings().sendgrid_concurrency
@@ -435,15 +470,25 @@ def bench_sendgrid(scale: float, log=print) -> dict:
         url = f"sqlite:///{workdir / 'bench.db'}"
         env = _env(url, workdir)
         bodies = str(workdir / "bodies.json")
-        log(f"  sendgrid stub, scale {scale}: catch-up ...")
-        run = _child("catch_up_sendgrid", {"url": url, "scale": scale, "bodies": bodies}, env)
-        log(f"  sendgrid stub, scale {scale}: floor ...")
-        floor = _child("sendgrid_floor", {"bodies": bodies, "concurrency": concurrency}, env)
+        log(f"  sendgrid stub ({latency * 1000:g} ms), scale {scale}: catch-up ...")
+        with external_stub(latency, bodies) as stub:
+            args = {"url": url, "scale": scale, "stub_url": stub["url"], "api_key": stub["api_key"]}
+            run = _child("catch_up_sendgrid", args, env)
+        run["emails"] = stub["accepted"]
+        log(f"  sendgrid stub ({latency * 1000:g} ms), scale {scale}: floor ...")
+        with external_stub(latency) as floor_stub:
+            args = {"bodies": bodies, "concurrency": concurrency}
+            floor = _child(
+                "sendgrid_floor",
+                args | {"stub_url": floor_stub["url"], "api_key": floor_stub["api_key"]},
+                env,
+            )
         emails_per_s = run["emails"] / run["seconds"]
         return {
             "run": run,
             "floor": floor,
             "concurrency": concurrency,
+            "latency": latency,
             "emails_per_s": emails_per_s,
             "ratio": emails_per_s / floor["emails_per_s"] if floor["emails_per_s"] else None,
         }
@@ -682,6 +727,7 @@ STEP_FUNCS = {
     "file_floor": step_file_floor,
     "catch_up_sendgrid": step_catch_up_sendgrid,
     "sendgrid_floor": step_sendgrid_floor,
+    "stub": step_stub,
 }
 
 
@@ -693,6 +739,7 @@ def run(
     celery_customers=CELERY_CUSTOMERS,
     celery_processes=CELERY_PROCESSES,
     redis_url: str | None = None,
+    sendgrid_latency: float = SENDGRID_LATENCY,
     log=print,
 ) -> dict:
     report: dict = {"cpus": os.cpu_count(), "file": {}, "sendgrid": {}, "worker": {}, "celery": {}}
@@ -701,6 +748,10 @@ def run(
             report["file"][str(scale)] = bench_file(scale, log=log)
         if "sendgrid" in only:
             report["sendgrid"][str(scale)] = bench_sendgrid(scale, log=log)
+            if sendgrid_latency:
+                report["sendgrid"][f"{scale}@{sendgrid_latency}"] = bench_sendgrid(
+                    scale, log=log, latency=sendgrid_latency
+                )
     if "worker" in only:
         for n in worker_customers:
             report["worker"][str(n)] = bench_worker(n, log=log)
@@ -755,9 +806,13 @@ def table(report: dict) -> str:
         for name in ("file", "sendgrid"):
             for scale, d in report[name].items():
                 run_ = d["run"]
-                label = f"sendgrid ({d['concurrency']} threads)" if name == "sendgrid" else name
+                label = name
+                if name == "sendgrid":
+                    label = (
+                        f"sendgrid ({d['concurrency']} threads, answers in {d.get('latency', 0) * 1000:g} ms)"
+                    )
                 lines.append(
-                    f"| {label} | {scale} | {run_['customers']:,} | {run_['deliveries']:,} | {run_['emails']:,} "
+                    f"| {label} | {scale.split('@')[0]} | {run_['customers']:,} | {run_['deliveries']:,} | {run_['emails']:,} "
                     f"| {run_['seconds']:.1f} | {_num(run_.get('cpu_s'), '.1f')} | {_num(run_.get('load'), '.0f')} "
                     f"| {d['emails_per_s']:,.0f} | {d['floor']['emails_per_s']:,.0f} | **{d['ratio']:.2f}** "
                     f"| {_cpu_ratio(d)} | {run_['peak_rss_mb']:.0f} | {run_['duplicates']} |"
@@ -800,6 +855,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="file,sendgrid,worker,celery")
     parser.add_argument("--worker", default=",".join(map(str, WORKER_CUSTOMERS)), help="customers due")
     parser.add_argument("--celery-customers", type=int, default=CELERY_CUSTOMERS)
+    parser.add_argument(
+        "--sendgrid-latency",
+        type=float,
+        default=SENDGRID_LATENCY,
+        help="seconds the stub waits before each answer in a second SendGrid run (0: none)",
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -813,6 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         tuple(s.strip() for s in args.only.split(",")),
         worker_customers=tuple(int(n) for n in args.worker.split(",") if n),
         celery_customers=args.celery_customers,
+        sendgrid_latency=args.sendgrid_latency,
     )
     print(json.dumps(report, default=str))
     print()

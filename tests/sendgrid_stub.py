@@ -208,8 +208,10 @@ class SendGridStub:
         hang_rate: float = 0.0,
         hang_seconds: float = 0.0,
         seed: int = 7,
+        latency: float = 0.0,
     ):
         self.api_key = api_key
+        self.latency = latency  # seconds every accepted request waits for its answer (a distant API)
         self.requests: list[Recorded] = []
         self.error_rate, self.hang_rate, self.hang_seconds = error_rate, hang_rate, hang_seconds
         self.webhook_posts: list[tuple[int, object]] = []  # (status, answer) of each event post
@@ -436,6 +438,8 @@ class SendGridStub:
             record.status = 400
             return self._reply(req, 400, {"errors": errors}, record=record)
         self._accept(record)
+        if self.latency:
+            time.sleep(self.latency)
         return self._reply(req, 202, None, {"X-Message-Id": record.message_id}, record=record)
 
     @staticmethod

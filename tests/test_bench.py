@@ -137,17 +137,24 @@ def test_the_delivery_bench_measures_file_and_sendgrid_against_their_floors_and_
     from bench import delivery as bench_delivery
 
     report = bench_delivery.run(
-        (0.002,), ("file", "sendgrid", "worker"), worker_customers=(30,), log=lambda _: None
+        (0.002,),
+        ("file", "sendgrid", "worker"),
+        worker_customers=(30,),
+        sendgrid_latency=0.02,
+        log=lambda _: None,
     )
-    for name in ("file", "sendgrid"):
-        d = report[name]["0.002"]
+    for name, scale in (("file", "0.002"), ("sendgrid", "0.002"), ("sendgrid", "0.002@0.02")):
+        d = report[name][scale]
         assert d["run"]["deliveries"] > 0 and d["run"]["emails"] > 0 and d["run"]["failed"] == 0
         assert d["floor"]["emails"] == d["run"]["emails"], "the floor sends the very same emails"
+        assert name == "file" or d["floor"]["accepted"] == d["floor"]["emails"]
         assert d["ratio"] > 0 and d["run"]["duplicates"] == 0
+    assert report["sendgrid"]["0.002@0.02"]["latency"] == 0.02
     worker = report["worker"]["30"]
     assert worker["eml_files"] == 30 and worker["duplicates"] == 0 and worker["peak_rss_mb"] > 0
     text = bench_delivery.table(report)
     assert "| file | 0.002 |" in text and "| SQLite, file backend | 30 |" in text
+    assert "| sendgrid (8 threads, answers in 20 ms) | 0.002 |" in text
     assert f"{report['cpus']} cores" in text
 
 

@@ -414,6 +414,17 @@ class CustomerRef(NamedTuple):
     locale: str
 
 
+def remember(session: Session, milestone_ids: Iterable[int], memo: dict) -> dict[int, MilestoneRow]:
+    """The rows of these milestones kept in `memo` (a delivery run's), reading those it does not hold
+    yet: a channel that builds many attachments reads them all at once before (`EmailChannel`)."""
+    known = memo.setdefault("ics-rows", {})
+    missing = sorted({int(i) for i in milestone_ids} - known.keys())
+    if missing:
+        for row in load_copies(session, missing):
+            known[row.milestone.id] = row  # outlives this session (sessions expire on commit)
+    return known
+
+
 def attachment(
     session: Session,
     milestone_ids: list[int],
@@ -430,11 +441,7 @@ def attachment(
     if memo is None:
         rows = load_milestones(session, col(Milestone.id).in_(ids)) if ids else []
     else:
-        known = memo.setdefault("ics-rows", {})
-        missing = [i for i in ids if i not in known]
-        if missing:
-            for row in load_copies(session, missing):
-                known[row.milestone.id] = row  # outlives this session (sessions expire on commit)
+        known = remember(session, ids, memo)
         rows = [known[i] for i in ids if i in known]
     if customer is None:
         return ics.attachment(rows, at=at)

@@ -133,6 +133,18 @@ class EmailChannel:
         email's send deadline starts when its own send starts. Returns an outcome per batch: the
         provider id, or the exception."""
 
+        milestone_ids = {
+            c["milestone_id"]
+            for b in batches
+            if b.audience == "customer"
+            for c in (i.context for i in b.items)
+            if c["milestone_id"]
+        }
+        if milestone_ids and session is not None:  # the attachments' milestones, in one read
+            from lifecycle.calendar import feeds
+
+            feeds.remember(session, milestone_ids, batches[0].cache)
+
         def build():  # in this thread (it reads through the session), while the backend sends the others
             for batch in batches:
                 try:
