@@ -87,6 +87,41 @@ def test_plan_without_flags_is_a_summary_per_day_stage_and_channel(fleet, cli):
     assert both.code == 2 and "--summary" in both.err, both
 
 
+def test_the_summary_counts_the_same_read_through_the_status_index_or_the_table_in_order(fleet, monkeypatch):
+    """Mostly planned (a fleet just registered): the summary reads the notice table in order. Mostly
+    sent: through the status index. Either way the same groups and counts, also with --until, and with
+    some notices no longer planned."""
+    from lifecycle.cli import schedule
+
+    def both(until=None, customer=None):
+        with session_scope() as s:
+            monkeypatch.setattr(schedule, "SCAN_SHARE", 0.0)  # always the table in order
+            scanned = schedule.plan_summary(s, until, customer)
+            monkeypatch.setattr(schedule, "SCAN_SHARE", 2.0)  # never
+            indexed = schedule.plan_summary(s, until, customer)
+        monkeypatch.undo()
+        assert scanned == indexed and scanned
+        return scanned
+
+    with session_scope() as s:
+        assert schedule._mostly_planned(s.connection(), None, None)
+        assert not schedule._mostly_planned(s.connection(), "c0001", None)
+    whole = both()
+    assert sum(g["notices"] for g in whole) == fleet
+    assert both(until=utc(2026, 12, 31)) != whole
+    both(customer="c0003")
+    with session_scope() as s:  # four fifths of the notices sent: the index is the quicker way
+        ids = s.execute(sa.select(Notice.id).order_by(Notice.id)).scalars().all()
+        s.execute(
+            sa.update(Notice)
+            .where(Notice.id.in_(ids[: len(ids) * 4 // 5]))
+            .values(status=NoticeStatus.SENT, sent_at=utc(2026, 1, 1))
+        )
+    with session_scope() as s:
+        assert not schedule._mostly_planned(s.connection(), None, None)
+    assert sum(g["notices"] for g in both()) == fleet - len(ids) * 4 // 5
+
+
 def test_plan_json_streams_every_notice_in_order_across_chunks(fleet, cli, tmp_path):
     result = cli("plan", "--at", AT, "--json")
     assert result.code == 0, result

@@ -41,11 +41,12 @@ CHUNK = 1000  # notices read, and their recipients looked up, per round trip
 
 
 def _plan_filter(
-    session, until: dt.datetime | None, customer: str | None, product: str | None
+    session, until: dt.datetime | None, customer: str | None, product: str | None, *, scan: bool = False
 ) -> sa.ColumnElement:
-    """Planned notices (due by `until`, of one customer, about one product's milestones), as a condition."""
+    """Planned notices (due by `until`, of one customer, about one product's milestones), as a condition.
+    `scan`: read the notice table in order instead of through its status index (`status || ''`)."""
     N = table_of(Notice)
-    cond = [N.c.status == NoticeStatus.PLANNED.value]
+    cond = [(N.c.status.concat("") if scan else N.c.status) == NoticeStatus.PLANNED.value]
     if until is not None:
         cond.append(N.c.due_at <= until)
     if customer is not None:
@@ -115,6 +116,25 @@ def planned_rows(
             }
 
 
+SCAN_SHARE = 0.25  # planned notices as a share of all, from which the summary reads the table in order
+
+
+def _mostly_planned(conn, customer: str | None, product: str | None) -> bool:
+    """Whether most notices are planned (a fleet registered recently), so that the summary of the whole
+    plan is quicker read from the table in order than through the status index: the index lists them
+    by due date, and each row is then fetched from somewhere else in the table (at the reference fleet,
+    79% planned: 2.3 s instead of 4.3 s for the email recipients). Not for one customer or product:
+    those are found through their own indexes."""
+    if customer is not None or product is not None:
+        return False
+    N = table_of(Notice)
+    total = conn.execute(sa.select(sa.func.count()).select_from(N)).scalar_one()
+    planned = conn.execute(
+        sa.select(sa.func.count()).select_from(N).where(N.c.status == NoticeStatus.PLANNED.value)
+    ).scalar_one()
+    return total > 0 and planned >= SCAN_SHARE * total
+
+
 def plan_summary(
     session, until: dt.datetime | None, customer: str | None = None, product: str | None = None
 ) -> list[dict]:
@@ -125,14 +145,11 @@ def plan_summary(
     from lifecycle.channels.registry import CHANNELS
 
     N = table_of(Notice)
-    cond = _plan_filter(session, until, customer, product)
-
-    def day_and_label(t):
-        return sa.func.date(t.c.due_at), sa.case((t.c.kind == "stage", t.c.slot), else_=t.c.kind)
-
-    groups: dict[tuple[str, str], dict] = {}
     conn = session.connection()
-    day, label = day_and_label(N)
+    cond = _plan_filter(session, until, customer, product, scan=_mostly_planned(conn, customer, product))
+    day = sa.func.date(N.c.due_at)
+    label = sa.case((N.c.kind == "stage", N.c.slot), else_=N.c.kind)
+    groups: dict[tuple[str, str], dict] = {}
     for d, lab, notices, customers in conn.execute(
         sa.select(day, label, sa.func.count(), sa.func.count(sa.distinct(N.c.customer_id)))
         .where(cond)
@@ -149,14 +166,17 @@ def plan_summary(
         if channel.subscribed and not has_subscriptions(conn, name):
             continue  # a channel nobody subscribed to: a scan of the plan for nothing
         for audience in sorted(channel.audiences):
-            sub = channel.recipients(audience, sa.and_(cond, N.c.audience == audience)).subquery()
-            n2 = N.alias("planned_notice")
-            d2, lab2 = day_and_label(n2)
+            # A recipient source selects from the notice table (its condition is on it): the day and
+            # label are read from the same row, not by joining each recipient back to its notice.
+            sub = (
+                channel.recipients(audience, sa.and_(cond, N.c.audience == audience))
+                .add_columns(day.label("planned_day"), label.label("planned_label"))
+                .subquery()
+            )
             for d, lab, count in conn.execute(
-                sa.select(d2, lab2, sa.func.count())
-                .select_from(sub)
-                .join(n2, n2.c.id == sub.c[0])
-                .group_by(d2, lab2)
+                sa.select(sub.c.planned_day, sub.c.planned_label, sa.func.count()).group_by(
+                    sub.c.planned_day, sub.c.planned_label
+                )
             ):
                 found = groups[(str(d)[:10], lab)]["channels"]
                 found[name] = found.get(name, 0) + count
