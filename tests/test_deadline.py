@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+from lifecycle.mailers import deadline
 from lifecycle.mailers.deadline import SendDeadline
 
 
@@ -54,6 +55,10 @@ def test_a_deadline_that_closed_in_time_never_expires_and_threads_do_not_grow_wi
     assert threading.active_count() <= before + 1
     data, _ = _blocked_read(SendDeadline(time.monotonic() + 0.1))  # the watchdog still answers
     assert data == b""
+    for _ in range(3 * deadline.COMPACT_AT):  # closed long before their deadline: dropped early
+        with SendDeadline(time.monotonic() + 600):
+            pass
+    assert len(deadline._WATCHDOG._heap) <= deadline.COMPACT_AT
 
 
 def test_a_passed_deadline_shuts_a_socket_at_once():

@@ -76,26 +76,29 @@ class SendDeadline:
             self._sockets.clear()
 
 
+COMPACT_AT = 1000  # heap entries from which closed deadlines are dropped before they come up
+
+
 class _Watchdog:
     """The thread that expires each open `SendDeadline` at its instant. Deadlines that closed first are
-    dropped when they come up (or when they are most of the heap). A forked child starts its own."""
+    dropped when they come up, or when the heap has doubled. A forked child starts its own."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, SendDeadline]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._compact_at = COMPACT_AT
 
     def add(self, deadline: SendDeadline) -> None:
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="send-deadlines", daemon=True)
                 self._thread.start()
-            if len(self._heap) > 1000 and len(self._heap) > 2 * sum(
-                1 for *_, d in self._heap if not d._closed
-            ):
+            if len(self._heap) >= self._compact_at:  # amortised: the heap doubled since it was last kept
                 self._heap = [e for e in self._heap if not e[2]._closed]
                 heapq.heapify(self._heap)
+                self._compact_at = max(COMPACT_AT, 2 * len(self._heap))
             heapq.heappush(self._heap, (deadline.deadline, next(self._order), deadline))
             if self._heap[0][2] is deadline:  # sooner than what the thread waits for
                 self._cond.notify()

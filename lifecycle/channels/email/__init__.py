@@ -21,6 +21,11 @@ from lifecycle.mailers import RECONCILIATION, Attachment, Email, get_mailer, sen
 from lifecycle.models import Contact, Customer, DeliveryStatus, table_of
 
 
+def _milestone_ids(batch: Batch) -> set[int]:
+    """The milestones a batch's notices are about: the events of its email's .ics."""
+    return {i.context["milestone_id"] for i in batch.items if i.context["milestone_id"]}
+
+
 def calendar_attachment(
     milestone_ids: list[int],
     customer: dict | None,
@@ -92,7 +97,7 @@ class EmailChannel:
         msg = batch.cache[said]
         attachments = []
         if batch.audience == "customer":
-            milestone_ids = tuple(sorted({c["milestone_id"] for c in contexts if c["milestone_id"]}))
+            milestone_ids = tuple(sorted(_milestone_ids(batch)))
             key = ("ics", batch.customer["id"], milestone_ids)
             if key not in batch.cache:
                 batch.cache[key] = calendar_attachment(
@@ -133,13 +138,7 @@ class EmailChannel:
         email's send deadline starts when its own send starts. Returns an outcome per batch: the
         provider id, or the exception."""
 
-        milestone_ids = {
-            c["milestone_id"]
-            for b in batches
-            if b.audience == "customer"
-            for c in (i.context for i in b.items)
-            if c["milestone_id"]
-        }
+        milestone_ids = {i for b in batches if b.audience == "customer" for i in _milestone_ids(b)}
         if milestone_ids and session is not None:  # the attachments' milestones, in one read
             from lifecycle.calendar import feeds
 
